@@ -1,0 +1,1 @@
+"""``mdanet-sdk summary``: parameter count and FLOPs of a preset."""
