@@ -1,0 +1,4 @@
+"""Data: NIfTI IO, ISLES case readers, the synthetic phantom, preprocessing and the slice dataset.
+
+This package knows nothing about the model.
+"""
