@@ -12,11 +12,17 @@ from mdanet_sdk.errors import MDANetError
 
 app = typer.Typer(
     name="mdanet-sdk",
-    help="MDANet brain-stroke lesion segmentation: train, segment, evaluate, export, benchmark.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root() -> None:
+    """MDANet brain-stroke lesion segmentation: train, segment, evaluate, export, benchmark."""
+
+
 console = Console()
 err_console = Console(stderr=True)
 

@@ -1,1 +1,50 @@
-"""``mdanet-sdk summary``: parameter count and FLOPs of a preset."""
+"""``mdanet-sdk summary``: parameter count and FLOPs per slice of a preset."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.config import MODALITY_GROUPS, MDANetConfig
+from mdanet_sdk.errors import InputError
+
+
+def _groups(spec: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``"2,2"`` → the CTP groups, ``"1,1"`` → the MRI groups, other sizes → generic names."""
+    try:
+        a, b = (int(n) for n in spec.split(","))
+    except ValueError:
+        raise InputError(f"--groups must be two channel counts like 2,2; got {spec!r}.") from None
+    if a < 1 or b < 1:
+        raise InputError(f"--groups needs at least one channel per group; got {spec!r}.")
+    for groups in MODALITY_GROUPS.values():
+        if (len(groups[0]), len(groups[1])) == (a, b):
+            return groups
+    return tuple(f"a{i}" for i in range(a)), tuple(f"b{i}" for i in range(b))
+
+
+@command("summary")
+def summary(
+    preset: Annotated[str, typer.Option(help="paper, small, unet or attention-unet.")] = "paper",
+    groups: Annotated[str, typer.Option(help="Channels per modality group, e.g. 2,2 (CTP) or 1,1 (MRI).")] = "2,2",
+    size: Annotated[int, typer.Option(help="Slice side in pixels for the FLOP count.")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Print the parameter count and GFLOPs per slice of a model preset."""
+    from mdanet_sdk.model import model_summary
+
+    config = MDANetConfig.from_preset(preset, groups=_groups(groups))
+    info = model_summary(config, size)
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    table = Table(title=f"mdanet-sdk summary: {preset}")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for key, value in info.items():
+        table.add_row(key, str(value))
+    console.print(table)

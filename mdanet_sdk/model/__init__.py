@@ -1,0 +1,53 @@
+"""The networks: MDANet (one module per paper component) and the Table 1 baselines."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.model.blocks import MultiScaleConv
+from mdanet_sdk.model.dasc import DifferenceAwareSkip
+from mdanet_sdk.model.gcfb import GraphConv, GraphConvFusion
+from mdanet_sdk.model.mdanet import MDANet
+from mdanet_sdk.model.unet import AttentionUNet, UNet
+
+__all__ = [
+    "MDANet", "UNet", "AttentionUNet", "MultiScaleConv", "DifferenceAwareSkip", "GraphConv",
+    "GraphConvFusion", "build_model", "count_parameters", "model_summary",
+]
+
+
+def build_model(config: MDANetConfig) -> nn.Module:
+    """The network ``config`` describes (MDANet, or a baseline for ``architecture`` unet/attention-unet)."""
+    return MDANet(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (shared modules counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def model_summary(config: MDANetConfig, size: int = 256) -> dict[str, object]:
+    """Parameter count and forward FLOPs for one ``size × size`` slice (``torch.utils.flop_counter``).
+
+    Returns:
+        ``{"preset", "architecture", "groups", "size", "params", "params_m", "gflops_per_slice"}``; FLOPs count
+        a multiply-add as 2 and cover convolutions and matrix products (not element-wise ops).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(config).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, config.in_channels, size, size))
+    params = count_parameters(model)
+    return {
+        "preset": config.preset,
+        "architecture": config.architecture,
+        "groups": [list(g) for g in config.groups],
+        "size": size,
+        "params": params,
+        "params_m": round(params / 1e6, 3),
+        "gflops_per_slice": round(counter.get_total_flops() / 1e9, 3),
+    }

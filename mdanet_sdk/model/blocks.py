@@ -1,0 +1,113 @@
+"""Convolution blocks shared by MDANet and the baselines: conv-BN-ReLU, double conv, MSC, encoder, decoder."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ConvBNReLU", "DoubleConv", "MultiScaleConv", "encoder_block", "Encoder", "UNetDecoder"]
+
+
+class ConvBNReLU(nn.Sequential):
+    """3×3 convolution, batch norm, ReLU: ``(B, C_in, H, W) → (B, C_out, H, W)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DoubleConv(nn.Sequential):
+    """The U-Net block: two :class:`ConvBNReLU`, ``(B, C_in, H, W) → (B, C_out, H, W)``."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(ConvBNReLU(in_channels, out_channels), ConvBNReLU(out_channels, out_channels))
+
+
+class MultiScaleConv(nn.Module):
+    """Multi-scale convolution (MSC) encoder block, paper Fig. 3(a).
+
+    Three parallel branches of 1, 2 and 3 stacked 3×3 conv-BN-ReLU layers see receptive fields of 3, 5 and 7
+    pixels; their outputs (about ``C_out / 3`` channels each, summing to ``C_out``) are concatenated, so no
+    1×1 projection is needed. With a third of the channels per branch the block has fewer parameters than
+    the U-Net double convolution it replaces.
+
+    Args:
+        in_channels: ``C_in``.
+        out_channels: ``C_out`` (at least 3).
+
+    Shapes:
+        ``(B, C_in, H, W) → (B, C_out, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        third = out_channels // 3
+        widths = (out_channels - 2 * third, third, third)
+        self.branches = nn.ModuleList(
+            nn.Sequential(*(ConvBNReLU(in_channels if i == 0 else width, width) for i in range(depth)))
+            for depth, width in zip((1, 2, 3), widths)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+
+def encoder_block(in_channels: int, out_channels: int, msc: bool) -> nn.Module:
+    """An MSC block when ``msc`` (MDANet), else the U-Net double convolution (ablation, Table 3)."""
+    return MultiScaleConv(in_channels, out_channels) if msc else DoubleConv(in_channels, out_channels)
+
+
+class Encoder(nn.Module):
+    """Levels 1-4 of the encoder: max-pool 2×2 then an encoder block, widths ``widths[0] → widths[4]``.
+
+    In MDANet one instance is applied to both modality groups (parameter sharing, section 3.2).
+
+    Shapes:
+        ``(B, widths[0], H, W)`` → list of 5 maps, level ``l`` of shape ``(B, widths[l], H/2^l, W/2^l)``
+        (level 0 is the input itself).
+    """
+
+    def __init__(self, widths: Sequence[int], msc: bool) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), encoder_block(widths[i], widths[i + 1], msc))
+            for i in range(len(widths) - 1)
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        features = [x]
+        for level in self.levels:
+            features.append(level(features[-1]))
+        return features
+
+
+class UNetDecoder(nn.Module):
+    """U-Net decoder: at each level a 2×2 transposed conv up, a skip feature concatenated, a double conv.
+
+    The skip feature at each level comes from ``merge(level, up)``, so the same decoder serves plain
+    concatenation skips (U-Net), attention gates (Attention U-Net) and difference-aware skips (MDANet),
+    each of which sees the upsampled decoder feature ``up`` (``F_de`` of Eq. 2).
+
+    Shapes:
+        bottom ``(B, widths[-1], H/16, W/16)`` → logits ``(B, num_classes, H, W)``.
+    """
+
+    def __init__(self, widths: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        deep = list(reversed(widths))  # 1024, 512, 256, 128, 64
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(deep[i], deep[i + 1], 2, stride=2) for i in range(4))
+        self.convs = nn.ModuleList(DoubleConv(2 * deep[i + 1], deep[i + 1]) for i in range(4))
+        self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
+
+    def forward(self, bottom: Tensor, merge: Callable[[int, Tensor], Tensor]) -> Tensor:
+        x = bottom
+        for i, (up, conv) in enumerate(zip(self.ups, self.convs)):
+            u = up(x)
+            level = 3 - i
+            x = conv(torch.cat([merge(level, u), u], dim=1))
+        return self.head(x)

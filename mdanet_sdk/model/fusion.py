@@ -1,0 +1,111 @@
+"""Bottleneck fusion alternatives of the global-modeling ablation (paper section 4.5.3, Table 5).
+
+Like GCFB they have two layers: self-attention within each group's map, then cross-attention where each
+group queries the other; the updated maps are subtracted (or passed on, for one group).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.model.gcfb import GraphConvFusion
+
+__all__ = ["NonLocalBlock", "TransformerBlock", "AttentionFusion", "DifferenceFusion", "build_bottleneck"]
+
+
+class NonLocalBlock(nn.Module):
+    """Embedded-Gaussian non-local block (Wang et al. 2018) with queries and keys/values from two maps.
+
+    Shapes:
+        ``query, context: (B, C, H, W)`` → ``(B, C, H, W)`` (residual on ``query``).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        inter = max(1, channels // 2)
+        self.theta = nn.Conv2d(channels, inter, 1)
+        self.phi = nn.Conv2d(channels, inter, 1)
+        self.g = nn.Conv2d(channels, inter, 1)
+        self.out = nn.Sequential(nn.Conv2d(inter, channels, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, query: Tensor, context: Tensor) -> Tensor:
+        q = self.theta(query).flatten(2).transpose(1, 2)  # (B, HW, C')
+        k = self.phi(context).flatten(2)  # (B, C', HW)
+        v = self.g(context).flatten(2).transpose(1, 2)  # (B, HW, C')
+        y = torch.softmax(torch.bmm(q, k), dim=-1).bmm(v)
+        y = y.transpose(1, 2).reshape(query.shape[0], -1, *query.shape[-2:])
+        return query + self.out(y)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer layer on bottleneck tokens (one token per position), ViT-style.
+
+    Shapes:
+        ``query, context: (B, C, H, W)`` → ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, heads: int = 8, mlp_ratio: int = 4) -> None:
+        super().__init__()
+        heads = heads if channels % heads == 0 else 1
+        self.norm_q = nn.LayerNorm(channels)
+        self.norm_kv = nn.LayerNorm(channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(channels)
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, mlp_ratio * channels), nn.GELU(), nn.Linear(mlp_ratio * channels, channels)
+        )
+
+    def forward(self, query: Tensor, context: Tensor) -> Tensor:
+        b, c, h, w = query.shape
+        q = query.flatten(2).transpose(1, 2)
+        kv = self.norm_kv(context.flatten(2).transpose(1, 2))
+        x = q + self.attn(self.norm_q(q), kv, kv, need_weights=False)[0]
+        x = x + self.mlp(self.norm_mlp(x))
+        return x.transpose(1, 2).reshape(b, c, h, w)
+
+
+class AttentionFusion(nn.Module):
+    """Two attention layers (self, then cross between groups) and the groups' difference.
+
+    Shapes:
+        list of 1 or 2 maps ``(B, C, H, W)`` → ``(B, C, H, W)``.
+    """
+
+    def __init__(self, self_layer: nn.Module, cross_layer: nn.Module) -> None:
+        super().__init__()
+        self.self_layer = self_layer
+        self.cross_layer = cross_layer
+
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
+        feats = [self.self_layer(f, f) for f in features]
+        if len(feats) == 1:
+            return self.cross_layer(feats[0], feats[0])
+        a, b = feats
+        return self.cross_layer(a, b) - self.cross_layer(b, a)
+
+
+class DifferenceFusion(nn.Module):
+    """No global modeling (``bottleneck="none"``): the groups' bottleneck maps are subtracted directly.
+
+    Shapes:
+        list of 1 or 2 maps ``(B, C, H, W)`` → ``(B, C, H, W)``.
+    """
+
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
+        return features[0] - features[1] if len(features) == 2 else features[0]
+
+
+def build_bottleneck(config: MDANetConfig, groups: int) -> nn.Module:
+    """The bottleneck fusion module that ``config.bottleneck`` names, for 1 or 2 groups."""
+    c = config.widths[-1]
+    if config.bottleneck == "gcfb":
+        return GraphConvFusion(c, config.nodes, config.embed, config.space_grid, groups, config.ops)
+    if config.bottleneck == "nonlocal":
+        return AttentionFusion(NonLocalBlock(c), NonLocalBlock(c))
+    if config.bottleneck == "transformer":
+        return AttentionFusion(TransformerBlock(c), TransformerBlock(c))
+    return DifferenceFusion()

@@ -1,0 +1,144 @@
+"""Graph convolution fusion block (GCFB), paper section 3.3, Eq. 4-7, Figs. 5-7."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mdanet_sdk import ops
+
+__all__ = ["GraphConv", "ChannelGraphFusion", "SpaceGraphFusion", "GraphConvFusion"]
+
+
+class GraphConv(nn.Module):
+    """Graph convolution, Eq. 6-7: ``Ĝ = ReLU(Conv1d((G - Conv1d(G))ᵀ)ᵀ) = ReLU(((I - A) G) W)``.
+
+    The first 1-D convolution mixes nodes (its weight is the learnable adjacency ``A``, ``M × M``), the second
+    mixes features (the weight matrix ``W``, ``E × E``); both run as one fused operator,
+    :func:`mdanet_sdk.ops.graph_conv`.
+
+    Args:
+        nodes: ``M``, nodes of the graph (``2N`` for two modality groups).
+        features: ``E``, features per node.
+        impl: op implementation, ``"auto"``, ``"native"`` or ``"reference"``.
+
+    Shapes:
+        ``(B, M, E) → (B, M, E)``.
+    """
+
+    def __init__(self, nodes: int, features: int, impl: str = "auto") -> None:
+        super().__init__()
+        self.node_conv = nn.Conv1d(nodes, nodes, kernel_size=1)
+        self.feature_conv = nn.Conv1d(features, features, kernel_size=1)
+        self.impl = impl
+
+    def forward(self, g: Tensor) -> Tensor:
+        return ops.graph_conv(
+            g,
+            self.node_conv.weight[:, :, 0],
+            self.node_conv.bias,
+            self.feature_conv.weight[:, :, 0],
+            self.feature_conv.bias,
+            impl=self.impl,
+        )
+
+
+class ChannelGraphFusion(nn.Module):
+    """GCFB with channel embedding (Fig. 5, Eq. 4-5), GloRe-style.
+
+    Each group's map ``F_i`` is projected to ``F_θ = θ(F_i)`` (``N × HW``) and ``F_φ = φ(F_i)`` (``E × HW``);
+    the graph is ``G_i = F_θ F_φᵀ / HW`` (``N × E``, Eq. 4; the ``1/HW`` keeps it independent of the input
+    size). The groups' graphs are stacked into one ``2N``-node graph, updated by :class:`GraphConv`, split
+    again and reprojected, ``F̂_i = Ĝ_iᵀ F_θ`` (Eq. 5), then a 1×1 conv-BN back to ``C`` channels is added
+    to ``F_i`` (residual).
+
+    Shapes:
+        list of ``groups`` maps ``(B, C, H, W)`` → list of the same shapes.
+    """
+
+    def __init__(self, channels: int, nodes: int, embed: int, groups: int = 2, impl: str = "auto") -> None:
+        super().__init__()
+        self.nodes = nodes
+        self.theta = nn.Conv2d(channels, nodes, kernel_size=1)
+        self.phi = nn.Conv2d(channels, embed, kernel_size=1)
+        self.gcn = GraphConv(groups * nodes, embed, impl)
+        self.extend = nn.Sequential(nn.Conv2d(embed, channels, kernel_size=1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+        projections, graphs = [], []
+        for f in features:
+            f_theta = self.theta(f).flatten(2)  # (B, N, HW)
+            f_phi = self.phi(f).flatten(2)  # (B, E, HW)
+            graphs.append(torch.bmm(f_theta, f_phi.transpose(1, 2)) / f_theta.shape[-1])
+            projections.append(f_theta)
+        updated = self.gcn(torch.cat(graphs, dim=1)).split(self.nodes, dim=1)
+        out = []
+        for f, f_theta, g in zip(features, projections, updated):
+            back = torch.bmm(g.transpose(1, 2), f_theta).view(f.shape[0], -1, f.shape[2], f.shape[3])
+            out.append(f + self.extend(back))
+        return out
+
+
+class SpaceGraphFusion(nn.Module):
+    """GCFB with space embedding (Fig. 6): every bottleneck position is a node.
+
+    A map is average-pooled to a fixed ``grid × grid`` node grid (so the adjacency has a fixed size whatever
+    the input size; at the paper's 256×256 input and ``grid=16`` the pooling is the identity), each node's
+    ``C`` features get a learnable position embedding, the groups' node sets are stacked into one graph of
+    ``groups · grid²`` nodes and updated by :class:`GraphConv`; the nodes are rearranged back into a map,
+    resized to ``H × W`` and added to the input (residual).
+
+    Shapes:
+        list of ``groups`` maps ``(B, C, H, W)`` → list of the same shapes.
+    """
+
+    def __init__(self, channels: int, grid: int, groups: int = 2, impl: str = "auto") -> None:
+        super().__init__()
+        self.grid = grid
+        self.position = nn.Parameter(torch.zeros(1, grid * grid, channels))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        self.gcn = GraphConv(groups * grid * grid, channels, impl)
+
+    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+        nodes = []
+        for f in features:
+            pooled = F.adaptive_avg_pool2d(f, self.grid) if f.shape[-2:] != (self.grid, self.grid) else f
+            nodes.append(pooled.flatten(2).transpose(1, 2) + self.position)  # (B, grid², C)
+        updated = self.gcn(torch.cat(nodes, dim=1)).split(self.grid * self.grid, dim=1)
+        out = []
+        for f, g in zip(features, updated):
+            back = g.transpose(1, 2).reshape(f.shape[0], f.shape[1], self.grid, self.grid)
+            if back.shape[-2:] != f.shape[-2:]:
+                back = F.interpolate(back, size=f.shape[-2:], mode="bilinear", align_corners=False)
+            out.append(f + back)
+        return out
+
+
+class GraphConvFusion(nn.Module):
+    """GCFB: channel-embedding then space-embedding graph fusion, then the groups' difference (section 3.3).
+
+    Args:
+        channels: ``C`` at the bottleneck.
+        nodes: ``N``, channel-embedding nodes per group.
+        embed: ``E``, channel-embedding features per node.
+        grid: side of the space-embedding node grid.
+        groups: 2 for MDANet (output ``F̂_1 - F̂_2``); 1 for single-path ablations (output ``F̂_1``).
+        impl: op implementation.
+
+    Shapes:
+        list of ``groups`` maps ``(B, C, H, W)`` → ``(B, C, H, W)``.
+    """
+
+    def __init__(
+        self, channels: int, nodes: int, embed: int, grid: int, groups: int = 2, impl: str = "auto"
+    ) -> None:
+        super().__init__()
+        self.channel = ChannelGraphFusion(channels, nodes, embed, groups, impl)
+        self.space = SpaceGraphFusion(channels, grid, groups, impl)
+
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
+        out = self.space(self.channel(features))
+        return out[0] - out[1] if len(out) == 2 else out[0]

@@ -1,0 +1,153 @@
+"""MDANet and baselines: shapes, parameter counts against the paper, ablations, sharing, overfitting."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.errors import InputError
+from mdanet_sdk.model import AttentionUNet, MDANet, UNet, build_model, count_parameters, model_summary
+from mdanet_sdk.model.blocks import MultiScaleConv
+
+
+@pytest.mark.parametrize(
+    ("overrides", "paper_m", "tolerance"),
+    [
+        ({}, 25.3, 0.15),  # Table 1
+        ({"architecture": "unet"}, 30.0, 0.05),  # Table 1
+        ({"bottleneck": "none"}, 22.5, 0.05),  # Table 5 "Baseline" (no GCFB)
+        ({"bottleneck": "nonlocal"}, 27.6, 0.05),  # Table 5
+    ],
+)
+def test_paper_parameter_counts(overrides, paper_m, tolerance):
+    model = build_model(MDANetConfig.from_preset("paper", "ctp", **overrides))
+    assert count_parameters(model) / 1e6 == pytest.approx(paper_m, rel=tolerance)
+
+
+@pytest.mark.parametrize(("preset", "kind", "size"), [
+    ("small", "mri", 128), ("small", "ctp", 256), ("paper", "mri", 128), ("paper", "ctp", 256),
+])
+def test_forward_shapes(preset, kind, size):
+    cfg = MDANetConfig.from_preset(preset, kind)
+    model = MDANet(cfg).eval()
+    x = torch.randn(2 if preset == "small" else 1, cfg.in_channels, size, size)
+    with torch.no_grad():
+        logits, stems = model.forward_train(x)
+    assert logits.shape == (x.shape[0], 2, size, size)
+    assert stems[0].shape == stems[1].shape == (x.shape[0], cfg.widths[0], size, size)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 100, 128), (1, 2, 128, 120)])
+def test_size_not_multiple_of_16_is_refused(shape):
+    model = MDANet(MDANetConfig.from_preset("small", "mri")).eval()
+    with pytest.raises(InputError, match="multiples of 16"):
+        model(torch.randn(*shape))
+
+
+def test_wrong_channel_count_names_the_modalities():
+    model = MDANet(MDANetConfig.from_preset("small", "ctp")).eval()
+    with pytest.raises(InputError, match="cbf, cbv, mtt, tmax"):
+        model(torch.randn(1, 2, 32, 32))
+
+
+ABLATIONS = [
+    dict(dasc=d, msc=m, skip_fusion=s, bottleneck=b)
+    for d, m, s, b in itertools.product(
+        (True, False), (True, False), ("subtract", "add", "concat"), ("gcfb", "nonlocal", "transformer", "none")
+    )
+    if d or s == "subtract"  # skip fusion only exists with the dual path
+]
+
+
+@pytest.mark.parametrize("overrides", ABLATIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_every_ablation_trains_one_step(overrides):
+    torch.manual_seed(0)
+    cfg = MDANetConfig.from_preset("small", "ctp", **overrides)
+    model = MDANet(cfg)
+    x = torch.randn(2, 4, 32, 32)
+    logits, stems = model.forward_train(x)
+    assert logits.shape == (2, 2, 32, 32)
+    assert (stems is not None) == cfg.dasc
+    logits.square().mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_encoder_is_shared_and_first_stage_is_per_group():
+    model = MDANet(MDANetConfig.from_preset("small", "ctp"))
+    assert len(model.stems) == 2
+    a, b = (set(map(id, stem.parameters())) for stem in model.stems)
+    assert a and b and not a & b  # two independent parameter sets
+    # One encoder object serves both groups: its parameters exist once in the model.
+    enc = [n for n, _ in model.named_parameters() if n.startswith("encoder.")]
+    assert len(enc) == len(list(model.encoder.parameters())) > 0
+    calls = []
+    model.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    model(torch.randn(1, 4, 32, 32))
+    assert len(calls) == 2  # called once per group
+    # The stems see only their group's channels: CTP stems take 2 channels each.
+    assert model.stems[0].branches[0][0][0].in_channels == 2
+
+
+def test_baselines():
+    unet, att = UNet(), AttentionUNet()
+    assert unet.config.architecture == "unet" and not unet.config.dasc
+    assert count_parameters(att) > count_parameters(unet)
+    x = torch.randn(1, 2, 32, 32)
+    with torch.no_grad():
+        assert att.eval()(x).shape == unet.eval()(x).shape == (1, 2, 32, 32)
+
+
+def test_msc_has_fewer_parameters_than_double_conv():
+    from mdanet_sdk.model.blocks import DoubleConv
+
+    assert count_parameters(MultiScaleConv(64, 128)) < count_parameters(DoubleConv(64, 128))
+    assert MultiScaleConv(5, 64)(torch.randn(1, 5, 8, 8)).shape == (1, 64, 8, 8)
+
+
+def test_config_round_trip_and_newer_fields():
+    cfg = MDANetConfig.from_preset("small", "ctp", msc=False)
+    assert MDANetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(InputError, match="newer"):
+        MDANetConfig.from_dict({**cfg.to_dict(), "from_the_future": 1})
+    with pytest.raises(InputError, match="bottleneck"):
+        MDANetConfig.from_preset("small", bottleneck="mamba")
+
+
+def test_summary_counts_flops():
+    info = model_summary(MDANetConfig.from_preset("small", "mri"), size=64)
+    assert info["params"] == count_parameters(MDANet(MDANetConfig.from_preset("small", "mri")))
+    # FLOPs scale with the pixel count: 4× the pixels, about 4× the FLOPs.
+    big = model_summary(MDANetConfig.from_preset("small", "mri"), size=128)
+    assert big["gflops_per_slice"] == pytest.approx(4 * info["gflops_per_slice"], rel=0.1)
+
+
+def _disk_pair(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disk = ((yy - 12) ** 2 + (xx - 18) ** 2 < 36).float()
+    dwi = 0.2 + disk  # lesion bright in DWI
+    adc = 1.0 - 0.8 * disk  # and dark in ADC
+    return torch.stack([dwi, adc])[None], disk.long()[None]
+
+
+def test_small_preset_overfits_a_disk():
+    torch.manual_seed(0)
+    x, y = _disk_pair()
+    model = MDANet(MDANetConfig.from_preset("small", "mri"))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        prob = logits.softmax(1)[:, 1]
+        loss = loss + 1 - 2 * (prob * y).sum() / (prob.sum() + y.sum())
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    dice = 2 * (pred * y).sum() / (pred.sum() + y.sum())
+    assert dice > 0.9
