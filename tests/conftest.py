@@ -1,0 +1,33 @@
+"""Shared pytest fixtures. Each group of fixtures is prefixed by its owner (``io_``: NIfTI IO and readers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+
+def _write_nifti(
+    path: Path,
+    data: np.ndarray,
+    affine: np.ndarray | None = None,
+    *,
+    qform_code: int = 1,
+    sform_code: int = 1,
+) -> Path:
+    """Write ``data`` (any shape, its own dtype) as a NIfTI-1 file with the given affine and codes."""
+    img = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
+    img.header.set_qform(img.affine, code=qform_code)
+    img.header.set_sform(img.affine, code=sform_code)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, path)
+    return path
+
+
+@pytest.fixture
+def io_write_nifti() -> Callable[..., Path]:
+    """``write(path, data, affine=None, *, qform_code=1, sform_code=1) -> path``: a tiny NIfTI on disk."""
+    return _write_nifti
