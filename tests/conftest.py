@@ -20,7 +20,7 @@ def _write_nifti(
 ) -> Path:
     """Write ``data`` (any shape, its own dtype) as a NIfTI-1 file with the given affine and codes."""
     img = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
-    img.header.set_qform(img.affine, code=qform_code)
+    img.header.set_qform(img.affine if qform_code else None, code=qform_code)
     img.header.set_sform(img.affine, code=sform_code)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(img, path)

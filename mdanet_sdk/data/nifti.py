@@ -1,14 +1,96 @@
-"""NIfTI input/output on nibabel, with atomic writes."""
+"""NIfTI input/output on nibabel: validated loading, canonical RAS+ orientation and back, atomic writes.
+
+Every array the data package hands out is in canonical RAS+ voxel order: the voxel axes are permuted and
+flipped (never resampled) so that they point as closely as possible to Right, Anterior, Superior, as
+:func:`nibabel.as_closest_canonical` does. :func:`to_original` undoes exactly that permutation/flip, and
+:func:`save_like` writes a result with the input's own affine, so an output overlays its input voxel for
+voxel, whether the input was stored RAS, LPS, LAS or with an oblique affine.
+
+Validation policy of :func:`load_volume` (every problem raises :class:`~mdanet_sdk.errors.InputError`):
+
+- not a NIfTI-1/2 file, a corrupt or truncated gzip stream, an unreadable data type;
+- fewer than 3 or more than 4 dimensions (a trailing axis of length 1 is dropped first, so ``(X, Y, Z, 1)``
+  is read as 3D); a zero-length axis; a non-finite or singular affine;
+- an empty image (every voxel zero), unless ``allow_empty=True`` (labels of lesion-free cases are empty);
+- NaN or ±Inf voxels are **not** an error: they are set to 0 and a sentence saying how many were replaced is
+  appended to :attr:`Volume.warnings` (and from there to ``Case.warnings``), because scanner maps such as
+  ADC or Tmax often carry a few undefined voxels outside the brain.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.orientations import (
+    aff2axcodes,
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
+from nibabel.spatialimages import HeaderDataError
 
-__all__ = ["atomic_save"]
+from mdanet_sdk.errors import InputError
+
+__all__ = ["Volume", "atomic_save", "load_volume", "to_original", "save_like", "NIFTI_SUFFIXES"]
+
+#: File name endings read and written as NIfTI.
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+# What nibabel, gzip and zlib raise on a file that is not NIfTI or is damaged.
+_READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError, TypeError)
+_CANONICAL = axcodes2ornt(("R", "A", "S"))
+
+
+@dataclass
+class Volume:
+    """One NIfTI image in canonical RAS+ voxel order, with what is needed to write results back.
+
+    Attributes:
+        data: float32 voxels in canonical order, ``(X, Y, Z)`` or ``(X, Y, Z, C)`` (modalities last).
+        affine: 4x4 voxel-to-world (mm) matrix of ``data``.
+        header: the original nibabel header (a copy; its shape and dtype are those of the file).
+        original_affine: 4x4 affine of the file as stored.
+        original_shape: shape of the file as stored (after dropping a trailing length-1 axis).
+        orientation: axis codes of the stored voxel axes, e.g. ``("L", "A", "S")``.
+        path: the file it was read from, or ``None``.
+        warnings: sentences about repaired problems (e.g. NaN voxels set to 0).
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    original_affine: np.ndarray
+    original_shape: tuple[int, ...]
+    orientation: tuple[str, ...]
+    path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Canonical spatial shape ``(X, Y, Z)``."""
+        x, y, z = self.data.shape[:3]
+        return int(x), int(y), int(z)
+
+    @property
+    def zooms(self) -> tuple[float, float, float]:
+        """Canonical voxel sizes in mm along X, Y, Z (lengths of the affine's columns)."""
+        x, y, z = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return float(x), float(y), float(z)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres (|det| of the affine's 3x3 part, mm³ / 1000)."""
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
 
 
 def atomic_save(img: nib.Nifti1Image, path: str | os.PathLike[str]) -> Path:
@@ -29,3 +111,148 @@ def atomic_save(img: nib.Nifti1Image, path: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
+    """Open ``path`` with nibabel and read its voxels as float32, mapping every failure to InputError."""
+    if not path.is_file():
+        raise InputError(f"{path} does not exist or is not a file; check the path.")
+    try:
+        img = nib.load(path)
+        if not isinstance(img, nib.Nifti1Pair):  # Nifti1Image, Nifti2Image and the .hdr/.img pairs
+            raise InputError(
+                f"{path} is a {type(img).__name__}, not a NIfTI image; convert it to .nii or .nii.gz first."
+            )
+        data = np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
+    except InputError:
+        raise
+    except _READ_ERRORS as exc:
+        raise InputError(
+            f"{path} is not a readable NIfTI file ({exc}); check that it is a complete .nii or .nii.gz "
+            "image, or re-export / re-download it."
+        ) from exc
+    return img, data
+
+
+def load_volume(path: str | os.PathLike[str], *, allow_empty: bool = False) -> Volume:
+    """Read and validate a 3D or 4D NIfTI image and reorient it to canonical RAS+.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        allow_empty: accept an image whose voxels are all zero (a label of a lesion-free case).
+
+    Returns:
+        a :class:`Volume` whose ``data`` is float32 ``(X, Y, Z)`` or ``(X, Y, Z, C)`` in RAS+ order.
+
+    Raises:
+        InputError: see the module docstring for the full list of checks.
+    """
+    path = Path(path)
+    img, data = _read(path)
+    if data.size == 0:
+        raise InputError(f"{path} has a zero-length axis {data.shape}; it holds no voxels, re-export it.")
+    if data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim not in (3, 4):
+        raise InputError(
+            f"{path} has {data.ndim} dimensions {data.shape}; expected a 3D volume (X, Y, Z) or a 4D image "
+            "with modalities on the last axis; split or convert it first."
+        )
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"{path} has a degenerate affine (singular or not finite); fix its qform/sform.")
+
+    warnings: list[str] = []
+    bad = ~np.isfinite(data)
+    if bad.any():
+        data[bad] = 0.0
+        warnings.append(f"{path.name}: {int(bad.sum())} NaN/Inf voxels were set to 0.")
+    if not allow_empty and not data.any():
+        raise InputError(f"{path} is empty (every voxel is 0); check that the right file was given.")
+
+    ornt = io_orientation(affine)
+    return Volume(
+        data=np.ascontiguousarray(apply_orientation(data, ornt)),
+        affine=affine @ inv_ornt_aff(ornt, data.shape[:3]),
+        header=img.header.copy(),
+        original_affine=affine,
+        original_shape=tuple(int(n) for n in data.shape),
+        orientation=tuple(aff2axcodes(affine)),
+        path=path,
+        warnings=warnings,
+    )
+
+
+def to_original(array_canonical: np.ndarray, ref: Volume) -> np.ndarray:
+    """Put an array in canonical order back into ``ref``'s stored voxel order.
+
+    Args:
+        array_canonical: ``(X, Y, Z)`` or ``(X, Y, Z, ...)`` on ``ref``'s canonical grid.
+        ref: the volume it was computed from.
+
+    Returns:
+        the same values, axes permuted/flipped to the stored order (contiguous, same dtype).
+
+    Raises:
+        InputError: the array's spatial shape is not ``ref.shape``.
+    """
+    array = np.asarray(array_canonical)
+    if array.shape[:3] != ref.shape:
+        raise InputError(
+            f"array of shape {array.shape} does not match the reference grid {ref.shape}; "
+            "restore it to the input's native grid before writing it back."
+        )
+    # load_volume applied io_orientation(original_affine) (stored -> canonical); apply its inverse.
+    back = ornt_transform(_CANONICAL, io_orientation(ref.original_affine))
+    return np.ascontiguousarray(apply_orientation(array, back))
+
+
+def _as_output(array: np.ndarray, kind: str) -> np.ndarray:
+    """Validate and cast a result: uint8 {0..255} integers for masks, finite float32 for probabilities."""
+    if kind not in ("mask", "prob"):
+        raise InputError(f"kind must be 'mask' or 'prob', got {kind!r}.")
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"the {kind} to save holds NaN or Inf values; fix the result before saving it.")
+    if kind == "prob":
+        return array.astype(np.float32)
+    if array.dtype != bool and (np.any(array != np.round(array)) or array.min() < 0 or array.max() > 255):
+        raise InputError(
+            "a mask must hold integer labels 0..255; threshold probabilities first or save with kind='prob'."
+        )
+    return array.astype(np.uint8)
+
+
+def save_like(
+    array_canonical: np.ndarray,
+    ref: Volume,
+    path: str | os.PathLike[str],
+    kind: Literal["mask", "prob"] = "mask",
+) -> Path:
+    """Write a canonical-order result in ``ref``'s stored orientation, affine and header, atomically.
+
+    The header is a copy of ``ref``'s with the qform/sform codes and units kept, the data type set to
+    uint8 (``kind="mask"``) or float32 (``kind="prob"``), intensity scaling and display range reset.
+
+    Args:
+        array_canonical: ``(X, Y, Z)`` result on ``ref``'s canonical grid.
+        ref: the input volume (its geometry is used).
+        path: output file; ``.nii.gz`` is gzip-compressed, ``.nii`` is not.
+        kind: ``"mask"`` (integer labels) or ``"prob"`` (probabilities).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: bad file name, kind, shape or values; nothing is written then.
+    """
+    path = Path(path)
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise InputError(f"output {path} must end in .nii or .nii.gz; choose such a file name.")
+    data = _as_output(to_original(array_canonical, ref), kind)
+    header = ref.header.copy()
+    header.set_data_dtype(data.dtype)
+    header.set_slope_inter(None, None)  # never rescale masks/probabilities by the input's slope
+    header["cal_min"] = header["cal_max"] = 0  # the input's display window would hide a mask
+    header.set_intent("none")
+    img = nib.Nifti1Image(data, ref.original_affine, header)
+    return atomic_save(img, path)
