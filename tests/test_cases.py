@@ -1,0 +1,362 @@
+"""Tests of mdanet_sdk.data.cases: ISLES'22 / ISLES'18 / generic readers on tiny datasets written here.
+
+Every image of the fake datasets is constant, ``10 * case number + modality index + 1``, so a test can tell
+which case and which modality each loaded array came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from mdanet_sdk.config import MODALITY_GROUPS
+from mdanet_sdk.data.cases import (
+    FOURD_KEY,
+    LAYOUT_GROUPS,
+    LAYOUT_MODALITIES,
+    Case,
+    CaseSource,
+    detect_layout,
+    find_cases,
+    read_case,
+)
+from mdanet_sdk.data.nifti import save_like
+from mdanet_sdk.errors import InputError
+
+SHAPE = (8, 8, 3)
+ISLES18_TOKENS = ("CT_CBF", "CT_CBV", "CT_MTT", "CT_Tmax", "CT")  # cbf, cbv, mtt, tmax, ct
+EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "isles22-example"
+
+
+def _value(case: int, index: int) -> float:
+    return 10.0 * case + index + 1
+
+
+def _label(case: int) -> np.ndarray:
+    label = np.zeros(SHAPE, np.uint8)
+    label[case % SHAPE[0], 1:3, 1] = 1  # where the lesion sits tells the cases apart
+    return label
+
+
+def _isles22(root: Path, write, cases=(1, 2, 10), *, flat=False, rawdata=True, affine=None) -> Path:
+    """ISLES'22 BIDS layout; ``flat`` puts images in ses-0001/ directly, ``rawdata=False`` drops rawdata/."""
+    base = root / "rawdata" if rawdata else root
+    for n in cases:
+        sub = f"sub-strokecase{n:04d}"
+        session = base / sub / "ses-0001"
+        for i, modality in enumerate(("dwi", "adc")):
+            image = np.full(SHAPE, _value(n, i), np.float32)
+            write((session if flat else session / "dwi") / f"{sub}_ses-0001_{modality}.nii.gz", image, affine)
+        write(session / "anat" / f"{sub}_ses-0001_FLAIR.nii.gz", np.ones((5, 6, 7), np.float32))  # ignored
+        write(root / "derivatives" / sub / "ses-0001" / f"{sub}_ses-0001_msk.nii.gz", _label(n), affine)
+    return root
+
+
+def _isles18(root: Path, write, split="TRAINING", cases=(1, 2, 10), *, labels=True) -> Path:
+    """ISLES'18 SMIR layout: case_N/SMIR.Brain.XX.O.<token>.<id>/SMIR.Brain.XX.O.<token>.<id>.nii."""
+    for n in cases:
+        folder = root / split / f"case_{n}"
+        tokens = {token: np.full(SHAPE, _value(n, i), np.float32) for i, token in enumerate(ISLES18_TOKENS)}
+        tokens["CT_4DPWI"] = np.ones((*SHAPE, 5), np.float32)
+        if labels:
+            tokens["OT"] = _label(n)
+        for i, (token, image) in enumerate(tokens.items()):
+            name = f"SMIR.Brain.XX.O.{token}.{1000 * n + i}"
+            write(folder / name / f"{name}.nii", image)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------ ISLES'22
+
+
+@pytest.mark.parametrize("entry", ["root", "rawdata", "subject"])
+def test_isles22_entry_points_find_the_cases(entry, tmp_path, io_write_nifti) -> None:
+    root = _isles22(tmp_path / "ISLES-2022", io_write_nifti)
+    path = {"root": root, "rawdata": root / "rawdata", "subject": root / "rawdata/sub-strokecase0010"}[entry]
+    assert detect_layout(path) == "isles22"
+    sources = find_cases(path)
+    numbers = (10,) if entry == "subject" else (1, 2, 10)
+    assert [s.case_id for s in sources] == [f"sub-strokecase{n:04d}" for n in numbers]
+    for source in sources:
+        assert source.paths["dwi"].name == f"{source.case_id}_ses-0001_dwi.nii.gz"
+        assert source.paths["adc"].name == f"{source.case_id}_ses-0001_adc.nii.gz"
+        assert source.label_path == root / "derivatives" / source.case_id / "ses-0001" / (
+            f"{source.case_id}_ses-0001_msk.nii.gz"
+        )
+
+
+@pytest.mark.parametrize(("flat", "rawdata"), [(False, True), (True, True), (True, False)])
+def test_isles22_reads_the_right_file_for_each_modality(flat, rawdata, tmp_path, io_write_nifti) -> None:
+    root = _isles22(tmp_path, io_write_nifti, flat=flat, rawdata=rawdata)
+    cases = [s.load() for s in find_cases(root, layout="isles22")]
+    assert [c.case_id for c in cases] == ["sub-strokecase0001", "sub-strokecase0002", "sub-strokecase0010"]
+    for n, case in zip((1, 2, 10), cases):
+        assert case.modalities == ("dwi", "adc") and case.shape == SHAPE
+        assert np.all(case.images["dwi"] == _value(n, 0)) and np.all(case.images["adc"] == _value(n, 1))
+        assert case.images["dwi"].dtype == np.float32
+        assert case.label is not None and case.label.dtype == np.uint8
+        np.testing.assert_array_equal(case.label, _label(n))
+        assert case.warnings == []
+
+
+def test_isles22_flair_on_request_is_checked_against_the_grid(tmp_path, io_write_nifti) -> None:
+    root = _isles22(tmp_path, io_write_nifti, cases=(3,))
+    with pytest.raises(InputError, match=r"flair image .* has shape \(5, 6, 7\)"):
+        read_case(root, modalities=("dwi", "flair"))
+
+
+def test_lps_case_writes_results_back_voxel_for_voxel(tmp_path, io_write_nifti) -> None:
+    lps = np.diag([-1.0, -1.0, 2.0, 1.0])
+    lps[:3, 3] = (40.0, 30.0, -10.0)
+    root = _isles22(tmp_path / "ds", io_write_nifti, cases=(5,), affine=lps)
+    case = read_case(root / "rawdata" / "sub-strokecase0005")
+    assert case.reference.orientation == ("L", "P", "S")
+    assert nib.aff2axcodes(case.reference.affine) == ("R", "A", "S")
+    np.testing.assert_array_equal(case.label, _label(5)[::-1, ::-1, :])  # canonical: X and Y flipped
+    out = save_like(case.label, case.reference, tmp_path / "pred.nii.gz")
+    written = nib.load(out)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), _label(5))
+    np.testing.assert_array_equal(written.affine, lps)
+
+
+# ------------------------------------------------------------------------------------------------ ISLES'18
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("root", ["testing_case_1", "training_case_1", "training_case_2", "training_case_10"]),
+        ("TRAINING", ["case_1", "case_2", "case_10"]),
+        ("TRAINING/case_2", ["case_2"]),
+        ("TESTING", ["case_1"]),
+    ],
+)
+def test_isles18_entry_points_find_the_cases(entry, expected, tmp_path, io_write_nifti) -> None:
+    root = _isles18(tmp_path / "ISLES2018", io_write_nifti)
+    _isles18(root, io_write_nifti, split="TESTING", cases=(1,), labels=False)
+    path = root if entry == "root" else root / entry
+    assert detect_layout(path) == "isles18"
+    sources = find_cases(path)
+    assert [s.case_id for s in sources] == expected
+    for source in sources:
+        assert source.paths["tmax"].name.startswith("SMIR.Brain.XX.O.CT_Tmax.")
+        has_label = entry != "TESTING" and not source.case_id.startswith("testing")
+        assert (source.label_path is not None) == has_label
+
+
+def test_isles18_reads_the_right_file_for_each_modality(tmp_path, io_write_nifti) -> None:
+    root = _isles18(tmp_path, io_write_nifti)
+    cases = [s.load() for s in find_cases(root / "TRAINING", layout="isles18")]
+    for n, case in zip((1, 2, 10), cases):
+        assert case.modalities == ("cbf", "cbv", "mtt", "tmax")
+        for i, modality in enumerate(case.modalities):
+            assert np.all(case.images[modality] == _value(n, i)), modality
+        np.testing.assert_array_equal(case.label, _label(n))
+        assert case.stack(LAYOUT_GROUPS["isles18"][1]).shape == (2, *SHAPE)
+    ct = read_case(root / "TRAINING" / "case_2", modalities=("ct", "cbf"))
+    assert ct.modalities == ("ct", "cbf") and np.all(ct.images["ct"] == _value(2, 4))
+
+
+def test_isles18_4d_perfusion_on_request_is_refused(tmp_path, io_write_nifti) -> None:
+    root = _isles18(tmp_path, io_write_nifti, cases=(1,))
+    with pytest.raises(InputError, match=r"the pwi file .* is 4D \(8, 8, 3, 5\)"):
+        read_case(root, modalities=("pwi",))
+
+
+# ------------------------------------------------------------------------------------------------- generic
+
+
+def test_generic_4d_file_in_declared_order(tmp_path, io_write_nifti) -> None:
+    data = np.stack([np.full(SHAPE, 3, np.float32), np.full(SHAPE, 4, np.float32)], axis=-1)
+    path = io_write_nifti(tmp_path / "case7.nii.gz", data)
+    assert detect_layout(path) == "generic"
+    case = read_case(path, modalities=("adc", "dwi"))
+    assert case.case_id == "case7" and case.modalities == ("adc", "dwi") and case.label is None
+    assert np.all(case.images["adc"] == 3) and np.all(case.images["dwi"] == 4)
+    assert case.reference.original_shape == SHAPE and case.reference.data.shape == SHAPE
+    stacked = case.stack(["dwi", "adc"])
+    assert stacked.shape == (2, *SHAPE) and stacked.dtype == np.float32
+    assert stacked[:, 0, 0, 0].tolist() == [4.0, 3.0]
+
+
+def test_generic_mapping_and_named_files(tmp_path, io_write_nifti) -> None:
+    for i, name in enumerate(("cbf", "cbv", "mtt", "tmax")):
+        io_write_nifti(tmp_path / "p1" / f"p1_{name}.nii.gz", np.full(SHAPE, _value(1, i), np.float32))
+        io_write_nifti(tmp_path / "p2" / f"{name.upper()}.nii", np.full(SHAPE, _value(2, i), np.float32))
+    io_write_nifti(tmp_path / "p2" / "mask.nii.gz", _label(2))
+    (tmp_path / "notes").mkdir()
+    sources = find_cases(tmp_path, layout="generic")
+    assert [(s.case_id, s.modalities, s.label_path is not None) for s in sources] == [
+        ("p1", LAYOUT_MODALITIES["isles18"], False),
+        ("p2", LAYOUT_MODALITIES["isles18"], True),
+    ]
+    assert np.all(sources[1].load().images["tmax"] == _value(2, 3))
+    mapping = {"adc": tmp_path / "p1" / "p1_cbv.nii.gz", "dwi": tmp_path / "p1" / "p1_cbf.nii.gz"}
+    case = read_case({**mapping, "label": tmp_path / "p2" / "mask.nii.gz"}, case_id="mine")
+    assert case.case_id == "mine" and case.modalities == ("adc", "dwi")
+    assert np.all(case.images["adc"] == _value(1, 1)) and case.label.sum() == 2
+
+
+def test_layout_modalities_follow_the_model_groups() -> None:
+    assert LAYOUT_MODALITIES == {"isles22": ("dwi", "adc"), "isles18": ("cbf", "cbv", "mtt", "tmax")}
+    assert LAYOUT_GROUPS == {"isles22": MODALITY_GROUPS["mri"], "isles18": MODALITY_GROUPS["ctp"]}
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def _drop(path: Path) -> None:
+    path.unlink()
+
+
+SUBJECT = "rawdata/sub-strokecase0001/ses-0001"
+ADC = f"{SUBJECT}/dwi/sub-strokecase0001_ses-0001_adc.nii.gz"
+
+
+def _with_adc(root: Path, write, data: np.ndarray, affine=None) -> None:
+    write(root / ADC, data, affine)
+
+
+def _with_label(root: Path, write, data: np.ndarray) -> None:
+    label = root / "derivatives/sub-strokecase0001/ses-0001/sub-strokecase0001_ses-0001_msk.nii.gz"
+    write(label, data)
+
+SHIFTED = np.diag([1.0, 1.0, 1.0, 1.0])
+SHIFTED[0, 3] = 2e-3  # beyond the 1e-3 mm tolerance
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda r, w: _drop(r / ADC), r"no adc image .*_adc\.nii"),
+        (lambda r, w: w(r / SUBJECT / "x/sub-strokecase0001_run-2_dwi.nii.gz", np.ones(SHAPE)), "several dwi"),
+        (lambda r, w: _with_adc(r, w, np.ones((8, 8, 4), np.float32)), r"adc image .* has shape \(8, 8, 4\)"),
+        (lambda r, w: _with_adc(r, w, np.ones(SHAPE, np.float32), SHIFTED), r"affine .* by 0\.002 mm"),
+        (lambda r, w: _with_adc(r, w, np.zeros(SHAPE, np.float32)), "is empty"),
+        (lambda r, w: _with_adc(r, w, np.ones((*SHAPE, 2), np.float32)), r"adc file .* is 4D"),
+        (lambda r, w: (r / ADC).write_bytes(b"x"), "not a gzip"),
+        (lambda r, w: _with_label(r, w, _label(1) * 2), r"values other than 0 and 1 \(0, 2\)"),
+        (lambda r, w: _with_label(r, w, np.ones((*SHAPE, 2))), r"label .* is 4D"),
+        (lambda r, w: _with_label(r, w, np.ones((8, 8, 5))), r"label .* has shape \(8, 8, 5\)"),
+    ],
+    ids=[
+        "missing-modality",
+        "ambiguous-modality",
+        "shape-mismatch",
+        "affine-mismatch",
+        "empty-image",
+        "4d-modality-file",
+        "corrupt-gzip",
+        "label-values",
+        "label-4d",
+        "label-shape",
+    ],
+)
+def test_invalid_cases_raise_input_error(spoil, message, tmp_path, io_write_nifti) -> None:
+    root = _isles22(tmp_path, io_write_nifti, cases=(1,))
+    spoil(root, io_write_nifti)
+    with pytest.raises(InputError, match=message):
+        read_case(root)
+
+
+def test_affines_within_tolerance_are_accepted(tmp_path, io_write_nifti) -> None:
+    root = _isles22(tmp_path, io_write_nifti, cases=(1,))
+    nearly = np.eye(4)
+    nearly[:3, 3] = 5e-4
+    _with_adc(root, io_write_nifti, np.ones(SHAPE, np.float32), nearly)
+    assert read_case(root).shape == SHAPE
+
+
+def test_nan_voxels_are_zeroed_and_reported_on_the_case(tmp_path, io_write_nifti) -> None:
+    root = _isles22(tmp_path, io_write_nifti, cases=(1,))
+    adc = np.full(SHAPE, 2.0, np.float32)
+    adc[0, 0, :] = np.nan
+    adc[1, 1, 1] = np.inf
+    _with_adc(root, io_write_nifti, adc)
+    case = read_case(root)
+    assert case.images["adc"][0, 0].tolist() == [0.0, 0.0, 0.0] and case.images["adc"][1, 1, 1] == 0.0
+    assert case.images["adc"].sum() == pytest.approx(2.0 * (np.prod(SHAPE) - 4))
+    assert len(case.warnings) == 1 and "4 NaN/Inf voxels were set to 0" in case.warnings[0]
+
+
+def test_missing_isles18_map_names_its_file_token(tmp_path, io_write_nifti) -> None:
+    root = _isles18(tmp_path, io_write_nifti, cases=(4,))
+    for path in (root / "TRAINING" / "case_4").glob("*CT_Tmax*/*.nii"):
+        path.unlink()
+    with pytest.raises(InputError, match=r"case case_4: no tmax image .*SMIR\.\*\.CT_Tmax\.\*\.nii"):
+        find_cases(root)
+
+
+@pytest.mark.parametrize(
+    ("modalities", "data", "message"),
+    [
+        (None, np.ones((*SHAPE, 2)), r"say which is on each volume .* modalities=\("),
+        (("dwi", "adc", "flair"), np.ones((*SHAPE, 2)), "holds 2 volumes on its last axis but 3 modalities"),
+        (("dwi", "adc"), np.stack([np.ones(SHAPE), np.zeros(SHAPE)], -1), "the adc volume of .* is empty"),
+        (("dwi", "dwi"), np.ones((*SHAPE, 2)), "modalities must be distinct"),
+    ],
+    ids=["no-modalities", "count-mismatch", "empty-channel", "duplicate-names"],
+)
+def test_invalid_4d_inputs(modalities, data, message, tmp_path, io_write_nifti) -> None:
+    path = io_write_nifti(tmp_path / "x.nii.gz", data.astype(np.float32))
+    with pytest.raises(InputError, match=message):
+        read_case(path, modalities=modalities)
+
+
+def test_wrong_paths_and_arguments(tmp_path, io_write_nifti) -> None:
+    _isles22(tmp_path / "ds", io_write_nifti)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hi")
+    subject = tmp_path / "ds/rawdata/sub-strokecase0002"
+    checks = [
+        (lambda: find_cases(tmp_path / "ds", layout="bids"), "unknown layout 'bids'"),
+        (lambda: find_cases(tmp_path / "nowhere"), "does not exist"),
+        (lambda: find_cases(tmp_path / "nowhere", layout="isles18"), "does not exist"),
+        (lambda: find_cases(tmp_path / "empty"), "no generic cases found in"),
+        (lambda: find_cases(tmp_path / "empty", layout="isles18"), "no isles18 cases found"),
+        (lambda: find_cases(tmp_path / "notes.txt", layout="isles22"), "is not a folder"),
+        (lambda: find_cases(tmp_path / "notes.txt"), r"not a \.nii or \.nii\.gz file"),
+        (lambda: read_case(tmp_path / "ds"), "holds 3 cases"),
+        (lambda: read_case({"label": tmp_path / "x.nii"}), "the mapping names no image"),
+        (lambda: read_case({"dwi": tmp_path / "missing.nii.gz"}), "does not exist"),
+        (lambda: read_case(subject).stack(["cbf"]), "has no 'cbf' image"),
+        (lambda: read_case(subject).stack([]), "no modalities requested"),
+        (lambda: CaseSource("c", {"dwi": subject}, modalities=("dwi", "adc")).load(), "no adc image"),
+    ]
+    for call, message in checks:
+        with pytest.raises(InputError, match=message):
+            call()
+
+
+def test_finding_reads_no_voxels(tmp_path, io_write_nifti) -> None:
+    root = _isles22(tmp_path, io_write_nifti, cases=(1,))
+    adc = root / ADC
+    adc.write_bytes(b"corrupt")  # only load() may notice
+    (source,) = find_cases(root)
+    assert source.paths["adc"] == adc and FOURD_KEY not in source.paths
+    with pytest.raises(InputError, match="not a gzip"):
+        source.load()
+
+
+# ------------------------------------------------------------------------------------- the real ISLES'22 case
+
+
+@pytest.mark.skipif(not EXAMPLE.is_dir(), reason="shared/data/isles22-example is not available")
+@pytest.mark.parametrize("entry", ["", "rawdata", "rawdata/sub-strokecase0001"])
+def test_real_isles22_example_reads_from_every_entry_point(entry, tmp_path) -> None:
+    case: Case = read_case(EXAMPLE / entry)
+    assert case.case_id == "sub-strokecase0001" and case.modalities == ("dwi", "adc")
+    assert case.shape == (112, 112, 73) and case.label is None and case.warnings == []
+    assert case.reference.orientation == ("L", "A", "S")
+    assert case.reference.zooms == pytest.approx((2.0, 2.0, 2.0), abs=1e-4)
+    assert 1.0 < float(case.images["adc"].max()) < 10.0  # ADC in 1e-3 mm²/s: units are kept as stored
+    assert float(case.images["dwi"].max()) > 100.0
+    mask = (case.images["dwi"] > 200).astype(np.uint8)
+    written = nib.load(save_like(mask, case.reference, tmp_path / "m.nii.gz"))
+    source = nib.load(case.reference.path)
+    assert int(written.header["qform_code"]) == 2 and int(written.header["sform_code"]) == 1
+    np.testing.assert_array_equal(written.affine, source.affine)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), (source.get_fdata() > 200).astype(np.uint8))
