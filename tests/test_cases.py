@@ -75,6 +75,7 @@ def _isles18(root: Path, write, split="TRAINING", cases=(1, 2, 10), *, labels=Tr
 @pytest.mark.parametrize("entry", ["root", "rawdata", "subject"])
 def test_isles22_entry_points_find_the_cases(entry, tmp_path, io_write_nifti) -> None:
     root = _isles22(tmp_path / "ISLES-2022", io_write_nifti)
+    (root / "rawdata/sub-strokecase0002/ses-0001/dwi/._sub-strokecase0002_ses-0001_dwi.nii.gz").write_bytes(b"")
     path = {"root": root, "rawdata": root / "rawdata", "subject": root / "rawdata/sub-strokecase0010"}[entry]
     assert detect_layout(path) == "isles22"
     sources = find_cases(path)
@@ -232,7 +233,7 @@ SHIFTED[0, 3] = 2e-3  # beyond the 1e-3 mm tolerance
     ("spoil", "message"),
     [
         (lambda r, w: _drop(r / ADC), r"no adc image .*_adc\.nii"),
-        (lambda r, w: w(r / SUBJECT / "x/sub-strokecase0001_run-2_dwi.nii.gz", np.ones(SHAPE)), "several dwi"),
+        (lambda r, w: w(r / SUBJECT / "x/sub-strokecase0001_run-2_dwi.nii", np.ones(SHAPE)), "several dwi"),
         (lambda r, w: _with_adc(r, w, np.ones((8, 8, 4), np.float32)), r"adc image .* has shape \(8, 8, 4\)"),
         (lambda r, w: _with_adc(r, w, np.ones(SHAPE, np.float32), SHIFTED), r"affine .* by 0\.002 mm"),
         (lambda r, w: _with_adc(r, w, np.zeros(SHAPE, np.float32)), "is empty"),

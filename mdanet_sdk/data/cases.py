@@ -349,8 +349,9 @@ def _smir_modality(path: Path) -> str | None:
 
 
 def _smir_files(folder: Path) -> list[Path]:
-    # SMIR cases hold each image one folder down (SMIR.Brain.XX.O.CT_CBF.N/SMIR...nii); accept it flat too.
-    return [p for pattern in ("*", "*/*") for p in folder.glob(pattern) if _is_nifti(p) and _smir_modality(p)]
+    # Each image sits one folder down (SMIR.Brain.XX.O.CT_CBF.N/SMIR...nii). Looking exactly that deep keeps
+    # a split folder (TRAINING/case_N/SMIR.../...nii, two levels further) from passing for a case.
+    return [p for p in folder.glob("*/*") if _is_nifti(p) and _smir_modality(p)]
 
 
 def _isles18_cases(root: Path) -> list[tuple[str, Path]]:
