@@ -75,7 +75,8 @@ def _isles18(root: Path, write, split="TRAINING", cases=(1, 2, 10), *, labels=Tr
 @pytest.mark.parametrize("entry", ["root", "rawdata", "subject"])
 def test_isles22_entry_points_find_the_cases(entry, tmp_path, io_write_nifti) -> None:
     root = _isles22(tmp_path / "ISLES-2022", io_write_nifti)
-    (root / "rawdata/sub-strokecase0002/ses-0001/dwi/._sub-strokecase0002_ses-0001_dwi.nii.gz").write_bytes(b"")
+    # A macOS resource fork beside a real image must not count as a second DWI.
+    (root / "rawdata/sub-strokecase0002/ses-0001/dwi/._sub-strokecase0002_dwi.nii.gz").write_bytes(b"")
     path = {"root": root, "rawdata": root / "rawdata", "subject": root / "rawdata/sub-strokecase0010"}[entry]
     assert detect_layout(path) == "isles22"
     sources = find_cases(path)
