@@ -1,0 +1,276 @@
+"""What a segmentation found, for people: lesion volumes and counts, a JSON report, a table, an overlay PNG.
+
+Everything here works on arrays in canonical RAS+ voxel order ``(X, Y, Z)`` (see :mod:`mdanet_sdk.data`),
+so that "slice" always means an axial slice: slice numbers are counted along Z from the inferior end of the
+volume, which is the file's own slice number for the usual axial scans stored with a ``..S`` orientation
+(RAS, LAS, LPS...).
+
+The overlay is drawn with matplotlib's object API on the Agg canvas (no pyplot, no display, thread-safe), in
+radiological convention: the patient's right is on the left of each panel, anterior at the top.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdanet_sdk.errors import InputError
+from mdanet_sdk.metrics import label_lesions
+
+__all__ = [
+    "CaseReport",
+    "lesion_stats",
+    "format_slices",
+    "write_json_report",
+    "report_table",
+    "save_overlay",
+    "OVERLAY_MODALITIES",
+]
+
+#: Modalities on which a lesion outline is easiest to read, best first (DWI for MRI; Tmax, then CBF for CTP).
+OVERLAY_MODALITIES = ("dwi", "tmax", "cbf")
+
+
+@dataclass
+class CaseReport:
+    """The summary of one segmented case.
+
+    Attributes:
+        case_id: the case's id.
+        lesion_volume_ml: total lesion volume in mL (voxel count × voxel volume).
+        n_lesions: connected lesions (26-connectivity) after post-processing.
+        largest_lesion_ml: volume of the largest lesion in mL (0 without lesion).
+        slices: axial slice indices (canonical Z, inferior → superior) holding lesion voxels.
+        shape: the input's stored voxel shape.
+        voxel_size_mm: the input's voxel sizes in mm (canonical X, Y, Z).
+        runtime_s: wall time from the start of loading to the finished result.
+        device: where the model ran, e.g. ``"cpu"`` or ``"cuda:0"``.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        model: checkpoint name(s), e.g. ``"default-mri"`` or ``"fold0.pt+fold1.pt"``.
+        model_version: version recorded in the checkpoint (package version at training time, or ``""``).
+        modalities: the model's input modalities in channel order.
+        threshold: probability above which a voxel is lesion.
+        min_size: smallest lesion kept, in voxels.
+        tta: whether flip test-time augmentation was used.
+        warnings: sentences about repaired input problems.
+    """
+
+    case_id: str
+    lesion_volume_ml: float
+    n_lesions: int
+    largest_lesion_ml: float
+    slices: list[int]
+    shape: tuple[int, ...]
+    voxel_size_mm: tuple[float, float, float]
+    runtime_s: float
+    device: str
+    precision: str
+    model: str
+    model_version: str
+    modalities: tuple[str, ...]
+    threshold: float
+    min_size: int
+    tta: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (lists instead of tuples, volumes rounded to 0.001 mL)."""
+        d = asdict(self)
+        for key in ("lesion_volume_ml", "largest_lesion_ml"):
+            d[key] = round(d[key], 3)
+        d["runtime_s"] = round(d["runtime_s"], 3)
+        d["shape"], d["voxel_size_mm"], d["modalities"] = list(self.shape), list(self.voxel_size_mm), list(
+            self.modalities
+        )
+        return d
+
+
+def lesion_stats(mask: np.ndarray, voxel_volume_ml: float) -> dict[str, Any]:
+    """Volume, count, largest lesion and axial slices of a binary mask.
+
+    Args:
+        mask: ``(X, Y, Z)`` binary mask in canonical order (non-zero = lesion).
+        voxel_volume_ml: volume of one voxel in mL.
+
+    Returns:
+        ``{"lesion_volume_ml", "n_lesions", "largest_lesion_ml", "slices"}`` with lesions counted with
+        26-connectivity and ``slices`` the sorted Z indices that hold lesion.
+    """
+    if mask.ndim != 3:
+        raise InputError(f"a lesion mask must be 3D (X, Y, Z), got shape {mask.shape}.")
+    labels, n = label_lesions(mask)
+    sizes = np.bincount(labels.ravel())[1:]
+    return {
+        "lesion_volume_ml": float(sizes.sum()) * voxel_volume_ml,
+        "n_lesions": n,
+        "largest_lesion_ml": float(sizes.max(initial=0)) * voxel_volume_ml,
+        "slices": np.flatnonzero(mask.any(axis=(0, 1))).tolist(),
+    }
+
+
+def format_slices(slices: Sequence[int]) -> str:
+    """Runs of consecutive indices, e.g. ``[3, 4, 5, 9]`` → ``"3-5, 9"``; ``"none"`` when empty."""
+    runs: list[list[int]] = []
+    for s in slices:
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "none"
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_report(
+    reports: Sequence[CaseReport],
+    path: str | os.PathLike[str],
+    failed: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``{"mdanet_sdk_version", "cases": [...], "failed": [{"case", "error"}]}`` to ``path`` atomically.
+
+    Args:
+        reports: one report per segmented case.
+        path: the JSON file to write.
+        failed: case id → the one-line reason, for cases that could not be segmented.
+    """
+    from mdanet_sdk import __version__
+
+    doc = {
+        "mdanet_sdk_version": __version__,
+        "cases": [r.to_dict() for r in reports],
+        "failed": [{"case": case, "error": error} for case, error in (failed or {}).items()],
+    }
+    text = json.dumps(doc, indent=2) + "\n"
+    return _atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def report_table(reports: Sequence[CaseReport]) -> Any:
+    """A short :class:`rich.table.Table`: one row per case, device and model in the caption."""
+    from rich.table import Table
+
+    table = Table(title="mdanet-sdk segment", caption=_caption(reports))
+    for name, justify in (
+        ("case", "left"),
+        ("lesion mL", "right"),
+        ("lesions", "right"),
+        ("largest mL", "right"),
+        ("slices", "left"),
+        ("time s", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in reports:
+        table.add_row(
+            r.case_id,
+            f"{r.lesion_volume_ml:.2f}",
+            str(r.n_lesions),
+            f"{r.largest_lesion_ml:.2f}",
+            format_slices(r.slices),
+            f"{r.runtime_s:.1f}",
+        )
+    return table
+
+
+def _caption(reports: Sequence[CaseReport]) -> str:
+    if not reports:
+        return ""
+    r = reports[0]
+    version = f" ({r.model_version})" if r.model_version else ""
+    return f"model {r.model}{version} on {r.device}, {r.precision}; threshold {r.threshold:g}"
+
+
+def _pick_slices(mask: np.ndarray, max_slices: int) -> list[int]:
+    """Up to ``max_slices`` axial indices spread evenly over the lesion, or over the middle third if none."""
+    depth = mask.shape[2]
+    candidates = np.flatnonzero(mask.any(axis=(0, 1)))
+    if candidates.size == 0:
+        candidates = np.arange(depth // 3, max(depth - depth // 3, depth // 3 + 1))
+    if candidates.size <= max_slices:
+        return candidates.tolist()
+    picks = np.linspace(0, candidates.size - 1, max_slices).round().astype(int)
+    return candidates[np.unique(picks)].tolist()
+
+
+def _window(image: np.ndarray) -> tuple[float, float]:
+    """Display range: 1st-99th percentile of the non-zero voxels (the background is mostly exact zeros)."""
+    values = image[image != 0]
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(values, (1, 99))
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def save_overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    zooms: Sequence[float] = (1.0, 1.0, 1.0),
+    title: str = "",
+    max_slices: int = 12,
+    columns: int = 4,
+) -> Path:
+    """Write a PNG montage of axial slices with the mask's outline over the image.
+
+    The slices shown are those with lesion (spread evenly when there are more than ``max_slices``), or the
+    middle slices when the mask is empty. Each panel is labelled with its axial index.
+
+    Args:
+        image: ``(X, Y, Z)`` background image in canonical order (e.g. DWI or Tmax).
+        mask: ``(X, Y, Z)`` binary mask on the same grid.
+        path: the PNG file to write (atomically).
+        zooms: voxel sizes in mm, for the pixel aspect ratio.
+        title: figure title (e.g. the case id and lesion volume).
+        max_slices: most panels in the montage.
+        columns: panels per row.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if image.shape != mask.shape or image.ndim != 3:
+        raise InputError(f"overlay image {image.shape} and mask {mask.shape} must be two equal 3D shapes.")
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"overlay {path} must be a .png file; choose such a file name.")
+    slices = _pick_slices(mask, max_slices)
+    cols = min(columns, len(slices))
+    rows = -(-len(slices) // cols)
+    aspect = zooms[1] / zooms[0]  # rows of the transposed slice are Y, columns X
+    fig = Figure(figsize=(3 * cols, 3 * rows * aspect * mask.shape[1] / mask.shape[0] + 0.6), facecolor="black")
+    FigureCanvasAgg(fig)
+    lo, hi = _window(image)
+    for k, z in enumerate(slices):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        # Transpose so that Y (anterior) runs up with origin="lower"; flip X for radiological convention.
+        ax.imshow(image[::-1, :, z].T, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect)
+        if mask[:, :, z].any():
+            ax.contour(mask[::-1, :, z].T.astype(np.float32), levels=[0.5], colors="red", linewidths=1.0)
+        ax.set_title(f"z={z}", color="white", fontsize=9)
+        ax.text(0.02, 0.5, "R", color="yellow", fontsize=8, transform=ax.transAxes, va="center")
+        ax.text(0.98, 0.5, "L", color="yellow", fontsize=8, transform=ax.transAxes, va="center", ha="right")
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, color="white", fontsize=11)
+    fig.tight_layout()
+    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, facecolor="black"))
