@@ -7,7 +7,7 @@ The CLI prints that message on one line and exits non-zero.
 
 from __future__ import annotations
 
-__all__ = ["MDANetError", "InputError", "CheckpointError", "BackendUnavailableError"]
+__all__ = ["MDANetError", "InputError", "CheckpointError", "BackendUnavailableError", "ExportError"]
 
 
 class MDANetError(Exception):
@@ -24,3 +24,7 @@ class CheckpointError(MDANetError):
 
 class BackendUnavailableError(MDANetError, RuntimeError):
     """A requested backend (CUDA, native ops, TensorRT) is not available on this machine."""
+
+
+class ExportError(MDANetError):
+    """A model could not be exported, or the exported artefact does not reproduce the eager model."""
