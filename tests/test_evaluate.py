@@ -1,0 +1,144 @@
+"""mdanet_sdk.evaluate and ``mdanet-sdk evaluate``: metrics against hand-computed values on tiny masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mdanet_sdk.cli import app
+from mdanet_sdk.errors import InputError
+from mdanet_sdk.evaluate import evaluate, find_predictions
+
+SHAPE = (10, 10, 4)
+AFFINE = np.diag([2.0, 2.0, 2.5, 1.0])  # 10 mm³ = 0.01 mL per voxel
+VOX_ML = 0.01
+
+
+def _masks() -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """case id → (ground truth, prediction), with the hand-computed scores in :data:`EXPECTED`."""
+    a_gt, a_pred = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
+    a_gt[1:3, 1:3, 0] = 1  # lesion 1: 4 voxels
+    a_gt[6:8, 6:8, 2] = 1  # lesion 2: 4 voxels, missed
+    a_pred[1:3, 1, 0] = 1  # 2 voxels inside lesion 1
+    a_pred[8:10, 0, 3] = 1  # 2 voxels, a spurious lesion
+    b_gt = np.zeros(SHAPE, np.uint8)
+    b_gt[4:6, 4:6, 1] = 1
+    c_gt = np.zeros(SHAPE, np.uint8)
+    d_gt = b_gt.copy()
+    return {"A": (a_gt, a_pred), "B": (b_gt, b_gt.copy()), "C": (c_gt, c_gt.copy()), "D": (d_gt, None)}
+
+
+# A: TP 2, FP 2, FN 6 -> DSC 4/12, P 1/2, R 1/4, F1 1/3; volumes 0.08 vs 0.04 mL; 2 vs 2 lesions,
+# one detected, one missed, one spurious -> lesion F1 = 1 / (1 + (1 + 1) / 2) = 1/2.
+EXPECTED = {
+    "A": {"dsc": 1 / 3, "precision": 0.5, "recall": 0.25, "f1": 1 / 3, "abs_volume_diff_ml": 0.04,
+          "abs_lesion_count_diff": 0.0, "lesion_f1": 0.5, "n_lesions_gt": 2.0, "n_lesions_pred": 2.0},
+    "B": {"dsc": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0, "abs_volume_diff_ml": 0.0,
+          "abs_lesion_count_diff": 0.0, "lesion_f1": 1.0},
+    "C": {"dsc": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0, "abs_volume_diff_ml": 0.0,
+          "abs_lesion_count_diff": 0.0, "lesion_f1": 1.0},  # both empty
+}
+
+
+def _save(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine), path)
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(flat prediction folder, run folder with folds 0: A, B and 1: C, flat ground-truth folder)."""
+    gt, flat, run = tmp_path / "gt", tmp_path / "pred", tmp_path / "run"
+    fold_of = {"A": 0, "B": 0, "C": 1}
+    for case_id, (g, p) in _masks().items():
+        _save(gt / f"{case_id}_msk.nii.gz", g)
+        if p is not None:
+            _save(flat / f"{case_id}_seg.nii.gz", p)
+            _save(run / f"fold_{fold_of[case_id]}" / "predictions" / f"{case_id}_seg.nii.gz", p)
+    _save(flat / "E_seg.nii.gz", np.zeros(SHAPE, np.uint8))  # no ground truth
+    _save(flat / "A_prob.nii.gz", np.full(SHAPE, 0.3, np.float32))  # not a mask: ignored
+    return flat, run, gt
+
+
+def test_per_case_metrics_match_hand_values(folders) -> None:
+    flat, _, gt = folders
+    result = evaluate(flat, gt)
+    got = {c["case_id"]: c for c in result.cases}
+    assert sorted(got) == ["A", "B", "C"]
+    for case_id, expected in EXPECTED.items():
+        for name, value in expected.items():
+            assert got[case_id][name] == pytest.approx(value, abs=1e-9), (case_id, name)
+    assert got["A"]["volume_gt_ml"] == pytest.approx(8 * VOX_ML)
+    assert result.missing == ["D"] and result.unmatched == ["E"]
+
+
+def test_flat_summary_is_over_cases(folders) -> None:
+    flat, _, gt = folders
+    result = evaluate(flat, gt)
+    assert result.over == "cases"
+    dsc = np.array([1 / 3, 1.0, 1.0])
+    assert result.summary["dsc"] == pytest.approx((dsc.mean(), dsc.std()))
+    assert result.summary["lesion_f1"] == pytest.approx((2.5 / 3, np.std([0.5, 1, 1])))
+    # Paper's F1 column: F1 of the mean precision (2.5/3) and mean recall (2.25/3).
+    p, r = 2.5 / 3, 2.25 / 3
+    assert result.f1_of_means == pytest.approx(2 * p * r / (p + r))
+
+
+def test_run_folder_summary_is_over_fold_means(folders) -> None:
+    _, run, gt = folders
+    assert sorted(find_predictions(run)) == [0, 1]
+    result = evaluate(run, gt)
+    assert result.over == "folds"
+    assert {c["case_id"]: c["fold"] for c in result.cases} == {"A": 0, "B": 0, "C": 1}
+    # Fold means of DSC: (1/3 + 1)/2 = 2/3 and 1 -> mean 5/6, std 1/6.
+    assert result.summary["dsc"] == pytest.approx((5 / 6, 1 / 6))
+    assert result.per_fold[0]["dsc"] == pytest.approx((2 / 3, 1 / 3))
+    assert "fold" not in result.summary
+    assert result.missing == ["D"]
+
+
+def test_prediction_in_another_orientation_matches(tmp_path: Path) -> None:
+    a_gt, a_pred = _masks()["A"]
+    _save(tmp_path / "gt" / "A.nii.gz", a_gt)
+    # Stored with the X axis reversed (affine flips it back): the same mask in world space.
+    flipped = AFFINE.copy()
+    flipped[0, 0], flipped[0, 3] = -2.0, 2.0 * (SHAPE[0] - 1)
+    _save(tmp_path / "pred" / "A_seg.nii.gz", a_pred[::-1].copy(), flipped)
+    (case,) = evaluate(tmp_path / "pred", tmp_path / "gt").cases
+    assert case["dsc"] == pytest.approx(1 / 3)
+
+
+def test_errors_and_threshold(tmp_path: Path) -> None:
+    a_gt, _ = _masks()["A"]
+    _save(tmp_path / "gt" / "A.nii.gz", a_gt)
+    _save(tmp_path / "pred" / "A_seg.nii.gz", a_gt.astype(np.float32) * 0.9)
+    with pytest.raises(InputError, match="threshold"):
+        evaluate(tmp_path / "pred", tmp_path / "gt")
+    assert evaluate(tmp_path / "pred", tmp_path / "gt", threshold=0.5).cases[0]["dsc"] == 1.0
+    _save(tmp_path / "other" / "A_seg.nii.gz", np.zeros((8, 10, 4), np.uint8))
+    with pytest.raises(InputError, match="voxel grid"):
+        evaluate(tmp_path / "other", tmp_path / "gt")
+    _save(tmp_path / "nomatch" / "Z_seg.nii.gz", a_gt)
+    with pytest.raises(InputError, match="matches"):
+        evaluate(tmp_path / "nomatch", tmp_path / "gt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no predictions"):
+        evaluate(tmp_path / "empty", tmp_path / "gt")
+
+
+def test_cli_writes_json_and_csv(folders) -> None:
+    _, run, gt = folders
+    res = CliRunner().invoke(app, ["evaluate", str(run), str(gt)])
+    assert res.exit_code == 0, res.output
+    assert "83.33 ± 16.67" in res.output  # DSC over fold means, in percent
+    report = json.loads((run / "evaluation.json").read_text())
+    assert report["over"] == "folds" and report["summary"]["dsc"] == pytest.approx([5 / 6, 1 / 6])
+    rows = (run / "evaluation.csv").read_text().splitlines()
+    assert rows[0].startswith("case_id,fold,dsc") and len(rows) == 4
+    bad = CliRunner().invoke(app, ["evaluate", str(run / "nope"), str(gt)])
+    assert bad.exit_code == 2 and "not a folder" in bad.output
