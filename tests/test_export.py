@@ -1,0 +1,265 @@
+"""Export artefacts (TorchScript, ExportedProgram, TensorRT): round trips, metadata, validation, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mdanet_sdk import ops
+from mdanet_sdk.cli import app
+from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, ExportError, InputError
+from mdanet_sdk.export import (
+    TOLERANCES,
+    Artifact,
+    BatchRange,
+    export_model,
+    load_artifact,
+    probe_batch,
+    read_metadata,
+    tensorrt_unavailable_reason,
+)
+from mdanet_sdk.model import build_model
+
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit:DeprecationWarning")
+
+SIZE = 128
+NATIVE = ops.native_available()
+OPS = "native" if NATIVE else "reference"
+PREPROCESS = {"size": SIZE, "multiple": 16}
+
+
+def _model(ops_impl: str = OPS, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(MDANetConfig.from_preset("small", "mri", ops=ops_impl)).eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return _model()
+
+
+@pytest.fixture(scope="module")
+def artefacts(model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The small model exported once per format (fp32, dynamic batch 1..64)."""
+    out = tmp_path_factory.mktemp("artefacts")
+    return {
+        fmt: export_model(model, fmt, out / f"small{suffix}", preprocess=PREPROCESS, meta={"note": "test"}).path
+        for fmt, suffix in (("torchscript", ".ts"), ("exported", ".pt2"))
+    }
+
+
+def test_fresh_process_matches_eager_for_batch_1_and_13(model, artefacts, tmp_path):
+    """Each artefact loads in a new interpreter (only mdanet_sdk imported) and reproduces the eager logits."""
+    x = probe_batch(13, 2, SIZE, SIZE, seed=7)  # seeds 0/1 are the export's own probe and capture batches
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        import numpy as np, torch
+        import mdanet_sdk.export as export
+        out, x = Path(sys.argv[1]), torch.from_numpy(np.load(sys.argv[1] + "/x.npy"))
+        for fmt, path in zip(("torchscript", "exported"), sys.argv[2:]):
+            artifact = export.load_artifact(path)
+            for n in (1, 13):
+                np.save(out / f"{fmt}-{n}.npy", artifact(x[:n]).numpy())
+        print("model code imported:", "mdanet_sdk.model" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), str(artefacts["torchscript"]), str(artefacts["exported"])],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "model code imported: False" in done.stdout
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    for fmt in ("torchscript", "exported"):
+        for n in (1, 13):
+            got = np.load(tmp_path / f"{fmt}-{n}.npy")
+            assert got.shape == (n, 2, SIZE, SIZE)
+            np.testing.assert_allclose(got, expected[:n], rtol=0, atol=1e-5, err_msg=f"{fmt} batch {n}")
+            assert np.array_equal(got.argmax(1), expected[:n].argmax(1)), f"{fmt} batch {n}: masks differ"
+
+
+def test_metadata_travels_in_the_file(artefacts, model):
+    for fmt, path in artefacts.items():
+        config, preprocess, meta = read_metadata(path)
+        assert config == model.config
+        assert preprocess == {"size": SIZE, "multiple": 16}
+        assert meta["format"] == fmt and meta["precision"] == "fp32" and meta["ops"] == OPS
+        assert meta["input_shape"] == [2, SIZE, SIZE]
+        assert meta["modalities"] == ["dwi", "adc"]
+        assert meta["batch"] == {"min": 1, "opt": 16, "max": 64}
+        assert meta["checkpoint"] == {"note": "test"}
+        artifact = load_artifact(path)
+        assert isinstance(artifact, Artifact) and artifact.input_shape == (2, SIZE, SIZE)
+        assert artifact.model_config.modalities == ("dwi", "adc")
+
+
+@pytest.mark.skipif(not NATIVE, reason="the native mdanet op library is not built (pip install --no-build-isolation .)")
+def test_torchscript_graph_calls_the_custom_ops(artefacts):
+    graph = str(torch.jit.load(str(artefacts["torchscript"])).inlined_graph)
+    assert graph.count("mdanet::dasc_gate") == 4  # one DASC per decoder level
+    assert graph.count("mdanet::graph_conv") == 2  # channel and space embeddings of the GCFB
+    with zipfile.ZipFile(artefacts["exported"]) as archive:
+        program = next(archive.read(n).decode() for n in archive.namelist() if n.endswith("models/model.json"))
+    assert "mdanet.dasc_gate" in program and "mdanet.graph_conv" in program
+
+
+def test_reference_export_inlines_the_math(tmp_path):
+    path = export_model(_model("reference"), "torchscript", tmp_path / "ref.ts", preprocess=PREPROCESS).path
+    graph = str(torch.jit.load(str(path)).inlined_graph)
+    assert "mdanet::" not in graph and "aten::einsum" in graph
+    assert read_metadata(path)[2]["ops"] == "reference"
+
+
+def test_artifact_chunks_pads_and_checks_shapes(tmp_path, model):
+    path = export_model(
+        model, "torchscript", tmp_path / "b.ts", preprocess=PREPROCESS, batch=BatchRange(2, 2, 4)
+    ).path
+    artifact = load_artifact(path)
+    x = probe_batch(9, 2, SIZE, SIZE, seed=3)
+    with torch.inference_mode():
+        expected = model(x)
+    torch.testing.assert_close(artifact(x), expected, rtol=0, atol=1e-5)  # 9 > max 4: three chunks
+    torch.testing.assert_close(artifact(x[:1]), expected[:1], rtol=0, atol=1e-5)  # 1 < min 2: padded
+    with pytest.raises(InputError, match=r"\(B, 2, 128, 128\)"):
+        artifact(torch.zeros(1, 2, 64, 64))
+
+
+def test_bf16_export_is_held_to_its_tolerance(tmp_path, model):
+    result = export_model(model, "torchscript", tmp_path / "bf16.ts", preprocess=PREPROCESS, precision="bf16")
+    assert 0 < result.max_abs_diff <= result.tolerance
+    assert result.tolerance == pytest.approx(TOLERANCES["bf16"])  # random weights: max |logit| < 1
+    artifact = load_artifact(result.path)
+    assert artifact(probe_batch(2, 2, SIZE, SIZE)).dtype == torch.float32
+
+
+def test_failed_validation_leaves_no_file(tmp_path, model, monkeypatch):
+    import mdanet_sdk.export as export
+
+    def drifting(path, device="cpu"):  # an artefact whose logits are off by 1e-3
+        artifact = load_artifact(path, device)
+        inner = artifact.module
+        artifact.module = lambda x: inner(x) + 1e-3
+        return artifact
+
+    target = tmp_path / "keep.ts"
+    target.write_bytes(b"previous artefact")
+    monkeypatch.setattr(export, "load_artifact", drifting)
+    with pytest.raises(ExportError, match="differs from the eager model by 0.001"):
+        export_model(model, "torchscript", target, preprocess=PREPROCESS)
+    assert target.read_bytes() == b"previous artefact"  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.ts"]  # and no temporary is left
+
+
+def test_size_is_required_without_a_preprocessing_size(tmp_path, model):
+    with pytest.raises(InputError, match="--size H W"):
+        export_model(model, "torchscript", tmp_path / "x.ts", preprocess={"size": None})
+    with pytest.raises(InputError, match="multiples of 16"):
+        export_model(model, "torchscript", tmp_path / "x.ts", preprocess=PREPROCESS, size=(100, 128))
+    with pytest.raises(InputError, match="1 <= min <= opt <= max"):
+        BatchRange(4, 2, 8)
+    assert not list(tmp_path.iterdir())
+
+
+def test_non_square_size_keeps_preprocessing_size(tmp_path, model):
+    path = export_model(model, "torchscript", tmp_path / "r.ts", preprocess=PREPROCESS, size=(96, 128)).path
+    _, preprocess, meta = read_metadata(path)
+    assert meta["input_shape"] == [2, 96, 128] and preprocess["size"] == SIZE
+    assert load_artifact(path)(probe_batch(3, 2, 96, 128)).shape == (3, 2, 96, 128)
+
+
+def test_not_an_artefact_is_refused(tmp_path, artefacts):
+    other = tmp_path / "weights.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="no mdanet-sdk metadata"):
+        load_artifact(other)
+    (tmp_path / "text.ts").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable export artefact"):
+        load_artifact(tmp_path / "text.ts")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_artifact(tmp_path / "missing.ts")
+    # An artefact from a newer mdanet-sdk: same file, metadata version bumped.
+    files = {"mdanet/meta.json": "", "mdanet/model_config.json": "", "mdanet/preprocess.json": ""}
+    module = torch.jit.load(str(artefacts["torchscript"]), _extra_files=files)
+    files["mdanet/meta.json"] = json.dumps({**json.loads(files["mdanet/meta.json"]), "artifact_version": 99})
+    torch.jit.save(module, str(tmp_path / "newer.ts"), _extra_files=files)
+    with pytest.raises(CheckpointError, match="artefact version 99, newer"):
+        load_artifact(tmp_path / "newer.ts")
+
+
+def test_tensorrt_without_gpu_says_so_in_one_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: the no-GPU message cannot be shown here")
+    result = CliRunner().invoke(app, ["export", "default-mri", "--format", "tensorrt", "-o", str(tmp_path / "m.pt2")])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "needs a CUDA GPU" in result.output
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(BackendUnavailableError, match="CUDA"):  # the Python API refuses the same way
+        export_model(_model(), "tensorrt", tmp_path / "m.pt2", preprocess=PREPROCESS)
+
+
+def test_tensorrt_reason_names_the_missing_package(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_trt(name, *args, **kwargs):
+        if name in ("tensorrt", "torch_tensorrt"):
+            raise ImportError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(builtins, "__import__", no_trt)
+    reason = tensorrt_unavailable_reason()
+    assert reason is not None and "pip install 'mdanet-sdk[trt]'" in reason and "tensorrt" in reason
+
+
+def test_native_ops_requested_without_library(tmp_path, monkeypatch):
+    monkeypatch.setattr(ops, "native_available", lambda: False)
+    from mdanet_sdk.export import export_checkpoint
+
+    with pytest.raises(BackendUnavailableError, match="--ops reference"):
+        export_checkpoint("default-mri", "torchscript", tmp_path / "m.ts", ops="native")
+
+
+# -- TensorRT (GPU only) ------------------------------------------------------------------------------------
+needs_trt = pytest.mark.skipif(tensorrt_unavailable_reason() is not None, reason=str(tensorrt_unavailable_reason()))
+
+
+@pytest.mark.gpu
+@needs_trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_decomposition_round_trip(tmp_path, precision):
+    model = _model("reference").cuda()
+    result = export_model(
+        model, "tensorrt", tmp_path / "m.pt2", preprocess=PREPROCESS, precision=precision, batch=BatchRange(1, 8, 16)
+    )
+    assert result.ops == "reference" and result.max_abs_diff <= result.tolerance
+    artifact = load_artifact(result.path, "cuda")
+    x = probe_batch(13, 2, SIZE, SIZE, seed=7).cuda()
+    with torch.inference_mode():
+        expected = model(x)
+    assert (artifact(x) - expected).abs().max().item() <= result.tolerance
+
+
+@pytest.mark.gpu
+@needs_trt
+@pytest.mark.skipif(not NATIVE, reason="TensorRT plugins run the native CUDA kernels, which are not built")
+def test_tensorrt_plugins_round_trip(tmp_path):
+    model = _model("native").cuda()
+    result = export_model(model, "tensorrt", tmp_path / "p.pt2", preprocess=PREPROCESS, batch=BatchRange(1, 4, 8))
+    assert result.ops == "plugin" and result.max_abs_diff <= result.tolerance
+    assert load_artifact(result.path, "cuda")(probe_batch(5, 2, SIZE, SIZE).cuda()).shape == (5, 2, SIZE, SIZE)
