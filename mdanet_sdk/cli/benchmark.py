@@ -1,0 +1,107 @@
+"""``mdanet-sdk benchmark``: forward throughput per backend, end-to-end segmentation, predict_many scaling,
+native ops and peers, printed as one table (ratios to eager measured in the same run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mdanet_sdk.cli._app import command, console, err_console
+from mdanet_sdk.errors import InputError
+
+if TYPE_CHECKING:  # the harness imports torch: load it only when the command runs, not on every CLI start
+    from mdanet_sdk.bench import BenchmarkReport
+
+__all__ = ["benchmark", "render_table"]
+
+
+def _names(spec: str | None, allowed: tuple[str, ...], what: str) -> tuple[str, ...] | None:
+    """``"a,b"`` → ``("a", "b")``; ``"all"`` → ``allowed``; None stays None (the settings' default)."""
+    if spec is None:
+        return None
+    if spec.strip() == "all":
+        return allowed
+    names = tuple(dict.fromkeys(n.strip() for n in spec.split(",") if n.strip()))
+    if not names:
+        raise InputError(f"--{what} needs at least one name; use one or more of {', '.join(allowed)} or all.")
+    return names
+
+
+def _ints(spec: str | None, what: str) -> tuple[int, ...] | None:
+    if spec is None:
+        return None
+    try:
+        values = tuple(int(n) for n in spec.split(",") if n.strip())
+    except ValueError:
+        raise InputError(f"--{what} must be comma-separated integers like 1,8,32; got {spec!r}.") from None
+    if not values:
+        raise InputError(f"--{what} needs at least one integer, e.g. 1,8,32.")
+    return values
+
+
+def render_table(report: BenchmarkReport) -> Table:
+    """The report as one rich table, a section per benchmark, with the machine in the caption."""
+    from mdanet_sdk.bench import SUMMARY_COLUMNS, summary_rows
+
+    m = report.machine
+    gpu = f", GPU {m['gpu']['name']}" if m.get("gpu") else ""
+    table = Table(
+        title=f"mdanet-sdk benchmark{' (quick)' if report.settings.quick else ''}",
+        caption=(
+            f"{m['cpu']}, {m['cpus_usable']} usable cores, {m['torch_threads']} torch threads{gpu}; torch "
+            f"{m['torch']}; load {m['load_avg_1m']} → {report.load_avg_end}; {report.seconds:.0f} s. "
+            "Median over repeats after warm-up; spread = quartiles; × eager = ratio to the eager baseline "
+            "of this run (> 1 is faster)."
+        ),
+    )
+    for column in SUMMARY_COLUMNS:
+        right = column in ("batch", "median", "spread (IQR)", "throughput", "× eager")
+        table.add_column(column, justify="right" if right else "left", overflow="fold")
+    section = None
+    for row in summary_rows(report):
+        if section is not None and row["section"] != section:
+            table.add_section()
+        section = row["section"]
+        table.add_row(*(escape(row[c]) for c in SUMMARY_COLUMNS))
+    return table
+
+
+@command("benchmark")
+def benchmark(
+    preset: Annotated[str, typer.Option(help="MDANet presets, comma-separated: paper, small.")] = None,  # type: ignore[assignment]
+    backend: Annotated[str, typer.Option(help="eager, native, torchscript, exported, tensorrt or all; comma-separated.")] = "all",
+    batch_sizes: Annotated[str, typer.Option(help="Forward batch sizes, e.g. 1,8,32.")] = None,  # type: ignore[assignment]
+    size: Annotated[int, typer.Option(help="Slice side in pixels (multiple of 16).")] = None,  # type: ignore[assignment]
+    slices: Annotated[int, typer.Option(help="Z extent of the end-to-end volumes (default 20 CTP, 73 MRI).")] = None,  # type: ignore[assignment]
+    json_out: Annotated[Path, typer.Option("--json", help="Write the results as JSON here.")] = None,  # type: ignore[assignment]
+    plot: Annotated[Path, typer.Option(help="Write a PNG of throughput against batch size here.")] = None,  # type: ignore[assignment]
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes and few repeats: about 1.5 min on 2 cores.")] = False,
+    sections: Annotated[str, typer.Option(help="forward, peers, segment, many, ops or all; comma-separated.")] = "all",
+    kind: Annotated[str, typer.Option(help="Forward input kind: ctp (4 channels) or mri (2).")] = "ctp",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    repeats: Annotated[int, typer.Option(help="Timed repeats per measurement.")] = None,  # type: ignore[assignment]
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up rounds.")] = None,  # type: ignore[assignment]
+) -> None:
+    """Measure throughput and latency per backend and batch size, end-to-end segmentation, predict_many
+    scaling, the native ops and peer networks; print one table with ratios to eager."""
+    from mdanet_sdk.bench import BACKENDS, SECTIONS, BenchSettings, plot_throughput, run_benchmark, write_json
+
+    options: dict[str, Any] = {
+        "presets": _names(preset, ("paper", "small"), "preset"),
+        "backends": _names(backend, BACKENDS, "backend"),
+        "sections": _names(sections, SECTIONS, "sections"),
+        "batch_sizes": _ints(batch_sizes, "batch-sizes"),
+        "size": size, "slices": slices, "kind": kind, "device": device, "repeats": repeats, "warmup": warmup,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    settings = BenchSettings.quick_run(**options) if quick else BenchSettings(**options)
+    report = run_benchmark(settings, progress=lambda line: err_console.print(f"[dim]… {line}[/]", highlight=False))
+    console.print(render_table(report))
+    if json_out is not None:
+        console.print(f"JSON: {write_json(report, json_out)}")
+    if plot is not None:
+        console.print(f"plot: {plot_throughput(report, plot)}")

@@ -1,0 +1,208 @@
+"""The benchmark harness (mdanet_sdk.bench) and ``mdanet-sdk benchmark``: tiny configurations, a few seconds."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mdanet_sdk import ops
+from mdanet_sdk.bench import (
+    BenchmarkReport,
+    BenchSettings,
+    Stats,
+    StageTimer,
+    bench_ops,
+    machine_info,
+    measure_interleaved,
+    plot_throughput,
+    run_benchmark,
+    summary_rows,
+    write_json,
+)
+from mdanet_sdk.cli import app
+from mdanet_sdk.errors import InputError
+from mdanet_sdk.model import model_summary
+from mdanet_sdk.config import MDANetConfig
+
+#: The stable key set of a forward record (benchmarks/README.md); changing it needs a schema_version bump.
+FORWARD_KEYS = {
+    "section", "backend", "preset", "model", "kind", "in_channels", "size", "batch", "precision", "device", "ops",
+    "status", "reason", "latency_ms", "throughput", "gflop_per_slice", "achieved_gflop_s", "peak_fraction",
+    "slices_per_s_per_gflop", "baseline", "ratio",
+}
+STATS_KEYS = {"median", "q1", "q3", "min", "max", "n"}
+TINY = dict(presets=("small",), batch_sizes=(1, 2), size=32, warmup=0, repeats=2, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_report() -> BenchmarkReport:
+    """Forward + peers of the small preset at 32², eager/native/tensorrt: about 2 s on 2 cores."""
+    settings = BenchSettings(backends=("eager", "native", "tensorrt"), sections=("forward", "peers"), **TINY)
+    return run_benchmark(settings)
+
+
+def test_stats_median_quartiles_extremes():
+    s = Stats.of([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert (s.median, s.q1, s.q3, s.min, s.max, s.n) == (3.0, 2.0, 4.0, 1.0, 5.0, 5)
+    assert s.iqr == 2.0
+    assert Stats.of([2.0, 4.0]).median == 3.0
+    with pytest.raises(ValueError):
+        Stats.of([])
+
+
+def test_measure_interleaved_rotates_and_counts():
+    calls: list[str] = []
+    times = measure_interleaved({n: (lambda n=n: calls.append(n)) for n in "abc"}, warmup=1, repeats=3)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up round
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each round starts one later
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+
+
+def test_stage_timer_accumulates_per_stage():
+    timer = StageTimer()
+    with timer.stage("slow"):
+        time.sleep(0.03)
+    with timer.stage("fast"):
+        time.sleep(0.005)
+    with timer.stage("fast"):
+        time.sleep(0.005)
+    assert list(timer.seconds) == ["slow", "fast"]
+    assert timer.seconds["slow"] >= 0.03 and 0.01 <= timer.seconds["fast"] < timer.seconds["slow"]
+    assert timer.total == pytest.approx(sum(timer.seconds.values()))
+
+
+def test_machine_info_names_the_machine():
+    info = machine_info("cpu")
+    assert info["cpu"] and info["cpu_count"] >= 1 and info["torch_threads"] >= 1
+    assert info["torch"] == torch.__version__ and info["gpu"] is None
+    assert info["native_ops"] is ops.native_available()
+
+
+def test_one_record_per_backend_preset_batch_precision(tiny_report):
+    fwd = [r for r in tiny_report.forward if r.section == "forward"]
+    keys = [(r.backend, r.preset, r.batch, r.precision) for r in fwd]
+    assert sorted(keys) == sorted((b, "small", n, "fp32") for b in ("eager", "native", "tensorrt") for n in (1, 2))
+    by = {(r.backend, r.batch): r for r in fwd}
+    for n in (1, 2):
+        eager = by["eager", n]
+        assert eager.status == "ok" and eager.ratio == 1.0 and eager.baseline == "eager/small"
+        assert eager.latency_ms.n == 2 and eager.latency_ms.min <= eager.latency_ms.median <= eager.latency_ms.max
+        # throughput and latency describe the same runs: slices/s = batch / seconds
+        assert eager.throughput.max == pytest.approx(n / (eager.latency_ms.min / 1e3), rel=1e-6)
+        trt = by["tensorrt", n]
+        assert trt.status == "unavailable" and "CUDA" in trt.reason and trt.ratio is None
+        native = by["native", n]
+        assert native.status == ("ok" if ops.native_available() else "unavailable")
+    # FLOPs per slice agree with model_summary (the README's model table)
+    expected = model_summary(MDANetConfig.from_preset("small", "ctp"), 32)["gflops_per_slice"]
+    assert by["eager", 1].gflop_per_slice == pytest.approx(expected, abs=1e-3)
+    assert by["eager", 1].peak_fraction is None  # no device peak on a CPU
+
+
+def test_peers_are_compared_with_eager_mdanet(tiny_report):
+    peers = {(r.preset, r.batch): r for r in tiny_report.forward if r.section == "peers"}
+    assert {p for p, _ in peers} == {"unet", "monai-basicunet"}
+    unet = peers["unet", 1]
+    assert unet.status == "ok" and unet.baseline == "eager/small" and unet.ratio > 0
+    # the U-Net baseline does ~11x the small preset's work per slice at any size
+    assert 8 < unet.gflop_per_slice / model_summary(MDANetConfig.from_preset("small", "ctp"), 32)[
+        "gflops_per_slice"] < 14
+    monai = peers["monai-basicunet", 1]
+    if monai.status == "ok":  # same U-Net widths, MONAI's implementation: FLOPs within 10 %
+        assert monai.gflop_per_slice == pytest.approx(unet.gflop_per_slice, rel=0.1)
+    else:
+        assert monai.status == "unavailable" and "MONAI" in monai.reason
+
+
+def test_json_schema_is_stable(tiny_report, tmp_path):
+    path = write_json(tiny_report, tmp_path / "out" / "bench.json")
+    data = json.loads(path.read_text())
+    assert data["schema"] == "mdanet-sdk-benchmark" and data["schema_version"] == 1
+    assert set(data) == {"schema", "schema_version", "created", "seconds", "machine", "load_avg_end", "settings",
+                         "forward", "segment", "predict_many", "ops"}
+    assert all(set(r) == FORWARD_KEYS for r in data["forward"])
+    ok = [r for r in data["forward"] if r["status"] == "ok"]
+    assert ok and all(set(r["latency_ms"]) == STATS_KEYS for r in ok)
+    assert data["settings"]["precisions"] == ["fp32"] and data["settings"]["size"] == 32
+    assert [p.name for p in path.parent.iterdir()] == ["bench.json"]  # atomic write leaves no temp file
+
+
+def test_plot_is_a_png(tiny_report, tmp_path):
+    path = plot_throughput(tiny_report, tmp_path / "plot.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    empty = BenchmarkReport(machine=tiny_report.machine, settings=tiny_report.settings)
+    with pytest.raises(InputError, match="Nothing to plot"):
+        plot_throughput(empty, tmp_path / "empty.png")
+
+
+def test_table_rows_show_ratios_and_reasons(tiny_report):
+    rows = summary_rows(tiny_report)
+    eager = [r for r in rows if r["backend"] == "eager" and r["section"] == "forward"]
+    assert [r["× eager"] for r in eager] == ["1.00×", "1.00×"]
+    trt = [r for r in rows if r["backend"] == "tensorrt"]
+    assert len(trt) == 1 and trt[0]["notes"].startswith("unavailable:")  # one row, not one per batch
+
+
+def test_ops_section_uses_the_shapes_of_a_paper_forward():
+    records = bench_ops(BenchSettings(size=32, warmup=0, repeats=1, device="cpu"))
+    eager = {r.call: r for r in records if r.backend == "eager"}
+    dasc = sorted((r.shapes["f_m1"] for r in eager.values() if r.op == "dasc_gate"), key=lambda s: s[1])
+    assert dasc == [[1, 64, 32, 32], [1, 128, 16, 16], [1, 256, 8, 8], [1, 512, 4, 4]]
+    graph = sorted(r.shapes["g"] for r in eager.values() if r.op == "graph_conv")
+    assert graph == [[1, 512, 512], [1, 512, 1024]]  # channel graph 2N x E; space graph 2*16² x C
+    assert all(r.ratio == 1.0 and r.latency_ms.n == 5 for r in eager.values())
+    native = [r for r in records if r.backend == "native"]
+    assert len(native) == 6 and all(r.status == ("ok" if ops.native_available() else "unavailable") for r in native)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(backends=("cuda-graphs",)), "Unknown backend"),
+    (dict(size=30), "multiple of 16"),
+    (dict(presets=("huge",)), "Unknown preset"),
+    (dict(batch_sizes=(0,)), "positive"),
+    (dict(sections=("forward", "fp64")), "Unknown section"),
+])
+def test_settings_reject_bad_values(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        BenchSettings(**kwargs)
+
+
+def test_settings_from_env():
+    s = BenchSettings.from_env({"MDANET_BENCH_QUICK": "1", "MDANET_BENCH_BATCH_SIZES": "2, 4",
+                                "MDANET_BENCH_PRESETS": "small"})
+    assert s.quick and s.size == 128 and s.batch_sizes == (2, 4) and s.presets == ("small",)
+    assert BenchSettings.from_env({}) == BenchSettings()
+    with pytest.raises(InputError, match="integers"):
+        BenchSettings.from_env({"MDANET_BENCH_SIZE": "big"})
+
+
+def test_cli_prints_one_table_and_writes_json_and_plot(tmp_path):
+    out, png = tmp_path / "b.json", tmp_path / "b.png"
+    result = CliRunner().invoke(app, [
+        "benchmark", "--quick", "--sections", "forward", "--preset", "small", "--backend", "eager,tensorrt",
+        "--size", "32", "--batch-sizes", "1,2", "--repeats", "1", "--warmup", "0",
+        "--json", str(out), "--plot", str(png),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "mdanet-sdk benchmark (quick)" in result.output and "1.00×" in result.output
+    data = json.loads(out.read_text())
+    assert data["settings"]["quick"] is True and data["settings"]["batch_sizes"] == [1, 2]
+    assert {(r["backend"], r["batch"]) for r in data["forward"]} == {
+        ("eager", 1), ("eager", 2), ("tensorrt", 1), ("tensorrt", 2)}
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "cuda-graphs"], "Unknown backend"),
+    (["--batch-sizes", "1,x"], "comma-separated integers"),
+    (["--size", "100"], "multiple of 16"),
+])
+def test_cli_bad_options_exit_2_with_one_line(args, message):
+    result = CliRunner().invoke(app, ["benchmark", "--sections", "forward", *args])
+    assert result.exit_code == 2
+    assert message in result.output
