@@ -47,9 +47,10 @@ from mdanet_sdk.model import MDANet, build_model
 __all__ = [
     "BACKENDS", "PEERS", "SECTIONS", "VOLUMES", "SCHEMA", "SCHEMA_VERSION",
     "Stats", "StageTimer", "measure", "measure_interleaved", "machine_info", "count_flops", "build_network",
-    "Runner", "make_runner", "random_segmenter", "phantom_dataset", "segment_stages", "BenchSettings", "ForwardRecord", "SegmentRecord", "ManyRecord", "OpsRecord",
+    "Runner", "make_runner", "random_segmenter", "phantom_dataset", "segment_stages", "BenchSettings",
+    "ForwardRecord", "SegmentRecord", "ManyRecord", "OpsRecord",
     "BenchmarkReport", "bench_forward", "bench_segment", "bench_many", "bench_ops", "run_benchmark",
-    "summary_rows", "write_json", "plot_throughput", "reference_preset",
+    "SUMMARY_COLUMNS", "summary_rows", "write_json", "plot_throughput", "reference_preset",
 ]
 
 SCHEMA = "mdanet-sdk-benchmark"
@@ -233,6 +234,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
         usable = os.cpu_count()
     info: dict[str, Any] = {
         "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
+        "cpu_isa": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "torch_threads": torch.get_num_threads(),
@@ -451,8 +453,8 @@ class BenchSettings:
     kind: str = "ctp"
     device: str = "auto"
     precisions: tuple[str, ...] | None = None
-    warmup: int = 2
-    repeats: int = 7
+    warmup: int = 1
+    repeats: int = 5
     sections: tuple[str, ...] = SECTIONS
     slices: int | None = None
     segment_presets: tuple[str, ...] = ("small", "paper")
@@ -490,7 +492,9 @@ class BenchSettings:
             try:
                 return tuple(int(v) for v in names(value))
             except ValueError:
-                raise InputError(f"Expected comma-separated integers like 1,8,32 in the environment; got {value!r}.") from None
+                raise InputError(
+                    f"Expected comma-separated integers like 1,8,32 in the environment; got {value!r}."
+                ) from None
 
         parsers: dict[str, tuple[str, Callable[[str], Any]]] = {
             "PRESETS": ("presets", names), "BACKENDS": ("backends", names), "BATCH_SIZES": ("batch_sizes", ints),
