@@ -11,6 +11,7 @@ from mdanet_sdk.cli._app import app, main  # noqa: F401
 
 # One import per command module (each registers its command on `app`).
 from mdanet_sdk.cli import summary  # noqa: E402,F401
+from mdanet_sdk.cli import info  # noqa: E402,F401
 from mdanet_sdk.cli import benchmark  # noqa: E402,F401
 from mdanet_sdk.cli import export  # noqa: E402,F401
 from mdanet_sdk.cli import evaluate  # noqa: E402,F401
