@@ -126,6 +126,17 @@ def format_slices(slices: Sequence[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "none"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The process's umask, read once: mkstemp creates files readable by their owner only (0600), but a report or
+# an overlay should get the usual permissions (0644 under umask 022), like any file the user writes.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +144,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -209,6 +221,17 @@ def _pick_slices(mask: np.ndarray, max_slices: int) -> list[int]:
     return candidates[np.unique(picks)].tolist()
 
 
+def _bounding_box(foreground: np.ndarray, margin: int = 3) -> tuple[slice, slice]:
+    """In-plane ``(X, Y)`` slices around the foreground of any axial slice, ``margin`` voxels wider."""
+    box = []
+    for axis in (0, 1):
+        hits = np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hits.size == 0:
+            return slice(None), slice(None)
+        box.append(slice(max(hits[0] - margin, 0), hits[-1] + margin + 1))
+    return box[0], box[1]
+
+
 def _window(image: np.ndarray) -> tuple[float, float]:
     """Display range: 1st-99th percentile of the non-zero voxels (the background is mostly exact zeros)."""
     values = image[image != 0]
@@ -256,16 +279,19 @@ def save_overlay(
     slices = _pick_slices(mask, max_slices)
     cols = min(columns, len(slices))
     rows = -(-len(slices) // cols)
+    lo, hi = _window(image)
+    # Crop every panel to the head (non-zero voxels of any slice, and the mask) so the brain fills it.
+    box = _bounding_box((image != 0) | (mask != 0))
+    # Transpose so that Y (anterior) runs up with origin="lower"; flip X for radiological convention.
+    image, mask = image[box][::-1], mask[box][::-1].astype(np.float32)
     aspect = zooms[1] / zooms[0]  # rows of the transposed slice are Y, columns X
     fig = Figure(figsize=(3 * cols, 3 * rows * aspect * mask.shape[1] / mask.shape[0] + 0.6), facecolor="black")
     FigureCanvasAgg(fig)
-    lo, hi = _window(image)
     for k, z in enumerate(slices):
         ax = fig.add_subplot(rows, cols, k + 1)
-        # Transpose so that Y (anterior) runs up with origin="lower"; flip X for radiological convention.
-        ax.imshow(image[::-1, :, z].T, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect)
+        ax.imshow(image[:, :, z].T, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect)
         if mask[:, :, z].any():
-            ax.contour(mask[::-1, :, z].T.astype(np.float32), levels=[0.5], colors="red", linewidths=1.0)
+            ax.contour(mask[:, :, z].T, levels=[0.5], colors="red", linewidths=1.0)
         ax.set_title(f"z={z}", color="white", fontsize=9)
         ax.text(0.02, 0.5, "R", color="yellow", fontsize=8, transform=ax.transAxes, va="center")
         ax.text(0.98, 0.5, "L", color="yellow", fontsize=8, transform=ax.transAxes, va="center", ha="right")

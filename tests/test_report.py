@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -66,6 +67,9 @@ def test_json_report_round_trip_leaves_no_temporary_file(tmp_path) -> None:
     assert doc["cases"][0]["modalities"] == ["dwi", "adc"]
     assert doc["failed"] == [{"case": "case_2", "error": "no adc image"}]
     assert [p.name for p in path.parent.iterdir()] == ["report.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's owner-only 0600
 
 
 def test_table_lists_each_case() -> None:

@@ -15,5 +15,7 @@ from mdanet_sdk.cli import info  # noqa: E402,F401
 from mdanet_sdk.cli import benchmark  # noqa: E402,F401
 from mdanet_sdk.cli import export  # noqa: E402,F401
 from mdanet_sdk.cli import evaluate  # noqa: E402,F401
+from mdanet_sdk.cli import segment  # noqa: E402,F401
+from mdanet_sdk.cli import demo  # noqa: E402,F401
 
 __all__ = ["app", "main"]

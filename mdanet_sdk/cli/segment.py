@@ -1,0 +1,326 @@
+"""``mdanet-sdk segment``: lesion masks, probability maps, reports and overlays for one or many cases.
+
+Inputs are files (a 4D NIfTI with one volume per modality), case folders (ISLES'22 ``sub-*``, ISLES'18
+``case_N``, or a folder of ``dwi.nii.gz``/``adc.nii.gz``...), dataset roots holding many cases, or one case
+given file by file with ``-m dwi=a.nii.gz -m adc=b.nii.gz``. Without ``--checkpoint`` the bundled weights
+are chosen per case: ``default-mri`` for DWI+ADC (ISLES'22 folders, 4D files with 2 volumes) and
+``default-ctp`` for CBF, CBV, MTT, Tmax (ISLES'18 folders, 4D files with 4 volumes).
+
+Outputs per case: ``<case>_seg.nii.gz`` (uint8 mask) in the current folder, or in ``-o`` when it is a folder
+(``-o`` may also name the mask file itself for a single case), ``<case>_prob.nii.gz`` beside it with
+``--prob``; all with the input's affine, orientation and header. Exit code 0 when every case was segmented,
+1 when any failed (one ``error:`` line per failed case; the other cases are still written), 2 for a usage
+error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import typer
+
+from mdanet_sdk.cli._app import command, console, err_console
+from mdanet_sdk.data.cases import FOURD_KEY, CaseSource, find_cases
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume
+from mdanet_sdk.errors import InputError, MDANetError
+
+__all__ = ["segment", "Job", "plan_jobs", "output_paths"]
+
+
+@dataclass
+class Job:
+    """One case to segment: where it is, with which weights, and where its outputs go.
+
+    Attributes:
+        case_id: unique id within the run (used for output names).
+        source: the case's files, or ``None`` if planning already failed.
+        weights: ``"checkpoint"`` (the ``--checkpoint`` model) or a bundled kind, ``"mri"`` / ``"ctp"``.
+        error: why the case cannot be segmented, when planning already failed.
+        outputs: ``{"mask", "prob", "overlay"}`` → path, filled by :func:`output_paths`.
+    """
+
+    case_id: str
+    source: CaseSource | None
+    weights: str = "checkpoint"
+    error: str | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def _parse_mapping(items: Sequence[str]) -> dict[str, Path]:
+    """``["dwi=a.nii.gz", "adc=b.nii.gz"]`` → ``{"dwi": Path("a.nii.gz"), ...}``."""
+    mapping: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"-m expects MODALITY=FILE, e.g. -m dwi=a.nii.gz; got {item!r}.")
+        if name.lower() in mapping:
+            raise InputError(f"-m names {name.lower()} twice; give one file per modality.")
+        mapping[name.lower()] = Path(path)
+    return mapping
+
+
+def _parse_modalities(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"--modalities must be distinct names separated by commas, e.g. dwi,adc; got {text!r}.")
+    return names
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in NIFTI_SUFFIXES[::-1]:
+        name = name.removesuffix(suffix)
+    return name
+
+
+def plan_jobs(
+    inputs: Sequence[Path],
+    mapping: dict[str, Path],
+    modalities: tuple[str, ...] | None,
+    checkpoint_modalities: tuple[str, ...] | None,
+) -> list[Job]:
+    """Expand the command's inputs into cases, and pick the weights of each.
+
+    Args:
+        inputs: files and folders given on the command line.
+        mapping: the ``-m`` files (one more case when not empty).
+        modalities: ``--modalities`` (volume order of 4D files, or which files of a folder to read).
+        checkpoint_modalities: the ``--checkpoint`` model's modalities, or ``None`` for the bundled weights.
+
+    Returns:
+        one :class:`Job` per case, in input order; a job whose input is unusable carries ``error``.
+    """
+    from mdanet_sdk.inference import BUNDLED_MODALITIES, kind_for_modalities, refuse_single_3d, volume_count
+
+    jobs: list[Job] = []
+    wanted = modalities or checkpoint_modalities
+    if mapping:
+        # "sub-7_dwi.nii.gz" names case "sub-7": drop the modality suffix of the first file.
+        first, path = next(iter(mapping.items()))
+        case_id = _stem(path).removesuffix(f"_{first}") or _stem(path)
+        jobs.append(Job(case_id, CaseSource(case_id, mapping, None, wanted or tuple(mapping))))
+    for path in inputs:
+        try:
+            if path.is_file():
+                count = volume_count(path)
+                if count is None:
+                    load_volume(path)  # unreadable header: raises InputError saying why
+                if count == 1:
+                    refuse_single_3d(path, wanted or BUNDLED_MODALITIES["mri"])
+                order = wanted or next((m for m in BUNDLED_MODALITIES.values() if len(m) == count), None)
+                if order is None:
+                    raise InputError(
+                        f"{path} holds {count} volumes; the bundled weights read 2 (dwi, adc) or 4 (cbf, cbv, "
+                        "mtt, tmax); pass --modalities in the file's order, or --checkpoint."
+                    )
+                sources = [CaseSource(_stem(path), {FOURD_KEY: path}, None, order)]
+            else:
+                sources = find_cases(path, modalities=wanted)
+        except MDANetError as exc:
+            jobs.append(Job(_stem(path), None, error=str(exc)))
+            continue
+        jobs.extend(Job(source.case_id, source) for source in sources)
+    for job in jobs:
+        if job.source is None or checkpoint_modalities is not None:
+            continue
+        names = job.source.modalities or tuple(job.source.paths)
+        kind = kind_for_modalities(names)
+        if kind is None:
+            job.error = (
+                f"no bundled weights read {', '.join(names)}; the bundled weights need dwi, adc (MRI) or cbf, cbv, "
+                "mtt, tmax (CTP); pass --checkpoint for other modalities."
+            )
+        job.weights = kind or "checkpoint"
+    _make_unique(jobs)
+    return jobs
+
+
+def _make_unique(jobs: list[Job]) -> None:
+    """Suffix repeated case ids (``case``, ``case-2``...) so that no output overwrites another."""
+    seen: dict[str, int] = {}
+    for job in jobs:
+        n = seen.get(job.case_id, 0) + 1
+        seen[job.case_id] = n
+        if n > 1:
+            job.case_id = f"{job.case_id}-{n}"
+
+
+def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | None) -> None:
+    """Fill each job's ``outputs`` (see the module docstring for the naming rules).
+
+    Raises:
+        InputError: ``-o`` or ``--overlay`` names one file but there are several cases.
+    """
+    single = len(jobs) == 1
+    out_is_file = out is not None and out.name.endswith(NIFTI_SUFFIXES)
+    if out_is_file and not single:
+        raise InputError(f"-o {out} names one file but {len(jobs)} cases were given; pass a folder instead.")
+    for job in jobs:
+        if out_is_file:
+            assert out is not None
+            mask = out
+        else:
+            mask = (out or Path.cwd()) / f"{job.case_id}_seg.nii.gz"
+        job.outputs["mask"] = mask
+        if prob:
+            job.outputs["prob"] = mask.parent / f"{job.case_id}_prob.nii.gz"
+        if overlay is not None:
+            if overlay.suffix.lower() != ".png":
+                job.outputs["overlay"] = overlay / f"{job.case_id}_overlay.png"
+            elif single:
+                job.outputs["overlay"] = overlay
+            else:
+                job.outputs["overlay"] = overlay.with_name(f"{overlay.stem}_{job.case_id}.png")
+
+
+def _write(result: Any, outputs: dict[str, Path]) -> None:
+    """Write a result's files; on any failure remove those already written (no partial output)."""
+    mask, prob = result.save(outputs["mask"], outputs.get("prob"))
+    if "overlay" in outputs:
+        try:
+            result.save_overlay(outputs["overlay"])
+        except BaseException:
+            for path in (mask, prob):
+                if path is not None:
+                    path.unlink(missing_ok=True)
+            raise
+
+
+@contextmanager
+def _progress(quiet: bool, n_cases: int) -> Iterator[Callable[[str, str, int], None] | None]:
+    """A rich progress display over cases and slices, as a ``predict_many`` progress callback."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    ) as bar:
+        cases = bar.add_task("cases", total=n_cases)
+        slices = bar.add_task("slices", total=0)
+
+        def update(event: str, case_id: str, n: int) -> None:
+            if event == "loaded":
+                bar.update(slices, total=(bar.tasks[slices].total or 0) + n)
+            elif event == "slices":
+                bar.advance(slices, n)
+            else:
+                bar.advance(cases)
+
+        yield update
+
+
+def _error_line(case_id: str, error: str) -> str:
+    return error if case_id in error else f"{case_id}: {error}"
+
+
+@command("segment")
+def segment(
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Cases: 4D NIfTI files, case folders (ISLES'22/'18, dwi.nii.gz...) or dataset roots."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Output folder, or the mask file for one case. Default: current folder."),
+    ] = None,
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--checkpoint", "-c",
+            help="Checkpoint file or bundled name (default-mri, default-ctp); repeat for a fold ensemble. "
+            "Default: the bundled weights that fit each case.",
+        ),
+    ] = None,
+    prob: Annotated[bool, typer.Option("--prob", help="Also write <case>_prob.nii.gz (float32).")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over flipped copies (4x slower).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Slices per forward pass.")] = 16,
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")] = "auto",
+    threshold: Annotated[float, typer.Option(help="Lesion probability threshold.")] = 0.5,
+    min_size: Annotated[int, typer.Option("--min-size", min=0, help="Drop lesions smaller than this (voxels).")] = 0,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a JSON report of all cases.")] = None,
+    overlay: Annotated[
+        Path | None,
+        typer.Option("--overlay", help="PNG of the lesion outline (a folder, or a .png name used as stem)."),
+    ] = None,
+    modality: Annotated[
+        list[str] | None,
+        typer.Option("-m", "--modality", help="One case from one file per modality: -m dwi=a.nii.gz -m adc=b.nii.gz."),
+    ] = None,
+    modalities: Annotated[
+        str | None, typer.Option("--modalities", help="Order of the volumes in 4D files, e.g. dwi,adc.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (for pipelines).")] = False,
+) -> None:
+    """Segment stroke lesions; write masks (and probability maps, a JSON report, overlays)."""
+    from mdanet_sdk.inference import Segmenter
+    from mdanet_sdk.report import report_table, write_json_report
+
+    mapping = _parse_mapping(modality or [])
+    if not inputs and not mapping:
+        raise InputError("no input given; pass case files or folders, or -m dwi=a.nii.gz -m adc=b.nii.gz.")
+    options: dict[str, Any] = dict(
+        device=device, precision=precision, batch_size=batch_size, tta=tta, threshold=threshold, min_size=min_size
+    )
+    segmenters: dict[str, Segmenter] = {}
+    if checkpoint:
+        segmenters["checkpoint"] = Segmenter.from_checkpoint(checkpoint, **options)
+    jobs = plan_jobs(
+        inputs or [], mapping, _parse_modalities(modalities),
+        segmenters["checkpoint"].modalities if checkpoint else None,
+    )
+    output_paths(jobs, out, prob, overlay)
+
+    failed: dict[str, str] = {job.case_id: job.error for job in jobs if job.error is not None}
+    reports = []
+    with _progress(quiet, len(jobs)) as progress:
+        for weights in dict.fromkeys(job.weights for job in jobs if job.error is None):
+            group = [job for job in jobs if job.error is None and job.weights == weights]
+            if weights not in segmenters:
+                segmenters[weights] = Segmenter.default(weights, **options)  # type: ignore[arg-type]
+            seg = segmenters[weights]
+            if not quiet:
+                console.print(f"model {seg.name} on {seg.device} ({seg.precision}), modalities {', '.join(seg.modalities)}")
+                for job in group:
+                    assert job.source is not None
+                    order = job.source.modalities or tuple(job.source.paths)
+                    console.print(f"  {job.case_id}: reading {', '.join(order)}", highlight=False)
+            results = seg.predict_many([job.source for job in group], errors="yield", progress=progress)
+            for result, job in zip(results, group):
+                if not result.ok:
+                    failed[job.case_id] = result.error
+                    continue
+                try:
+                    _write(result, job.outputs)
+                except (MDANetError, OSError) as exc:
+                    failed[job.case_id] = str(exc)
+                    continue
+                result.report.case_id = job.case_id
+                reports.append(result.report)
+
+    for job in jobs:
+        if job.case_id in failed:
+            err_console.print(f"[bold red]error:[/] {_error_line(job.case_id, failed[job.case_id])}", highlight=False,
+                              soft_wrap=True)
+    if report is not None:
+        write_json_report(reports, report, failed)
+    if not quiet:
+        if reports:
+            console.print(report_table(reports))
+        for job in jobs:
+            if job.case_id not in failed:
+                written = ", ".join(str(p) for p in job.outputs.values())
+                console.print(f"{job.case_id}: {written}", highlight=False, soft_wrap=True)
+        if report is not None:
+            console.print(f"report: {report}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,678 @@
+"""Segment stroke lesions with trained MDANet weights: the :class:`Segmenter`.
+
+One core runs every entry point (:meth:`Segmenter.predict`, :meth:`Segmenter.predict_arrays`,
+:meth:`Segmenter.predict_many`):
+
+1. a background thread reads each case (:func:`mdanet_sdk.data.cases.read_case`) and preprocesses it with the
+   checkpoint's :class:`~mdanet_sdk.data.preprocess.PreprocessConfig` (the one implementation training used),
+   and hands it over through a bounded queue, so loading the next case overlaps with the model's work;
+2. the calling thread cuts the slices ``(Z, C, H, W)`` of consecutive cases into batches (slices of several
+   cases share a batch when their in-plane size agrees) and runs every model (fold ensemble) on every flip
+   (test-time augmentation) under :func:`torch.inference_mode`, averaging the softmax lesion probabilities;
+3. each finished case is restored to its native grid (:func:`~mdanet_sdk.data.preprocess.restore`),
+   thresholded, cleaned of lesions smaller than ``min_size`` voxels (26-connectivity), summarised in a
+   :class:`~mdanet_sdk.report.CaseReport` and yielded; :meth:`SegmentationResult.save` writes it back in the
+   input's own orientation and geometry (:func:`~mdanet_sdk.data.nifti.save_like`).
+
+Cases are yielded one by one in input order, and at most ``prefetch`` loaded cases wait in the queue, so
+memory does not grow with the number of cases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Union
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from mdanet_sdk.config import MODALITY_GROUPS
+from mdanet_sdk.data.cases import Case, CaseSource, read_case
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, Volume, save_like, to_original
+from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_images, restore
+from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError, MDANetError
+from mdanet_sdk.metrics import label_lesions
+from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay
+from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
+
+__all__ = [
+    "Segmenter",
+    "SegmentationResult",
+    "FailedCase",
+    "CaseInput",
+    "resolve_device",
+    "resolve_precision",
+    "remove_small_lesions",
+    "refuse_single_3d",
+    "volume_count",
+    "kind_for_modalities",
+    "BUNDLED_MODALITIES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: What :meth:`Segmenter.predict` accepts: a path (4D NIfTI, case folder), a mapping modality → path, a
+#: :class:`~mdanet_sdk.data.cases.CaseSource` or an already loaded :class:`~mdanet_sdk.data.cases.Case`.
+CaseInput = Union[str, os.PathLike, Mapping[str, Union[str, os.PathLike]], CaseSource, Case]
+
+#: Modalities of the bundled weights (``default-mri``, ``default-ctp``) in channel order; a 4D file with 2
+#: volumes is read as the first, one with 4 volumes as the second.
+BUNDLED_MODALITIES: dict[str, tuple[str, ...]] = {k: g[0] + g[1] for k, g in MODALITY_GROUPS.items()}
+_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Flip sets of the test-time augmentation, as tensor dims of (B, C, H, W): none, H, W, both.
+_TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device for ``device``: ``"auto"`` is CUDA when available, else CPU.
+
+    Raises:
+        BackendUnavailableError: CUDA was asked for but is not available.
+        InputError: ``device`` is not a device name.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError(f"device {device!r} was asked for but CUDA is not available; use cpu or auto.")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"fp32"``, ``"fp16"`` or ``"bf16"``; ``"auto"`` is bf16 (fp16 where unsupported) on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision not in _PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16.")
+    return precision
+
+
+def remove_small_lesions(mask: np.ndarray, min_size: int) -> np.ndarray:
+    """Drop connected lesions (26-connectivity) of fewer than ``min_size`` voxels.
+
+    Args:
+        mask: ``(X, Y, Z)`` binary mask.
+        min_size: smallest lesion kept, in voxels; ``<= 1`` keeps everything.
+
+    Returns:
+        uint8 ``(X, Y, Z)`` mask.
+    """
+    mask = np.asarray(mask).astype(np.uint8)
+    if min_size <= 1 or not mask.any():
+        return mask
+    labels, _ = label_lesions(mask)
+    keep = np.bincount(labels.ravel()) >= min_size
+    keep[0] = False
+    return keep[labels].astype(np.uint8)
+
+
+@dataclass
+class SegmentationResult:
+    """The segmentation of one case.
+
+    ``mask`` and ``probability`` are in the input's own voxel order (the stored order of its files, or the
+    order of the arrays given to :meth:`Segmenter.predict_arrays`), so they line up with ``affine``.
+
+    Attributes:
+        case: the loaded input (canonical images, and the reference geometry in ``case.reference``).
+        mask_canonical: uint8 ``(X, Y, Z)`` mask in canonical RAS+ order.
+        probability_canonical: float32 ``(X, Y, Z)`` lesion probability in canonical RAS+ order.
+        report: volumes, counts, runtime and model of this case.
+    """
+
+    ok: ClassVar[bool] = True
+
+    case: Case
+    mask_canonical: np.ndarray
+    probability_canonical: np.ndarray
+    report: CaseReport
+
+    @property
+    def case_id(self) -> str:
+        return self.case.case_id
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """uint8 binary mask, same shape and voxel order as the input."""
+        return to_original(self.mask_canonical, self.case.reference)
+
+    @cached_property
+    def probability(self) -> np.ndarray:
+        """float32 lesion probability in [0, 1], same shape and voxel order as the input."""
+        return to_original(self.probability_canonical, self.case.reference)
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The input's 4x4 voxel-to-world affine (that of :attr:`mask` and :attr:`probability`)."""
+        return self.case.reference.original_affine
+
+    def save(
+        self, mask_path: str | os.PathLike[str], prob_path: str | os.PathLike[str] | None = None
+    ) -> tuple[Path, Path | None]:
+        """Write the mask (uint8) and optionally the probability map (float32) with the input's geometry.
+
+        Both files get the input's affine, orientation and header (qform/sform codes kept). Writes are atomic,
+        and if the probability map cannot be written the mask just written is removed again, so a failure
+        leaves no partial output.
+
+        Returns:
+            ``(mask_path, prob_path or None)``.
+        """
+        mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, kind="mask")
+        if prob_path is None:
+            return mask_path, None
+        try:
+            return mask_path, save_like(self.probability_canonical, self.case.reference, prob_path, kind="prob")
+        except BaseException:
+            mask_path.unlink(missing_ok=True)
+            raise
+
+    def save_overlay(self, path: str | os.PathLike[str], modality: str | None = None) -> Path:
+        """Write a PNG montage of the lesion outline over ``modality`` (default: DWI, else Tmax, else CBF).
+
+        See :func:`mdanet_sdk.report.save_overlay` for which slices are shown.
+        """
+        images = self.case.images
+        if modality is None:
+            modality = next((m for m in OVERLAY_MODALITIES if m in images), next(iter(images)))
+        if modality not in images:
+            raise InputError(f"case {self.case_id} has no {modality!r} image; choose one of {', '.join(images)}.")
+        r = self.report
+        title = (
+            f"{self.case_id} - {modality.upper()} - lesion {r.lesion_volume_ml:.1f} mL, "
+            f"{r.n_lesions} lesion{'s' if r.n_lesions != 1 else ''}"
+        )
+        return save_overlay(
+            images[modality], self.mask_canonical, path, zooms=self.case.reference.zooms, title=title
+        )
+
+
+@dataclass
+class FailedCase:
+    """A case that could not be segmented (yielded by ``predict_many(..., errors="yield")``).
+
+    Attributes:
+        case_id: the case's id, or the input's name when it could not be read far enough to know it.
+        error: one sentence saying what is wrong.
+        exception: the error raised.
+    """
+
+    ok: ClassVar[bool] = False
+
+    case_id: str
+    error: str
+    exception: MDANetError = field(repr=False)
+
+
+@dataclass
+class _Loaded:
+    """A case read and preprocessed by the background thread."""
+
+    index: int
+    case: Case
+    slices: np.ndarray  # (Z, C, H, W) float32
+    geometry: Any  # data.preprocess.SliceGeometry
+    started: float
+
+
+@dataclass
+class _Pending:
+    """A case whose slices are (partly) with the model."""
+
+    loaded: _Loaded
+    probability: np.ndarray  # (Z, H, W) float32, filled batch by batch
+    remaining: int
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0
+
+
+@dataclass
+class _Raised:
+    """An unexpected exception in the background thread, re-raised in the caller's thread."""
+
+    exception: BaseException
+
+
+_END = object()
+
+
+def _input_name(item: Any) -> str:
+    """A readable name for an input, used before its case id is known."""
+    if isinstance(item, (Case, CaseSource)):
+        return item.case_id
+    if isinstance(item, Mapping):
+        item = next(iter(item.values()), "mapping")
+    name = Path(item).name
+    for suffix in NIFTI_SUFFIXES[::-1]:
+        name = name.removesuffix(suffix)
+    return name or str(item)
+
+
+def volume_count(path: str | os.PathLike[str]) -> int | None:
+    """Volumes on the last axis of a NIfTI file from its header alone (1 for 3D); ``None`` if unreadable."""
+    try:
+        shape = nib.load(path).shape
+    except Exception:  # noqa: BLE001 - unreadable files get data.nifti.load_volume's precise message later
+        return None
+    return int(shape[3]) if len(shape) == 4 else 1 if len(shape) == 3 else None
+
+
+def kind_for_modalities(modalities: Iterable[str]) -> str | None:
+    """``"mri"`` or ``"ctp"`` when ``modalities`` are exactly those of the bundled weights of that kind."""
+    names = set(modalities)
+    return next((kind for kind, mods in BUNDLED_MODALITIES.items() if set(mods) == names), None)
+
+
+def refuse_single_3d(path: Path, modalities: Sequence[str]) -> None:
+    """Raise InputError when ``path`` is one 3D volume: a multimodal model needs one file per modality.
+
+    The message says which modalities are needed and how to pass them (CLI ``-m`` options or a mapping).
+    """
+    if path.is_file() and volume_count(path) == 1:
+        example = " ".join(f"-m {m}={m}.nii.gz" for m in modalities)
+        mapping = ", ".join(f"'{m}': '{m}.nii.gz'" for m in modalities)
+        raise InputError(
+            f"{path} is a single 3D volume but the model needs {', '.join(modalities)}; give one file per "
+            f"modality (CLI: {example}; Python: predict({{{mapping}}})) or one 4D file with a volume per "
+            "modality."
+        )
+
+
+def _case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_id: str) -> Case:
+    """A :class:`Case` from ``(X, Y, Z)`` arrays in the caller's voxel order and their affine."""
+    if not images:
+        raise InputError("no image given; pass a mapping modality -> (X, Y, Z) array.")
+    arrays = {str(m).lower(): np.asarray(a) for m, a in images.items()}
+    shapes = {m: a.shape for m, a in arrays.items()}
+    first = next(iter(arrays.values()))
+    if first.ndim != 3 or len(set(shapes.values())) != 1:
+        raise InputError(f"every image must be one 3D array of the same shape; got {shapes}.")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError("affine must be a finite, invertible 4x4 voxel-to-world matrix (mm).")
+    warnings = []
+    canonical = {}
+    for name, array in arrays.items():
+        array = array.astype(np.float32)
+        bad = ~np.isfinite(array)
+        if bad.any():  # same policy as data.nifti.load_volume: undefined voxels become 0, with a warning
+            array[bad] = 0.0
+            warnings.append(f"{name}: {int(bad.sum())} NaN/Inf voxels were set to 0.")
+        # nibabel's own reorientation, the same io_orientation that data.nifti.to_original inverts.
+        canonical[name] = nib.as_closest_canonical(nib.Nifti1Image(array, affine))
+    images = {name: np.ascontiguousarray(img.dataobj, dtype=np.float32) for name, img in canonical.items()}
+    first_name = next(iter(images))
+    ref = Volume(
+        data=images[first_name],
+        affine=canonical[first_name].affine,
+        header=nib.Nifti1Image(first.astype(np.float32), affine).header,
+        original_affine=affine,
+        original_shape=tuple(int(n) for n in first.shape),
+        orientation=tuple(nib.aff2axcodes(affine)),
+        warnings=list(warnings),
+    )
+    return Case(case_id, images, None, ref, warnings)
+
+
+class Segmenter:
+    """Lesion segmentation with one checkpoint, or a fold ensemble of compatible checkpoints.
+
+    Build it with :meth:`from_checkpoint` or :meth:`default`; then :meth:`predict`, :meth:`predict_arrays`
+    or :meth:`predict_many`.
+
+    Args:
+        checkpoints: loaded checkpoints; several are a fold ensemble and must share the model's modalities
+            and the preprocessing.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        precision: ``"auto"`` (bf16, or fp16 where unsupported, on CUDA; fp32 on CPU), ``"fp32"``,
+            ``"fp16"``, ``"bf16"`` (autocast; probabilities are always computed in fp32).
+        batch_size: slices per forward pass.
+        tta: average over the 4 in-plane flips (none, H, W, both).
+        threshold: a voxel is lesion when its probability is above this.
+        min_size: lesions of fewer voxels are removed (26-connectivity); 0 keeps all.
+        prefetch: cases loaded ahead by the background thread.
+
+    Attributes:
+        device: the :class:`torch.device` used (also logged at INFO level).
+        precision: the precision used.
+        modalities: the model's input modalities in channel order, e.g. ``("dwi", "adc")``.
+        model_config: the :class:`~mdanet_sdk.config.MDANetConfig` of the (first) checkpoint.
+        preprocess: the checkpoint's :class:`~mdanet_sdk.data.preprocess.PreprocessConfig`.
+        name: the checkpoint name(s), e.g. ``"default-mri"`` or ``"fold0+fold1"``.
+    """
+
+    def __init__(
+        self,
+        checkpoints: Sequence[Checkpoint],
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        batch_size: int = 16,
+        tta: bool = False,
+        threshold: float = 0.5,
+        min_size: int = 0,
+        prefetch: int = 2,
+    ) -> None:
+        if not checkpoints:
+            raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
+        if batch_size < 1 or prefetch < 1:
+            raise InputError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}.")
+        if not 0.0 < threshold < 1.0:
+            raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
+        if min_size < 0:
+            raise InputError(f"min_size must be >= 0 voxels, got {min_size}.")
+        first = checkpoints[0]
+        for ckpt in checkpoints[1:]:
+            if ckpt.model_config.modalities != first.model_config.modalities or ckpt.preprocess != first.preprocess:
+                raise CheckpointError(
+                    f"{ckpt.path} does not match {first.path} (modalities or preprocessing differ); an ensemble "
+                    "needs folds of one training run."
+                )
+        if first.model_config.num_classes != 2:
+            raise CheckpointError(
+                f"{first.path} predicts {first.model_config.num_classes} classes; the Segmenter needs a "
+                "two-class (background, lesion) model."
+            )
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.batch_size, self.tta, self.threshold, self.min_size = batch_size, tta, float(threshold), min_size
+        self.prefetch = prefetch
+        self.model_config = first.model_config
+        self.modalities: tuple[str, ...] = first.model_config.modalities
+        self.preprocess: PreprocessConfig = first.preprocess
+        self.name = "+".join(_checkpoint_name(c) for c in checkpoints)
+        self.model_version = str(first.meta.get("package_version", first.meta.get("version", "")))
+        self._models = [c.build_model().to(self.device).eval() for c in checkpoints]
+        logger.info(
+            "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), tta=%s",
+            self.name, self.device, self.precision, len(self._models), tta,
+        )
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        **options: Any,
+    ) -> "Segmenter":
+        """Load one checkpoint, or a list of fold checkpoints to ensemble.
+
+        Args:
+            path: a checkpoint file or bundled name (``"default-mri"``, ``"default-ctp"``), or a list of them.
+            device: see :class:`Segmenter`.
+            precision: see :class:`Segmenter`.
+            options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``prefetch``.
+
+        Raises:
+            CheckpointError: a file is missing, not a checkpoint, or the folds are incompatible.
+        """
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        return cls([load_checkpoint(p) for p in paths], device=device, precision=precision, **options)
+
+    @classmethod
+    def default(cls, kind: Literal["mri", "ctp"] = "mri", **options: Any) -> "Segmenter":
+        """The bundled weights: ``"mri"`` (ISLES'22 DWI+ADC, ``default-mri``) or ``"ctp"`` (ISLES'18, ``default-ctp``).
+
+        Args:
+            kind: ``"mri"`` or ``"ctp"``.
+            options: as for :meth:`from_checkpoint` (``device``, ``precision``, ``batch_size``...).
+        """
+        if kind not in ("mri", "ctp"):
+            raise InputError(f"kind must be 'mri' or 'ctp', got {kind!r}.")
+        return cls.from_checkpoint(f"default-{kind}", **options)
+
+    def __repr__(self) -> str:
+        return (
+            f"Segmenter({self.name!r}, modalities={self.modalities}, device={str(self.device)!r}, "
+            f"precision={self.precision!r}, batch_size={self.batch_size}, tta={self.tta})"
+        )
+
+    # -- entry points -----------------------------------------------------------------------------------
+    def predict(self, case: CaseInput, *, modalities: Sequence[str] | None = None) -> SegmentationResult:
+        """Segment one case.
+
+        Args:
+            case: a 4D NIfTI (volumes in the model's modality order unless ``modalities`` says otherwise), an
+                ISLES'22/ISLES'18/generic case folder, a mapping modality → file, a ``CaseSource`` or a
+                ``Case``.
+            modalities: the order of the volumes in a 4D file (e.g. ``("adc", "dwi")``).
+
+        Raises:
+            InputError: the case cannot be read (missing modality, corrupt file, mismatched geometry...).
+        """
+        (result,) = self.predict_many([case], modalities=modalities)
+        assert isinstance(result, SegmentationResult)
+        return result
+
+    def predict_arrays(
+        self, images: Mapping[str, np.ndarray], affine: np.ndarray, *, case_id: str = "arrays"
+    ) -> SegmentationResult:
+        """Segment a case given as arrays, e.g. ``predict_arrays({"dwi": dwi, "adc": adc}, affine)``.
+
+        Args:
+            images: modality → ``(X, Y, Z)`` array, all of one shape, in any voxel order that ``affine``
+                describes (as ``nibabel`` gives them).
+            affine: 4x4 voxel-to-world matrix in mm.
+            case_id: name used in the report.
+
+        Returns:
+            the result; its ``mask`` and ``probability`` have the arrays' shape and voxel order.
+        """
+        return self.predict(_case_from_arrays(images, affine, case_id))
+
+    def predict_many(
+        self,
+        cases: Iterable[CaseInput],
+        *,
+        modalities: Sequence[str] | None = None,
+        errors: Literal["raise", "yield"] = "raise",
+        progress: Callable[[str, str, int], None] | None = None,
+    ) -> Iterator[SegmentationResult | FailedCase]:
+        """Segment many cases, yielding each result as soon as it is ready, in input order.
+
+        Slices of consecutive cases share batches; the next case is read and preprocessed in a background
+        thread while the model works (at most ``prefetch`` cases ahead); ``cases`` may be a lazy iterable.
+
+        Args:
+            cases: inputs as for :meth:`predict`.
+            modalities: the order of the volumes in 4D files.
+            errors: ``"raise"``: the first case that cannot be read raises its error; ``"yield"``: it is
+                yielded as a :class:`FailedCase` and the others go on.
+            progress: called as ``progress(event, case_id, n)`` with ``("loaded", id, n_slices)`` when a case
+                reaches the model, ``("slices", id, n)`` after each batch, ``("done", id, 0)`` and
+                ``("failed", id, 0)``.
+
+        Yields:
+            a :class:`SegmentationResult` per case, or a :class:`FailedCase` (``errors="yield"`` only).
+        """
+        if errors not in ("raise", "yield"):
+            raise InputError(f"errors must be 'raise' or 'yield', got {errors!r}.")
+        notify = progress or (lambda event, case_id, n: None)
+        handoff: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        loader = threading.Thread(
+            target=self._load_all, args=(cases, modalities, handoff, stop), name="mdanet-sdk-loader", daemon=True
+        )
+        loader.start()
+        try:
+            yield from self._run(handoff, errors, notify)
+        finally:
+            stop.set()
+            loader.join()
+
+    # -- background loading ----------------------------------------------------------------------------
+    def _load(self, item: CaseInput, modalities: Sequence[str] | None) -> Case:
+        if isinstance(item, Case):
+            return item
+        if isinstance(item, CaseSource):
+            return item.load()
+        if isinstance(item, Mapping):
+            return read_case(item, modalities=self.modalities)
+        refuse_single_3d(Path(item), self.modalities)
+        return read_case(item, modalities=modalities or self.modalities)
+
+    def _load_all(
+        self, cases: Iterable[CaseInput], modalities: Sequence[str] | None, handoff: queue.Queue, stop: threading.Event
+    ) -> None:
+        """Background thread: read and preprocess each case, hand it over; stop early when asked."""
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    handoff.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for index, item in enumerate(cases):
+                if stop.is_set():
+                    return
+                started = time.perf_counter()
+                try:
+                    case = self._load(item, modalities)
+                    slices, geometry = preprocess_images(case.images, self.modalities, self.preprocess)
+                    out: Any = _Loaded(index, case, slices, geometry, started)
+                except MDANetError as exc:
+                    out = FailedCase(_input_name(item), str(exc), exc)
+                if not put(out):
+                    return
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which re-raises it
+            put(_Raised(exc))
+
+    # -- model -----------------------------------------------------------------------------------------
+    def _run(
+        self, handoff: queue.Queue, errors: str, notify: Callable[[str, str, int], None]
+    ) -> Iterator[SegmentationResult | FailedCase]:
+        """Batch the slices of the cases coming from ``handoff`` and yield finished cases in order."""
+        waiting: deque[_Pending | FailedCase] = deque()  # input order; yielded from the left when finished
+        batch: list[tuple[_Pending, int, int]] = []  # (case, first slice, end slice)
+        filled = 0
+        while (item := handoff.get()) is not _END:
+            if isinstance(item, _Raised):
+                raise item.exception
+            if isinstance(item, FailedCase):
+                if errors == "raise":
+                    raise item.exception
+                waiting.append(item)
+            else:
+                pending = _Pending(item, np.empty((item.slices.shape[0], *item.slices.shape[2:]), np.float32),
+                                   item.slices.shape[0])
+                waiting.append(pending)
+                notify("loaded", item.case.case_id, pending.remaining)
+                if batch and batch[0][0].loaded.slices.shape[2:] != item.slices.shape[2:]:
+                    self._forward(batch, notify)  # slices of another in-plane size cannot share a batch
+                    batch, filled = [], 0
+                start, depth = 0, item.slices.shape[0]
+                while start < depth:
+                    stop = min(depth, start + self.batch_size - filled)
+                    batch.append((pending, start, stop))
+                    filled += stop - start
+                    start = stop
+                    if filled == self.batch_size:
+                        self._forward(batch, notify)
+                        batch, filled = [], 0
+            yield from self._finished(waiting, notify)
+        if batch:
+            self._forward(batch, notify)
+        yield from self._finished(waiting, notify)
+
+    def _finished(
+        self, waiting: deque[_Pending | FailedCase], notify: Callable[[str, str, int], None]
+    ) -> Iterator[SegmentationResult | FailedCase]:
+        while waiting and (isinstance(waiting[0], FailedCase) or waiting[0].done):
+            item = waiting.popleft()
+            if isinstance(item, FailedCase):
+                notify("failed", item.case_id, 0)
+                yield item
+            else:
+                result = self._finish(item)
+                notify("done", result.case_id, 0)
+                yield result
+
+    @torch.inference_mode()
+    def _forward(self, batch: list[tuple[_Pending, int, int]], notify: Callable[[str, str, int], None]) -> None:
+        """Run the ensemble on one batch and store each slice's lesion probability in its case."""
+        x = np.concatenate([p.loaded.slices[a:b] for p, a, b in batch])
+        probability = self.probabilities(torch.from_numpy(x)).numpy()
+        offset = 0
+        for pending, a, b in batch:
+            pending.probability[a:b] = probability[offset : offset + b - a]
+            pending.remaining -= b - a
+            offset += b - a
+            notify("slices", pending.loaded.case.case_id, b - a)
+
+    @torch.inference_mode()
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Lesion probability of preprocessed slices, averaged over the models and (with TTA) the flips.
+
+        Args:
+            x: ``(B, C, H, W)`` float32 slices from :func:`~mdanet_sdk.data.preprocess.preprocess_images`
+                (H, W multiples of 16), on any device.
+
+        Returns:
+            float32 ``(B, H, W)`` on the CPU.
+        """
+        x = x.to(self.device, non_blocking=True)
+        total = torch.zeros((x.shape[0], *x.shape[2:]), dtype=torch.float32, device=self.device)
+        flips = _TTA_FLIPS if self.tta else _TTA_FLIPS[:1]
+        for model in self._models:
+            for dims in flips:
+                with torch.autocast(
+                    self.device.type, dtype=_PRECISIONS[self.precision], enabled=self.precision != "fp32"
+                ):
+                    logits = model(x.flip(dims) if dims else x)
+                lesion = logits.float().softmax(dim=1)[:, 1]  # (B, H, W)
+                total += lesion.flip(dims) if dims else lesion
+        return (total / (len(self._models) * len(flips))).cpu()
+
+    def _finish(self, pending: _Pending) -> SegmentationResult:
+        """Native-grid probability, mask and report of a case whose slices are all predicted."""
+        loaded = pending.loaded
+        case = loaded.case
+        probability = np.clip(restore(pending.probability, loaded.geometry), 0.0, 1.0).astype(np.float32)
+        mask = remove_small_lesions(probability > self.threshold, self.min_size)
+        ref = case.reference
+        report = CaseReport(
+            case_id=case.case_id,
+            **lesion_stats(mask, ref.voxel_volume_ml),
+            shape=tuple(ref.original_shape[:3]),
+            voxel_size_mm=ref.zooms,
+            runtime_s=time.perf_counter() - loaded.started,
+            device=str(self.device),
+            precision=self.precision,
+            model=self.name,
+            model_version=self.model_version,
+            modalities=self.modalities,
+            threshold=self.threshold,
+            min_size=self.min_size,
+            tta=self.tta,
+            warnings=list(case.warnings),
+        )
+        return SegmentationResult(case, mask, probability, report)
+
+
+def _checkpoint_name(ckpt: Checkpoint) -> str:
+    """``"default-mri"`` for a bundled checkpoint, else the file name without ``.pt``."""
+    return Path(ckpt.path).name.removesuffix(".pt") if ckpt.path is not None else "checkpoint"

@@ -1,0 +1,290 @@
+"""Tests of mdanet_sdk.inference: geometry round trips, batching, TTA, ensembles, failures, streaming.
+
+The checkpoints are randomly initialised ``small`` models (no trained weights are needed to test the
+plumbing). Their lesion probabilities sit in a narrow band around 0.44, so each test that compares masks
+picks a threshold inside that band (:func:`split_threshold`) to get masks that are neither empty nor full.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from nibabel.orientations import axcodes2ornt, ornt_transform
+
+from mdanet_sdk import Segmenter
+from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.data.preprocess import PreprocessConfig
+from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError
+from mdanet_sdk.inference import FailedCase, SegmentationResult, remove_small_lesions, resolve_device
+from mdanet_sdk.model import build_model
+from mdanet_sdk.train.checkpoint import save_checkpoint
+
+ZOOMS = (1.5, 1.5, 3.0)
+
+
+def make_checkpoint(path, seed: int = 0, kind: str = "mri", preprocess: PreprocessConfig | None = None):
+    """A randomly initialised ``small`` model saved as a checkpoint."""
+    torch.manual_seed(seed)
+    config = MDANetConfig.from_preset("small", kind)
+    return save_checkpoint(path, build_model(config), config, preprocess or PreprocessConfig(), {"note": "random"})
+
+
+@pytest.fixture(scope="module")
+def inf_checkpoints(tmp_path_factory):
+    """Two random MRI checkpoints (fold 0 and fold 1 of a pretend run)."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    return [make_checkpoint(folder / f"fold{i}.pt", seed=i) for i in range(2)]
+
+
+def split_threshold(probability: np.ndarray) -> float:
+    """A threshold in the widest gap between the middle values, so tiny float noise cannot flip a voxel."""
+    values = np.unique(probability)
+    middle = values[len(values) // 4 : 3 * len(values) // 4]
+    gaps = np.diff(middle)
+    i = int(np.argmax(gaps))
+    return float(middle[i] + gaps[i] / 2)
+
+
+def brain(shape, seed: int = 0) -> dict[str, np.ndarray]:
+    """A DWI/ADC pair: an ellipsoid 'head' with a bright-DWI / dark-ADC blob, plus noise."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    head = sum(g**2 for g in grid) < 0.8
+    blob = sum((g - 0.3) ** 2 for g in grid) < 0.1
+    dwi = head * (100 + 80 * blob) + rng.normal(0, 5, shape) * head
+    adc = head * (800 - 400 * blob) + rng.normal(0, 20, shape) * head
+    return {"dwi": dwi.astype(np.float32), "adc": adc.astype(np.float32)}
+
+
+def write_case(folder, images, affine, name="case") -> dict[str, object]:
+    """Write each image as ``<name>_<modality>.nii.gz``; return the mapping modality → path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for modality, data in images.items():
+        img = nib.Nifti1Image(data, affine)
+        img.header.set_qform(affine, code=1)
+        paths[modality] = folder / f"{name}_{modality}.nii.gz"
+        nib.save(img, paths[modality])
+    return paths
+
+
+def _rotation(ax: float, az: float) -> np.ndarray:
+    cx, sx, cz, sz = np.cos(ax), np.sin(ax), np.cos(az), np.sin(az)
+    return np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+
+
+def _base_affine(oblique: bool) -> np.ndarray:
+    affine = np.eye(4)
+    affine[:3, :3] = (_rotation(np.radians(10), np.radians(20)) if oblique else np.eye(3)) @ np.diag(ZOOMS)
+    affine[:3, 3] = (-20.0, 15.0, 8.0)
+    return affine
+
+
+# Each storage: (oblique base affine?, stored axis codes). The same canonical voxels are stored in each order.
+STORAGES = {"RAS": (False, "RAS"), "LPS": (False, "LPS"), "oblique": (True, "IRP")}
+
+
+def stored(images, storage: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``images`` (canonical RAS order) re-stored with another axis order, same voxel → world mapping."""
+    oblique, codes = STORAGES[storage]
+    affine = _base_affine(oblique)
+    transform = ornt_transform(axcodes2ornt("RAS"), axcodes2ornt(tuple(codes)))
+    out = {m: nib.Nifti1Image(a, affine).as_reoriented(transform) for m, a in images.items()}
+    first = next(iter(out.values()))
+    assert nib.aff2axcodes(first.affine) == tuple(codes)
+    return {m: np.asarray(img.dataobj) for m, img in out.items()}, first.affine
+
+
+@pytest.mark.parametrize("shape", [(37, 29, 6), (48, 32, 5)], ids=["37x29x6", "48x32x5"])
+def test_mask_keeps_the_input_geometry_in_every_orientation(shape, inf_checkpoints, tmp_path) -> None:
+    """RAS, LPS and oblique storage of one volume (also a non-multiple-of-16 matrix) give one world mask."""
+    images = brain(shape)
+    reference = Segmenter.from_checkpoint(inf_checkpoints[0]).predict_arrays(*stored(images, "RAS"))
+    seg = Segmenter.from_checkpoint(inf_checkpoints[0], threshold=split_threshold(reference.probability))
+    canonical_masks = []
+    for storage in STORAGES:
+        arrays, affine = stored(images, storage)
+        files = write_case(tmp_path / storage, arrays, affine)
+        affine = nib.load(files["dwi"]).affine  # as stored (float32 in the header)
+        result = seg.predict(files)
+        assert result.mask.shape == arrays["dwi"].shape and result.mask.dtype == np.uint8
+        np.testing.assert_array_equal(result.affine, affine)
+        mask_path, prob_path = result.save(tmp_path / f"{storage}_seg.nii.gz", tmp_path / f"{storage}_prob.nii.gz")
+        saved = nib.load(mask_path)
+        assert saved.shape == arrays["dwi"].shape
+        np.testing.assert_array_equal(saved.affine, affine)
+        assert nib.aff2axcodes(saved.affine) == tuple(STORAGES[storage][1])
+        assert saved.get_data_dtype() == np.uint8 and nib.load(prob_path).get_data_dtype() == np.float32
+        np.testing.assert_array_equal(np.asarray(saved.dataobj), result.mask)
+        canonical_masks.append(np.asarray(nib.as_closest_canonical(saved).dataobj))
+    first = canonical_masks[0]
+    assert 0.05 < first.mean() < 0.95  # a real mask, not all 0 or all 1
+    for other in canonical_masks[1:]:
+        np.testing.assert_array_equal(other, first)
+
+
+def test_predict_arrays_matches_files_and_keeps_array_order(inf_checkpoints, tmp_path) -> None:
+    arrays, affine = stored(brain((32, 24, 5)), "LPS")
+    seg = Segmenter.from_checkpoint(inf_checkpoints[0])
+    from_arrays = seg.predict_arrays(arrays, affine, case_id="mine")
+    from_files = seg.predict(write_case(tmp_path, arrays, affine))
+    assert from_arrays.case_id == "mine" and from_arrays.probability.shape == (32, 24, 5)
+    np.testing.assert_allclose(from_arrays.probability, from_files.probability, atol=1e-6)
+    with pytest.raises(InputError, match="same shape"):
+        seg.predict_arrays({"dwi": arrays["dwi"], "adc": arrays["adc"][:-1]}, affine)
+
+
+def test_same_mask_for_every_batch_size(inf_checkpoints, tmp_path) -> None:
+    """Batch sizes 1, 7 and 64 cut three cases (5, 9 and 4 slices) differently; the results agree."""
+    cases = [stored(brain((32, 32, z), seed=z), "RAS") for z in (5, 9, 4)]
+    seg = Segmenter.from_checkpoint(inf_checkpoints[0], batch_size=1)
+    seg.threshold = split_threshold(seg.predict_arrays(*cases[0]).probability)
+    files = [write_case(tmp_path / f"c{i}", *c) for i, c in enumerate(cases)]
+    runs = {}
+    for batch_size in (1, 7, 64):
+        seg.batch_size = batch_size
+        runs[batch_size] = list(seg.predict_many(files))
+    for batch_size in (7, 64):
+        for a, b in zip(runs[1], runs[batch_size]):
+            np.testing.assert_allclose(a.probability, b.probability, atol=1e-5)
+            np.testing.assert_array_equal(a.mask, b.mask)
+    assert 0 < runs[1][0].mask.sum() < runs[1][0].mask.size
+
+
+def _slices(n: int = 3) -> torch.Tensor:
+    return torch.randn(n, 2, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_tta_averages_the_four_flips(inf_checkpoints) -> None:
+    plain = Segmenter.from_checkpoint(inf_checkpoints[0])
+    tta = Segmenter.from_checkpoint(inf_checkpoints[0], tta=True)
+    x = _slices()
+    expected = torch.stack(
+        [plain.probabilities(x.flip(d)).flip([a - 1 for a in d]) if d else plain.probabilities(x)
+         for d in ((), (2,), (3,), (2, 3))]
+    ).mean(0)
+    got = tta.probabilities(x)
+    assert got.shape == (3, 32, 32)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    assert (got - plain.probabilities(x)).abs().max() > 1e-4  # the flips do change the probabilities
+
+
+def test_fold_ensemble_averages_the_folds(inf_checkpoints) -> None:
+    folds = [Segmenter.from_checkpoint(p) for p in inf_checkpoints]
+    ensemble = Segmenter.from_checkpoint(inf_checkpoints)
+    assert ensemble.name == "fold0+fold1"
+    x = _slices()
+    p0, p1, both = folds[0].probabilities(x), folds[1].probabilities(x), ensemble.probabilities(x)
+    torch.testing.assert_close(both, (p0 + p1) / 2, atol=1e-6, rtol=0)
+    assert (p0 - p1).abs().max() > 1e-3
+
+
+def test_ensemble_refuses_folds_of_different_runs(inf_checkpoints, tmp_path) -> None:
+    other = make_checkpoint(tmp_path / "ctp.pt", kind="ctp")
+    with pytest.raises(CheckpointError, match="modalities or preprocessing differ"):
+        Segmenter.from_checkpoint([inf_checkpoints[0], other])
+
+
+def test_device_and_precision_auto_on_cpu(inf_checkpoints, caplog) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU fallback")
+    with caplog.at_level(logging.INFO, logger="mdanet_sdk.inference"):
+        seg = Segmenter.from_checkpoint(inf_checkpoints[0])
+    assert seg.device == torch.device("cpu") and seg.precision == "fp32"
+    assert "on cpu (fp32)" in caplog.text
+    with pytest.raises(BackendUnavailableError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(InputError, match="unknown precision"):
+        Segmenter.from_checkpoint(inf_checkpoints[0], precision="fp8")
+
+
+def test_remove_small_lesions_uses_26_connectivity() -> None:
+    mask = np.zeros((8, 8, 8), np.uint8)
+    mask[1, 1, 1] = mask[2, 2, 2] = mask[3, 3, 3] = 1  # a diagonal chain: one 3-voxel lesion
+    mask[6, 6, 6] = 1  # a lone voxel
+    kept = remove_small_lesions(mask, 2)
+    assert kept.sum() == 3 and kept[6, 6, 6] == 0
+    assert remove_small_lesions(mask, 0).sum() == 4
+
+
+def test_min_size_and_threshold_shape_the_mask(inf_checkpoints) -> None:
+    arrays, affine = stored(brain((32, 32, 6)), "RAS")
+    result = Segmenter.from_checkpoint(inf_checkpoints[0]).predict_arrays(arrays, affine)
+    threshold = split_threshold(result.probability)
+    loose = Segmenter.from_checkpoint(inf_checkpoints[0], threshold=threshold).predict_arrays(arrays, affine)
+    strict = Segmenter.from_checkpoint(inf_checkpoints[0], threshold=threshold, min_size=50).predict_arrays(
+        arrays, affine
+    )
+    np.testing.assert_array_equal(loose.mask, result.probability > threshold)
+    np.testing.assert_array_equal(strict.mask, remove_small_lesions(loose.mask, 50))
+    assert strict.report.n_lesions <= loose.report.n_lesions
+    assert loose.report.lesion_volume_ml == pytest.approx(loose.mask.sum() * np.prod(ZOOMS) / 1000)
+
+
+def test_failed_cases_name_the_case_and_the_others_go_on(inf_checkpoints, tmp_path) -> None:
+    good = write_case(tmp_path / "good", brain((32, 24, 5)), _base_affine(False), "good")
+    no_adc = {"dwi": good["dwi"]}
+    corrupt = tmp_path / "broken_dwi.nii.gz"
+    corrupt.write_bytes(good["dwi"].read_bytes()[:200])  # a truncated gzip stream
+    shifted = _base_affine(False)
+    shifted[0, 3] += 5.0
+    mismatched = {
+        "dwi": good["dwi"],
+        "adc": write_case(tmp_path / "moved", {"adc": brain((32, 24, 5))["adc"]}, shifted, "moved")["adc"],
+    }
+    seg = Segmenter.from_checkpoint(inf_checkpoints[0])
+    out = list(
+        seg.predict_many(
+            [good, no_adc, {"dwi": corrupt, "adc": good["adc"]}, mismatched, good], errors="yield"
+        )
+    )
+    assert [r.ok for r in out] == [True, False, False, False, True]
+    assert isinstance(out[0], SegmentationResult) and isinstance(out[1], FailedCase)
+    assert "good_dwi" in out[1].error and "no adc image" in out[1].error
+    assert "broken_dwi" in out[2].error and "not a readable NIfTI" in out[2].error
+    assert "affine" in out[3].error and "differs" in out[3].error
+    assert all("\n" not in r.error for r in out[1:4])
+    with pytest.raises(InputError, match="no adc image"):
+        list(seg.predict_many([good, no_adc]))
+
+
+def test_single_3d_file_is_refused_with_instructions(inf_checkpoints, tmp_path) -> None:
+    path = write_case(tmp_path, {"dwi": brain((16, 16, 4))["dwi"]}, np.eye(4))["dwi"]
+    with pytest.raises(InputError, match=r"needs dwi, adc.*-m dwi=dwi.nii.gz -m adc=adc.nii.gz"):
+        Segmenter.from_checkpoint(inf_checkpoints[0]).predict(path)
+
+
+def test_predict_many_streams_with_a_bounded_queue(inf_checkpoints, tmp_path) -> None:
+    """Results come out one by one while inputs are pulled lazily, at most `prefetch` cases ahead."""
+    files = write_case(tmp_path, brain((32, 32, 4)), _base_affine(False))
+    pulled = []
+
+    def cases():
+        for i in range(20):
+            pulled.append(i)
+            yield files
+
+    seg = Segmenter.from_checkpoint(inf_checkpoints[0], batch_size=4, prefetch=2)
+    results = seg.predict_many(cases())
+    assert inspect.isgenerator(results) and pulled == []  # nothing happens before the first result is asked
+    assert next(results).case_id == "case_dwi"
+    # The first case is done, at most `prefetch` cases wait in the queue and one more is being loaded.
+    assert len(pulled) <= 1 + 2 + 1
+    results.close()
+    assert not any(t.name == "mdanet-sdk-loader" for t in threading.enumerate())
+    assert len(pulled) < 20
+
+
+def test_resampling_preprocess_restores_the_native_grid(tmp_path) -> None:
+    """A checkpoint whose preprocessing resamples slices to 64x64 still returns the input's grid."""
+    ckpt = make_checkpoint(tmp_path / "s64.pt", preprocess=PreprocessConfig(size=64))
+    arrays, affine = stored(brain((50, 40, 5)), "LPS")
+    result = Segmenter.from_checkpoint(ckpt).predict_arrays(arrays, affine)
+    assert result.mask.shape == result.probability.shape == (50, 40, 5)
+    assert 0.0 <= result.probability.min() and result.probability.max() <= 1.0
