@@ -416,10 +416,10 @@ def tensorrt_unavailable_reason() -> str | None:
     return None
 
 
-def _op_implementation(model: nn.Module) -> str:
+def _op_implementation(model: nn.Module, device: torch.device) -> str:
     from mdanet_sdk import ops
 
-    return ops.implementation(getattr(getattr(model, "config", None), "ops", "auto"))
+    return ops.implementation(getattr(getattr(model, "config", None), "ops", "auto"), device)
 
 
 def export_model(
@@ -474,7 +474,7 @@ def export_model(
     config = model_config or model.config
     height, width = _resolve_size(size, preprocess)
     dev = torch.device(device or ("cuda" if fmt == "tensorrt" else "cpu"))
-    impl = _op_implementation(model)
+    impl = _op_implementation(model, dev)
     ops_kind = "plugin" if fmt == "tensorrt" and impl == "native" else impl
     dtype = PRECISIONS[precision]
     preprocess = dict(preprocess)
