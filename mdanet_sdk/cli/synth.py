@@ -1,0 +1,41 @@
+"""``mdanet-sdk synth``: write a synthetic stroke dataset in the real ISLES'22 or ISLES'18 folder layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.errors import InputError
+
+__all__ = ["synth", "parse_shape"]
+
+
+def parse_shape(text: str | None) -> tuple[int | None, int | None, int | None] | None:
+    """``"64x64x32"`` → ``(64, 64, 32)``; ``"x"``-separated, ``_`` keeps a random default (``"96x96x_"``)."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        return tuple(None if p == "_" else int(p) for p in parts)  # type: ignore[return-value]
+    except ValueError:
+        raise InputError(f"--shape must be XxYxZ like 96x96x40 (_ keeps the default), got {text!r}.") from None
+
+
+@command("synth")
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Dataset root to write (created).", file_okay=False)],
+    kind: Annotated[str, typer.Option(help="isles22 (DWI + ADC) or isles18 (CBF, CBV, MTT, Tmax + CT).")] = "isles22",
+    cases: Annotated[int, typer.Option(help="Number of cases.", min=1)] = 10,
+    seed: Annotated[int, typer.Option(help="Dataset seed; case i uses seed * 1000 + i.")] = 0,
+    shape: Annotated[str | None, typer.Option(help="Grid XxYxZ, e.g. 96x96x40 (default: random per case).")] = None,
+) -> None:
+    """Write synthetic stroke phantoms (with lesion labels) as a real ISLES-layout NIfTI dataset."""
+    from mdanet_sdk.data.phantom import write_dataset
+
+    root = write_dataset(out_dir, kind, cases, seed, shape=parse_shape(shape))
+    console.print(f"wrote {cases} synthetic {kind} case(s) to {root}", highlight=False, soft_wrap=True)

@@ -1,0 +1,218 @@
+"""2D slice dataset over many cases, the paper's augmentations, and k-fold splits by case.
+
+:class:`SliceDataset` preprocesses every case once (:func:`~mdanet_sdk.data.preprocess.preprocess_case`) and
+serves its axial slices. With ``augment=True`` each item gets the augmentations of the paper (section 4.2):
+a random flip of each in-plane axis (probability 1/2 each), a rotation by an angle uniform in −90°..90° and
+a scaling by a factor uniform in 0.8..1.2, as one affine transform applied to all channels and the label
+with :func:`torch.nn.functional.grid_sample` (bilinear for images, nearest for the label; outside the slice
+images repeat their border, i.e. the background, and the label is 0). It costs well under a millisecond per
+256×256 slice on one CPU core.
+
+Randomness: each process (the main one, or a ``DataLoader`` worker) draws its transforms from
+``numpy.random.default_rng([seed, epoch, worker_id + 1])`` (``0`` in the main process), re-created when
+:meth:`SliceDataset.set_epoch` changes the epoch, so an epoch's augmentations depend only on the seed, the
+epoch and the order of indices, never on what ran before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, WeightedRandomSampler
+
+from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_case
+from mdanet_sdk.errors import InputError
+
+__all__ = ["SliceDataset", "kfold_split", "Augmentation", "apply_affine", "ROTATION_DEG", "SCALE_RANGE"]
+
+#: Largest rotation of the augmentation, degrees (either direction).
+ROTATION_DEG = 90.0
+#: Range of the augmentation's scaling factor.
+SCALE_RANGE = (0.8, 1.2)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One draw of the paper's augmentation.
+
+    Attributes:
+        flips: ``(rows, cols)``: whether each in-plane axis is mirrored.
+        angle_deg: rotation, in −90..90 degrees.
+        scale: magnification of the slice content, in 0.8..1.2.
+    """
+
+    flips: tuple[bool, bool]
+    angle_deg: float
+    scale: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "Augmentation":
+        """Flip each axis with probability 1/2, angle uniform in ±:data:`ROTATION_DEG`, scale in :data:`SCALE_RANGE`."""
+        flips = rng.random(2) < 0.5
+        return cls((bool(flips[0]), bool(flips[1])), float(rng.uniform(-ROTATION_DEG, ROTATION_DEG)),
+                   float(rng.uniform(*SCALE_RANGE)))
+
+    def matrix(self) -> np.ndarray:
+        """float64 ``(2, 2)`` mapping output pixel offsets from the slice centre, ``(row, col)``, to input
+        offsets: ``rotation @ flips / scale``."""
+        angle = math.radians(self.angle_deg)
+        rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        return rotation @ np.diag([-1.0 if f else 1.0 for f in self.flips]) / self.scale
+
+
+def apply_affine(image: torch.Tensor, label: torch.Tensor | None, matrix: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Resample a slice and its label with the same pixel-space affine about the slice centre.
+
+    Args:
+        image: float ``(C, H, W)``.
+        label: integer ``(H, W)`` or None.
+        matrix: ``(2, 2)``, e.g. :meth:`Augmentation.matrix` (output → input offsets, ``(row, col)`` order).
+
+    Returns:
+        ``(image (C, H, W) bilinear, border-padded; label (H, W) nearest, 0-padded, same dtype)``.
+    """
+    height, width = image.shape[-2:]
+    # affine_grid works in normalised (x=col, y=row) coordinates: convert the pixel-space matrix.
+    swap = np.array([[0.0, 1.0], [1.0, 0.0]])
+    pixel = swap @ matrix @ swap
+    to_norm = np.diag([2.0 / width, 2.0 / height])
+    theta = np.zeros((1, 2, 3), dtype=np.float32)
+    theta[0, :, :2] = to_norm @ pixel @ np.linalg.inv(to_norm)
+    grid = F.affine_grid(torch.from_numpy(theta), [1, 1, height, width], align_corners=False)
+    out = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    if label is None:
+        return out, None
+    lab = F.grid_sample(label[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return out, lab[0, 0].to(label.dtype)
+
+
+class SliceDataset(Dataset):
+    """Axial slices of many labelled cases, preprocessed once, optionally augmented.
+
+    Args:
+        cases: objects with ``case_id``, ``images`` (modality → ``(X, Y, Z)``) and ``label`` (``(X, Y, Z)``),
+            e.g. :class:`~mdanet_sdk.data.cases.Case` or :class:`~mdanet_sdk.data.phantom.Phantom`.
+        modalities: channel order, e.g. ``("dwi", "adc")``.
+        cfg: preprocessing (set ``size`` to batch slices of cases with different in-plane sizes).
+        augment: apply the random flip / rotation / scaling to every item.
+        seed: seed of the augmentations and of :meth:`sampler`.
+        lesion_oversample: :meth:`sampler` draws a slice holding lesion ``1 + lesion_oversample`` times as
+            often as one without (0: uniform).
+
+    Items are ``(image, label)``: float32 ``(C, H, W)`` and int64 ``(H, W)`` with values {0, 1}.
+
+    Raises:
+        InputError: no cases, a case without label, a missing modality, or ``lesion_oversample < 0``.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Any],
+        modalities: Sequence[str],
+        cfg: PreprocessConfig,
+        augment: bool = False,
+        seed: int = 0,
+        *,
+        lesion_oversample: float = 0.0,
+    ) -> None:
+        if not cases:
+            raise InputError("the slice dataset needs at least one case.")
+        if lesion_oversample < 0:
+            raise InputError(f"lesion_oversample must be >= 0, got {lesion_oversample}.")
+        self.modalities = tuple(modalities)
+        self.cfg, self.augment, self.seed = cfg, bool(augment), int(seed)
+        self.lesion_oversample = float(lesion_oversample)
+        self.case_ids: list[str] = []
+        self._images: list[np.ndarray] = []  # per case (Z, C, H, W) float32
+        self._labels: list[np.ndarray] = []  # per case (Z, H, W) uint8
+        for case in cases:
+            if case.label is None:
+                raise InputError(f"case {case.case_id} has no label; training slices need one for every case.")
+            images, label, _ = preprocess_case(case, self.modalities, cfg)
+            self.case_ids.append(case.case_id)
+            self._images.append(images)
+            self._labels.append(label)
+        self._index = np.array([(c, z) for c, images in enumerate(self._images) for z in range(len(images))], dtype=np.int64)
+        self._epoch = 0
+        self._rng: np.random.Generator | None = None
+        self._rng_key: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """``(case_id, z)`` of item ``index``."""
+        case, z = self._index[index]
+        return self.case_ids[case], int(z)
+
+    def has_lesion(self) -> np.ndarray:
+        """bool ``(N,)``: whether each slice's (unaugmented) label holds lesion."""
+        return np.concatenate([label.reshape(len(label), -1).any(axis=1) for label in self._labels])
+
+    def sample_weights(self) -> np.ndarray:
+        """float64 ``(N,)``: 1 per slice, ``1 + lesion_oversample`` per slice holding lesion."""
+        return 1.0 + self.lesion_oversample * self.has_lesion()
+
+    def sampler(self, num_samples: int | None = None) -> WeightedRandomSampler:
+        """A sampler drawing ``num_samples`` (default ``len(self)``) slices with :meth:`sample_weights`.
+
+        It is seeded from ``(seed, epoch)``: call :meth:`set_epoch` before each epoch for fresh draws.
+        """
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self._epoch, 7]).generate_state(1)[0]))
+        return WeightedRandomSampler(self.sample_weights().tolist(), num_samples or len(self), replacement=True, generator=generator)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: augmentations (and :meth:`sampler`) restart from ``(seed, epoch)``."""
+        self._epoch = int(epoch)
+        self._rng_key = None
+
+    def _generator(self) -> np.random.Generator:
+        info = torch.utils.data.get_worker_info()
+        key = (self._epoch, -1 if info is None else info.id)
+        if self._rng is None or key != self._rng_key:
+            self._rng = np.random.default_rng([self.seed, self._epoch, key[1] + 1])
+            self._rng_key = key
+        return self._rng
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        case, z = self._index[index]
+        image = torch.from_numpy(self._images[case][z])
+        label = torch.from_numpy(self._labels[case][z].astype(np.int64))
+        if self.augment:
+            image, label = apply_affine(image, label, Augmentation.draw(self._generator()).matrix())
+        return image, label
+
+
+def kfold_split(case_ids: Sequence[str], k: int = 5, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """Split cases (never slices) into ``k`` folds for cross-validation.
+
+    The ids are shuffled with ``numpy.random.default_rng(seed)`` and cut into ``k`` folds whose sizes differ
+    by at most one; every case is in exactly one validation fold.
+
+    Args:
+        case_ids: distinct case ids.
+        k: number of folds (>= 2).
+        seed: shuffling seed.
+
+    Returns:
+        ``k`` pairs ``(train_ids, val_ids)``, each list in the order of ``case_ids``.
+
+    Raises:
+        InputError: ``k < 2``, fewer cases than folds, or repeated ids.
+    """
+    ids = list(case_ids)
+    if k < 2:
+        raise InputError(f"k must be at least 2 folds, got {k}.")
+    if len(set(ids)) != len(ids):
+        raise InputError("case ids must be distinct to split by case; rename the duplicated cases.")
+    if len(ids) < k:
+        raise InputError(f"{len(ids)} cases cannot fill {k} folds; use fewer folds or more cases.")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    folds = [set(part.tolist()) for part in np.array_split(order, k)]
+    return [([c for i, c in enumerate(ids) if i not in fold], [c for i, c in enumerate(ids) if i in fold]) for fold in folds]

@@ -1,0 +1,304 @@
+"""Preprocessing shared by training and inference, and its exact inverse.
+
+One implementation serves both directions, so a checkpoint's :class:`PreprocessConfig` reproduces at inference
+the slices the model was trained on:
+
+1. **Head mask**: voxels that differ from the background in any modality. The background value of a
+   modality is the median of its outermost voxels (0 for skull-stripped MRI and perfusion maps, -1000 for
+   CT); a voxel belongs to the head when it differs from it by more than 1 % of the modality's range.
+2. **Normalisation**, per modality, with statistics taken inside the head mask only: values are clipped to
+   the ``clip_percentiles`` (0.5 and 99.5 by default), then centred on the median and divided by the robust
+   standard deviation ``IQR / 1.349`` (the standard deviation if the IQR is 0, else 1). It is invariant
+   to the gain and unit of a modality (ADC in 1e-3 or 1e-6 mm²/s gives the same result). The background
+   becomes a constant, the clipped low end.
+3. **Axial slicing** along Z: ``(X, Y, Z)`` volumes → ``(Z, C, X, Y)``; a slice ``(X, Y)`` is ``(H, W)``.
+4. **In-plane resampling** (only when ``size`` is set) so that the longer in-plane side becomes ``size``,
+   keeping the aspect ratio: :func:`scipy.ndimage.zoom` with ``grid_mode=True`` (pixel areas map onto pixel
+   areas, as ``align_corners=False``), linear for images, nearest for labels.
+5. **Padding** (centred) to multiples of ``multiple`` (16: the network halves the grid four times), with
+   each channel's lowest value (the background) for images and 0 for labels.
+
+:func:`restore` undoes 5 and 4 exactly: it crops the padding and resamples back to the native in-plane size
+with the same pixel-area convention (linear for probabilities, nearest for integer labels), then puts Z last.
+Without resampling the round trip is the identity; with it, nearest-label round trips are exact when the
+grid is enlarged and lose only boundary pixels when it is shrunk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from mdanet_sdk.errors import InputError
+
+__all__ = [
+    "PreprocessConfig",
+    "SliceGeometry",
+    "head_mask",
+    "normalize",
+    "preprocess_images",
+    "preprocess_label",
+    "preprocess_case",
+    "restore",
+]
+
+# Share of a modality's range a voxel must differ from the background to count as head.
+_HEAD_TOLERANCE = 0.01
+# Below this share of voxels the mask is not trusted and statistics use the whole volume.
+_MIN_HEAD_FRACTION = 1e-3
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How volumes become model slices (stored in every checkpoint).
+
+    Attributes:
+        size: side of the square in-plane model grid: the longer in-plane side is resampled to it (aspect
+            kept), the other padded. ``None`` keeps the native in-plane size (padding only).
+        multiple: slices are padded to multiples of this (16 for the 4 poolings of the network).
+        clip_percentiles: ``(low, high)`` percentiles (0-100) inside the head mask to clip each modality to.
+    """
+
+    size: int | None = None
+    multiple: int = 16
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clip_percentiles", tuple(float(p) for p in self.clip_percentiles))
+        if self.size is not None and (int(self.size) != self.size or self.size < 1):
+            raise InputError(f"size must be a positive integer or None, got {self.size!r}.")
+        if int(self.multiple) != self.multiple or self.multiple < 1:
+            raise InputError(f"multiple must be a positive integer, got {self.multiple!r}.")
+        low, high = self.clip_percentiles if len(self.clip_percentiles) == 2 else (None, None)
+        if low is None or not 0.0 <= low < high <= 100.0:
+            raise InputError(f"clip_percentiles must be (low, high) with 0 <= low < high <= 100, got {self.clip_percentiles!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable dict (``clip_percentiles`` as a list)."""
+        d = asdict(self)
+        d["clip_percentiles"] = list(self.clip_percentiles)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessConfig":
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            InputError: ``d`` has fields this version does not know (written by a newer mdanet-sdk) or
+                invalid values.
+        """
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(
+                f"preprocessing config has unknown fields {sorted(unknown)}: it was written by a newer "
+                "mdanet-sdk; upgrade the package to use it."
+            )
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Everything :func:`restore` needs to map model slices back to the native grid.
+
+    Attributes:
+        native_shape: ``(X, Y, Z)`` of the input volumes.
+        resampled: in-plane ``(h, w)`` after resampling (``(X, Y)`` when nothing is resampled).
+        padded: in-plane ``(H, W)`` of the model slices (multiples of ``multiple``).
+        offset: ``(top, left)``: where the resampled slice starts inside the padded one.
+    """
+
+    native_shape: tuple[int, int, int]
+    resampled: tuple[int, int]
+    padded: tuple[int, int]
+    offset: tuple[int, int]
+
+    @property
+    def resamples(self) -> bool:
+        """Whether the in-plane grid is resampled (else only padded)."""
+        return self.resampled != self.native_shape[:2]
+
+    @property
+    def slices_shape(self) -> tuple[int, int, int]:
+        """``(Z, H, W)`` of the model slices."""
+        return (self.native_shape[2], *self.padded)
+
+    def to_dict(self) -> dict[str, list[int]]:
+        """Plain dict of lists (for logs and reports)."""
+        return {k: list(v) for k, v in asdict(self).items()}
+
+
+def _geometry(shape: Sequence[int], cfg: PreprocessConfig) -> SliceGeometry:
+    x, y, z = (int(n) for n in shape)
+    if cfg.size is None:
+        h, w = x, y
+    else:
+        factor = cfg.size / max(x, y)
+        h, w = max(1, round(x * factor)), max(1, round(y * factor))
+    big_h, big_w = (math.ceil(max(n, cfg.size or 0) / cfg.multiple) * cfg.multiple for n in (h, w))
+    return SliceGeometry((x, y, z), (h, w), (big_h, big_w), ((big_h - h) // 2, (big_w - w) // 2))
+
+
+def _background(volume: np.ndarray) -> float:
+    """The median of the volume's outermost voxels (its six faces)."""
+    faces = [np.take(volume, index, axis=axis).ravel() for axis in range(volume.ndim) for index in (0, -1)]
+    return float(np.median(np.concatenate(faces)))
+
+
+def head_mask(volumes: Sequence[np.ndarray]) -> np.ndarray:
+    """Voxels that differ from the background in any of the co-registered ``(X, Y, Z)`` volumes.
+
+    Returns:
+        bool ``(X, Y, Z)``; all True when fewer than 0.1 % of the voxels would be head (nothing to trust).
+    """
+    mask = np.zeros(volumes[0].shape, dtype=bool)
+    for volume in volumes:
+        offset = np.abs(volume - _background(volume))
+        mask |= offset > _HEAD_TOLERANCE * float(offset.max())
+    return mask if mask.mean() >= _MIN_HEAD_FRACTION else np.ones_like(mask)
+
+
+def normalize(volume: np.ndarray, mask: np.ndarray, clip_percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Clip to percentiles inside ``mask`` and robust-z-score (median, IQR / 1.349) with the same statistics.
+
+    Args:
+        volume: any-shape float array.
+        mask: bool array of the same shape, where the statistics are taken (not empty).
+        clip_percentiles: ``(low, high)`` in 0-100.
+
+    Returns:
+        float32 array of ``volume``'s shape.
+    """
+    inside = volume[mask]
+    low, q25, median, q75, high = np.percentile(inside, [clip_percentiles[0], 25.0, 50.0, 75.0, clip_percentiles[1]])
+    # Clipping at the outer percentiles leaves the quartiles and the median unchanged.
+    scale = (q75 - q25) / 1.349
+    if scale <= 0:
+        scale = float(np.clip(inside, low, high).std())
+    scale = scale if scale > 0 else 1.0
+    return ((np.clip(volume, low, high) - median) / scale).astype(np.float32)
+
+
+def _zoom(stack: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    """Resample the last two axes of ``(N, A, B)`` to ``shape`` (pixel-area convention)."""
+    factors = (1.0, shape[0] / stack.shape[1], shape[1] / stack.shape[2])
+    return ndimage.zoom(stack, factors, order=order, mode="nearest", grid_mode=True)
+
+
+def _pad(stack: np.ndarray, geom: SliceGeometry, values: np.ndarray | float) -> np.ndarray:
+    """Place ``(..., h, w)`` at ``geom.offset`` inside ``(..., H, W)`` filled with ``values`` (per leading index)."""
+    out = np.empty(stack.shape[:-2] + geom.padded, dtype=stack.dtype)
+    out[...] = np.reshape(values, np.shape(values) + (1, 1))
+    top, left = geom.offset
+    out[..., top : top + geom.resampled[0], left : left + geom.resampled[1]] = stack
+    return out
+
+
+def preprocess_images(
+    images: Mapping[str, np.ndarray], modalities: Sequence[str], cfg: PreprocessConfig
+) -> tuple[np.ndarray, SliceGeometry]:
+    """Normalise, slice, resample and pad the modalities of one case (module docstring).
+
+    Args:
+        images: modality → float ``(X, Y, Z)``, all on one grid.
+        modalities: names in channel order, e.g. ``("dwi", "adc")``.
+        cfg: the preprocessing.
+
+    Returns:
+        ``(slices, geometry)``: float32 ``(Z, C, H, W)`` with ``H, W`` multiples of ``cfg.multiple``, and the
+        :class:`SliceGeometry` that :func:`restore` and :func:`preprocess_label` take.
+
+    Raises:
+        InputError: a modality is missing, no modality is named, the volumes are not 3D or differ in shape.
+    """
+    if not modalities:
+        raise InputError("no modalities requested; name at least one, e.g. ('dwi', 'adc').")
+    missing = [m for m in modalities if m not in images]
+    if missing:
+        raise InputError(
+            f"no {missing[0]!r} image (have {', '.join(images) or 'none'}); provide every modality the model "
+            f"needs: {', '.join(modalities)}."
+        )
+    volumes = [np.asarray(images[m], dtype=np.float32) for m in modalities]
+    shape = volumes[0].shape
+    if len(shape) != 3 or any(v.shape != shape for v in volumes):
+        shapes = ", ".join(f"{m} {v.shape}" for m, v in zip(modalities, volumes))
+        raise InputError(f"modalities must be 3D (X, Y, Z) volumes on one grid, got {shapes}; resample them first.")
+    mask = head_mask(volumes)
+    stack = np.stack([normalize(v, mask, cfg.clip_percentiles) for v in volumes])  # (C, X, Y, Z)
+    lowest = stack.reshape(len(volumes), -1).min(axis=1)
+    geom = _geometry(shape, cfg)
+    slices = np.ascontiguousarray(stack.transpose(3, 0, 1, 2))  # (Z, C, X, Y)
+    if geom.resamples:
+        z, c = slices.shape[:2]
+        slices = _zoom(slices.reshape(z * c, *shape[:2]), geom.resampled, order=1).reshape(z, c, *geom.resampled)
+    return _pad(slices, geom, lowest), geom
+
+
+def preprocess_label(label: np.ndarray, geom: SliceGeometry) -> np.ndarray:
+    """The label on the model grid, as :func:`preprocess_images` put the images there (nearest neighbour).
+
+    Args:
+        label: integer ``(X, Y, Z)`` on the native grid of ``geom``.
+        geom: from :func:`preprocess_images` of the same case.
+
+    Returns:
+        uint8 ``(Z, H, W)``.
+
+    Raises:
+        InputError: the label's shape is not ``geom.native_shape``.
+    """
+    label = np.asarray(label)
+    if label.shape != geom.native_shape:
+        raise InputError(f"label of shape {label.shape} does not match the images {geom.native_shape}; use the case's own label.")
+    slices = np.ascontiguousarray(label.astype(np.uint8).transpose(2, 0, 1))  # (Z, X, Y)
+    if geom.resamples:
+        slices = _zoom(slices, geom.resampled, order=0)
+    return _pad(slices, geom, 0)
+
+
+def preprocess_case(case: Any, modalities: Sequence[str], cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None, SliceGeometry]:
+    """:func:`preprocess_images` and :func:`preprocess_label` of any object with ``.images`` and ``.label``.
+
+    Returns:
+        ``(slices (Z, C, H, W) float32, label (Z, H, W) uint8 or None, geometry)``.
+    """
+    slices, geom = preprocess_images(case.images, modalities, cfg)
+    label = None if case.label is None else preprocess_label(case.label, geom)
+    return slices, label, geom
+
+
+def restore(slices: np.ndarray, geom: SliceGeometry) -> np.ndarray:
+    """Map model-grid slices back onto the native grid: crop the padding, resample back, Z last.
+
+    Args:
+        slices: ``(Z, H, W)``: probabilities (float: linear interpolation) or labels (integer or bool:
+            nearest neighbour), on the grid ``geom`` describes.
+        geom: from :func:`preprocess_images`.
+
+    Returns:
+        ``(X, Y, Z)``: float32 for float input, the input's dtype otherwise (bool as uint8).
+
+    Raises:
+        InputError: ``slices`` is not ``(Z, H, W)`` of ``geom``.
+    """
+    slices = np.asarray(slices)
+    if slices.shape != geom.slices_shape:
+        raise InputError(
+            f"slices of shape {slices.shape} do not match the model grid {geom.slices_shape} of this case; "
+            "restore each case with its own geometry."
+        )
+    labels = not np.issubdtype(slices.dtype, np.floating)
+    if labels:
+        slices = slices.astype(np.uint8) if slices.dtype == bool else slices
+    else:
+        slices = slices.astype(np.float32, copy=False)
+    top, left = geom.offset
+    crop = slices[:, top : top + geom.resampled[0], left : left + geom.resampled[1]]
+    if geom.resamples:
+        crop = _zoom(np.ascontiguousarray(crop), geom.native_shape[:2], order=0 if labels else 1)
+    return np.ascontiguousarray(crop.transpose(1, 2, 0))

@@ -1,0 +1,162 @@
+"""Tests of mdanet_sdk.data.preprocess: normalisation, model grid, and the exact inverse mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mdanet_sdk.data.phantom import make_phantom
+from mdanet_sdk.data.preprocess import (
+    PreprocessConfig,
+    SliceGeometry,
+    head_mask,
+    normalize,
+    preprocess_case,
+    preprocess_images,
+    preprocess_label,
+    restore,
+)
+from mdanet_sdk.errors import InputError
+
+MRI = ("dwi", "adc")
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return 2.0 * (a & b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """An ISLES'22-like phantom on a grid that is not a multiple of 16 and not square."""
+    return make_phantom("isles22", 7, shape=(52, 44, 10), pattern="multiple")
+
+
+# (native shape, size) → (model grid H, W, resampled in-plane (h, w))
+GRIDS = [
+    ((52, 44, 10), None, (64, 48), (52, 44)),  # pad only
+    ((64, 64, 3), None, (64, 64), (64, 64)),  # nothing to do
+    ((52, 44, 10), 64, (64, 64), (64, 54)),  # enlarge, keep aspect
+    ((100, 90, 4), 128, (128, 128), (128, 115)),
+    ((256, 256, 2), 128, (128, 128), (128, 128)),  # shrink
+    ((40, 40, 2), 50, (64, 64), (50, 50)),  # size not a multiple of 16
+]
+
+
+@pytest.mark.parametrize("shape, size, padded, resampled", GRIDS)
+def test_model_grid(shape, size, padded, resampled) -> None:
+    images = {m: np.random.default_rng(0).random(shape, dtype=np.float32) for m in MRI}
+    slices, geom = preprocess_images(images, MRI, PreprocessConfig(size=size))
+    assert slices.shape == (shape[2], 2, *padded) and slices.dtype == np.float32
+    assert geom.native_shape == shape and geom.resampled == resampled and geom.padded == padded
+    assert geom.resamples == (resampled != shape[:2])
+    top, left = geom.offset
+    assert top == (padded[0] - resampled[0]) // 2 and left == (padded[1] - resampled[1]) // 2
+
+
+def test_label_round_trip_is_identical_without_resampling(phantom) -> None:
+    _, geom = preprocess_images(phantom.images, MRI, PreprocessConfig())
+    slices = preprocess_label(phantom.label, geom)
+    assert slices.shape == (10, 64, 48) and slices.dtype == np.uint8 and slices.sum() == phantom.label.sum()
+    assert np.array_equal(restore(slices, geom), phantom.label)
+    assert np.array_equal(restore(slices.astype(np.float32), geom), phantom.label.astype(np.float32))
+
+
+@pytest.mark.parametrize("size", [64, 80, 112])
+def test_label_round_trip_with_resampling(phantom, size) -> None:
+    _, geom = preprocess_images(phantom.images, MRI, PreprocessConfig(size=size))
+    assert geom.resamples
+    slices = preprocess_label(phantom.label, geom)
+    back = restore(slices, geom)  # nearest
+    assert back.shape == phantom.label.shape and back.dtype == np.uint8
+    assert dice(back, phantom.label) >= 0.99
+    probability = restore(slices.astype(np.float32), geom)  # linear, as for probability maps
+    assert probability.dtype == np.float32 and dice(probability >= 0.5, phantom.label) >= 0.99
+
+
+def test_restore_puts_every_pixel_back_in_place() -> None:
+    """A single-voxel label in a corner lands on the same voxel after an enlarging round trip."""
+    label = np.zeros((37, 29, 3), np.uint8)
+    label[1, 27, 2] = label[35, 0, 0] = 1
+    _, geom = preprocess_images({"dwi": np.ones((37, 29, 3), np.float32)}, ["dwi"], PreprocessConfig(size=96))
+    assert np.array_equal(restore(preprocess_label(label, geom), geom), label)
+
+
+def test_restore_of_a_smooth_image_matches_the_image(phantom) -> None:
+    """Images go to the model grid and back with linear interpolation: a smooth field survives."""
+    x, y = np.meshgrid(np.arange(52), np.arange(44), indexing="ij")
+    smooth = np.repeat((np.sin(x / 6.0) + np.cos(y / 5.0))[..., None], 10, axis=2).astype(np.float32)
+    slices, geom = preprocess_images({"dwi": smooth}, ["dwi"], PreprocessConfig(size=80, clip_percentiles=(0, 100)))
+    back = restore(slices[:, 0], geom)
+    assert np.corrcoef(back[2:-2, 2:-2].ravel(), smooth[2:-2, 2:-2].ravel())[0, 1] > 0.999
+
+
+def test_normalisation_ignores_gain_and_units(phantom) -> None:
+    cfg = PreprocessConfig(size=64)
+    a, _ = preprocess_images(phantom.images, MRI, cfg)
+    scaled = {"dwi": phantom.images["dwi"] * 37.0, "adc": phantom.images["adc"] * 1000.0}
+    b, _ = preprocess_images(scaled, MRI, cfg)
+    assert np.allclose(a, b, atol=1e-4)
+
+
+def test_robust_z_score_inside_the_head(phantom) -> None:
+    cfg = PreprocessConfig()
+    slices, geom = preprocess_images(phantom.images, MRI, cfg)
+    mask = head_mask([phantom.images[m] for m in MRI])
+    assert np.array_equal(mask, phantom.masks["brain"])  # skull-stripped: the head is the brain
+    for c, m in enumerate(MRI):
+        volume = restore(slices[:, c], geom)
+        inside = volume[mask]
+        q25, median, q75 = np.percentile(inside, [25, 50, 75])
+        assert abs(median) < 1e-5 and (q75 - q25) / 1.349 == pytest.approx(1.0, abs=1e-4)
+        low, high = np.percentile(phantom.images[m][mask], cfg.clip_percentiles)
+        scale = (np.percentile(phantom.images[m][mask], 75) - np.percentile(phantom.images[m][mask], 25)) / 1.349
+        assert inside.max() == pytest.approx((high - np.median(phantom.images[m][mask])) / scale, rel=1e-4)
+        # Background (and the padding) are the clipped low end: the channel's minimum.
+        assert np.allclose(volume[~mask], volume.min()) and volume.min() == pytest.approx(
+            (low - np.median(phantom.images[m][mask])) / scale, rel=1e-4
+        )
+        assert np.allclose(slices[:, c, :, geom.padded[1] - 1], volume.min())
+
+
+def test_head_mask_finds_a_non_zero_background() -> None:
+    ct = np.full((30, 30, 4), -1000.0, np.float32)
+    ct[5:25, 8:22] = 35.0
+    mask = head_mask([ct])
+    assert mask.sum() == 20 * 14 * 4 and mask[10, 10, 0] and not mask[0, 0, 0]
+    assert head_mask([np.zeros((8, 8, 2), np.float32)]).all()  # nothing to find: use every voxel
+    flat = normalize(np.full((4, 4), 3.0), np.ones((4, 4), bool))
+    assert np.array_equal(flat, np.zeros((4, 4), np.float32))  # zero spread: no division by zero
+
+
+def test_preprocess_case_and_geometry_dict(phantom) -> None:
+    slices, label, geom = preprocess_case(phantom, MRI, PreprocessConfig(size=64))
+    assert slices.shape == (10, 2, 64, 64) and label.shape == (10, 64, 64)
+    assert isinstance(geom, SliceGeometry) and geom.to_dict()["padded"] == [64, 64]
+    assert geom.slices_shape == (10, 64, 64)
+
+
+def test_config_round_trip_and_validation() -> None:
+    cfg = PreprocessConfig(size=128, multiple=32, clip_percentiles=(1, 99))
+    d = cfg.to_dict()
+    assert d == {"size": 128, "multiple": 32, "clip_percentiles": [1.0, 99.0]}
+    assert PreprocessConfig.from_dict(d) == cfg
+    with pytest.raises(InputError, match="newer"):
+        PreprocessConfig.from_dict({**d, "spacing": 1.0})
+    for bad in ({"size": 0}, {"size": 12.5}, {"multiple": 0}, {"clip_percentiles": (50, 10)}, {"clip_percentiles": (1,)}):
+        with pytest.raises(InputError):
+            PreprocessConfig(**bad)
+
+
+def test_errors_name_the_problem(phantom) -> None:
+    with pytest.raises(InputError, match="'tmax'"):
+        preprocess_images(phantom.images, ["dwi", "tmax"], PreprocessConfig())
+    with pytest.raises(InputError, match="one grid"):
+        preprocess_images({"dwi": np.ones((8, 8, 2)), "adc": np.ones((8, 9, 2))}, MRI, PreprocessConfig())
+    with pytest.raises(InputError, match="no modalities"):
+        preprocess_images(phantom.images, [], PreprocessConfig())
+    _, geom = preprocess_images(phantom.images, MRI, PreprocessConfig())
+    with pytest.raises(InputError, match="do not match"):
+        restore(np.zeros((10, 48, 64), np.float32), geom)
+    with pytest.raises(InputError, match="does not match"):
+        preprocess_label(np.zeros((52, 44, 9), np.uint8), geom)
