@@ -38,7 +38,7 @@ import functools
 import inspect
 import io
 import json
-import logging
+import math
 import os
 import time
 import warnings
@@ -73,8 +73,6 @@ __all__ = [
     "register_trt_plugins",
 ]
 
-logger = logging.getLogger(__name__)
-
 FORMATS = ("torchscript", "exported", "tensorrt")
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: Largest accepted ``max |artefact - eager fp32|``, as a fraction of ``max(1, max |eager logit|)``. fp32 only
@@ -82,8 +80,6 @@ PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float
 TOLERANCES: dict[str, float] = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
 #: Layout version of the ``mdanet/`` metadata; artefacts with a higher version are refused.
 ARTIFACT_VERSION = 1
-#: Default file suffix per format.
-SUFFIXES = {"torchscript": ".ts", "exported": ".pt2", "tensorrt": ".pt2"}
 
 _PREFIX = "mdanet/"
 _META, _CONFIG, _PREPROCESS = "mdanet/meta.json", "mdanet/model_config.json", "mdanet/preprocess.json"
@@ -444,13 +440,14 @@ def export_model(
         model: an MDANet in eval mode (e.g. ``Checkpoint.build_model(ops=...)``); moved to ``device``.
         fmt: ``"torchscript"``, ``"exported"`` or ``"tensorrt"``.
         output: the file to write (its folder is created); replaced atomically once validated.
-        preprocess: the preprocessing config dict of the checkpoint (``PreprocessConfig.to_dict()``); its
-            ``size`` is set to the artefact's side when the grid is square.
+        preprocess: the preprocessing config dict of the checkpoint (``PreprocessConfig.to_dict()``); for a
+            square ``size`` its ``size`` is set so that preprocessing makes slices of exactly that grid.
         meta: source metadata kept under ``meta["checkpoint"]``.
         model_config: the config to store (default ``model.config``).
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``: the dtype the artefact computes in.
         batch: accepted batch sizes (dynamic when ``min < max``).
-        size: in-plane ``(H, W)``, multiples of 16 (default: ``preprocess["size"]``).
+        size: in-plane ``(H, W)``, multiples of 16 (default: the grid ``preprocess`` makes: ``size`` padded
+            to ``multiple``).
         device: where to capture and validate (default CPU; CUDA for TensorRT).
 
     Returns:
@@ -472,14 +469,12 @@ def export_model(
         if reason:
             raise BackendUnavailableError(reason)
     config = model_config or model.config
+    preprocess = dict(preprocess)
     height, width = _resolve_size(size, preprocess)
     dev = torch.device(device or ("cuda" if fmt == "tensorrt" else "cpu"))
     impl = _op_implementation(model, dev)
     ops_kind = "plugin" if fmt == "tensorrt" and impl == "native" else impl
     dtype = PRECISIONS[precision]
-    preprocess = dict(preprocess)
-    if height == width:
-        preprocess["size"] = height
     info = {
         "artifact_version": ARTIFACT_VERSION,
         "format": fmt,
@@ -522,22 +517,33 @@ def export_model(
     )
 
 
-def _resolve_size(size: tuple[int, int] | None, preprocess: Mapping[str, Any]) -> tuple[int, int]:
+def _model_grid(preprocess: Mapping[str, Any]) -> int | None:
+    """Side of the square slices the preprocessing makes (``size`` padded to ``multiple``), or None (native)."""
+    side, multiple = preprocess.get("size"), int(preprocess.get("multiple", 16))
+    return math.ceil(int(side) / multiple) * multiple if side else None
+
+
+def _resolve_size(size: tuple[int, int] | None, preprocess: dict[str, Any]) -> tuple[int, int]:
+    """The artefact's ``(H, W)``; sets ``preprocess["size"]`` so that preprocessing produces that grid when square."""
+    grid = _model_grid(preprocess)
     if size is None:
-        side = preprocess.get("size")
-        if not side:
+        if grid is None:
             raise InputError(
                 "the checkpoint keeps each case's native in-plane size, but an artefact has a fixed one; pass "
                 "--size H W (e.g. --size 256 256)."
             )
-        size = (int(side), int(side))
+        size = (grid, grid)
     height, width = (int(s) for s in size)
     if height < 16 or width < 16 or height % 16 or width % 16:
         raise InputError(f"--size must be two multiples of 16 (>= 16), got {height} {width}.")
+    if height == width and grid != height:
+        preprocess["size"] = height
     return height, width
 
 
-def _validate(reference: nn.Module, tmp: Path, batch: BatchRange, device: torch.device, precision: str) -> tuple[float, float]:
+def _validate(
+    reference: nn.Module, tmp: Path, batch: BatchRange, device: torch.device, precision: str
+) -> tuple[float, float]:
     """Reload ``tmp`` and compare it with the eager model; raise :class:`ExportError` beyond tolerance."""
     artifact = load_artifact(tmp, device)
     c, h, w = artifact.input_shape

@@ -35,7 +35,8 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit:DeprecationWarning
 SIZE = 64
 NATIVE = ops.native_available()
 OPS = "native" if NATIVE else "reference"
-PREPROCESS = {"size": SIZE, "multiple": 16}
+# Slices of side 56 padded to a multiple of 16: the model grid is 64 x 64.
+PREPROCESS = {"size": 56, "multiple": 16}
 
 
 def _model(ops_impl: str = OPS, seed: int = 0) -> torch.nn.Module:
@@ -96,7 +97,7 @@ def test_metadata_travels_in_the_file(artefacts, model):
     for fmt, path in artefacts.items():
         config, preprocess, meta = read_metadata(path)
         assert config == model.config
-        assert preprocess == {"size": SIZE, "multiple": 16}
+        assert preprocess == PREPROCESS  # its grid (56 padded to 64) is already the artefact's
         assert meta["format"] == fmt and meta["precision"] == "fp32" and meta["ops"] == OPS
         assert meta["input_shape"] == [2, SIZE, SIZE]
         assert meta["modalities"] == ["dwi", "adc"]
@@ -129,7 +130,7 @@ def test_non_square_artifact_chunks_pads_and_checks_shapes(tmp_path, model):
         model, "torchscript", tmp_path / "b.ts", preprocess=PREPROCESS, size=(48, 64), batch=BatchRange(2, 2, 4)
     )
     _, preprocess, meta = read_metadata(result.path)
-    assert meta["input_shape"] == [2, 48, 64] and preprocess["size"] == SIZE  # no square size to set
+    assert meta["input_shape"] == [2, 48, 64] and preprocess == PREPROCESS  # no square size to set
     artifact = load_artifact(result.path)
     x = probe_batch(9, 2, 48, 64, seed=3)
     with torch.inference_mode():
@@ -141,11 +142,15 @@ def test_non_square_artifact_chunks_pads_and_checks_shapes(tmp_path, model):
 
 
 def test_bf16_export_is_held_to_its_tolerance(tmp_path, model):
-    result = export_model(model, "torchscript", tmp_path / "bf16.ts", preprocess=PREPROCESS, precision="bf16")
+    result = export_model(
+        model, "torchscript", tmp_path / "bf16.ts", preprocess=PREPROCESS, precision="bf16", size=(48, 48)
+    )
     assert 0 < result.max_abs_diff <= result.tolerance
     assert result.tolerance == pytest.approx(TOLERANCES["bf16"])  # random weights: max |logit| < 1
+    _, preprocess, meta = read_metadata(result.path)
+    assert preprocess == {"size": 48, "multiple": 16} and meta["precision"] == "bf16"  # slices resampled to 48
     artifact = load_artifact(result.path)
-    assert artifact(probe_batch(2, 2, SIZE, SIZE)).dtype == torch.float32
+    assert artifact(probe_batch(2, 2, 48, 48)).dtype == torch.float32
 
 
 def test_failed_validation_leaves_no_file(tmp_path, model, monkeypatch):

@@ -72,7 +72,8 @@ void write_floats(const std::string& path, const torch::Tensor& t) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(t.data_ptr<float>()), static_cast<std::streamsize>(t.numel() * sizeof(float)));
+    out.write(reinterpret_cast<const char*>(t.data_ptr<float>()),
+              static_cast<std::streamsize>(t.numel() * sizeof(float)));
     if (!out) throw std::runtime_error("cannot write " + path);
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error("cannot move output to " + path);
@@ -118,7 +119,8 @@ int main(int argc, char** argv) {
                                std::to_string(meta.height) + "x" + std::to_string(meta.width));
     }
     const int64_t batch = static_cast<int64_t>(data.size()) / per_slice;
-    const torch::Tensor input = torch::from_blob(data.data(), {batch, meta.channels, meta.height, meta.width}, torch::kFloat32);
+    const torch::Tensor input =
+        torch::from_blob(data.data(), {batch, meta.channels, meta.height, meta.width}, torch::kFloat32);
 
     c10::InferenceMode guard;
     const auto start = std::chrono::steady_clock::now();
