@@ -223,7 +223,6 @@ class FailedCase:
 class _Loaded:
     """A case read and preprocessed by the background thread."""
 
-    index: int
     case: Case
     slices: np.ndarray  # (Z, C, H, W) float32
     geometry: Any  # data.preprocess.SliceGeometry
@@ -348,6 +347,8 @@ class Segmenter:
         threshold: a voxel is lesion when its probability is above this.
         min_size: lesions of fewer voxels are removed (26-connectivity); 0 keeps all.
         prefetch: cases loaded ahead by the background thread.
+        ops: implementation of the MDANet operators: ``"auto"`` (native kernels when built), ``"native"``,
+            ``"reference"`` (pure PyTorch); it changes speed, not results beyond float rounding.
 
     Attributes:
         device: the :class:`torch.device` used (also logged at INFO level).
@@ -369,6 +370,7 @@ class Segmenter:
         threshold: float = 0.5,
         min_size: int = 0,
         prefetch: int = 2,
+        ops: str = "auto",
     ) -> None:
         if not checkpoints:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
@@ -398,8 +400,8 @@ class Segmenter:
         self.modalities: tuple[str, ...] = first.model_config.modalities
         self.preprocess: PreprocessConfig = first.preprocess
         self.name = "+".join(_checkpoint_name(c) for c in checkpoints)
-        self.model_version = str(first.meta.get("package_version", first.meta.get("version", "")))
-        self._models = [c.build_model().to(self.device).eval() for c in checkpoints]
+        self.model_version = str(first.meta.get("package_version", ""))
+        self._models = [c.build_model(ops=ops).to(self.device).eval() for c in checkpoints]
         logger.info(
             "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), tta=%s",
             self.name, self.device, self.precision, len(self._models), tta,
@@ -420,7 +422,7 @@ class Segmenter:
             path: a checkpoint file or bundled name (``"default-mri"``, ``"default-ctp"``), or a list of them.
             device: see :class:`Segmenter`.
             precision: see :class:`Segmenter`.
-            options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``prefetch``.
+            options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``prefetch``, ``ops``.
 
         Raises:
             CheckpointError: a file is missing, not a checkpoint, or the folds are incompatible.
@@ -545,14 +547,14 @@ class Segmenter:
             return False
 
         try:
-            for index, item in enumerate(cases):
+            for item in cases:
                 if stop.is_set():
                     return
                 started = time.perf_counter()
                 try:
                     case = self._load(item, modalities)
                     slices, geometry = preprocess_images(case.images, self.modalities, self.preprocess)
-                    out: Any = _Loaded(index, case, slices, geometry, started)
+                    out: Any = _Loaded(case, slices, geometry, started)
                 except MDANetError as exc:
                     out = FailedCase(_input_name(item), str(exc), exc)
                 if not put(out):
@@ -567,8 +569,7 @@ class Segmenter:
     ) -> Iterator[SegmentationResult | FailedCase]:
         """Batch the slices of the cases coming from ``handoff`` and yield finished cases in order."""
         waiting: deque[_Pending | FailedCase] = deque()  # input order; yielded from the left when finished
-        batch: list[tuple[_Pending, int, int]] = []  # (case, first slice, end slice)
-        filled = 0
+        batch: list[tuple[_Pending, int, int]] = []  # the open batch: (case, first slice, end slice)
         while (item := handoff.get()) is not _END:
             if isinstance(item, _Raised):
                 raise item.exception
@@ -577,26 +578,34 @@ class Segmenter:
                     raise item.exception
                 waiting.append(item)
             else:
-                pending = _Pending(item, np.empty((item.slices.shape[0], *item.slices.shape[2:]), np.float32),
-                                   item.slices.shape[0])
+                depth, _, height, width = item.slices.shape
+                pending = _Pending(item, np.empty((depth, height, width), np.float32), depth)
                 waiting.append(pending)
-                notify("loaded", item.case.case_id, pending.remaining)
-                if batch and batch[0][0].loaded.slices.shape[2:] != item.slices.shape[2:]:
-                    self._forward(batch, notify)  # slices of another in-plane size cannot share a batch
-                    batch, filled = [], 0
-                start, depth = 0, item.slices.shape[0]
-                while start < depth:
-                    stop = min(depth, start + self.batch_size - filled)
-                    batch.append((pending, start, stop))
-                    filled += stop - start
-                    start = stop
-                    if filled == self.batch_size:
-                        self._forward(batch, notify)
-                        batch, filled = [], 0
+                notify("loaded", item.case.case_id, depth)
+                batch = self._schedule(pending, batch, notify)
             yield from self._finished(waiting, notify)
         if batch:
             self._forward(batch, notify)
         yield from self._finished(waiting, notify)
+
+    def _schedule(
+        self, pending: _Pending, batch: list[tuple[_Pending, int, int]], notify: Callable[[str, str, int], None]
+    ) -> list[tuple[_Pending, int, int]]:
+        """Add a case's slices to the open batch, running each batch that fills up; return the open batch."""
+        if batch and batch[0][0].loaded.slices.shape[2:] != pending.loaded.slices.shape[2:]:
+            self._forward(batch, notify)  # slices of another in-plane size cannot share a batch
+            batch = []
+        filled = sum(end - start for _, start, end in batch)
+        start, depth = 0, pending.remaining
+        while start < depth:
+            end = min(depth, start + self.batch_size - filled)
+            batch.append((pending, start, end))
+            filled += end - start
+            start = end
+            if filled == self.batch_size:
+                self._forward(batch, notify)
+                batch, filled = [], 0
+        return batch
 
     def _finished(
         self, waiting: deque[_Pending | FailedCase], notify: Callable[[str, str, int], None]

@@ -178,8 +178,9 @@ def write_json_report(
 def report_table(reports: Sequence[CaseReport]) -> Any:
     """A short :class:`rich.table.Table`: one row per case, device and model in the caption."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title="mdanet-sdk segment", caption=_caption(reports))
+    table = Table(title="mdanet-sdk segment", caption=Text(_caption(reports)))
     for name, justify in (
         ("case", "left"),
         ("lesion mL", "right"),
@@ -191,7 +192,7 @@ def report_table(reports: Sequence[CaseReport]) -> Any:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in reports:
         table.add_row(
-            r.case_id,
+            Text(r.case_id),  # plain text: ids and names are data, never rich markup
             f"{r.lesion_volume_ml:.2f}",
             str(r.n_lesions),
             f"{r.largest_lesion_ml:.2f}",

@@ -198,3 +198,14 @@ def test_demo_without_bundled_weights_says_so(tmp_path, monkeypatch) -> None:
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 2
     assert "bundled demo weights default-mri are not in this installation" in result.stderr
+
+
+def test_missing_bundled_weights_fail_only_their_cases(bundled, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(checkpoint_module.BUNDLED, "default-ctp", tmp_path / "absent.pt")
+    mri = write(tmp_path / "mri.nii.gz", volumes(2))
+    ctp = write(tmp_path / "ctp.nii.gz", volumes(4))
+    result = runner.invoke(app, ["segment", str(ctp), str(mri), "-o", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert line.startswith("error: ctp:") and "default-ctp" in line and "missing" in line
+    assert files_in(tmp_path / "out") == ["mri_seg.nii.gz"]

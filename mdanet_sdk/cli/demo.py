@@ -20,7 +20,8 @@ DEMO_SEED = 2024
 @command("demo")
 def demo(
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the phantom, mask, overlay and report (default: a temp folder).")
+        Path | None,
+        typer.Option("--out", help="Folder for the phantom, mask, overlay and report (default: a temp folder)."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "auto",
 ) -> None:
@@ -43,10 +44,12 @@ def demo(
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mdanet-demo-"))
     data = write_dataset(folder / "data", "isles22", n_cases=1, seed=DEMO_SEED)
     (source,) = find_cases(data)
-    console.print(f"phantom case {source.case_id} (DWI + ADC, synthetic) written to {data}", highlight=False)
+    console.print(
+        f"phantom case {source.case_id} (DWI + ADC, synthetic) written to {data}", highlight=False, markup=False
+    )
 
     seg = Segmenter.default("mri", device=device)
-    console.print(f"model {seg.name} on {seg.device} ({seg.precision})", highlight=False)
+    console.print(f"model {seg.name} on {seg.device} ({seg.precision})", highlight=False, markup=False)
     result = seg.predict(source)
     mask, _ = result.save(folder / f"{source.case_id}_seg.nii.gz")
     overlay = result.save_overlay(folder / f"{source.case_id}_overlay.png")
@@ -55,6 +58,7 @@ def demo(
     console.print(report_table([result.report]))
     if result.case.label is not None:
         score = dsc(result.mask_canonical, result.case.label)
-        console.print(f"Dice with the phantom's true lesion: {score:.3f}", highlight=False)
-    console.print(f"mask:    {mask}\noverlay: {overlay}\nreport:  {report}", highlight=False, soft_wrap=True)
+        console.print(f"Dice with the phantom's true lesion: {score:.3f}", highlight=False, markup=False)
+    for name, path in (("mask", mask), ("overlay", overlay), ("report", report)):
+        console.print(f"{name + ':':9}{path}", highlight=False, soft_wrap=True, markup=False)
     console.print("[yellow]The bundled weights are trained on synthetic phantoms only: not for clinical use.[/]")

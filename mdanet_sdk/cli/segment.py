@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable
 
 import typer
+from rich.markup import escape
 
 from mdanet_sdk.cli._app import command, console, err_console
 from mdanet_sdk.data.cases import FOURD_KEY, CaseSource, find_cases
@@ -218,8 +219,42 @@ def _progress(quiet: bool, n_cases: int) -> Iterator[Callable[[str, str, int], N
         yield update
 
 
+def _run_group(
+    seg: Any, group: list[Job], progress: Callable[[str, str, int], None] | None, failed: dict[str, str], quiet: bool
+) -> list[Any]:
+    """Segment the jobs of one model and write their outputs; record failures in ``failed``.
+
+    Returns:
+        the :class:`~mdanet_sdk.report.CaseReport` of each case written, in order.
+    """
+    if not quiet:
+        console.print(
+            f"model {seg.name} on {seg.device} ({seg.precision}), modalities {', '.join(seg.modalities)}",
+            highlight=False, markup=False,
+        )
+        for job in group:
+            assert job.source is not None
+            order = job.source.modalities or tuple(job.source.paths)
+            console.print(f"  {job.case_id}: reading {', '.join(order)}", highlight=False, markup=False)
+    reports = []
+    results = seg.predict_many([job.source for job in group], errors="yield", progress=progress)
+    for result, job in zip(results, group):
+        if not result.ok:
+            failed[job.case_id] = result.error
+            continue
+        try:
+            _write(result, job.outputs)
+        except (MDANetError, OSError) as exc:
+            failed[job.case_id] = str(exc)
+            continue
+        result.report.case_id = job.case_id
+        reports.append(result.report)
+    return reports
+
+
 def _error_line(case_id: str, error: str) -> str:
-    return error if case_id in error else f"{case_id}: {error}"
+    """``<case>: <error>``, unless the message already starts by naming the case."""
+    return error if error.startswith(f"case {case_id}:") else f"{case_id}: {error}"
 
 
 @command("segment")
@@ -285,32 +320,18 @@ def segment(
     with _progress(quiet, len(jobs)) as progress:
         for weights in dict.fromkeys(job.weights for job in jobs if job.error is None):
             group = [job for job in jobs if job.error is None and job.weights == weights]
-            if weights not in segmenters:
-                segmenters[weights] = Segmenter.default(weights, **options)  # type: ignore[arg-type]
-            seg = segmenters[weights]
-            if not quiet:
-                console.print(f"model {seg.name} on {seg.device} ({seg.precision}), modalities {', '.join(seg.modalities)}")
-                for job in group:
-                    assert job.source is not None
-                    order = job.source.modalities or tuple(job.source.paths)
-                    console.print(f"  {job.case_id}: reading {', '.join(order)}", highlight=False)
-            results = seg.predict_many([job.source for job in group], errors="yield", progress=progress)
-            for result, job in zip(results, group):
-                if not result.ok:
-                    failed[job.case_id] = result.error
-                    continue
-                try:
-                    _write(result, job.outputs)
-                except (MDANetError, OSError) as exc:
-                    failed[job.case_id] = str(exc)
-                    continue
-                result.report.case_id = job.case_id
-                reports.append(result.report)
+            try:
+                if weights not in segmenters:
+                    segmenters[weights] = Segmenter.default(weights, **options)  # type: ignore[arg-type]
+            except MDANetError as exc:  # e.g. bundled weights missing: these cases fail, the others go on
+                failed.update((job.case_id, str(exc)) for job in group)
+                continue
+            reports += _run_group(segmenters[weights], group, progress, failed, quiet)
 
     for job in jobs:
         if job.case_id in failed:
-            err_console.print(f"[bold red]error:[/] {_error_line(job.case_id, failed[job.case_id])}", highlight=False,
-                              soft_wrap=True)
+            line = _error_line(job.case_id, failed[job.case_id])
+            err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     if report is not None:
         write_json_report(reports, report, failed)
     if not quiet:
@@ -319,8 +340,8 @@ def segment(
         for job in jobs:
             if job.case_id not in failed:
                 written = ", ".join(str(p) for p in job.outputs.values())
-                console.print(f"{job.case_id}: {written}", highlight=False, soft_wrap=True)
+                console.print(f"{job.case_id}: {written}", highlight=False, soft_wrap=True, markup=False)
         if report is not None:
-            console.print(f"report: {report}", highlight=False, soft_wrap=True)
+            console.print(f"report: {report}", highlight=False, soft_wrap=True, markup=False)
     if failed:
         raise typer.Exit(1)
