@@ -13,7 +13,7 @@ from mdanet_sdk.errors import CheckpointError
 
 __all__ = ["demo", "DEMO_SEED"]
 
-#: Seed of the demo phantom (the same case on every machine).
+#: Seed of the demo phantom (the same case on every machine; a territorial infarct).
 DEMO_SEED = 2024
 
 
@@ -42,7 +42,8 @@ def demo(
             "`mdanet-sdk segment --checkpoint FILE` with a checkpoint of your own."
         ) from None
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mdanet-demo-"))
-    data = write_dataset(folder / "data", "isles22", n_cases=1, seed=DEMO_SEED)
+    # A territorial infarct: large enough to see at a glance in the overlay.
+    data = write_dataset(folder / "data", "isles22", n_cases=1, seed=DEMO_SEED, pattern="territorial")
     (source,) = find_cases(data)
     console.print(
         f"phantom case {source.case_id} (DWI + ADC, synthetic) written to {data}", highlight=False, markup=False
