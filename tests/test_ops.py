@@ -250,6 +250,19 @@ def test_backward_ops_opcheck():
     torch.library.opcheck(torch.ops.mdanet.graph_conv_backward.default, [torch.randn_like(out), out, *g_args])
 
 
+@needs_native
+def test_flop_counts_equal_the_reference():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for fn, args in ((ops.dasc_gate, dasc_args(2, 8, 5, 6, c_de=6, c_i=4)), (ops.graph_conv, graph_args(2, 7, 5))):
+        totals = []
+        for impl in ("reference", "native"):
+            with FlopCounterMode(display=False) as counter:
+                fn(*[a.requires_grad_() for a in args], impl=impl).sum().backward()
+            totals.append(counter.get_total_flops())
+        assert totals[0] == totals[1] > 0
+
+
 class _Gate(torch.nn.Module):
     """A DASC gate and a graph conv over its output, as a model would call them."""
 

@@ -8,7 +8,8 @@ with CUDA, CUDA kernels. This module adds what torch needs beyond the kernels:
   shapes without running a kernel;
 * autograd formulas (``torch.library.register_autograd``) that call the native backward ops, so a model
   trains with the native ops on. The backward ops are not differentiable themselves: double backward through
-  the native ops is not supported (use ``impl="reference"`` for that).
+  the native ops is not supported (use ``impl="reference"`` for that);
+* FLOP formulas for ``torch.utils.flop_counter``, equal to the reference's count.
 
 The C++ library names this module (``set_python_module``), so torch imports it whenever the ops are traced,
 even when the library was loaded with ``torch.ops.load_library``.
@@ -17,10 +18,11 @@ even when the library was loaded with ``torch.ops.load_library``.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
 
 __all__ = ["load", "available", "cuda_built", "load_error", "library_path", "build_info"]
 
@@ -127,11 +129,39 @@ def _graph_conv_grad(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:
     return tuple(torch.ops.mdanet.graph_conv_backward(grad, *ctx.saved_tensors))
 
 
+# FLOPs of the math the ops stand for, counted as FlopCounterMode counts the reference (its matrix products:
+# θ2, θ3, θ1 as 1×1 convolutions; A·G and H·Wᵀ), so a model's FLOPs do not depend on the implementation.
+# Backward: twice the forward, as for the products it replaces.
+def _dasc_gate_flops(f_m1: Sequence[int], f_m2: Sequence[int], f_de: Sequence[int], w_d: Sequence[int],
+                     *args: Any, **kwargs: Any) -> int:
+    batch, channels, height, width = f_m1
+    return 2 * batch * height * width * w_d[0] * (channels + f_de[1] + 1)
+
+
+def _dasc_gate_backward_flops(grad: Sequence[int], *args: Any, **kwargs: Any) -> int:
+    return 2 * _dasc_gate_flops(*args)
+
+
+def _graph_conv_flops(g: Sequence[int], *args: Any, **kwargs: Any) -> int:
+    batch, nodes, features = g
+    return 2 * batch * nodes * features * (nodes + features)
+
+
+def _graph_conv_backward_flops(grad: Sequence[int], out: Sequence[int], g: Sequence[int], *args: Any,
+                               **kwargs: Any) -> int:
+    return 2 * _graph_conv_flops(g)
+
+
 def _register() -> None:
     global _registered
     if _registered:
         return
     _registered = True
+    mdanet = torch.ops.mdanet
+    for op, formula in ((mdanet.dasc_gate, _dasc_gate_flops), (mdanet.dasc_gate_backward, _dasc_gate_backward_flops),
+                        (mdanet.graph_conv, _graph_conv_flops),
+                        (mdanet.graph_conv_backward, _graph_conv_backward_flops)):
+        register_flop_formula(op)(formula)
     torch.library.register_fake("mdanet::dasc_gate", _dasc_gate_fake)
     torch.library.register_fake("mdanet::dasc_gate_backward", _dasc_gate_backward_fake)
     torch.library.register_fake("mdanet::graph_conv", _graph_conv_fake)
