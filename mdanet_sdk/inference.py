@@ -349,6 +349,8 @@ class Segmenter:
         prefetch: cases loaded ahead by the background thread.
         ops: implementation of the MDANet operators: ``"auto"`` (native kernels when built), ``"native"``,
             ``"reference"`` (pure PyTorch); it changes speed, not results beyond float rounding.
+        models: already loaded networks ``(B, C, H, W) -> logits``, one per checkpoint, used instead of
+            building them from the checkpoints (:meth:`from_exported` passes an export artefact).
 
     Attributes:
         device: the :class:`torch.device` used (also logged at INFO level).
@@ -371,6 +373,7 @@ class Segmenter:
         min_size: int = 0,
         prefetch: int = 2,
         ops: str = "auto",
+        models: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> None:
         if not checkpoints:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
@@ -401,7 +404,9 @@ class Segmenter:
         self.preprocess: PreprocessConfig = first.preprocess
         self.name = "+".join(_checkpoint_name(c) for c in checkpoints)
         self.model_version = str(first.meta.get("package_version", ""))
-        self._models = [c.build_model(ops=ops).to(self.device).eval() for c in checkpoints]
+        self._models = (
+            list(models) if models is not None else [c.build_model(ops=ops).to(self.device).eval() for c in checkpoints]
+        )
         logger.info(
             "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), tta=%s",
             self.name, self.device, self.precision, len(self._models), tta,
@@ -441,6 +446,41 @@ class Segmenter:
         if kind not in ("mri", "ctp"):
             raise InputError(f"kind must be 'mri' or 'ctp', got {kind!r}.")
         return cls.from_checkpoint(f"default-{kind}", **options)
+
+    @classmethod
+    def from_exported(
+        cls, path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "auto", **options: Any
+    ) -> "Segmenter":
+        """Run an artefact of ``mdanet-sdk export`` (TorchScript, ExportedProgram or TensorRT).
+
+        Pre- and post-processing are those of the eager model; the model config and the preprocessing come
+        from the file (:func:`mdanet_sdk.export.load_artifact`).
+
+        Args:
+            path: the ``.ts`` / ``.pt2`` artefact.
+            device: see :class:`Segmenter` (TensorRT artefacts need CUDA).
+            precision: ``"auto"`` or the artefact's own precision, which it always computes in.
+            options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``prefetch``.
+
+        Raises:
+            CheckpointError: not an artefact, or one from a newer mdanet-sdk.
+            BackendUnavailableError: it needs the native ops, CUDA or TensorRT, which are missing here.
+            InputError: ``precision`` differs from the artefact's.
+        """
+        from mdanet_sdk.export import load_artifact
+
+        artifact = load_artifact(path, resolve_device(device))
+        if precision not in ("auto", artifact.precision):
+            raise InputError(
+                f"{artifact.path.name} computes in {artifact.precision}; drop --precision or export it again with "
+                f"--precision {precision}."
+            )
+        described = Checkpoint(
+            artifact.model_config, PreprocessConfig.from_dict(artifact.preprocess), {},
+            dict(artifact.meta.get("checkpoint", {})), artifact.path,
+        )
+        # precision fp32: no autocast around the artefact, whose dtypes are fixed inside it.
+        return cls([described], device=artifact.device, precision="fp32", models=[artifact], **options)
 
     def __repr__(self) -> str:
         return (

@@ -9,6 +9,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from mdanet_sdk import ops
 from mdanet_sdk.cli import app
 from mdanet_sdk.config import MDANetConfig
-from mdanet_sdk.data.phantom import make_phantom
+from mdanet_sdk.data.phantom import make_phantom, write_dataset
 from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_images
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, ExportError, InputError
 from mdanet_sdk.export import (
@@ -30,7 +31,9 @@ from mdanet_sdk.export import (
     read_metadata,
     tensorrt_unavailable_reason,
 )
+from mdanet_sdk.inference import Segmenter
 from mdanet_sdk.model import build_model
+from mdanet_sdk.train.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit:DeprecationWarning")
 
@@ -39,6 +42,7 @@ NATIVE = ops.native_available()
 OPS = "native" if NATIVE else "reference"
 # Slices of side 56 padded to a multiple of 16: the model grid is 64 x 64.
 PREPROCESS = {"size": 56, "multiple": 16}
+runner = CliRunner()
 
 
 def _model(ops_impl: str = OPS, seed: int = 0) -> torch.nn.Module:
@@ -214,7 +218,7 @@ def test_not_an_artefact_is_refused(tmp_path, artefacts):
 def test_tensorrt_without_gpu_says_so_in_one_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is visible: the no-GPU message cannot be shown here")
-    result = CliRunner().invoke(app, ["export", "default-mri", "--format", "tensorrt", "-o", str(tmp_path / "m.pt2")])
+    result = runner.invoke(app, ["export", "default-mri", "--format", "tensorrt", "-o", str(tmp_path / "m.pt2")])
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "needs a CUDA GPU" in result.output
     assert not list(tmp_path.iterdir())
@@ -244,6 +248,54 @@ def test_native_ops_requested_without_library(tmp_path, monkeypatch):
 
     with pytest.raises(BackendUnavailableError, match="--ops reference"):
         export_checkpoint("default-mri", "torchscript", tmp_path / "m.ts", ops="native")
+
+
+# -- checkpoint → CLI export → Segmenter / segment --model ----------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint_file(model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small model as a checkpoint whose preprocessing resamples slices to 56 (grid 64)."""
+    path = tmp_path_factory.mktemp("checkpoint") / "small.pt"
+    config = model.config.replace(ops="auto")
+    return save_checkpoint(path, model, config, PreprocessConfig(**PREPROCESS), {"note": "random small"})
+
+
+@pytest.fixture(scope="module")
+def phantom_case(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic ISLES'22 case folder (64 x 64 x 16) in the real dataset layout."""
+    root = write_dataset(tmp_path_factory.mktemp("isles22"), "isles22", n_cases=1, seed=5, shape=(64, 64, 16))
+    return next((root / "rawdata").glob("sub-*"))
+
+
+def test_exported_segmenter_matches_the_checkpoint(checkpoint_file, artefacts, phantom_case, tmp_path):
+    result = runner.invoke(app, ["export", str(checkpoint_file), "-o", str(tmp_path / "cli.ts")])
+    assert result.exit_code == 0, result.output
+    assert f"ops {OPS}" in result.output and "input (B, 2, 64, 64) with B in 1..64" in result.output
+    _, _, meta = read_metadata(tmp_path / "cli.ts")
+    assert meta["checkpoint"]["note"] == "random small" and meta["checkpoint"]["source"] == str(checkpoint_file)
+
+    eager = Segmenter.from_checkpoint(checkpoint_file, device="cpu").predict(phantom_case)
+    for path in (tmp_path / "cli.ts", artefacts["exported"]):
+        segmenter = Segmenter.from_exported(path, device="cpu")
+        assert segmenter.modalities == ("dwi", "adc") and segmenter.preprocess == PreprocessConfig(**PREPROCESS)
+        got = segmenter.predict(phantom_case)
+        assert got.probability.shape == eager.probability.shape == (64, 64, 16)
+        np.testing.assert_allclose(got.probability, eager.probability, rtol=0, atol=1e-5, err_msg=path.name)
+        assert np.array_equal(got.mask, eager.mask)
+
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["segment", "--model", str(tmp_path / "cli.ts"), str(phantom_case), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    (mask_file,) = out.glob("*_seg.nii.gz")
+    assert np.array_equal(np.asarray(nib.load(mask_file).dataobj), eager.mask)  # input's own voxel order
+
+
+def test_segment_refuses_model_and_checkpoint_together(checkpoint_file, artefacts, phantom_case):
+    result = runner.invoke(
+        app, ["segment", "--model", str(artefacts["torchscript"]), "-c", str(checkpoint_file), str(phantom_case)]
+    )
+    assert result.exit_code == 2 and "either --checkpoint or --model" in result.output
+    with pytest.raises(InputError, match="computes in fp32"):
+        Segmenter.from_exported(artefacts["torchscript"], device="cpu", precision="bf16")
 
 
 # -- TensorRT (GPU only) ------------------------------------------------------------------------------------

@@ -275,6 +275,10 @@ def segment(
             "Default: the bundled weights that fit each case.",
         ),
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Exported artefact (mdanet-sdk export, .ts/.pt2) to run instead of a checkpoint."),
+    ] = None,
     prob: Annotated[bool, typer.Option("--prob", help="Also write <case>_prob.nii.gz (float32).")] = False,
     tta: Annotated[bool, typer.Option("--tta", help="Average over flipped copies (4x slower).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Slices per forward pass.")] = 16,
@@ -307,11 +311,15 @@ def segment(
         device=device, precision=precision, batch_size=batch_size, tta=tta, threshold=threshold, min_size=min_size
     )
     segmenters: dict[str, Segmenter] = {}
+    if checkpoint and model:
+        raise InputError("pass either --checkpoint or --model, not both.")
     if checkpoint:
         segmenters["checkpoint"] = Segmenter.from_checkpoint(checkpoint, **options)
+    elif model:
+        segmenters["checkpoint"] = Segmenter.from_exported(model, **options)
     jobs = plan_jobs(
         inputs or [], mapping, _parse_modalities(modalities),
-        segmenters["checkpoint"].modalities if checkpoint else None,
+        segmenters["checkpoint"].modalities if segmenters else None,
     )
     output_paths(jobs, out, prob, overlay)
 
