@@ -377,7 +377,7 @@ def _write_tensorrt(
     shape = tuple(example.shape[1:])
     spec = torch_tensorrt.Input(
         min_shape=(batch.min, *shape), opt_shape=(batch.opt, *shape), max_shape=(batch.max, *shape),
-        dtype=example.dtype, name="x",
+        dtype=example.dtype,
     )
     options: dict[str, Any] = {"arg_inputs": [spec], "min_block_size": 1}
     # Newer Torch-TensorRT builds the engine in the model's own dtypes (explicit typing); older ones need the
@@ -624,23 +624,27 @@ def export_checkpoint(
 def register_trt_plugins() -> None:
     """Make ``mdanet::dasc_gate`` / ``mdanet::graph_conv`` TensorRT Quick Deployable Plugins (idempotent).
 
-    ``generate_plugin`` derives the plugin's shape description from the op's fake kernel and a JIT
-    implementation that calls the op's CUDA kernel on TensorRT's stream; ``generate_plugin_converter``
-    registers the Torch-TensorRT converter that puts the plugin into the engine.
+    ``generate_plugin`` derives each plugin's shape description from the op's fake kernel, and a JIT
+    implementation that runs the op's CUDA implementation on TensorRT's stream; ``generate_plugin_converter``
+    registers the Torch-TensorRT converter that puts the plugin into the engine. JIT plugins call back into
+    Python, so an engine built with them needs this function called before it is loaded
+    (:func:`load_artifact` does).
+
+    Note:
+        No AOT (``tensorrt.plugin.aot_impl``) implementation is registered: an AOT plugin launches exactly one
+        PTX kernel, while ``dasc_gate``'s CUDA path is two kernels with a workspace between them plus
+        weight-level algebra, and ``graph_conv``'s is two cuBLAS products plus an epilogue kernel
+        (``csrc/cuda/*.cu``). AOT plugins need one-kernel formulations of the ops first.
 
     Raises:
-        BackendUnavailableError: no TensorRT / GPU, or the native ops (whose CUDA kernels the plugins run)
-            are not built.
+        BackendUnavailableError: no TensorRT / GPU, or the native ops were built without CUDA kernels.
     """
     reason = tensorrt_unavailable_reason()
     if reason:
         raise BackendUnavailableError(reason)
     from mdanet_sdk import ops
 
-    if not ops.native_available():
-        raise BackendUnavailableError(
-            "TensorRT plugins run the native mdanet CUDA kernels, which are not built; pass --ops reference."
-        )
+    ops.implementation("native", "cuda")  # raises unless the op library has its CUDA kernels
     from torch_tensorrt.dynamo.conversion.plugins import generate_plugin, generate_plugin_converter
 
     for name in _MDANET_OPS:
