@@ -412,6 +412,17 @@ def tensorrt_unavailable_reason() -> str | None:
     return None
 
 
+def _check_request(fmt: str, precision: str) -> None:
+    if fmt not in FORMATS:
+        raise InputError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}.")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    if fmt == "tensorrt":
+        reason = tensorrt_unavailable_reason()
+        if reason:
+            raise BackendUnavailableError(reason)
+
+
 def _op_implementation(model: nn.Module, device: torch.device) -> str:
     from mdanet_sdk import ops
 
@@ -460,14 +471,7 @@ def export_model(
             beyond tolerance (no file is left behind).
     """
     started = time.perf_counter()
-    if fmt not in FORMATS:
-        raise InputError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}.")
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
-    if fmt == "tensorrt":
-        reason = tensorrt_unavailable_reason()
-        if reason:
-            raise BackendUnavailableError(reason)
+    _check_request(fmt, precision)
     config = model_config or model.config
     preprocess = dict(preprocess)
     height, width = _resolve_size(size, preprocess)
@@ -597,10 +601,7 @@ def export_checkpoint(
     """
     from mdanet_sdk import ops as _ops
 
-    if fmt == "tensorrt":  # say so before spending time on the checkpoint
-        reason = tensorrt_unavailable_reason()
-        if reason:
-            raise BackendUnavailableError(reason)
+    _check_request(fmt, precision)  # before spending time on the checkpoint
     ops = ops or ("reference" if fmt == "tensorrt" else "native")
     if ops not in ("native", "reference"):
         raise InputError(f"ops must be native or reference; got {ops!r}.")

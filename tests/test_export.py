@@ -193,6 +193,9 @@ def test_size_is_required_without_a_preprocessing_size(tmp_path, model):
         export_model(model, "torchscript", tmp_path / "x.ts", preprocess=PREPROCESS, size=(100, 64))
     with pytest.raises(InputError, match="1 <= min <= opt <= max"):
         BatchRange(4, 2, 8)
+    for option, value, message in (("--format", "onnx", "format must be one of"), ("--precision", "fp8", "precision")):
+        result = runner.invoke(app, ["export", "default-mri", option, value, "-o", str(tmp_path / "x.pt2")])
+        assert result.exit_code == 2 and message in result.output
     assert not list(tmp_path.iterdir())
 
 
