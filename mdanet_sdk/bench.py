@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from mdanet_sdk import __version__, ops
-from mdanet_sdk.config import PRESETS, MDANetConfig
+from mdanet_sdk.config import MODALITY_GROUPS, PRESETS, MDANetConfig
 from mdanet_sdk.errors import BackendUnavailableError, InputError, MDANetError
 from mdanet_sdk.model import MDANet, build_model
 
@@ -79,6 +79,8 @@ _GPU_PEAK_TFLOPS: dict[str, dict[str, float]] = {
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 #: The op implementation behind the eager and native backends.
 _IMPL = {"eager": "reference", "native": "native"}
+#: File suffix of each artefact backend (mdanet_sdk.export's conventions).
+_SUFFIX = {"torchscript": ".ts", "exported": ".pt2", "tensorrt": ".pt2"}
 
 Progress = Callable[[str], None]
 
@@ -276,7 +278,8 @@ def _monai_version() -> str | None:
 # Networks and backends
 # ---------------------------------------------------------------------------------------------------------------
 def _kind_channels(kind: str) -> int:
-    return MDANetConfig.from_preset("small", kind).in_channels
+    """Input channels of ``kind``: both modality groups stacked (ctp 4, mri 2)."""
+    return sum(len(group) for group in MODALITY_GROUPS[kind])
 
 
 def build_network(preset: str, kind: str = "ctp", ops_impl: str = "reference", seed: int = 0) -> nn.Module:
@@ -299,7 +302,7 @@ def build_network(preset: str, kind: str = "ctp", ops_impl: str = "reference", s
             from monai.networks.nets import BasicUNet
         except Exception as exc:  # noqa: BLE001 - a broken MONAI install is "unavailable" too
             raise BackendUnavailableError(
-                f"MONAI is not installed ({type(exc).__name__}); `pip install monai --no-deps` adds the peer."
+                f"MONAI is not installed ({type(exc).__name__}); `pip install monai` adds this peer."
             ) from None
         net = BasicUNet(spatial_dims=2, in_channels=_kind_channels(kind), out_channels=2,
                         features=(64, 128, 256, 512, 1024, 64))
@@ -391,10 +394,10 @@ def make_runner(
     from mdanet_sdk.data.preprocess import PreprocessConfig
 
     # An artefact holds what deployment would ship: the native ops when built, else the composite inlined.
-    source = _native_twin(eager, preset, kind) if ops.native_available() else eager
+    source = _native_twin(eager, preset, kind) if ops.implementation("auto", device) == "native" else eager
     sizes = sorted(set(batch_sizes))
     result = export.export_model(
-        source, backend, workdir / f"{preset}-{kind}-{size}-{precision}{export.SUFFIXES[backend]}",
+        source, backend, workdir / f"{preset}-{kind}-{size}-{precision}{_SUFFIX[backend]}",
         preprocess=PreprocessConfig(size=size).to_dict(), meta={"note": "benchmark: random weights"},
         precision=precision, batch=export.BatchRange(sizes[0], sizes[len(sizes) // 2], sizes[-1]),
         size=(size, size), device=device,
@@ -408,9 +411,9 @@ def _native_twin(eager: nn.Module, preset: str, kind: str) -> nn.Module:
     Raises:
         BackendUnavailableError: the native ops are not built.
     """
-    if not ops.native_available():
-        raise BackendUnavailableError("native ops not built (`pip install --no-build-isolation -e .`).")
-    twin = build_network(preset, kind, ops_impl="native").to(next(eager.parameters()).device)
+    device = next(eager.parameters()).device
+    ops.implementation("native", device)  # raises, saying why, where the kernels cannot run
+    twin = build_network(preset, kind, ops_impl="native").to(device)
     twin.load_state_dict(eager.state_dict())
     return twin
 
@@ -457,17 +460,18 @@ class BenchSettings:
     repeats: int = 5
     sections: tuple[str, ...] = SECTIONS
     slices: int | None = None
-    segment_presets: tuple[str, ...] = ("small", "paper")
+    segment_presets: tuple[str, ...] = ("small",)
     segment_batch: int = 8
     many_counts: tuple[int, ...] = (1, 2, 4, 8)
     quick: bool = False
 
     @classmethod
     def quick_run(cls, **overrides: Any) -> "BenchSettings":
-        """The ``--quick`` settings: about a minute and a half on 2 CPU cores, every section represented."""
+        """The ``--quick`` settings: every section at small sizes (the small preset, 64² slices, 8-slice volumes,
+        3 repeats), about a minute on 2 idle CPU cores."""
         base: dict[str, Any] = dict(
-            batch_sizes=(1, 4), size=128, warmup=1, repeats=3, segment_presets=("small",),
-            many_counts=(1, 3), quick=True,
+            presets=("small",), batch_sizes=(1, 4), size=64, warmup=1, repeats=3, slices=8,
+            segment_presets=("small",), many_counts=(1, 2), quick=True,
         )
         base.update(overrides)
         return cls(**base)
@@ -690,6 +694,7 @@ class BenchmarkReport:
     settings: BenchSettings
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     seconds: float = 0.0
+    section_seconds: dict[str, float] = field(default_factory=dict)
     load_avg_end: float | None = None
     forward: list[ForwardRecord] = field(default_factory=list)
     segment: list[SegmentRecord] = field(default_factory=list)
@@ -702,6 +707,7 @@ class BenchmarkReport:
             "schema_version": SCHEMA_VERSION,
             "created": self.created,
             "seconds": round(self.seconds, 1),
+            "section_seconds": {k: round(v, 1) for k, v in self.section_seconds.items()},
             "machine": self.machine,
             "load_avg_end": self.load_avg_end,
             "settings": self.settings.to_dict(),
@@ -902,8 +908,8 @@ def random_segmenter(preset: str, volume: str, *, device: torch.device | str = "
     from mdanet_sdk.inference import Segmenter
     from mdanet_sdk.train.checkpoint import Checkpoint
 
-    if ops_impl == "native" and not ops.native_available():
-        raise BackendUnavailableError("native ops not built (`pip install --no-build-isolation -e .`).")
+    if ops_impl == "native":
+        ops.implementation("native", device)  # raises, saying why, where the kernels cannot run
 
     class _FixedOps(Checkpoint):
         """A checkpoint whose network is built with ``ops_impl`` (the Segmenter asks for ``"auto"``)."""
@@ -955,7 +961,10 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
 
 def bench_segment(settings: BenchSettings, workdir: Path, progress: Progress = _quiet) -> list[SegmentRecord]:
     """The segment section: each volume kind × segment preset × (eager, native), stages timed, and the same
-    case through ``Segmenter.predict`` + ``save`` (``segmenter_ms``) as a check on the staged sum."""
+    case through ``Segmenter.predict`` + ``save`` (``segmenter_ms``) as a check on the staged sum.
+
+    The backends of one (volume, preset) run round-robin, like the forward contenders.
+    """
     from mdanet_sdk.data.cases import find_cases
 
     device = settings.resolved_device()
@@ -968,8 +977,9 @@ def bench_segment(settings: BenchSettings, workdir: Path, progress: Progress = _
         for preset in settings.segment_presets:
             base = dict(volume=volume, shape=shape, modalities=MDANetConfig.from_preset(preset, volume).modalities,
                         preset=preset, device=str(device), precision=precision, batch=settings.segment_batch)
+            timers: dict[str, list[StageTimer]] = {}
+            calls: dict[str, Callable[[], object]] = {}
             for backend in dict.fromkeys(("eager", *[b for b in settings.backends if b == "native"])):
-                progress(f"segment {volume}: {preset} {backend}")
                 try:
                     segmenter = random_segmenter(preset, volume, device=device, batch=settings.segment_batch,
                                                  precision=precision, ops_impl=_IMPL[backend])
@@ -977,17 +987,22 @@ def bench_segment(settings: BenchSettings, workdir: Path, progress: Progress = _
                     records.append(SegmentRecord(backend=backend, status="unavailable", reason=str(exc), **base))
                     continue
                 out = workdir / f"seg-{volume}-{preset}-{backend}.nii.gz"
-                timers = [segment_stages(source, segmenter, out)
-                          for _ in range(settings.warmup + settings.repeats)][settings.warmup:]
-                stage_ms = {k: Stats.of([1e3 * t.seconds[k] for t in timers]) for k in timers[0].seconds}
+                timers[backend] = []
+                calls[f"{backend} staged"] = lambda b=backend, seg=segmenter, o=out: timers[b].append(
+                    segment_stages(source, seg, o))
+                calls[f"{backend} segmenter"] = lambda seg=segmenter, o=out: seg.predict(source).save(o)
+            progress(f"segment {volume}: {preset} {', '.join(timers)}")
+            times = measure_interleaved(calls, warmup=settings.warmup, repeats=settings.repeats,
+                                        sync=_sync_for(device))
+            for backend, runs in timers.items():
+                runs = runs[settings.warmup:]
+                stage_ms = {k: Stats.of([1e3 * t.seconds[k] for t in runs]) for k in runs[0].seconds}
                 medians = sum(v.median for v in stage_ms.values())
-                total = Stats.of([1e3 * t.total for t in timers])
-                whole = measure(lambda: segmenter.predict(source).save(out), warmup=0, repeats=settings.repeats,
-                                sync=_sync_for(device))
+                total = Stats.of([1e3 * t.total for t in runs])
                 records.append(SegmentRecord(
                     backend=backend, total_ms=total, slices_per_s=shape[2] / (total.median / 1e3),
                     stages={k: {"ms": v, "share": v.median / medians} for k, v in stage_ms.items()},
-                    segmenter_ms=Stats.of([1e3 * t for t in whole]), **base,
+                    segmenter_ms=Stats.of([1e3 * t for t in times[f"{backend} segmenter"]]), **base,
                 ))
     eager_ms = {(r.volume, r.preset): r.total_ms.median for r in records if r.backend == "eager" and r.total_ms}
     for r in records:
@@ -1041,7 +1056,7 @@ def bench_many(settings: BenchSettings, workdir: Path, progress: Progress = _qui
     """The many section: ``predict_many`` on N MRI-like phantoms for each N, each in a fresh process."""
     device = settings.resolved_device()
     # The Segmenter builds its networks with ops="auto": native when built, else the eager composite.
-    backend = "native" if ops.implementation("auto") == "native" else "eager"
+    backend = "native" if ops.implementation("auto", device) == "native" else "eager"
     volume, preset = "mri", settings.segment_presets[0]
     shape = settings.volume_shape(volume)
     base = dict(volume=volume, shape=shape, preset=preset, backend=backend, device=str(device))
@@ -1104,6 +1119,11 @@ def bench_ops(settings: BenchSettings, progress: Progress = _quiet) -> list[OpsR
     x = torch.randn(1, _kind_channels(settings.kind), settings.size, settings.size, device=device)
     with torch.inference_mode(), _captured_op_calls() as calls:
         model(x)
+    try:
+        ops.implementation("native", device)
+        native_reason = None
+    except BackendUnavailableError as exc:
+        native_reason = str(exc)
     seen: set[tuple[str, tuple[tuple[int, ...], ...]]] = set()
     records: list[OpsRecord] = []
     for name, args in calls:
@@ -1116,10 +1136,10 @@ def bench_ops(settings: BenchSettings, progress: Progress = _quiet) -> list[OpsR
         call = f"{name}[{'x'.join(map(str, args[0].shape))}]"
         base = dict(op=name, call=call, shapes=shapes, device=str(device))
         fns: dict[str, Callable[[], object]] = {"eager": lambda f=getattr(reference, name), a=args: f(*a)}
-        if ops.native_available():
+        if native_reason is None:
             fns["native"] = lambda f=getattr(ops, name), a=args: f(*a, impl="native")
         else:
-            records.append(OpsRecord(backend="native", status="unavailable", reason="native ops not built.", **base))
+            records.append(OpsRecord(backend="native", status="unavailable", reason=native_reason, **base))
         progress(f"ops: {call}")
         with torch.inference_mode():
             times = measure_interleaved(fns, warmup=settings.warmup, repeats=max(settings.repeats, 5),
@@ -1149,14 +1169,18 @@ def run_benchmark(settings: BenchSettings, workdir: Path | None = None,
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mdanet-bench-")))
         workdir.mkdir(parents=True, exist_ok=True)
         report = BenchmarkReport(machine=machine_info(settings.resolved_device()), settings=settings)
-        if {"forward", "peers"} & set(settings.sections):
-            report.forward = bench_forward(settings, workdir, progress)
-        if "segment" in settings.sections:
-            report.segment = bench_segment(settings, workdir, progress)
-        if "many" in settings.sections:
-            report.predict_many = bench_many(settings, workdir, progress)
-        if "ops" in settings.sections:
-            report.ops = bench_ops(settings, progress)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("forward", lambda: setattr(report, "forward", bench_forward(settings, workdir, progress))),
+            ("segment", lambda: setattr(report, "segment", bench_segment(settings, workdir, progress))),
+            ("many", lambda: setattr(report, "predict_many", bench_many(settings, workdir, progress))),
+            ("ops", lambda: setattr(report, "ops", bench_ops(settings, progress))),
+        ]
+        for name, step in steps:
+            wanted = {"forward", "peers"} if name == "forward" else {name}
+            if wanted & set(settings.sections):
+                started = time.perf_counter()
+                step()
+                report.section_seconds[name] = time.perf_counter() - started
     report.seconds = time.perf_counter() - start
     report.load_avg_end = report.machine["load_avg_1m"] and round(os.getloadavg()[0], 2)
     return report

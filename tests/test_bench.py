@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import nibabel as nib
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -15,7 +16,9 @@ from mdanet_sdk.bench import (
     BenchSettings,
     Stats,
     StageTimer,
+    bench_many,
     bench_ops,
+    bench_segment,
     machine_info,
     measure_interleaved,
     plot_throughput,
@@ -25,8 +28,8 @@ from mdanet_sdk.bench import (
 )
 from mdanet_sdk.cli import app
 from mdanet_sdk.errors import InputError
-from mdanet_sdk.model import model_summary
 from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.model import model_summary
 
 #: The stable key set of a forward record (benchmarks/README.md); changing it needs a schema_version bump.
 FORWARD_KEYS = {
@@ -123,8 +126,9 @@ def test_json_schema_is_stable(tiny_report, tmp_path):
     path = write_json(tiny_report, tmp_path / "out" / "bench.json")
     data = json.loads(path.read_text())
     assert data["schema"] == "mdanet-sdk-benchmark" and data["schema_version"] == 1
-    assert set(data) == {"schema", "schema_version", "created", "seconds", "machine", "load_avg_end", "settings",
-                         "forward", "segment", "predict_many", "ops"}
+    assert set(data) == {"schema", "schema_version", "created", "seconds", "section_seconds", "machine",
+                         "load_avg_end", "settings", "forward", "segment", "predict_many", "ops"}
+    assert set(data["section_seconds"]) == {"forward"}
     assert all(set(r) == FORWARD_KEYS for r in data["forward"])
     ok = [r for r in data["forward"] if r["status"] == "ok"]
     assert ok and all(set(r["latency_ms"]) == STATS_KEYS for r in ok)
@@ -160,6 +164,40 @@ def test_ops_section_uses_the_shapes_of_a_paper_forward():
     assert len(native) == 6 and all(r.status == ("ok" if ops.native_available() else "unavailable") for r in native)
 
 
+def test_segment_section_times_every_stage(tmp_path):
+    settings = BenchSettings(sections=("segment",), slices=2, segment_presets=("small",), warmup=0, repeats=1,
+                             backends=("eager", "native"), device="cpu")
+    records = bench_segment(settings, tmp_path)
+    native_ok = ops.native_available()
+    assert [(r.volume, r.backend) for r in records if r.status == "ok"] == [
+        (v, b) for v in ("ctp", "mri") for b in ("eager", "native") if b == "eager" or native_ok]
+    for r in records:
+        if r.status != "ok":
+            continue
+        assert r.shape == ((256, 256, 2) if r.volume == "ctp" else (112, 112, 2))
+        assert list(r.stages) == ["load", "preprocess", "predict", "restore", "write"]
+        assert sum(v["share"] for v in r.stages.values()) == pytest.approx(1.0)
+        # one repeat: the total is exactly the staged sum; the Segmenter did the same case once
+        assert r.total_ms.median == pytest.approx(sum(v["ms"].median for v in r.stages.values()))
+        assert r.segmenter_ms.n == 1 and r.segmenter_ms.median > 0
+        mask = nib.load(tmp_path / f"seg-{r.volume}-small-{r.backend}.nii.gz")
+        assert mask.shape == r.shape and mask.get_data_dtype() == "uint8"
+    assert {r.ratio for r in records if r.backend == "eager"} == {1.0}
+
+
+def test_many_section_reports_peak_memory_from_a_fresh_process(tmp_path):
+    settings = BenchSettings(sections=("many",), slices=2, segment_presets=("small",), many_counts=(2,),
+                             device="cpu")
+    (record,) = bench_many(settings, tmp_path)
+    assert record.status == "ok", record.reason
+    assert record.n_cases == 2 and record.shape == (112, 112, 2)
+    assert record.backend == ("native" if ops.implementation("auto") == "native" else "eager")
+    assert record.cases_per_s == pytest.approx(2 / record.seconds)
+    # the child imported torch and built a network: hundreds of MB, and the peak is at least the setup level
+    assert 100 < record.setup_rss_mb <= record.peak_rss_mb and record.peak_gpu_mb is None
+    assert len(list((tmp_path / "many-2").glob("*.nii.gz"))) == 2
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(backends=("cuda-graphs",)), "Unknown backend"),
     (dict(size=30), "multiple of 16"),
@@ -174,8 +212,8 @@ def test_settings_reject_bad_values(kwargs, message):
 
 def test_settings_from_env():
     s = BenchSettings.from_env({"MDANET_BENCH_QUICK": "1", "MDANET_BENCH_BATCH_SIZES": "2, 4",
-                                "MDANET_BENCH_PRESETS": "small"})
-    assert s.quick and s.size == 128 and s.batch_sizes == (2, 4) and s.presets == ("small",)
+                                "MDANET_BENCH_PRESETS": "paper"})
+    assert s.quick and s.size == 64 and s.batch_sizes == (2, 4) and s.presets == ("paper",)
     assert BenchSettings.from_env({}) == BenchSettings()
     with pytest.raises(InputError, match="integers"):
         BenchSettings.from_env({"MDANET_BENCH_SIZE": "big"})
