@@ -33,7 +33,7 @@ from mdanet_sdk.export import (
 )
 from mdanet_sdk.inference import Segmenter
 from mdanet_sdk.model import build_model
-from mdanet_sdk.train.checkpoint import save_checkpoint
+from mdanet_sdk.train.checkpoint import BUNDLED, save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit:DeprecationWarning")
 
@@ -290,6 +290,16 @@ def test_exported_segmenter_matches_the_checkpoint(checkpoint_file, artefacts, p
     assert result.exit_code == 0, result.output
     (mask_file,) = out.glob("*_seg.nii.gz")
     assert np.array_equal(np.asarray(nib.load(mask_file).dataobj), eager.mask)  # input's own voxel order
+
+
+@pytest.mark.skipif(not BUNDLED["default-mri"].is_file(), reason="the bundled default-mri weights are not shipped yet")
+def test_bundled_weights_export_and_segment_alike(phantom_case, tmp_path):
+    result = runner.invoke(app, ["export", "default-mri", "-o", str(tmp_path / "mri.ts")])
+    assert result.exit_code == 0, result.output
+    eager = Segmenter.from_checkpoint("default-mri", device="cpu").predict(phantom_case)
+    exported = Segmenter.from_exported(tmp_path / "mri.ts", device="cpu").predict(phantom_case)
+    np.testing.assert_allclose(exported.probability, eager.probability, rtol=0, atol=1e-4)
+    assert np.array_equal(exported.mask, eager.mask)
 
 
 def test_segment_refuses_model_and_checkpoint_together(checkpoint_file, artefacts, phantom_case):
