@@ -1,0 +1,279 @@
+"""Checkpoints: one self-describing file per model, loadable with ``torch.load(path, weights_only=True)``.
+
+A checkpoint is a plain dict (no pickled classes, so loading it never runs code)::
+
+    {"format": "mdanet-sdk-checkpoint", "format_version": 1,
+     "model_config": MDANetConfig.to_dict(), "preprocess": PreprocessConfig.to_dict(),
+     "state_dict": {name: tensor}, "meta": {...},
+     # only in training checkpoints (last.pt), to resume:
+     "optimizer": ..., "scheduler": ..., "scaler": ..., "rng": ..., "trainer": ...}
+
+``meta`` always holds ``package_version``, ``torch_version`` and ``created`` (UTC, ISO 8601), plus what the
+writer passes (the trainer adds ``epoch``, ``fold``, ``val_dsc``, ``seed``, ``note``...). The model config
+and the preprocessing config are enough to rebuild the exact network and its input pipeline: nothing else is
+needed to load a checkpoint.
+
+Bundled names (:data:`BUNDLED`): ``default-mri`` and ``default-ctp`` resolve to the demo weights shipped in
+``mdanet_sdk/weights/`` (trained on synthetic phantoms only).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mdanet_sdk import __version__
+from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.data.preprocess import PreprocessConfig
+from mdanet_sdk.errors import CheckpointError, MDANetError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "BUNDLED",
+    "WEIGHTS_DIR",
+    "Checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "unwrap_model",
+]
+
+FORMAT = "mdanet-sdk-checkpoint"
+#: Version written by this package; files with a higher version are refused (written by a newer mdanet-sdk).
+FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: Checkpoint names shipped with the package → their files.
+BUNDLED: dict[str, Path] = {
+    "default-mri": WEIGHTS_DIR / "default-mri.pt",
+    "default-ctp": WEIGHTS_DIR / "default-ctp.pt",
+}
+_REQUIRED = ("model_config", "preprocess", "state_dict", "meta")
+#: Keys of a training checkpoint that only matter for resuming (kept in :attr:`Checkpoint.resume`).
+_RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng", "trainer")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        model_config: the exact network description.
+        preprocess: the preprocessing the network was trained with (inference must use the same).
+        state_dict: the network's weights, CPU tensors.
+        meta: free-form metadata (epoch, fold, validation scores, versions, seed, note...).
+        path: the file it was read from.
+        resume: optimizer / scheduler / scaler / RNG / trainer state of a training checkpoint, else empty.
+    """
+
+    model_config: MDANetConfig
+    preprocess: PreprocessConfig
+    state_dict: dict[str, Tensor]
+    meta: dict[str, Any]
+    path: Path | None = None
+    resume: dict[str, Any] = field(default_factory=dict)
+
+    def build_model(self, ops: str = "auto") -> nn.Module:
+        """The network in eval mode with the weights loaded.
+
+        Args:
+            ops: implementation of the native ops (``"auto"``, ``"native"``, ``"reference"``); it changes how
+                the model computes, never its weights.
+
+        Raises:
+            CheckpointError: the weights do not fit the network the config describes.
+        """
+        from mdanet_sdk.model import build_model
+
+        model = build_model(self.model_config.replace(ops=ops))
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(
+                f"{self._where()} holds weights that do not fit its model config ({first}); the file is "
+                "inconsistent, re-save it from the trained model."
+            ) from None
+        return model.eval()
+
+    def _where(self) -> str:
+        return f"checkpoint {self.path}" if self.path is not None else "the checkpoint"
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
+    """The file of a bundled name (``default-mri``, ``default-ctp``) or of a path.
+
+    Raises:
+        CheckpointError: the file does not exist (for a bundled name: the package ships without it).
+    """
+    name = str(name_or_path)
+    if name in BUNDLED:
+        path = BUNDLED[name]
+        if not path.is_file():
+            raise CheckpointError(
+                f"bundled checkpoint {name!r} is missing from this installation ({path}); reinstall "
+                "mdanet-sdk or pass the path of a checkpoint file."
+            )
+        return path
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        bundled = ", ".join(BUNDLED)
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; pass a .pt file written by mdanet-sdk or a bundled name "
+            f"({bundled})."
+        )
+    return path
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain network inside DistributedDataParallel / torch.compile / trainer wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as types ``torch.load(weights_only=True)`` accepts (numpy scalars/arrays become Python/tensors)."""
+    if value is None or isinstance(value, (bool, str, Tensor)):
+        return value
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(k) if not isinstance(k, int) else k: _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    raise CheckpointError(
+        f"{where} holds a {type(value).__name__}, which a checkpoint cannot store; pass numbers, strings, "
+        "lists, dicts or tensors."
+    )
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    model_config: MDANetConfig,
+    preprocess_config: PreprocessConfig,
+    meta: Mapping[str, Any] | None = None,
+    **resume_state: Any,
+) -> Path:
+    """Write a checkpoint atomically (a temporary file in the same folder, then ``os.replace``).
+
+    Args:
+        path: output file (``.pt``); its folder is created.
+        model: the network (DDP / compiled wrappers are unwrapped); its weights are copied to the CPU.
+        model_config: the config the network was built from.
+        preprocess_config: the preprocessing of its inputs.
+        meta: metadata; ``package_version``, ``torch_version`` and ``created`` are added.
+        resume_state: training state for resuming, stored under its own key: ``optimizer``, ``scheduler``,
+            ``scaler``, ``rng``, ``trainer`` (each a dict of plain values and tensors).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        CheckpointError: an unknown resume key, or metadata that is not plain data.
+    """
+    unknown = set(resume_state) - set(_RESUME_KEYS)
+    if unknown:
+        raise CheckpointError(f"unknown resume state {sorted(unknown)}; use {', '.join(_RESUME_KEYS)}.")
+    path = Path(path)
+    info = {
+        "package_version": __version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **dict(meta or {}),
+    }
+    state = {k: v.detach().to("cpu", copy=True) for k, v in unwrap_model(model).state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": model_config.to_dict(),
+        "preprocess": _plain(preprocess_config.to_dict(), "preprocess"),
+        "state_dict": state,
+        "meta": _plain(info, "meta"),
+        **{k: _plain(v, k) for k, v in resume_state.items() if v is not None},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path_or_name: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read and validate a checkpoint file or bundled name.
+
+    Args:
+        path_or_name: a ``.pt`` file or a name of :data:`BUNDLED`.
+        map_location: where to put the tensors (default CPU).
+
+    Raises:
+        CheckpointError: missing file, not an mdanet-sdk checkpoint, a newer ``format_version``, or a config
+            this version of the package does not understand.
+    """
+    path = resolve_checkpoint(path_or_name)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a readable mdanet-sdk checkpoint ({reason[:200]}); pass a .pt file written by "
+            "mdanet-sdk train or save_checkpoint."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an mdanet-sdk checkpoint (no format tag {FORMAT!r}); pass a file written by "
+            "mdanet-sdk train or save_checkpoint."
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path} has an invalid format_version {version!r}; the file is damaged.")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}, newer than this mdanet-sdk "
+            f"({__version__}) reads (≤ {FORMAT_VERSION}); upgrade mdanet-sdk to load it."
+        )
+    missing = [k for k in _REQUIRED if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}; the file is damaged or incomplete.")
+    try:
+        model_config = MDANetConfig.from_dict(payload["model_config"])
+        preprocess = PreprocessConfig.from_dict(payload["preprocess"])
+    except (MDANetError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} holds a config this mdanet-sdk cannot use: {exc}") from None
+    return Checkpoint(
+        model_config=model_config,
+        preprocess=preprocess,
+        state_dict=payload["state_dict"],
+        meta=dict(payload["meta"]),
+        path=path,
+        resume={k: payload[k] for k in _RESUME_KEYS if k in payload},
+    )
