@@ -1308,8 +1308,10 @@ def plot_throughput(report: BenchmarkReport, path: str | os.PathLike[str]) -> Pa
     for ax, panel in zip(axes[0], panels):
         lines: dict[str, list[ForwardRecord]] = {}
         for r in ok:
-            if panel == "peers" and (r.section == "peers" or f"{r.backend}/{r.preset}" == reference):
+            if panel == "peers" and r.section == "peers":
                 lines.setdefault(f"{r.preset} {r.precision}", []).append(r)
+            elif panel == "peers" and f"{r.backend}/{r.preset}" == reference:
+                lines.setdefault(f"MDANet {r.preset} (eager) {r.precision}", []).append(r)
             elif r.section != "peers" and r.preset == panel:
                 lines.setdefault(f"{r.backend} {r.precision}", []).append(r)
         batches = sorted({r.batch for recs in lines.values() for r in recs})

@@ -72,19 +72,19 @@ def render_table(report: BenchmarkReport) -> Table:
 
 @command("benchmark")
 def benchmark(
-    preset: Annotated[str, typer.Option(help="MDANet presets, comma-separated: paper, small.")] = None,  # type: ignore[assignment]
-    backend: Annotated[str, typer.Option(help="eager, native, torchscript, exported, tensorrt or all; comma-separated.")] = "all",
-    batch_sizes: Annotated[str, typer.Option(help="Forward batch sizes, e.g. 1,8,32.")] = None,  # type: ignore[assignment]
-    size: Annotated[int, typer.Option(help="Slice side in pixels (multiple of 16).")] = None,  # type: ignore[assignment]
-    slices: Annotated[int, typer.Option(help="Z extent of the end-to-end volumes (default 20 CTP, 73 MRI).")] = None,  # type: ignore[assignment]
-    json_out: Annotated[Path, typer.Option("--json", help="Write the results as JSON here.")] = None,  # type: ignore[assignment]
-    plot: Annotated[Path, typer.Option(help="Write a PNG of throughput against batch size here.")] = None,  # type: ignore[assignment]
-    quick: Annotated[bool, typer.Option("--quick", help="Small sizes and few repeats: about 1.5 min on 2 cores.")] = False,
-    sections: Annotated[str, typer.Option(help="forward, peers, segment, many, ops or all; comma-separated.")] = "all",
+    preset: Annotated[str | None, typer.Option(help="paper, small (full: paper,small; quick: small).")] = None,
+    backend: Annotated[str, typer.Option(help="eager, native, torchscript, exported, tensorrt or all.")] = "all",
+    batch_sizes: Annotated[str | None, typer.Option(help="Forward batch sizes (full: 1,8,32; quick: 1,4).")] = None,
+    size: Annotated[int | None, typer.Option(help="Slice side, a multiple of 16 (full: 256; quick: 64).")] = None,
+    slices: Annotated[int | None, typer.Option(help="Z of the end-to-end volumes (20 CTP, 73 MRI; quick: 8).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of throughput against batch size here.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes, 3 repeats: ~1 min on 2 idle cores.")] = False,
+    sections: Annotated[str, typer.Option(help="forward, peers, segment, many, ops or all.")] = "all",
     kind: Annotated[str, typer.Option(help="Forward input kind: ctp (4 channels) or mri (2).")] = "ctp",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    repeats: Annotated[int, typer.Option(help="Timed repeats per measurement.")] = None,  # type: ignore[assignment]
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up rounds.")] = None,  # type: ignore[assignment]
+    repeats: Annotated[int | None, typer.Option(help="Timed repeats per measurement (full: 5; quick: 3).")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Untimed warm-up rounds (1).")] = None,
 ) -> None:
     """Measure throughput and latency per backend and batch size, end-to-end segmentation, predict_many
     scaling, the native ops and peer networks; print one table with ratios to eager."""
