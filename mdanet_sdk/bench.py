@@ -669,7 +669,8 @@ class OpsRecord:
     """One native operator call at the shape a paper-preset forward pass gives it, on one backend.
 
     ``backend`` is ``eager`` (the pure-PyTorch composite, :mod:`mdanet_sdk.ops.reference`) or ``native``;
-    ``ratio`` is eager median latency over this backend's median latency (> 1 is faster than eager).
+    ``ratio`` is eager median latency over this backend's median latency (> 1 is faster than eager). Each timed
+    sample runs the op ``calls_per_sample`` times back to back (about 20 ms) and ``latency_ms`` is per call.
     """
 
     op: str
@@ -681,6 +682,7 @@ class OpsRecord:
     reason: str | None = None
     latency_ms: Stats | None = None
     ratio: float | None = None
+    calls_per_sample: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self)
@@ -1109,6 +1111,14 @@ def _captured_op_calls() -> Iterator[list[tuple[str, tuple[Tensor, ...]]]]:
             setattr(ops, name, fn)
 
 
+def _loops(fns: Mapping[str, Callable[[], object]], target_s: float = 0.02,
+           sync: Callable[[], None] | None = None) -> dict[str, int]:
+    """Calls per timed sample so that one sample lasts about ``target_s``: a kernel of microseconds timed
+    alone would measure the timer and the scheduler instead (as ``timeit`` autoranges)."""
+    once = {name: min(measure(fn, warmup=1, repeats=2, sync=sync)) for name, fn in fns.items()}
+    return {name: max(1, min(1000, round(target_s / max(t, 1e-7)))) for name, t in once.items()}
+
+
 def bench_ops(settings: BenchSettings, progress: Progress = _quiet) -> list[OpsRecord]:
     """The ops section: each distinct op call of a paper-preset forward (batch 1, ``settings.size``), eager vs
     native, timed round-robin."""
@@ -1142,12 +1152,16 @@ def bench_ops(settings: BenchSettings, progress: Progress = _quiet) -> list[OpsR
             records.append(OpsRecord(backend="native", status="unavailable", reason=native_reason, **base))
         progress(f"ops: {call}")
         with torch.inference_mode():
-            times = measure_interleaved(fns, warmup=settings.warmup, repeats=max(settings.repeats, 5),
-                                        sync=_sync_for(device))
-        eager_ms = Stats.of([1e3 * s for s in times["eager"]]).median
+            loops = _loops(fns, sync=_sync_for(device))
+            times = measure_interleaved(
+                {b: (lambda f=f, k=loops[b]: [f() for _ in range(k)]) for b, f in fns.items()},
+                warmup=settings.warmup, repeats=max(settings.repeats, 5), sync=_sync_for(device),
+            )
+        eager_ms = Stats.of([1e3 * s / loops["eager"] for s in times["eager"]]).median
         for backend, seconds in times.items():
-            lat = Stats.of([1e3 * s for s in seconds])
-            records.append(OpsRecord(backend=backend, latency_ms=lat, ratio=eager_ms / lat.median, **base))
+            lat = Stats.of([1e3 * s / loops[backend] for s in seconds])
+            records.append(OpsRecord(backend=backend, latency_ms=lat, ratio=eager_ms / lat.median,
+                                     calls_per_sample=loops[backend], **base))
     return sorted(records, key=lambda r: (r.op, r.call, r.backend))
 
 
