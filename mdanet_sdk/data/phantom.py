@@ -24,22 +24,24 @@ A phantom is built in three steps, all from one ``numpy`` generator seeded with 
      matter ~0.72, grey ~0.85, CSF ~3.0); the voxel's ``b = 0`` and ``b = 1000 s/mm²`` signals are the
      fraction-weighted sums ``S0 = Σ f·S0ₜ``, ``Sb = Σ f·S0ₜ·exp(-b·ADCₜ)``, with Gaussian noise on ``S0``
      and Rician noise on ``Sb``; then ``DWI = Sb × bias field × gain`` and ``ADC = -ln(Sb/S0)/b`` (the bias
-     cancels in ADC, as on a scanner). An acute lesion lowers ADC by 35-55 % in its tissue and raises
+     cancels in ADC, as on a scanner). The bias field brightens the periphery and, often, the base of the
+     brain, and the cerebellum may be brighter (both seen on the real case: DWI ~1.4× higher at the base). An acute lesion lowers ADC by 35-55 % in its tissue and raises
      T2 by 5-35 %, so DWI rises ~1.5-2× (measured on the real ISLES'22 case: tissue DWI ≈ 240, CSF
      ≈ 115, lesion ≈ 475; ADC tissue ≈ 0.8, CSF ≈ 3.0, lesion ≈ 0.4). CSF is dark in DWI, bright in ADC;
      grey matter is slightly brighter than white matter in DWI. Skull-stripped: 0 outside the brain.
    - ``"isles18"``: CBF (ml/100 g/min; GM ~55, WM ~23), CBV (ml/100 g; GM ~4.2, WM ~2.0), MTT = 60·CBV/CBF
      (s, central volume principle) and Tmax (s; ~1 normal). The core lowers CBV to 25-55 % and CBF
-     further (to 30-70 % of that), so MTT rises, as does Tmax (9-16 s). Maps carry spatially correlated noise. A plain CT (``"ct"``,
-     Hounsfield units, bright skull, slightly hypodense core) is also produced.
+     further (to 30-70 % of that), so MTT rises, as does Tmax (9-16 s). Maps are smoothed in-plane and
+     carry spatially correlated noise. A plain CT (``"ct"``, Hounsfield units, bright skull, slightly
+     hypodense core) is also produced.
 
-Nothing downstream may rely on absolute intensities: every case draws its own DWI gain (log-uniform over
-~200-6000 scanner units for white matter), ADC unit (1e-3 or 1e-6 mm²/s; the latter stored as int16 as many
+Nothing downstream may rely on absolute intensities: every case draws its own DWI gain (white matter at
+100-3000 scanner units, log-uniform), ADC unit (1e-3 or 1e-6 mm²/s; the latter stored as int16 as many
 scanners do), CTP map gains, bias field and noise level.
 
 Geometry: ISLES'22-like cases have ~2 mm voxels (1.85-2.15 mm in-plane), matrices of 96-128 (sometimes
-non-square) × 40-80 slices; ISLES'18-like cases 256×256 pixels of 0.78-1.0 mm and 2-8 slices of 5 mm (the
-real data have 2-22). ``shape`` overrides the matrix; a voxel side grows beyond its default when the grid
+non-square) × 40-80 slices; ISLES'18-like cases 256×256 pixels of 0.78-1.0 mm and, by default, 2-8 slices
+of 5 mm (the real data have 2-22; ``shape`` asks for more). ``shape`` overrides the matrix; a voxel side grows beyond its default when the grid
 would otherwise not hold the head (small test grids therefore show a whole, coarser brain). Images are in
 canonical RAS+ voxel order with a (slightly oblique) RAS affine; :func:`write_dataset` stores them LAS or RAS
 (ISLES'22) or LPS, LAS or RAS (ISLES'18) as the real datasets vary.
@@ -220,6 +222,7 @@ class _Anatomy:
     wm: np.ndarray
     deep: np.ndarray  # share of grey matter that is deep grey matter (0..1)
     sulcal: np.ndarray  # sulcal CSF fraction (where vessels run)
+    hindbrain: np.ndarray  # share of cerebellum / brainstem (0..1)
     dims: tuple[float, float, float]  # semi-axes of the cerebrum, mm
 
     @property
@@ -227,6 +230,7 @@ class _Anatomy:
         return self.brain.shape
 
     def noise(self, rng: np.random.Generator, scale_mm: float) -> np.ndarray:
+        """A unit-variance smooth random field on this grid (:func:`_smooth_noise`)."""
         return _smooth_noise(rng, self.axes, scale_mm)
 
 
@@ -248,8 +252,9 @@ def _folds(rng, u: np.ndarray, v: np.ndarray, w: np.ndarray, dims, band: np.ndar
     return out
 
 
-def _anatomy(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray, dims, centre_w: float):
-    """Build the tissue fractions of a brain whose centre lies ``centre_w`` mm below the grid centre."""
+def _anatomy(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray, dims, centre_w: float) -> _Anatomy:
+    """The tissue model of a brain with cerebrum semi-axes ``dims`` (mm) whose centre lies ``centre_w`` mm
+    above the grid centre along Z (plus a few mm of random shift and degrees of random rotation)."""
     axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape, spacing)]
     offset = np.array([rng.normal(0, 2.0), rng.normal(0, 3.0), centre_w + rng.normal(0, 1.5)])
     rot = _rotation(rng, (6.0, 5.0, 8.0))
@@ -309,7 +314,8 @@ def _anatomy(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.
     return _Anatomy(
         spacing=np.asarray(spacing, dtype=np.float64), axes=axes, u=u, v=v, w=w, depth=depth, brain=brain,
         csf=csf.astype(np.float32), gm=grey.astype(np.float32), wm=white.astype(np.float32),
-        deep=np.clip(deep_share, 0, 1).astype(np.float32), sulcal=(sulcal * brain).astype(np.float32), dims=dims,
+        deep=np.clip(deep_share, 0, 1).astype(np.float32), sulcal=(sulcal * brain).astype(np.float32),
+        hindbrain=(_ramp(np.maximum(cerebellum, stem) - cerebrum, 2.0) * brain).astype(np.float32), dims=dims,
     )
 
 
@@ -447,7 +453,8 @@ def _mri_images(rng, anat: _Anatomy, fx: _Effects) -> tuple[dict[str, np.ndarray
     tex = 1.0 + 0.06 * tex_a + 0.06 * regional_a
     adc_grey = (adc_gm + (adc_deep - adc_gm) * anat.deep) * tex
     adc_white = adc_wm * tex
-    s0_white = 1.0 + 0.06 * tex_s + rng.uniform(0.05, 0.12) * regional_s
+    # The cerebellum is often brighter in DWI than the cerebrum (measured on the real case: ~1.3x).
+    s0_white = (1.0 + 0.06 * tex_s + rng.uniform(0.05, 0.12) * regional_s) * (1.0 + rng.uniform(0.0, 0.3) * anat.hindbrain)
     s0_grey = s0_gm * s0_white
 
     # Acute lesions: ADC down (stronger in the core of each lesion), T2 mildly up.
@@ -467,10 +474,10 @@ def _mri_images(rng, anat: _Anatomy, fx: _Effects) -> tuple[dict[str, np.ndarray
         if p is not None:
             t2_factor *= 1.0 + t2 * p
             adc_factor *= 1.0 + adc * p
-    if rng.random() < 0.5:  # susceptibility at the skull base: DWI only
-        gain = rng.uniform(0.3, 0.8)
-        p = _add_mimic(rng, anat, fx, anat.brain & (anat.w < -0.25 * c) & (anat.depth < 15), rng.uniform(8.0, 20.0),
-                       "susceptibility", dwi=gain)
+    base = anat.brain & (anat.w < -0.2 * c) & (anat.depth < 15) & ((np.abs(anat.u) > 20) | (anat.v > 0.3 * anat.dims[1]))
+    for _ in range(int(rng.integers(0, 3)) + int(rng.random() < 0.5)):  # susceptibility at the skull base: DWI only
+        gain = rng.uniform(0.3, 1.0)
+        p = _add_mimic(rng, anat, fx, base, rng.uniform(8.0, 20.0), "susceptibility", dwi=gain)
         if p is not None:
             dwi_only *= 1.0 + gain * p
 
@@ -486,9 +493,11 @@ def _mri_images(rng, anat: _Anatomy, fx: _Effects) -> tuple[dict[str, np.ndarray
                   sigma * rng.standard_normal(anat.shape, dtype=np.float32))
     adc = np.clip(-np.log(np.maximum(sb, 1e-4) / s0), 0.0, 4.5)
 
-    # Coil bias (brighter towards the periphery, smooth) on DWI only: it cancels in the ADC ratio.
+    # Coil bias (brighter towards the periphery and, often, towards the base; smooth) on DWI only: it
+    # cancels in the ADC ratio.
     radial = (anat.u / anat.dims[0]) ** 2 + (anat.v / anat.dims[1]) ** 2
-    bias = np.exp(rng.uniform(0.0, 0.3) * radial + rng.uniform(0.08, 0.22) * anat.noise(rng, 50.0))
+    axial = rng.uniform(-0.05, 0.3) * np.clip(-anat.w / c, -1.0, 1.5)
+    bias = np.exp(rng.uniform(0.0, 0.3) * radial + axial + rng.uniform(0.08, 0.22) * anat.noise(rng, 50.0))
     gain = float(np.exp(rng.uniform(np.log(100.0), np.log(3000.0))))
     dwi = sb * bias * dwi_only * (gain / np.exp(-adc_wm))
     images = {"dwi": np.where(anat.brain, dwi, 0.0), "adc": np.where(anat.brain, adc, 0.0)}
