@@ -12,7 +12,7 @@ struct BuildInfo {
   std::string compiler;        // C++ compiler id and version
   bool cuda = false;           // whether the CUDA kernels are compiled in
   std::string cuda_version;    // nvcc version, empty without CUDA
-  std::string cuda_archs;      // CMake CUDA architectures, e.g. "80;90", empty without CUDA
+  std::string cuda_archs;      // CUDA architectures, e.g. "80,90", empty without CUDA
   int openmp = 0;              // _OPENMP of the CPU kernels (0: built without OpenMP)
   int num_threads = 0;         // ATen intra-op threads at the time of the call
   std::string library_path;    // file the op library was loaded from
