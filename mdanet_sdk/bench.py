@@ -1168,14 +1168,16 @@ def bench_ops(settings: BenchSettings, progress: Progress = _quiet) -> list[OpsR
 # ---------------------------------------------------------------------------------------------------------------
 # The run, the table, the JSON and the plot
 # ---------------------------------------------------------------------------------------------------------------
-def run_benchmark(settings: BenchSettings, workdir: Path | None = None,
-                  progress: Progress = _quiet) -> BenchmarkReport:
+def run_benchmark(settings: BenchSettings, workdir: Path | None = None, progress: Progress = _quiet,
+                  on_section: Callable[[BenchmarkReport], None] | None = None) -> BenchmarkReport:
     """Run the sections of ``settings`` and return the report.
 
     Args:
         settings: what to measure.
         workdir: scratch folder for phantoms, artefacts and outputs (a temporary folder, removed after, if None).
         progress: called with one short line before each step.
+        on_section: called with the report so far after each section (the CLI writes the JSON there, so an
+            interrupted long run keeps the sections it finished).
     """
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -1195,6 +1197,9 @@ def run_benchmark(settings: BenchSettings, workdir: Path | None = None,
                 started = time.perf_counter()
                 step()
                 report.section_seconds[name] = time.perf_counter() - started
+                report.seconds = time.perf_counter() - start
+                if on_section is not None:
+                    on_section(report)
     report.seconds = time.perf_counter() - start
     report.load_avg_end = report.machine["load_avg_1m"] and round(os.getloadavg()[0], 2)
     return report

@@ -99,7 +99,12 @@ def benchmark(
     }
     options = {k: v for k, v in options.items() if v is not None}
     settings = BenchSettings.quick_run(**options) if quick else BenchSettings(**options)
-    report = run_benchmark(settings, progress=lambda line: err_console.print(f"[dim]… {line}[/]", highlight=False))
+    report = run_benchmark(
+        settings,
+        progress=lambda line: err_console.print(f"[dim]… {escape(line)}[/]", highlight=False),
+        # the JSON is rewritten after every section, so an interrupted run keeps what it finished
+        on_section=None if json_out is None else lambda partial: write_json(partial, json_out),
+    )
     console.print(render_table(report))
     if json_out is not None:
         console.print(f"JSON: {write_json(report, json_out)}")
