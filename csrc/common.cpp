@@ -68,15 +68,10 @@ at::Tensor dasc_coefficients(const at::Tensor& w_d, const at::Tensor& w_de, cons
   return at::cat({at::mv(w_d.to(acc).t(), att), at::mv(w_de.to(acc).t(), att), bias.reshape({1})});
 }
 
-// (M, M) node mixing of every graph: out[b] = mat @ x[b]. One matrix product per graph: at::matmul would fold
-// a 2-D @ 3-D product through a transposed copy of x.
+// (M, M) node mixing of every graph: out[b] = mat @ x[b], as one batched product over the broadcast matrix
+// (one parallel region, where a loop of matrix products would synchronise the threads once per graph).
 at::Tensor mix_nodes(const at::Tensor& mat, const at::Tensor& x) {
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
-  for (int64_t b = 0; b < x.size(0); ++b) {
-    at::Tensor slice = out[b];
-    at::mm_out(slice, mat, x[b]);
-  }
-  return out;
+  return at::bmm(mat.expand({x.size(0), mat.size(0), mat.size(1)}), x);
 }
 
 at::Tensor identity_minus(const at::Tensor& a, at::ScalarType dtype) {
@@ -145,7 +140,7 @@ at::Tensor graph_conv_forward(const at::Tensor& g, const at::Tensor& a, const at
   // over all B·M nodes, node mixing per graph, and both biases and the ReLU in one epilogue pass.
   const at::Tensor p = at::mm(g.contiguous().view({batch * nodes, features}), w.to(dtype).t())
                            .view({batch, nodes, features});
-  at::Tensor q = mix_nodes(identity_minus(a, dtype), p);
+  at::Tensor q = mix_nodes(identity_minus(a, dtype), p).contiguous();
   if (q.numel() > 0) {
     epilogue(q, a_bias.to(acc).contiguous(), w.to(acc).sum(1), w_bias.to(acc).contiguous());
   }
@@ -168,10 +163,8 @@ GraphGrads graph_conv_backward(const at::Tensor& grad, const at::Tensor& out, co
   const at::Tensor grad_h = at::mm(gy2, w.to(dtype)).view({batch, nodes, features});
   at::Tensor h = mix_nodes(ia, gc);
   h.sub_(a_bias.to(dtype).view({nodes, 1}));
-  at::Tensor grad_a = at::zeros({nodes, nodes}, g.options());
-  for (int64_t b = 0; b < batch; ++b) {
-    grad_a.addmm_(grad_h[b], gc[b].t(), 1, -1);
-  }
+  // dL/dA = -Σ_b grad_h[b] g[b]ᵀ
+  const at::Tensor grad_a = at::bmm(grad_h, gc.transpose(1, 2)).sum(0, false, acc).neg_();
   return {mix_nodes(ia.t(), grad_h),
           grad_a.to(a.scalar_type()),
           grad_h.sum({0, 2}, false, acc).neg().to(a_bias.scalar_type()),
