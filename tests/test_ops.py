@@ -169,6 +169,15 @@ def test_low_precision_cpu(dtype):
 
 
 @needs_native
+def test_mixed_feature_dtypes_are_promoted():
+    args = dasc_args(2, 8, 4, 4)
+    mixed = [args[0].bfloat16(), *args[1:]]
+    out = ops.dasc_gate(*mixed, impl="native")
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, reference.dasc_gate(args[0].bfloat16().float(), *args[1:]), rtol=1e-5, atol=1e-5)
+
+
+@needs_native
 def test_empty_batch():
     assert ops.dasc_gate(*dasc_args(0, 4, 3, 3), impl="native").shape == (0, 4, 3, 3)
     assert ops.graph_conv(*graph_args(0, 5, 6), impl="native").shape == (0, 5, 6)
@@ -286,6 +295,22 @@ def test_torch_export_keeps_the_ops_with_dynamic_batch():
     assert {"mdanet.dasc_gate.default", "mdanet.graph_conv.default"} <= targets
     x5 = dasc_args(5, 4, 3, 3, seed=3)[:3]
     torch.testing.assert_close(program.module()(*x5), model(*x5), rtol=1e-6, atol=1e-6)
+
+
+@needs_native
+def test_torch_compile_fullgraph_forward_and_backward():
+    model = _Gate()
+    x = dasc_args(3, 4, 3, 3, seed=4)[:3]
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    out = compiled(*x)
+    out.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    expected = model(*x)
+    expected.sum().backward()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    for got, want in zip(grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 @needs_native

@@ -90,7 +90,11 @@ def dasc_gate(f_m1: Tensor, f_m2: Tensor, f_de: Tensor, w_d: Tensor, w_de: Tenso
         ``(B, C, H, W)``.
     """
     if implementation(impl, f_m1.device) == "native":
-        return torch.ops.mdanet.dasc_gate(f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att)
+        # The kernel wants one feature dtype; under autocast the three maps can come out of different layers
+        # in different precisions (the weights may differ: they are folded in the accumulation type).
+        dtype = torch.promote_types(torch.promote_types(f_m1.dtype, f_m2.dtype), f_de.dtype)
+        return torch.ops.mdanet.dasc_gate(f_m1.to(dtype), f_m2.to(dtype), f_de.to(dtype), w_d, w_de, b_in,
+                                          w_att, b_att)
     return reference.dasc_gate(f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att)
 
 
