@@ -1,7 +1,7 @@
 """pytest-benchmark: the native ops against the eager composite (``mdanet_sdk.ops.reference``), same run.
 
-Shapes are the paper preset's: ``dasc_gate`` at the four skip levels (C×H×W = 64×128², 128×64², 256×32², 512×16²;
-C_i = C/2, C_de = C) and ``graph_conv`` at the bottleneck graphs (channel embedding M = 2·256, E = 512; space
+Shapes are the paper preset's: ``dasc_gate`` at the four skip levels (C×H×W = 64×128², 128×64², 256×32²,
+512×16²; C_i = C/2, C_de = C) and ``graph_conv`` at the bottleneck graphs (channel embedding M = 2·256, E = 512; space
 embedding M = 2·16², E = 1024), batch 1 and 8. ``forward`` runs under ``torch.inference_mode``; ``train`` is
 forward + backward (``torch.autograd.grad`` for every input). Each group holds one shape and mode, so
 pytest-benchmark's table shows native next to reference; ``extra_info`` names the op, shape, mode and impl.
