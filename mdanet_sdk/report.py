@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mdanet_sdk._files import atomic_write
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import label_lesions
 
@@ -126,32 +126,6 @@ def format_slices(slices: Sequence[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "none"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# The process's umask, read once: mkstemp creates files readable by their owner only (0600), but a report or
-# an overlay should get the usual permissions (0644 under umask 022), like any file the user writes.
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_json_report(
     reports: Sequence[CaseReport],
     path: str | os.PathLike[str],
@@ -172,7 +146,7 @@ def write_json_report(
         "failed": [{"case": case, "error": error} for case, error in (failed or {}).items()],
     }
     text = json.dumps(doc, indent=2) + "\n"
-    return _atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def report_table(reports: Sequence[CaseReport]) -> Any:
@@ -300,4 +274,4 @@ def save_overlay(
     if title:
         fig.suptitle(title, color="white", fontsize=11)
     fig.tight_layout()
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, facecolor="black"))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, facecolor="black"))

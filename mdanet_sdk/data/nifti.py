@@ -20,7 +20,6 @@ Validation policy of :func:`load_volume` (every problem raises :class:`~mdanet_s
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from nibabel.orientations import (
 )
 from nibabel.spatialimages import HeaderDataError
 
+from mdanet_sdk._files import atomic_write
 from mdanet_sdk.errors import InputError
 
 __all__ = ["Volume", "atomic_save", "load_volume", "to_original", "save_like", "NIFTI_SUFFIXES"]
@@ -94,23 +94,9 @@ class Volume:
 
 
 def atomic_save(img: nib.Nifti1Image, path: str | os.PathLike[str]) -> Path:
-    """Save ``img`` to ``path`` (gzip when it ends in ``.gz``) via a temporary file in the same folder.
-
-    The temporary file is renamed over ``path`` only once it is complete, so a crash or an error never
-    leaves a half-written file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Save ``img`` to ``path`` (gzip when it ends in ``.gz``) through a temporary file that is renamed when
+    complete, so a crash or an error never leaves a half-written file behind."""
+    return atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
 def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:

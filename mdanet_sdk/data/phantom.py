@@ -52,9 +52,7 @@ with ``case_seed(s, i) = s * 1000 + i``.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +62,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from mdanet_sdk._files import write_json
 from mdanet_sdk.data.cases import LAYOUT_MODALITIES, Case
 from mdanet_sdk.data.nifti import Volume, atomic_save
 from mdanet_sdk.errors import InputError
@@ -708,13 +707,6 @@ def _save(array: np.ndarray, phantom: Phantom, dtype: str, path: Path, qform_cod
     atomic_save(img, path)
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=1)
-    os.replace(tmp, path)
-
-
 def write_dataset(
     out_dir: str | os.PathLike[str], kind: str = "isles22", n_cases: int = 10, seed: int = 0, **options: Any
 ) -> Path:
@@ -768,10 +760,10 @@ def write_dataset(
                 _save(array, ph, dtype, out / "TRAINING" / name / file / f"{file}.nii", qform_code=1)
         records.append({"case_id": name, "seed": case_s, "info": ph.info})
     if kind == "isles22":
-        _write_json(out / "dataset_description.json", {
+        write_json(out / "dataset_description.json", {
             "Name": "mdanet-sdk synthetic ISLES'22-like phantoms", "BIDSVersion": "1.7.0", "DatasetType": "raw",
             "GeneratedBy": [{"Name": "mdanet_sdk.data.phantom"}],
         })
-    _write_json(out / "phantoms.json", {"generator": "mdanet_sdk.data.phantom", "kind": kind, "seed": int(seed),
+    write_json(out / "phantoms.json", {"generator": "mdanet_sdk.data.phantom", "kind": kind, "seed": int(seed),
                                         "case_seed": "seed * 1000 + index", "cases": records})
     return out
