@@ -12,15 +12,14 @@ for held-out evaluation (tests draw unseen cases from seed 9000+).
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from mdanet_sdk._files import atomic_write
 from mdanet_sdk.data.phantom import write_dataset
-from mdanet_sdk.train.checkpoint import BUNDLED, WEIGHTS_DIR
+from mdanet_sdk.train.checkpoint import BUNDLED
 from mdanet_sdk.train.trainer import TrainConfig, train
 
 NOTE = (
@@ -48,20 +47,23 @@ def make(kind: str, work: Path) -> Path:
             seed=seed, resume=True,
         )
     )
-    ckpt = torch.load(run / "fold_0" / "best.pt", weights_only=True)
+    print(f"default-{kind}: {results.to_dict().get('summary', '')}")
+    return ship(kind, work)
+
+
+def ship(kind: str, work: Path) -> Path:
+    """Copy fold 0's best checkpoint of ``work/run-KIND`` into the package, float16, labelled synthetic."""
+    layout, seed, cases, *_ = RECIPES[kind]
+    ckpt = torch.load(work / f"run-{kind}" / "fold_0" / "best.pt", weights_only=True)
     bundled = {k: ckpt[k] for k in ("format", "format_version", "model_config", "preprocess", "meta")}
     bundled["state_dict"] = {
         k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
     }
-    bundled["meta"] = {**ckpt["meta"], "note": NOTE, "name": f"default-{kind}", "training_data": (
-        f"{cases} synthetic {layout} phantoms, dataset seed {seed}")}
-    out = BUNDLED[f"default-{kind}"]
-    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=WEIGHTS_DIR, suffix=".tmp")
-    os.close(fd)
-    torch.save(bundled, tmp)
-    os.replace(tmp, out)
-    print(f"default-{kind}: fold-0 validation DSC {results.to_dict().get('summary', '')} -> {out}")
+    bundled["meta"] = {**ckpt["meta"], "note": NOTE, "name": f"default-{kind}",
+                       "training_data": f"{cases} synthetic {layout} phantoms, dataset seed {seed}"}
+    out = atomic_write(BUNDLED[f"default-{kind}"], lambda tmp: torch.save(bundled, tmp))
+    print(f"default-{kind}: epoch {ckpt['meta'].get('epoch')}, fold-0 validation DSC "
+          f"{ckpt['meta'].get('val_dsc')} -> {out}")
     return out
 
 
@@ -69,10 +71,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("build/bundled-weights"))
     parser.add_argument("--kinds", default="mri,ctp")
+    parser.add_argument("--ship-only", action="store_true", help="Ship the best checkpoint of an existing run.")
     args = parser.parse_args()
     for kind in args.kinds.split(","):
         start = time.time()
-        make(kind, args.work)
+        (ship if args.ship_only else make)(kind, args.work)
         print(f"default-{kind} done in {time.time() - start:.0f} s")
 
 
