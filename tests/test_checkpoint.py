@@ -27,7 +27,8 @@ def saved(tmp_path: Path, config: MDANetConfig) -> tuple[Path, torch.nn.Module]:
     model = build_model(config)
     model.train()
     model(torch.randn(4, 4, 32, 32))  # move the BatchNorm running statistics away from their init
-    path = save_checkpoint(tmp_path / "run" / "best.pt", model, config, PreprocessConfig(size=32), {"epoch": 3, "fold": 1})
+    meta = {"epoch": 3, "fold": 1}
+    path = save_checkpoint(tmp_path / "run" / "best.pt", model, config, PreprocessConfig(size=32), meta)
     return path, model.eval()
 
 

@@ -16,7 +16,7 @@ __all__ = ["evaluate_command"]
 @command("evaluate")
 def evaluate_command(
     pred: Annotated[Path, typer.Argument(help="Folder of <case_id>_seg.nii.gz masks, or a train run folder.")],
-    gt: Annotated[Path, typer.Argument(help="Ground-truth dataset folder (ISLES'22, ISLES'18, generic) or label folder.")],
+    gt: Annotated[Path, typer.Argument(help="Ground-truth dataset folder (any layout) or folder of label files.")],
     layout: Annotated[str, typer.Option(help="Layout of GT_DIR: auto, isles22, isles18, generic.")] = "auto",
     threshold: Annotated[
         float | None, typer.Option(help="Binarise predictions as value > T (for probability maps).")

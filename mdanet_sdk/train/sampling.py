@@ -49,7 +49,9 @@ class LesionSampler(Sampler[int]):
         if not 0.0 <= lesion_fraction <= 1.0:
             raise InputError(f"lesion_fraction must be in [0, 1], got {lesion_fraction}.")
         if num_samples < 1 or not 0 <= rank < world_size:
-            raise InputError(f"need num_samples >= 1 and 0 <= rank < world_size, got {num_samples}, {rank}, {world_size}.")
+            raise InputError(
+                f"need num_samples >= 1 and 0 <= rank < world_size, got {num_samples}, {rank}, {world_size}."
+            )
         self.num_samples = int(num_samples)
         self.lesion_fraction = float(lesion_fraction)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)

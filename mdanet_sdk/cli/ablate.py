@@ -1,0 +1,60 @@
+"""``mdanet-sdk ablate DATA_DIR``: the paper's Table 3 (components) and Table 4 (skip fusion) on a budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.cli.train import (
+    Amp, Batch, DataDir, Device, Epochs, Fold, Folds, Kind, Layout, LesionFraction, Lr, Patience, Preset, Quiet,
+    Schedule, Seed, Size, Steps, Workers,
+)
+
+__all__ = ["ablate_command"]
+
+
+@command("ablate")
+def ablate_command(
+    data_dir: DataDir,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Ablation folder (one run folder per variant).")] = Path(
+        "runs/ablation"
+    ),
+    table: Annotated[list[str] | None, typer.Option("--table", "-t", help="3 and/or 4 (default both).")] = None,
+    layout: Layout = "auto",
+    kind: Kind = None,
+    preset: Preset = "paper",
+    size: Size = 128,
+    fold: Fold = "all",
+    folds: Folds = 5,
+    epochs: Epochs = 100,
+    steps_per_epoch: Steps = None,
+    batch_size: Batch = 16,
+    lr: Lr = 1e-3,
+    schedule: Schedule = "cosine",
+    patience: Patience = 20,
+    lesion_fraction: LesionFraction = 0.33,
+    amp: Amp = "auto",
+    device: Device = "auto",
+    workers: Workers = None,
+    seed: Seed = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Train every ablation variant with the same budget; write ablation.md/.csv/.json in OUT.
+
+    Interrupted ablations continue where they stopped when run again with the same options.
+    """
+    from mdanet_sdk.train.ablation import run_ablation
+    from mdanet_sdk.train.trainer import TrainConfig
+
+    base = TrainConfig(
+        data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset, size=size, fold=fold,
+        folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
+        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, amp=amp, device=device,
+        workers=workers, seed=seed, quiet=quiet,
+    )
+    result = run_ablation(base, tuple(table or ("3", "4")), console=console)
+    console.print(result.markdown(), markup=False, highlight=False)
+    console.print(f"wrote {', '.join(str(p) for p in result.files)}", highlight=False)

@@ -1,0 +1,102 @@
+"""``mdanet-sdk train DATA_DIR``: k-fold cross-validated training (also under ``torchrun``).
+
+The options shared with ``mdanet-sdk ablate`` are declared once here as annotated types.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mdanet_sdk.cli._app import command, console
+
+__all__ = ["train_command", "print_results"]
+
+DataDir = Annotated[Path, typer.Argument(help="Dataset folder: ISLES'22 root, ISLES'18 root, or generic case folders.")]
+Layout = Annotated[str, typer.Option(help="auto, isles22, isles18 or generic.")]
+Kind = Annotated[str | None, typer.Option(help="mri (dwi|adc) or ctp (cbf,cbv|mtt,tmax); default from the layout.")]
+Preset = Annotated[str, typer.Option(help="Model preset: paper, small, unet, attention-unet.")]
+Size = Annotated[int, typer.Option(help="In-plane side of the model grid (multiple of 16).")]
+Fold = Annotated[str, typer.Option(help="Folds to train: all, an index, or a list like 0,2.")]
+Folds = Annotated[int, typer.Option(help="Number of cross-validation folds.")]
+Epochs = Annotated[int, typer.Option(help="Maximum epochs per fold.")]
+Steps = Annotated[int | None, typer.Option(help="Steps per epoch (default: one pass over the training slices).")]
+Batch = Annotated[int, typer.Option(help="Slices per step (and per process under torchrun).")]
+Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
+Schedule = Annotated[str, typer.Option(help="cosine, plateau or constant.")]
+Patience = Annotated[int, typer.Option(help="Early-stopping patience in epochs (0: off).")]
+LesionFraction = Annotated[float, typer.Option(help="Share of batch entries drawn from lesion slices.")]
+Amp = Annotated[str, typer.Option(help="Mixed precision: auto, off, bf16, fp16.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+Workers = Annotated[int | None, typer.Option(help="Data-loader workers (default 4 on GPU, 0 on CPU).")]
+Seed = Annotated[int, typer.Option(help="Base random seed.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def print_results(results, title: str) -> None:  # noqa: ANN001 - a TrainResults
+    """Rich table of the folds of a :class:`~mdanet_sdk.train.trainer.TrainResults` and its summary."""
+    table = Table(title=title)
+    for name in ("fold", "best val DSC %", "best epoch", "epochs", "early stop", "checkpoint"):
+        table.add_column(name, justify="left" if name == "checkpoint" else "right")
+    for f in results.folds:
+        table.add_row(str(f.fold), f"{100 * f.best_val_dsc:.2f}", str(f.best_epoch + 1), str(f.epochs_run),
+                      "yes" if f.stopped_early else "no", f.checkpoint)
+    console.print(table)
+    s = results.summary
+    if s:
+        console.print(
+            "validation over finished folds (mean ± std of fold means): "
+            + ", ".join(f"{k} {100 * s[k][0]:.2f} ± {100 * s[k][1]:.2f} %" for k in ("dsc", "precision", "recall")),
+            highlight=False,
+        )
+
+
+@command("train")
+def train_command(
+    data_dir: DataDir,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (fold_K/ subfolders).")] = Path("runs/mdanet"),
+    layout: Layout = "auto",
+    kind: Kind = None,
+    preset: Preset = "paper",
+    size: Size = 128,
+    fold: Fold = "all",
+    folds: Folds = 5,
+    epochs: Epochs = 100,
+    steps_per_epoch: Steps = None,
+    batch_size: Batch = 16,
+    lr: Lr = 1e-3,
+    lam: Annotated[float, typer.Option(help="λ, weight of the similarity loss.")] = 1.0,
+    schedule: Schedule = "cosine",
+    patience: Patience = 20,
+    lesion_fraction: LesionFraction = 0.33,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Paper augmentations.")] = True,
+    amp: Amp = "auto",
+    device: Device = "auto",
+    workers: Workers = None,
+    seed: Seed = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from each fold's last.pt.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train MDANet with k-fold cross-validation by case; best.pt / last.pt per fold.
+
+    Works unchanged under torchrun --nproc_per_node N --no-python mdanet-sdk train ... (DDP).
+    """
+    from mdanet_sdk.train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(
+        data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset, size=size, fold=fold,
+        folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam,
+        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment, amp=amp,
+        device=device, workers=workers, seed=seed, resume=resume, quiet=quiet,
+    )
+    results = train(cfg, console=console)
+    if _is_main_process():
+        print_results(results, f"mdanet-sdk train: {out}")

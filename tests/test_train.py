@@ -1,0 +1,195 @@
+"""mdanet_sdk.train.trainer / sampling / ablation and ``mdanet-sdk train|ablate`` on tiny phantom datasets."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mdanet_sdk.cli import app
+from mdanet_sdk.data.cases import find_cases
+from mdanet_sdk.data.dataset import kfold_split
+from mdanet_sdk.data.phantom import write_dataset
+from mdanet_sdk.errors import CheckpointError, InputError
+from mdanet_sdk.evaluate import evaluate
+from mdanet_sdk.train.ablation import run_ablation
+from mdanet_sdk.train.checkpoint import load_checkpoint
+from mdanet_sdk.train.sampling import LesionSampler
+from mdanet_sdk.train.trainer import TrainConfig, resolve_amp, train
+
+#: Tiny budget: 32×32 slices, a few steps per epoch.
+TINY = dict(preset="small", size=32, batch_size=4, steps_per_epoch=2, workers=0, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_mri(tmp_path_factory) -> Path:
+    """10 ISLES'22-like phantoms of 32×32×6 voxels."""
+    return write_dataset(tmp_path_factory.mktemp("tiny") / "isles22", "isles22", 10, seed=3, shape=(32, 32, 6))
+
+
+class _Stop(Exception):
+    """Raised by the on_step hook to interrupt training as a crash would."""
+
+
+# -- sampling and configuration -------------------------------------------------------------------
+
+
+def test_sampler_oversamples_lesions_and_is_reproducible() -> None:
+    has_lesion = np.zeros(1000, bool)
+    has_lesion[:50] = True  # 5 % lesion slices
+    sampler = LesionSampler(has_lesion, 4000, lesion_fraction=0.5, seed=1)
+    sampler.set_epoch(3)
+    first = sampler.indices()
+    share = has_lesion[first].mean()
+    assert 0.5 < share < 0.56  # p + (1 - p) × 5 % = 52.5 %
+    assert np.array_equal(first, sampler.indices())  # same epoch, same draw
+    sampler.set_epoch(4)
+    assert not np.array_equal(first, sampler.indices())
+    other_rank = LesionSampler(has_lesion, 4000, lesion_fraction=0.5, seed=1, rank=1, world_size=2)
+    other_rank.set_epoch(3)
+    assert not np.array_equal(first, other_rank.indices())
+
+
+def test_sampler_without_oversampling_partitions_ranks() -> None:
+    ranks = [LesionSampler(np.zeros(10, bool), 5, 0.0, seed=2, rank=r, world_size=2) for r in range(2)]
+    drawn = np.concatenate([s.indices() for s in ranks])
+    assert sorted(drawn.tolist()) == list(range(10))  # one permutation, split between the ranks
+    assert len(ranks[0]) == 5
+
+
+def test_config_validation_and_amp() -> None:
+    assert TrainConfig("d", fold="all", folds=5).fold_indices() == [0, 1, 2, 3, 4]
+    assert TrainConfig("d", fold="1,3").fold_indices() == [1, 3]
+    assert TrainConfig("d", fold=2).fold_indices() == [2]
+    for bad in ({"fold": "5"}, {"fold": "x"}, {"fold": "1,1"}, {"size": 40}, {"schedule": "step"}, {"amp": "fp8"},
+                {"epochs": 0}, {"lesion_fraction": 1.5}):
+        with pytest.raises(InputError):
+            TrainConfig("d", **bad)
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
+    assert resolve_amp("bf16", cpu) is torch.bfloat16 and resolve_amp("fp16", cpu) is torch.float16
+    cfg = TrainConfig("d", betas=[0.8, 0.9])
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_kfold_split_is_by_case(tiny_mri: Path) -> None:
+    ids = [s.case_id for s in find_cases(tiny_mri)]
+    splits = kfold_split(ids, k=5, seed=0)
+    assert len(splits) == 5
+    val = [c for _, v in splits for c in v]
+    assert sorted(val) == sorted(ids) and len(val) == len(set(val))  # every case validated exactly once
+    for train_ids, val_ids in splits:
+        assert not set(train_ids) & set(val_ids) and sorted(train_ids + val_ids) == sorted(ids)
+
+
+# -- cross-validation run, evaluation -------------------------------------------------------------
+
+
+def test_five_folds_validate_every_case_once_and_evaluate(tiny_mri: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    results = train(TrainConfig(tiny_mri, run, epochs=1, **{**TINY, "steps_per_epoch": 1}))
+    assert [f.fold for f in results.folds] == [0, 1, 2, 3, 4]
+    val = [c["case_id"] for f in results.folds for c in f.val_cases]
+    ids = [s.case_id for s in find_cases(tiny_mri)]
+    assert sorted(val) == sorted(ids) and len(set(val)) == len(ids)
+    for k in range(5):
+        # The final pass with best.pt reproduces the validation Dice it was selected with.
+        fold = results.folds[k]
+        assert np.mean([c["dsc"] for c in fold.val_cases]) == pytest.approx(fold.best_val_dsc, abs=1e-12)
+        ckpt = load_checkpoint(run / f"fold_{k}" / "best.pt")
+        assert ckpt.meta["fold"] == k and ckpt.model_config.preset == "small" and ckpt.preprocess.size == 32
+        assert sorted(ckpt.meta["val_cases"]) == sorted(c["case_id"] for c in results.folds[k].val_cases)
+    # The run folder evaluates against the dataset: the same per-case scores, mean ± std over folds.
+    report = evaluate(run, tiny_mri)
+    assert report.over == "folds" and len(report.cases) == len(ids) and not report.missing
+    assert report.summary["dsc"] == pytest.approx(results.summary["dsc"], abs=1e-9)
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["summary"]["dsc"] == pytest.approx(list(results.summary["dsc"]))
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).state_dict
+
+
+def test_interrupted_run_resumes_to_identical_weights(tiny_mri: Path, tmp_path: Path) -> None:
+    cfg = dict(epochs=3, fold=0, seed=5, lesion_fraction=0.5, **TINY)
+    train(TrainConfig(tiny_mri, tmp_path / "a", **cfg))
+
+    def crash(fold: int, epoch: int, step: int) -> None:
+        if epoch == 1 and step == 2:  # mid-epoch (epoch 0 finished and saved)
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(TrainConfig(tiny_mri, tmp_path / "b", **cfg), on_step=crash)
+    assert load_checkpoint(tmp_path / "b" / "fold_0" / "last.pt").meta["epoch"] == 0
+    with pytest.raises(InputError, match="--resume"):
+        train(TrainConfig(tiny_mri, tmp_path / "b", **cfg))
+    with pytest.raises(CheckpointError, match="another model config"):
+        train(TrainConfig(tiny_mri, tmp_path / "b", resume=True, model_overrides={"msc": False}, **cfg))
+    result = train(TrainConfig(tiny_mri, tmp_path / "b", resume=True, **cfg))
+    assert result.folds[0].epochs_run == 3
+    a, b = _weights(tmp_path / "a" / "fold_0" / "last.pt"), _weights(tmp_path / "b" / "fold_0" / "last.pt")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    rows = list(csv.DictReader((tmp_path / "b" / "fold_0" / "metrics.csv").open()))
+    rows_a = list(csv.DictReader((tmp_path / "a" / "fold_0" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in rows_a]
+    # A finished fold is not trained again.
+    again = train(TrainConfig(tiny_mri, tmp_path / "b", resume=True, **cfg))
+    assert again.folds[0].val_cases == result.folds[0].val_cases
+
+
+def test_bf16_autocast_step(tiny_mri: Path, tmp_path: Path) -> None:
+    result = train(TrainConfig(tiny_mri, tmp_path / "bf16", epochs=1, fold=0, amp="bf16", **TINY))
+    history = json.loads((tmp_path / "bf16" / "fold_0" / "metrics.json").read_text())
+    assert np.isfinite(history[0]["loss"]) and history[0]["loss"] > 0
+    weights = _weights(Path(result.folds[0].checkpoint))
+    assert all(w.dtype != torch.bfloat16 for w in weights.values())  # autocast never changes the stored weights
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+
+def test_cli_train_then_evaluate(tiny_mri: Path, tmp_path: Path) -> None:
+    run = tmp_path / "cli"
+    args = ["train", str(tiny_mri), "--out", str(run), "--preset", "small", "--size", "32", "--fold", "1",
+            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--workers", "0"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "fold 1 epoch 1/1" in res.output and "best val DSC" in res.output
+    assert (run / "fold_1" / "best.pt").is_file() and not (run / "fold_0").exists()
+    res = CliRunner().invoke(app, ["evaluate", str(run), str(tiny_mri), "--no-cases"])
+    assert res.exit_code == 0 and "mean ± std over folds (2 cases)" in res.output
+    bad = CliRunner().invoke(app, ["train", str(tmp_path / "nope"), "--out", str(run)])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_ablation_smoke(tiny_mri: Path, tmp_path: Path) -> None:
+    base = TrainConfig(tiny_mri, tmp_path / "abl", epochs=1, fold=0, **{**TINY, "steps_per_epoch": 1})
+    result = run_ablation(base, ("3", "4"))
+    assert sorted(p.name for p in (tmp_path / "abl").iterdir() if p.is_dir()) == sorted(
+        ["unet", "dasc", "dasc-msc", "dasc-msc-gcfb", "mdanet", "skip-add", "skip-concat"]
+    )
+    configs = {n: load_checkpoint(tmp_path / "abl" / n / "fold_0" / "best.pt").model_config
+               for n in ("unet", "dasc-msc", "skip-concat")}
+    assert (configs["unet"].dasc, configs["unet"].msc, configs["unet"].bottleneck) == (False, False, "none")
+    assert (configs["dasc-msc"].dasc, configs["dasc-msc"].msc, configs["dasc-msc"].bottleneck) == (True, True, "none")
+    assert configs["skip-concat"].skip_fusion == "concat"
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "| DASC | MSC | GCFB | SL | DSC (%) | Precision (%) | Recall (%) | F1 score |" in md
+    assert "|  |  |  |  | " in md and "| ✓ | ✓ | ✓ | ✓ | " in md and "| Add | " in md
+    rows = list(csv.DictReader((tmp_path / "abl" / "ablation.csv").open()))
+    assert [r["variant"] for r in rows] == ["unet", "dasc", "dasc-msc", "dasc-msc-gcfb", "mdanet",
+                                             "skip-add", "skip-concat", "mdanet"]
+    dsc = result.summaries["mdanet"]["dsc"][0]
+    assert float(rows[4]["dsc_mean"]) == pytest.approx(dsc, abs=1e-6) and rows[4]["folds"] == "1"
