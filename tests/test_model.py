@@ -11,6 +11,7 @@ from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.model import AttentionUNet, MDANet, UNet, build_model, count_parameters, model_summary
 from mdanet_sdk.model.blocks import MultiScaleConv
+from mdanet_sdk.ops import native_available
 
 
 @pytest.mark.parametrize(
@@ -151,3 +152,15 @@ def test_small_preset_overfits_a_disk():
         pred = model(x).argmax(1)
     dice = 2 * (pred * y).sum() / (pred.sum() + y.sum())
     assert dice > 0.9
+
+
+@pytest.mark.skipif(not native_available(), reason="native ops not built")
+def test_paper_model_native_ops_equal_reference():
+    torch.manual_seed(0)
+    cfg = MDANetConfig.from_preset("paper", "ctp")
+    ref = MDANet(cfg.replace(ops="reference")).eval()
+    nat = MDANet(cfg.replace(ops="native")).eval()
+    nat.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 4, 128, 128)
+    with torch.no_grad():
+        assert torch.allclose(nat(x), ref(x), atol=1e-4, rtol=0)
