@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from mdanet_sdk import __version__
+from mdanet_sdk._files import atomic_write
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.errors import CheckpointError, MDANetError
@@ -214,18 +214,7 @@ def save_checkpoint(
         "meta": _plain(info, "meta"),
         **{k: _plain(v, k) for k, v in resume_state.items() if v is not None},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path_or_name: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Checkpoint:

@@ -58,6 +58,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from mdanet_sdk._files import atomic_write, write_json
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.cases import Case, detect_layout, find_cases
 from mdanet_sdk.data.dataset import SliceDataset, kfold_split
@@ -283,18 +284,6 @@ def prediction_path(folder: str | os.PathLike[str], case_id: str) -> Path:
     return Path(folder) / f"{case_id}{PREDICTION_SUFFIX}"
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Atomic text write (temporary name in the same folder, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    _write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
 class _Dist:
     """This process's place in a torchrun job (rank 0 of 1 without one)."""
 
@@ -477,7 +466,7 @@ class Trainer:
             by_id = {c.case_id: c for c in cases}
             splits = kfold_split(list(by_id), k=self.cfg.folds, seed=self.cfg.seed)
             if self.dist.main:
-                _write_json(self.out / "config.json", self.cfg.to_dict())
+                write_json(self.out / "config.json", self.cfg.to_dict())
             results = []
             for k in self.cfg.fold_indices():
                 train_ids, val_ids = splits[k]
@@ -487,7 +476,7 @@ class Trainer:
             summary = self._summarize()
             out = TrainResults(str(self.out), results, summary)
             if self.dist.main:
-                _write_json(self.out / "results.json", out.to_dict())
+                write_json(self.out / "results.json", out.to_dict())
             return out
         finally:
             self.dist.teardown()
@@ -548,7 +537,7 @@ class Trainer:
         model.load_state_dict(best.state_dict)
         metrics = self._validate(model, val_set, fold_dir / "predictions")
         if self.dist.main:
-            _write_json(fold_dir / "val_metrics.json", {"fold": fold, "best_epoch": state.best_epoch, "cases": metrics})
+            write_json(fold_dir / "val_metrics.json", {"fold": fold, "best_epoch": state.best_epoch, "cases": metrics})
         self.dist.barrier()
         return self._fold_result(fold, fold_dir, state, metrics)
 
@@ -743,8 +732,8 @@ class Trainer:
         writer = csv.DictWriter(buf, fieldnames=_CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
-        _write_text(fold_dir / "metrics.csv", buf.getvalue())
-        _write_json(fold_dir / "metrics.json", history)
+        atomic_write(fold_dir / "metrics.csv", lambda tmp: tmp.write_text(buf.getvalue()))
+        write_json(fold_dir / "metrics.json", history)
 
 
 def _epoch_stats(t: Sequence[float]) -> dict[str, float]:
