@@ -40,6 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from mdanet_sdk import __version__, ops
+from mdanet_sdk._files import atomic_write
+from mdanet_sdk._files import write_json as _write_json
 from mdanet_sdk.config import MODALITY_GROUPS, PRESETS, MDANetConfig
 from mdanet_sdk.errors import BackendUnavailableError, InputError, MDANetError
 from mdanet_sdk.model import MDANet, build_model
@@ -1286,24 +1288,9 @@ def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
     return rows
 
 
-def _atomic_target(path: Path) -> Path:
-    """A temporary name beside ``path`` (same folder, so ``os.replace`` is atomic), keeping its suffix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_json(report: BenchmarkReport, path: str | os.PathLike[str]) -> Path:
     """Write ``report.to_dict()`` to ``path`` as indented JSON, atomically."""
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return _write_json(path, report.to_dict())
 
 
 def plot_throughput(report: BenchmarkReport, path: str | os.PathLike[str]) -> Path:
@@ -1350,15 +1337,10 @@ def plot_throughput(report: BenchmarkReport, path: str | os.PathLike[str]) -> Pa
     m = report.machine
     fig.suptitle(f"mdanet-sdk benchmark — {m['cpu']}, {m['torch_threads']} threads, torch {m['torch']}", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    tmp = _atomic_target(path)
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 if __name__ == "__main__":
