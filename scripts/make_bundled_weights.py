@@ -38,15 +38,13 @@ class Recipe(NamedTuple):
     steps: int  # optimizer steps per epoch
     epochs: int
     lesion_fraction: float
-    balance_cases: bool
 
 
 #: MRI trains on the native ~2 mm grid (128): its embolic and lacunar lesions are a few voxels across and
-#: vanish when the grid is shrunk, and lesion draws are balanced per case so that they are seen as often as
-#: territorial infarcts spanning 30 slices. More folds keep the per-epoch validation short on a CPU.
+#: vanish when the grid is shrunk. More folds keep the per-epoch validation short on a CPU.
 RECIPES = {
-    "mri": Recipe("isles22", 104, 96, 12, 128, 40, 150, 0.6, True),
-    "ctp": Recipe("isles18", 202, 36, 5, 128, 40, 24, 0.5, False),
+    "mri": Recipe("isles22", 103, 72, 12, 128, 40, 96, 0.6),
+    "ctp": Recipe("isles18", 202, 36, 5, 128, 40, 24, 0.5),
 }
 
 
@@ -60,7 +58,7 @@ def make(kind: str, work: Path) -> Path:
         TrainConfig(
             data_dir=str(data), out_dir=str(run), layout=r.layout, kind=kind, preset="small", size=r.size,
             folds=r.folds, fold=0, epochs=r.epochs, steps_per_epoch=r.steps, batch_size=16, patience=0,
-            lesion_fraction=r.lesion_fraction, balance_cases=r.balance_cases, seed=r.seed, resume=True,
+            lesion_fraction=r.lesion_fraction, seed=r.seed, resume=True,
         )
     )
     print(f"default-{kind}: {results.to_dict().get('summary', '')}")

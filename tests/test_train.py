@@ -55,22 +55,6 @@ def test_sampler_oversamples_lesions_and_is_reproducible() -> None:
     assert not np.array_equal(first, other_rank.indices())
 
 
-def test_sampler_balances_lesion_cases() -> None:
-    # Case 0: one slice of 100 with lesion (a lacune); case 1: 60 of 100 (a territorial infarct).
-    has_lesion = np.zeros(200, bool)
-    has_lesion[50] = True
-    has_lesion[120:180] = True
-    case_of = np.repeat([0, 1], 100)
-    plain = LesionSampler(has_lesion, 20000, lesion_fraction=1.0, seed=3).indices()
-    balanced = LesionSampler(has_lesion, 20000, lesion_fraction=1.0, seed=3, case_of=case_of).indices()
-    assert has_lesion[balanced].all()
-    assert (plain == 50).mean() == pytest.approx(1 / 61, abs=0.005)
-    assert (balanced == 50).mean() == pytest.approx(0.5, abs=0.02)  # each case half the lesion draws
-    assert np.unique(balanced[balanced >= 100]).size == 60  # every lesion slice of the large case drawn
-    with pytest.raises(InputError, match="case_of"):
-        LesionSampler(has_lesion, 10, 0.5, case_of=case_of[:10])
-
-
 def test_sampler_without_oversampling_partitions_ranks() -> None:
     ranks = [LesionSampler(np.zeros(10, bool), 5, 0.0, seed=2, rank=r, world_size=2) for r in range(2)]
     drawn = np.concatenate([s.indices() for s in ranks])

@@ -9,7 +9,7 @@ import typer
 
 from mdanet_sdk.cli._app import command, console
 from mdanet_sdk.cli.train import (
-    Amp, BalanceCases, Batch, DataDir, Device, Epochs, Fold, Folds, Kind, Layout, LesionFraction, Lr, Patience, Preset, Quiet,
+    Amp, Batch, DataDir, Device, Epochs, Fold, Folds, Kind, Layout, LesionFraction, Lr, Patience, Preset, Quiet,
     Schedule, Seed, Size, Steps, Workers,
 )
 
@@ -36,7 +36,6 @@ def ablate_command(
     schedule: Schedule = "cosine",
     patience: Patience = 20,
     lesion_fraction: LesionFraction = 0.33,
-    balance_cases: BalanceCases = False,
     amp: Amp = "auto",
     device: Device = "auto",
     workers: Workers = None,
@@ -53,8 +52,8 @@ def ablate_command(
     base = TrainConfig(
         data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset, size=size, fold=fold,
         folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
-        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, balance_cases=balance_cases, amp=amp,
-        device=device, workers=workers, seed=seed, quiet=quiet,
+        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, amp=amp, device=device,
+        workers=workers, seed=seed, quiet=quiet,
     )
     result = run_ablation(base, tuple(table or ("3", "4")), console=console)
     console.print(result.markdown(), markup=False, highlight=False)

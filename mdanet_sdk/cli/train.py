@@ -30,10 +30,6 @@ Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
 Schedule = Annotated[str, typer.Option(help="cosine, plateau or constant.")]
 Patience = Annotated[int, typer.Option(help="Early-stopping patience in epochs (0: off).")]
 LesionFraction = Annotated[float, typer.Option(help="Share of batch entries drawn from lesion slices.")]
-BalanceCases = Annotated[bool, typer.Option(
-    "--balance-cases/--no-balance-cases",
-    help="Lesion entries pick a case with lesion uniformly first (small lesions seen as often as large ones).",
-)]
 Amp = Annotated[str, typer.Option(help="Mixed precision: auto, off, bf16, fp16.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Workers = Annotated[int | None, typer.Option(help="Data-loader workers (default 4 on GPU, 0 on CPU).")]
@@ -81,7 +77,6 @@ def train_command(
     schedule: Schedule = "cosine",
     patience: Patience = 20,
     lesion_fraction: LesionFraction = 0.33,
-    balance_cases: BalanceCases = False,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Paper augmentations.")] = True,
     amp: Amp = "auto",
     device: Device = "auto",
@@ -99,8 +94,8 @@ def train_command(
     cfg = TrainConfig(
         data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset, size=size, fold=fold,
         folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam,
-        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, balance_cases=balance_cases,
-        augment=augment, amp=amp, device=device, workers=workers, seed=seed, resume=resume, quiet=quiet,
+        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment, amp=amp,
+        device=device, workers=workers, seed=seed, resume=resume, quiet=quiet,
     )
     results = train(cfg, console=console)
     if _is_main_process():

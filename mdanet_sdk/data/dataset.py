@@ -151,10 +151,6 @@ class SliceDataset(Dataset):
         case, z = self._index[index]
         return self.case_ids[case], int(z)
 
-    def case_of(self) -> np.ndarray:
-        """int64 ``(N,)``: index (into :attr:`case_ids`) of the case each slice comes from."""
-        return self._index[:, 0].copy()
-
     def has_lesion(self) -> np.ndarray:
         """bool ``(N,)``: whether each slice's (unaugmented) label holds lesion."""
         return np.concatenate([label.reshape(len(label), -1).any(axis=1) for label in self._labels])

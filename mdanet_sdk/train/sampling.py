@@ -28,7 +28,6 @@ class LesionSampler(Sampler[int]):
 
     Args:
         has_lesion: ``(N,)`` booleans, one per slice of the dataset.
-        case_of: ``(N,)`` integer case index of each slice, or None to draw lesion slices uniformly.
         num_samples: indices per epoch for this rank (the trainer uses ``steps × batch size``).
         lesion_fraction: ``p`` in ``[0, 1]``.
         seed: base seed of the run.
@@ -43,14 +42,10 @@ class LesionSampler(Sampler[int]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        case_of: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         self.has_lesion = np.asarray(has_lesion, dtype=bool)
         if self.has_lesion.ndim != 1 or self.has_lesion.size == 0:
             raise InputError("the training set holds no slices; give cases with at least one slice.")
-        self.case_of = None if case_of is None else np.asarray(case_of, dtype=np.int64)
-        if self.case_of is not None and self.case_of.shape != self.has_lesion.shape:
-            raise InputError(f"case_of must give one case per slice ({self.has_lesion.size}), got {self.case_of.size}.")
         if not 0.0 <= lesion_fraction <= 1.0:
             raise InputError(f"lesion_fraction must be in [0, 1], got {lesion_fraction}.")
         if num_samples < 1 or not 0 <= rank < world_size:
@@ -79,16 +74,7 @@ class LesionSampler(Sampler[int]):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
         pick_lesion = rng.random(self.num_samples) < self.lesion_fraction
         out = rng.integers(0, n, self.num_samples)
-        n_lesion = int(pick_lesion.sum())
-        if self.case_of is None:
-            out[pick_lesion] = lesion[rng.integers(0, lesion.size, n_lesion)]
-            return out
-        # A uniform case among those with lesion, then a uniform lesion slice of it.
-        order = np.argsort(self.case_of[lesion], kind="stable")  # lesion slices grouped by case
-        _, first, count = np.unique(self.case_of[lesion][order], return_index=True, return_counts=True)
-        chosen = rng.integers(0, first.size, n_lesion)
-        offsets = (rng.random(n_lesion) * count[chosen]).astype(np.int64)
-        out[pick_lesion] = lesion[order[first[chosen] + offsets]]
+        out[pick_lesion] = lesion[rng.integers(0, lesion.size, int(pick_lesion.sum()))]
         return out
 
     def __iter__(self) -> Iterator[int]:

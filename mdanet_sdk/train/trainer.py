@@ -7,8 +7,7 @@ give a schedule, a stopping rule or the number of epochs; ours (all options of :
 
 - **Epoch** = ``ceil(training slices / (batch × ranks))`` steps, unless ``steps_per_epoch`` is set. Each batch
   entry is, with probability ``lesion_fraction`` (0.33), a slice holding lesion, else any slice
-  (:class:`~mdanet_sdk.train.sampling.LesionSampler`); with ``balance_cases`` a lesion entry first picks a
-  case uniformly, so cases with small lesions are seen as often as those with large ones.
+  (:class:`~mdanet_sdk.train.sampling.LesionSampler`).
 - **Learning rate**: ``schedule="cosine"`` anneals per epoch from ``lr`` to ``lr × min_lr_ratio`` (0.01) over
   ``epochs``; ``"plateau"`` halves it after 5 epochs without a better validation Dice; ``"constant"``.
 - **Validation** after every epoch on the fold's held-out cases: each case is predicted slice by slice on the
@@ -125,8 +124,6 @@ class TrainConfig:
         min_lr_ratio: final learning rate of the cosine schedule, as a fraction of ``lr``.
         patience: early-stopping patience in epochs (0: never stop early).
         lesion_fraction: probability that a batch entry is drawn from the lesion slices.
-        balance_cases: draw a lesion entry from a uniformly chosen case holding lesion (else uniformly from
-            all lesion slices, which favours large lesions that span many slices).
         augment: the paper's augmentations on training slices.
         amp: mixed precision: ``"auto"`` (bf16 on GPUs that support it, else fp16; off on CPU), ``"off"``,
             ``"bf16"``, ``"fp16"`` (with a gradient scaler).
@@ -158,7 +155,6 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     patience: int = 20
     lesion_fraction: float = 0.33
-    balance_cases: bool = False
     augment: bool = True
     amp: str = "auto"
     device: str = "auto"
@@ -603,8 +599,7 @@ class Trainer:
         dataset = SliceDataset(train_cases, model_config.modalities, pcfg, augment=cfg.augment, seed=fold_seed)
         steps = cfg.steps_per_epoch or max(1, math.ceil(len(dataset) / (cfg.batch_size * dist.world)))
         sampler = LesionSampler(dataset.has_lesion(), steps * cfg.batch_size, cfg.lesion_fraction,
-                                seed=fold_seed, rank=dist.rank, world_size=dist.world,
-                                case_of=dataset.case_of() if cfg.balance_cases else None)
+                                seed=fold_seed, rank=dist.rank, world_size=dist.world)
         net: nn.Module = _TrainForward(model)
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
