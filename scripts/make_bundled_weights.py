@@ -3,9 +3,9 @@
     python scripts/make_bundled_weights.py [--work DIR] [--kinds mri,ctp]
 
 Each kind: write a phantom dataset in its ISLES layout with the project's own ``synth`` code, train the
-``small`` preset with the project's own trainer (fold 0 of 5), and ship fold 0's best checkpoint with its
-weights stored as float16 (half the size; loading casts them back to the model's float32) and a note that
-the weights are synthetic and not for clinical use. The phantoms use dataset seeds that the tests never use
+``small`` preset with the project's own trainer (fold 0 of the recipe's folds), and ship fold 0's best
+checkpoint with its weights stored as float16 where they fit its range (half the size; loading casts them
+back to float32) and a note that the weights are synthetic and not for clinical use. The phantoms use dataset seeds that the tests never use
 for held-out evaluation (tests draw unseen cases from seed 9000+).
 """
 
@@ -65,14 +65,21 @@ def make(kind: str, work: Path) -> Path:
     return ship(kind, work)
 
 
+def _compact(tensor: torch.Tensor) -> torch.Tensor:
+    """float16 when the values fit its range, else as they are: a BatchNorm running variance can exceed
+    65504 and would become inf (that channel's output then collapses to 0)."""
+    if not tensor.is_floating_point():
+        return tensor
+    half = tensor.half()
+    return half if torch.isfinite(half).all() else tensor
+
+
 def ship(kind: str, work: Path) -> Path:
-    """Copy fold 0's best checkpoint of ``work/run-KIND`` into the package, float16, labelled synthetic."""
+    """Copy fold 0's best checkpoint of ``work/run-KIND`` into the package, compacted, labelled synthetic."""
     r = RECIPES[kind]
     ckpt = torch.load(work / f"run-{kind}" / "fold_0" / "best.pt", weights_only=True)
     bundled = {k: ckpt[k] for k in ("format", "format_version", "model_config", "preprocess", "meta")}
-    bundled["state_dict"] = {
-        k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
-    }
+    bundled["state_dict"] = {k: _compact(v) for k, v in ckpt["state_dict"].items()}
     bundled["meta"] = {**ckpt["meta"], "note": NOTE, "name": f"default-{kind}",
                        "training_data": f"{r.cases} synthetic {r.layout} phantoms, dataset seed {r.seed}"}
     out = atomic_write(BUNDLED[f"default-{kind}"], lambda tmp: torch.save(bundled, tmp))

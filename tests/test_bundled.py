@@ -17,9 +17,10 @@ pytestmark = pytest.mark.skipif(
 CASES = 6
 
 
-# CTP meets the target (0.65). MRI does not yet reach its 0.75: 30 CPU epochs of the small preset give
-# about 0.24 on unseen phantoms (the embolic and lacunar cases score near 0), so the test guards that level.
-@pytest.mark.parametrize(("name", "kind", "threshold"), [("mri", "isles22", 0.2), ("ctp", "isles18", 0.65)])
+# CTP meets the target (0.65). MRI does not yet reach its 0.75: the CPU recipe (96 epochs of the small
+# preset on 72 phantoms) gives 0.53 on these six (0.72 on seeds 8000-8011, used to pick the checkpoint): the
+# 51-voxel lacune of seed 9004 and the smallest emboli are missed. The test guards that level.
+@pytest.mark.parametrize(("name", "kind", "threshold"), [("mri", "isles22", 0.5), ("ctp", "isles18", 0.65)])
 def test_bundled_weights_segment_unseen_phantoms(name, kind, threshold):
     from mdanet_sdk import Segmenter
 
@@ -40,3 +41,5 @@ def test_bundled_checkpoints_say_they_are_synthetic(name):
     assert "NOT FOR CLINICAL USE" in ckpt.meta["note"]
     assert ckpt.model_config.widths == (16, 32, 64, 128, 256)  # the small preset
     assert BUNDLED[name].stat().st_size < 8 * 2**20  # a few MB, shipped inside the package
+    # float16 storage must not overflow (a BatchNorm running variance above 65504 became inf once)
+    assert all(torch.isfinite(v).all() for v in ckpt.state_dict.values() if v.is_floating_point())
