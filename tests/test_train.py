@@ -149,6 +149,23 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_mri: Path, tmp_path: 
     assert again.folds[0].val_cases == result.folds[0].val_cases
 
 
+def test_init_starts_from_given_weights(tiny_mri: Path, tmp_path: Path) -> None:
+    first = train(TrainConfig(tiny_mri, tmp_path / "a", epochs=1, fold=0, **TINY))
+    start = _weights(Path(first.folds[0].checkpoint))
+    # With a learning rate of 1e-12 Adam moves every weight by about 1e-12: the weights stay the init's.
+    tuned = train(TrainConfig(tiny_mri, tmp_path / "b", epochs=1, fold=0, lr=1e-12, init=first.folds[0].checkpoint,
+                              seed=5, **TINY))
+    after = _weights(Path(tuned.folds[0].checkpoint))
+    convs = [k for k in start if k.endswith("conv.weight") or k.endswith(".0.weight")]
+    assert convs and all(torch.allclose(start[k], after[k], rtol=0, atol=1e-9) for k in convs)
+    scratch = _weights(Path(train(TrainConfig(tiny_mri, tmp_path / "c", epochs=1, fold=0, lr=1e-12, seed=5,
+                                              **TINY)).folds[0].checkpoint))
+    assert not any(torch.allclose(start[k], scratch[k], rtol=0, atol=1e-3) for k in convs)
+    with pytest.raises(CheckpointError, match="--init"):  # another architecture cannot start this run
+        train(TrainConfig(tiny_mri, tmp_path / "d", epochs=1, fold=0, init=first.folds[0].checkpoint,
+                          model_overrides={"msc": False}, **TINY))
+
+
 def test_bf16_autocast_step(tiny_mri: Path, tmp_path: Path) -> None:
     result = train(TrainConfig(tiny_mri, tmp_path / "bf16", epochs=1, fold=0, amp="bf16", **TINY))
     history = json.loads((tmp_path / "bf16" / "fold_0" / "metrics.json").read_text())

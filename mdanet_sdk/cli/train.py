@@ -82,6 +82,8 @@ def train_command(
     device: Device = "auto",
     workers: Workers = None,
     seed: Seed = 0,
+    init: Annotated[str | None, typer.Option(
+        help="Start from these weights (checkpoint file or default-mri/default-ctp): fine-tuning.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from each fold's last.pt.")] = False,
     quiet: Quiet = False,
 ) -> None:
@@ -95,7 +97,7 @@ def train_command(
         data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset, size=size, fold=fold,
         folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam,
         schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment, amp=amp,
-        device=device, workers=workers, seed=seed, resume=resume, quiet=quiet,
+        device=device, workers=workers, seed=seed, init=init, resume=resume, quiet=quiet,
     )
     results = train(cfg, console=console)
     if _is_main_process():

@@ -47,7 +47,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,8 @@ class TrainConfig:
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         workers: data-loader worker processes (default: 4 on GPU, 0 on CPU).
         seed: base seed (module docstring).
+        init: checkpoint file or bundled name (``default-mri``) whose weights start every fold instead of a
+            random initialisation (fine-tuning); its model configuration must be this run's.
         resume: continue the folds from their ``last.pt``; a finished fold is skipped.
         quiet: no progress bars or messages.
         deterministic: deterministic cuDNN kernels on GPU (slower); CPU training is always deterministic.
@@ -160,6 +162,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int | None = None
     seed: int = 0
+    init: str | None = None
     resume: bool = False
     quiet: bool = False
     deterministic: bool = False
@@ -515,6 +518,8 @@ class Trainer:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         scheduler = self._scheduler(optimizer)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        if resume is None and cfg.init is not None:
+            model.load_state_dict(self._init_weights(model_config))
         if resume is not None:
             model.load_state_dict(resume.state_dict)
             optimizer.load_state_dict(resume.resume["optimizer"])
@@ -540,6 +545,18 @@ class Trainer:
             write_json(fold_dir / "val_metrics.json", {"fold": fold, "best_epoch": state.best_epoch, "cases": metrics})
         self.dist.barrier()
         return self._fold_result(fold, fold_dir, state, metrics)
+
+    def _init_weights(self, model_config: MDANetConfig) -> dict[str, torch.Tensor]:
+        """The state dict of ``cfg.init``, after checking that it fits ``model_config``."""
+        init = load_checkpoint(self.cfg.init)
+        theirs = replace(init.model_config, ops=model_config.ops)  # the ops backend is no weight
+        if theirs != model_config:
+            raise CheckpointError(
+                f"--init {self.cfg.init} holds a network ({theirs.preset}, inputs {theirs.groups}) other than "
+                f"this run's ({model_config.preset}, inputs {model_config.groups}); choose the checkpoint's "
+                "--preset, --kind and model options."
+            )
+        return init.state_dict
 
     def _fold_result(self, fold: int, fold_dir: Path, state: _FoldState, cases: list[dict[str, Any]]) -> FoldResult:
         return FoldResult(
