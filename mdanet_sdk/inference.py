@@ -41,7 +41,7 @@ from mdanet_sdk.data.cases import Case, CaseSource, read_case
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, Volume, save_like, to_original
 from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_images, restore
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError, MDANetError
-from mdanet_sdk.metrics import label_lesions
+from mdanet_sdk.metrics import dsc, label_lesions
 from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
 
@@ -53,6 +53,8 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "remove_small_lesions",
+    "choose_postprocessing",
+    "POSTPROCESSING_DEFAULTS",
     "refuse_single_3d",
     "volume_count",
     "kind_for_modalities",
@@ -119,6 +121,50 @@ def remove_small_lesions(mask: np.ndarray, min_size: int) -> np.ndarray:
     keep = np.bincount(labels.ravel()) >= min_size
     keep[0] = False
     return keep[labels].astype(np.uint8)
+
+
+#: Post-processing when neither the caller nor the checkpoint's ``meta["inference"]`` says otherwise.
+POSTPROCESSING_DEFAULTS: dict[str, Any] = {"tta": False, "threshold": 0.5, "min_size": 0}
+
+
+def choose_postprocessing(
+    probabilities: Mapping[bool, Sequence[np.ndarray]],
+    labels: Sequence[np.ndarray],
+    thresholds: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+    min_sizes: Sequence[int] = (0, 5, 10, 20),
+    tolerance: float = 0.005,
+) -> tuple[dict[str, Any], float]:
+    """Pick test-time augmentation, threshold and minimum lesion size on held-out cases (as nnU-Net picks its
+    post-processing on validation folds), to be stored in a checkpoint's ``meta["inference"]``.
+
+    Every combination is scored by the mean per-case DSC; the cheapest one within ``tolerance`` of the best
+    wins, cheapest meaning no TTA (4x faster) before TTA, then the threshold nearest 0.5, then the smaller
+    ``min_size``, so a setting is only moved off the defaults when that pays.
+
+    Args:
+        probabilities: for ``False`` (no TTA) and optionally ``True`` (TTA), the lesion probability
+            ``(X, Y, Z)`` of each held-out case.
+        labels: the reference masks ``(X, Y, Z)``, in the same order.
+        thresholds: candidate probability thresholds.
+        min_sizes: candidate minimum lesion sizes in voxels.
+        tolerance: DSC a cheaper setting may lose against the best.
+
+    Returns:
+        ``({"tta", "threshold", "min_size"}, mean DSC)`` of the chosen setting.
+    """
+    if not labels or any(len(p) != len(labels) for p in probabilities.values()):
+        raise InputError("choose_postprocessing needs one probability map per label for every TTA setting.")
+    scores: dict[tuple[bool, float, int], float] = {}
+    for tta in sorted(probabilities):
+        for threshold in sorted(thresholds, key=lambda t: abs(t - 0.5)):
+            for min_size in sorted(min_sizes):
+                scores[(tta, threshold, min_size)] = float(np.mean([
+                    dsc(remove_small_lesions(p > threshold, min_size), y)
+                    for p, y in zip(probabilities[tta], labels)
+                ]))
+    best = max(scores.values())
+    (tta, threshold, min_size), score = next((k, v) for k, v in scores.items() if v >= best - tolerance)
+    return {"tta": tta, "threshold": threshold, "min_size": min_size}, score
 
 
 @dataclass
@@ -346,6 +392,8 @@ class Segmenter:
         tta: average over the 4 in-plane flips (none, H, W, both).
         threshold: a voxel is lesion when its probability is above this.
         min_size: lesions of fewer voxels are removed (26-connectivity); 0 keeps all.
+            ``tta``, ``threshold`` and ``min_size`` left at ``None`` take the values the (first) checkpoint
+            recommends in ``meta["inference"]`` (see :func:`choose_postprocessing`), else ``False``, ``0.5``, ``0``.
         prefetch: cases loaded ahead by the background thread.
         ops: implementation of the MDANet operators: ``"auto"`` (native kernels when built), ``"native"``,
             ``"reference"`` (pure PyTorch); it changes speed, not results beyond float rounding.
@@ -368,9 +416,9 @@ class Segmenter:
         device: str | torch.device = "auto",
         precision: str = "auto",
         batch_size: int = 16,
-        tta: bool = False,
-        threshold: float = 0.5,
-        min_size: int = 0,
+        tta: bool | None = None,
+        threshold: float | None = None,
+        min_size: int | None = None,
         prefetch: int = 2,
         ops: str = "auto",
         models: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
@@ -379,6 +427,10 @@ class Segmenter:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
         if batch_size < 1 or prefetch < 1:
             raise InputError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}.")
+        recommended = {**POSTPROCESSING_DEFAULTS, **checkpoints[0].meta.get("inference", {})}
+        tta = bool(recommended["tta"]) if tta is None else tta
+        threshold = float(recommended["threshold"]) if threshold is None else threshold
+        min_size = int(recommended["min_size"]) if min_size is None else min_size
         if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
         if min_size < 0:
@@ -408,8 +460,8 @@ class Segmenter:
             list(models) if models is not None else [c.build_model(ops=ops).to(self.device).eval() for c in checkpoints]
         )
         logger.info(
-            "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), tta=%s",
-            self.name, self.device, self.precision, len(self._models), tta,
+            "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), tta=%s, threshold=%g, min_size=%d",
+            self.name, self.device, self.precision, len(self._models), tta, self.threshold, min_size,
         )
 
     # -- construction ---------------------------------------------------------------------------------

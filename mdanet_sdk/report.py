@@ -181,7 +181,9 @@ def _caption(reports: Sequence[CaseReport]) -> str:
         return ""
     r = reports[0]
     version = f" ({r.model_version})" if r.model_version else ""
-    return f"model {r.model}{version} on {r.device}, {r.precision}; threshold {r.threshold:g}"
+    tta = ", flip TTA" if r.tta else ""
+    min_size = f", lesions >= {r.min_size} voxels" if r.min_size > 1 else ""
+    return f"model {r.model}{version} on {r.device}, {r.precision}; threshold {r.threshold:g}{min_size}{tta}"
 
 
 def _pick_slices(mask: np.ndarray, max_slices: int) -> list[int]:

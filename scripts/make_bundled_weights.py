@@ -5,8 +5,10 @@
 Each kind: write a phantom dataset in its ISLES layout with the project's own ``synth`` code, train the
 ``small`` preset with the project's own trainer (fold 0 of the recipe's folds), and ship fold 0's best
 checkpoint with its weights stored as float16 where they fit its range (half the size; loading casts them
-back to float32) and a note that the weights are synthetic and not for clinical use. The phantoms use dataset seeds that the tests never use
-for held-out evaluation (tests draw unseen cases from seed 9000+).
+back to float32), a note that the weights are synthetic and not for clinical use, and the post-processing
+(TTA, threshold, minimum lesion size) chosen on held-out phantoms (case seeds 8000-8035) in ``meta["inference"]``,
+which the Segmenter uses unless told otherwise. The training phantoms use dataset seeds that the tests never
+use for held-out evaluation (tests draw unseen cases from seed 9000+).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import NamedTuple
 import torch
 
 from mdanet_sdk._files import atomic_write
-from mdanet_sdk.data.phantom import write_dataset
+from mdanet_sdk.data.phantom import make_phantom, write_dataset
+from mdanet_sdk.inference import Segmenter, choose_postprocessing
 from mdanet_sdk.train.checkpoint import BUNDLED
 from mdanet_sdk.train.trainer import TrainConfig, train
 
@@ -48,6 +51,10 @@ RECIPES = {
 }
 
 
+#: Phantoms (case seeds) that choose the post-processing; held out from training and from the tests (9000+).
+TUNING_SEEDS = range(8000, 8036)
+
+
 def make(kind: str, work: Path) -> Path:
     r = RECIPES[kind]
     data = work / f"data-{kind}"
@@ -74,17 +81,37 @@ def _compact(tensor: torch.Tensor) -> torch.Tensor:
     return half if torch.isfinite(half).all() else tensor
 
 
+def tune(kind: str, path: Path) -> tuple[dict, float]:
+    """Post-processing (TTA, threshold, minimum lesion size) for ``path``, chosen on the held-out tuning phantoms."""
+    segmenters = {tta: Segmenter.from_checkpoint(path, device="cpu", tta=tta, threshold=0.5, min_size=0)
+                  for tta in (False, True)}
+    probabilities: dict[bool, list] = {tta: [] for tta in segmenters}
+    labels = []
+    for seed in TUNING_SEEDS:
+        phantom = make_phantom(RECIPES[kind].layout, seed)
+        labels.append(phantom.label)
+        for tta, segmenter in segmenters.items():
+            probabilities[tta].append(segmenter.predict(phantom).probability_canonical)
+    return choose_postprocessing(probabilities, labels)
+
+
 def ship(kind: str, work: Path) -> Path:
-    """Copy fold 0's best checkpoint of ``work/run-KIND`` into the package, compacted, labelled synthetic."""
+    """Copy fold 0's best checkpoint of ``work/run-KIND`` into the package, compacted, labelled synthetic, with
+    the post-processing :func:`tune` chose."""
     r = RECIPES[kind]
-    ckpt = torch.load(work / f"run-{kind}" / "fold_0" / "best.pt", weights_only=True)
+    best = work / f"run-{kind}" / "fold_0" / "best.pt"
+    ckpt = torch.load(best, weights_only=True)
+    inference, score = tune(kind, best)
     bundled = {k: ckpt[k] for k in ("format", "format_version", "model_config", "preprocess", "meta")}
     bundled["state_dict"] = {k: _compact(v) for k, v in ckpt["state_dict"].items()}
     bundled["meta"] = {**ckpt["meta"], "note": NOTE, "name": f"default-{kind}",
-                       "training_data": f"{r.cases} synthetic {r.layout} phantoms, dataset seed {r.seed}"}
+                       "training_data": f"{r.cases} synthetic {r.layout} phantoms, dataset seed {r.seed}",
+                       "inference": inference,
+                       "inference_tuning": f"chosen on {len(TUNING_SEEDS)} held-out phantoms (seeds "
+                                           f"{TUNING_SEEDS[0]}-{TUNING_SEEDS[-1]}): mean DSC {score:.3f}"}
     out = atomic_write(BUNDLED[f"default-{kind}"], lambda tmp: torch.save(bundled, tmp))
     print(f"default-{kind}: epoch {ckpt['meta'].get('epoch')}, fold-0 validation DSC "
-          f"{ckpt['meta'].get('val_dsc')} -> {out}")
+          f"{ckpt['meta'].get('val_dsc')}, post-processing {inference} (tuning DSC {score:.3f}) -> {out}")
     return out
 
 

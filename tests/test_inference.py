@@ -21,7 +21,13 @@ from mdanet_sdk import Segmenter
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError
-from mdanet_sdk.inference import FailedCase, SegmentationResult, remove_small_lesions, resolve_device
+from mdanet_sdk.inference import (
+    FailedCase,
+    SegmentationResult,
+    choose_postprocessing,
+    remove_small_lesions,
+    resolve_device,
+)
 from mdanet_sdk.model import build_model
 from mdanet_sdk.train.checkpoint import save_checkpoint
 
@@ -224,6 +230,43 @@ def test_min_size_and_threshold_shape_the_mask(inf_checkpoints) -> None:
     np.testing.assert_array_equal(strict.mask, remove_small_lesions(loose.mask, 50))
     assert strict.report.n_lesions <= loose.report.n_lesions
     assert loose.report.lesion_volume_ml == pytest.approx(loose.mask.sum() * np.prod(ZOOMS) / 1000)
+
+
+def test_checkpoint_recommended_postprocessing_is_the_default(inf_checkpoints, tmp_path) -> None:
+    torch.manual_seed(0)
+    config = MDANetConfig.from_preset("small", "mri")
+    recommended = {"tta": True, "threshold": 0.3, "min_size": 7}
+    path = save_checkpoint(
+        tmp_path / "tuned.pt", build_model(config), config, PreprocessConfig(), {"inference": recommended}
+    )
+    seg = Segmenter.from_checkpoint(path)
+    assert (seg.tta, seg.threshold, seg.min_size) == (True, 0.3, 7)
+    report = seg.predict_arrays(*stored(brain((32, 32, 6)), "RAS")).report
+    assert (report.tta, report.threshold, report.min_size) == (True, 0.3, 7)
+    mine = Segmenter.from_checkpoint(path, tta=False, threshold=0.6, min_size=0)  # the caller's word wins
+    assert (mine.tta, mine.threshold, mine.min_size) == (False, 0.6, 0)
+    plain = Segmenter.from_checkpoint(inf_checkpoints[0])  # no recommendation: the built-in defaults
+    assert (plain.tta, plain.threshold, plain.min_size) == (False, 0.5, 0)
+
+
+def test_choose_postprocessing_moves_off_the_defaults_only_when_it_pays() -> None:
+    labels, faint, sharp, clean = [], [], [], []
+    for i in range(3):
+        y = np.zeros((16, 16, 8), np.uint8)
+        y[4 + i : 7 + i, 4:7, 2:5] = 1  # a 27-voxel lesion
+        speck = np.zeros(y.shape, np.float32)
+        speck[12, 12, 5:7] = 0.9  # a 2-voxel false positive: DSC 0.964 unless min_size removes it
+        labels.append(y)
+        faint.append(0.35 * y + speck)  # an under-calling model: only a low threshold finds the lesion
+        sharp.append(0.9 * y + speck)
+        clean.append(0.9 * y.astype(np.float32))
+    setting, score = choose_postprocessing({False: faint, True: sharp}, labels)
+    assert setting == {"tta": False, "threshold": 0.3, "min_size": 5} and score == 1.0  # no TTA: cheaper
+    blind = [np.zeros(y.shape, np.float32) for y in labels]
+    assert choose_postprocessing({False: blind, True: sharp}, labels)[0] == {"tta": True, "threshold": 0.5, "min_size": 5}
+    assert choose_postprocessing({False: clean, True: clean}, labels)[0] == {"tta": False, "threshold": 0.5, "min_size": 0}
+    with pytest.raises(InputError, match="one probability map per label"):
+        choose_postprocessing({False: faint[:2]}, labels)
 
 
 def test_failed_cases_name_the_case_and_the_others_go_on(inf_checkpoints, tmp_path) -> None:

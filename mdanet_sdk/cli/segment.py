@@ -280,12 +280,20 @@ def segment(
         typer.Option("--model", help="Exported artefact (mdanet-sdk export, .ts/.pt2) to run instead of a checkpoint."),
     ] = None,
     prob: Annotated[bool, typer.Option("--prob", help="Also write <case>_prob.nii.gz (float32).")] = False,
-    tta: Annotated[bool, typer.Option("--tta", help="Average over flipped copies (4x slower).")] = False,
+    tta: Annotated[
+        bool | None,
+        typer.Option("--tta/--no-tta", help="Average over flipped copies (4x slower). Default: as the checkpoint recommends."),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Slices per forward pass.")] = 16,
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")] = "auto",
-    threshold: Annotated[float, typer.Option(help="Lesion probability threshold.")] = 0.5,
-    min_size: Annotated[int, typer.Option("--min-size", min=0, help="Drop lesions smaller than this (voxels).")] = 0,
+    threshold: Annotated[
+        float | None, typer.Option(help="Lesion probability threshold. Default: the checkpoint's, else 0.5.")
+    ] = None,
+    min_size: Annotated[
+        int | None,
+        typer.Option("--min-size", min=0, help="Drop lesions smaller than this (voxels). Default: the checkpoint's, else 0."),
+    ] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write a JSON report of all cases.")] = None,
     overlay: Annotated[
         Path | None,
