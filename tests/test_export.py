@@ -33,7 +33,7 @@ from mdanet_sdk.export import (
 )
 from mdanet_sdk.inference import Segmenter
 from mdanet_sdk.model import build_model
-from mdanet_sdk.train.checkpoint import BUNDLED, save_checkpoint
+from mdanet_sdk.train.checkpoint import BUNDLED, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit:DeprecationWarning")
 
@@ -300,6 +300,12 @@ def test_bundled_weights_export_and_segment_alike(phantom_case, tmp_path):
     exported = Segmenter.from_exported(tmp_path / "mri.ts", device="cpu").predict(phantom_case)
     np.testing.assert_allclose(exported.probability, eager.probability, rtol=0, atol=1e-4)
     assert np.array_equal(exported.mask, eager.mask)
+    # the artefact carries the checkpoint's recommended post-processing too
+    recommended = load_checkpoint("default-mri").meta["inference"]
+    for r in (eager, exported):
+        assert (r.report.tta, r.report.threshold, r.report.min_size) == (
+            recommended["tta"], recommended["threshold"], recommended["min_size"]
+        )
 
 
 def test_segment_refuses_model_and_checkpoint_together(checkpoint_file, artefacts, phantom_case):
