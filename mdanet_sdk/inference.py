@@ -427,10 +427,9 @@ class Segmenter:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
         if batch_size < 1 or prefetch < 1:
             raise InputError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}.")
-        recommended = {**POSTPROCESSING_DEFAULTS, **checkpoints[0].meta.get("inference", {})}
-        tta = bool(recommended["tta"]) if tta is None else tta
-        threshold = float(recommended["threshold"]) if threshold is None else threshold
-        min_size = int(recommended["min_size"]) if min_size is None else min_size
+        given = {k: v for k, v in {"tta": tta, "threshold": threshold, "min_size": min_size}.items() if v is not None}
+        settings = {**POSTPROCESSING_DEFAULTS, **checkpoints[0].meta.get("inference", {}), **given}
+        tta, threshold, min_size = bool(settings["tta"]), float(settings["threshold"]), int(settings["min_size"])
         if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
         if min_size < 0:
@@ -461,7 +460,7 @@ class Segmenter:
         )
         logger.info(
             "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), tta=%s, threshold=%g, min_size=%d",
-            self.name, self.device, self.precision, len(self._models), tta, self.threshold, min_size,
+            self.name, self.device, self.precision, len(self._models), tta, threshold, min_size,
         )
 
     # -- construction ---------------------------------------------------------------------------------

@@ -83,8 +83,7 @@ def _compact(tensor: torch.Tensor) -> torch.Tensor:
 
 def tune(kind: str, path: Path) -> tuple[dict, float]:
     """Post-processing (TTA, threshold, minimum lesion size) for ``path``, chosen on the held-out tuning phantoms."""
-    segmenters = {tta: Segmenter.from_checkpoint(path, device="cpu", tta=tta, threshold=0.5, min_size=0)
-                  for tta in (False, True)}
+    segmenters = {tta: Segmenter.from_checkpoint(path, device="cpu", tta=tta) for tta in (False, True)}
     probabilities: dict[bool, list] = {tta: [] for tta in segmenters}
     labels = []
     for seed in TUNING_SEEDS:
