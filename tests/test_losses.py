@@ -44,6 +44,25 @@ def test_dice_hand_value_over_batch(target: torch.Tensor) -> None:
     assert dice_loss(logits, target, eps=0.0).item() == pytest.approx(1 - 9 / 73, rel=1e-6)
 
 
+def test_dice_per_slice_weighs_each_lesion_slice_equally() -> None:
+    # p = 0.5 everywhere; slice 0 holds 1 lesion pixel, slice 1 holds 16, slice 2 none (left out):
+    # per slice 1 - 2·(0.5·n) / (0.5·64 + n), averaged over slices 0 and 1.
+    target = torch.zeros(3, 8, 8, dtype=torch.long)
+    target[0, 0, 0] = 1
+    target[1, 2:6, 2:6] = 1
+    logits = torch.zeros(3, 2, 8, 8)
+    expected = ((1 - 1 / 33) + (1 - 16 / 48)) / 2
+    assert dice_loss(logits, target, eps=0.0, per_slice=True).item() == pytest.approx(expected, rel=1e-6)
+    # the batch Dice lets the large lesion dominate: 1 - 17 / (0.5·192 + 17)
+    assert dice_loss(logits, target, eps=0.0).item() == pytest.approx(1 - 17 / 113, rel=1e-6)
+
+
+def test_dice_per_slice_without_lesion_falls_back_to_batch() -> None:
+    empty = torch.zeros(2, 4, 4, dtype=torch.long)
+    logits = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert dice_loss(logits, empty, per_slice=True).item() == pytest.approx(dice_loss(logits, empty).item())
+
+
 def test_dice_ce_is_sum_and_gradients_flow(target: torch.Tensor) -> None:
     logits = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
     loss = DiceCELoss()(logits, target)

@@ -67,7 +67,7 @@ def test_config_validation_and_amp() -> None:
     assert TrainConfig("d", fold="1,3").fold_indices() == [1, 3]
     assert TrainConfig("d", fold=2).fold_indices() == [2]
     for bad in ({"fold": "5"}, {"fold": "x"}, {"fold": "1,1"}, {"size": 40}, {"schedule": "step"}, {"amp": "fp8"},
-                {"epochs": 0}, {"lesion_fraction": 1.5}):
+                {"epochs": 0}, {"lesion_fraction": 1.5}, {"dice": "pixel"}):
         with pytest.raises(InputError):
             TrainConfig("d", **bad)
     cpu = torch.device("cpu")
@@ -180,11 +180,12 @@ def test_bf16_autocast_step(tiny_mri: Path, tmp_path: Path) -> None:
 def test_cli_train_then_evaluate(tiny_mri: Path, tmp_path: Path) -> None:
     run = tmp_path / "cli"
     args = ["train", str(tiny_mri), "--out", str(run), "--preset", "small", "--size", "32", "--fold", "1",
-            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--workers", "0"]
+            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--workers", "0", "--dice", "slice"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "fold 1 epoch 1/1" in res.output and "best val DSC" in res.output
     assert (run / "fold_1" / "best.pt").is_file() and not (run / "fold_0").exists()
+    assert json.loads((run / "config.json").read_text())["dice"] == "slice"
     res = CliRunner().invoke(app, ["evaluate", str(run), str(tiny_mri), "--no-cases"])
     assert res.exit_code == 0 and "mean ± std over folds (2 cases)" in res.output
     bad = CliRunner().invoke(app, ["train", str(tmp_path / "nope"), "--out", str(run)])

@@ -74,6 +74,8 @@ def train_command(
     batch_size: Batch = 16,
     lr: Lr = 1e-3,
     lam: Annotated[float, typer.Option(help="λ, weight of the similarity loss.")] = 1.0,
+    dice: Annotated[str, typer.Option(
+        help="batch: one soft Dice over the batch; slice: mean over the lesion slices (small lesions weigh more).")] = "batch",
     schedule: Schedule = "cosine",
     patience: Patience = 20,
     lesion_fraction: LesionFraction = 0.33,
@@ -95,7 +97,7 @@ def train_command(
 
     cfg = TrainConfig(
         data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset, size=size, fold=fold,
-        folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam,
+        folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam, dice=dice,
         schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment, amp=amp,
         device=device, workers=workers, seed=seed, init=init, resume=resume, quiet=quiet,
     )

@@ -30,7 +30,7 @@ def _check_seg_inputs(logits: Tensor, target: Tensor) -> None:
         )
 
 
-def dice_loss(logits: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
+def dice_loss(logits: Tensor, target: Tensor, eps: float = 1e-5, per_slice: bool = False) -> Tensor:
     """Soft Dice loss of the lesion class, Eq. 11: ``1 - (2 Σ p·y + ε) / (Σ p + Σ y + ε)``.
 
     ``p`` is the softmax probability of class 1 and ``y`` the binary lesion target. The sums run over the
@@ -39,10 +39,16 @@ def dice_loss(logits: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
     positive probability mass to the denominator. ``ε`` only keeps an all-empty batch finite (loss ≈ 0 when
     nothing is predicted either).
 
+    With ``per_slice`` the Dice is taken per slice and averaged over the slices that hold lesion (the batch
+    Dice when none does): every lesion slice then weighs the same, so a lacune of 20 pixels pulls as hard as a
+    territorial infarct of 2000 (the batch sum lets the large lesions dominate). False positives on empty
+    slices are left to the cross entropy.
+
     Args:
         logits: ``(B, K, H, W)`` raw scores, ``K >= 2``.
         target: ``(B, H, W)`` integer labels in ``[0, K)``.
         eps: smoothing added to numerator and denominator.
+        per_slice: mean Dice over the lesion slices instead of one Dice over the batch.
 
     Returns:
         Scalar tensor in ``[0, 1]``.
@@ -51,6 +57,11 @@ def dice_loss(logits: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
     # float32 softmax: the sums over a whole batch of pixels lose precision in half precision.
     prob = torch.softmax(logits.float(), dim=1)[:, LESION]
     truth = (target == LESION).to(prob.dtype)
+    lesion = truth.sum(dim=(1, 2)) > 0
+    if per_slice and lesion.any():
+        prob, truth = prob[lesion], truth[lesion]
+        intersection = (prob * truth).sum(dim=(1, 2))
+        return (1.0 - (2.0 * intersection + eps) / (prob.sum(dim=(1, 2)) + truth.sum(dim=(1, 2)) + eps)).mean()
     intersection = (prob * truth).sum()
     return 1.0 - (2.0 * intersection + eps) / (prob.sum() + truth.sum() + eps)
 
@@ -101,18 +112,20 @@ class DiceCELoss(nn.Module):
 
     Args:
         eps: Dice smoothing, see :func:`dice_loss`.
+        per_slice: Dice averaged over the lesion slices instead of over the batch, see :func:`dice_loss`.
 
     Shape:
         ``forward(logits (B, K, H, W), target (B, H, W) long) -> scalar``.
     """
 
-    def __init__(self, eps: float = 1e-5) -> None:
+    def __init__(self, eps: float = 1e-5, per_slice: bool = False) -> None:
         super().__init__()
         self.eps = eps
+        self.per_slice = per_slice
 
     def components(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """The two terms, ``(dice, ce)``, each a scalar tensor with gradient."""
-        dice = dice_loss(logits, target, self.eps)
+        dice = dice_loss(logits, target, self.eps, self.per_slice)
         return dice, F.cross_entropy(logits.float(), target.long())
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -126,6 +139,7 @@ class MDANetLoss(nn.Module):
     Args:
         lam: λ, weight of the similarity term (the paper uses 1, Table 6).
         eps: Dice smoothing, see :func:`dice_loss`.
+        per_slice: Dice averaged over the lesion slices instead of over the batch, see :func:`dice_loss`.
 
     Shape:
         ``forward(logits (B, K, H, W), target (B, H, W) long, stems)`` where ``stems`` is the pair of the
@@ -138,12 +152,12 @@ class MDANetLoss(nn.Module):
         ``"sim"``.
     """
 
-    def __init__(self, lam: float = 1.0, eps: float = 1e-5) -> None:
+    def __init__(self, lam: float = 1.0, eps: float = 1e-5, per_slice: bool = False) -> None:
         super().__init__()
         if lam < 0:
             raise InputError(f"lam (the similarity weight λ) must be >= 0, got {lam}.")
         self.lam = float(lam)
-        self.seg = DiceCELoss(eps)
+        self.seg = DiceCELoss(eps, per_slice)
 
     def forward(
         self, logits: Tensor, target: Tensor, stems: tuple[Tensor, Tensor] | None = None

@@ -120,6 +120,8 @@ class TrainConfig:
         batch_size: slices per step and rank.
         lr, betas, weight_decay: Adam settings.
         lam: λ, weight of the similarity loss (0 switches it off).
+        dice: ``"batch"`` (one soft Dice over the batch) or ``"slice"`` (mean over the lesion slices, so small
+            lesions weigh as much as large ones; :func:`~mdanet_sdk.train.losses.dice_loss`).
         schedule: ``"cosine"``, ``"plateau"`` or ``"constant"`` (module docstring).
         min_lr_ratio: final learning rate of the cosine schedule, as a fraction of ``lr``.
         patience: early-stopping patience in epochs (0: never stop early).
@@ -153,6 +155,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     lam: float = 1.0
+    dice: str = "batch"
     schedule: str = "cosine"
     min_lr_ratio: float = 0.01
     patience: int = 20
@@ -178,6 +181,7 @@ class TrainConfig:
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
+            (self.dice in ("batch", "slice"), f"dice must be 'batch' or 'slice', got {self.dice!r}"),
             (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
             (0 < self.min_lr_ratio <= 1, f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}"),
             (0 <= self.lesion_fraction <= 1, f"lesion_fraction must be in [0, 1], got {self.lesion_fraction}"),
@@ -514,7 +518,7 @@ class Trainer:
 
         seed_everything((cfg.seed, fold))
         model = build_model(model_config).to(self.device)
-        loss_fn = MDANetLoss(lam=cfg.lam)
+        loss_fn = MDANetLoss(lam=cfg.lam, per_slice=cfg.dice == "slice")
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         scheduler = self._scheduler(optimizer)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
