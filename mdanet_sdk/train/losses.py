@@ -57,8 +57,7 @@ def dice_loss(logits: Tensor, target: Tensor, eps: float = 1e-5, per_slice: bool
     # float32 softmax: the sums over a whole batch of pixels lose precision in half precision.
     prob = torch.softmax(logits.float(), dim=1)[:, LESION]
     truth = (target == LESION).to(prob.dtype)
-    lesion = truth.sum(dim=(1, 2)) > 0
-    if per_slice and lesion.any():
+    if per_slice and (lesion := truth.sum(dim=(1, 2)) > 0).any():
         prob, truth = prob[lesion], truth[lesion]
         intersection = (prob * truth).sum(dim=(1, 2))
         return (1.0 - (2.0 * intersection + eps) / (prob.sum(dim=(1, 2)) + truth.sum(dim=(1, 2)) + eps)).mean()
