@@ -932,7 +932,7 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
 
     ``Segmenter.predict`` overlaps loading with the model in a background thread and reports no stage times,
     so this calls its steps one after the other: the case reader, the preprocessing, ``Segmenter.probabilities``
-    batch by batch, :func:`~mdanet_sdk.data.preprocess.restore` + threshold + lesion-size filter, and
+    batch by batch, :func:`~mdanet_sdk.data.preprocess.restore` + ``Segmenter.postprocess``, and
     :func:`~mdanet_sdk.data.nifti.save_like`.
 
     Args:
@@ -945,8 +945,6 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
     """
     from mdanet_sdk.data.nifti import save_like
     from mdanet_sdk.data.preprocess import preprocess_images, restore
-    from mdanet_sdk.inference import remove_small_lesions
-
     batch = segmenter.batch_size
     timer = StageTimer(_sync_for(segmenter.device))
     with timer.stage("load"):
@@ -957,7 +955,7 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
         x = torch.from_numpy(slices)
         prob = torch.cat([segmenter.probabilities(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
     with timer.stage("restore"):
-        mask = remove_small_lesions(restore(prob, geometry) > segmenter.threshold, segmenter.min_size)
+        mask = segmenter.postprocess(restore(prob, geometry), case.images)
     with timer.stage("write"):
         save_like(mask, case.reference, out, kind="mask")
     return timer

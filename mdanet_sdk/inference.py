@@ -10,7 +10,8 @@ One core runs every entry point (:meth:`Segmenter.predict`, :meth:`Segmenter.pre
    cases share a batch when their in-plane size agrees) and runs every model (fold ensemble) on every flip
    (test-time augmentation) under :func:`torch.inference_mode`, averaging the softmax lesion probabilities;
 3. each finished case is restored to its native grid (:func:`~mdanet_sdk.data.preprocess.restore`),
-   thresholded, cleaned of lesions smaller than ``min_size`` voxels (26-connectivity), summarised in a
+   thresholded, cleaned of lesions smaller than ``min_size`` voxels (26-connectivity) and, for MRI models
+   with ``max_adc_ratio`` set, of lesions without restricted diffusion (:func:`postprocess`), summarised in a
    :class:`~mdanet_sdk.report.CaseReport` and yielded; :meth:`SegmentationResult.save` writes it back in the
    input's own orientation and geometry (:func:`~mdanet_sdk.data.nifti.save_like`).
 
@@ -35,6 +36,7 @@ from typing import Any, ClassVar, Literal, Union
 import nibabel as nib
 import numpy as np
 import torch
+from scipy import ndimage
 
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import Case, CaseSource, read_case
@@ -53,6 +55,9 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "remove_small_lesions",
+    "keep_restricted_lesions",
+    "tissue_adc",
+    "postprocess",
     "choose_postprocessing",
     "POSTPROCESSING_DEFAULTS",
     "refuse_single_3d",
@@ -123,8 +128,78 @@ def remove_small_lesions(mask: np.ndarray, min_size: int) -> np.ndarray:
     return keep[labels].astype(np.uint8)
 
 
+def tissue_adc(adc: np.ndarray) -> float:
+    """The case's parenchymal ADC: the median over brain voxels (``ADC > 0``) after dropping CSF.
+
+    CSF (ADC ~3e-3 mm²/s, about 4x tissue) would pull a plain median up by an amount that depends on atrophy,
+    so voxels above 1.5x the plain median are left out first. Unit-free: the ratio to it is what is used.
+
+    Args:
+        adc: ``(X, Y, Z)`` ADC map, any unit; ``<= 0`` outside the brain (skull-stripped, as ISLES is).
+
+    Returns:
+        the reference ADC in the map's unit (0.0 for a map without positive voxels).
+    """
+    values = adc[adc > 0]
+    if values.size == 0:
+        return 0.0
+    return float(np.median(values[values <= 1.5 * np.median(values)]))
+
+
+def keep_restricted_lesions(mask: np.ndarray, adc: np.ndarray, max_ratio: float) -> np.ndarray:
+    """Keep only the lesions that show restricted diffusion, as acute infarcts do.
+
+    A connected lesion (26-connectivity) stays when its median ADC is at most ``max_ratio`` times the case's
+    parenchymal ADC (:func:`tissue_adc`); DWI-bright look-alikes with normal ADC (T2 shine-through,
+    susceptibility at the skull base) go. Acute infarcts lower ADC by 30-60 %, hence ratios around 0.75-0.85.
+
+    Args:
+        mask: ``(X, Y, Z)`` binary mask.
+        adc: ``(X, Y, Z)`` ADC map on the same grid.
+        max_ratio: the gate; ``<= 0`` keeps everything.
+
+    Returns:
+        uint8 ``(X, Y, Z)`` mask.
+    """
+    mask = np.asarray(mask).astype(np.uint8)
+    if max_ratio <= 0:
+        return mask
+    labels, ratios = _lesion_adc_ratios(mask, adc)
+    return (ratios <= max_ratio)[labels].astype(np.uint8) if ratios is not None else mask
+
+
+def _lesion_adc_ratios(mask: np.ndarray, adc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Lesion labels and, per label (index 0 = background, ratio inf), median ADC / :func:`tissue_adc`;
+    ``None`` for an empty mask or a map without tissue."""
+    reference = tissue_adc(adc) if mask.any() else 0.0
+    labels, n = label_lesions(mask)
+    if reference <= 0:
+        return labels, None
+    median = np.asarray(ndimage.median(adc, labels, np.arange(1, n + 1)), dtype=np.float64)
+    return labels, np.concatenate([[np.inf], median / reference])
+
+
+def postprocess(
+    probability: np.ndarray,
+    threshold: float,
+    min_size: int = 0,
+    adc: np.ndarray | None = None,
+    max_adc_ratio: float = 0.0,
+) -> np.ndarray:
+    """Probability map → mask: threshold, drop lesions under ``min_size`` voxels, then (with an ADC map and
+    ``max_adc_ratio > 0``) drop lesions without restricted diffusion (:func:`keep_restricted_lesions`).
+
+    Returns:
+        uint8 ``(X, Y, Z)`` mask.
+    """
+    mask = remove_small_lesions(probability > threshold, min_size)
+    if adc is not None and max_adc_ratio > 0:
+        mask = keep_restricted_lesions(mask, adc, max_adc_ratio)
+    return mask
+
+
 #: Post-processing when neither the caller nor the checkpoint's ``meta["inference"]`` says otherwise.
-POSTPROCESSING_DEFAULTS: dict[str, Any] = {"tta": False, "threshold": 0.5, "min_size": 0}
+POSTPROCESSING_DEFAULTS: dict[str, Any] = {"tta": False, "threshold": 0.5, "min_size": 0, "max_adc_ratio": 0.0}
 
 
 def choose_postprocessing(
@@ -133,13 +208,16 @@ def choose_postprocessing(
     thresholds: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
     min_sizes: Sequence[int] = (0, 5, 10, 20),
     tolerance: float = 0.005,
+    adc: Sequence[np.ndarray] | None = None,
+    max_adc_ratios: Sequence[float] = (0.9, 0.85, 0.8, 0.75, 0.7),
 ) -> tuple[dict[str, Any], float]:
-    """Pick test-time augmentation, threshold and minimum lesion size on held-out cases (as nnU-Net picks its
-    post-processing on validation folds), to be stored in a checkpoint's ``meta["inference"]``.
+    """Pick test-time augmentation, threshold, minimum lesion size and (given ADC maps) the restricted-diffusion
+    gate on held-out cases (as nnU-Net picks its post-processing on validation folds), to be stored in a
+    checkpoint's ``meta["inference"]``.
 
     Every combination is scored by the mean per-case DSC; the cheapest one within ``tolerance`` of the best
     wins, cheapest meaning no TTA (4x faster) before TTA, then the threshold nearest 0.5, then the smaller
-    ``min_size``, so a setting is only moved off the defaults when that pays.
+    ``min_size``, then no gate before the loosest one, so a setting is only moved off the defaults when that pays.
 
     Args:
         probabilities: for ``False`` (no TTA) and optionally ``True`` (TTA), the lesion probability
@@ -148,23 +226,34 @@ def choose_postprocessing(
         thresholds: candidate probability thresholds.
         min_sizes: candidate minimum lesion sizes in voxels.
         tolerance: DSC a cheaper setting may lose against the best.
+        adc: the ADC map ``(X, Y, Z)`` of each case, to try the gate of :func:`keep_restricted_lesions`.
+        max_adc_ratios: candidate gates (tried only with ``adc``).
 
     Returns:
-        ``({"tta", "threshold", "min_size"}, mean DSC)`` of the chosen setting.
+        ``({"tta", "threshold", "min_size", "max_adc_ratio"}, mean DSC)`` of the chosen setting
+        (``max_adc_ratio`` 0.0: no gate).
     """
     if not labels or any(len(p) != len(labels) for p in probabilities.values()):
         raise InputError("choose_postprocessing needs one probability map per label for every TTA setting.")
-    scores: dict[tuple[bool, float, int], float] = {}
+    if adc is not None and len(adc) != len(labels):
+        raise InputError("choose_postprocessing needs one ADC map per label.")
+    gates = [0.0, *sorted(max_adc_ratios, reverse=True)] if adc is not None else [0.0]
+    scores: dict[tuple[bool, float, int, float], float] = {}
     for tta in sorted(probabilities):
         for threshold in sorted(thresholds, key=lambda t: abs(t - 0.5)):
             for min_size in sorted(min_sizes):
-                scores[(tta, threshold, min_size)] = float(np.mean([
-                    dsc(remove_small_lesions(p > threshold, min_size), y)
-                    for p, y in zip(probabilities[tta], labels)
-                ]))
+                per_case = np.empty((len(labels), len(gates)))
+                for i, (p, y) in enumerate(zip(probabilities[tta], labels)):
+                    mask = remove_small_lesions(p > threshold, min_size)
+                    lesions, ratios = _lesion_adc_ratios(mask, adc[i]) if len(gates) > 1 else (None, None)
+                    for g, gate in enumerate(gates):
+                        kept = mask if gate <= 0 or ratios is None else (ratios <= gate)[lesions]
+                        per_case[i, g] = dsc(kept, y)
+                for g, gate in enumerate(gates):
+                    scores[(tta, threshold, min_size, gate)] = float(per_case[:, g].mean())
     best = max(scores.values())
-    (tta, threshold, min_size), score = next((k, v) for k, v in scores.items() if v >= best - tolerance)
-    return {"tta": tta, "threshold": threshold, "min_size": min_size}, score
+    (tta, threshold, min_size, gate), score = next((k, v) for k, v in scores.items() if v >= best - tolerance)
+    return {"tta": tta, "threshold": threshold, "min_size": min_size, "max_adc_ratio": gate}, score
 
 
 @dataclass
@@ -392,8 +481,11 @@ class Segmenter:
         tta: average over the 4 in-plane flips (none, H, W, both).
         threshold: a voxel is lesion when its probability is above this.
         min_size: lesions of fewer voxels are removed (26-connectivity); 0 keeps all.
-            ``tta``, ``threshold`` and ``min_size`` left at ``None`` take the values the (first) checkpoint
-            recommends in ``meta["inference"]`` (see :func:`choose_postprocessing`), else ``False``, ``0.5``, ``0``.
+        max_adc_ratio: lesions whose median ADC is above this multiple of the case's parenchymal ADC are
+            removed (:func:`keep_restricted_lesions`; models with an ``adc`` input); 0 keeps all.
+            ``tta``, ``threshold``, ``min_size`` and ``max_adc_ratio`` left at ``None`` take the values the
+            (first) checkpoint recommends in ``meta["inference"]`` (see :func:`choose_postprocessing`), else
+            ``False``, ``0.5``, ``0``, ``0``.
         prefetch: cases loaded ahead by the background thread.
         ops: implementation of the MDANet operators: ``"auto"`` (native kernels when built), ``"native"``,
             ``"reference"`` (pure PyTorch); it changes speed, not results beyond float rounding.
@@ -419,6 +511,7 @@ class Segmenter:
         tta: bool | None = None,
         threshold: float | None = None,
         min_size: int | None = None,
+        max_adc_ratio: float | None = None,
         prefetch: int = 2,
         ops: str = "auto",
         models: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
@@ -427,14 +520,24 @@ class Segmenter:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
         if batch_size < 1 or prefetch < 1:
             raise InputError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}.")
-        given = {k: v for k, v in {"tta": tta, "threshold": threshold, "min_size": min_size}.items() if v is not None}
+        given = {
+            k: v
+            for k, v in {"tta": tta, "threshold": threshold, "min_size": min_size, "max_adc_ratio": max_adc_ratio}.items()
+            if v is not None
+        }
         settings = {**POSTPROCESSING_DEFAULTS, **checkpoints[0].meta.get("inference", {}), **given}
         tta, threshold, min_size = bool(settings["tta"]), float(settings["threshold"]), int(settings["min_size"])
+        max_adc_ratio = float(settings["max_adc_ratio"])
         if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
         if min_size < 0:
             raise InputError(f"min_size must be >= 0 voxels, got {min_size}.")
         first = checkpoints[0]
+        if max_adc_ratio < 0 or (max_adc_ratio > 0 and "adc" not in first.model_config.modalities):
+            raise InputError(
+                f"max_adc_ratio must be 0 (off) or positive, and needs a model with an adc input; got "
+                f"{max_adc_ratio} for a model reading {', '.join(first.model_config.modalities)}."
+            )
         for ckpt in checkpoints[1:]:
             if ckpt.model_config.modalities != first.model_config.modalities or ckpt.preprocess != first.preprocess:
                 raise CheckpointError(
@@ -449,6 +552,7 @@ class Segmenter:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.batch_size, self.tta, self.threshold, self.min_size = batch_size, tta, float(threshold), min_size
+        self.max_adc_ratio = max_adc_ratio
         self.prefetch = prefetch
         self.model_config = first.model_config
         self.modalities: tuple[str, ...] = first.model_config.modalities
@@ -459,8 +563,8 @@ class Segmenter:
             list(models) if models is not None else [c.build_model(ops=ops).to(self.device).eval() for c in checkpoints]
         )
         logger.info(
-            "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), tta=%s, threshold=%g, min_size=%d",
-            self.name, self.device, self.precision, len(self._models), tta, threshold, min_size,
+            "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), tta=%s, threshold=%g, min_size=%d, max_adc_ratio=%g",
+            self.name, self.device, self.precision, len(self._models), tta, threshold, min_size, max_adc_ratio,
         )
 
     # -- construction ---------------------------------------------------------------------------------
@@ -478,7 +582,7 @@ class Segmenter:
             path: a checkpoint file or bundled name (``"default-mri"``, ``"default-ctp"``), or a list of them.
             device: see :class:`Segmenter`.
             precision: see :class:`Segmenter`.
-            options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``prefetch``, ``ops``.
+            options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``, ``prefetch``, ``ops``.
 
         Raises:
             CheckpointError: a file is missing, not a checkpoint, or the folds are incompatible.
@@ -511,7 +615,7 @@ class Segmenter:
             path: the ``.ts`` / ``.pt2`` artefact.
             device: see :class:`Segmenter` (TensorRT artefacts need CUDA).
             precision: ``"auto"`` or the artefact's own precision, which it always computes in.
-            options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``prefetch``.
+            options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``, ``prefetch``.
 
         Raises:
             CheckpointError: not an artefact, or one from a newer mdanet-sdk.
@@ -747,12 +851,17 @@ class Segmenter:
                 total += lesion.flip(dims) if dims else lesion
         return (total / (len(self._models) * len(flips))).cpu()
 
+    def postprocess(self, probability: np.ndarray, images: Mapping[str, np.ndarray]) -> np.ndarray:
+        """This segmenter's :func:`postprocess` of a native-grid ``(X, Y, Z)`` probability map, with the
+        case's images (modality → ``(X, Y, Z)``; the ``adc`` one feeds the gate)."""
+        return postprocess(probability, self.threshold, self.min_size, images.get("adc"), self.max_adc_ratio)
+
     def _finish(self, pending: _Pending) -> SegmentationResult:
         """Native-grid probability, mask and report of a case whose slices are all predicted."""
         loaded = pending.loaded
         case = loaded.case
         probability = np.clip(restore(pending.probability, loaded.geometry), 0.0, 1.0).astype(np.float32)
-        mask = remove_small_lesions(probability > self.threshold, self.min_size)
+        mask = self.postprocess(probability, case.images)
         ref = case.reference
         report = CaseReport(
             case_id=case.case_id,
@@ -767,6 +876,7 @@ class Segmenter:
             modalities=self.modalities,
             threshold=self.threshold,
             min_size=self.min_size,
+            max_adc_ratio=self.max_adc_ratio,
             tta=self.tta,
             warnings=list(case.warnings),
         )

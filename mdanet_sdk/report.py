@@ -58,6 +58,8 @@ class CaseReport:
         modalities: the model's input modalities in channel order.
         threshold: probability above which a voxel is lesion.
         min_size: smallest lesion kept, in voxels.
+        max_adc_ratio: lesions with a median ADC above this multiple of the parenchymal ADC were removed
+            (0: no such gate).
         tta: whether flip test-time augmentation was used.
         warnings: sentences about repaired input problems.
     """
@@ -78,6 +80,7 @@ class CaseReport:
     threshold: float
     min_size: int
     tta: bool
+    max_adc_ratio: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,7 +186,8 @@ def _caption(reports: Sequence[CaseReport]) -> str:
     version = f" ({r.model_version})" if r.model_version else ""
     tta = ", flip TTA" if r.tta else ""
     min_size = f", lesions >= {r.min_size} voxels" if r.min_size > 1 else ""
-    return f"model {r.model}{version} on {r.device}, {r.precision}; threshold {r.threshold:g}{min_size}{tta}"
+    gate = f", lesion ADC <= {r.max_adc_ratio:g}x tissue" if r.max_adc_ratio > 0 else ""
+    return f"model {r.model}{version} on {r.device}, {r.precision}; threshold {r.threshold:g}{min_size}{gate}{tta}"
 
 
 def _pick_slices(mask: np.ndarray, max_slices: int) -> list[int]:

@@ -82,16 +82,18 @@ def _compact(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def tune(kind: str, path: Path) -> tuple[dict, float]:
-    """Post-processing (TTA, threshold, minimum lesion size) for ``path``, chosen on the held-out tuning phantoms."""
+    """Post-processing (TTA, threshold, minimum lesion size, for MRI the ADC gate) for ``path``, chosen on the
+    held-out tuning phantoms."""
     segmenters = {tta: Segmenter.from_checkpoint(path, device="cpu", tta=tta) for tta in (False, True)}
     probabilities: dict[bool, list] = {tta: [] for tta in segmenters}
-    labels = []
+    labels, adc = [], []
     for seed in TUNING_SEEDS:
         phantom = make_phantom(RECIPES[kind].layout, seed)
         labels.append(phantom.label)
+        adc.append(phantom.images.get("adc"))
         for tta, segmenter in segmenters.items():
             probabilities[tta].append(segmenter.predict(phantom).probability_canonical)
-    return choose_postprocessing(probabilities, labels)
+    return choose_postprocessing(probabilities, labels, adc=adc if kind == "mri" else None)
 
 
 def ship(kind: str, work: Path) -> Path:

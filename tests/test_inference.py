@@ -25,11 +25,13 @@ from mdanet_sdk.inference import (
     FailedCase,
     SegmentationResult,
     choose_postprocessing,
+    keep_restricted_lesions,
     remove_small_lesions,
     resolve_device,
+    tissue_adc,
 )
 from mdanet_sdk.model import build_model
-from mdanet_sdk.train.checkpoint import save_checkpoint
+from mdanet_sdk.train.checkpoint import load_checkpoint, save_checkpoint
 
 ZOOMS = (1.5, 1.5, 3.0)
 
@@ -235,18 +237,18 @@ def test_min_size_and_threshold_shape_the_mask(inf_checkpoints) -> None:
 def test_checkpoint_recommended_postprocessing_is_the_default(inf_checkpoints, tmp_path) -> None:
     torch.manual_seed(0)
     config = MDANetConfig.from_preset("small", "mri")
-    recommended = {"tta": True, "threshold": 0.3, "min_size": 7}
+    recommended = {"tta": True, "threshold": 0.3, "min_size": 7, "max_adc_ratio": 0.8}
     path = save_checkpoint(
         tmp_path / "tuned.pt", build_model(config), config, PreprocessConfig(), {"inference": recommended}
     )
     seg = Segmenter.from_checkpoint(path)
-    assert (seg.tta, seg.threshold, seg.min_size) == (True, 0.3, 7)
+    assert (seg.tta, seg.threshold, seg.min_size, seg.max_adc_ratio) == (True, 0.3, 7, 0.8)
     report = seg.predict_arrays(*stored(brain((32, 32, 6)), "RAS")).report
-    assert (report.tta, report.threshold, report.min_size) == (True, 0.3, 7)
-    mine = Segmenter.from_checkpoint(path, tta=False, threshold=0.6, min_size=0)  # the caller's word wins
-    assert (mine.tta, mine.threshold, mine.min_size) == (False, 0.6, 0)
+    assert (report.tta, report.threshold, report.min_size, report.max_adc_ratio) == (True, 0.3, 7, 0.8)
+    mine = Segmenter.from_checkpoint(path, tta=False, threshold=0.6, min_size=0, max_adc_ratio=0)  # caller wins
+    assert (mine.tta, mine.threshold, mine.min_size, mine.max_adc_ratio) == (False, 0.6, 0, 0.0)
     plain = Segmenter.from_checkpoint(inf_checkpoints[0])  # no recommendation: the built-in defaults
-    assert (plain.tta, plain.threshold, plain.min_size) == (False, 0.5, 0)
+    assert (plain.tta, plain.threshold, plain.min_size, plain.max_adc_ratio) == (False, 0.5, 0, 0.0)
 
 
 def test_choose_postprocessing_moves_off_the_defaults_only_when_it_pays() -> None:
@@ -261,12 +263,80 @@ def test_choose_postprocessing_moves_off_the_defaults_only_when_it_pays() -> Non
         sharp.append(0.9 * y + speck)
         clean.append(0.9 * y.astype(np.float32))
     setting, score = choose_postprocessing({False: faint, True: sharp}, labels)
-    assert setting == {"tta": False, "threshold": 0.3, "min_size": 5} and score == 1.0  # no TTA: cheaper
+    assert setting == {"tta": False, "threshold": 0.3, "min_size": 5, "max_adc_ratio": 0.0} and score == 1.0
     blind = [np.zeros(y.shape, np.float32) for y in labels]
-    assert choose_postprocessing({False: blind, True: sharp}, labels)[0] == {"tta": True, "threshold": 0.5, "min_size": 5}
-    assert choose_postprocessing({False: clean, True: clean}, labels)[0] == {"tta": False, "threshold": 0.5, "min_size": 0}
+    assert choose_postprocessing({False: blind, True: sharp}, labels)[0] == {
+        "tta": True, "threshold": 0.5, "min_size": 5, "max_adc_ratio": 0.0
+    }
+    assert choose_postprocessing({False: clean, True: clean}, labels)[0] == {
+        "tta": False, "threshold": 0.5, "min_size": 0, "max_adc_ratio": 0.0
+    }
     with pytest.raises(InputError, match="one probability map per label"):
         choose_postprocessing({False: faint[:2]}, labels)
+
+
+def restricted_case(unit: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A mask with two lesions and the ADC map (1e-3 mm²/s times ``unit``) they lie in: tissue 0.8, a CSF
+    block 3.0, 0 outside; lesion A (27 voxels) restricted at 0.4, look-alike B (8 voxels) at tissue ADC 0.8."""
+    adc = np.zeros((20, 20, 10), np.float32)
+    adc[2:18, 2:18, 1:9] = 0.8
+    adc[8:12, 8:12, 1:9] = 3.0  # 128 CSF voxels (6 %): must not pull the reference up
+    mask = np.zeros(adc.shape, np.uint8)
+    mask[3:6, 3:6, 2:5] = 1
+    adc[3:6, 3:6, 2:5] = 0.4
+    mask[14:16, 14:16, 6:8] = 1
+    return mask, adc * unit
+
+
+def test_restricted_diffusion_gate_keeps_lesions_with_low_adc_in_any_unit() -> None:
+    mask, adc = restricted_case()
+    assert tissue_adc(adc) == pytest.approx(0.8)
+    assert tissue_adc(np.zeros_like(adc)) == 0.0
+    only_a = np.zeros_like(mask)
+    only_a[3:6, 3:6, 2:5] = 1
+    for unit in (1.0, 1000.0):  # 1e-3 or 1e-6 mm²/s: the gate is a ratio
+        np.testing.assert_array_equal(keep_restricted_lesions(mask, adc * unit, 0.8), only_a)
+    np.testing.assert_array_equal(keep_restricted_lesions(mask, adc, 1.01), mask)  # B's ratio is 1.0
+    np.testing.assert_array_equal(keep_restricted_lesions(mask, adc, 0.0), mask)  # 0: off
+    np.testing.assert_array_equal(keep_restricted_lesions(mask, np.zeros_like(adc), 0.8), mask)  # no ADC: kept
+
+
+def test_choose_postprocessing_gates_on_adc_when_a_lookalike_costs_dice() -> None:
+    mask, adc = restricted_case()
+    label = np.zeros_like(mask)
+    label[3:6, 3:6, 2:5] = 1  # B is a DWI-bright look-alike the model calls with confidence
+    probability = [0.9 * mask.astype(np.float32)] * 2
+    setting, score = choose_postprocessing({False: probability}, [label] * 2, adc=[adc] * 2)
+    assert setting == {"tta": False, "threshold": 0.5, "min_size": 0, "max_adc_ratio": 0.9} and score == 1.0
+    assert choose_postprocessing({False: probability}, [label] * 2, min_sizes=(0,))[0]["max_adc_ratio"] == 0.0
+    assert choose_postprocessing({False: probability}, [mask] * 2, adc=[adc] * 2)[0]["max_adc_ratio"] == 0.0
+    with pytest.raises(InputError, match="one ADC map per label"):
+        choose_postprocessing({False: probability}, [label] * 2, adc=[adc])
+
+
+def bright_dwi_model(x: torch.Tensor) -> torch.Tensor:
+    """A stand-in network ``(B, 2, H, W) -> (B, 2, H, W)`` logits: lesion wherever the normalised DWI is bright."""
+    lesion = 10.0 * (x[:, 0] - 3.0)
+    return torch.stack([torch.zeros_like(lesion), lesion], dim=1)
+
+
+def test_segmenter_gate_drops_lesions_with_normal_adc(inf_checkpoints, tmp_path) -> None:
+    images = brain((32, 32, 8))
+    blob = (images["adc"] > 0) & (images["adc"] < 600)  # the restricted lesion of brain()
+    lookalike = blob[::-1, ::-1]  # its mirror image: DWI as bright, ADC normal
+    images["dwi"] = images["dwi"] + 80 * lookalike
+    arrays, affine = stored(images, "RAS")
+    ckpt = load_checkpoint(inf_checkpoints[0])
+    loose = Segmenter([ckpt], models=[bright_dwi_model]).predict_arrays(arrays, affine)
+    gated = Segmenter([ckpt], models=[bright_dwi_model], max_adc_ratio=0.8).predict_arrays(arrays, affine)
+    assert loose.report.n_lesions == 2 and gated.report.n_lesions == 1 and gated.report.max_adc_ratio == 0.8
+    np.testing.assert_array_equal(gated.mask_canonical, keep_restricted_lesions(loose.mask_canonical, images["adc"], 0.8))
+    assert gated.mask_canonical[blob].all() and not gated.mask_canonical[lookalike].any()
+    ctp = make_checkpoint(tmp_path / "ctp.pt", kind="ctp")
+    with pytest.raises(InputError, match="needs a model with an adc input"):
+        Segmenter.from_checkpoint(ctp, max_adc_ratio=0.8)
+    with pytest.raises(InputError, match="0 \\(off\\) or positive"):
+        Segmenter.from_checkpoint(inf_checkpoints[0], max_adc_ratio=-1)
 
 
 def test_failed_cases_name_the_case_and_the_others_go_on(inf_checkpoints, tmp_path) -> None:

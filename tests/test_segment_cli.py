@@ -77,7 +77,7 @@ def test_4d_file_gives_mask_prob_report_and_overlay_with_the_input_geometry(cli_
     result = runner.invoke(
         app,
         ["segment", str(src), "-o", str(out), "--checkpoint", str(cli_weights["mri"]), "--prob",
-         "--report", str(tmp_path / "report.json"), "--overlay", str(out), "--batch-size", "3"],
+         "--report", str(tmp_path / "report.json"), "--overlay", str(out), "--batch-size", "3", "--max-adc-ratio", "0.8"],
     )
     assert result.exit_code == 0, result.stdout + result.stderr
     assert files_in(out) == ["case7_overlay.png", "case7_prob.nii.gz", "case7_seg.nii.gz"]
@@ -90,8 +90,9 @@ def test_4d_file_gives_mask_prob_report_and_overlay_with_the_input_geometry(cli_
     (case,) = report["cases"]
     assert case["case_id"] == "case7" and case["shape"] == [37, 29, 5] and case["device"] == "cpu"
     assert case["model"] == "default-mri" and report["failed"] == []
-    assert case["voxel_size_mm"] == [1.5, 1.5, 3.0]
+    assert case["voxel_size_mm"] == [1.5, 1.5, 3.0] and case["max_adc_ratio"] == 0.8
     assert "case7: reading dwi, adc" in result.stdout and "lesion mL" in result.stdout
+    assert "lesion ADC <= 0.8x tissue" in " ".join(result.stdout.split())  # the caption may wrap
 
 
 def test_bundled_weights_follow_the_volume_count_and_modalities_override(bundled, tmp_path) -> None:

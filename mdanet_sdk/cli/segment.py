@@ -294,6 +294,14 @@ def segment(
         int | None,
         typer.Option("--min-size", min=0, help="Drop lesions smaller than this (voxels). Default: the checkpoint's, else 0."),
     ] = None,
+    max_adc_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--max-adc-ratio", min=0.0,
+            help="MRI: drop lesions whose median ADC is above this multiple of the tissue ADC (0: off). "
+            "Default: the checkpoint's, else 0.",
+        ),
+    ] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write a JSON report of all cases.")] = None,
     overlay: Annotated[
         Path | None,
@@ -316,7 +324,8 @@ def segment(
     if not inputs and not mapping:
         raise InputError("no input given; pass case files or folders, or -m dwi=a.nii.gz -m adc=b.nii.gz.")
     options: dict[str, Any] = dict(
-        device=device, precision=precision, batch_size=batch_size, tta=tta, threshold=threshold, min_size=min_size
+        device=device, precision=precision, batch_size=batch_size, tta=tta, threshold=threshold, min_size=min_size,
+        max_adc_ratio=max_adc_ratio,
     )
     segmenters: dict[str, Segmenter] = {}
     if checkpoint and model:
