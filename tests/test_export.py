@@ -303,8 +303,8 @@ def test_bundled_weights_export_and_segment_alike(phantom_case, tmp_path):
     # the artefact carries the checkpoint's recommended post-processing too
     recommended = load_checkpoint("default-mri").meta["inference"]
     for r in (eager, exported):
-        assert (r.report.tta, r.report.threshold, r.report.min_size) == (
-            recommended["tta"], recommended["threshold"], recommended["min_size"]
+        assert (r.report.tta, r.report.threshold, r.report.min_size, r.report.max_adc_ratio) == (
+            recommended["tta"], recommended["threshold"], recommended["min_size"], recommended["max_adc_ratio"]
         )
 
 
