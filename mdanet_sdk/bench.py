@@ -945,6 +945,7 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
     """
     from mdanet_sdk.data.nifti import save_like
     from mdanet_sdk.data.preprocess import preprocess_images, restore
+
     batch = segmenter.batch_size
     timer = StageTimer(_sync_for(segmenter.device))
     with timer.stage("load"):

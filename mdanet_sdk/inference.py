@@ -162,21 +162,26 @@ def keep_restricted_lesions(mask: np.ndarray, adc: np.ndarray, max_ratio: float)
         uint8 ``(X, Y, Z)`` mask.
     """
     mask = np.asarray(mask).astype(np.uint8)
-    if max_ratio <= 0:
+    if max_ratio <= 0 or not mask.any():
         return mask
-    labels, ratios = _lesion_adc_ratios(mask, adc)
-    return (ratios <= max_ratio)[labels].astype(np.uint8) if ratios is not None else mask
+    return _restricted(mask, *_lesion_adc_ratios(mask, adc, tissue_adc(adc)), max_ratio)
 
 
-def _lesion_adc_ratios(mask: np.ndarray, adc: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Lesion labels and, per label (index 0 = background, ratio inf), median ADC / :func:`tissue_adc`;
-    ``None`` for an empty mask or a map without tissue."""
-    reference = tissue_adc(adc) if mask.any() else 0.0
+def _lesion_adc_ratios(
+    mask: np.ndarray, adc: np.ndarray, reference: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Lesion labels and, per label (index 0 = background, ratio inf), median ADC / ``reference``;
+    ``None`` for an empty mask or a map without tissue (``reference <= 0``)."""
     labels, n = label_lesions(mask)
-    if reference <= 0:
+    if reference <= 0 or n == 0:
         return labels, None
     median = np.asarray(ndimage.median(adc, labels, np.arange(1, n + 1)), dtype=np.float64)
     return labels, np.concatenate([[np.inf], median / reference])
+
+
+def _restricted(mask: np.ndarray, labels: np.ndarray, ratios: np.ndarray | None, max_ratio: float) -> np.ndarray:
+    """``mask`` without the lesions whose ADC ratio exceeds ``max_ratio`` (all of it when ``ratios`` is None)."""
+    return mask if ratios is None else (ratios <= max_ratio)[labels].astype(np.uint8)
 
 
 def postprocess(
@@ -238,6 +243,7 @@ def choose_postprocessing(
     if adc is not None and len(adc) != len(labels):
         raise InputError("choose_postprocessing needs one ADC map per label.")
     gates = [0.0, *sorted(max_adc_ratios, reverse=True)] if adc is not None else [0.0]
+    references = [tissue_adc(a) for a in adc] if adc is not None else []
     scores: dict[tuple[bool, float, int, float], float] = {}
     for tta in sorted(probabilities):
         for threshold in sorted(thresholds, key=lambda t: abs(t - 0.5)):
@@ -245,10 +251,9 @@ def choose_postprocessing(
                 per_case = np.empty((len(labels), len(gates)))
                 for i, (p, y) in enumerate(zip(probabilities[tta], labels)):
                     mask = remove_small_lesions(p > threshold, min_size)
-                    lesions, ratios = _lesion_adc_ratios(mask, adc[i]) if len(gates) > 1 else (None, None)
+                    lesions, ratios = _lesion_adc_ratios(mask, adc[i], references[i]) if references else (mask, None)
                     for g, gate in enumerate(gates):
-                        kept = mask if gate <= 0 or ratios is None else (ratios <= gate)[lesions]
-                        per_case[i, g] = dsc(kept, y)
+                        per_case[i, g] = dsc(mask if gate <= 0 else _restricted(mask, lesions, ratios, gate), y)
                 for g, gate in enumerate(gates):
                     scores[(tta, threshold, min_size, gate)] = float(per_case[:, g].mean())
     best = max(scores.values())
