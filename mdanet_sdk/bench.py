@@ -944,7 +944,7 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
         the timer; ``timer.seconds`` maps each stage to its wall time.
     """
     from mdanet_sdk.data.nifti import save_like
-    from mdanet_sdk.data.preprocess import preprocess_images, restore
+    from mdanet_sdk.data.preprocess import preprocess_images, restore_probability
 
     batch = segmenter.batch_size
     timer = StageTimer(_sync_for(segmenter.device))
@@ -956,7 +956,7 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
         x = torch.from_numpy(slices)
         prob = torch.cat([segmenter.probabilities(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
     with timer.stage("restore"):
-        mask = segmenter.postprocess(restore(prob, geometry), case.images)
+        mask = segmenter.postprocess(restore_probability(prob, geometry), case.images)
     with timer.stage("write"):
         save_like(mask, case.reference, out, kind="mask")
     return timer

@@ -41,7 +41,7 @@ from scipy import ndimage
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import Case, CaseSource, read_case
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, Volume, save_like, to_original
-from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_images, restore
+from mdanet_sdk.data.preprocess import PreprocessConfig, SliceGeometry, preprocess_images, restore_probability
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError, MDANetError
 from mdanet_sdk.metrics import dsc, label_lesions
 from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay
@@ -753,7 +753,9 @@ class Segmenter:
                 started = time.perf_counter()
                 try:
                     case = self._load(item, modalities)
-                    slices, geometry = preprocess_images(case.images, self.modalities, self.preprocess)
+                    slices, geometry = preprocess_images(
+                        case.images, self.modalities, self.preprocess, case.brain_mask
+                    )
                     out: Any = _Loaded(case, slices, geometry, started)
                 except MDANetError as exc:
                     out = FailedCase(_input_name(item), str(exc), exc)
@@ -865,9 +867,10 @@ class Segmenter:
         """Native-grid probability, mask and report of a case whose slices are all predicted."""
         loaded = pending.loaded
         case = loaded.case
-        probability = np.clip(restore(pending.probability, loaded.geometry), 0.0, 1.0).astype(np.float32)
+        probability = restore_probability(pending.probability, loaded.geometry)
         mask = self.postprocess(probability, case.images)
         ref = case.reference
+        warnings = [*case.warnings, *loaded.geometry.warnings, *_volume_warnings(mask, loaded.geometry)]
         report = CaseReport(
             case_id=case.case_id,
             **lesion_stats(mask, ref.voxel_volume_ml),
@@ -883,9 +886,24 @@ class Segmenter:
             min_size=self.min_size,
             max_adc_ratio=self.max_adc_ratio,
             tta=self.tta,
-            warnings=list(case.warnings),
+            warnings=warnings,
         )
         return SegmentationResult(case, mask, probability, report)
+
+
+#: A predicted lesion larger than this share of the head is implausible (a failure, or not a stroke case).
+IMPLAUSIBLE_LESION_SHARE = 1.0 / 3.0
+
+
+def _volume_warnings(mask: np.ndarray, geometry: SliceGeometry) -> list[str]:
+    """One sentence when the lesion covers an implausible share of the head."""
+    head = int(geometry.head.sum()) if geometry.head is not None else mask.size
+    share = float(mask.sum()) / max(head, 1)
+    if share <= IMPLAUSIBLE_LESION_SHARE:
+        return []
+    sentence = (f"The predicted lesion covers {share:.0%} of the head, which is implausible for a stroke: check "
+                "the input's modalities, orientation and skull-stripping.")
+    return [sentence]
 
 
 def _checkpoint_name(ckpt: Checkpoint) -> str:

@@ -1,14 +1,16 @@
 """Regenerate the bundled demo weights ``default-mri`` and ``default-ctp`` (synthetic phantoms only).
 
-    python scripts/make_bundled_weights.py [--work DIR] [--kinds mri,ctp]
+    python scripts/make_bundled_weights.py [--work DIR] [--kinds mri,ctp] [--from-stage N]
 
 Each kind: write a phantom dataset in its ISLES layout with the project's own ``synth`` code, train the
-``small`` preset with the project's own trainer (fold 0 of the recipe's folds); MRI then fine-tunes that
-checkpoint on a second, fresh phantom set at a finer model grid (``--init``, ``--size 192``). Ship the last
+``small`` preset with the project's own trainer (fold 0 of the recipe's folds); each further stage fine-tunes
+the previous stage's checkpoint (``--init``) on a fresh phantom set: MRI at a finer model grid (192), then both
+kinds on domain-randomised phantoms (:mod:`mdanet_sdk.data.phantom_domain`) with intensity augmentation, back
+on the native grid (128) whose bottleneck is the GCFB's node grid. Ship the last
 stage's best fold-0 checkpoint with its weights stored as float16 where they fit its range (half the size;
 loading casts them back to float32), a note that the weights are synthetic and not for clinical use, and the
 post-processing (TTA, threshold, minimum lesion size, for MRI the restricted-diffusion gate) chosen on held-out
-phantoms (case seeds 8000-8035) in ``meta["inference"]``, which the Segmenter uses unless told otherwise. The
+phantoms (case seeds 8000-8035, alternately classic and randomised) in ``meta["inference"]``, which the Segmenter uses unless told otherwise. The
 training phantoms use dataset seeds that the tests never use for held-out evaluation (tests draw unseen cases
 from seed 9000+).
 """
@@ -44,6 +46,8 @@ class Stage(NamedTuple):
     lesion_fraction: float
     lr: float
     train_seed: int
+    domain: str = "classic"  # phantom domain (mdanet_sdk.data.phantom_domain)
+    init: str | None = None  # the first stage's starting weights (later stages start from the previous one)
 
 
 class Recipe(NamedTuple):
@@ -57,13 +61,21 @@ class Recipe(NamedTuple):
 #: validation short on a CPU.
 RECIPES = {
     "mri": Recipe("isles22", (Stage(103, 72, 12, 128, 40, 96, 0.6, 1e-3, 103),
-                              Stage(105, 108, 9, 192, 40, 14, 0.6, 3e-4, 107))),
-    "ctp": Recipe("isles18", (Stage(202, 36, 5, 128, 40, 24, 0.5, 1e-3, 202),)),
+                              Stage(105, 108, 9, 192, 40, 14, 0.6, 3e-4, 107),
+                              Stage(111, 96, 12, 128, 40, 24, 0.6, 3e-4, 111, "randomised"))),
+    "ctp": Recipe("isles18", (Stage(202, 36, 5, 128, 40, 24, 0.5, 1e-3, 202),
+                              Stage(211, 60, 10, 128, 40, 24, 0.5, 3e-4, 211, "randomised"))),
 }
+#: ``--from-stage N`` starts at stage N (1-based) from the weights that earlier stages shipped: the bundled
+#: weights of the previous release (``git show e9c8b36:mdanet_sdk/weights/default-mri.pt``), so a machine
+#: with two cores does not repeat hours of training.
+PREVIOUS = {"mri": "default-mri", "ctp": "default-ctp"}
 
 
-#: Phantoms (case seeds) that choose the post-processing; held out from training and from the tests (9000+).
+#: Phantoms (case seeds) that choose the post-processing; held out from training and from the tests (9000+):
+#: half classic, half domain-randomised, so the choice holds beyond one generator.
 TUNING_SEEDS = range(8000, 8036)
+TUNING_DOMAINS = ("classic", "randomised")
 
 
 def run_dir(kind: str, work: Path, stage: int) -> Path:
@@ -71,18 +83,27 @@ def run_dir(kind: str, work: Path, stage: int) -> Path:
     return work / (f"run-{kind}" if stage == 0 else f"run-{kind}-{stage + 1}")
 
 
-def make(kind: str, work: Path) -> Path:
+def _start(kind: str, work: Path, i: int, first: int) -> str | None:
+    """The weights stage ``i`` starts from: the previous stage's best, or the bundled ones at ``first``."""
+    if i == first and i > 0:
+        return PREVIOUS[kind]
+    return str(run_dir(kind, work, i - 1) / "fold_0" / "best.pt") if i else None
+
+
+def make(kind: str, work: Path, first: int = 0) -> Path:
     r = RECIPES[kind]
     for i, st in enumerate(r.stages):
+        if i < first:
+            continue
         data = work / f"data-{kind}-{st.seed}"
         if not data.exists():
-            write_dataset(data, r.layout, st.cases, st.seed)
+            write_dataset(data, r.layout, st.cases, st.seed, domain=st.domain)
         results = train(
             TrainConfig(
                 data_dir=str(data), out_dir=str(run_dir(kind, work, i)), layout=r.layout, kind=kind, preset="small",
                 size=st.size, folds=st.folds, fold=0, epochs=st.epochs, steps_per_epoch=st.steps, batch_size=16,
                 lr=st.lr, patience=0, lesion_fraction=st.lesion_fraction, seed=st.train_seed, resume=True,
-                init=str(run_dir(kind, work, i - 1) / "fold_0" / "best.pt") if i else None,
+                init=_start(kind, work, i, first),
             )
         )
         print(f"default-{kind} stage {i + 1}: {results.to_dict().get('summary', '')}")
@@ -104,8 +125,8 @@ def tune(kind: str, path: Path) -> tuple[dict, float]:
     segmenters = {tta: Segmenter.from_checkpoint(path, device="cpu", tta=tta) for tta in (False, True)}
     probabilities: dict[bool, list] = {tta: [] for tta in segmenters}
     labels, adc = [], []
-    for seed in TUNING_SEEDS:
-        phantom = make_phantom(RECIPES[kind].layout, seed)
+    for k, seed in enumerate(TUNING_SEEDS):
+        phantom = make_phantom(RECIPES[kind].layout, seed, domain=TUNING_DOMAINS[k % 2])
         labels.append(phantom.label)
         adc.append(phantom.images.get("adc"))
         for tta, segmenter in segmenters.items():
@@ -124,8 +145,8 @@ def ship(kind: str, work: Path) -> Path:
     bundled["state_dict"] = {k: _compact(v) for k, v in ckpt["state_dict"].items()}
     bundled["meta"] = {**ckpt["meta"], "note": NOTE, "name": f"default-{kind}",
                        "training_data": " then ".join(
-                           f"{st.cases} synthetic {r.layout} phantoms (dataset seed {st.seed}, grid {st.size})"
-                           for st in r.stages),
+                           f"{st.cases} synthetic {st.domain} {r.layout} phantoms (dataset seed {st.seed}, grid "
+                           f"{st.size})" for st in r.stages),
                        "inference": inference,
                        "inference_tuning": f"chosen on {len(TUNING_SEEDS)} held-out phantoms (seeds "
                                            f"{TUNING_SEEDS[0]}-{TUNING_SEEDS[-1]}): mean DSC {score:.3f}"}
@@ -140,10 +161,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("build/bundled-weights"))
     parser.add_argument("--kinds", default="mri,ctp")
     parser.add_argument("--ship-only", action="store_true", help="Ship the best checkpoint of an existing run.")
+    parser.add_argument("--from-stage", type=int, default=1,
+                        help="Start at this stage (1-based) from the bundled weights of the previous release.")
     args = parser.parse_args()
     for kind in args.kinds.split(","):
         start = time.time()
-        (ship if args.ship_only else make)(kind, args.work)
+        if args.ship_only:
+            ship(kind, args.work)
+        else:
+            make(kind, args.work, min(args.from_stage, len(RECIPES[kind].stages)) - 1)
         print(f"default-{kind} done in {time.time() - start:.0f} s")
 
 

@@ -351,7 +351,10 @@ def test_finding_reads_no_voxels(tmp_path, io_write_nifti) -> None:
 def test_real_isles22_example_reads_from_every_entry_point(entry, tmp_path) -> None:
     case: Case = read_case(EXAMPLE / entry)
     assert case.case_id == "sub-strokecase0001" and case.modalities == ("dwi", "adc")
-    assert case.shape == (112, 112, 73) and case.label is None and case.warnings == []
+    assert case.shape == (112, 112, 73) and case.warnings == []
+    # The expert mask under derivatives/ is found from every entry point (beside rawdata/ or one level up).
+    assert case.label is not None and case.label.dtype == np.uint8
+    assert set(np.unique(case.label).tolist()) == {0, 1} and int(case.label.sum()) == 835
     assert case.reference.orientation == ("L", "A", "S")
     assert case.reference.zooms == pytest.approx((2.0, 2.0, 2.0), abs=1e-4)
     assert 1.0 < float(case.images["adc"].max()) < 10.0  # ADC in 1e-3 mm²/s: units are kept as stored

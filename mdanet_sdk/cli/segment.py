@@ -357,6 +357,10 @@ def segment(
         if job.case_id in failed:
             line = _error_line(job.case_id, failed[job.case_id])
             err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    for case_report in reports:  # doubts about a case are said even with --quiet, one line each
+        for warning in case_report.warnings:
+            err_console.print(f"[bold yellow]warning:[/] {escape(case_report.case_id)}: {escape(warning)}",
+                              highlight=False, soft_wrap=True)
     if report is not None:
         write_json_report(reports, report, failed)
     if not quiet:

@@ -80,6 +80,9 @@ def train_command(
     patience: Patience = 20,
     lesion_fraction: LesionFraction = 0.33,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Paper augmentations.")] = True,
+    intensity_aug: Annotated[bool, typer.Option(
+        "--intensity-aug/--no-intensity-aug",
+        help="Also augment intensities (bias, gamma, contrast, blur, resolution, noise).")] = True,
     amp: Amp = "auto",
     device: Device = "auto",
     workers: Workers = None,
@@ -98,7 +101,8 @@ def train_command(
     cfg = TrainConfig(
         data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset, size=size, fold=fold,
         folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam, dice=dice,
-        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment, amp=amp,
+        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment,
+        intensity_augment=intensity_aug, amp=amp,
         device=device, workers=workers, seed=seed, init=init, resume=resume, quiet=quiet,
     )
     results = train(cfg, console=console)

@@ -57,6 +57,7 @@ __all__ = [
     "LAYOUT_MODALITIES",
     "AFFINE_TOL_MM",
     "FOURD_KEY",
+    "BRAIN_MASK_KEY",
 ]
 
 LAYOUTS = ("auto", "isles22", "isles18", "generic")
@@ -73,6 +74,8 @@ AFFINE_TOL_MM = 1e-3
 FOURD_KEY = "__4d__"
 
 _LABEL = "label"
+#: Key of a mapping source (:func:`read_case`) naming a brain mask file.
+BRAIN_MASK_KEY = "brain_mask"
 # Modality -> token of its SMIR file name ("SMIR.Brain.XX.O.CT_Tmax.12345.nii"), and back (lowercase).
 _ISLES18_NAMES = {
     "cbf": "CT_CBF",
@@ -98,6 +101,8 @@ class Case:
         reference: geometry of the first modality (``data`` is that image); pass it to
             :func:`~mdanet_sdk.data.nifti.save_like` to write results back in the input's space.
         warnings: sentences about repaired input problems (e.g. NaN voxels set to 0).
+        brain_mask: bool ``(X, Y, Z)`` given by the user (e.g. from a skull-stripping tool), or ``None``:
+            normalisation statistics are taken inside it and lesions are kept only there.
     """
 
     case_id: str
@@ -105,6 +110,7 @@ class Case:
     label: np.ndarray | None
     reference: Volume
     warnings: list[str] = field(default_factory=list)
+    brain_mask: np.ndarray | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -148,12 +154,14 @@ class CaseSource:
         paths: modality → file, or ``{FOURD_KEY: file}`` for a 4D file whose last axis holds ``modalities``.
         label_path: the label file, or ``None``.
         modalities: modalities to read, in order; required with a 4D file, else defaults to ``paths``' keys.
+        brain_mask_path: a brain mask on the images' grid (non-zero = brain), or ``None``.
     """
 
     case_id: str
     paths: dict[str, Path]
     label_path: Path | None = None
     modalities: tuple[str, ...] | None = None
+    brain_mask_path: Path | None = None
 
     def load(self) -> Case:
         """Read, validate and reorient the images and label.
@@ -173,7 +181,12 @@ class CaseSource:
             _check_same_grid(self.case_id, "label", label_volume, reference)
             label = _as_label(label_volume)
             warnings += label_volume.warnings
-        return Case(self.case_id, images, label, reference, warnings)
+        brain_mask = None
+        if self.brain_mask_path is not None:
+            mask_volume = load_volume(self.brain_mask_path)
+            _check_same_grid(self.case_id, "brain mask", mask_volume, reference)
+            brain_mask = np.asarray(mask_volume.data) != 0
+        return Case(self.case_id, images, label, reference, warnings, brain_mask)
 
     def _load_files(self) -> tuple[dict[str, np.ndarray], Volume, list[str]]:
         names = self.modalities or tuple(self.paths)
@@ -487,7 +500,8 @@ def read_case(
 
     Args:
         source: a 4D NIfTI (with ``modalities``), a folder holding exactly one case, or a mapping such as
-            ``{"dwi": "a.nii.gz", "adc": "b.nii.gz", "label": "m.nii.gz"}`` (key ``"label"`` is the label).
+            ``{"dwi": "a.nii.gz", "adc": "b.nii.gz", "label": "m.nii.gz"}`` (key ``"label"`` is the label,
+            ``"brain_mask"`` a brain mask).
         layout: as in :func:`find_cases` (ignored for a mapping).
         modalities: names to read, in channel order (default: the layout's, or the mapping's keys).
         case_id: id for a mapping source (default: the first image's file name without suffix).
@@ -501,10 +515,11 @@ def read_case(
     if isinstance(source, Mapping):
         paths = {str(k).lower(): Path(v) for k, v in source.items()}
         label = paths.pop(_LABEL, None)
+        brain_mask = paths.pop(BRAIN_MASK_KEY, None)
         if not paths:
             raise InputError("the mapping names no image; map modality to file, e.g. {'dwi': 'dwi.nii.gz'}.")
         names = _modalities("generic", modalities) or tuple(paths)
-        return CaseSource(case_id or _stem(next(iter(paths.values()))), paths, label, names).load()
+        return CaseSource(case_id or _stem(next(iter(paths.values()))), paths, label, names, brain_mask).load()
     sources = find_cases(source, layout, modalities)
     if len(sources) != 1:
         raise InputError(

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from mdanet_sdk.data.augment import IntensityAugmentation
 from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_case
 from mdanet_sdk.errors import InputError
 
@@ -102,6 +103,9 @@ class SliceDataset(Dataset):
         cfg: preprocessing (set ``size`` to batch slices of cases with different in-plane sizes).
         augment: apply the random flip / rotation / scaling to every item.
         seed: seed of the augmentations and of :meth:`sampler`.
+        intensity: with ``augment``, also the intensity augmentation
+            (:class:`~mdanet_sdk.data.augment.IntensityAugmentation`: bias, gamma, contrast, blur, resolution,
+            noise).
         lesion_oversample: :meth:`sampler` draws a slice holding lesion ``1 + lesion_oversample`` times as
             often as one without (0: uniform).
 
@@ -119,6 +123,7 @@ class SliceDataset(Dataset):
         augment: bool = False,
         seed: int = 0,
         *,
+        intensity: bool = False,
         lesion_oversample: float = 0.0,
     ) -> None:
         if not cases:
@@ -127,6 +132,7 @@ class SliceDataset(Dataset):
             raise InputError(f"lesion_oversample must be >= 0, got {lesion_oversample}.")
         self.modalities = tuple(modalities)
         self.cfg, self.augment, self.seed = cfg, bool(augment), int(seed)
+        self.intensity = bool(intensity)
         self.lesion_oversample = float(lesion_oversample)
         self.case_ids: list[str] = []
         self._images: list[np.ndarray] = []  # per case (Z, C, H, W) float32
@@ -185,7 +191,10 @@ class SliceDataset(Dataset):
         image = torch.from_numpy(self._images[case][z])
         label = torch.from_numpy(self._labels[case][z].astype(np.int64))
         if self.augment:
-            image, label = apply_affine(image, label, Augmentation.draw(self._generator()).matrix())
+            rng = self._generator()
+            image, label = apply_affine(image, label, Augmentation.draw(rng).matrix())
+            if self.intensity:
+                image = IntensityAugmentation.draw(rng, image.shape[0])(image)
         return image, label
 
 

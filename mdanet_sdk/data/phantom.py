@@ -65,6 +65,7 @@ from scipy import ndimage
 from mdanet_sdk._files import write_json
 from mdanet_sdk.data.cases import LAYOUT_MODALITIES, Case
 from mdanet_sdk.data.nifti import Volume, atomic_save
+from mdanet_sdk.data.phantom_domain import DOMAINS, Domain, ctp_background, mri_background
 from mdanet_sdk.errors import InputError
 
 __all__ = [
@@ -440,7 +441,7 @@ def _add_mimic(rng, anat: _Anatomy, fx: _Effects, mask: np.ndarray, radius: floa
 # ------------------------------------------------------------------------------------------------ images
 
 
-def _mri_images(rng, anat: _Anatomy, fx: _Effects) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _mri_images(rng, anat: _Anatomy, fx: _Effects, dom: Domain) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """DWI (b = 1000 s/mm², arbitrary units) and ADC (1e-3 mm²/s) from the diffusion signal equation."""
     c = anat.dims[2]
     tissue = anat.brain & (anat.csf < 0.5)
@@ -448,17 +449,18 @@ def _mri_images(rng, anat: _Anatomy, fx: _Effects) -> tuple[dict[str, np.ndarray
     tex_a, tex_s = anat.noise(rng, 2.0), anat.noise(rng, 2.0)
     regional_a, regional_s = anat.noise(rng, 15.0), anat.noise(rng, 12.0)
     adc_wm, adc_gm, adc_deep, adc_csf = rng.uniform(0.68, 0.76), rng.uniform(0.80, 0.92), rng.uniform(0.72, 0.80), rng.uniform(2.8, 3.3)
-    s0_gm, s0_csf = rng.uniform(1.12, 1.3), rng.uniform(3.0, 4.2)
-    tex = 1.0 + 0.06 * tex_a + 0.06 * regional_a
+    s0_gm, s0_csf = dom.uniform(rng, dom.gm_t2), rng.uniform(3.0, 4.2)
+    amp = dom.uniform(rng, dom.texture)
+    tex = 1.0 + amp * tex_a + amp * regional_a
     adc_grey = (adc_gm + (adc_deep - adc_gm) * anat.deep) * tex
     adc_white = adc_wm * tex
     # The cerebellum is often brighter in DWI than the cerebrum (measured on the real case: ~1.3x).
-    s0_white = (1.0 + 0.06 * tex_s + rng.uniform(0.05, 0.12) * regional_s) * (1.0 + rng.uniform(0.0, 0.3) * anat.hindbrain)
+    s0_white = (1.0 + amp * tex_s + rng.uniform(0.05, 0.12) * regional_s) * (1.0 + rng.uniform(0.0, 0.3) * anat.hindbrain)
     s0_grey = s0_gm * s0_white
 
     # Acute lesions: ADC down (stronger in the core of each lesion), T2 mildly up.
-    adc_factor = 1.0 - rng.uniform(0.35, 0.55) * fx.core * (0.75 + 0.25 * fx.strength) * (1.0 + 0.12 * tex_a)
-    t2_factor = 1.0 + rng.uniform(0.05, 0.35) * fx.core
+    adc_factor = 1.0 - dom.uniform(rng, dom.adc_drop) * fx.core * (0.75 + 0.25 * fx.strength) * (1.0 + 0.12 * tex_a)
+    t2_factor = 1.0 + dom.uniform(rng, dom.t2_rise) * fx.core
     # Confounders seen by one group only.
     dwi_only = np.ones(anat.shape, np.float32)
     for _ in range(int(rng.integers(0, 4))):  # T2 shine-through: DWI bright, ADC normal or raised
@@ -486,7 +488,7 @@ def _mri_images(rng, anat: _Anatomy, fx: _Effects) -> tuple[dict[str, np.ndarray
     csf = anat.csf * s0_csf
     s0 = g + wm + csf
     sb = g * np.exp(-adc_grey * adc_factor) + wm * np.exp(-adc_white * adc_factor) + csf * np.exp(-adc_csf)
-    sigma = rng.uniform(0.025, 0.07) * np.exp(-adc_wm)
+    sigma = dom.uniform(rng, dom.noise) * np.exp(-adc_wm)
     s0 = np.maximum(s0 + 0.7 * sigma * rng.standard_normal(anat.shape, dtype=np.float32), 1e-3)
     sb = np.hypot(sb + sigma * rng.standard_normal(anat.shape, dtype=np.float32),
                   sigma * rng.standard_normal(anat.shape, dtype=np.float32))
@@ -497,14 +499,18 @@ def _mri_images(rng, anat: _Anatomy, fx: _Effects) -> tuple[dict[str, np.ndarray
     radial = (anat.u / anat.dims[0]) ** 2 + (anat.v / anat.dims[1]) ** 2
     axial = rng.uniform(-0.05, 0.3) * np.clip(-anat.w / c, -1.0, 1.5)
     bias = np.exp(rng.uniform(0.0, 0.3) * radial + axial + rng.uniform(0.08, 0.22) * anat.noise(rng, 50.0))
-    gain = float(np.exp(rng.uniform(np.log(100.0), np.log(3000.0))))
+    bias = bias ** dom.uniform(rng, dom.bias)
+    gain = dom.log_uniform(rng, dom.log_dwi_gain)
     dwi = sb * bias * dwi_only * (gain / np.exp(-adc_wm))
     images = {"dwi": np.where(anat.brain, dwi, 0.0), "adc": np.where(anat.brain, adc, 0.0)}
-    info = {"dwi_gain": round(gain, 3), "noise_sigma": round(float(sigma), 5), "b_value": 1000}
+    background = dom.choice(rng, dom.mri_backgrounds)
+    images = mri_background(rng, anat.depth, images, background, float(sigma), gain / np.exp(-adc_wm))
+    info = {"dwi_gain": round(gain, 3), "noise_sigma": round(float(sigma), 5), "b_value": 1000,
+            "background": background}
     return images, info
 
 
-def _ctp_images(rng, anat: _Anatomy, fx: _Effects, head: np.ndarray, skull: np.ndarray):
+def _ctp_images(rng, anat: _Anatomy, fx: _Effects, head: np.ndarray, skull: np.ndarray, dom: Domain):
     """CBF, CBV, MTT, Tmax maps and a plain CT, in physical units."""
     a = anat.dims[0]
     shape = anat.shape
@@ -522,9 +528,10 @@ def _ctp_images(rng, anat: _Anatomy, fx: _Effects, head: np.ndarray, skull: np.n
     cbf = tissue(rng.uniform(45, 65), rng.uniform(18, 28), rng.uniform(1, 3))
     cbv = tissue(rng.uniform(3.5, 5.0), rng.uniform(1.6, 2.4), rng.uniform(0.1, 0.4))
     # Core: CBV down, CBF down more (so MTT = CBV/CBF rises); penumbra: CBF down, CBV kept (autoregulation).
-    cbv_core = rng.uniform(0.25, 0.55)
+    cbv_core = dom.uniform(rng, dom.ctp_core_cbv)
     cbv *= (1.0 - (1.0 - cbv_core) * core) * (1.0 + rng.uniform(-0.1, 0.25) * pen)
-    cbf *= (1.0 - (1.0 - cbv_core * rng.uniform(0.3, 0.7)) * core) * (1.0 - (1.0 - rng.uniform(0.5, 0.8)) * pen)
+    cbf_core = cbv_core * rng.uniform(0.3, 0.7) if dom.ctp_core_cbf is None else dom.uniform(rng, dom.ctp_core_cbf)
+    cbf *= (1.0 - (1.0 - cbf_core) * core) * (1.0 - (1.0 - rng.uniform(0.5, 0.8)) * pen)
     cbf[vessels] = rng.uniform(80, 150)
     cbv[vessels] = rng.uniform(8, 20)
     mtt = np.clip(60.0 * cbv / np.maximum(cbf, 1.0), 0.0, 20.0)
@@ -532,6 +539,8 @@ def _ctp_images(rng, anat: _Anatomy, fx: _Effects, head: np.ndarray, skull: np.n
     tmax += (rng.uniform(6, 10) - tmax) * pen
     tmax += (rng.uniform(9, 16) - tmax) * core
     tmax[vessels] = 0.0
+    if dom.ctp_csf_zero and rng.random() < dom.ctp_csf_zero:  # no perfusion in CSF: MTT and Tmax undefined, 0
+        mtt, tmax = mtt * (1.0 - anat.csf), tmax * (1.0 - anat.csf)
     maps = {"cbf": cbf, "cbv": cbv, "mtt": mtt, "tmax": tmax}
     rim_values = {"cbf": (3, 10), "cbv": (0.5, 2), "mtt": (3, 8), "tmax": (0, 2)}
     texture = {"cbf": 0.15, "cbv": 0.12, "mtt": 0.1, "tmax": 0.3}
@@ -546,7 +555,7 @@ def _ctp_images(rng, anat: _Anatomy, fx: _Effects, head: np.ndarray, skull: np.n
         white = rng.standard_normal(shape, dtype=np.float32)
         noisy = value * (1.0 + texture[name] * field_) + noise[name] * scale * (field_ + 0.5 * white)
         bias = np.exp(0.08 * anat.noise(rng, 60.0))
-        gains[name] = float(np.exp(rng.uniform(np.log(0.5), np.log(5.0))))
+        gains[name] = dom.log_uniform(rng, dom.log_ctp_gain)
         images[name] = np.where(head, np.maximum(noisy * bias, 0.0) * gains[name], 0.0)
     # Plain CT (HU): brain ~30-38, CSF ~6, a slightly hypodense core, skull ~1000, air -1000.
     hu = tissue(rng.uniform(34, 40), rng.uniform(25, 30), rng.uniform(3, 8)) - rng.uniform(2, 8) * core
@@ -559,20 +568,28 @@ def _ctp_images(rng, anat: _Anatomy, fx: _Effects, head: np.ndarray, skull: np.n
 # ------------------------------------------------------------------------------------------------ public
 
 
-def _geometry(rng, kind: str, shape, spacing) -> tuple[tuple[int, int, int], np.ndarray, tuple[float, float, float], float, float]:
-    """Grid shape, voxel size (mm), cerebrum semi-axes, brain-centre z offset and head rim width."""
+def _geometry(rng, kind: str, shape, spacing, dom: Domain, rim_mm: float | None = None
+              ) -> tuple[tuple[int, int, int], np.ndarray, tuple[float, float, float], float, float]:
+    """Grid shape, voxel size (mm), cerebrum semi-axes, brain-centre z offset and head rim width (``rim_mm``
+    replaces the default: 0 for a brain-only CTP, a few mm for an MRI with skull)."""
     scale = rng.uniform(0.9, 1.08)
     dims = (rng.uniform(62, 72) * scale, rng.uniform(78, 90) * scale, rng.uniform(58, 66) * scale)
     if kind == "isles22":
         n = int(rng.choice([96, 104, 112, 120, 128]))
         default = (n, n + 16 * int(rng.random() < 0.3), int(rng.integers(40, 81)))
-        base = np.array([rng.uniform(1.85, 2.15)] * 2 + [2.0])
-        rim, centre_w = 0.0, rng.uniform(-0.1, 0.05) * dims[2]
+        base = np.array([dom.uniform(rng, dom.mri_inplane_mm)] * 2 + [2.0])
+        rim, centre_w = rim_mm or 0.0, rng.uniform(-0.1, 0.05) * dims[2]
         cover_z = 2.1 * dims[2] + 4.0
+        if dom.mri_log_slice_mm is not None:  # the matrix follows the voxel size
+            base[2] = dom.log_uniform(rng, dom.mri_log_slice_mm)
+            side = 2.0 * (max(dims[:2]) + rim) * 1.06 + 8.0
+            default = (int(np.ceil(side / base[0])), int(np.ceil(side / base[0])) + 8 * int(rng.random() < 0.3),
+                       int(np.ceil(cover_z / base[2])))
     else:
         default = (256, 256, int(rng.integers(2, 9)))
-        base = np.array([rng.uniform(0.78, 1.0)] * 2 + [5.0])
+        base = np.array([dom.uniform(rng, dom.ctp_inplane_mm)] * 2 + [dom.uniform(rng, dom.ctp_slice_mm)])
         rim, centre_w = rng.uniform(9.0, 16.0), -rng.uniform(-0.15, 0.45) * dims[2]
+        rim = rim if rim_mm is None else rim_mm
         cover_z = 0.0  # a slab: no need to hold the whole head
     shape = tuple(int(s) if s else d for s, d in zip(shape or (None,) * 3, default))
     cover = np.array([2.0 * (max(dims[:2]) + rim) * 1.06 + 8.0] * 2 + [cover_z])
@@ -580,7 +597,9 @@ def _geometry(rng, kind: str, shape, spacing) -> tuple[tuple[int, int, int], np.
     return shape, sp, dims, centre_w, rim
 
 
-def _check(kind: str, shape, pattern: str | None, n_lesions: int | None) -> None:
+def _check(kind: str, shape, pattern: str | None, n_lesions: int | None, domain: str = "classic") -> None:
+    if domain not in DOMAINS:
+        raise InputError(f"domain must be one of {', '.join(DOMAINS)}, got {domain!r}.")
     if kind not in KINDS:
         raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}.")
     if shape is not None and (len(shape) != 3 or any(s is not None and int(s) < m for s, m in zip(shape, (16, 16, 1)))):
@@ -600,6 +619,7 @@ def make_phantom(
     pattern: str | None = None,
     n_lesions: int | None = None,
     case_id: str | None = None,
+    domain: str = "classic",
 ) -> Phantom:
     """Generate one synthetic stroke case (module docstring: anatomy, lesions, physics, variability).
 
@@ -613,6 +633,8 @@ def make_phantom(
         pattern: lesion pattern (:data:`PATTERNS`); default drawn per case.
         n_lesions: number of lesions of the pattern (default random).
         case_id: the case's id (default ``phantom-<seed>``).
+        domain: ``"classic"`` or ``"randomised"`` (:mod:`mdanet_sdk.data.phantom_domain`: wider contrast,
+            noise, bias, background, resolution and unit ranges, for training models that generalise).
 
     Returns:
         a :class:`Phantom` (a :class:`~mdanet_sdk.data.cases.Case`): float32 ``(X, Y, Z)`` images in canonical
@@ -621,16 +643,19 @@ def make_phantom(
     Raises:
         InputError: unknown kind or pattern, a grid smaller than 16×16×1, ``n_lesions < 1``.
     """
-    _check(kind, shape, pattern, n_lesions)
+    _check(kind, shape, pattern, n_lesions, domain)
+    dom = DOMAINS[domain]
     rng = np.random.default_rng(seed)
-    shape, spacing, dims, centre_w, rim = _geometry(rng, kind, shape, spacing)
+    background = dom.choice(rng, dom.ctp_backgrounds) if kind == "isles18" else None
+    rim_mm = 0.0 if background == "zero" else None
+    shape, spacing, dims, centre_w, rim = _geometry(rng, kind, shape, spacing, dom, rim_mm)
     anat = _anatomy(rng, shape, spacing, dims, centre_w)
     pattern = pattern or str(rng.choice(PATTERNS[kind], p=_PATTERN_P[kind]))
-    info: dict[str, Any] = {"kind": kind, "seed": int(seed), "pattern": pattern, "shape": list(shape),
+    info: dict[str, Any] = {"kind": kind, "seed": int(seed), "domain": domain, "pattern": pattern, "shape": list(shape),
                             "spacing_mm": [round(float(s), 4) for s in spacing]}
     if kind == "isles22":
         fx = _mri_lesions(rng, anat, pattern, n_lesions)
-        images, extra = _mri_images(rng, anat, fx)
+        images, extra = _mri_images(rng, anat, fx, dom)
         head = anat.brain
         per_mille = bool(rng.random() < 0.5)  # ADC in 1e-6 mm²/s, stored as integers like many scanners
         if per_mille:
@@ -642,8 +667,10 @@ def make_phantom(
         fx = _ctp_lesions(rng, anat, n_lesions)
         head = anat.depth > -rim
         skull = (anat.depth < -rim * rng.uniform(0.15, 0.3)) & (anat.depth > -rim * rng.uniform(0.6, 0.75))
-        images, extra = _ctp_images(rng, anat, fx, head, skull)
+        images, extra = _ctp_images(rng, anat, fx, head, skull, dom)
+        ctp_background(rng, images, head, str(background))
         images["ct"] = np.round(images["ct"])
+        extra["background"] = background
         extra["units"] = {"cbf": "ml/100g/min x gain", "cbv": "ml/100g x gain", "mtt": "s x gain",
                           "tmax": "s x gain", "ct": "HU"}
         dtypes = {**{m: "float32" for m in LAYOUT_MODALITIES["isles18"]}, "ct": "int16"}
@@ -741,7 +768,7 @@ def write_dataset(
         raise InputError(f"n_cases must be at least 1, got {n_cases}.")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; give a folder to write the dataset into.")
-    _check(kind, options.get("shape"), options.get("pattern"), options.get("n_lesions"))
+    _check(kind, options.get("shape"), options.get("pattern"), options.get("n_lesions"), options.get("domain", "classic"))
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n_cases):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -45,12 +45,20 @@ __all__ = [
     "preprocess_label",
     "preprocess_case",
     "restore",
+    "restore_probability",
+    "head_support",
 ]
 
 # Share of a modality's range a voxel must differ from the background to count as head.
 _HEAD_TOLERANCE = 0.01
 # Below this share of voxels the mask is not trusted and statistics use the whole volume.
 _MIN_HEAD_FRACTION = 1e-3
+NOT_SKULL_STRIPPED = (
+    "The input has a noisy, non-zero background: it does not look skull-stripped; pass a brain mask for reliable "
+    "results."
+)
+# A background whose 95th-percentile deviation exceeds this share of the head's range is noise, not a constant.
+_NOISY_BACKGROUND = 0.002
 
 
 @dataclass(frozen=True)
@@ -110,12 +118,17 @@ class SliceGeometry:
         resampled: in-plane ``(h, w)`` after resampling (``(X, Y)`` when nothing is resampled).
         padded: in-plane ``(H, W)`` of the model slices (multiples of ``multiple``).
         offset: ``(top, left)``: where the resampled slice starts inside the padded one.
+        head: bool ``(X, Y, Z)``: where lesions may be (:func:`head_support`, or the caller's brain mask);
+            :func:`restore_probability` sets the probability to 0 outside it. None: everywhere.
+        warnings: one sentence per doubt about the input (e.g. it does not look skull-stripped).
     """
 
     native_shape: tuple[int, int, int]
     resampled: tuple[int, int]
     padded: tuple[int, int]
     offset: tuple[int, int]
+    head: np.ndarray | None = field(default=None, compare=False, repr=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def resamples(self) -> bool:
@@ -128,8 +141,8 @@ class SliceGeometry:
         return (self.native_shape[2], *self.padded)
 
     def to_dict(self) -> dict[str, list[int]]:
-        """Plain dict of lists (for logs and reports)."""
-        return {k: list(v) for k, v in asdict(self).items()}
+        """Plain dict of lists of the grid sizes (for logs and reports)."""
+        return {k: list(getattr(self, k)) for k in ("native_shape", "resampled", "padded", "offset")}
 
 
 def _geometry(shape: Sequence[int], cfg: PreprocessConfig) -> SliceGeometry:
@@ -143,23 +156,62 @@ def _geometry(shape: Sequence[int], cfg: PreprocessConfig) -> SliceGeometry:
     return SliceGeometry((x, y, z), (h, w), (big_h, big_w), ((big_h - h) // 2, (big_w - w) // 2))
 
 
-def _background(volume: np.ndarray) -> float:
-    """The median of the volume's outermost voxels (its six faces)."""
-    faces = [np.take(volume, index, axis=axis).ravel() for axis in range(volume.ndim) for index in (0, -1)]
-    return float(np.median(np.concatenate(faces)))
+def _border(volume: np.ndarray) -> np.ndarray:
+    """The voxels of the in-plane border of every axial slice (a slab's top and bottom slices are tissue)."""
+    return np.concatenate([volume[[0, -1]].ravel(), volume[:, [0, -1]].ravel()])
+
+
+def _support(volume: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Voxels that stand out from this volume's background, and whether that background is noisy.
+
+    The background value is the median of the in-plane border; a voxel stands out when it differs from it by
+    more than 1 % of the volume's largest difference and by more than 3× the 95th percentile of the border's
+    differences (a noisy background then stays background: Gaussian or Rician noise seldom reaches 3× its
+    95th percentile).
+    """
+    border = _border(volume)
+    offset = np.abs(volume - float(np.median(border)))
+    noise = float(np.percentile(np.abs(border - np.median(border)), 95))
+    top = float(np.percentile(offset, 99.9))
+    return offset > max(_HEAD_TOLERANCE * top, 3.0 * noise), noise > _NOISY_BACKGROUND * top
+
+
+def _clean(mask: np.ndarray) -> np.ndarray:
+    """Fill each axial slice's holes (CSF is ~0 in perfusion maps) and drop specks: 3D components smaller
+    than 1 % of the largest."""
+    filled = np.stack([ndimage.binary_fill_holes(mask[..., z]) for z in range(mask.shape[2])], axis=-1)
+    labels, n = ndimage.label(filled)
+    if n <= 1:
+        return filled
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.flatnonzero(sizes >= 0.01 * sizes.max()) + 1
+    return np.isin(labels, keep)
+
+
+def head_support(volumes: Sequence[np.ndarray]) -> tuple[np.ndarray, bool]:
+    """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy.
+
+    A voxel is head when it stands out from the background in any volume (:func:`_support`); each slice's
+    enclosed holes are filled and specks dropped. The background may be zero (skull-stripped MRI, perfusion
+    maps), a constant (-1000 HU) or noise (an MRI that is not skull-stripped).
+
+    Returns:
+        ``(mask, noisy)``: bool ``(X, Y, Z)``, all True when fewer than 0.1 % of the voxels would be head
+        (nothing to trust); ``noisy`` when some volume's background is not a constant.
+    """
+    mask = np.zeros(volumes[0].shape, dtype=bool)
+    noisy = False
+    for volume in volumes:
+        support, noise = _support(np.asarray(volume, dtype=np.float32))
+        mask |= support
+        noisy |= noise
+    mask = _clean(mask)
+    return (mask if mask.mean() >= _MIN_HEAD_FRACTION else np.ones_like(mask)), noisy
 
 
 def head_mask(volumes: Sequence[np.ndarray]) -> np.ndarray:
-    """Voxels that differ from the background in any of the co-registered ``(X, Y, Z)`` volumes.
-
-    Returns:
-        bool ``(X, Y, Z)``; all True when fewer than 0.1 % of the voxels would be head (nothing to trust).
-    """
-    mask = np.zeros(volumes[0].shape, dtype=bool)
-    for volume in volumes:
-        offset = np.abs(volume - _background(volume))
-        mask |= offset > _HEAD_TOLERANCE * float(offset.max())
-    return mask if mask.mean() >= _MIN_HEAD_FRACTION else np.ones_like(mask)
+    """The head mask of :func:`head_support`: bool ``(X, Y, Z)``."""
+    return head_support(volumes)[0]
 
 
 def normalize(volume: np.ndarray, mask: np.ndarray, clip_percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
@@ -180,7 +232,10 @@ def normalize(volume: np.ndarray, mask: np.ndarray, clip_percentiles: tuple[floa
     if scale <= 0:
         scale = float(np.clip(inside, low, high).std())
     scale = scale if scale > 0 else 1.0
-    return ((np.clip(volume, low, high) - median) / scale).astype(np.float32)
+    # Outside the mask every background (zero, -1000 HU, noise, skull) becomes the same constant, the
+    # clipped low end: the network never sees what lies outside the head.
+    out = np.where(mask, np.clip(volume, low, high), low)
+    return ((out - median) / scale).astype(np.float32)
 
 
 def _zoom(stack: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
@@ -199,7 +254,8 @@ def _pad(stack: np.ndarray, geom: SliceGeometry, values: np.ndarray | float) -> 
 
 
 def preprocess_images(
-    images: Mapping[str, np.ndarray], modalities: Sequence[str], cfg: PreprocessConfig
+    images: Mapping[str, np.ndarray], modalities: Sequence[str], cfg: PreprocessConfig,
+    brain_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, SliceGeometry]:
     """Normalise, slice, resample and pad the modalities of one case (module docstring).
 
@@ -207,13 +263,16 @@ def preprocess_images(
         images: modality → float ``(X, Y, Z)``, all on one grid.
         modalities: names in channel order, e.g. ``("dwi", "adc")``.
         cfg: the preprocessing.
+        brain_mask: optional ``(X, Y, Z)`` mask (non-zero = brain) that replaces the automatic head mask:
+            statistics are taken inside it and lesions are kept only there.
 
     Returns:
         ``(slices, geometry)``: float32 ``(Z, C, H, W)`` with ``H, W`` multiples of ``cfg.multiple``, and the
         :class:`SliceGeometry` that :func:`restore` and :func:`preprocess_label` take.
 
     Raises:
-        InputError: a modality is missing, no modality is named, the volumes are not 3D or differ in shape.
+        InputError: a modality is missing, no modality is named, the volumes are not 3D or differ in shape,
+            or the brain mask is not on their grid or empty.
     """
     if not modalities:
         raise InputError("no modalities requested; name at least one, e.g. ('dwi', 'adc').")
@@ -228,15 +287,31 @@ def preprocess_images(
     if len(shape) != 3 or any(v.shape != shape for v in volumes):
         shapes = ", ".join(f"{m} {v.shape}" for m, v in zip(modalities, volumes))
         raise InputError(f"modalities must be 3D (X, Y, Z) volumes on one grid, got {shapes}; resample them first.")
-    mask = head_mask(volumes)
+    mask, warnings = _lesion_support(volumes, brain_mask)
     stack = np.stack([normalize(v, mask, cfg.clip_percentiles) for v in volumes])  # (C, X, Y, Z)
     lowest = stack.reshape(len(volumes), -1).min(axis=1)
-    geom = _geometry(shape, cfg)
+    geom = replace(_geometry(shape, cfg), head=mask, warnings=warnings)
     slices = np.ascontiguousarray(stack.transpose(3, 0, 1, 2))  # (Z, C, X, Y)
     if geom.resamples:
         z, c = slices.shape[:2]
         slices = _zoom(slices.reshape(z * c, *shape[:2]), geom.resampled, order=1).reshape(z, c, *geom.resampled)
     return _pad(slices, geom, lowest), geom
+
+
+def _lesion_support(volumes: Sequence[np.ndarray], brain_mask: np.ndarray | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The mask lesions may lie in (the caller's brain mask, else :func:`head_support`) and input warnings."""
+    if brain_mask is not None:
+        mask = np.asarray(brain_mask) != 0
+        if mask.shape != volumes[0].shape or not mask.any():
+            raise InputError(
+                f"the brain mask has shape {mask.shape} and {int(mask.sum())} voxels; it must be a non-empty mask "
+                f"on the images' grid {volumes[0].shape}."
+            )
+        return mask, ()
+    mask, noisy = head_support(volumes)
+    if noisy:
+        return mask, (NOT_SKULL_STRIPPED,)
+    return mask, ()
 
 
 def preprocess_label(label: np.ndarray, geom: SliceGeometry) -> np.ndarray:
@@ -302,3 +377,19 @@ def restore(slices: np.ndarray, geom: SliceGeometry) -> np.ndarray:
     if geom.resamples:
         crop = _zoom(np.ascontiguousarray(crop), geom.native_shape[:2], order=0 if labels else 1)
     return np.ascontiguousarray(crop.transpose(1, 2, 0))
+
+
+def restore_probability(slices: np.ndarray, geom: SliceGeometry) -> np.ndarray:
+    """Lesion probabilities on the native grid: :func:`restore`, clipped to 0..1, and 0 outside ``geom.head``
+    (no lesion outside the head or the given brain mask).
+
+    Args:
+        slices: float ``(Z, H, W)`` on the model grid of ``geom``.
+
+    Returns:
+        float32 ``(X, Y, Z)``.
+    """
+    probability = np.clip(restore(np.asarray(slices, dtype=np.float32), geom), 0.0, 1.0)
+    if geom.head is not None:
+        probability[~geom.head] = 0.0
+    return probability.astype(np.float32, copy=False)

@@ -1,0 +1,144 @@
+"""Inputs unlike the training phantom: head mask, normalisation, lesions only in the head, warnings, the
+domain-randomised phantom and the intensity augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mdanet_sdk.data.augment import IntensityAugmentation
+from mdanet_sdk.data.phantom import make_phantom
+from mdanet_sdk.data.preprocess import (
+    PreprocessConfig,
+    head_support,
+    preprocess_images,
+    restore,
+    restore_probability,
+)
+from mdanet_sdk.errors import InputError
+
+MRI = ("dwi", "adc")
+
+
+def _ellipsoid_case(seed: int, background: str = "zero", dwi_scale: float = 100.0, adc_scale: float = 1.0):
+    """A brain ellipsoid with one lesion (DWI 2×, ADC 0.55×): not the training generator."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(np.arange(96) - 48.0, np.arange(96) - 48.0, np.arange(24) - 12.0, indexing="ij")
+    brain = (x / 36) ** 2 + (y / 42) ** 2 + (z / 11) ** 2 < 1
+    lesion = ((x - 15) / 6) ** 2 + ((y + 5) / 7) ** 2 + (z / 3) ** 2 < 1
+    tissue = 1.0 + 0.08 * rng.standard_normal(brain.shape)
+    dwi = np.where(brain, tissue * np.where(lesion, 2.0, 1.0), 0.0) * dwi_scale
+    adc = np.where(brain, tissue * np.where(lesion, 0.55, 1.0), 0.0) * 0.8 * adc_scale
+    if background == "noise":
+        sigma = 0.04 * dwi_scale
+        dwi = np.hypot(dwi + sigma * rng.standard_normal(brain.shape), sigma * rng.standard_normal(brain.shape))
+    return {"dwi": dwi.astype(np.float32), "adc": adc.astype(np.float32)}, brain, lesion
+
+
+@pytest.mark.parametrize("background", ["zero", "noise"])
+def test_head_support_is_the_brain_whatever_the_background(background) -> None:
+    images, brain, _ = _ellipsoid_case(0, background)
+    mask, noisy = head_support([images[m] for m in MRI])
+    assert (mask & brain).sum() / (mask | brain).sum() > 0.99
+    assert noisy == (background == "noise")
+
+
+def test_perfusion_maps_with_zero_csf_keep_the_ventricles_in_the_head() -> None:
+    cbf = np.zeros((64, 64, 4), np.float32)
+    cbf[10:54, 12:52] = 50.0
+    cbf[28:36, 24:40] = 0.0  # CSF: no perfusion
+    mask, noisy = head_support([cbf])
+    assert mask[10:54, 12:52].all() and mask.sum() == 44 * 40 * 4 and not noisy
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"dwi_scale": 1.0},  # another scanner's scale
+        {"dwi_scale": 5000.0, "adc_scale": 1000.0},  # ADC in 1e-6 mm²/s
+        {"background": "noise"},
+    ],
+    ids=["scale", "units", "noisy-background"],
+)
+def test_normalised_slices_do_not_depend_on_scale_units_or_background(change) -> None:
+    """The normalised brain is the same, and the background a constant, whatever the scale or background."""
+    cfg = PreprocessConfig()  # no resampling: restore is the exact inverse
+    base, brain, lesion = _ellipsoid_case(1)
+    other, _, _ = _ellipsoid_case(1, **change)
+    a, geom_a = preprocess_images(base, MRI, cfg)
+    b, geom_b = preprocess_images(other, MRI, cfg)
+    for c in range(2):
+        va, vb = restore(a[:, c], geom_a), restore(b[:, c], geom_b)
+        # Noise moves single voxels, not the tissue's and the lesion's levels; scale and units change nothing.
+        tol = 0.15 if "background" in change else 1e-3
+        for region in (brain & ~lesion, lesion):
+            assert abs(np.median(va[region]) - np.median(vb[region])) < tol * (1.0 + abs(np.median(va[region])))
+        outside = ~geom_b.head
+        assert np.ptp(vb[outside]) == 0.0  # a noisy background becomes one constant
+    assert bool(geom_b.warnings) == ("background" in change)
+
+
+def test_lesion_probability_is_zero_outside_the_head() -> None:
+    images, brain, _ = _ellipsoid_case(2)
+    slices, geom = preprocess_images(images, MRI, PreprocessConfig())
+    probability = restore_probability(np.ones(slices[:, 0].shape, np.float32), geom)
+    assert probability[~geom.head].max() == 0.0 and probability[geom.head].min() == 1.0
+    assert np.array_equal(geom.head, brain)
+
+
+def test_a_brain_mask_replaces_the_automatic_head() -> None:
+    images, brain, lesion = _ellipsoid_case(3, "noise")
+    given = brain & ~lesion
+    slices, geom = preprocess_images(images, MRI, PreprocessConfig(), brain_mask=given.astype(np.uint8))
+    assert np.array_equal(geom.head, given) and geom.warnings == ()
+    assert restore_probability(np.ones(slices[:, 0].shape, np.float32), geom)[lesion].max() == 0.0
+    with pytest.raises(InputError, match="brain mask"):
+        preprocess_images(images, MRI, PreprocessConfig(), brain_mask=np.zeros((4, 4, 4)))
+
+
+def _ratios(phantom, names):
+    label = phantom.label > 0
+    tissue = phantom.masks["brain"] & ~phantom.masks["csf"] & ~label & ~phantom.masks["mimic"]
+    return [float(np.median(phantom.images[m][label]) / np.median(phantom.images[m][tissue])) for m in names]
+
+
+def test_randomised_mri_phantoms_span_the_lesion_contrasts_backgrounds_and_slice_thicknesses() -> None:
+    phantoms = [make_phantom("isles22", seed, domain="randomised", shape=(None, None, None)) for seed in range(12)]
+    dwi, adc = np.array([_ratios(p, MRI) for p in phantoms]).T
+    # Medians over the label include partial volume at the lesion edge: below the drawn factor.
+    assert 0.95 < dwi.min() and dwi.max() < 3.6 and dwi.max() - dwi.min() > 0.8 and dwi.mean() > 1.5
+    assert 0.35 < adc.min() and adc.max() < 0.95 and adc.max() - adc.min() > 0.2
+    assert {p.info["background"] for p in phantoms} >= {"zero", "noise", "skull"}
+    slices = [p.info["spacing_mm"][2] for p in phantoms]
+    assert min(slices) < 2.0 and max(slices) > 4.0
+    for p in phantoms:  # lesions stay in brain tissue whatever the background
+        assert not (p.label.astype(bool) & ~p.masks["brain"]).any()
+
+
+def test_randomised_ctp_core_follows_isles18_and_classic_phantoms_are_unchanged() -> None:
+    for seed in range(4):
+        p = make_phantom("isles18", seed, domain="randomised")
+        cbf, cbv, _mtt, tmax = _ratios(p, ("cbf", "cbv", "mtt", "tmax"))
+        assert cbf < 0.35 and cbv < 0.85 and tmax > 3.0
+    classic = make_phantom("isles22", 3)
+    assert classic.info["domain"] == "classic"
+    assert np.array_equal(classic.images["dwi"], make_phantom("isles22", 3, domain="classic").images["dwi"])
+    with pytest.raises(InputError, match="domain"):
+        make_phantom("isles22", 0, domain="other")
+
+
+def test_intensity_augmentation_keeps_the_background_and_is_deterministic() -> None:
+    image = torch.full((2, 64, 64), -1.5)
+    image[:, 16:48, 16:48] = torch.randn(2, 32, 32).clamp_min(-1.4)  # the background is the minimum
+    rng = np.random.default_rng(0)
+    draws = [IntensityAugmentation.draw(rng, 2) for _ in range(50)]
+    changed = 0
+    for aug in draws:
+        out = aug(image)
+        assert out.shape == image.shape and torch.isfinite(out).all()
+        assert torch.equal(out, aug(image))
+        changed += int(not torch.allclose(out, image))
+        if aug.blur == 0 and aug.low_res == 1.0 and not any(aug.noise):  # pointwise only: background stays
+            assert torch.allclose(out[:, :4, :4], image[:, :4, :4], atol=1e-5)
+    assert changed > 35  # most draws change something
