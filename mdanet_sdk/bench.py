@@ -956,7 +956,7 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
         x = torch.from_numpy(slices)
         prob = torch.cat([segmenter.probabilities(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
     with timer.stage("restore"):
-        mask = segmenter.postprocess(restore_probability(prob, geometry), case.images)
+        mask = segmenter.postprocess(restore_probability(prob, geometry), case.images, geometry.head)
     with timer.stage("write"):
         save_like(mask, case.reference, out, kind="mask")
     return timer

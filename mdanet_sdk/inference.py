@@ -858,17 +858,24 @@ class Segmenter:
                 total += lesion.flip(dims) if dims else lesion
         return (total / (len(self._models) * len(flips))).cpu()
 
-    def postprocess(self, probability: np.ndarray, images: Mapping[str, np.ndarray]) -> np.ndarray:
+    def postprocess(
+        self, probability: np.ndarray, images: Mapping[str, np.ndarray], head: np.ndarray | None = None
+    ) -> np.ndarray:
         """This segmenter's :func:`postprocess` of a native-grid ``(X, Y, Z)`` probability map, with the
-        case's images (modality → ``(X, Y, Z)``; the ``adc`` one feeds the gate)."""
-        return postprocess(probability, self.threshold, self.min_size, images.get("adc"), self.max_adc_ratio)
+        case's images (modality → ``(X, Y, Z)``; the ``adc`` one feeds the gate) and, when known, the head
+        mask (:attr:`SliceGeometry.head`): the gate's tissue ADC is then taken inside it, so a noisy
+        background around an ADC map that is not skull-stripped does not move it."""
+        adc = images.get("adc")
+        if adc is not None and head is not None and self.max_adc_ratio:
+            adc = np.where(head, adc, 0.0)
+        return postprocess(probability, self.threshold, self.min_size, adc, self.max_adc_ratio)
 
     def _finish(self, pending: _Pending) -> SegmentationResult:
         """Native-grid probability, mask and report of a case whose slices are all predicted."""
         loaded = pending.loaded
         case = loaded.case
         probability = restore_probability(pending.probability, loaded.geometry)
-        mask = self.postprocess(probability, case.images)
+        mask = self.postprocess(probability, case.images, loaded.geometry.head)
         ref = case.reference
         warnings = [*case.warnings, *loaded.geometry.warnings, *_volume_warnings(mask, loaded.geometry)]
         report = CaseReport(

@@ -142,3 +142,15 @@ def test_intensity_augmentation_keeps_the_background_and_is_deterministic() -> N
         if aug.blur == 0 and aug.low_res == 1.0 and not any(aug.noise):  # pointwise only: background stays
             assert torch.allclose(out[:, :4, :4], image[:, :4, :4], atol=1e-5)
     assert changed > 35  # most draws change something
+
+
+def test_the_adc_gate_reads_tissue_adc_inside_the_head_only() -> None:
+    """A noisy ADC background (near 0) must not drag the tissue reference down and gate every lesion away."""
+    from mdanet_sdk import Segmenter
+
+    images, brain, lesion = _ellipsoid_case(4)
+    images["adc"] = np.where(brain, images["adc"], 0.02 + 0.01 * np.random.default_rng(0).random(brain.shape))
+    probability = lesion.astype(np.float32)
+    segmenter = Segmenter.default("mri", max_adc_ratio=0.8, device="cpu")
+    assert segmenter.postprocess(probability, images, brain).sum() == lesion.sum()
+    assert segmenter.postprocess(probability, images).sum() == 0  # the reason for passing the head
