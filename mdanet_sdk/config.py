@@ -11,12 +11,14 @@ from typing import Any
 
 from mdanet_sdk.errors import InputError
 
-__all__ = ["MDANetConfig", "MODALITY_GROUPS", "PRESETS", "ARCHITECTURES"]
+__all__ = ["MDANetConfig", "MODALITY_GROUPS", "PRESETS", "ARCHITECTURES", "BOTTLENECK_STRIDE", "DEFAULT_MODEL_SIZE"]
 
-#: Modality groups of the paper (section 4.2): lesion darker than surroundings | lesion brighter.
+#: Modality groups of the paper (section 4.2). The two groups show the lesion with opposite contrast, so their
+#: difference (Eq. 1) highlights it: CTP, lesion dark in the perfusion maps CBF, CBV | bright in the delay maps
+#: MTT, Tmax; MRI, lesion bright in DWI | dark in ADC (restricted diffusion).
 MODALITY_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "ctp": (("cbf", "cbv"), ("mtt", "tmax")),  # ISLES 2018
-    "mri": (("dwi",), ("adc",)),  # ISLES 2022 (DWI bright, ADC dark)
+    "mri": (("dwi",), ("adc",)),  # ISLES 2022
 }
 
 #: Encoder widths per preset (5 levels, section 3 / Table 1).
@@ -28,6 +30,11 @@ PRESETS: dict[str, tuple[int, ...]] = {
 ARCHITECTURES = ("mdanet", "unet", "attention-unet")
 SKIP_FUSIONS = ("subtract", "add", "concat")
 BOTTLENECKS = ("gcfb", "nonlocal", "transformer", "none")
+#: Bottleneck side = input side / BOTTLENECK_STRIDE (4 poolings by 2).
+BOTTLENECK_STRIDE = 16
+#: Side of the model grid assumed when a network is built before its input size is known: the trainer's
+#: default ``size`` (:class:`~mdanet_sdk.train.trainer.TrainConfig`), so an unresolved ``space_grid`` is 8.
+DEFAULT_MODEL_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,13 @@ class MDANetConfig:
             ``"transformer"`` or ``"none"`` (the groups' bottleneck features are subtracted directly).
         gcn_nodes: N, nodes per group in the GCFB channel embedding (default ``widths[-1] // 4``).
         gcn_embed: E, features per node in the GCFB channel embedding (default ``widths[-1] // 2``).
-        space_grid: side of the fixed node grid of the GCFB space embedding (nodes per group = side²).
+        space_grid: side of the node grid of the GCFB space embedding (nodes per group = side²). ``None``
+            (default): the paper's ``N = H·W``, every bottleneck position a node, i.e. the side of the bottleneck
+            of the model grid the network is trained on (``size // 16``); :meth:`resolved` fixes it once that
+            size is known (the trainer does, so checkpoints store the integer). A network built while it is
+            still ``None`` uses the bottleneck of the default :data:`DEFAULT_MODEL_SIZE` grid (128 → 8). An
+            explicit side fixes the grid (inputs of another size are pooled to it and resized back), e.g.
+            for export at other sizes.
         num_classes: output channels of the head (2: background, lesion).
         ops: implementation of the native ops: ``"auto"``, ``"native"`` or ``"reference"``.
     """
@@ -61,7 +74,7 @@ class MDANetConfig:
     bottleneck: str = "gcfb"
     gcn_nodes: int | None = None
     gcn_embed: int | None = None
-    space_grid: int = 16
+    space_grid: int | None = None
     num_classes: int = 2
     ops: str = "auto"
     preset: str = field(default="custom", compare=False)
@@ -82,7 +95,7 @@ class MDANetConfig:
         ):
             if value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
-        if self.space_grid < 1:
+        if self.space_grid is not None and self.space_grid < 1:
             raise InputError(f"space_grid must be >= 1, got {self.space_grid}.")
 
     # -- derived ---------------------------------------------------------------------------------
@@ -107,6 +120,11 @@ class MDANetConfig:
     def embed(self) -> int:
         return self.gcn_embed or max(1, self.widths[-1] // 2)
 
+    @property
+    def grid(self) -> int:
+        """Side of the GCFB space-embedding node grid: ``space_grid``, or the bottleneck of the default grid."""
+        return self.space_grid or DEFAULT_MODEL_SIZE // BOTTLENECK_STRIDE
+
     # -- construction ----------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, preset: str = "paper", kind: str = "mri", **overrides: Any) -> "MDANetConfig":
@@ -124,7 +142,7 @@ class MDANetConfig:
         if preset in ("unet", "attention-unet"):
             base.update(architecture=preset, widths=PRESETS["paper"])
         elif preset in PRESETS:
-            base.update(widths=PRESETS[preset], space_grid=16 if preset == "paper" else 8)
+            base.update(widths=PRESETS[preset])
         else:
             raise InputError(
                 f"Unknown preset {preset!r}: use one of paper, small, unet, attention-unet."
@@ -134,6 +152,20 @@ class MDANetConfig:
 
     def replace(self, **changes: Any) -> "MDANetConfig":
         return replace(self, **changes)
+
+    def resolved(self, size: int | None = None) -> MDANetConfig:
+        """This config with ``space_grid`` fixed for a ``size × size`` model grid.
+
+        An explicit ``space_grid`` is kept; ``None`` becomes the bottleneck side ``size // 16`` (one graph node
+        per bottleneck position, the paper's ``N = H·W``), or that of :data:`DEFAULT_MODEL_SIZE` when ``size``
+        is ``None``.
+        """
+        if self.space_grid is not None:
+            return self
+        size = DEFAULT_MODEL_SIZE if size is None else size
+        if size < BOTTLENECK_STRIDE or size % BOTTLENECK_STRIDE:
+            raise InputError(f"size must be a positive multiple of {BOTTLENECK_STRIDE}, got {size}.")
+        return replace(self, space_grid=size // BOTTLENECK_STRIDE)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -7,11 +7,12 @@ import itertools
 import pytest
 import torch
 
-from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.config import DEFAULT_MODEL_SIZE, MDANetConfig
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.model import AttentionUNet, MDANet, UNet, build_model, count_parameters, model_summary
 from mdanet_sdk.model.blocks import MultiScaleConv
 from mdanet_sdk.ops import native_available
+from mdanet_sdk.train.trainer import TrainConfig, Trainer
 
 
 @pytest.mark.parametrize(
@@ -88,9 +89,47 @@ def test_encoder_is_shared_and_first_stage_is_per_group():
     calls = []
     model.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
     model(torch.randn(1, 4, 32, 32))
-    assert len(calls) == 2  # called once per group
+    assert calls == [(2, 16, 32, 32)]  # called once, on both groups stacked along the batch
     # The stems see only their group's channels: CTP stems take 2 channels each.
     assert model.stems[0].branches[0][0][0].in_channels == 2
+
+
+def _settle_batch_norm(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Set every batch norm's running statistics to its batch statistics on ``x`` (in train mode)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    counts: dict[torch.nn.Module, int] = {}
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: repeated passes over one batch give its exact statistics
+        bn.register_forward_hook(lambda m, i, o: counts.__setitem__(m, i[0].numel() // i[0].shape[1]))
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+    for bn in norms:
+        # The running variance is unbiased (n - 1), training normalises with the biased one (n).
+        n = counts[bn]
+        bn.running_var.mul_((n - 1) / n)
+
+
+@pytest.mark.parametrize("bottleneck", ["gcfb", "nonlocal", "transformer", "none"])
+def test_train_and_eval_batch_norm_agree_on_settled_statistics(bottleneck):
+    """Shared modules see both groups in one batch: train-mode batch statistics are what eval uses.
+
+    Running the shared encoder (or the GCFB conv-BN, or a non-local block) once per group normalised each group
+    with its own statistics in training, while evaluation uses one running average of both: with groups of
+    different intensity statistics the logits then differed by ~0.06-0.09 here.
+    """
+    torch.manual_seed(0)
+    model = MDANet(MDANetConfig.from_preset("small", "ctp", bottleneck=bottleneck, ops="reference"))
+    x = torch.randn(4, 4, 64, 64)
+    x[:, 2:] = 3 * x[:, 2:] + 2  # the second group with other statistics, as MTT/Tmax have against CBF/CBV
+    _settle_batch_norm(model, x)
+    with torch.no_grad():
+        eval_logits = model.eval()(x)
+        train_logits = model.train()(x)  # after eval: a train-mode pass updates the running statistics
+    assert train_logits.abs().max() > 0.5
+    torch.testing.assert_close(train_logits, eval_logits, atol=1e-4, rtol=0)
 
 
 def test_baselines():
@@ -109,6 +148,40 @@ def test_msc_has_fewer_parameters_than_double_conv():
     assert MultiScaleConv(5, 64)(torch.randn(1, 5, 8, 8)).shape == (1, 64, 8, 8)
 
 
+@pytest.mark.parametrize("preset", ["paper", "small"])
+def test_space_grid_is_the_bottleneck_of_the_model_grid(preset):
+    cfg = MDANetConfig.from_preset(preset, "ctp")
+    assert cfg.space_grid is None  # N = H·W at whatever size the network is trained at
+    assert cfg.resolved(128).space_grid == 8 and cfg.resolved(256).space_grid == 16
+    assert cfg.replace(space_grid=16).resolved(128).space_grid == 16  # an explicit grid is kept
+    with pytest.raises(InputError, match="multiple of 16"):
+        cfg.resolved(100)
+    # Built without a known size: the bottleneck of the trainer's default grid, stored in the model's config.
+    assert DEFAULT_MODEL_SIZE == TrainConfig(data_dir=".").size
+    model = MDANet(MDANetConfig.from_preset("small", "ctp"))
+    assert model.config.space_grid == DEFAULT_MODEL_SIZE // 16 == 8
+    assert model.bottleneck.space.position.shape == (1, 8 * 8, 256)
+
+
+def test_trainer_resolves_the_space_grid(tmp_path):
+    """From the run's model grid, unless set explicitly or fixed by the weights it fine-tunes."""
+    def grid(**kw: object) -> int | None:
+        cfg = TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run"), layout="generic", kind="mri",
+                          preset="small", device="cpu", **kw)
+        return Trainer(cfg).model_config().space_grid
+
+    assert grid() == 8
+    assert grid(size=192) == 12
+    assert grid(size=192, model_overrides={"space_grid": 16}) == 16
+    assert grid(size=192, init="default-mri") == 8  # the bundled weights' grid (trained at 128, tuned at 192)
+
+
+def test_old_checkpoint_configs_keep_their_grid():
+    old = {**MDANetConfig.from_preset("paper", "ctp").to_dict(), "space_grid": 16}  # the former default
+    cfg = MDANetConfig.from_dict(old)
+    assert cfg.space_grid == 16 and MDANetConfig.from_dict(cfg.to_dict()) == cfg
+
+
 def test_config_round_trip_and_newer_fields():
     cfg = MDANetConfig.from_preset("small", "ctp", msc=False)
     assert MDANetConfig.from_dict(cfg.to_dict()) == cfg
@@ -120,7 +193,9 @@ def test_config_round_trip_and_newer_fields():
 
 def test_summary_counts_flops():
     info = model_summary(MDANetConfig.from_preset("small", "mri"), size=64)
-    assert info["params"] == count_parameters(MDANet(MDANetConfig.from_preset("small", "mri")))
+    assert info["space_grid"] == 4  # the network trained at 64 px: one node per bottleneck position
+    assert info["params"] == count_parameters(MDANet(MDANetConfig.from_preset("small", "mri", space_grid=4)))
+    assert info["gmacs_per_slice"] == pytest.approx(info["gflops_per_slice"] / 2, abs=1e-3)
     # FLOPs scale with the pixel count: 4× the pixels, about 4× the FLOPs.
     big = model_summary(MDANetConfig.from_preset("small", "mri"), size=128)
     assert big["gflops_per_slice"] == pytest.approx(4 * info["gflops_per_slice"], rel=0.1)

@@ -31,13 +31,15 @@ def _groups(spec: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def summary(
     preset: Annotated[str, typer.Option(help="paper, small, unet or attention-unet.")] = "paper",
     groups: Annotated[str, typer.Option(help="Channels per modality group, e.g. 2,2 (CTP) or 1,1 (MRI).")] = "2,2",
-    size: Annotated[int, typer.Option(help="Slice side in pixels for the FLOP count.")] = 256,
+    size: Annotated[int, typer.Option(help="Slice side in pixels (the model grid trained at).")] = 256,
+    space_grid: Annotated[int | None, typer.Option(
+        help="Side of the GCFB space-embedding node grid (default: the bottleneck, size / 16).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Print the parameter count and GFLOPs per slice of a model preset."""
+    """Print the parameter count and GFLOPs (and GMACs) per slice of a model preset."""
     from mdanet_sdk.model import model_summary
 
-    config = MDANetConfig.from_preset(preset, groups=_groups(groups))
+    config = MDANetConfig.from_preset(preset, groups=_groups(groups), space_grid=space_grid)
     info = model_summary(config, size)
     if as_json:
         console.print_json(json.dumps(info))

@@ -67,6 +67,9 @@ def train_command(
     kind: Kind = None,
     preset: Preset = "paper",
     size: Size = 128,
+    space_grid: Annotated[int | None, typer.Option(
+        help="Side of the GCFB space-embedding node grid (default: the bottleneck, size / 16, or the --init "
+             "weights' grid).")] = None,
     fold: Fold = "all",
     folds: Folds = 5,
     epochs: Epochs = 100,
@@ -99,7 +102,8 @@ def train_command(
     from mdanet_sdk.train.trainer import TrainConfig, train
 
     cfg = TrainConfig(
-        data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset, size=size, fold=fold,
+        data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset,
+        model_overrides={} if space_grid is None else {"space_grid": space_grid}, size=size, fold=fold,
         folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam, dice=dice,
         schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment,
         intensity_augment=intensity_aug, amp=amp,

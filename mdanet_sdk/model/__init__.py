@@ -30,24 +30,32 @@ def count_parameters(model: nn.Module) -> int:
 def model_summary(config: MDANetConfig, size: int = 256) -> dict[str, object]:
     """Parameter count and forward FLOPs for one ``size × size`` slice (``torch.utils.flop_counter``).
 
+    The network is the one trained at that size: an unset ``config.space_grid`` becomes ``size // 16``
+    (:meth:`~mdanet_sdk.config.MDANetConfig.resolved`), which changes the GCFB's parameter count. FLOPs are
+    counted on the reference ops: the counter cannot see inside the native kernels (same arithmetic).
+
     Returns:
-        ``{"preset", "architecture", "groups", "size", "params", "params_m", "gflops_per_slice"}``; FLOPs count
-        a multiply-add as 2 and cover convolutions and matrix products (not element-wise ops).
+        ``{"preset", "architecture", "groups", "size", "space_grid", "params", "params_m", "gflops_per_slice",
+        "gmacs_per_slice"}``; FLOPs count a multiply-add as 2 (MACs as 1) and cover convolutions and matrix
+        products (not element-wise ops).
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build_model(config).eval()
+    model = build_model(config.resolved(size).replace(ops="reference")).eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(torch.zeros(1, config.in_channels, size, size))
     params = count_parameters(model)
+    flops = counter.get_total_flops()
     return {
         "preset": config.preset,
         "architecture": config.architecture,
         "groups": [list(g) for g in config.groups],
         "size": size,
+        "space_grid": model.config.space_grid if model.config.gcfb else None,
         "params": params,
         "params_m": round(params / 1e6, 3),
-        "gflops_per_slice": round(counter.get_total_flops() / 1e9, 3),
+        "gflops_per_slice": round(flops / 1e9, 3),
+        "gmacs_per_slice": round(flops / 2e9, 3),
     }

@@ -7,7 +7,27 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConvBNReLU", "DoubleConv", "MultiScaleConv", "encoder_block", "Encoder", "UNetDecoder"]
+__all__ = [
+    "ConvBNReLU", "DoubleConv", "MultiScaleConv", "encoder_block", "Encoder", "UNetDecoder", "stack_groups",
+    "split_groups",
+]
+
+
+def stack_groups(features: Sequence[Tensor]) -> Tensor:
+    """The modality groups' maps stacked along the batch axis: ``G × (B, ...) → (G·B, ...)``.
+
+    A module shared by the groups runs once on the stack, so its batch norms normalise with the statistics of
+    all groups together in training, as their running averages do in evaluation.
+    """
+    return torch.cat(list(features), dim=0)
+
+
+def split_groups(x: Tensor, groups: int) -> list[Tensor]:
+    """Inverse of :func:`stack_groups`: ``(G·B, ...) → G × (B, ...)``.
+
+    A reshape rather than ``chunk``, so that ``torch.export`` keeps the batch dynamic.
+    """
+    return list(x.unflatten(0, (groups, -1)).unbind(0))
 
 
 class ConvBNReLU(nn.Sequential):

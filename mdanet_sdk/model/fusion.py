@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.model.blocks import split_groups, stack_groups
 from mdanet_sdk.model.gcfb import GraphConvFusion
 
 __all__ = ["NonLocalBlock", "TransformerBlock", "AttentionFusion", "DifferenceFusion", "build_bottleneck"]
@@ -71,6 +72,10 @@ class TransformerBlock(nn.Module):
 class AttentionFusion(nn.Module):
     """Two attention layers (self, then cross between groups) and the groups' difference.
 
+    ``F'_i = self(F_i, F_i)``, then ``cross(F'_1, F'_2) - cross(F'_2, F'_1)`` (each group queries the other).
+    Each layer serves both groups and runs once on them stacked along the batch axis (attention is per
+    sample), so a batch norm inside it sees both groups together in training as in evaluation.
+
     Shapes:
         list of 1 or 2 maps ``(B, C, H, W)`` → ``(B, C, H, W)``.
     """
@@ -81,11 +86,13 @@ class AttentionFusion(nn.Module):
         self.cross_layer = cross_layer
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
-        feats = [self.self_layer(f, f) for f in features]
-        if len(feats) == 1:
-            return self.cross_layer(feats[0], feats[0])
-        a, b = feats
-        return self.cross_layer(a, b) - self.cross_layer(b, a)
+        f = stack_groups(features)  # (G·B, C, H, W)
+        f = self.self_layer(f, f)
+        if len(features) == 1:
+            return self.cross_layer(f, f)
+        a, b = split_groups(f, 2)
+        cross_a, cross_b = split_groups(self.cross_layer(f, stack_groups([b, a])), 2)
+        return cross_a - cross_b
 
 
 class DifferenceFusion(nn.Module):
@@ -103,7 +110,7 @@ def build_bottleneck(config: MDANetConfig, groups: int) -> nn.Module:
     """The bottleneck fusion module that ``config.bottleneck`` names, for 1 or 2 groups."""
     c = config.widths[-1]
     if config.bottleneck == "gcfb":
-        return GraphConvFusion(c, config.nodes, config.embed, config.space_grid, groups, config.ops)
+        return GraphConvFusion(c, config.nodes, config.embed, config.grid, groups, config.ops)
     if config.bottleneck == "nonlocal":
         return AttentionFusion(NonLocalBlock(c), NonLocalBlock(c))
     if config.bottleneck == "transformer":

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdanet_sdk import ops
+from mdanet_sdk.model.blocks import split_groups, stack_groups
 
 __all__ = ["GraphConv", "ChannelGraphFusion", "SpaceGraphFusion", "GraphConvFusion"]
 
@@ -53,7 +54,8 @@ class ChannelGraphFusion(nn.Module):
     the graph is ``G_i = F_θ F_φᵀ / HW`` (``N × E``, Eq. 4; the ``1/HW`` keeps it independent of the input
     size). The groups' graphs are stacked into one ``2N``-node graph, updated by :class:`GraphConv`, split
     again and reprojected, ``F̂_i = Ĝ_iᵀ F_θ`` (Eq. 5), then a 1×1 conv-BN back to ``C`` channels is added
-    to ``F_i`` (residual).
+    to ``F_i`` (residual). The layers shared by the groups (θ, φ, the conv-BN) run once on the groups
+    stacked along the batch axis, so the batch norm sees both groups together in training as in evaluation.
 
     Shapes:
         list of ``groups`` maps ``(B, C, H, W)`` → list of the same shapes.
@@ -68,28 +70,26 @@ class ChannelGraphFusion(nn.Module):
         self.extend = nn.Sequential(nn.Conv2d(embed, channels, kernel_size=1, bias=False), nn.BatchNorm2d(channels))
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
-        projections, graphs = [], []
-        for f in features:
-            f_theta = self.theta(f).flatten(2)  # (B, N, HW)
-            f_phi = self.phi(f).flatten(2)  # (B, E, HW)
-            graphs.append(torch.bmm(f_theta, f_phi.transpose(1, 2)) / f_theta.shape[-1])
-            projections.append(f_theta)
-        updated = self.gcn(torch.cat(graphs, dim=1)).split(self.nodes, dim=1)
-        out = []
-        for f, f_theta, g in zip(features, projections, updated):
-            back = torch.bmm(g.transpose(1, 2), f_theta).view(f.shape[0], -1, f.shape[2], f.shape[3])
-            out.append(f + self.extend(back))
-        return out
+        groups = len(features)
+        f = stack_groups(features)  # (G·B, C, H, W)
+        f_theta = self.theta(f).flatten(2)  # (G·B, N, HW)
+        f_phi = self.phi(f).flatten(2)  # (G·B, E, HW)
+        graphs = torch.bmm(f_theta, f_phi.transpose(1, 2)) / f_theta.shape[-1]  # G_i, (G·B, N, E), Eq. 4
+        g_concat = torch.cat(split_groups(graphs, groups), dim=1)  # (B, G·N, E)
+        updated = stack_groups(self.gcn(g_concat).split(self.nodes, dim=1))  # Ĝ_i, (G·B, N, E)
+        back = torch.bmm(updated.transpose(1, 2), f_theta).view(f.shape[0], -1, f.shape[2], f.shape[3])  # Eq. 5
+        return split_groups(f + self.extend(back), groups)
 
 
 class SpaceGraphFusion(nn.Module):
     """GCFB with space embedding (Fig. 6): every bottleneck position is a node.
 
-    A map is average-pooled to a fixed ``grid × grid`` node grid (so the adjacency has a fixed size whatever
-    the input size; at the paper's 256×256 input and ``grid=16`` the pooling is the identity), each node's
-    ``C`` features get a learnable position embedding, the groups' node sets are stacked into one graph of
-    ``groups · grid²`` nodes and updated by :class:`GraphConv`; the nodes are rearranged back into a map,
-    resized to ``H × W`` and added to the input (residual).
+    The adjacency has a fixed size, ``groups · grid²`` nodes. ``grid`` is the bottleneck side of the model grid
+    the network is trained on (``MDANetConfig.space_grid``; 8 at 128×128, 16 at 256×256), so each position is
+    a node (the paper's ``N = HW``); a map of another size is average-pooled to ``grid × grid`` first. Each
+    node's ``C`` features get a learnable position embedding, the groups' node sets are stacked into one graph
+    and updated by :class:`GraphConv`; the nodes are rearranged back into a map (resized to ``H × W`` if it
+    was pooled) and added to the input (residual). It has no batch norm, so it may treat the groups one by one.
 
     Shapes:
         list of ``groups`` maps ``(B, C, H, W)`` → list of the same shapes.
@@ -124,7 +124,7 @@ class GraphConvFusion(nn.Module):
         channels: ``C`` at the bottleneck.
         nodes: ``N``, channel-embedding nodes per group.
         embed: ``E``, channel-embedding features per node.
-        grid: side of the space-embedding node grid.
+        grid: side of the space-embedding node grid (the bottleneck side at the training size).
         groups: 2 for MDANet (output ``F̂_1 - F̂_2``); 1 for single-path ablations (output ``F̂_1``).
         impl: op implementation.
 

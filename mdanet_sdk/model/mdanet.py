@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.config import BOTTLENECK_STRIDE, MDANetConfig
 from mdanet_sdk.errors import InputError
-from mdanet_sdk.model.blocks import Encoder, UNetDecoder, encoder_block
+from mdanet_sdk.model.blocks import Encoder, UNetDecoder, encoder_block, split_groups, stack_groups
 from mdanet_sdk.model.dasc import DifferenceAwareSkip
 from mdanet_sdk.model.fusion import build_bottleneck
 
 __all__ = ["MDANet", "AttentionGate"]
 
 #: Input height and width must be multiples of this (4 poolings by 2).
-SIZE_MULTIPLE = 16
+SIZE_MULTIPLE = BOTTLENECK_STRIDE
 
 
 class AttentionGate(nn.Module):
@@ -40,7 +40,8 @@ class MDANet(nn.Module):
     """MDANet and, through its ablation switches, every variant of the paper's Tables 1 and 3-5.
 
     With ``config.dasc`` (MDANet): each modality group gets its own first-stage block (independent weights),
-    then one parameter-shared encoder (levels 1-4, MSC blocks when ``config.msc``) encodes both groups; the
+    then one parameter-shared encoder (levels 1-4, MSC blocks when ``config.msc``) encodes both groups in one
+    pass, stacked along the batch axis (so its batch norms see both groups, in training as in evaluation); the
     bottleneck fuses the two groups (GCFB by default) into one difference map; at every scale a
     :class:`DifferenceAwareSkip` refines the groups' difference under the decoder's guidance; a U-Net decoder
     and a 1×1 head give the logits. Without ``config.dasc`` there is a single encoder on the stacked input and
@@ -62,7 +63,8 @@ class MDANet(nn.Module):
         if config.architecture != "mdanet":
             # The baselines are fixed points of the ablation space (paper Table 3, first row).
             config = config.replace(dasc=False, msc=False, bottleneck="none")
-        self.config = config
+        self.config = config.resolved()  # the grid the weights are built for, e.g. stored by exports
+        config = self.config
         w = config.widths
         self.split = len(config.groups[0])
         if config.dasc:
@@ -102,21 +104,24 @@ class MDANet(nn.Module):
                 f"Input height and width must be multiples of {SIZE_MULTIPLE}, got {tuple(x.shape[-2:])}; "
                 "pad the slices (mdanet_sdk.data.preprocess does)."
             )
-        if self.config.dasc:
-            inputs = (x[:, : self.split], x[:, self.split :])
-        else:
-            inputs = (x,)
-        stems = [stem(inp) for stem, inp in zip(self.stems, inputs)]
-        paths = [self.encoder(s) for s in stems]  # the same encoder object for both groups
-        bottom = self.bottleneck([p[-1] for p in paths])
+        if not self.config.dasc:
+            return self._single_path(x), None
+        f_a, f_b = (stem(g) for stem, g in zip(self.stems, (x[:, : self.split], x[:, self.split :])))
+        # One pass of the shared encoder over both groups stacked along the batch axis, so that in training its
+        # batch norms normalise with the joint statistics of both groups, as their running averages (used in
+        # evaluation) do; one pass per group would normalise each group with its own statistics.
+        levels = [split_groups(f, 2) for f in self.encoder(stack_groups([f_a, f_b]))]
+        a, b = [f[0] for f in levels], [f[1] for f in levels]
+        bottom = self.bottleneck([a[-1], b[-1]])
         skips = self.skips
-        if self.config.dasc:
-            a, b = paths
-            logits = self.decoder(bottom, lambda lvl, up: skips[lvl](a[lvl], b[lvl], up))
-            return logits, (stems[0], stems[1])
-        (p,) = paths
+        logits = self.decoder(bottom, lambda lvl, up: skips[lvl](a[lvl], b[lvl], up))
+        return logits, (f_a, f_b)
+
+    def _single_path(self, x: Tensor) -> Tensor:
+        """Logits of the single-encoder variants (U-Net, Attention U-Net, ``dasc=False`` ablations)."""
+        p = self.encoder(self.stems[0](x))
+        bottom = self.bottleneck([p[-1]])
+        skips = self.skips
         if skips is None:
-            logits = self.decoder(bottom, lambda lvl, up: p[lvl])
-        else:
-            logits = self.decoder(bottom, lambda lvl, up: skips[lvl](p[lvl], up))
-        return logits, None
+            return self.decoder(bottom, lambda lvl, up: p[lvl])
+        return self.decoder(bottom, lambda lvl, up: skips[lvl](p[lvl], up))

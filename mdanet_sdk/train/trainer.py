@@ -439,9 +439,23 @@ class Trainer:
         return layout, kind
 
     def model_config(self) -> MDANetConfig:
-        """The network this run trains."""
+        """The network this run trains, its GCFB space-embedding grid resolved.
+
+        Unless ``model_overrides`` fixes ``space_grid``, the grid is that of the weights this run continues
+        (``--init``, or a fold's ``last.pt`` when resuming: their position embedding and adjacency have that
+        size), else the bottleneck of the model grid, ``size // 16`` (one node per bottleneck position).
+        """
         _, kind = self._kind()
-        return MDANetConfig.from_preset(self.cfg.preset, kind, **self.cfg.model_overrides)
+        config = MDANetConfig.from_preset(self.cfg.preset, kind, **self.cfg.model_overrides)
+        if config.space_grid is None:
+            config = config.replace(space_grid=self._weights_space_grid()).resolved(self.cfg.size)
+        return config
+
+    def _weights_space_grid(self) -> int | None:
+        """``space_grid`` of the checkpoint this run starts from (resume, else ``--init``), if any."""
+        resumed = sorted(self.out.glob("fold_*/last.pt")) if self.cfg.resume else []
+        source = resumed[0] if resumed else self.cfg.init
+        return None if source is None else load_checkpoint(source).model_config.grid
 
     def preprocess_config(self) -> PreprocessConfig:
         """The preprocessing of this run (stored in its checkpoints)."""
@@ -553,7 +567,7 @@ class Trainer:
     def _init_weights(self, model_config: MDANetConfig) -> dict[str, torch.Tensor]:
         """The state dict of ``cfg.init``, after checking that it fits ``model_config``."""
         init = load_checkpoint(self.cfg.init)
-        theirs = replace(init.model_config, ops=model_config.ops)  # the ops backend is no weight
+        theirs = replace(init.model_config.resolved(), ops=model_config.ops)  # the ops backend is no weight
         if theirs != model_config:
             raise CheckpointError(
                 f"--init {self.cfg.init} holds a network ({theirs.preset}, inputs {theirs.groups}) other than "
