@@ -63,7 +63,7 @@ from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.cases import Case, detect_layout, find_cases
 from mdanet_sdk.data.dataset import SliceDataset, kfold_split
 from mdanet_sdk.data.nifti import save_like
-from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_images, restore
+from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_images, restore_probability
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError
 from mdanet_sdk.metrics import case_metrics, summarize_folds
 from mdanet_sdk.model import build_model
@@ -127,6 +127,9 @@ class TrainConfig:
         patience: early-stopping patience in epochs (0: never stop early).
         lesion_fraction: probability that a batch entry is drawn from the lesion slices.
         augment: the paper's augmentations on training slices.
+        intensity_augment: with ``augment``, also the intensity augmentation (bias field, gamma, contrast,
+            blur, lower resolution, noise: :mod:`mdanet_sdk.data.augment`), so the model does not rely on one
+            scanner's or one generator's intensities; ``False`` gives the paper's augmentations only.
         amp: mixed precision: ``"auto"`` (bf16 on GPUs that support it, else fp16; off on CPU), ``"off"``,
             ``"bf16"``, ``"fp16"`` (with a gradient scaler).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -161,6 +164,7 @@ class TrainConfig:
     patience: int = 20
     lesion_fraction: float = 0.33
     augment: bool = True
+    intensity_augment: bool = True
     amp: str = "auto"
     device: str = "auto"
     workers: int | None = None
@@ -631,7 +635,8 @@ class Trainer:
                       state: _FoldState, model_config, pcfg, meta_base) -> None:
         cfg, dist = self.cfg, self.dist
         fold_seed = cfg.seed * 1000 + fold
-        dataset = SliceDataset(train_cases, model_config.modalities, pcfg, augment=cfg.augment, seed=fold_seed)
+        dataset = SliceDataset(train_cases, model_config.modalities, pcfg, augment=cfg.augment, seed=fold_seed,
+                               intensity=cfg.intensity_augment)
         steps = cfg.steps_per_epoch or max(1, math.ceil(len(dataset) / (cfg.batch_size * dist.world)))
         sampler = LesionSampler(dataset.has_lesion(), steps * cfg.batch_size, cfg.lesion_fraction,
                                 seed=fold_seed, rank=dist.rank, world_size=dist.world)
@@ -743,7 +748,7 @@ class Trainer:
         model.eval()
         mine = []
         for item in val_set:
-            prob = restore(self._predict(model, item.slices), item.geometry)
+            prob = restore_probability(self._predict(model, item.slices), item.geometry)
             mask = (prob >= 0.5).astype(np.uint8)
             if save_dir is not None:
                 save_like(mask, item.case.reference, prediction_path(save_dir, item.case.case_id), kind="mask")
