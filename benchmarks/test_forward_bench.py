@@ -28,7 +28,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @functools.cache
 def _eager(preset: str) -> torch.nn.Module:
-    return build_network(preset, SETTINGS.kind).to(DEVICE)
+    return build_network(preset, SETTINGS.kind, size=SETTINGS.size).to(DEVICE)
 
 
 @functools.cache

@@ -284,7 +284,9 @@ def _kind_channels(kind: str) -> int:
     return sum(len(group) for group in MODALITY_GROUPS[kind])
 
 
-def build_network(preset: str, kind: str = "ctp", ops_impl: str = "reference", seed: int = 0) -> nn.Module:
+def build_network(
+    preset: str, kind: str = "ctp", ops_impl: str = "reference", seed: int = 0, size: int | None = None
+) -> nn.Module:
     """A network in eval mode with seeded random weights.
 
     Args:
@@ -294,6 +296,7 @@ def build_network(preset: str, kind: str = "ctp", ops_impl: str = "reference", s
         kind: ``ctp`` (4 input channels) or ``mri`` (2).
         ops_impl: implementation of the MDANet ops (``reference`` = eager composite, ``native``).
         seed: weight initialisation seed (the same seed gives every backend the same weights).
+        size: the input side the network is built for: the GCFB node grid is its bottleneck (default 128).
 
     Raises:
         BackendUnavailableError: MONAI is asked for but not installed.
@@ -309,7 +312,7 @@ def build_network(preset: str, kind: str = "ctp", ops_impl: str = "reference", s
         net = BasicUNet(spatial_dims=2, in_channels=_kind_channels(kind), out_channels=2,
                         features=(64, 128, 256, 512, 1024, 64))
         return net.eval()
-    return build_model(MDANetConfig.from_preset(preset, kind, ops=ops_impl)).eval()
+    return build_model(MDANetConfig.from_preset(preset, kind, ops=ops_impl).resolved(size)).eval()
 
 
 def count_flops(model: nn.Module, example: Tensor) -> float:
@@ -415,7 +418,7 @@ def _native_twin(eager: nn.Module, preset: str, kind: str) -> nn.Module:
     """
     device = next(eager.parameters()).device
     ops.implementation("native", device)  # raises, saying why, where the kernels cannot run
-    twin = build_network(preset, kind, ops_impl="native").to(device)
+    twin = build_model(eager.config.replace(ops="native")).eval().to(device)
     twin.load_state_dict(eager.state_dict())
     return twin
 
@@ -763,7 +766,7 @@ def _contenders(section: str, preset: str, backends: Sequence[str], settings: Be
                       for p in only for b in settings.batch_sizes)
 
     try:
-        eager = build_network(preset, settings.kind).to(device)
+        eager = build_network(preset, settings.kind, size=settings.size).to(device)
     except BackendUnavailableError as exc:
         fail("eager", preset, "unavailable", str(exc))
         return ready, failed
@@ -1126,7 +1129,7 @@ def bench_ops(settings: BenchSettings, progress: Progress = _quiet) -> list[OpsR
     from mdanet_sdk.ops import reference
 
     device = settings.resolved_device()
-    model = build_network("paper", settings.kind).to(device)
+    model = build_network("paper", settings.kind, size=settings.size).to(device)
     x = torch.randn(1, _kind_channels(settings.kind), settings.size, settings.size, device=device)
     with torch.inference_mode(), _captured_op_calls() as calls:
         model(x)
