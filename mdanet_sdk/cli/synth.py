@@ -33,9 +33,12 @@ def synth(
     cases: Annotated[int, typer.Option(help="Number of cases.", min=1)] = 10,
     seed: Annotated[int, typer.Option(help="Dataset seed; case i uses seed * 1000 + i.")] = 0,
     shape: Annotated[str | None, typer.Option(help="Grid XxYxZ, e.g. 96x96x40 (default: random per case).")] = None,
+    domain: Annotated[str, typer.Option(
+        help="classic, or randomised (wider contrast, noise, bias, background, resolution and unit ranges).")
+    ] = "classic",
 ) -> None:
     """Write synthetic stroke phantoms (with lesion labels) as a real ISLES-layout NIfTI dataset."""
     from mdanet_sdk.data.phantom import write_dataset
 
-    root = write_dataset(out_dir, kind, cases, seed, shape=parse_shape(shape))
-    console.print(f"wrote {cases} synthetic {kind} case(s) to {root}", highlight=False, soft_wrap=True)
+    root = write_dataset(out_dir, kind, cases, seed, shape=parse_shape(shape), domain=domain)
+    console.print(f"wrote {cases} synthetic {domain} {kind} case(s) to {root}", highlight=False, soft_wrap=True)

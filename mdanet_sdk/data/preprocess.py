@@ -3,20 +3,28 @@
 One implementation serves both directions, so a checkpoint's :class:`PreprocessConfig` reproduces at inference
 the slices the model was trained on:
 
-1. **Head mask**: voxels that differ from the background in any modality. The background value of a
-   modality is the median of its outermost voxels (0 for skull-stripped MRI and perfusion maps, -1000 for
-   CT); a voxel belongs to the head when it differs from it by more than 1 % of the modality's range.
+1. **Head mask** (:func:`head_support`), or the caller's brain mask: voxels that stand out from the
+   background in any modality. The background value of a modality is the median of the in-plane border of
+   its slices (0 for skull-stripped MRI and perfusion maps, -1000 for CT, the noise floor of an MRI that is
+   not skull-stripped); a voxel belongs to the head when it differs from it by more than 1 % of the
+   modality's range and by more than 3× the border's 95th-percentile deviation (so noise stays background).
+   Holes of each slice are filled (CSF is ~0 in perfusion maps) and specks dropped. A noisy background is
+   reported as a warning (the input does not look skull-stripped).
 2. **Normalisation**, per modality, with statistics taken inside the head mask only: values are clipped to
    the ``clip_percentiles`` (0.5 and 99.5 by default), then centred on the median and divided by the robust
    standard deviation ``IQR / 1.349`` (the standard deviation if the IQR is 0, else 1). It is invariant
-   to the gain and unit of a modality (ADC in 1e-3 or 1e-6 mm²/s gives the same result). The background
-   becomes a constant, the clipped low end.
+   to the gain and unit of a modality (ADC in 1e-3 or 1e-6 mm²/s gives the same result). Everything outside
+   the head mask becomes one constant, the clipped low end, whatever it was (zero, noise, air, skull rim
+   beyond the mask).
 3. **Axial slicing** along Z: ``(X, Y, Z)`` volumes → ``(Z, C, X, Y)``; a slice ``(X, Y)`` is ``(H, W)``.
 4. **In-plane resampling** (only when ``size`` is set) so that the longer in-plane side becomes ``size``,
    keeping the aspect ratio: :func:`scipy.ndimage.zoom` with ``grid_mode=True`` (pixel areas map onto pixel
    areas, as ``align_corners=False``), linear for images, nearest for labels.
 5. **Padding** (centred) to multiples of ``multiple`` (16: the network halves the grid four times), with
    each channel's lowest value (the background) for images and 0 for labels.
+
+:func:`restore_probability` maps lesion probabilities back and sets them to 0 outside the head mask: no lesion
+is ever marked outside the head (or outside the brain mask the caller passed).
 
 :func:`restore` undoes 5 and 4 exactly: it crops the padding and resamples back to the native in-plane size
 with the same pixel-area convention (linear for probabilities, nearest for integer labels), then puts Z last.
