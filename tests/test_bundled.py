@@ -81,3 +81,55 @@ def test_bundled_mri_weights_on_the_real_isles22_case():
     scores = case_metrics(result.mask_canonical, case.label, case.reference.voxel_volume_ml)
     assert scores["dsc"] >= 0.5 and scores["lesion_f1"] >= 0.5, scores
     assert abs(scores["volume_pred_ml"] - scores["volume_gt_ml"]) <= 0.3 * scores["volume_gt_ml"], scores
+
+
+def _shifted(images, case):
+    tissue = float(np.median(images["dwi"][case.masks["tissue"]]))
+    return {**images, "dwi": np.where(case.masks["brain"], images["dwi"] + 0.3 * tissue, 0.0)}
+
+
+def _low_noise(images, case):
+    from scipy import ndimage
+
+    return {m: np.where(case.masks["brain"], ndimage.gaussian_filter(v, 0.7), 0.0) for m, v in images.items()}
+
+
+def _high_contrast(images, case):
+    lesion = case.label > 0
+    return {"dwi": np.where(lesion, images["dwi"] * 1.4, images["dwi"]),
+            "adc": np.where(lesion, images["adc"] * 0.8, images["adc"])}
+
+
+def _noisy_background(images, case):
+    rng = np.random.default_rng(1)
+    sigma = 0.05 * float(np.median(images["dwi"][case.masks["tissue"]]))
+    noise = np.hypot(sigma * rng.standard_normal(case.label.shape), sigma * rng.standard_normal(case.label.shape))
+    return {**images, "dwi": np.where(case.masks["brain"], images["dwi"], noise)}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda images, case: images,
+        _shifted,
+        lambda images, case: {"dwi": images["dwi"] * 0.01, "adc": images["adc"] * 1000.0},  # scale and units
+        _low_noise,
+        _high_contrast,
+        _noisy_background,
+    ],
+    ids=["as-drawn", "shifted", "scaled", "low-noise", "high-contrast", "noisy-background"],
+)
+def test_bundled_mri_probability_is_high_on_lesions_and_low_elsewhere_on_shifted_inputs(change):
+    """Issue 14: the normalisation must not collapse on plausible inputs unlike the phantom."""
+    from scipy import ndimage
+
+    from mdanet_sdk import Segmenter
+
+    case = ood_case("mri", 2)  # a zero-background case with lesions of a few mL
+    images = {m: v.astype(np.float32) for m, v in change(dict(case.images), case).items()}
+    probability = Segmenter.default("mri").predict_arrays(images, case.affine).probability_canonical
+    lesion = case.label > 0
+    elsewhere = ~ndimage.binary_dilation(lesion, iterations=2)
+    assert probability[lesion].mean() > 0.5
+    # Confident false positives (before any post-processing) stay a small fraction of the lesion's volume.
+    assert (probability[elsewhere] > 0.5).sum() < 0.25 * lesion.sum()
