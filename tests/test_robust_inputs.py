@@ -108,7 +108,7 @@ def test_randomised_mri_phantoms_span_the_lesion_contrasts_backgrounds_and_slice
     dwi, adc = np.array([_ratios(p, MRI) for p in phantoms]).T
     # Medians over the label include partial volume at the lesion edge: below the drawn factor.
     assert 0.95 < dwi.min() and dwi.max() < 3.6 and dwi.max() - dwi.min() > 0.8 and dwi.mean() > 1.5
-    assert 0.35 < adc.min() and adc.max() < 0.95 and adc.max() - adc.min() > 0.2
+    assert 0.35 < adc.min() and adc.max() < 1.05 and adc.max() - adc.min() > 0.2
     assert {p.info["background"] for p in phantoms} >= {"zero", "noise", "skull"}
     slices = [p.info["spacing_mm"][2] for p in phantoms]
     assert min(slices) < 2.0 and max(slices) > 4.0

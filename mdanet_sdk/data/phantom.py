@@ -394,7 +394,7 @@ def _near(anat: _Anatomy, centre: tuple[int, int, int], radius_mm: float) -> np.
     return d2 < radius_mm**2
 
 
-def _mri_lesions(rng, anat: _Anatomy, pattern: str, n_lesions: int | None) -> _Effects:
+def _mri_lesions(rng, anat: _Anatomy, pattern: str, n_lesions: int | None, dom: Domain) -> _Effects:
     fx = _Effects.empty(anat.shape)
     a, b, c = anat.dims
     tissue = anat.brain & (anat.csf < 0.2) & (anat.depth > 1.0)
@@ -413,7 +413,7 @@ def _mri_lesions(rng, anat: _Anatomy, pattern: str, n_lesions: int | None) -> _E
     elif pattern == "embolic":
         cluster = _pick(rng, cerebrum & (anat.depth < 30))
         near = _near(anat, cluster, 35.0) & (anat.depth < 25)
-        for _ in range(n_lesions or int(rng.integers(3, 13))):
+        for _ in range(n_lesions or int(rng.integers(*dom.embolic_count))):
             _add_lesion(rng, anat, fx, tissue & near, rng.uniform(1.5, 5.0), "embolic")
     else:  # multiple
         for _ in range(n_lesions or int(rng.integers(2, 5))):
@@ -654,7 +654,7 @@ def make_phantom(
     info: dict[str, Any] = {"kind": kind, "seed": int(seed), "domain": domain, "pattern": pattern, "shape": list(shape),
                             "spacing_mm": [round(float(s), 4) for s in spacing]}
     if kind == "isles22":
-        fx = _mri_lesions(rng, anat, pattern, n_lesions)
+        fx = _mri_lesions(rng, anat, pattern, n_lesions, dom)
         images, extra = _mri_images(rng, anat, fx, dom)
         head = anat.brain
         per_mille = bool(rng.random() < 0.5)  # ADC in 1e-6 mm²/s, stored as integers like many scanners

@@ -30,7 +30,10 @@ class Domain:
         ctp_inplane_mm, ctp_slice_mm: the same for the CTP slab.
         gm_t2: grey-matter T2 signal relative to white matter (tissue contrast in DWI).
         texture: amplitude of the fine and regional tissue texture (share of the value).
-        adc_drop: fractional ADC drop in an acute lesion (ADC 0.4-0.85× tissue when randomised).
+        adc_drop: fractional ADC drop in a lesion. Randomised: ADC 0.4-0.95× tissue; the upper end is the
+            subacute lesion whose ADC has pseudo-normalised and the small focus whose ADC is averaged with its
+            surroundings, both still DWI-bright and labelled as lesion in ISLES'22.
+        embolic_count: number of foci of an embolic shower, ``[low, high)``.
         t2_rise: fractional T2 rise in an acute lesion (with the ADC drop: DWI ~1.1-3× tissue).
         noise: noise sigma relative to white-matter signal at b = 1000.
         bias: factor on the coil-bias field's strength.
@@ -53,6 +56,7 @@ class Domain:
     gm_t2: tuple[float, float] = (1.12, 1.3)
     texture: tuple[float, float] = (0.06, 0.06)
     adc_drop: tuple[float, float] = (0.35, 0.55)
+    embolic_count: tuple[int, int] = (3, 13)
     t2_rise: tuple[float, float] = (0.05, 0.35)
     noise: tuple[float, float] = (0.025, 0.07)
     bias: tuple[float, float] = (1.0, 1.0)
@@ -86,7 +90,8 @@ RANDOMISED = Domain(
     ctp_slice_mm=(3.0, 6.0),
     gm_t2=(0.95, 1.5),
     texture=(0.02, 0.12),
-    adc_drop=(0.15, 0.6),
+    adc_drop=(0.05, 0.6),
+    embolic_count=(3, 40),
     t2_rise=(0.1, 0.9),
     noise=(0.01, 0.15),
     bias=(0.3, 2.0),
