@@ -86,7 +86,8 @@ def test_restore_of_a_smooth_image_matches_the_image(phantom) -> None:
     """Images go to the model grid and back with linear interpolation: a smooth field survives."""
     x, y = np.meshgrid(np.arange(52), np.arange(44), indexing="ij")
     smooth = np.repeat((np.sin(x / 6.0) + np.cos(y / 5.0))[..., None], 10, axis=2).astype(np.float32)
-    slices, geom = preprocess_images({"dwi": smooth}, ["dwi"], PreprocessConfig(size=80, clip_percentiles=(0, 100)))
+    cfg = PreprocessConfig(size=80, clip_percentiles=(0, 100), normalization="zscore")
+    slices, geom = preprocess_images({"dwi": smooth}, ["dwi"], cfg)
     back = restore(slices[:, 0], geom)
     assert np.corrcoef(back[2:-2, 2:-2].ravel(), smooth[2:-2, 2:-2].ravel())[0, 1] > 0.999
 
@@ -99,8 +100,23 @@ def test_normalisation_ignores_gain_and_units(phantom) -> None:
     assert np.allclose(a, b, atol=1e-4)
 
 
+def test_relative_normalisation_puts_tissue_at_0_and_the_outside_at_minus_1(phantom) -> None:
+    slices, geom = preprocess_images(phantom.images, MRI, PreprocessConfig())
+    for c, m in enumerate(MRI):
+        volume = restore(slices[:, c], geom)
+        reference = np.median(phantom.images[m][geom.head & (phantom.images[m] > 0)])
+        inside = geom.head & (phantom.images[m] > 0)
+        np.testing.assert_allclose(volume[inside], np.minimum(phantom.images[m][inside] / reference, 11.0) - 1.0,
+                                   rtol=1e-5, atol=1e-5)
+        assert np.all(volume[~geom.head] == -1.0) and abs(np.median(volume[inside])) < 1e-6
+    # A map with negative values (CT in HU, a z-scored input) is not a ratio scale: z-scores instead.
+    hu = -phantom.images["dwi"]
+    z, geom = preprocess_images({"dwi": hu}, ["dwi"], PreprocessConfig())
+    assert abs(np.median(restore(z[:, 0], geom)[geom.head])) < 1e-5
+
+
 def test_robust_z_score_inside_the_head(phantom) -> None:
-    cfg = PreprocessConfig()
+    cfg = PreprocessConfig(normalization="zscore")
     slices, geom = preprocess_images(phantom.images, MRI, cfg)
     mask = head_mask([phantom.images[m] for m in MRI])
     assert np.array_equal(mask, phantom.masks["brain"])  # skull-stripped: the head is the brain
@@ -139,11 +155,14 @@ def test_preprocess_case_and_geometry_dict(phantom) -> None:
 def test_config_round_trip_and_validation() -> None:
     cfg = PreprocessConfig(size=128, multiple=32, clip_percentiles=(1, 99))
     d = cfg.to_dict()
-    assert d == {"size": 128, "multiple": 32, "clip_percentiles": [1.0, 99.0]}
+    assert d == {"size": 128, "multiple": 32, "clip_percentiles": [1.0, 99.0], "normalization": "relative"}
     assert PreprocessConfig.from_dict(d) == cfg
+    legacy = {k: v for k, v in d.items() if k != "normalization"}  # checkpoints written before the field
+    assert PreprocessConfig.from_dict(legacy).normalization == "zscore"
     with pytest.raises(InputError, match="newer"):
         PreprocessConfig.from_dict({**d, "spacing": 1.0})
-    for bad in ({"size": 0}, {"size": 12.5}, {"multiple": 0}, {"clip_percentiles": (50, 10)}, {"clip_percentiles": (1,)}):
+    for bad in ({"size": 0}, {"size": 12.5}, {"multiple": 0}, {"clip_percentiles": (50, 10)}, {"clip_percentiles": (1,)},
+                {"normalization": "minmax"}):
         with pytest.raises(InputError):
             PreprocessConfig(**bad)
 

@@ -357,7 +357,7 @@ def segment(
         if job.case_id in failed:
             line = _error_line(job.case_id, failed[job.case_id])
             err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-    for case_report in reports:  # doubts about a case are said even with --quiet, one line each
+    for case_report in [] if quiet else reports:  # doubts about a case, one line each (and in the report)
         for warning in case_report.warnings:
             err_console.print(f"[bold yellow]warning:[/] {escape(case_report.case_id)}: {escape(warning)}",
                               highlight=False, soft_wrap=True)

@@ -49,6 +49,7 @@ __all__ = [
     "SliceGeometry",
     "head_mask",
     "normalize",
+    "normalize_relative",
     "preprocess_images",
     "preprocess_label",
     "preprocess_case",
@@ -61,6 +62,10 @@ __all__ = [
 _HEAD_TOLERANCE = 0.01
 # Below this share of voxels the mask is not trusted and statistics use the whole volume.
 _MIN_HEAD_FRACTION = 1e-3
+#: Normalisations of :class:`PreprocessConfig`.
+NORMALIZATIONS = ("relative", "zscore")
+#: Largest relative value kept above tissue (×11 of the median: a Tmax of 11 s over 1 s of tissue).
+RELATIVE_MAX = 10.0
 NOT_SKULL_STRIPPED = (
     "The input has a noisy, non-zero background: it does not look skull-stripped; pass a brain mask for reliable "
     "results."
@@ -77,12 +82,17 @@ class PreprocessConfig:
         size: side of the square in-plane model grid: the longer in-plane side is resampled to it (aspect
             kept), the other padded. ``None`` keeps the native in-plane size (padding only).
         multiple: slices are padded to multiples of this (16 for the 4 poolings of the network).
-        clip_percentiles: ``(low, high)`` percentiles (0-100) inside the head mask to clip each modality to.
+        clip_percentiles: ``(low, high)`` percentiles (0-100) inside the head mask to clip each modality to
+            (``"zscore"`` only).
+        normalization: ``"relative"`` (each modality divided by its median in the head: relative CBF, relative
+            DWI, as radiologists read them; :func:`normalize_relative`) or ``"zscore"`` (median and IQR:
+            :func:`normalize`; checkpoints written before ``normalization`` existed use it).
     """
 
     size: int | None = None
     multiple: int = 16
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    normalization: str = "relative"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clip_percentiles", tuple(float(p) for p in self.clip_percentiles))
@@ -93,6 +103,8 @@ class PreprocessConfig:
         low, high = self.clip_percentiles if len(self.clip_percentiles) == 2 else (None, None)
         if low is None or not 0.0 <= low < high <= 100.0:
             raise InputError(f"clip_percentiles must be (low, high) with 0 <= low < high <= 100, got {self.clip_percentiles!r}.")
+        if self.normalization not in NORMALIZATIONS:
+            raise InputError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable dict (``clip_percentiles`` as a list)."""
@@ -114,7 +126,7 @@ class PreprocessConfig:
                 f"preprocessing config has unknown fields {sorted(unknown)}: it was written by a newer "
                 "mdanet-sdk; upgrade the package to use it."
             )
-        return cls(**d)
+        return cls(**{"normalization": "zscore", **d})  # written before the field existed: z-scores
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,27 @@ def head_mask(volumes: Sequence[np.ndarray]) -> np.ndarray:
     return head_support(volumes)[0]
 
 
+def normalize_relative(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Divide by the modality's median in ``mask`` (its positive voxels), minus 1; clip to -1..:data:`RELATIVE_MAX`.
+
+    Tissue becomes ~0, a voxel at half the tissue value -0.5 (an ischaemic core's CBF), at twice 1 (a DWI
+    lesion), and everything outside ``mask`` -1. Unlike a z-score it does not depend on the tissue's texture
+    or noise (a uniform phantom and a textured brain give the same lesion contrast), and like it, not on
+    gain or unit. Falls back to :func:`normalize` for a map that is not a non-negative physical quantity
+    (more than 5 % of ``mask`` negative, e.g. CT in HU or an input already z-scored) or has no positive value.
+
+    Returns:
+        float32 array of ``volume``'s shape.
+    """
+    inside = volume[mask]
+    positive = inside[inside > 0]
+    reference = float(np.median(positive)) if positive.size else 0.0
+    if reference <= 0 or not np.isfinite(reference) or (inside < 0).mean() > 0.05:
+        return normalize(volume, mask)
+    out = np.where(mask, np.clip(volume / reference, 0.0, RELATIVE_MAX + 1.0), 0.0) - 1.0
+    return out.astype(np.float32)
+
+
 def normalize(volume: np.ndarray, mask: np.ndarray, clip_percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
     """Clip to percentiles inside ``mask`` and robust-z-score (median, IQR / 1.349) with the same statistics.
 
@@ -296,7 +329,10 @@ def preprocess_images(
         shapes = ", ".join(f"{m} {v.shape}" for m, v in zip(modalities, volumes))
         raise InputError(f"modalities must be 3D (X, Y, Z) volumes on one grid, got {shapes}; resample them first.")
     mask, warnings = _lesion_support(volumes, brain_mask)
-    stack = np.stack([normalize(v, mask, cfg.clip_percentiles) for v in volumes])  # (C, X, Y, Z)
+    if cfg.normalization == "relative":
+        stack = np.stack([normalize_relative(v, mask) for v in volumes])  # (C, X, Y, Z)
+    else:
+        stack = np.stack([normalize(v, mask, cfg.clip_percentiles) for v in volumes])
     lowest = stack.reshape(len(volumes), -1).min(axis=1)
     geom = replace(_geometry(shape, cfg), head=mask, warnings=warnings)
     slices = np.ascontiguousarray(stack.transpose(3, 0, 1, 2))  # (Z, C, X, Y)
