@@ -39,7 +39,7 @@ import torch
 from scipy import ndimage
 
 from mdanet_sdk.config import MODALITY_GROUPS
-from mdanet_sdk.data.cases import Case, CaseSource, read_case
+from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource, read_case
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, Volume, save_like, to_original
 from mdanet_sdk.data.preprocess import PreprocessConfig, SliceGeometry, preprocess_images, restore_probability
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError, MDANetError
@@ -56,6 +56,7 @@ __all__ = [
     "resolve_precision",
     "remove_small_lesions",
     "keep_restricted_lesions",
+    "adc_in_head",
     "tissue_adc",
     "postprocess",
     "choose_postprocessing",
@@ -144,6 +145,13 @@ def tissue_adc(adc: np.ndarray) -> float:
     if values.size == 0:
         return 0.0
     return float(np.median(values[values <= 1.5 * np.median(values)]))
+
+
+def adc_in_head(adc: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """The ADC map with 0 outside ``head``, as :func:`tissue_adc` expects (a noisy background around an ADC
+    map that is not skull-stripped would otherwise drag the tissue reference down). The Segmenter and the
+    choice of post-processing both gate through it."""
+    return np.where(head, adc, 0.0)
 
 
 def keep_restricted_lesions(mask: np.ndarray, adc: np.ndarray, max_ratio: float) -> np.ndarray:
@@ -436,9 +444,10 @@ def refuse_single_3d(path: Path, modalities: Sequence[str]) -> None:
 
 def _case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_id: str) -> Case:
     """A :class:`Case` from ``(X, Y, Z)`` arrays in the caller's voxel order and their affine."""
-    if not images:
-        raise InputError("no image given; pass a mapping modality -> (X, Y, Z) array.")
     arrays = {str(m).lower(): np.asarray(a) for m, a in images.items()}
+    brain_mask = arrays.pop(BRAIN_MASK_KEY, None)
+    if not arrays:
+        raise InputError("no image given; pass a mapping modality -> (X, Y, Z) array.")
     shapes = {m: a.shape for m, a in arrays.items()}
     first = next(iter(arrays.values()))
     if first.ndim != 3 or len(set(shapes.values())) != 1:
@@ -448,6 +457,13 @@ def _case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case
         raise InputError("affine must be a finite, invertible 4x4 voxel-to-world matrix (mm).")
     warnings = []
     canonical = {}
+    if brain_mask is not None:
+        if brain_mask.shape != first.shape:
+            raise InputError(
+                f"the brain mask has shape {brain_mask.shape}; it must be on the images' grid {first.shape}."
+            )
+        mask_image = nib.Nifti1Image((brain_mask != 0).astype(np.uint8), affine)
+        brain_mask = np.asarray(nib.as_closest_canonical(mask_image).dataobj) != 0
     for name, array in arrays.items():
         array = array.astype(np.float32)
         bad = ~np.isfinite(array)
@@ -467,7 +483,7 @@ def _case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case
         orientation=tuple(nib.aff2axcodes(affine)),
         warnings=list(warnings),
     )
-    return Case(case_id, images, None, ref, warnings)
+    return Case(case_id, images, None, ref, warnings, brain_mask)
 
 
 class Segmenter:
@@ -867,7 +883,7 @@ class Segmenter:
         background around an ADC map that is not skull-stripped does not move it."""
         adc = images.get("adc")
         if adc is not None and head is not None and self.max_adc_ratio:
-            adc = np.where(head, adc, 0.0)
+            adc = adc_in_head(adc, head)
         return postprocess(probability, self.threshold, self.min_size, adc, self.max_adc_ratio)
 
     def _finish(self, pending: _Pending) -> SegmentationResult:

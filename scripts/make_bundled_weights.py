@@ -18,6 +18,7 @@ from seed 9000+).
 from __future__ import annotations
 
 import argparse
+import subprocess
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -26,7 +27,8 @@ import torch
 
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.data.phantom import make_phantom, write_dataset
-from mdanet_sdk.inference import Segmenter, choose_postprocessing
+from mdanet_sdk.data.preprocess import head_mask
+from mdanet_sdk.inference import Segmenter, adc_in_head, choose_postprocessing
 from mdanet_sdk.train.checkpoint import BUNDLED
 from mdanet_sdk.train.trainer import TrainConfig, train
 
@@ -66,10 +68,10 @@ RECIPES = {
     "ctp": Recipe("isles18", (Stage(202, 36, 5, 128, 40, 24, 0.5, 1e-3, 202),
                               Stage(211, 60, 10, 128, 40, 24, 0.5, 3e-4, 211, "randomised"))),
 }
-#: ``--from-stage N`` starts at stage N (1-based) from the weights that earlier stages shipped: the bundled
-#: weights of the previous release (``git show e9c8b36:mdanet_sdk/weights/default-mri.pt``), so a machine
-#: with two cores does not repeat hours of training.
-PREVIOUS = {"mri": "default-mri", "ctp": "default-ctp"}
+#: ``--from-stage N`` starts at stage N (1-based) from the weights the earlier stages shipped in the release
+#: before the randomised stages (this git revision), so a machine with two cores does not repeat hours of
+#: training and a rerun does not fine-tune its own output again.
+PREVIOUS_REVISION = "e9c8b36"
 
 
 #: Phantoms (case seeds) that choose the post-processing; held out from training and from the tests (9000+):
@@ -83,10 +85,21 @@ def run_dir(kind: str, work: Path, stage: int) -> Path:
     return work / (f"run-{kind}" if stage == 0 else f"run-{kind}-{stage + 1}")
 
 
+def _previous(kind: str, work: Path) -> str:
+    """The bundled ``default-KIND`` of :data:`PREVIOUS_REVISION`, extracted from git into ``work``."""
+    path = work / f"default-{kind}-{PREVIOUS_REVISION}.pt"
+    if not path.is_file():
+        blob = subprocess.run(["git", "show", f"{PREVIOUS_REVISION}:mdanet_sdk/weights/default-{kind}.pt"],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, check=True).stdout
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))
+    return str(path)
+
+
 def _start(kind: str, work: Path, i: int, first: int) -> str | None:
-    """The weights stage ``i`` starts from: the previous stage's best, or the bundled ones at ``first``."""
+    """The weights stage ``i`` starts from: the previous stage's best, or the released ones at ``first``."""
     if i == first and i > 0:
-        return PREVIOUS[kind]
+        return _previous(kind, work)
     return str(run_dir(kind, work, i - 1) / "fold_0" / "best.pt") if i else None
 
 
@@ -128,7 +141,8 @@ def tune(kind: str, path: Path) -> tuple[dict, float]:
     for k, seed in enumerate(TUNING_SEEDS):
         phantom = make_phantom(RECIPES[kind].layout, seed, domain=TUNING_DOMAINS[k % 2])
         labels.append(phantom.label)
-        adc.append(phantom.images.get("adc"))
+        if kind == "mri":  # the gate reads the tissue ADC inside the head, as the Segmenter's does
+            adc.append(adc_in_head(phantom.images["adc"], head_mask([phantom.images[m] for m in ("dwi", "adc")])))
         for tta, segmenter in segmenters.items():
             probabilities[tta].append(segmenter.predict(phantom).probability_canonical)
     return choose_postprocessing(probabilities, labels, adc=adc if kind == "mri" else None)

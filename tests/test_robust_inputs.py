@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from mdanet_sdk.data.augment import IntensityAugmentation
 from mdanet_sdk.data.phantom import make_phantom
@@ -83,8 +84,18 @@ def test_lesion_probability_is_zero_outside_the_head() -> None:
     images, brain, _ = _ellipsoid_case(2)
     slices, geom = preprocess_images(images, MRI, PreprocessConfig())
     probability = restore_probability(np.ones(slices[:, 0].shape, np.float32), geom)
-    assert probability[~geom.head].max() == 0.0 and probability[geom.head].min() == 1.0
     assert np.array_equal(geom.head, brain)
+    # Lesions may lie in the head and a 2-voxel margin (the automatic mask may miss dark tissue at its edge).
+    margin = ndimage.binary_dilation(brain, iterations=2)
+    assert probability[~margin].max() == 0.0 and probability[margin].min() == 1.0
+
+
+def test_a_head_touching_the_border_is_still_found() -> None:
+    images, brain, _ = _ellipsoid_case(5)
+    cropped = {m: v[10:-10, 10:-10] for m, v in images.items()}  # the brain now touches every in-plane edge
+    mask, noisy = head_support([cropped[m] for m in MRI])
+    inner = brain[10:-10, 10:-10]
+    assert (mask & inner).sum() / (mask | inner).sum() > 0.99 and not noisy
 
 
 def test_a_brain_mask_replaces_the_automatic_head() -> None:
@@ -154,3 +165,31 @@ def test_the_adc_gate_reads_tissue_adc_inside_the_head_only() -> None:
     segmenter = Segmenter.default("mri", max_adc_ratio=0.8, device="cpu")
     assert segmenter.postprocess(probability, images, brain).sum() == lesion.sum()
     assert segmenter.postprocess(probability, images).sum() == 0  # the reason for passing the head
+
+
+def test_a_brain_mask_reaches_the_segmenter_from_arrays_files_and_the_command(tmp_path) -> None:
+    """`{"brain_mask": ...}` with arrays or files, and `-m brain_mask=...`: no lesion outside the given mask."""
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from mdanet_sdk import Segmenter
+    from mdanet_sdk.cli import app
+
+    images, brain, lesion = _ellipsoid_case(6)
+    given = brain.copy()
+    given[:, :, :12] = False  # the lower half only
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    segmenter = Segmenter.default("mri", device="cpu")
+    result = segmenter.predict_arrays({**images, "brain_mask": given.astype(np.uint8)}, affine)
+    assert result.probability_canonical[~given].max() == 0.0
+    paths = {}
+    for name, array in {**images, "brain_mask": given.astype(np.uint8)}.items():
+        paths[name] = tmp_path / f"case_{name}.nii.gz"
+        nib.save(nib.Nifti1Image(array, affine), paths[name])
+    assert segmenter.predict(paths).probability_canonical[~given].max() == 0.0
+    out = tmp_path / "mask.nii.gz"
+    args = ["segment", *[f"-m{k}={v}" for k, v in paths.items()], "-o", str(out), "--prob", "--quiet"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    probability = np.asarray(nib.load(tmp_path / "case_prob.nii.gz").dataobj)
+    assert probability[~given].max() == 0.0

@@ -25,7 +25,7 @@ import typer
 from rich.markup import escape
 
 from mdanet_sdk.cli._app import command, console, err_console
-from mdanet_sdk.data.cases import FOURD_KEY, CaseSource, find_cases
+from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource, find_cases
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume
 from mdanet_sdk.errors import InputError, MDANetError
 
@@ -103,9 +103,13 @@ def plan_jobs(
     wanted = modalities or checkpoint_modalities
     if mapping:
         # "sub-7_dwi.nii.gz" names case "sub-7": drop the modality suffix of the first file.
-        first, path = next(iter(mapping.items()))
+        images = {m: p for m, p in mapping.items() if m != BRAIN_MASK_KEY}
+        if not images:
+            raise InputError("-m names only a brain mask; add the images, e.g. -m dwi=a.nii.gz -m adc=b.nii.gz.")
+        first, path = next(iter(images.items()))
         case_id = _stem(path).removesuffix(f"_{first}") or _stem(path)
-        jobs.append(Job(case_id, CaseSource(case_id, mapping, None, wanted or tuple(mapping))))
+        source = CaseSource(case_id, images, None, wanted or tuple(images), mapping.get(BRAIN_MASK_KEY))
+        jobs.append(Job(case_id, source))
     for path in inputs:
         try:
             if path.is_file():

@@ -66,12 +66,17 @@ _MIN_HEAD_FRACTION = 1e-3
 NORMALIZATIONS = ("relative", "zscore")
 #: Largest relative value kept above tissue (×11 of the median: a Tmax of 11 s over 1 s of tissue).
 RELATIVE_MAX = 10.0
+NOT_A_RATIO_SCALE = "A modality has negative values: it is normalised by z-scores instead of by its median."
 NOT_SKULL_STRIPPED = (
     "The input has a noisy, non-zero background: it does not look skull-stripped; pass a brain mask for reliable "
     "results."
 )
-# A background whose 95th-percentile deviation exceeds this share of the head's range is noise, not a constant.
-_NOISY_BACKGROUND = 0.002
+# A background whose robust noise sigma exceeds this share of the head's range is noise, not a constant.
+_NOISY_BACKGROUND = 0.001
+# A border "noise" above this share of the head's range is head tissue on the border, not noise.
+_TISSUE_LEVEL_NOISE = 0.05
+# Lesions are kept within this many voxels of the automatic head mask: its edge may miss dark tissue.
+_LESION_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,8 @@ class PreprocessConfig:
             (``"zscore"`` only).
         normalization: ``"relative"`` (each modality divided by its median in the head: relative CBF, relative
             DWI, as radiologists read them; :func:`normalize_relative`) or ``"zscore"`` (median and IQR:
-            :func:`normalize`; checkpoints written before ``normalization`` existed use it).
+            :func:`normalize`). :meth:`from_dict` of a dict without the field gives ``"zscore"``: checkpoints
+            written before it existed were trained on z-scores.
     """
 
     size: int | None = None
@@ -149,6 +155,7 @@ class SliceGeometry:
     offset: tuple[int, int]
     head: np.ndarray | None = field(default=None, compare=False, repr=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    given_mask: bool = field(default=False, compare=False)
 
     @property
     def resamples(self) -> bool:
@@ -159,6 +166,14 @@ class SliceGeometry:
     def slices_shape(self) -> tuple[int, int, int]:
         """``(Z, H, W)`` of the model slices."""
         return (self.native_shape[2], *self.padded)
+
+    @property
+    def lesion_support(self) -> np.ndarray | None:
+        """Where lesions may be: a given brain mask as it is; the automatic head mask grown by 2 voxels (its
+        edge may miss dark tissue next to a noisy background)."""
+        if self.head is None or self.given_mask:
+            return self.head
+        return ndimage.binary_dilation(self.head, iterations=_LESION_MARGIN)
 
     def to_dict(self) -> dict[str, list[int]]:
         """Plain dict of lists of the grid sizes (for logs and reports)."""
@@ -185,15 +200,19 @@ def _support(volume: np.ndarray) -> tuple[np.ndarray, bool]:
     """Voxels that stand out from this volume's background, and whether that background is noisy.
 
     The background value is the median of the in-plane border; a voxel stands out when it differs from it by
-    more than 1 % of the volume's largest difference and by more than 3× the 95th percentile of the border's
-    differences (a noisy background then stays background: Gaussian or Rician noise seldom reaches 3× its
-    95th percentile).
+    more than 1 % of the volume's largest difference and by more than 8 robust noise sigmas (1.4826 × the
+    border's median absolute deviation), so that Gaussian or Rician noise stays background. Where the head
+    touches the border so much that the "noise" is at tissue level (over 5 % of that difference), only the
+    1 % rule applies.
     """
     border = _border(volume)
-    offset = np.abs(volume - float(np.median(border)))
-    noise = float(np.percentile(np.abs(border - np.median(border)), 95))
+    middle = float(np.median(border))
+    offset = np.abs(volume - middle)
+    noise = 1.4826 * float(np.median(np.abs(border - middle)))
     top = float(np.percentile(offset, 99.9))
-    return offset > max(_HEAD_TOLERANCE * top, 3.0 * noise), noise > _NOISY_BACKGROUND * top
+    if noise > _TISSUE_LEVEL_NOISE * top:
+        return offset > _HEAD_TOLERANCE * top, False
+    return offset > max(_HEAD_TOLERANCE * top, 8.0 * noise), noise > _NOISY_BACKGROUND * top
 
 
 def _clean(mask: np.ndarray) -> np.ndarray:
@@ -234,7 +253,14 @@ def head_mask(volumes: Sequence[np.ndarray]) -> np.ndarray:
     return head_support(volumes)[0]
 
 
-def normalize_relative(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _not_a_ratio_scale(inside: np.ndarray) -> bool:
+    """Whether values are not a non-negative physical quantity (over 5 % negative) or have no positive one."""
+    return bool((inside < 0).mean() > 0.05 or not (inside > 0).any())
+
+
+def normalize_relative(
+    volume: np.ndarray, mask: np.ndarray, clip_percentiles: tuple[float, float] = (0.5, 99.5)
+) -> np.ndarray:
     """Divide by the modality's median in ``mask`` (its positive voxels), minus 1; clip to -1..:data:`RELATIVE_MAX`.
 
     Tissue becomes ~0, a voxel at half the tissue value -0.5 (an ischaemic core's CBF), at twice 1 (a DWI
@@ -247,10 +273,9 @@ def normalize_relative(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
         float32 array of ``volume``'s shape.
     """
     inside = volume[mask]
-    positive = inside[inside > 0]
-    reference = float(np.median(positive)) if positive.size else 0.0
-    if reference <= 0 or not np.isfinite(reference) or (inside < 0).mean() > 0.05:
-        return normalize(volume, mask)
+    if _not_a_ratio_scale(inside):
+        return normalize(volume, mask, clip_percentiles)
+    reference = float(np.median(inside[inside > 0]))
     out = np.where(mask, np.clip(volume / reference, 0.0, RELATIVE_MAX + 1.0), 0.0) - 1.0
     return out.astype(np.float32)
 
@@ -330,11 +355,13 @@ def preprocess_images(
         raise InputError(f"modalities must be 3D (X, Y, Z) volumes on one grid, got {shapes}; resample them first.")
     mask, warnings = _lesion_support(volumes, brain_mask)
     if cfg.normalization == "relative":
-        stack = np.stack([normalize_relative(v, mask) for v in volumes])  # (C, X, Y, Z)
+        if any(_not_a_ratio_scale(v[mask]) for v in volumes):
+            warnings = (*warnings, NOT_A_RATIO_SCALE)
+        stack = np.stack([normalize_relative(v, mask, cfg.clip_percentiles) for v in volumes])  # (C, X, Y, Z)
     else:
         stack = np.stack([normalize(v, mask, cfg.clip_percentiles) for v in volumes])
     lowest = stack.reshape(len(volumes), -1).min(axis=1)
-    geom = replace(_geometry(shape, cfg), head=mask, warnings=warnings)
+    geom = replace(_geometry(shape, cfg), head=mask, warnings=warnings, given_mask=brain_mask is not None)
     slices = np.ascontiguousarray(stack.transpose(3, 0, 1, 2))  # (Z, C, X, Y)
     if geom.resamples:
         z, c = slices.shape[:2]
@@ -434,6 +461,7 @@ def restore_probability(slices: np.ndarray, geom: SliceGeometry) -> np.ndarray:
         float32 ``(X, Y, Z)``.
     """
     probability = np.clip(restore(np.asarray(slices, dtype=np.float32), geom), 0.0, 1.0)
-    if geom.head is not None:
-        probability[~geom.head] = 0.0
+    support = geom.lesion_support
+    if support is not None:
+        probability[~support] = 0.0
     return probability.astype(np.float32, copy=False)
