@@ -83,6 +83,8 @@ def train_command(
     patience: Patience = 20,
     lesion_fraction: LesionFraction = 0.33,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Paper augmentations.")] = True,
+    normalization: Annotated[str, typer.Option(
+        help="relative (each modality over its median in the head) or zscore (median and IQR).")] = "relative",
     intensity_aug: Annotated[bool, typer.Option(
         "--intensity-aug/--no-intensity-aug",
         help="Also augment intensities (bias, gamma, contrast, blur, resolution, noise).")] = True,
@@ -106,7 +108,7 @@ def train_command(
         model_overrides={} if space_grid is None else {"space_grid": space_grid}, size=size, fold=fold,
         folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam, dice=dice,
         schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment,
-        intensity_augment=intensity_aug, amp=amp,
+        intensity_augment=intensity_aug, normalization=normalization, amp=amp,
         device=device, workers=workers, seed=seed, init=init, resume=resume, quiet=quiet,
     )
     results = train(cfg, console=console)

@@ -10,12 +10,15 @@ the slices the model was trained on:
    modality's range and by more than 3× the border's 95th-percentile deviation (so noise stays background).
    Holes of each slice are filled (CSF is ~0 in perfusion maps) and specks dropped. A noisy background is
    reported as a warning (the input does not look skull-stripped).
-2. **Normalisation**, per modality, with statistics taken inside the head mask only: values are clipped to
-   the ``clip_percentiles`` (0.5 and 99.5 by default), then centred on the median and divided by the robust
-   standard deviation ``IQR / 1.349`` (the standard deviation if the IQR is 0, else 1). It is invariant
-   to the gain and unit of a modality (ADC in 1e-3 or 1e-6 mm²/s gives the same result). Everything outside
-   the head mask becomes one constant, the clipped low end, whatever it was (zero, noise, air, skull rim
-   beyond the mask).
+2. **Normalisation**, per modality, with statistics taken inside the head mask only. ``"relative"`` (the
+   default of new runs, :func:`normalize_relative`): divided by the median of the positive values, minus 1,
+   clipped to -1..10, so tissue is ~0 whatever its texture or noise. ``"zscore"`` (checkpoints written before
+   ``normalization`` existed, and maps with negative values, :func:`normalize`): clipped to the
+   ``clip_percentiles`` (0.5 and 99.5 by default), centred on the median and divided by the robust standard
+   deviation ``IQR / 1.349`` (the standard deviation if the IQR is 0, else 1). Both are invariant to the
+   gain and unit of a modality (ADC in 1e-3 or 1e-6 mm²/s gives the same result). Everything outside the
+   head mask becomes one constant (the lowest value), whatever it was (zero, noise, air, skull rim beyond
+   the mask).
 3. **Axial slicing** along Z: ``(X, Y, Z)`` volumes → ``(Z, C, X, Y)``; a slice ``(X, Y)`` is ``(H, W)``.
 4. **In-plane resampling** (only when ``size`` is set) so that the longer in-plane side becomes ``size``,
    keeping the aspect ratio: :func:`scipy.ndimage.zoom` with ``grid_mode=True`` (pixel areas map onto pixel

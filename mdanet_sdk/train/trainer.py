@@ -63,7 +63,7 @@ from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.cases import Case, detect_layout, find_cases
 from mdanet_sdk.data.dataset import SliceDataset, kfold_split
 from mdanet_sdk.data.nifti import save_like
-from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_images, restore_probability
+from mdanet_sdk.data.preprocess import NORMALIZATIONS, PreprocessConfig, preprocess_images, restore_probability
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError
 from mdanet_sdk.metrics import case_metrics, summarize_folds
 from mdanet_sdk.model import build_model
@@ -113,6 +113,8 @@ class TrainConfig:
         model_overrides: fields of :class:`~mdanet_sdk.config.MDANetConfig` to change (ablations), e.g.
             ``{"msc": False}``.
         size: in-plane side of the model grid (:class:`~mdanet_sdk.data.preprocess.PreprocessConfig` ``size``).
+        normalization: ``"relative"`` (each modality over its median in the head) or ``"zscore"``
+            (:class:`~mdanet_sdk.data.preprocess.PreprocessConfig` ``normalization``).
         folds: number of cross-validation folds (k).
         fold: which folds to train: ``"all"``, one index, or a list of indices.
         epochs: maximum number of epochs per fold.
@@ -149,6 +151,7 @@ class TrainConfig:
     preset: str = "paper"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     size: int = 128
+    normalization: str = "relative"
     folds: int = 5
     fold: int | str | list[int] = "all"
     epochs: int = 100
@@ -190,6 +193,8 @@ class TrainConfig:
             (0 < self.min_lr_ratio <= 1, f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}"),
             (0 <= self.lesion_fraction <= 1, f"lesion_fraction must be in [0, 1], got {self.lesion_fraction}"),
             (self.size >= 16 and self.size % 16 == 0, f"size must be a multiple of 16 (>= 16), got {self.size}"),
+            (self.normalization in NORMALIZATIONS,
+             f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}"),
             (self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
@@ -463,7 +468,7 @@ class Trainer:
 
     def preprocess_config(self) -> PreprocessConfig:
         """The preprocessing of this run (stored in its checkpoints)."""
-        return PreprocessConfig(size=self.cfg.size)
+        return PreprocessConfig(size=self.cfg.size, normalization=self.cfg.normalization)
 
     def _load_cases(self, layout: str, modalities: Sequence[str]) -> list[Case]:
         sources = find_cases(self.cfg.data_dir, layout, modalities)
@@ -596,7 +601,10 @@ class Trainer:
                 f"{ck.model_config.to_dict()}); resume with the same --preset/--kind, or choose another --out."
             )
         if ck.preprocess.to_dict() != pcfg.to_dict():
-            raise CheckpointError(f"{path} was trained with another preprocessing (--size); resume with the same.")
+            raise CheckpointError(
+                f"{path} was trained with another preprocessing ({ck.preprocess.to_dict()}); resume with the same "
+                "--size and --normalization."
+            )
         if list(ck.meta.get("val_cases", [])) != val_ids:
             raise CheckpointError(
                 f"{path} was trained on another split (different cases, --folds or --seed); resume with the same "
