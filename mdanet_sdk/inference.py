@@ -41,7 +41,13 @@ from scipy import ndimage
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource, read_case
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, Volume, save_like, to_original
-from mdanet_sdk.data.preprocess import PreprocessConfig, SliceGeometry, preprocess_images, restore_probability
+from mdanet_sdk.data.preprocess import (
+    NOT_SKULL_STRIPPED,
+    PreprocessConfig,
+    SliceGeometry,
+    preprocess_images,
+    restore_probability,
+)
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError, MDANetError
 from mdanet_sdk.metrics import dsc, label_lesions
 from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay
@@ -893,7 +899,8 @@ class Segmenter:
         probability = restore_probability(pending.probability, loaded.geometry)
         mask = self.postprocess(probability, case.images, loaded.geometry.head)
         ref = case.reference
-        warnings = [*case.warnings, *loaded.geometry.warnings, *_volume_warnings(mask, loaded.geometry)]
+        warnings = [*case.warnings, *loaded.geometry.warnings,
+                    *_volume_warnings(mask, loaded.geometry, case.reference.voxel_volume_ml)]
         report = CaseReport(
             case_id=case.case_id,
             **lesion_stats(mask, ref.voxel_volume_ml),
@@ -916,17 +923,23 @@ class Segmenter:
 
 #: A predicted lesion larger than this share of the head is implausible (a failure, or not a stroke case).
 IMPLAUSIBLE_LESION_SHARE = 1.0 / 3.0
+#: Adult brains (CSF included) hold 1.0-1.7 L; a larger head mask holds a skull and scalp.
+LARGEST_BRAIN_ML = 2200.0
 
 
-def _volume_warnings(mask: np.ndarray, geometry: SliceGeometry) -> list[str]:
-    """One sentence when the lesion covers an implausible share of the head."""
+def _volume_warnings(mask: np.ndarray, geometry: SliceGeometry, voxel_ml: float) -> list[str]:
+    """One sentence each when the head is larger than a brain (a skull and scalp with zero air around them:
+    not skull-stripped) and when the lesion covers an implausible share of the head."""
     head = int(geometry.head.sum()) if geometry.head is not None else mask.size
+    warnings = []
+    if head * voxel_ml > LARGEST_BRAIN_ML and not geometry.given_mask and NOT_SKULL_STRIPPED not in geometry.warnings:
+        warnings.append(f"The head mask holds {head * voxel_ml / 1000:.1f} L, more than a brain: the input does not "
+                        "look skull-stripped; pass a brain mask for reliable results.")
     share = float(mask.sum()) / max(head, 1)
-    if share <= IMPLAUSIBLE_LESION_SHARE:
-        return []
-    sentence = (f"The predicted lesion covers {share:.0%} of the head, which is implausible for a stroke: check "
-                "the input's modalities, orientation and skull-stripping.")
-    return [sentence]
+    if share > IMPLAUSIBLE_LESION_SHARE:
+        warnings.append(f"The predicted lesion covers {share:.0%} of the head, which is implausible for a stroke: "
+                        "check the input's modalities, orientation and skull-stripping.")
+    return warnings
 
 
 def _checkpoint_name(ckpt: Checkpoint) -> str:

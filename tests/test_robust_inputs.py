@@ -193,3 +193,17 @@ def test_a_brain_mask_reaches_the_segmenter_from_arrays_files_and_the_command(tm
     assert done.exit_code == 0, done.output
     probability = np.asarray(nib.load(tmp_path / "case_prob.nii.gz").dataobj)
     assert probability[~given].max() == 0.0
+
+
+def test_inputs_that_are_not_skull_stripped_are_reported() -> None:
+    """A noisy background, or a skull and scalp with zero air around them (a head larger than a brain)."""
+    from ood_phantoms import ood_mri_case
+
+    from mdanet_sdk import Segmenter
+
+    segmenter = Segmenter.default("mri", device="cpu")
+    for seed, expected in ((1, "more than a brain"), (3, "noisy, non-zero background"), (2, None)):
+        case = ood_mri_case(seed)  # 1: skull ring, zero air; 3: noisy background; 2: skull-stripped
+        warnings = segmenter.predict_arrays(case.images, case.affine).report.warnings
+        assert [w for w in warnings if "skull-stripped" in w] == ([] if expected is None else [
+            w for w in warnings if expected in w]) and (expected is None or len(warnings) >= 1), warnings
