@@ -64,7 +64,8 @@ class Recipe(NamedTuple):
 RECIPES = {
     "mri": Recipe("isles22", (Stage(103, 72, 12, 128, 40, 96, 0.6, 1e-3, 103),
                               Stage(105, 108, 9, 192, 40, 14, 0.6, 3e-4, 107),
-                              Stage(111, 96, 12, 128, 40, 30, 0.6, 3e-4, 111, "randomised"))),
+                              Stage(111, 96, 12, 128, 40, 30, 0.6, 3e-4, 111, "randomised"),
+                              Stage(113, 96, 12, 128, 40, 20, 0.6, 2e-4, 113, "mixed"))),
     "ctp": Recipe("isles18", (Stage(202, 36, 5, 128, 40, 24, 0.5, 1e-3, 202),
                               Stage(211, 60, 10, 128, 40, 24, 0.5, 3e-4, 211, "randomised"))),
 }
@@ -97,10 +98,14 @@ def _previous(kind: str, work: Path) -> str:
 
 
 def _start(kind: str, work: Path, i: int, first: int) -> str | None:
-    """The weights stage ``i`` starts from: the previous stage's best, or the released ones at ``first``."""
-    if i == first and i > 0:
+    """The weights stage ``i`` starts from: the previous stage's best, or, when a run starts at ``first``
+    without it, the released ones (which :data:`PREVIOUS_REVISION`'s two stages made)."""
+    if i == 0:
+        return None
+    previous = run_dir(kind, work, i - 1) / "fold_0" / "best.pt"
+    if i == first and not previous.is_file():
         return _previous(kind, work)
-    return str(run_dir(kind, work, i - 1) / "fold_0" / "best.pt") if i else None
+    return str(previous)
 
 
 def make(kind: str, work: Path, first: int = 0) -> Path:
@@ -109,7 +114,7 @@ def make(kind: str, work: Path, first: int = 0) -> Path:
         if i < first:
             continue
         data = work / f"data-{kind}-{st.seed}"
-        if not data.exists():
+        if not (data / "phantoms.json").is_file():  # written last: a dataset cut short is written again
             write_dataset(data, r.layout, st.cases, st.seed, domain=st.domain)
         results = train(
             TrainConfig(

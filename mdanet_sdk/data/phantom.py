@@ -598,8 +598,8 @@ def _geometry(rng, kind: str, shape, spacing, dom: Domain, rim_mm: float | None 
 
 
 def _check(kind: str, shape, pattern: str | None, n_lesions: int | None, domain: str = "classic") -> None:
-    if domain not in DOMAINS:
-        raise InputError(f"domain must be one of {', '.join(DOMAINS)}, got {domain!r}.")
+    if domain not in (*DOMAINS, "mixed"):
+        raise InputError(f"domain must be one of {', '.join(DOMAINS)}, mixed; got {domain!r}.")
     if kind not in KINDS:
         raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}.")
     if shape is not None and (len(shape) != 3 or any(s is not None and int(s) < m for s, m in zip(shape, (16, 16, 1)))):
@@ -633,8 +633,9 @@ def make_phantom(
         pattern: lesion pattern (:data:`PATTERNS`); default drawn per case.
         n_lesions: number of lesions of the pattern (default random).
         case_id: the case's id (default ``phantom-<seed>``).
-        domain: ``"classic"`` or ``"randomised"`` (:mod:`mdanet_sdk.data.phantom_domain`: wider contrast,
-            noise, bias, background, resolution and unit ranges, for training models that generalise).
+        domain: ``"classic"``, ``"randomised"`` (:mod:`mdanet_sdk.data.phantom_domain`: wider contrast,
+            noise, bias, background, resolution and unit ranges, for training models that generalise) or
+            ``"mixed"`` (classic for even seeds, randomised for odd ones).
 
     Returns:
         a :class:`Phantom` (a :class:`~mdanet_sdk.data.cases.Case`): float32 ``(X, Y, Z)`` images in canonical
@@ -644,6 +645,8 @@ def make_phantom(
         InputError: unknown kind or pattern, a grid smaller than 16×16×1, ``n_lesions < 1``.
     """
     _check(kind, shape, pattern, n_lesions, domain)
+    if domain == "mixed":  # half the seeds each: the randomised world keeps its classic centre in view
+        domain = "classic" if seed % 2 == 0 else "randomised"
     dom = DOMAINS[domain]
     rng = np.random.default_rng(seed)
     background = dom.choice(rng, dom.ctp_backgrounds) if kind == "isles18" else None
