@@ -163,7 +163,7 @@ def test_bf16_export_is_held_to_its_tolerance(tmp_path, model):
     assert 0 < result.max_abs_diff <= result.tolerance
     assert result.tolerance == pytest.approx(TOLERANCES["bf16"])  # random weights: max |logit| < 1
     _, preprocess, meta = read_metadata(result.path)
-    assert preprocess == {"size": 48, "multiple": 16} and meta["precision"] == "bf16"  # slices resampled to 48
+    assert preprocess == {**PREPROCESS, "size": 48} and meta["precision"] == "bf16"  # slices resampled to 48
     artifact = load_artifact(result.path)
     assert artifact(probe_batch(2, 2, 48, 48)).dtype == torch.float32
 
