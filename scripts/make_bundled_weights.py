@@ -64,8 +64,7 @@ class Recipe(NamedTuple):
 RECIPES = {
     "mri": Recipe("isles22", (Stage(103, 72, 12, 128, 40, 96, 0.6, 1e-3, 103),
                               Stage(105, 108, 9, 192, 40, 14, 0.6, 3e-4, 107),
-                              Stage(111, 96, 12, 128, 40, 30, 0.6, 3e-4, 111, "randomised"),
-                              Stage(113, 96, 12, 128, 40, 20, 0.6, 2e-4, 113, "mixed"))),
+                              Stage(111, 96, 12, 128, 40, 30, 0.6, 3e-4, 111, "randomised"))),
     "ctp": Recipe("isles18", (Stage(202, 36, 5, 128, 40, 24, 0.5, 1e-3, 202),
                               Stage(211, 60, 10, 128, 40, 24, 0.5, 3e-4, 211, "randomised"))),
 }
