@@ -1,11 +1,11 @@
 """A short CPU training of the ``small`` preset learns the phantoms: validation DSC >= 0.7 (MRI and CTP).
 
-It checks the trainer with the paper's augmentations and z-score normalisation, the settings this budget was
-tuned for (with the relative normalisation and intensity augmentation the MRI run reached 0.68 in the same
-budget; those settings are checked through the shipped weights in test_bundled.py).
+It trains with the defaults users get (relative normalisation, intensity augmentation). With them the MRI
+phantoms need 28 epochs (best validation DSC 0.81 at epoch 25); 16, enough with z-scores and the paper's
+augmentations alone, reached 0.68.
 
 Budget (tuned to pass with margin in ~40 s each on 2 cores): 40 phantoms at 64×64 in-plane (fold 0 of 5: 32
-training, 8 validation cases), model grid 64, 16 (MRI) or 24 (CTP) epochs × 12 steps of 12 slices, 60 % lesion slices, lr 2e-3
+training, 8 validation cases), model grid 64, 28 (MRI) or 24 (CTP) epochs × 12 steps of 12 slices, 60 % lesion slices, lr 2e-3
 with the cosine schedule. The validation DSC is the mean per-case DSC on each case's native grid.
 """
 
@@ -23,7 +23,7 @@ from mdanet_sdk.train.trainer import TrainConfig, train
 
 # kind -> (phantom options, expected modality groups, epochs)
 CASES = {
-    "isles22": ({"shape": (64, 64, 12), "pattern": "territorial"}, (("dwi",), ("adc",)), 16),
+    "isles22": ({"shape": (64, 64, 12), "pattern": "territorial"}, (("dwi",), ("adc",)), 28),
     "isles18": ({"shape": (64, 64, 8)}, (("cbf", "cbv"), ("mtt", "tmax")), 24),
 }
 
@@ -34,8 +34,7 @@ def test_small_preset_reaches_dsc_07(kind: str, tmp_path: Path) -> None:
     options, groups, epochs = CASES[kind]
     data = write_dataset(tmp_path / kind, kind, 40, seed=0, **options)
     cfg = TrainConfig(data, tmp_path / "run", preset="small", size=64, fold=0, epochs=epochs, steps_per_epoch=12,
-                      batch_size=12, lr=2e-3, lesion_fraction=0.6, patience=0, workers=0, quiet=True,
-                      intensity_augment=False, normalization="zscore")
+                      batch_size=12, lr=2e-3, lesion_fraction=0.6, patience=0, workers=0, quiet=True)
     result = train(cfg)
     (fold,) = result.folds
     assert len(fold.val_cases) == 8
