@@ -1,8 +1,8 @@
 """A short CPU training of the ``small`` preset learns the phantoms: validation DSC >= 0.7 (MRI and CTP).
 
 It trains with the defaults users get (relative normalisation, intensity augmentation). With them the MRI
-phantoms need 28 epochs (best validation DSC 0.81 at epoch 25); 16, enough with z-scores and the paper's
-augmentations alone, reached 0.68.
+phantoms need 28 epochs (best validation DSC 0.81 at epoch 25); in 16 epochs, enough with z-scores and the
+paper's augmentations alone, they reached 0.68.
 
 Budget (tuned to pass with margin in ~40 s each on 2 cores): 40 phantoms at 64×64 in-plane (fold 0 of 5: 32
 training, 8 validation cases), model grid 64, 28 (MRI) or 24 (CTP) epochs × 12 steps of 12 slices, 60 % lesion slices, lr 2e-3
