@@ -7,7 +7,7 @@ the slices the model was trained on:
    background in any modality. The background value of a modality is the median of the in-plane border of
    its slices (0 for skull-stripped MRI and perfusion maps, -1000 for CT, the noise floor of an MRI that is
    not skull-stripped); a voxel belongs to the head when it differs from it by more than 1 % of the
-   modality's range and by more than 3× the border's 95th-percentile deviation (so noise stays background).
+   modality's range and by more than 8 robust noise sigmas of the border (so noise stays background).
    Holes of each slice are filled (CSF is ~0 in perfusion maps) and specks dropped. A noisy background is
    reported as a warning (the input does not look skull-stripped).
 2. **Normalisation**, per modality, with statistics taken inside the head mask only. ``"relative"`` (the
@@ -26,8 +26,8 @@ the slices the model was trained on:
 5. **Padding** (centred) to multiples of ``multiple`` (16: the network halves the grid four times), with
    each channel's lowest value (the background) for images and 0 for labels.
 
-:func:`restore_probability` maps lesion probabilities back and sets them to 0 outside the head mask: no lesion
-is ever marked outside the head (or outside the brain mask the caller passed).
+:func:`restore_probability` maps lesion probabilities back and sets them to 0 more than 2 voxels outside the
+automatic head mask (its edge may miss dark tissue), or anywhere outside a brain mask the caller passed.
 
 :func:`restore` undoes 5 and 4 exactly: it crops the padding and resamples back to the native in-plane size
 with the same pixel-area convention (linear for probabilities, nearest for integer labels), then puts Z last.
