@@ -1,14 +1,26 @@
-"""Atomic file writes: every file the SDK writes appears whole or not at all."""
+"""Atomic file writes: every file the SDK writes appears whole or not at all.
+
+A write goes to a hidden temporary file beside its target, named ``.<target>.<host>.<pid>.<random>.tmp<ext>``,
+and is renamed over the target when complete. The temporary file is removed on any error, Ctrl-C and (in the
+command line, which turns SIGTERM into the same interrupt) ``kill``/``timeout``/``docker stop``. A process that
+is killed outright (SIGKILL, power loss) cannot clean up; the next write of the same target removes the
+temporary files that dead processes of this host left for it.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "write_json"]
+__all__ = ["atomic_write", "write_json", "temp_prefix", "remove_stale_temps"]
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
 
 
 def _umask() -> int:
@@ -29,8 +41,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -40,6 +53,48 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def temp_prefix(path: Path) -> str:
+    """The name prefix of this process's temporary files for ``path`` (see the module docstring)."""
+    return f".{path.name}.{_HOST}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temporary files for ``path`` that processes of this host which no longer run left behind.
+
+    Temporary files of live processes (a concurrent run writing the same target) and of other hosts (a shared
+    file system) are kept.
+
+    Returns:
+        the files removed.
+    """
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^/]*\.tmp[^/]*$")
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"))
+    except OSError:
+        return removed
+    for candidate in candidates:
+        found = pattern.match(candidate.name)
+        if found is None or found["host"] != _HOST or _alive(int(found["pid"])):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:  # removed meanwhile, or not ours to remove: not worth failing the write for
+            pass
+    return removed
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> Path:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mdanet_sdk._files import atomic_write
 from mdanet_sdk.data.cases import AFFINE_TOL_MM, find_cases
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume
 from mdanet_sdk.errors import InputError
@@ -185,12 +186,7 @@ class EvaluationResult:
         for path, text in ((json_path, json.dumps(self.to_dict(), indent=2) + "\n"), (csv_path, self.to_csv())):
             if path is None:
                 continue
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
-            written.append(path)
+            written.append(atomic_write(Path(path), lambda tmp, text=text: tmp.write_text(text)))
         return written
 
 

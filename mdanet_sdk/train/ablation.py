@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 from rich.console import Console
 
+from mdanet_sdk._files import atomic_write
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import f1_score
 from mdanet_sdk.train.trainer import TrainConfig, train
@@ -146,10 +146,7 @@ def _f1(summary: dict[str, tuple[float, float]]) -> float:
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def run_ablation(
