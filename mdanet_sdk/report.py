@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mdanet_sdk._files import atomic_write
+from mdanet_sdk._text import printable
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import label_lesions
 
@@ -157,7 +158,7 @@ def report_table(reports: Sequence[CaseReport]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="mdanet-sdk segment", caption=Text(_caption(reports)))
+    table = Table(title="mdanet-sdk segment", caption=Text(printable(_caption(reports))))
     for name, justify in (
         ("case", "left"),
         ("lesion mL", "right"),
@@ -169,7 +170,7 @@ def report_table(reports: Sequence[CaseReport]) -> Any:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in reports:
         table.add_row(
-            Text(r.case_id),  # plain text: ids and names are data, never rich markup
+            Text(printable(r.case_id)),  # plain text: ids and names are data, never rich markup
             f"{r.lesion_volume_ml:.2f}",
             str(r.n_lesions),
             f"{r.largest_lesion_ml:.2f}",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import functools
+import signal
+from types import FrameType
 from typing import Any, Callable
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
+from mdanet_sdk._text import printable
 from mdanet_sdk.errors import MDANetError
 
 app = typer.Typer(
@@ -24,8 +28,25 @@ def _root() -> None:
     """MDANet brain-stroke lesion segmentation: train, segment, evaluate, export, benchmark."""
 
 
-console = Console()
-err_console = Console(stderr=True)
+class SafeConsole(Console):
+    """A rich console that escapes control characters in every string it renders (:func:`printable`): case
+    ids and paths are file names, which can hold newlines and terminal escape sequences."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
+
+
+console = SafeConsole()
+err_console = SafeConsole(stderr=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``, SLURM, Kubernetes), raised like Ctrl-C so that the same
+    clean-up runs: temporary files are removed and a case's outputs are written all or none."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -44,6 +65,10 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
                 return func(*a, **kw)
             except MDANetError as exc:
                 raise fail(str(exc)) from None
+            except KeyboardInterrupt as exc:  # the outputs being written were removed on the way here
+                terminated = isinstance(exc, Terminated)
+                what = "terminated (SIGTERM)" if terminated else "interrupted"
+                raise fail(f"{what}; outputs not yet complete were removed.", 143 if terminated else 130) from None
 
         app.command(*args, **kwargs)(wrapper)
         return func
@@ -52,5 +77,6 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (SIGTERM is handled like Ctrl-C)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()

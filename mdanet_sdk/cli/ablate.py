@@ -56,5 +56,6 @@ def ablate_command(
         workers=workers, seed=seed, quiet=quiet,
     )
     result = run_ablation(base, tuple(table or ("3", "4")), console=console)
-    console.print(result.markdown(), markup=False, highlight=False)
+    for line in result.markdown().splitlines():  # line by line: the console escapes newlines inside a string
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in result.files)}", highlight=False)

@@ -1,0 +1,31 @@
+"""Names from the file system made safe to print on a terminal."""
+
+from __future__ import annotations
+
+__all__ = ["printable"]
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of a file name (surrogateescape): show the byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped as ``repr`` would (``\\n``, ESC → ``\\x1b``...).
+
+    Case ids and paths come from folder and file names, which may hold newlines (that would forge extra
+    ``error:`` lines), terminal escape sequences (which a terminal would obey) or undecodable bytes (which
+    cannot be encoded for output). Every line the command line prints goes through this.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
