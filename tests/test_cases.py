@@ -1,7 +1,7 @@
 """Tests of mdanet_sdk.data.cases: ISLES'22 / ISLES'18 / generic readers on tiny datasets written here.
 
-Every image of the fake datasets is constant, ``10 * case number + modality index + 1``, so a test can tell
-which case and which modality each loaded array came from.
+Every image of the fake datasets holds ``10 * case number + modality index + 1`` in every voxel but one (0, as
+a constant image is refused), so a test can tell which case and which modality each loaded array came from.
 """
 
 from __future__ import annotations
@@ -35,6 +35,22 @@ def _value(case: int, index: int) -> float:
     return 10.0 * case + index + 1
 
 
+def _image(value: float, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
+    """``value`` everywhere but in the last voxel, which is 0: a constant modality image would be refused."""
+    image = np.full(shape, value, np.float32)
+    image[(-1,) * len(shape)] = 0.0
+    return image
+
+
+def _holds(image: np.ndarray, value: float) -> bool:
+    """Whether a loaded image is ``_image(value)``, in any voxel order."""
+    return image.max() == value and np.count_nonzero(image == value) == image.size - 1
+
+
+def _ramp(shape: tuple[int, ...]) -> np.ndarray:
+    return np.arange(1, np.prod(shape) + 1, dtype=np.float32).reshape(shape)
+
+
 def _label(case: int) -> np.ndarray:
     label = np.zeros(SHAPE, np.uint8)
     label[case % SHAPE[0], 1:3, 1] = 1  # where the lesion sits tells the cases apart
@@ -48,9 +64,9 @@ def _isles22(root: Path, write, cases=(1, 2, 10), *, flat=False, rawdata=True, a
         sub = f"sub-strokecase{n:04d}"
         session = base / sub / "ses-0001"
         for i, modality in enumerate(("dwi", "adc")):
-            image = np.full(SHAPE, _value(n, i), np.float32)
+            image = _image(_value(n, i))
             write((session if flat else session / "dwi") / f"{sub}_ses-0001_{modality}.nii.gz", image, affine)
-        write(session / "anat" / f"{sub}_ses-0001_FLAIR.nii.gz", np.ones((5, 6, 7), np.float32))  # ignored
+        write(session / "anat" / f"{sub}_ses-0001_FLAIR.nii.gz", _ramp((5, 6, 7)))  # ignored
         write(root / "derivatives" / sub / "ses-0001" / f"{sub}_ses-0001_msk.nii.gz", _label(n), affine)
     return root
 
@@ -59,8 +75,8 @@ def _isles18(root: Path, write, split="TRAINING", cases=(1, 2, 10), *, labels=Tr
     """ISLES'18 SMIR layout: case_N/SMIR.Brain.XX.O.<token>.<id>/SMIR.Brain.XX.O.<token>.<id>.nii."""
     for n in cases:
         folder = root / split / f"case_{n}"
-        tokens = {token: np.full(SHAPE, _value(n, i), np.float32) for i, token in enumerate(ISLES18_TOKENS)}
-        tokens["CT_4DPWI"] = np.ones((*SHAPE, 5), np.float32)
+        tokens = {token: _image(_value(n, i)) for i, token in enumerate(ISLES18_TOKENS)}
+        tokens["CT_4DPWI"] = _ramp((*SHAPE, 5))
         if labels:
             tokens["OT"] = _label(n)
         for i, (token, image) in enumerate(tokens.items()):
@@ -97,7 +113,7 @@ def test_isles22_reads_the_right_file_for_each_modality(flat, rawdata, tmp_path,
     assert [c.case_id for c in cases] == ["sub-strokecase0001", "sub-strokecase0002", "sub-strokecase0010"]
     for n, case in zip((1, 2, 10), cases):
         assert case.modalities == ("dwi", "adc") and case.shape == SHAPE
-        assert np.all(case.images["dwi"] == _value(n, 0)) and np.all(case.images["adc"] == _value(n, 1))
+        assert _holds(case.images["dwi"], _value(n, 0)) and _holds(case.images["adc"], _value(n, 1))
         assert case.images["dwi"].dtype == np.float32
         assert case.label is not None and case.label.dtype == np.uint8
         np.testing.assert_array_equal(case.label, _label(n))
@@ -155,11 +171,11 @@ def test_isles18_reads_the_right_file_for_each_modality(tmp_path, io_write_nifti
     for n, case in zip((1, 2, 10), cases):
         assert case.modalities == ("cbf", "cbv", "mtt", "tmax")
         for i, modality in enumerate(case.modalities):
-            assert np.all(case.images[modality] == _value(n, i)), modality
+            assert _holds(case.images[modality], _value(n, i)), modality
         np.testing.assert_array_equal(case.label, _label(n))
         assert case.stack(LAYOUT_GROUPS["isles18"][1]).shape == (2, *SHAPE)
     ct = read_case(root / "TRAINING" / "case_2", modalities=("ct", "cbf"))
-    assert ct.modalities == ("ct", "cbf") and np.all(ct.images["ct"] == _value(2, 4))
+    assert ct.modalities == ("ct", "cbf") and _holds(ct.images["ct"], _value(2, 4))
 
 
 def test_isles18_4d_perfusion_on_request_is_refused(tmp_path, io_write_nifti) -> None:
@@ -172,12 +188,12 @@ def test_isles18_4d_perfusion_on_request_is_refused(tmp_path, io_write_nifti) ->
 
 
 def test_generic_4d_file_in_declared_order(tmp_path, io_write_nifti) -> None:
-    data = np.stack([np.full(SHAPE, 3, np.float32), np.full(SHAPE, 4, np.float32)], axis=-1)
+    data = np.stack([_image(3), _image(4)], axis=-1)
     path = io_write_nifti(tmp_path / "case7.nii.gz", data)
     assert detect_layout(path) == "generic"
     case = read_case(path, modalities=("adc", "dwi"))
     assert case.case_id == "case7" and case.modalities == ("adc", "dwi") and case.label is None
-    assert np.all(case.images["adc"] == 3) and np.all(case.images["dwi"] == 4)
+    assert _holds(case.images["adc"], 3) and _holds(case.images["dwi"], 4)
     assert case.reference.original_shape == SHAPE and case.reference.data.shape == SHAPE
     stacked = case.stack(["dwi", "adc"])
     assert stacked.shape == (2, *SHAPE) and stacked.dtype == np.float32
@@ -186,8 +202,8 @@ def test_generic_4d_file_in_declared_order(tmp_path, io_write_nifti) -> None:
 
 def test_generic_mapping_and_named_files(tmp_path, io_write_nifti) -> None:
     for i, name in enumerate(("cbf", "cbv", "mtt", "tmax")):
-        io_write_nifti(tmp_path / "p1" / f"p1_{name}.nii.gz", np.full(SHAPE, _value(1, i), np.float32))
-        io_write_nifti(tmp_path / "p2" / f"{name.upper()}.nii", np.full(SHAPE, _value(2, i), np.float32))
+        io_write_nifti(tmp_path / "p1" / f"p1_{name}.nii.gz", _image(_value(1, i)))
+        io_write_nifti(tmp_path / "p2" / f"{name.upper()}.nii", _image(_value(2, i)))
     io_write_nifti(tmp_path / "p2" / "mask.nii.gz", _label(2))
     (tmp_path / "notes").mkdir()
     sources = find_cases(tmp_path, layout="generic")
@@ -195,11 +211,11 @@ def test_generic_mapping_and_named_files(tmp_path, io_write_nifti) -> None:
         ("p1", LAYOUT_MODALITIES["isles18"], False),
         ("p2", LAYOUT_MODALITIES["isles18"], True),
     ]
-    assert np.all(sources[1].load().images["tmax"] == _value(2, 3))
+    assert _holds(sources[1].load().images["tmax"], _value(2, 3))
     mapping = {"adc": tmp_path / "p1" / "p1_cbv.nii.gz", "dwi": tmp_path / "p1" / "p1_cbf.nii.gz"}
     case = read_case({**mapping, "label": tmp_path / "p2" / "mask.nii.gz"}, case_id="mine")
     assert case.case_id == "mine" and case.modalities == ("adc", "dwi")
-    assert np.all(case.images["adc"] == _value(1, 1)) and case.label.sum() == 2
+    assert _holds(case.images["adc"], _value(1, 1)) and case.label.sum() == 2
 
 
 def test_layout_modalities_follow_the_model_groups() -> None:
@@ -235,10 +251,10 @@ SHIFTED[0, 3] = 2e-3  # beyond the 1e-3 mm tolerance
     [
         (lambda r, w: _drop(r / ADC), r"no adc image .*_adc\.nii"),
         (lambda r, w: w(r / SUBJECT / "x/sub-strokecase0001_run-2_dwi.nii", np.ones(SHAPE)), "several dwi"),
-        (lambda r, w: _with_adc(r, w, np.ones((8, 8, 4), np.float32)), r"adc image .* has shape \(8, 8, 4\)"),
-        (lambda r, w: _with_adc(r, w, np.ones(SHAPE, np.float32), SHIFTED), r"affine .* by 0\.002 mm"),
+        (lambda r, w: _with_adc(r, w, _ramp((8, 8, 4))), r"adc image .* has shape \(8, 8, 4\)"),
+        (lambda r, w: _with_adc(r, w, _ramp(SHAPE), SHIFTED), r"affine .* by 0\.002 mm"),
         (lambda r, w: _with_adc(r, w, np.zeros(SHAPE, np.float32)), "is empty"),
-        (lambda r, w: _with_adc(r, w, np.ones((*SHAPE, 2), np.float32)), r"adc file .* is 4D"),
+        (lambda r, w: _with_adc(r, w, _ramp((*SHAPE, 2))), r"adc file .* is 4D"),
         (lambda r, w: (r / ADC).write_bytes(b"x"), "not a gzip"),
         (lambda r, w: _with_label(r, w, _label(1) * 2), r"values other than 0 and 1 \(0, 2\)"),
         (lambda r, w: _with_label(r, w, np.ones((*SHAPE, 2))), r"label .* is 4D"),
@@ -268,19 +284,19 @@ def test_affines_within_tolerance_are_accepted(tmp_path, io_write_nifti) -> None
     root = _isles22(tmp_path, io_write_nifti, cases=(1,))
     nearly = np.eye(4)
     nearly[:3, 3] = 5e-4
-    _with_adc(root, io_write_nifti, np.ones(SHAPE, np.float32), nearly)
+    _with_adc(root, io_write_nifti, _ramp(SHAPE), nearly)
     assert read_case(root).shape == SHAPE
 
 
 def test_nan_voxels_are_zeroed_and_reported_on_the_case(tmp_path, io_write_nifti) -> None:
     root = _isles22(tmp_path, io_write_nifti, cases=(1,))
-    adc = np.full(SHAPE, 2.0, np.float32)
+    adc = _image(2.0)
     adc[0, 0, :] = np.nan
     adc[1, 1, 1] = np.inf
     _with_adc(root, io_write_nifti, adc)
     case = read_case(root)
     assert case.images["adc"][0, 0].tolist() == [0.0, 0.0, 0.0] and case.images["adc"][1, 1, 1] == 0.0
-    assert case.images["adc"].sum() == pytest.approx(2.0 * (np.prod(SHAPE) - 4))
+    assert case.images["adc"].sum() == pytest.approx(2.0 * (np.prod(SHAPE) - 5))
     assert len(case.warnings) == 1 and "4 NaN/Inf voxels were set to 0" in case.warnings[0]
 
 
@@ -296,11 +312,12 @@ def test_missing_isles18_map_names_its_file_token(tmp_path, io_write_nifti) -> N
     ("modalities", "data", "message"),
     [
         (None, np.ones((*SHAPE, 2)), r"say which is on each volume .* modalities=\("),
-        (("dwi", "adc", "flair"), np.ones((*SHAPE, 2)), "holds 2 volumes on its last axis but 3 modalities"),
-        (("dwi", "adc"), np.stack([np.ones(SHAPE), np.zeros(SHAPE)], -1), "the adc volume of .* is empty"),
+        (("dwi", "adc", "flair"), _ramp((*SHAPE, 2)), "holds 2 volumes on its last axis but 3 modalities"),
+        (("dwi", "adc"), np.stack([_ramp(SHAPE), np.zeros(SHAPE)], -1), "the adc volume of .* is empty"),
+        (("dwi", "adc"), np.stack([_ramp(SHAPE), np.full(SHAPE, 7)], -1), r"adc volume .* constant \(every voxel is 7"),
         (("dwi", "dwi"), np.ones((*SHAPE, 2)), "modalities must be distinct"),
     ],
-    ids=["no-modalities", "count-mismatch", "empty-channel", "duplicate-names"],
+    ids=["no-modalities", "count-mismatch", "empty-channel", "constant-channel", "duplicate-names"],
 )
 def test_invalid_4d_inputs(modalities, data, message, tmp_path, io_write_nifti) -> None:
     path = io_write_nifti(tmp_path / "x.nii.gz", data.astype(np.float32))

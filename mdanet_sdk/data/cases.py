@@ -30,6 +30,9 @@ Validation (:class:`~mdanet_sdk.errors.InputError`): a missing or ambiguous moda
 on different grids: stored shapes must be equal and affines equal within :data:`AFFINE_TOL_MM` (1e-3 mm, any
 entry of the 4x4 matrix); a label with values other than 0 and 1; plus every check of
 :func:`~mdanet_sdk.data.nifti.load_volume` (NaN/Inf voxels are set to 0 and reported in ``Case.warnings``).
+A FIFO or device named like a modality is found, so that loading that case (not finding) refuses it. The
+SDK's own outputs (``<case>_seg``/``<case>_prob``, or any file :func:`~mdanet_sdk.data.nifti.save_like`
+marked) are never taken as a label or a modality; finding reads their headers, never their voxels.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from mdanet_sdk.config import MODALITY_GROUPS
-from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, Volume, load_volume
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, Volume, is_own_output, load_volume
+from mdanet_sdk.data.validate import check_image
 from mdanet_sdk.errors import InputError
 
 __all__ = [
@@ -183,7 +187,7 @@ class CaseSource:
             warnings += label_volume.warnings
         brain_mask = None
         if self.brain_mask_path is not None:
-            mask_volume = load_volume(self.brain_mask_path)
+            mask_volume = load_volume(self.brain_mask_path, label=True)
             _check_same_grid(self.case_id, "brain mask", mask_volume, reference)
             brain_mask = np.asarray(mask_volume.data) != 0
         return Case(self.case_id, images, label, reference, warnings, brain_mask)
@@ -196,7 +200,7 @@ class CaseSource:
                     f"case {self.case_id} has no {name} image (found: {', '.join(self.paths) or 'none'}); "
                     f"add the {name} file or choose other modalities."
                 )
-        volumes = {name: load_volume(self.paths[name]) for name in names}
+        volumes = {name: load_volume(self.paths[name], name=f"{name} ({self.paths[name]})") for name in names}
         reference = volumes[names[0]]
         for name, volume in volumes.items():
             if volume.data.ndim != 3:
@@ -223,9 +227,8 @@ class CaseSource:
                 f"modalities were named ({', '.join(self.modalities)}); name one modality per volume."
             )
         images = {m: np.ascontiguousarray(data[..., i]) for i, m in enumerate(self.modalities)}
-        for name, image in images.items():
-            if not image.any():
-                raise InputError(f"the {name} volume of {path} is empty (every voxel is 0); check the file.")
+        for name in self.modalities:  # load_volume checked the file as a whole; each volume must be an image
+            images[name], _ = check_image(images[name], f"the {name} volume of {path}")
         # The reference describes the 3D grid: the first modality, without the modality axis.
         reference = replace(volume, data=images[self.modalities[0]], original_shape=volume.original_shape[:3])
         return images, reference, list(volume.warnings)
@@ -264,8 +267,9 @@ def _as_label(volume: Volume) -> np.ndarray:
 
 
 def _is_nifti(path: Path) -> bool:
-    # Hidden files are skipped: macOS "._x.nii.gz" resource forks and our own temporary files.
-    return path.is_file() and path.name.endswith(NIFTI_SUFFIXES) and not path.name.startswith(".")
+    # Hidden files are skipped: macOS "._x.nii.gz" resource forks and our own temporary files. A FIFO or a
+    # device with a NIfTI name is kept, so that loading its case refuses it (load_volume never opens it).
+    return path.name.endswith(NIFTI_SUFFIXES) and not path.name.startswith(".") and not path.is_dir()
 
 
 def _stem(path: Path) -> str:
@@ -314,6 +318,12 @@ def _require(
     return paths
 
 
+def _drop_outputs(found: dict[str, list[Path]], case_names: set[str], keys: set[str]) -> dict[str, list[Path]]:
+    """``found`` without the SDK's own outputs among the files of ``keys`` (modalities and label)."""
+    kept = {k: [p for p in v if k not in keys or not is_own_output(p, case_names)] for k, v in found.items()}
+    return {k: v for k, v in kept.items() if v}
+
+
 def _group(files: list[Path], key: Callable[[Path], str | None]) -> dict[str, list[Path]]:
     grouped: dict[str, list[Path]] = {}
     for path in files:
@@ -345,6 +355,7 @@ def _find_isles22(root: Path, modalities: tuple[str, ...]) -> list[CaseSource]:
             if (derivatives / subject.name).is_dir():
                 masks = [p for p in (derivatives / subject.name).rglob("*") if _is_nifti(p)]
                 found.setdefault("msk", []).extend(p for p in masks if _bids_suffix(p) == "msk")
+        found = _drop_outputs(found, {subject.name}, {*modalities, "msk"})
         paths = _require(subject.name, modalities, found, subject, "*_{name}.nii(.gz)")
         label = _pick(subject.name, "msk", found, subject)
         sources.append(CaseSource(subject.name, paths, label, modalities))
@@ -384,6 +395,7 @@ def _find_isles18(root: Path, modalities: tuple[str, ...]) -> list[CaseSource]:
     sources = []
     for case_id, folder in _isles18_cases(root):
         found = _group(_smir_files(folder), _smir_modality)
+        found = _drop_outputs(found, {case_id, folder.name}, {*modalities, _LABEL})
         paths = _require(case_id, modalities, found, folder, "SMIR.*.{token}.*.nii")
         sources.append(CaseSource(case_id, paths, _pick(case_id, _LABEL, found, folder), modalities))
     return sources
@@ -404,13 +416,16 @@ def _generic_name(path: Path, modalities: Sequence[str]) -> str | None:
 
 def _generic_folder(folder: Path, modalities: tuple[str, ...] | None) -> CaseSource | None:
     """The case held by ``folder`` as one file per modality, or None if it holds none of them."""
-    files = [p for p in folder.iterdir() if _is_nifti(p)]
+    names = modalities or sum(LAYOUT_MODALITIES.values(), ())
+    found = _group([p for p in folder.iterdir() if _is_nifti(p)], lambda p: _generic_name(p, names))
+    # Our outputs are named after the case id: the folder's name, or the "<id>" of "<id>_dwi.nii.gz" files.
+    ids = {_stem(p)[: -len(m) - 1] for m, ps in found.items() for p in ps if _stem(p).lower().endswith(f"_{m}")}
+    found = _drop_outputs(found, {folder.name, *ids}, set(found))
     if modalities is None:  # the first layout whose modalities are all there
-        named = {_generic_name(p, sum(LAYOUT_MODALITIES.values(), ())) for p in files}
-        modalities = next((m for m in LAYOUT_MODALITIES.values() if set(m) <= named), None)
+        modalities = next((m for m in LAYOUT_MODALITIES.values() if set(m) <= set(found)), None)
         if modalities is None:
             return None
-    found = _group(files, lambda p: _generic_name(p, modalities))
+        found = {k: v for k, v in found.items() if k in modalities or k == _LABEL}
     if not set(found) - {_LABEL}:
         return None
     paths = _require(folder.name, modalities, found, folder, "{name}.nii(.gz) or *_{name}.nii(.gz)")
@@ -418,7 +433,7 @@ def _generic_folder(folder: Path, modalities: tuple[str, ...] | None) -> CaseSou
 
 
 def _find_generic(root: Path, modalities: tuple[str, ...] | None) -> list[CaseSource]:
-    if root.is_file():
+    if not root.is_dir():  # a file, or a FIFO/device that loading will refuse (never iterdir() it)
         if not _is_nifti(root):
             raise InputError(f"{root} is not a .nii or .nii.gz file; give a NIfTI image or a case folder.")
         return [CaseSource(_stem(root), {FOURD_KEY: root}, None, modalities)]

@@ -11,16 +11,28 @@ Validation policy of :func:`load_volume` (every problem raises :class:`~mdanet_s
 - not a NIfTI-1/2 file, a corrupt or truncated gzip stream, an unreadable data type;
 - fewer than 3 or more than 4 dimensions (a trailing axis of length 1 is dropped first, so ``(X, Y, Z, 1)``
   is read as 3D); a zero-length axis; a non-finite or singular affine;
-- an empty image (every voxel zero), unless ``allow_empty=True`` (labels of lesion-free cases are empty);
-- NaN or ±Inf voxels are **not** an error: they are set to 0 and a sentence saying how many were replaced is
-  appended to :attr:`Volume.warnings` (and from there to ``Case.warnings``), because scanner maps such as
-  ADC or Tmax often carry a few undefined voxels outside the brain.
+- before any voxel is read (:mod:`mdanet_sdk.data.validate`): a path that is not a regular file (a FIFO or
+  a device would block or never end); a data type that is not real (complex, RGB); a header declaring more
+  than :data:`~mdanet_sdk.data.validate.MAX_VOXELS` voxels, an axis longer than ``MAX_DIM`` or more than
+  ``MAX_VOLUMES`` volumes; an uncompressed file smaller than its header declares. Running out of memory
+  while reading is an InputError for that file too;
+- the values (:func:`~mdanet_sdk.data.validate.check_image`, or ``check_label`` for labels and masks): more
+  than 1 % infinite voxels, finite values above 1e20, no finite voxel, an empty image (every finite voxel
+  zero) unless ``allow_empty=True`` (labels of lesion-free cases are empty), a constant modality image;
+- NaN voxels and a few ±Inf voxels are **not** an error: they are set to 0 and a sentence saying how many
+  were replaced is appended to :attr:`Volume.warnings` (and from there to ``Case.warnings``), because
+  scanner maps such as ADC or Tmax often carry undefined voxels outside the brain.
+
+Every file :func:`save_like` writes carries :data:`PREDICTION_MARK` in its header's ``descrip`` field, so
+that dataset readers can tell the SDK's own outputs from ground truth (:func:`is_prediction`).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -39,12 +51,25 @@ from nibabel.orientations import (
 from nibabel.spatialimages import HeaderDataError
 
 from mdanet_sdk._files import atomic_write
+from mdanet_sdk.data.validate import check_declared_size, check_dtype, check_image, check_label, check_regular_file
 from mdanet_sdk.errors import InputError
 
-__all__ = ["Volume", "atomic_save", "load_volume", "to_original", "save_like", "NIFTI_SUFFIXES"]
+__all__ = [
+    "Volume",
+    "atomic_save",
+    "load_volume",
+    "to_original",
+    "save_like",
+    "is_prediction",
+    "is_own_output",
+    "NIFTI_SUFFIXES",
+    "PREDICTION_MARK",
+]
 
 #: File name endings read and written as NIfTI.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: ``descrip`` header text of every file :func:`save_like` writes: readers never take such a file as a label.
+PREDICTION_MARK = "mdanet-sdk prediction"
 
 # What nibabel, gzip and zlib raise on a file that is not NIfTI or is damaged.
 _READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError, TypeError)
@@ -99,19 +124,38 @@ def atomic_save(img: nib.Nifti1Image, path: str | os.PathLike[str]) -> Path:
     return atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
+def _check_header(path: Path, img: nib.Nifti1Pair) -> None:
+    """Refuse a non-real data type or an absurd / truncated declared size before any voxel is read."""
+    header = img.header
+    check_dtype(header.get_data_dtype(), str(path))
+    data_file = Path(img.file_map["image"].filename)
+    if data_file != path:  # the .img of a .hdr/.img pair must be a regular file too
+        check_regular_file(data_file)
+    # A compressed stream's length is unknown without decompressing it: MAX_VOXELS bounds it instead, and
+    # nibabel's own truncation errors become InputError in _read.
+    compressed = data_file.name.lower().endswith((".gz", ".bz2", ".zst"))
+    shape = tuple(int(n) for n in header.get_data_shape())
+    offset = int(header.get_data_offset())
+    check_declared_size(path, shape, header.get_data_dtype(), offset, None if compressed else data_file)
+
+
 def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
     """Open ``path`` with nibabel and read its voxels as float32, mapping every failure to InputError."""
-    if not path.is_file():
-        raise InputError(f"{path} does not exist or is not a file; check the path.")
+    check_regular_file(path)
     try:
         img = nib.load(path)
         if not isinstance(img, nib.Nifti1Pair):  # Nifti1Image, Nifti2Image and the .hdr/.img pairs
             raise InputError(
                 f"{path} is a {type(img).__name__}, not a NIfTI image; convert it to .nii or .nii.gz first."
             )
+        _check_header(path, img)
         data = np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
     except InputError:
         raise
+    except MemoryError:
+        raise InputError(
+            f"{path} does not fit in memory when read as float32; free memory, or crop or resample it first."
+        ) from None
     except _READ_ERRORS as exc:
         raise InputError(
             f"{path} is not a readable NIfTI file ({exc}); check that it is a complete .nii or .nii.gz "
@@ -120,12 +164,40 @@ def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
     return img, data
 
 
-def load_volume(path: str | os.PathLike[str], *, allow_empty: bool = False) -> Volume:
+def is_prediction(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a regular NIfTI file whose header carries :data:`PREDICTION_MARK` (reads the header
+    only; an unreadable file is not a prediction, and its reader reports it)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # never open a FIFO or device: it could block
+            return False
+        descrip = np.asarray(nib.load(path).header["descrip"]).item()
+    except (*_READ_ERRORS, KeyError):
+        return False
+    text = descrip.decode("latin-1") if isinstance(descrip, bytes) else str(descrip)
+    return text.startswith(PREDICTION_MARK)
+
+
+def is_own_output(path: str | os.PathLike[str], case_names: Iterable[str]) -> bool:
+    """Whether ``path`` is one of the SDK's outputs: named ``<case>_seg`` or ``<case>_prob`` (``mdanet-sdk
+    segment`` writes these beside the inputs when ``-o`` is the case folder) for one of ``case_names``, or
+    carrying :data:`PREDICTION_MARK` (:func:`is_prediction`, which catches renamed outputs)."""
+    stem = Path(path).name.lower().removesuffix(".gz").removesuffix(".nii")
+    ours = {f"{name.lower()}_{kind}" for name in case_names for kind in ("seg", "prob")}
+    return stem in ours or is_prediction(path)
+
+
+def load_volume(
+    path: str | os.PathLike[str], *, allow_empty: bool = False, label: bool = False, name: str | None = None
+) -> Volume:
     """Read and validate a 3D or 4D NIfTI image and reorient it to canonical RAS+.
 
     Args:
         path: a ``.nii`` or ``.nii.gz`` file.
-        allow_empty: accept an image whose voxels are all zero (a label of a lesion-free case).
+        allow_empty: accept an image whose voxels are all zero (a label of a lesion-free case); implies
+            ``label``.
+        label: the file is a label or mask, not a modality image: its values are checked with
+            :func:`~mdanet_sdk.data.validate.check_label` (a constant array is fine).
+        name: how messages call the image, e.g. ``"dwi (case1/dwi.nii.gz)"``; default: the path.
 
     Returns:
         a :class:`Volume` whose ``data`` is float32 ``(X, Y, Z)`` or ``(X, Y, Z, C)`` in RAS+ order.
@@ -148,13 +220,11 @@ def load_volume(path: str | os.PathLike[str], *, allow_empty: bool = False) -> V
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError(f"{path} has a degenerate affine (singular or not finite); fix its qform/sform.")
 
-    warnings: list[str] = []
-    bad = ~np.isfinite(data)
-    if bad.any():
-        data[bad] = 0.0
-        warnings.append(f"{path.name}: {int(bad.sum())} NaN/Inf voxels were set to 0.")
-    if not allow_empty and not data.any():
-        raise InputError(f"{path} is empty (every voxel is 0); check that the right file was given.")
+    what = name or str(path)
+    if label or allow_empty:
+        data, warnings = check_label(data, what, allow_empty=allow_empty)
+    else:
+        data, warnings = check_image(data, what)
 
     ornt = io_orientation(affine)
     return Volume(
@@ -217,7 +287,8 @@ def save_like(
     """Write a canonical-order result in ``ref``'s stored orientation, affine and header, atomically.
 
     The header is a copy of ``ref``'s with the qform/sform codes and units kept, the data type set to
-    uint8 (``kind="mask"``) or float32 (``kind="prob"``), intensity scaling and display range reset.
+    uint8 (``kind="mask"``) or float32 (``kind="prob"``), intensity scaling and display range reset, and
+    ``descrip`` set to :data:`PREDICTION_MARK`.
 
     Args:
         array_canonical: ``(X, Y, Z)`` result on ``ref``'s canonical grid.
@@ -240,5 +311,7 @@ def save_like(
     header.set_slope_inter(None, None)  # never rescale masks/probabilities by the input's slope
     header["cal_min"] = header["cal_max"] = 0  # the input's display window would hide a mask
     header.set_intent("none")
+    # Marks the file as ours, so that a later evaluate/train never reads it back as ground truth.
+    header["descrip"] = PREDICTION_MARK
     img = nib.Nifti1Image(data, ref.original_affine, header)
     return atomic_save(img, path)
