@@ -3,30 +3,33 @@
 One core runs every entry point (:meth:`Segmenter.predict`, :meth:`Segmenter.predict_arrays`,
 :meth:`Segmenter.predict_many`):
 
-1. a background thread reads each case (:func:`mdanet_sdk.data.cases.read_case`) and preprocesses it with the
-   checkpoint's :class:`~mdanet_sdk.data.preprocess.PreprocessConfig` (the one implementation training used),
-   and hands it over through a bounded queue, so loading the next case overlaps with the model's work;
+1. a background thread reads each case (:func:`mdanet_sdk.data.cases.read_case`) and normalises it with the
+   checkpoint's :class:`~mdanet_sdk.data.preprocess.PreprocessConfig` (the one implementation training used)
+   into a lazy :class:`~mdanet_sdk.data.preprocess.SliceStack`, and hands it over through a bounded queue, so
+   loading the next case overlaps with the model's work;
 2. the calling thread cuts the slices ``(Z, C, H, W)`` of consecutive cases into batches (slices of several
-   cases share a batch when their in-plane size agrees) and runs every model (fold ensemble) on every flip
-   (test-time augmentation) under :func:`torch.inference_mode`, averaging the softmax lesion probabilities;
-3. each finished case is restored to its native grid (:func:`~mdanet_sdk.data.preprocess.restore`),
-   thresholded, cleaned of lesions smaller than ``min_size`` voxels (26-connectivity) and, for MRI models
-   with ``max_adc_ratio`` set, of lesions without restricted diffusion (:func:`postprocess`), summarised in a
-   :class:`~mdanet_sdk.report.CaseReport` and yielded; :meth:`SegmentationResult.save` writes it back in the
-   input's own orientation and geometry (:func:`~mdanet_sdk.data.nifti.save_like`).
+   cases share a batch when their in-plane size agrees), makes each batch's slices on the model grid only
+   when it runs, and runs every model (fold ensemble) on every flip (test-time augmentation) under
+   :func:`torch.inference_mode`, averaging the softmax lesion probabilities; logits with NaN/Inf (damaged
+   weights) raise :class:`~mdanet_sdk.errors.CheckpointError` instead of reporting an empty mask;
+3. each batch's probabilities are restored to their case's native grid right away
+   (:func:`~mdanet_sdk.data.preprocess.restore_probability_into`; :mod:`mdanet_sdk.pipeline` does 1-3); each
+   finished case is thresholded, cleaned of lesions smaller than ``min_size`` voxels (26-connectivity) and,
+   for MRI models with ``max_adc_ratio`` set, of lesions without restricted diffusion (:func:`postprocess`),
+   summarised in a :class:`~mdanet_sdk.report.CaseReport` and yielded; :meth:`SegmentationResult.save`
+   writes it back in the input's own orientation and geometry (:func:`~mdanet_sdk.data.nifti.save_like`).
 
 Cases are yielded one by one in input order, and at most ``prefetch`` loaded cases wait in the queue, so
-memory does not grow with the number of cases.
+memory does not grow with the number of cases; within a case it is O(native volume + one batch on the model
+grid), so it does not grow with the model grid times the number of slices either (at most
+:data:`~mdanet_sdk.data.preprocess.MAX_SLICES` slices are accepted).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -45,11 +48,11 @@ from mdanet_sdk.data.preprocess import (
     NOT_SKULL_STRIPPED,
     PreprocessConfig,
     SliceGeometry,
-    preprocess_images,
-    restore_probability,
+    slice_stack,
 )
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError, MDANetError
 from mdanet_sdk.metrics import dsc, label_lesions
+from mdanet_sdk.pipeline import CaseStream, Loaded, Pending
 from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
 
@@ -373,39 +376,6 @@ class FailedCase:
     exception: MDANetError = field(repr=False)
 
 
-@dataclass
-class _Loaded:
-    """A case read and preprocessed by the background thread."""
-
-    case: Case
-    slices: np.ndarray  # (Z, C, H, W) float32
-    geometry: Any  # data.preprocess.SliceGeometry
-    started: float
-
-
-@dataclass
-class _Pending:
-    """A case whose slices are (partly) with the model."""
-
-    loaded: _Loaded
-    probability: np.ndarray  # (Z, H, W) float32, filled batch by batch
-    remaining: int
-
-    @property
-    def done(self) -> bool:
-        return self.remaining == 0
-
-
-@dataclass
-class _Raised:
-    """An unexpected exception in the background thread, re-raised in the caller's thread."""
-
-    exception: BaseException
-
-
-_END = object()
-
-
 def _input_name(item: Any) -> str:
     """A readable name for an input, used before its case id is known."""
     if isinstance(item, (Case, CaseSource)):
@@ -549,7 +519,7 @@ class Segmenter:
             raise InputError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}.")
         given = {
             k: v
-            for k, v in {"tta": tta, "threshold": threshold, "min_size": min_size, "max_adc_ratio": max_adc_ratio}.items()
+            for k, v in dict(tta=tta, threshold=threshold, min_size=min_size, max_adc_ratio=max_adc_ratio).items()
             if v is not None
         }
         settings = {**POSTPROCESSING_DEFAULTS, **checkpoints[0].meta.get("inference", {}), **given}
@@ -584,11 +554,15 @@ class Segmenter:
         self.model_config = first.model_config
         self.modalities: tuple[str, ...] = first.model_config.modalities
         self.preprocess: PreprocessConfig = first.preprocess
-        self.name = "+".join(_checkpoint_name(c) for c in checkpoints)
+        names = [_checkpoint_name(c) for c in checkpoints]
+        self.name = "+".join(names)
         self.model_version = str(first.meta.get("package_version", ""))
         self._models = (
             list(models) if models is not None else [c.build_model(ops=ops).to(self.device).eval() for c in checkpoints]
         )
+        # One name per model, to say which one is broken (numbered when models were given without one each).
+        numbered = [f"{self.name} #{i + 1}" for i in range(len(self._models))]
+        self._model_names = names if len(names) == len(self._models) else numbered
         logger.info(
             "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), tta=%s, threshold=%g, min_size=%d, max_adc_ratio=%g",
             self.name, self.device, self.precision, len(self._models), tta, threshold, min_size, max_adc_ratio,
@@ -720,28 +694,31 @@ class Segmenter:
             cases: inputs as for :meth:`predict`.
             modalities: the order of the volumes in 4D files.
             errors: ``"raise"``: the first case that cannot be read raises its error; ``"yield"``: it is
-                yielded as a :class:`FailedCase` and the others go on.
+                yielded as a :class:`FailedCase` and the others go on. Either way a model that produces
+                NaN/Inf raises :class:`~mdanet_sdk.errors.CheckpointError` (it would fail every case), before
+                the result of any case in that batch is yielded, so no partial result of it is ever written;
+                the results yielded before it are complete.
             progress: called as ``progress(event, case_id, n)`` with ``("loaded", id, n_slices)`` when a case
                 reaches the model, ``("slices", id, n)`` after each batch, ``("done", id, 0)`` and
                 ``("failed", id, 0)``.
 
         Yields:
             a :class:`SegmentationResult` per case, or a :class:`FailedCase` (``errors="yield"`` only).
+
+        Raises:
+            CheckpointError: a model produced NaN/Inf (damaged weights).
         """
         if errors not in ("raise", "yield"):
             raise InputError(f"errors must be 'raise' or 'yield', got {errors!r}.")
         notify = progress or (lambda event, case_id, n: None)
-        handoff: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-        loader = threading.Thread(
-            target=self._load_all, args=(cases, modalities, handoff, stop), name="mdanet-sdk-loader", daemon=True
+        stream = CaseStream(
+            lambda item: self._prepare(item, modalities),
+            lambda x, source: self.probabilities(x, source=source),
+            self._finish,
+            self.batch_size,
+            self.prefetch,
         )
-        loader.start()
-        try:
-            yield from self._run(handoff, errors, notify)
-        finally:
-            stop.set()
-            loader.join()
+        yield from stream.run(cases, errors, notify)
 
     # -- background loading ----------------------------------------------------------------------------
     def _load(self, item: CaseInput, modalities: Sequence[str] | None) -> Case:
@@ -754,131 +731,64 @@ class Segmenter:
         refuse_single_3d(Path(item), self.modalities)
         return read_case(item, modalities=modalities or self.modalities)
 
-    def _load_all(
-        self, cases: Iterable[CaseInput], modalities: Sequence[str] | None, handoff: queue.Queue, stop: threading.Event
-    ) -> None:
-        """Background thread: read and preprocess each case, hand it over; stop early when asked."""
-
-        def put(item: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    handoff.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
+    def _prepare(self, item: CaseInput, modalities: Sequence[str] | None) -> Loaded | FailedCase:
+        """Background thread: read and normalise one case (its slices reach the model grid batch by batch)."""
+        started = time.perf_counter()
         try:
-            for item in cases:
-                if stop.is_set():
-                    return
-                started = time.perf_counter()
-                try:
-                    case = self._load(item, modalities)
-                    slices, geometry = preprocess_images(
-                        case.images, self.modalities, self.preprocess, case.brain_mask
-                    )
-                    out: Any = _Loaded(case, slices, geometry, started)
-                except MDANetError as exc:
-                    out = FailedCase(_input_name(item), str(exc), exc)
-                if not put(out):
-                    return
-            put(_END)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which re-raises it
-            put(_Raised(exc))
+            case = self._load(item, modalities)
+            return Loaded(case, slice_stack(case.images, self.modalities, self.preprocess, case.brain_mask), started)
+        except MDANetError as exc:
+            return FailedCase(_input_name(item), str(exc), exc)
 
     # -- model -----------------------------------------------------------------------------------------
-    def _run(
-        self, handoff: queue.Queue, errors: str, notify: Callable[[str, str, int], None]
-    ) -> Iterator[SegmentationResult | FailedCase]:
-        """Batch the slices of the cases coming from ``handoff`` and yield finished cases in order."""
-        waiting: deque[_Pending | FailedCase] = deque()  # input order; yielded from the left when finished
-        batch: list[tuple[_Pending, int, int]] = []  # the open batch: (case, first slice, end slice)
-        while (item := handoff.get()) is not _END:
-            if isinstance(item, _Raised):
-                raise item.exception
-            if isinstance(item, FailedCase):
-                if errors == "raise":
-                    raise item.exception
-                waiting.append(item)
-            else:
-                depth, _, height, width = item.slices.shape
-                pending = _Pending(item, np.empty((depth, height, width), np.float32), depth)
-                waiting.append(pending)
-                notify("loaded", item.case.case_id, depth)
-                batch = self._schedule(pending, batch, notify)
-            yield from self._finished(waiting, notify)
-        if batch:
-            self._forward(batch, notify)
-        yield from self._finished(waiting, notify)
-
-    def _schedule(
-        self, pending: _Pending, batch: list[tuple[_Pending, int, int]], notify: Callable[[str, str, int], None]
-    ) -> list[tuple[_Pending, int, int]]:
-        """Add a case's slices to the open batch, running each batch that fills up; return the open batch."""
-        if batch and batch[0][0].loaded.slices.shape[2:] != pending.loaded.slices.shape[2:]:
-            self._forward(batch, notify)  # slices of another in-plane size cannot share a batch
-            batch = []
-        filled = sum(end - start for _, start, end in batch)
-        start, depth = 0, pending.remaining
-        while start < depth:
-            end = min(depth, start + self.batch_size - filled)
-            batch.append((pending, start, end))
-            filled += end - start
-            start = end
-            if filled == self.batch_size:
-                self._forward(batch, notify)
-                batch, filled = [], 0
-        return batch
-
-    def _finished(
-        self, waiting: deque[_Pending | FailedCase], notify: Callable[[str, str, int], None]
-    ) -> Iterator[SegmentationResult | FailedCase]:
-        while waiting and (isinstance(waiting[0], FailedCase) or waiting[0].done):
-            item = waiting.popleft()
-            if isinstance(item, FailedCase):
-                notify("failed", item.case_id, 0)
-                yield item
-            else:
-                result = self._finish(item)
-                notify("done", result.case_id, 0)
-                yield result
-
     @torch.inference_mode()
-    def _forward(self, batch: list[tuple[_Pending, int, int]], notify: Callable[[str, str, int], None]) -> None:
-        """Run the ensemble on one batch and store each slice's lesion probability in its case."""
-        x = np.concatenate([p.loaded.slices[a:b] for p, a, b in batch])
-        probability = self.probabilities(torch.from_numpy(x)).numpy()
-        offset = 0
-        for pending, a, b in batch:
-            pending.probability[a:b] = probability[offset : offset + b - a]
-            pending.remaining -= b - a
-            offset += b - a
-            notify("slices", pending.loaded.case.case_id, b - a)
-
-    @torch.inference_mode()
-    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, x: torch.Tensor, *, source: str = "these slices") -> torch.Tensor:
         """Lesion probability of preprocessed slices, averaged over the models and (with TTA) the flips.
 
         Args:
             x: ``(B, C, H, W)`` float32 slices from :func:`~mdanet_sdk.data.preprocess.preprocess_images`
                 (H, W multiples of 16), on any device.
+            source: what the slices are, for error messages (e.g. ``"case sub-01"``).
 
         Returns:
             float32 ``(B, H, W)`` on the CPU.
+
+        Raises:
+            CheckpointError: a model's logits hold NaN or Inf (damaged weights).
+            InputError: ``x`` itself holds NaN or Inf.
         """
         x = x.to(self.device, non_blocking=True)
         total = torch.zeros((x.shape[0], *x.shape[2:]), dtype=torch.float32, device=self.device)
         flips = _TTA_FLIPS if self.tta else _TTA_FLIPS[:1]
-        for model in self._models:
+        for model, name in zip(self._models, self._model_names):
+            finite = torch.ones((), dtype=torch.bool, device=self.device)
             for dims in flips:
                 with torch.autocast(
                     self.device.type, dtype=_PRECISIONS[self.precision], enabled=self.precision != "fp32"
                 ):
                     logits = model(x.flip(dims) if dims else x)
+                # NaN logits give NaN probabilities, which pass no threshold: a silent "0 lesions". One
+                # reduction per forward, read once per model (one device sync, not one per flip).
+                finite &= torch.isfinite(logits).all()
                 lesion = logits.float().softmax(dim=1)[:, 1]  # (B, H, W)
                 total += lesion.flip(dims) if dims else lesion
+            if not finite:
+                self._refuse_non_finite(x, name, source)
         return (total / (len(self._models) * len(flips))).cpu()
+
+    def _refuse_non_finite(self, x: torch.Tensor, name: str, source: str) -> None:
+        """Raise the error for non-finite logits of model ``name``: the input's fault only if it is not finite."""
+        if not torch.isfinite(x).all():
+            raise InputError(f"the slices of {source} hold NaN/Inf values; set undefined voxels to 0, then segment.")
+        if self.precision == "fp16":  # fp16 overflows near 65504; bf16 has fp32's range
+            raise CheckpointError(
+                f"model {name} produced non-finite values (NaN/Inf) on {source} in fp16; run it in bf16 or fp32, "
+                "and if that fails too its weights are damaged: re-train, re-export or re-download them."
+            )
+        raise CheckpointError(
+            f"model {name} produced non-finite values (NaN/Inf) on {source}; its weights are damaged: re-train, "
+            "re-export or re-download them."
+        )
 
     def postprocess(
         self, probability: np.ndarray, images: Mapping[str, np.ndarray], head: np.ndarray | None = None
@@ -892,11 +802,11 @@ class Segmenter:
             adc = adc_in_head(adc, head)
         return postprocess(probability, self.threshold, self.min_size, adc, self.max_adc_ratio)
 
-    def _finish(self, pending: _Pending) -> SegmentationResult:
-        """Native-grid probability, mask and report of a case whose slices are all predicted."""
+    def _finish(self, pending: Pending) -> SegmentationResult:
+        """Mask and report of a case whose slices are all predicted (and restored to its native grid)."""
         loaded = pending.loaded
         case = loaded.case
-        probability = restore_probability(pending.probability, loaded.geometry)
+        probability = pending.probability
         mask = self.postprocess(probability, case.images, loaded.geometry.head)
         ref = case.reference
         warnings = [*case.warnings, *loaded.geometry.warnings,

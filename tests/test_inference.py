@@ -19,6 +19,7 @@ from nibabel.orientations import axcodes2ornt, ornt_transform
 
 from mdanet_sdk import Segmenter
 from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.data.phantom import make_phantom
 from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError
 from mdanet_sdk.inference import (
@@ -331,7 +332,8 @@ def test_segmenter_gate_drops_lesions_with_normal_adc(inf_checkpoints, tmp_path)
     loose = Segmenter([ckpt], models=[bright_dwi_model]).predict_arrays(arrays, affine)
     gated = Segmenter([ckpt], models=[bright_dwi_model], max_adc_ratio=0.8).predict_arrays(arrays, affine)
     assert loose.report.n_lesions == 2 and gated.report.n_lesions == 1 and gated.report.max_adc_ratio == 0.8
-    np.testing.assert_array_equal(gated.mask_canonical, keep_restricted_lesions(loose.mask_canonical, images["adc"], 0.8))
+    expected = keep_restricted_lesions(loose.mask_canonical, images["adc"], 0.8)
+    np.testing.assert_array_equal(gated.mask_canonical, expected)
     assert gated.mask_canonical[blob].all() and not gated.mask_canonical[lookalike].any()
     ctp = make_checkpoint(tmp_path / "ctp.pt", kind="ctp")
     with pytest.raises(InputError, match="needs a model with an adc input"):
@@ -401,3 +403,38 @@ def test_resampling_preprocess_restores_the_native_grid(tmp_path) -> None:
     result = Segmenter.from_checkpoint(ckpt).predict_arrays(arrays, affine)
     assert result.mask.shape == result.probability.shape == (50, 40, 5)
     assert 0.0 <= result.probability.min() and result.probability.max() <= 1.0
+
+
+def _damaged(seg: Segmenter, index: int = 0) -> Segmenter:
+    """``seg`` with the first parameter of model ``index`` set to NaN after loading (damaged weights)."""
+    with torch.no_grad():
+        next(seg._models[index].parameters()).fill_(float("nan"))
+    return seg
+
+
+def test_nan_weights_raise_instead_of_reporting_no_lesion(inf_checkpoints) -> None:
+    """NaN logits used to give NaN probabilities, which pass no threshold: "0.00 mL, 0 lesions"."""
+    case = make_phantom("isles22", 5, shape=(32, 24, 5))
+    seg = _damaged(Segmenter.from_checkpoint(inf_checkpoints[0]))
+    with pytest.raises(CheckpointError, match=r"model fold0 produced non-finite values \(NaN/Inf\) on case "
+                                              r"phantom-5; its weights are damaged: re-train, re-export"):
+        seg.predict(case)
+    ensemble = _damaged(Segmenter.from_checkpoint(inf_checkpoints), index=1)  # names the damaged fold
+    with pytest.raises(CheckpointError, match="model fold1 produced"):
+        ensemble.probabilities(_slices())
+    healthy = Segmenter.from_checkpoint(inf_checkpoints[0])
+    with pytest.raises(InputError, match="NaN/Inf values"):  # NaN input is not blamed on the weights
+        healthy.probabilities(torch.full((1, 2, 16, 16), float("nan")))
+
+
+def test_nan_weights_fail_predict_many_even_when_yielding_errors(inf_checkpoints, tmp_path) -> None:
+    """A damaged model would fail every case, so predict_many raises (errors="yield" is for unreadable
+    inputs) before yielding any result: no output of a case it touched is written, and the loader stops."""
+    cases = [make_phantom("isles22", seed, shape=(32, 24, 5)) for seed in (5, 6)]
+    seg = _damaged(Segmenter.from_checkpoint(inf_checkpoints[0], batch_size=3))
+    written = []
+    with pytest.raises(CheckpointError, match="non-finite values.*case phantom-5"):
+        for result in seg.predict_many([*cases, {"dwi": tmp_path / "missing.nii.gz"}], errors="yield"):
+            written.append(result.save(tmp_path / f"{result.case_id}.nii.gz"))
+    assert written == [] and list(tmp_path.iterdir()) == []
+    assert not any(t.name == "mdanet-sdk-loader" for t in threading.enumerate())

@@ -7,6 +7,7 @@ import pytest
 
 from mdanet_sdk.data.phantom import make_phantom
 from mdanet_sdk.data.preprocess import (
+    MAX_SLICES,
     PreprocessConfig,
     SliceGeometry,
     head_mask,
@@ -15,6 +16,9 @@ from mdanet_sdk.data.preprocess import (
     preprocess_images,
     preprocess_label,
     restore,
+    restore_probability,
+    restore_probability_into,
+    slice_stack,
 )
 from mdanet_sdk.errors import InputError
 
@@ -179,3 +183,46 @@ def test_errors_name_the_problem(phantom) -> None:
         restore(np.zeros((10, 48, 64), np.float32), geom)
     with pytest.raises(InputError, match="does not match"):
         preprocess_label(np.zeros((52, 44, 9), np.uint8), geom)
+
+
+@pytest.mark.parametrize("size", [None, 64])
+def test_slice_stack_chunks_are_the_whole_stack_bit_for_bit(phantom, size) -> None:
+    """The Segmenter makes model-grid slices chunk by chunk; resampling and padding per chunk must not change
+    a bit (padded only: 52x44 → 64x48; resampled: → 64x54, padded to 64x64)."""
+    cfg = PreprocessConfig(size=size)
+    whole, geom = preprocess_images(phantom.images, MRI, cfg)
+    stack = slice_stack(phantom.images, MRI, cfg)
+    assert stack.shape == whole.shape and len(stack) == 10 and stack.geometry == geom
+    chunks = [stack.chunk(a, min(a + 3, 10)) for a in range(0, 10, 3)]
+    assert all(c.dtype == np.float32 and c.flags.c_contiguous for c in chunks)
+    assert np.array_equal(np.concatenate(chunks), whole)
+    assert stack.chunk(4, 4).shape == (0, 2, *geom.padded)
+    with pytest.raises(InputError, match="outside this case's 10 slices"):
+        stack.chunk(8, 11)
+
+
+@pytest.mark.parametrize("size", [None, 64])
+def test_probability_restores_range_by_range_as_a_whole(phantom, size) -> None:
+    _, geom = preprocess_images(phantom.images, MRI, PreprocessConfig(size=size))
+    probability = np.random.default_rng(1).uniform(-0.2, 1.2, geom.slices_shape).astype(np.float32)
+    whole = restore_probability(probability, geom)
+    out = np.full(geom.native_shape, np.nan, np.float32)
+    for start, end in ((0, 4), (4, 5), (5, 10)):
+        assert restore_probability_into(out, probability[start:end], geom, start) is out
+    assert np.array_equal(out, whole) and 0.0 <= whole.min() and whole.max() <= 1.0
+    assert whole[~geom.lesion_support].max() == 0.0
+    with pytest.raises(InputError, match="from slice 8 do not match"):
+        restore_probability_into(out, probability[:3], geom, 8)
+    with pytest.raises(InputError, match="do not match"):
+        restore_probability_into(out, probability[:3, :16], geom, 0)
+
+
+def test_more_than_max_slices_is_refused() -> None:
+    images = {"dwi": np.random.default_rng(0).random((4, 4, MAX_SLICES + 1), dtype=np.float32)}
+    with pytest.raises(InputError, match=rf"\(4, 4, {MAX_SLICES + 1}\) holds {MAX_SLICES + 1} slices along its "
+                                         "slicing axis Z.*crop or resample it"):
+        slice_stack(images, ["dwi"], PreprocessConfig())
+    with pytest.raises(InputError, match=f"{MAX_SLICES + 1} slices"):
+        preprocess_images(images, ["dwi"], PreprocessConfig())
+    images = {"dwi": images["dwi"][..., :MAX_SLICES]}
+    assert preprocess_images(images, ["dwi"], PreprocessConfig())[0].shape == (MAX_SLICES, 1, 16, 16)

@@ -33,6 +33,11 @@ automatic head mask (its edge may miss dark tissue), or anywhere outside a brain
 with the same pixel-area convention (linear for probabilities, nearest for integer labels), then puts Z last.
 Without resampling the round trip is the identity; with it, nearest-label round trips are exact when the
 grid is enlarged and lose only boundary pixels when it is shrunk.
+
+Bounded memory: :func:`slice_stack` does 1-2 on the native grid and returns a :class:`SliceStack` that does 3-5
+for any range of slices (:func:`preprocess_images` takes all of them); :func:`restore_probability_into`
+restores a range into a native-grid array. The Segmenter walks both a batch at a time, so a case costs
+O(native volume), not O(Z × model grid). Volumes of more than :data:`MAX_SLICES` slices along Z are refused.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,10 +60,14 @@ __all__ = [
     "normalize",
     "normalize_relative",
     "preprocess_images",
+    "slice_stack",
+    "SliceStack",
+    "MAX_SLICES",
     "preprocess_label",
     "preprocess_case",
     "restore",
     "restore_probability",
+    "restore_probability_into",
     "head_support",
 ]
 
@@ -80,6 +90,9 @@ _NOISY_BACKGROUND = 0.001
 _TISSUE_LEVEL_NOISE = 0.05
 # Lesions are kept within this many voxels of the automatic head mask: its edge may miss dark tissue.
 _LESION_MARGIN = 2
+#: Most slices along the slicing axis (Z) a case may hold: 4-10x a whole-brain thin-slice scan; more is not
+#: one head (a concatenation, a time series stored as Z) and would only cost minutes of model time.
+MAX_SLICES = 2048
 
 
 @dataclass(frozen=True)
@@ -170,10 +183,11 @@ class SliceGeometry:
         """``(Z, H, W)`` of the model slices."""
         return (self.native_shape[2], *self.padded)
 
-    @property
+    @cached_property
     def lesion_support(self) -> np.ndarray | None:
         """Where lesions may be: a given brain mask as it is; the automatic head mask grown by 2 voxels (its
-        edge may miss dark tissue next to a noisy background)."""
+        edge may miss dark tissue next to a noisy background). Bool ``(X, Y, Z)``, computed once: the
+        Segmenter restores a case slice range by slice range and a 3D dilation per range would cost O(Z²)."""
         if self.head is None or self.given_mask:
             return self.head
         return ndimage.binary_dilation(self.head, iterations=_LESION_MARGIN)
@@ -322,27 +336,48 @@ def _pad(stack: np.ndarray, geom: SliceGeometry, values: np.ndarray | float) -> 
     return out
 
 
-def preprocess_images(
-    images: Mapping[str, np.ndarray], modalities: Sequence[str], cfg: PreprocessConfig,
-    brain_mask: np.ndarray | None = None,
-) -> tuple[np.ndarray, SliceGeometry]:
-    """Normalise, slice, resample and pad the modalities of one case (module docstring).
+class SliceStack:
+    """One case's normalised volumes, served on the model grid a range of slices at a time (steps 3-5).
 
-    Args:
-        images: modality → float ``(X, Y, Z)``, all on one grid.
-        modalities: names in channel order, e.g. ``("dwi", "adc")``.
-        cfg: the preprocessing.
-        brain_mask: optional ``(X, Y, Z)`` mask (non-zero = brain) that replaces the automatic head mask:
-            statistics are taken inside it and lesions are kept only there.
+    The normalised volumes stay on the native grid; :meth:`chunk` slices, resamples and pads only the slices
+    asked for, so a consumer that walks the stack chunk by chunk (the Segmenter) holds O(native volume +
+    one chunk) instead of O(Z × model grid). Resampling leaves the slice axis alone (zoom factor 1 there), so
+    chunks equal the same slices of the whole stack bit for bit.
 
-    Returns:
-        ``(slices, geometry)``: float32 ``(Z, C, H, W)`` with ``H, W`` multiples of ``cfg.multiple``, and the
-        :class:`SliceGeometry` that :func:`restore` and :func:`preprocess_label` take.
-
-    Raises:
-        InputError: a modality is missing, no modality is named, the volumes are not 3D or differ in shape,
-            or the brain mask is not on their grid or empty.
+    Attributes:
+        geometry: the :class:`SliceGeometry` of the case.
+        shape: ``(Z, C, H, W)`` of the whole stack on the model grid.
     """
+
+    def __init__(self, normalised: np.ndarray, geometry: SliceGeometry) -> None:
+        self._volumes = normalised  # (C, X, Y, Z) float32 on the native grid
+        # The padding value is each channel's lowest value over the whole volume (the background), as when
+        # the stack was padded in one piece: it must not depend on how the slices are cut into chunks.
+        self._lowest = normalised.reshape(len(normalised), -1).min(axis=1)
+        self.geometry = geometry
+        self.shape: tuple[int, int, int, int] = (geometry.native_shape[2], len(normalised), *geometry.padded)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def chunk(self, start: int, end: int) -> np.ndarray:
+        """Slices ``start..end-1`` on the model grid: float32 ``(end - start, C, H, W)``."""
+        if not 0 <= start <= end <= len(self):
+            raise InputError(
+                f"slice range {start}..{end} is outside this case's {len(self)} slices; ask for a range inside it."
+            )
+        geom = self.geometry
+        slices = np.ascontiguousarray(self._volumes[..., start:end].transpose(3, 0, 1, 2))  # (n, C, X, Y)
+        if geom.resamples:
+            n, c = slices.shape[:2]
+            flat = slices.reshape(n * c, *geom.native_shape[:2])
+            slices = _zoom(flat, geom.resampled, order=1).reshape(n, c, *geom.resampled)
+        return _pad(slices, geom, self._lowest)
+
+
+def _volumes(images: Mapping[str, np.ndarray], modalities: Sequence[str]) -> list[np.ndarray]:
+    """The float32 ``(X, Y, Z)`` volumes of ``modalities``, checked to be present, 3D, on one grid and of at
+    most :data:`MAX_SLICES` slices."""
     if not modalities:
         raise InputError("no modalities requested; name at least one, e.g. ('dwi', 'adc').")
     missing = [m for m in modalities if m not in images]
@@ -356,20 +391,64 @@ def preprocess_images(
     if len(shape) != 3 or any(v.shape != shape for v in volumes):
         shapes = ", ".join(f"{m} {v.shape}" for m, v in zip(modalities, volumes))
         raise InputError(f"modalities must be 3D (X, Y, Z) volumes on one grid, got {shapes}; resample them first.")
+    if shape[2] > MAX_SLICES:
+        raise InputError(
+            f"the volume of shape {shape} holds {shape[2]} slices along its slicing axis Z, more than the "
+            f"{MAX_SLICES} supported; crop or resample it to fewer slices."
+        )
+    return volumes
+
+
+def slice_stack(
+    images: Mapping[str, np.ndarray], modalities: Sequence[str], cfg: PreprocessConfig,
+    brain_mask: np.ndarray | None = None,
+) -> SliceStack:
+    """Check and normalise the modalities of one case (steps 1-2) and return them as a lazy :class:`SliceStack`.
+
+    Normalisation statistics are whole-volume (taken on the native grid); slicing, resampling and padding
+    happen per chunk in :meth:`SliceStack.chunk`. Arguments and errors as for :func:`preprocess_images`.
+
+    Returns:
+        the stack: ``shape`` ``(Z, C, H, W)``, ``geometry`` the :class:`SliceGeometry` of the case.
+    """
+    volumes = _volumes(images, modalities)
     mask, warnings = _lesion_support(volumes, brain_mask)
     if cfg.normalization == "relative":
         if any(_not_a_ratio_scale(v[mask]) for v in volumes):
             warnings = (*warnings, NOT_A_RATIO_SCALE)
-        stack = np.stack([normalize_relative(v, mask, cfg.clip_percentiles) for v in volumes])  # (C, X, Y, Z)
+        normalised = np.stack([normalize_relative(v, mask, cfg.clip_percentiles) for v in volumes])  # (C, X, Y, Z)
     else:
-        stack = np.stack([normalize(v, mask, cfg.clip_percentiles) for v in volumes])
-    lowest = stack.reshape(len(volumes), -1).min(axis=1)
-    geom = replace(_geometry(shape, cfg), head=mask, warnings=warnings, given_mask=brain_mask is not None)
-    slices = np.ascontiguousarray(stack.transpose(3, 0, 1, 2))  # (Z, C, X, Y)
-    if geom.resamples:
-        z, c = slices.shape[:2]
-        slices = _zoom(slices.reshape(z * c, *shape[:2]), geom.resampled, order=1).reshape(z, c, *geom.resampled)
-    return _pad(slices, geom, lowest), geom
+        normalised = np.stack([normalize(v, mask, cfg.clip_percentiles) for v in volumes])
+    geom = replace(_geometry(volumes[0].shape, cfg), head=mask, warnings=warnings, given_mask=brain_mask is not None)
+    return SliceStack(normalised, geom)
+
+
+def preprocess_images(
+    images: Mapping[str, np.ndarray], modalities: Sequence[str], cfg: PreprocessConfig,
+    brain_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, SliceGeometry]:
+    """Normalise, slice, resample and pad the modalities of one case (module docstring), all slices at once.
+
+    The whole :class:`SliceStack` of :func:`slice_stack` (one implementation for both); the Segmenter walks
+    the stack chunk by chunk instead, so that its memory does not grow with the number of slices.
+
+    Args:
+        images: modality → float ``(X, Y, Z)``, all on one grid.
+        modalities: names in channel order, e.g. ``("dwi", "adc")``.
+        cfg: the preprocessing.
+        brain_mask: optional ``(X, Y, Z)`` mask (non-zero = brain) that replaces the automatic head mask:
+            statistics are taken inside it and lesions are kept only there.
+
+    Returns:
+        ``(slices, geometry)``: float32 ``(Z, C, H, W)`` with ``H, W`` multiples of ``cfg.multiple``, and the
+        :class:`SliceGeometry` that :func:`restore` and :func:`preprocess_label` take.
+
+    Raises:
+        InputError: a modality is missing, no modality is named, the volumes are not 3D, differ in shape or
+            hold more than :data:`MAX_SLICES` slices, or the brain mask is not on their grid or empty.
+    """
+    stack = slice_stack(images, modalities, cfg, brain_mask)
+    return stack.chunk(0, len(stack)), stack.geometry
 
 
 def _lesion_support(volumes: Sequence[np.ndarray], brain_mask: np.ndarray | None) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -403,14 +482,18 @@ def preprocess_label(label: np.ndarray, geom: SliceGeometry) -> np.ndarray:
     """
     label = np.asarray(label)
     if label.shape != geom.native_shape:
-        raise InputError(f"label of shape {label.shape} does not match the images {geom.native_shape}; use the case's own label.")
+        raise InputError(
+            f"label of shape {label.shape} does not match the images {geom.native_shape}; use the case's own label."
+        )
     slices = np.ascontiguousarray(label.astype(np.uint8).transpose(2, 0, 1))  # (Z, X, Y)
     if geom.resamples:
         slices = _zoom(slices, geom.resampled, order=0)
     return _pad(slices, geom, 0)
 
 
-def preprocess_case(case: Any, modalities: Sequence[str], cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None, SliceGeometry]:
+def preprocess_case(
+    case: Any, modalities: Sequence[str], cfg: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray | None, SliceGeometry]:
     """:func:`preprocess_images` and :func:`preprocess_label` of any object with ``.images`` and ``.label``.
 
     Returns:
@@ -436,11 +519,29 @@ def restore(slices: np.ndarray, geom: SliceGeometry) -> np.ndarray:
         InputError: ``slices`` is not ``(Z, H, W)`` of ``geom``.
     """
     slices = np.asarray(slices)
-    if slices.shape != geom.slices_shape:
+    _check_slices(slices, geom)
+    return _restore_range(slices, geom)
+
+
+def _check_slices(slices: np.ndarray, geom: SliceGeometry, start: int | None = None) -> None:
+    """Raise InputError unless ``slices`` is the whole ``(Z, H, W)`` stack of ``geom`` (``start`` None) or
+    ``(n, H, W)`` slices ``start..start+n-1`` of it."""
+    if start is None:
+        fits = slices.shape == geom.slices_shape
+    else:
+        depth = geom.native_shape[2]
+        fits = slices.ndim == 3 and slices.shape[1:] == geom.padded and 0 <= start <= start + len(slices) <= depth
+    if not fits:
+        where = "" if start is None else f" from slice {start}"
         raise InputError(
-            f"slices of shape {slices.shape} do not match the model grid {geom.slices_shape} of this case; "
+            f"slices of shape {slices.shape}{where} do not match the model grid {geom.slices_shape} of this case; "
             "restore each case with its own geometry."
         )
+
+
+def _restore_range(slices: np.ndarray, geom: SliceGeometry) -> np.ndarray:
+    """:func:`restore` of ``(n, H, W)`` slices of any range: ``(X, Y, n)``. Resampling leaves the slice axis
+    alone (zoom factor 1), so a range restores exactly as the same slices of the whole stack."""
     labels = not np.issubdtype(slices.dtype, np.floating)
     if labels:
         slices = slices.astype(np.uint8) if slices.dtype == bool else slices
@@ -463,8 +564,35 @@ def restore_probability(slices: np.ndarray, geom: SliceGeometry) -> np.ndarray:
     Returns:
         float32 ``(X, Y, Z)``.
     """
-    probability = np.clip(restore(np.asarray(slices, dtype=np.float32), geom), 0.0, 1.0)
+    slices = np.asarray(slices, dtype=np.float32)
+    _check_slices(slices, geom)
+    return restore_probability_into(np.empty(geom.native_shape, np.float32), slices, geom, 0)
+
+
+def restore_probability_into(out: np.ndarray, slices: np.ndarray, geom: SliceGeometry, start: int) -> np.ndarray:
+    """:func:`restore_probability` of slices ``start..start+n-1`` of a case, written to ``out[..., start:start+n]``.
+
+    The Segmenter restores each batch as soon as it is predicted, so no model-grid stack of the whole case
+    is ever held.
+
+    Args:
+        out: float32 ``(X, Y, Z)`` native-grid probability of the case, filled range by range.
+        slices: float ``(n, H, W)`` on the model grid of ``geom``.
+        geom: the case's geometry.
+        start: index of the first slice.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        InputError: ``slices`` is not ``(n, H, W)`` of ``geom`` or reaches past its last slice.
+    """
+    slices = np.asarray(slices, dtype=np.float32)
+    _check_slices(slices, geom, start)
+    end = start + slices.shape[0]
+    part = np.clip(_restore_range(slices, geom), 0.0, 1.0)
     support = geom.lesion_support
     if support is not None:
-        probability[~support] = 0.0
-    return probability.astype(np.float32, copy=False)
+        part[~support[..., start:end]] = 0.0
+    out[..., start:end] = part
+    return out
