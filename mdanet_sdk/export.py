@@ -24,9 +24,14 @@ Note:
     Only the batch is dynamic, within ``[min_batch, max_batch]``; :class:`Artifact` splits larger batches and
     pads smaller ones. The stored preprocessing config resamples slices to exactly that grid.
 
-Every export is validated before it is kept: the file is written under a temporary name, reloaded, run on a
-probe batch at two batch sizes and compared with the eager fp32 model; it is moved to its final name only
-when ``max |artefact - eager| <= TOLERANCES[precision] * max(1, max |eager|)``.
+Every export is validated before it is kept: the file is written under a temporary name, sealed with an
+integrity record (the SHA-256 of every member, ``mdanet/integrity.json``), reloaded, run on a probe batch at two
+batch sizes and compared with the eager fp32 model; it is moved to its final name only when the eager logits
+are finite and ``max |artefact - eager| <= TOLERANCES[precision] * max(1, max |eager|)``.
+
+Loading checks the file before torch's loaders see it and the program before anything runs: integrity,
+every metadata field, no entry that would be unpickled or evaluated, no operator outside an allowlist
+(:mod:`mdanet_sdk.artifact_safety`, which also says what these checks do not cover).
 """
 
 from __future__ import annotations
@@ -42,7 +47,6 @@ import math
 import os
 import time
 import warnings
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +57,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdanet_sdk import __version__
+from mdanet_sdk import artifact_safety as safety
+from mdanet_sdk.artifact_safety import ARTIFACT_VERSION, FORMATS
 from mdanet_sdk.config import MDANetConfig
-from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, ExportError, InputError
+from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, ExportError, InputError, MDANetError
 
 __all__ = [
     "FORMATS",
@@ -73,16 +79,10 @@ __all__ = [
     "register_trt_plugins",
 ]
 
-FORMATS = ("torchscript", "exported", "tensorrt")
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS: dict[str, torch.dtype] = dict(zip(safety.PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16)))
 #: Largest accepted ``max |artefact - eager fp32|``, as a fraction of ``max(1, max |eager logit|)``. fp32 only
 #: reorders float sums; fp16 keeps ~11 mantissa bits and bf16 ~8 through a deep network.
 TOLERANCES: dict[str, float] = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
-#: Layout version of the ``mdanet/`` metadata; artefacts with a higher version are refused.
-ARTIFACT_VERSION = 1
-
-_PREFIX = "mdanet/"
-_META, _CONFIG, _PREPROCESS = "mdanet/meta.json", "mdanet/model_config.json", "mdanet/preprocess.json"
 _MDANET_OPS = ("mdanet::dasc_gate", "mdanet::graph_conv")
 
 
@@ -214,53 +214,31 @@ class Artifact:
 # -- metadata ---------------------------------------------------------------------------------------------
 def _extra_files(model_config: MDANetConfig, preprocess: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, str]:
     return {
-        _CONFIG: json.dumps(model_config.to_dict()),
-        _PREPROCESS: json.dumps(dict(preprocess)),
-        _META: json.dumps(dict(meta)),
+        safety.CONFIG: json.dumps(model_config.to_dict()),
+        safety.PREPROCESS: json.dumps(dict(preprocess)),
+        safety.META: json.dumps(dict(meta)),
     }
 
 
-def read_metadata(path: str | os.PathLike[str]) -> tuple[MDANetConfig, dict[str, Any], dict[str, Any]]:
+def read_metadata(
+    path: str | os.PathLike[str], *, trust: bool = False
+) -> tuple[MDANetConfig, dict[str, Any], dict[str, Any]]:
     """The ``(model_config, preprocess dict, meta)`` stored in an artefact, read without loading the network.
 
     Both TorchScript and ``torch.export`` archives are zip files that keep extra files at
-    ``<archive>/extra/<name>``.
+    ``<archive>/extra/<name>``. The file's integrity record is checked and every metadata field validated.
+
+    Args:
+        path: the artefact.
+        trust: accept a file without an integrity record (from an older mdanet-sdk or another tool). A record
+            that is there is always checked.
 
     Raises:
-        CheckpointError: the file is missing, not an mdanet-sdk artefact, or from a newer mdanet-sdk.
+        CheckpointError: the file is missing, damaged, not an mdanet-sdk artefact, from a newer mdanet-sdk,
+            without integrity record (unless ``trust``), or has invalid metadata.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"artefact {path} does not exist; pass a file written by `mdanet-sdk export`.")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            found: dict[str, str] = {}
-            for name in archive.namelist():
-                head, sep, rest = name.partition("/extra/")
-                if sep and "/" not in head and rest.startswith(_PREFIX):
-                    found[rest] = archive.read(name).decode("utf-8")
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(
-            f"{path} is not a readable export artefact ({exc}); pass a file written by `mdanet-sdk export`."
-        ) from None
-    missing = [n for n in (_META, _CONFIG, _PREPROCESS) if n not in found]
-    if missing:
-        raise CheckpointError(
-            f"{path} carries no mdanet-sdk metadata ({', '.join(missing)} missing); pass a file written by "
-            "`mdanet-sdk export` (checkpoints go to Segmenter.from_checkpoint)."
-        )
-    meta = json.loads(found[_META])
-    version = meta.get("artifact_version")
-    if not isinstance(version, int) or version > ARTIFACT_VERSION:
-        raise CheckpointError(
-            f"{path} has artefact version {version!r}, newer than this mdanet-sdk ({__version__}) reads "
-            f"(<= {ARTIFACT_VERSION}); upgrade mdanet-sdk to load it."
-        )
-    try:
-        model_config = MDANetConfig.from_dict(json.loads(found[_CONFIG]))
-    except (InputError, TypeError) as exc:
-        raise CheckpointError(f"{path} holds a model config this mdanet-sdk cannot use: {exc}") from None
-    return model_config, json.loads(found[_PREPROCESS]), meta
+    _, model_config, preprocess, meta = safety.describe(Path(path), trust)
+    return model_config, preprocess, meta
 
 
 # -- loading ----------------------------------------------------------------------------------------------
@@ -274,48 +252,69 @@ def _require_native_ops(path: Path) -> None:
         )
 
 
-def load_artifact(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Artifact:
+def load_artifact(path: str | os.PathLike[str], device: str | torch.device = "cpu", *, trust: bool = False) -> Artifact:
     """Load an artefact written by :func:`export_model` (any format).
 
     Only the package's op library (for ``ops="native"``) and, for TensorRT, ``torch_tensorrt`` are needed;
-    the model's Python code is not used.
+    the model's Python code is not used. Before torch's loaders see the file, its integrity record, metadata
+    and entries are checked (nothing that would be unpickled, evaluated or compiled into Python); after
+    loading, before anything runs, every operator of the program is checked against an allowlist
+    (:mod:`mdanet_sdk.artifact_safety`).
 
     Args:
         path: the ``.ts`` / ``.pt2`` file.
         device: where to run it (``"cpu"``, ``"cuda"``, ``"cuda:N"``); TensorRT artefacts need CUDA.
+        trust: accept a file without an integrity record (from an older mdanet-sdk or another tool); the
+            content and operator checks apply all the same.
 
     Raises:
-        CheckpointError: not an mdanet-sdk artefact, or one from a newer version.
+        CheckpointError: not an mdanet-sdk artefact, one from a newer version, damaged, without integrity record
+            (unless ``trust``), invalid metadata, an entry or operator that is refused, or torch cannot load it.
         BackendUnavailableError: the artefact needs the native ops, CUDA or TensorRT, which are missing here.
     """
-    path = Path(path)
-    model_config, preprocess, meta = read_metadata(path)
-    device = torch.device(device)
-    fmt = meta.get("format")
-    if meta.get("ops") in ("native", "plugin"):
+    archive, model_config, preprocess, meta = safety.describe(Path(path), trust)
+    path, device, fmt = archive.path, torch.device(device), meta["format"]
+    if meta["ops"] in ("native", "plugin"):
         _require_native_ops(path)
-    if fmt == "torchscript":
-        with _quiet_torchscript():
-            module: Any = torch.jit.load(str(path), map_location=device)
-        module.eval()
-    elif fmt == "exported":
-        with path.open("rb") as fh:  # a buffer: torch.export.load wants a path only if it ends in .pt2
-            module = torch.export.load(fh).module().to(device)
-    elif fmt == "tensorrt":
-        reason = tensorrt_unavailable_reason()
-        if reason:
-            raise BackendUnavailableError(f"{path.name} is a TensorRT artefact: {reason}")
-        if device.type != "cuda":
-            raise BackendUnavailableError(f"{path.name} is a TensorRT artefact; it runs on CUDA only, not {device}.")
-        import torch_tensorrt
-
-        if meta.get("ops") == "plugin":
-            register_trt_plugins()
-        module = torch_tensorrt.load(str(path)).module()
-    else:
-        raise CheckpointError(f"{path} has unknown artefact format {fmt!r}; upgrade mdanet-sdk to load it.")
+    if fmt == "tensorrt":
+        _prepare_tensorrt(path, device, plugins=meta["ops"] == "plugin")
+    safety.check_contents(archive, fmt)
+    try:
+        module = _load_checked(archive, fmt, device)
+    except MDANetError:
+        raise
+    except Exception as exc:  # torch's loaders raise many types; all mean "this file cannot be loaded here"
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"torch {torch.__version__} could not load {path} ({first}); export it again with this mdanet-sdk."
+        ) from exc
     return Artifact(module, model_config, preprocess, meta, path, device)
 
+
+def _prepare_tensorrt(path: Path, device: torch.device, plugins: bool) -> None:
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        raise BackendUnavailableError(f"{path.name} is a TensorRT artefact: {reason}")
+    if device.type != "cuda":
+        raise BackendUnavailableError(f"{path.name} is a TensorRT artefact; it runs on CUDA only, not {device}.")
+    import torch_tensorrt  # noqa: F401  (registers tensorrt::execute_engine and the engine class)
+
+    if plugins:
+        register_trt_plugins()
+
+
+def _load_checked(archive: safety.Archive, fmt: str, device: torch.device) -> Any:
+    """Load the checked bytes (never the path again) and check every operator before anything runs."""
+    if fmt == "torchscript":
+        with _quiet_torchscript():
+            module: Any = torch.jit.load(safety.loadable(archive), map_location=device)
+        safety.check_torchscript_ops(archive.path, module)
+        return module.eval()
+    program = torch.export.load(safety.loadable(archive))
+    safety.check_graph_ops(archive.path, program.graph_module, fmt)
+    module = program.module()
+    safety.check_graph_ops(archive.path, module, fmt)  # .module() adds the input checks; nothing else
+    return module.to(device) if fmt == "exported" else module  # a TensorRT engine stays where it was built
 
 # -- writing ----------------------------------------------------------------------------------------------
 def probe_batch(batch: int, channels: int, height: int, width: int, seed: int = 0) -> Tensor:
@@ -363,7 +362,14 @@ def _write_torchscript(model: nn.Module, example: Tensor, files: dict[str, str],
 
 def _write_exported(model: nn.Module, example: Tensor, batch: BatchRange, files: dict[str, str], tmp: Path) -> None:
     with tmp.open("wb") as fh:
-        torch.export.save(_capture_exported(model, example, batch), fh, extra_files=files)
+        torch.export.save(_without_sample_inputs(_capture_exported(model, example, batch)), fh, extra_files=files)
+
+
+def _without_sample_inputs(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    # torch.export.save stores the example inputs as a pickle (data/sample_inputs); nothing needs them, and a
+    # loader that unpickles nothing has no use for them (artifact_safety.loadable drops them anyway).
+    program.example_inputs = None
+    return program
 
 
 def _write_tensorrt(
@@ -392,9 +398,9 @@ def _write_tensorrt(
         torch_tensorrt.save(compiled, str(tmp), extra_files=files, **save_options)
     else:  # older releases: save, then re-save the same program with the metadata attached
         torch_tensorrt.save(compiled, str(tmp), **save_options)
-        program = torch.export.load(io.BytesIO(tmp.read_bytes()))
+        program = torch.export.load(io.BytesIO(tmp.read_bytes()))  # our own file, just written
         with tmp.open("wb") as fh:
-            torch.export.save(program, fh, extra_files=files)
+            torch.export.save(_without_sample_inputs(program), fh, extra_files=files)
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -511,6 +517,7 @@ def export_model(
             else:
                 _write_tensorrt(captured, example, batch, files, tmp, plugins=ops_kind == "plugin")
         del captured
+        safety.seal(tmp)
         diff, bound = _validate(reference, tmp, batch, dev, precision)
         os.replace(tmp, output)
     finally:
@@ -549,13 +556,21 @@ def _validate(
     reference: nn.Module, tmp: Path, batch: BatchRange, device: torch.device, precision: str
 ) -> tuple[float, float]:
     """Reload ``tmp`` and compare it with the eager model; raise :class:`ExportError` beyond tolerance."""
-    artifact = load_artifact(tmp, device)
+    try:
+        artifact = load_artifact(tmp, device)
+    except CheckpointError as exc:  # our own file fails the load checks: a torch whose archives they do not know
+        raise ExportError(f"the written artefact fails the checks of loading ({exc}); nothing was written.") from exc
     c, h, w = artifact.input_shape
     worst, bound = 0.0, 0.0
     for n in batch.probe_sizes():
         x = probe_batch(n, c, h, w).to(device)
         with torch.inference_mode():
             expected = reference(x).float()
+        if not torch.isfinite(expected).all():
+            raise ExportError(
+                f"the eager model gives non-finite logits on the probe batch (batch {n}), so its weights are "
+                "damaged or diverged; check the checkpoint (nothing was written)."
+            )
         got = artifact(x)
         if got.shape != expected.shape:
             raise ExportError(
