@@ -35,7 +35,7 @@ import numpy as np
 
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.data.cases import AFFINE_TOL_MM, find_cases
-from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, is_prediction, load_volume
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import aggregate, case_metrics, f1_score, summarize_folds
 
@@ -120,7 +120,8 @@ def find_ground_truth(gt: str | os.PathLike[str], layout: str = "auto") -> dict[
     try:
         labels = {s.case_id: s.label_path for s in find_cases(root, layout) if s.label_path is not None}
     except InputError:
-        flat = [p for p in root.iterdir() if p.is_file() and _strip_nifti(p.name) is not None]
+        flat = [p for p in root.iterdir()
+                if p.is_file() and _strip_nifti(p.name) is not None and not is_prediction(p)]  # never our own masks
         if not flat or layout not in ("auto", "generic"):
             raise
         labels = {}

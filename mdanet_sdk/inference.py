@@ -44,6 +44,7 @@ from scipy import ndimage
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource, read_case
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, Volume, save_like, to_original
+from mdanet_sdk.data.validate import check_image
 from mdanet_sdk.data.preprocess import (
     NOT_SKULL_STRIPPED,
     PreprocessConfig,
@@ -441,11 +442,8 @@ def _case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case
         mask_image = nib.Nifti1Image((brain_mask != 0).astype(np.uint8), affine)
         brain_mask = np.asarray(nib.as_closest_canonical(mask_image).dataobj) != 0
     for name, array in arrays.items():
-        array = array.astype(np.float32)
-        bad = ~np.isfinite(array)
-        if bad.any():  # same policy as data.nifti.load_volume: undefined voxels become 0, with a warning
-            array[bad] = 0.0
-            warnings.append(f"{name}: {int(bad.sum())} NaN/Inf voxels were set to 0.")
+        array, repaired = check_image(array, name)  # the checks and repairs of data.nifti.load_volume
+        warnings += repaired
         # nibabel's own reorientation, the same io_orientation that data.nifti.to_original inverts.
         canonical[name] = nib.as_closest_canonical(nib.Nifti1Image(array, affine))
     images = {name: np.ascontiguousarray(img.dataobj, dtype=np.float32) for name, img in canonical.items()}
@@ -575,6 +573,8 @@ class Segmenter:
         path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         device: str | torch.device = "auto",
         precision: str = "auto",
+        *,
+        trust: bool = False,
         **options: Any,
     ) -> "Segmenter":
         """Load one checkpoint, or a list of fold checkpoints to ensemble.
@@ -583,13 +583,16 @@ class Segmenter:
             path: a checkpoint file or bundled name (``"default-mri"``, ``"default-ctp"``), or a list of them.
             device: see :class:`Segmenter`.
             precision: see :class:`Segmenter`.
+            trust: load a checkpoint that carries no integrity record (written by an older mdanet-sdk or by
+                hand); damaged files are refused either way (:func:`~mdanet_sdk.train.checkpoint.load_checkpoint`).
             options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``, ``prefetch``, ``ops``.
 
         Raises:
-            CheckpointError: a file is missing, not a checkpoint, or the folds are incompatible.
+            CheckpointError: a file is missing, damaged, not a checkpoint, or the folds are incompatible.
         """
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-        return cls([load_checkpoint(p) for p in paths], device=device, precision=precision, **options)
+        checkpoints = [load_checkpoint(p, trust=trust) for p in paths]
+        return cls(checkpoints, device=device, precision=precision, **options)
 
     @classmethod
     def default(cls, kind: Literal["mri", "ctp"] = "mri", **options: Any) -> "Segmenter":
@@ -605,7 +608,13 @@ class Segmenter:
 
     @classmethod
     def from_exported(
-        cls, path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "auto", **options: Any
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        *,
+        trust: bool = False,
+        **options: Any,
     ) -> "Segmenter":
         """Run an artefact of ``mdanet-sdk export`` (TorchScript, ExportedProgram or TensorRT).
 
@@ -616,16 +625,17 @@ class Segmenter:
             path: the ``.ts`` / ``.pt2`` artefact.
             device: see :class:`Segmenter` (TensorRT artefacts need CUDA).
             precision: ``"auto"`` or the artefact's own precision, which it always computes in.
+            trust: load an artefact that carries no integrity record (see :func:`mdanet_sdk.export.load_artifact`).
             options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``, ``prefetch``.
 
         Raises:
-            CheckpointError: not an artefact, or one from a newer mdanet-sdk.
+            CheckpointError: not an artefact, damaged, unsafe, or from a newer mdanet-sdk.
             BackendUnavailableError: it needs the native ops, CUDA or TensorRT, which are missing here.
             InputError: ``precision`` differs from the artefact's.
         """
         from mdanet_sdk.export import load_artifact
 
-        artifact = load_artifact(path, resolve_device(device))
+        artifact = load_artifact(path, resolve_device(device), trust=trust)
         if precision not in ("auto", artifact.precision):
             raise InputError(
                 f"{artifact.path.name} computes in {artifact.precision}; drop --precision or export it again with "

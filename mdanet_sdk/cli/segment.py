@@ -15,6 +15,7 @@ error.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource, find_ca
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume
 from mdanet_sdk.errors import InputError, MDANetError
 
-__all__ = ["segment", "Job", "plan_jobs", "output_paths"]
+__all__ = ["segment", "Job", "plan_jobs", "output_paths", "refuse_clobbering"]
 
 
 @dataclass
@@ -147,13 +148,66 @@ def plan_jobs(
 
 
 def _make_unique(jobs: list[Job]) -> None:
-    """Suffix repeated case ids (``case``, ``case-2``...) so that no output overwrites another."""
-    seen: dict[str, int] = {}
+    """Suffix repeated case ids (``case``, ``case-2``...) so that no output overwrites another.
+
+    A new id never takes one that another case has (a real ``case-2`` keeps its id; the repeat becomes
+    ``case-3``), and ids that differ only in letter case count as repeats (they collide on macOS and Windows).
+    """
+    taken = {job.case_id.casefold() for job in jobs}
+    seen: set[str] = set()
     for job in jobs:
-        n = seen.get(job.case_id, 0) + 1
-        seen[job.case_id] = n
-        if n > 1:
+        if job.case_id.casefold() in seen:
+            n = 2
+            while f"{job.case_id}-{n}".casefold() in taken:
+                n += 1
             job.case_id = f"{job.case_id}-{n}"
+            taken.add(job.case_id.casefold())
+        seen.add(job.case_id.casefold())
+
+
+def _file_key(path: Path) -> tuple[Any, ...]:
+    """One key per file: the inode of an existing file (hard links, symlinks and ``..`` agree), else the
+    resolved path, case-folded where the file system folds case."""
+    try:
+        st = path.stat()
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.normcase(os.path.realpath(path)))
+
+
+def _inputs(job: Job) -> list[Path]:
+    if job.source is None:
+        return []
+    extra = (job.source.label_path, job.source.brain_mask_path)
+    return [*job.source.paths.values(), *(p for p in extra if p is not None)]
+
+
+def refuse_clobbering(jobs: list[Job], report: Path | None = None) -> None:
+    """Fail (``job.error``) each case whose output would overwrite an input of any case, another output of the
+    run or the report; the inputs are never touched and no output is written twice."""
+    inputs = {_file_key(p): (job.case_id, p) for job in jobs for p in _inputs(job)}
+    planned: dict[tuple[Any, ...], str] = {}
+    if report is not None:
+        if _file_key(report) in inputs:
+            raise InputError(f"--report {report} is an input file; choose another name for the report.")
+        planned[_file_key(report)] = f"the report {report}"
+    for job in jobs:
+        if job.error is not None:
+            continue
+        for role, path in job.outputs.items():
+            key = _file_key(path)
+            if key in inputs:
+                case_id, given = inputs[key]
+                job.error = (
+                    f"its {role} output {path} is the input file {given} of case {case_id}; choose another -o so "
+                    "that no input is overwritten."
+                )
+            elif key in planned:
+                job.error = f"its {role} output {path} is also {planned[key]}; choose other output names."
+            else:
+                planned[key] = f"the {role} output of case {job.case_id}"
+                continue
+            break
 
 
 def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | None) -> None:
@@ -242,18 +296,40 @@ def _run_group(
             console.print(f"  {job.case_id}: reading {', '.join(order)}", highlight=False, markup=False)
     reports = []
     results = seg.predict_many([job.source for job in group], errors="yield", progress=progress)
-    for result, job in zip(results, group):
-        if not result.ok:
-            failed[job.case_id] = result.error
-            continue
-        try:
-            _write(result, job.outputs)
-        except (MDANetError, OSError) as exc:
-            failed[job.case_id] = str(exc)
-            continue
-        result.report.case_id = job.case_id
-        reports.append(result.report)
+    done = 0
+    try:
+        for result, job in zip(results, group):
+            done += 1
+            if not result.ok:
+                failed[job.case_id] = result.error
+                continue
+            try:
+                _write(result, job.outputs)
+            except (MDANetError, OSError) as exc:
+                failed[job.case_id] = str(exc)
+                continue
+            result.report.case_id = job.case_id
+            reports.append(result.report)
+    except MDANetError as exc:  # the model itself failed (e.g. non-finite output): so do its remaining cases
+        failed.update((job.case_id, str(exc)) for job in group[done:])
     return reports
+
+
+def _write_report(reports: list[Any], report: Path | None, failed: dict[str, str]) -> bool:
+    """Write the JSON report if one was asked for; a report that cannot be written is one error line (the
+    masks are already written). Returns whether it was written."""
+    from mdanet_sdk.report import write_json_report
+
+    if report is None:
+        return False
+    try:
+        write_json_report(reports, report, failed)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        line = f"cannot write the report {report} ({reason}); the masks are written."
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        return False
+    return True
 
 
 def _error_line(case_id: str, error: str) -> str:
@@ -319,10 +395,18 @@ def segment(
         str | None, typer.Option("--modalities", help="Order of the volumes in 4D files, e.g. dwi,adc.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (for pipelines).")] = False,
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            help="Load a checkpoint or artefact that has no integrity record (your own file from an older "
+            "mdanet-sdk). Damaged files are refused either way.",
+        ),
+    ] = False,
 ) -> None:
     """Segment stroke lesions; write masks (and probability maps, a JSON report, overlays)."""
     from mdanet_sdk.inference import Segmenter
-    from mdanet_sdk.report import report_table, write_json_report
+    from mdanet_sdk.report import report_table
 
     mapping = _parse_mapping(modality or [])
     if not inputs and not mapping:
@@ -335,14 +419,15 @@ def segment(
     if checkpoint and model:
         raise InputError("pass either --checkpoint or --model, not both.")
     if checkpoint:
-        segmenters["checkpoint"] = Segmenter.from_checkpoint(checkpoint, **options)
+        segmenters["checkpoint"] = Segmenter.from_checkpoint(checkpoint, trust=trust, **options)
     elif model:
-        segmenters["checkpoint"] = Segmenter.from_exported(model, **options)
+        segmenters["checkpoint"] = Segmenter.from_exported(model, trust=trust, **options)
     jobs = plan_jobs(
         inputs or [], mapping, _parse_modalities(modalities),
         segmenters["checkpoint"].modalities if segmenters else None,
     )
     output_paths(jobs, out, prob, overlay)
+    refuse_clobbering(jobs, report)
 
     failed: dict[str, str] = {job.case_id: job.error for job in jobs if job.error is not None}
     reports = []
@@ -365,8 +450,7 @@ def segment(
         for warning in case_report.warnings:
             err_console.print(f"[bold yellow]warning:[/] {escape(case_report.case_id)}: {escape(warning)}",
                               highlight=False, soft_wrap=True)
-    if report is not None:
-        write_json_report(reports, report, failed)
+    report_written = _write_report(reports, report, failed)
     if not quiet:
         if reports:
             console.print(report_table(reports))
@@ -374,7 +458,7 @@ def segment(
             if job.case_id not in failed:
                 written = ", ".join(str(p) for p in job.outputs.values())
                 console.print(f"{job.case_id}: {written}", highlight=False, soft_wrap=True, markup=False)
-        if report is not None:
+        if report_written:
             console.print(f"report: {report}", highlight=False, soft_wrap=True, markup=False)
-    if failed:
+    if failed or (report is not None and not report_written):
         raise typer.Exit(1)

@@ -1,0 +1,178 @@
+"""``mdanet-sdk segment`` under faults and hostile names: outputs never clobber inputs or each other, a
+report that cannot be written fails alone, names cannot forge terminal lines, SIGTERM and SIGKILL leave no
+partial output behind (the latter once the next run has cleaned up)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mdanet_sdk._files import _HOST, remove_stale_temps
+from mdanet_sdk.cli import app
+from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.data.preprocess import PreprocessConfig
+from mdanet_sdk.model import build_model
+from mdanet_sdk.train.checkpoint import save_checkpoint
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A random ``small`` MRI checkpoint (these tests check files and messages, not segmentation quality)."""
+    torch.manual_seed(0)
+    config = MDANetConfig.from_preset("small", "mri")
+    folder = tmp_path_factory.mktemp("weights")
+    return save_checkpoint(folder / "mri.pt", build_model(config), config, PreprocessConfig(size=32), {})
+
+
+def case_4d(path: Path, seed: int = 0) -> Path:
+    """A two-volume (DWI, ADC) 4D file: a noisy head ellipsoid, 24 x 20 x 3."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in (24, 20, 3)], indexing="ij")
+    head = (sum(g**2 for g in grid) < 0.9).astype(np.float32)
+    data = np.stack([head * (100 + 30 * i) + head * rng.normal(0, 3, head.shape) for i in range(2)], -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.diag([1.5, 1.5, 3.0, 1.0])), path)
+    return path
+
+
+def segment(*args: str):
+    return runner.invoke(app, ["segment", *args])
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_renamed_repeat_never_takes_the_id_of_another_case(weights, tmp_path) -> None:
+    inputs = [case_4d(tmp_path / "a" / "sub-x.nii.gz"), case_4d(tmp_path / "b" / "sub-x.nii.gz", 1),
+              case_4d(tmp_path / "c" / "sub-x-2.nii.gz", 2)]
+    out = tmp_path / "out"
+    result = segment(*map(str, inputs), "-o", str(out), "-c", str(weights), "--report", str(tmp_path / "r.json"))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["sub-x-2_seg.nii.gz", "sub-x-3_seg.nii.gz", "sub-x_seg.nii.gz"]
+    ids = [c["case_id"] for c in json.loads((tmp_path / "r.json").read_text())["cases"]]
+    assert ids == ["sub-x", "sub-x-3", "sub-x-2"]
+
+
+def test_an_output_that_names_an_input_is_refused_and_the_input_kept(weights, tmp_path) -> None:
+    src = case_4d(tmp_path / "case7.nii.gz")
+    before = src.read_bytes()
+    result = segment(str(src), "-o", str(src), "-c", str(weights))
+    assert result.exit_code == 1
+    assert len(error_lines(result)) == 1 and "input file" in result.stderr
+    assert src.read_bytes() == before
+    link = tmp_path / "link.nii.gz"
+    link.symlink_to(src)  # the same file under another name is still the input
+    assert segment(str(src), "-o", str(link), "-c", str(weights)).exit_code == 1
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["case7.nii.gz", "link.nii.gz"]
+
+
+def test_mask_and_probability_map_cannot_share_a_name(weights, tmp_path) -> None:
+    src = case_4d(tmp_path / "in" / "case7.nii.gz")
+    out = tmp_path / "out"
+    result = segment(str(src), "-o", str(out / "case7_prob.nii.gz"), "--prob", "-c", str(weights))
+    assert result.exit_code == 1 and "also the mask output" in " ".join(error_lines(result))
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_report_that_cannot_be_written_fails_alone(weights, tmp_path) -> None:
+    inputs = [case_4d(tmp_path / "in" / f"case{i}.nii.gz", i) for i in range(2)]
+    out = tmp_path / "out"
+    (tmp_path / "report.json").mkdir()  # a folder where the report should go
+    result = segment(*map(str, inputs), "-o", str(out), "-c", str(weights), "--report", str(tmp_path / "report.json"))
+    assert result.exit_code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["case0_seg.nii.gz", "case1_seg.nii.gz"]
+    (line,) = error_lines(result)
+    assert "cannot write the report" in line
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_control_characters_in_names_cannot_forge_lines_or_reach_the_terminal(weights, tmp_path) -> None:
+    root = tmp_path / "data"
+    good = root / "ok\x1b]0;owned\x07\x1b[2J"
+    bad = root / "bad\nerror: forged line"
+    for folder in (good, bad):
+        folder.mkdir(parents=True)
+        data = np.asarray(nib.load(case_4d(tmp_path / "src.nii.gz")).dataobj)
+        nib.save(nib.Nifti1Image(data[..., 0], np.eye(4)), folder / "dwi.nii.gz")
+    nib.save(nib.Nifti1Image(data[..., 1], np.eye(4)), good / "adc.nii.gz")  # `bad` lacks its ADC
+    result = segment(str(good), str(bad), "-o", str(tmp_path / "out"), "-c", str(weights))
+    text = result.stdout + result.stderr
+    assert "\x1b" not in text and "\x07" not in text
+    assert not any(line.startswith("error: forged") for line in text.splitlines())
+    assert result.exit_code == 1 and len(error_lines(result)) == 1
+    assert "\\n" in error_lines(result)[0] and "\\x1b" in result.stdout
+
+
+_DIE_WHILE_WRITING = """
+import os, signal, sys, time
+import nibabel as nib
+
+real_save = nib.save
+
+def save(img, path):
+    if "_prob" in str(path):  # the second output of the case, half-written
+        with open(path, "wb") as fh:
+            fh.write(b"partial")
+        os.kill(os.getpid(), signal.{signal})
+        time.sleep(60)
+    real_save(img, path)
+
+nib.save = save
+sys.argv = ["mdanet-sdk", *sys.argv[1:]]
+from mdanet_sdk.cli import main
+main()
+"""
+
+
+def _run_dying(kind: str, weights: Path, src: Path, out: Path) -> subprocess.CompletedProcess:
+    script = textwrap.dedent(_DIE_WHILE_WRITING.replace("{signal}", kind))
+    args = ["segment", str(src), "-o", str(out), "--prob", "-c", str(weights), "-q"]
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+                          cwd=REPO)
+
+
+def test_sigterm_mid_write_leaves_nothing_behind(weights, tmp_path) -> None:
+    out = tmp_path / "out"
+    done = _run_dying("SIGTERM", weights, case_4d(tmp_path / "case7.nii.gz"), out)
+    assert done.returncode == 143, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        "error: terminated (SIGTERM); outputs not yet complete were removed."
+    ]
+    assert list(out.iterdir()) == []  # no mask without its probability map, no temporary file
+
+
+def test_temp_files_of_a_killed_run_are_removed_by_the_next_run(weights, tmp_path) -> None:
+    out = tmp_path / "out"
+    src = case_4d(tmp_path / "case7.nii.gz")
+    killed = _run_dying("SIGKILL", weights, src, out)
+    assert killed.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert len(left) == 1 and left[0].startswith(".case7_prob.nii.gz.")  # SIGKILL cannot be cleaned up at once
+    live = out / f".case7_seg.nii.gz.{_HOST}.{os.getpid()}.x.tmp.nii.gz"  # a concurrent run's: kept
+    live.write_bytes(b"busy")
+    result = segment(str(src), "-o", str(out), "--prob", "-c", str(weights))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted([live.name, "case7_prob.nii.gz", "case7_seg.nii.gz"])
+    live.unlink()
+
+
+def test_stale_temp_files_of_other_hosts_are_kept(tmp_path) -> None:
+    target = tmp_path / "x.json"
+    other = tmp_path / ".x.json.otherhost.1.abc.tmp.json"
+    other.write_text("{}")
+    assert remove_stale_temps(target) == [] and other.exists()
