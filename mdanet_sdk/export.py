@@ -597,6 +597,7 @@ def export_checkpoint(
     batch: BatchRange = BatchRange(),
     size: tuple[int, int] | None = None,
     device: str | torch.device | None = None,
+    trust: bool = False,
 ) -> ExportResult:
     """Export a checkpoint (file, bundled name or loaded :class:`~mdanet_sdk.train.checkpoint.Checkpoint`).
 
@@ -608,9 +609,11 @@ def export_checkpoint(
             reference math). Default: ``"native"`` for TorchScript/ExportedProgram, ``"reference"`` for
             TensorRT.
         precision, batch, size, device: see :func:`export_model`.
+        trust: accept a checkpoint file without an integrity record
+            (:func:`~mdanet_sdk.train.checkpoint.load_checkpoint`).
 
     Raises:
-        CheckpointError: the checkpoint cannot be read.
+        CheckpointError: the checkpoint cannot be read, or is damaged.
         BackendUnavailableError: ``ops="native"`` without the built op library; TensorRT without GPU/TensorRT.
         InputError, ExportError: see :func:`export_model`.
     """
@@ -627,7 +630,7 @@ def export_checkpoint(
         )
     from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
 
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, trust=trust)
     source = {**ckpt.meta, "source": str(ckpt.path) if ckpt.path is not None else None}
     return export_model(
         ckpt.build_model(ops=ops), fmt, output, preprocess=ckpt.preprocess.to_dict(), meta=source,

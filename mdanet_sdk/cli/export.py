@@ -39,13 +39,16 @@ def export(
         ),
     ] = None,
     device: Annotated[Optional[str], typer.Option(help="Capture device (default cpu; cuda for tensorrt).")] = None,
+    trust: Annotated[bool, typer.Option(
+        "--trust", help="Accept a checkpoint without an integrity record (your own, from an older mdanet-sdk).",
+    )] = False,
 ) -> None:
     """Export a checkpoint as a deployable artefact, validated against the eager model."""
     from mdanet_sdk.export import BatchRange, export_checkpoint
 
     result = export_checkpoint(
         checkpoint, fmt, output, ops=ops, precision=precision,
-        batch=BatchRange(min_batch, opt_batch, max_batch), size=size, device=device,
+        batch=BatchRange(min_batch, opt_batch, max_batch), size=size, device=device, trust=trust,
     )
     c, h, w = result.input_shape
     console.print(

@@ -95,6 +95,9 @@ def train_command(
     init: Annotated[str | None, typer.Option(
         help="Start from these weights (checkpoint file or default-mri/default-ctp): fine-tuning.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from each fold's last.pt.")] = False,
+    trust: Annotated[bool, typer.Option(
+        "--trust", help="Accept --init/--resume checkpoints without an integrity record (from an older mdanet-sdk).",
+    )] = False,
     quiet: Quiet = False,
 ) -> None:
     """Train MDANet with k-fold cross-validation by case; best.pt / last.pt per fold.
@@ -109,7 +112,7 @@ def train_command(
         folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam, dice=dice,
         schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment,
         intensity_augment=intensity_aug, normalization=normalization, amp=amp,
-        device=device, workers=workers, seed=seed, init=init, resume=resume, quiet=quiet,
+        device=device, workers=workers, seed=seed, init=init, resume=resume, trust=trust, quiet=quiet,
     )
     results = train(cfg, console=console)
     if _is_main_process():

@@ -140,6 +140,8 @@ class TrainConfig:
         init: checkpoint file or bundled name (``default-mri``) whose weights start every fold instead of a
             random initialisation (fine-tuning); its model configuration must be this run's.
         resume: continue the folds from their ``last.pt``; a finished fold is skipped.
+        trust: accept ``init`` / resume checkpoints that carry no integrity record (written by an older
+            mdanet-sdk); damaged files are refused either way.
         quiet: no progress bars or messages.
         deterministic: deterministic cuDNN kernels on GPU (slower); CPU training is always deterministic.
     """
@@ -174,6 +176,7 @@ class TrainConfig:
     seed: int = 0
     init: str | None = None
     resume: bool = False
+    trust: bool = False
     quiet: bool = False
     deterministic: bool = False
 
@@ -464,7 +467,7 @@ class Trainer:
         """``space_grid`` of the checkpoint this run starts from (resume, else ``--init``), if any."""
         resumed = sorted(self.out.glob("fold_*/last.pt")) if self.cfg.resume else []
         source = resumed[0] if resumed else self.cfg.init
-        return None if source is None else load_checkpoint(source).model_config.grid
+        return None if source is None else load_checkpoint(source, trust=self.cfg.trust).model_config.grid
 
     def preprocess_config(self) -> PreprocessConfig:
         """The preprocessing of this run (stored in its checkpoints)."""
@@ -575,7 +578,7 @@ class Trainer:
 
     def _init_weights(self, model_config: MDANetConfig) -> dict[str, torch.Tensor]:
         """The state dict of ``cfg.init``, after checking that it fits ``model_config``."""
-        init = load_checkpoint(self.cfg.init)
+        init = load_checkpoint(self.cfg.init, trust=self.cfg.trust)
         theirs = replace(init.model_config.resolved(), ops=model_config.ops)  # the ops backend is no weight
         if theirs != model_config:
             raise CheckpointError(
@@ -592,7 +595,7 @@ class Trainer:
         )
 
     def _check_resumable(self, path: Path, model_config: MDANetConfig, pcfg: PreprocessConfig, val_ids: list[str]):
-        ck = load_checkpoint(path)
+        ck = load_checkpoint(path, trust=self.cfg.trust)
         if "trainer" not in ck.resume or "optimizer" not in ck.resume:
             raise CheckpointError(f"{path} holds no training state to resume from; start a new run in another --out.")
         if ck.model_config != model_config or ck.model_config.preset != model_config.preset:
