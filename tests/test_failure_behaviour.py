@@ -176,3 +176,21 @@ def test_stale_temp_files_of_other_hosts_are_kept(tmp_path) -> None:
     other = tmp_path / ".x.json.otherhost.1.abc.tmp.json"
     other.write_text("{}")
     assert remove_stale_temps(target) == [] and other.exists()
+
+
+def test_a_huge_header_and_a_fifo_fail_alone_among_good_cases(weights, tmp_path) -> None:
+    good = [case_4d(tmp_path / "in" / f"good{i}.nii.gz", i) for i in range(2)]
+    header = nib.Nifti1Header()
+    header.set_data_shape((4000, 4000, 2000, 2))  # 128 GB declared ...
+    header.set_data_dtype(np.float32)
+    huge = tmp_path / "in" / "huge.nii"
+    huge.write_bytes(header.binaryblock + b"\0" * 4 + b"\0" * 200)  # ... in a 200-byte body
+    fifo = tmp_path / "in" / "fifo.nii.gz"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    result = segment(str(good[0]), str(huge), str(fifo), str(good[1]), "-o", str(out), "-c", str(weights))
+    assert result.exit_code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["good0_seg.nii.gz", "good1_seg.nii.gz"]
+    lines = error_lines(result)
+    assert len(lines) == 2 and lines[0].startswith("error: huge") and lines[1].startswith("error: fifo")
+    assert "not a regular file" in lines[1]
