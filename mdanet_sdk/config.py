@@ -6,12 +6,17 @@ dict (:meth:`MDANetConfig.to_dict`) and rebuild the exact model from it (:meth:`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from numbers import Integral
 from typing import Any
 
 from mdanet_sdk.errors import InputError
 
-__all__ = ["MDANetConfig", "MODALITY_GROUPS", "PRESETS", "ARCHITECTURES", "BOTTLENECK_STRIDE", "DEFAULT_MODEL_SIZE"]
+__all__ = [
+    "MDANetConfig", "MODALITY_GROUPS", "PRESETS", "ARCHITECTURES", "BOTTLENECK_STRIDE", "DEFAULT_MODEL_SIZE",
+    "MAX_PARAMETERS", "estimate_parameters",
+]
 
 #: Modality groups of the paper (section 4.2). The two groups show the lesion with opposite contrast, so their
 #: difference (Eq. 1) highlights it: CTP, lesion dark in the perfusion maps CBF, CBV | bright in the delay maps
@@ -35,6 +40,23 @@ BOTTLENECK_STRIDE = 16
 #: Side of the model grid assumed when a network is built before its input size is known: the trainer's
 #: default ``size`` (:class:`~mdanet_sdk.train.trainer.TrainConfig`), so an unresolved ``space_grid`` is 8.
 DEFAULT_MODEL_SIZE = 128
+
+# Bounds of the config fields. A config comes from a checkpoint or an export artefact as much as from code, so
+# a damaged or hostile file must be refused here, before a network is built: unbounded widths or graph sizes
+# make ``build_model`` allocate tens of GB. The paper preset is ~26 M parameters, its transformer variant 48 M.
+#: Encoder levels (4 poolings by 2 between them).
+LEVELS = 5
+_WIDTH_RANGE = (4, 4096)
+#: Modalities per group, and characters per modality name.
+_GROUP_RANGE = (1, 16)
+_NAME_MAX = 64
+#: GCFB channel-embedding nodes N and features E.
+_GCN_RANGE = (1, 4096)
+#: GCFB space grid side: the bottleneck of the largest model grid a preprocessing config allows (1024 / 16).
+_SPACE_GRID_RANGE = (1, 64)
+_CLASSES_RANGE = (1, 64)
+#: Networks whose estimated parameter count (:func:`estimate_parameters`) exceeds this are refused.
+MAX_PARAMETERS = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,11 @@ class MDANetConfig:
             for export at other sizes.
         num_classes: output channels of the head (2: background, lesion).
         ops: implementation of the native ops: ``"auto"``, ``"native"`` or ``"reference"``.
+
+    Bounds (checked on construction, so a config read from a file is refused before a network is built):
+    widths 4-4096, 1-16 modalities per group, gcn_nodes and gcn_embed 1-4096, space_grid 1-64, num_classes 1-64,
+    and at most :data:`MAX_PARAMETERS` (200 M) parameters by :func:`estimate_parameters`; ints must be ints (not
+    bools), switches bools.
     """
 
     groups: tuple[tuple[str, ...], tuple[str, ...]] = MODALITY_GROUPS["mri"]
@@ -80,23 +107,35 @@ class MDANetConfig:
     preset: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
-        groups = tuple(tuple(str(m).lower() for m in g) for g in self.groups)
-        object.__setattr__(self, "groups", groups)
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if len(groups) != 2 or not all(groups):
-            raise InputError(f"groups must be two non-empty lists of modality names, got {self.groups!r}.")
-        if len(self.widths) != 5 or any(w < 4 for w in self.widths):
-            raise InputError(f"widths must be 5 encoder widths >= 4, got {self.widths!r}.")
+        object.__setattr__(self, "groups", _checked_groups(self.groups))
+        object.__setattr__(self, "widths", _checked_widths(self.widths))
         for name, value, allowed in (
             ("architecture", self.architecture, ARCHITECTURES),
             ("skip_fusion", self.skip_fusion, SKIP_FUSIONS),
             ("bottleneck", self.bottleneck, BOTTLENECKS),
             ("ops", self.ops, ("auto", "native", "reference")),
         ):
-            if value not in allowed:
-                raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
-        if self.space_grid is not None and self.space_grid < 1:
-            raise InputError(f"space_grid must be >= 1, got {self.space_grid}.")
+            if not isinstance(value, str) or value not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r:.80}.")
+        for name in ("dasc", "msc"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r:.80}.")
+        if not isinstance(self.preset, str):
+            raise InputError(f"preset must be a name (a string), got {self.preset!r:.80}.")
+        for name, bounds, optional in (
+            ("gcn_nodes", _GCN_RANGE, True),
+            ("gcn_embed", _GCN_RANGE, True),
+            ("space_grid", _SPACE_GRID_RANGE, True),
+            ("num_classes", _CLASSES_RANGE, False),
+        ):
+            object.__setattr__(self, name, _bounded_int(name, getattr(self, name), bounds, optional))
+        params = estimate_parameters(self)
+        if params > MAX_PARAMETERS:
+            raise InputError(
+                f"this model config describes a network of about {params / 1e6:.0f} M parameters, more than the "
+                f"{MAX_PARAMETERS // 1_000_000} M mdanet-sdk builds; use smaller widths, gcn_nodes, gcn_embed or "
+                "space_grid."
+            )
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -174,15 +213,92 @@ class MDANetConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MDANetConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> "MDANetConfig":
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            InputError: ``d`` is not a dict, has fields this version does not know (written by a newer
+                mdanet-sdk), or a value of the wrong type or out of bounds.
+        """
+        if not isinstance(d, Mapping):
+            raise InputError(f"the model config must be a dict of fields, got a {type(d).__name__}.")
         known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
             raise InputError(
-                f"Model config has unknown fields {sorted(unknown)}: it was written by a newer mdanet-sdk; "
+                f"Model config has unknown fields {unknown}: it was written by a newer mdanet-sdk; "
                 "upgrade the package to load it."
             )
         d = dict(d)
-        if "groups" in d:
-            d["groups"] = tuple(tuple(g) for g in d["groups"])
+        groups = d.get("groups")
+        if isinstance(groups, (list, tuple)) and all(isinstance(g, (list, tuple)) for g in groups):
+            d["groups"] = tuple(tuple(g) for g in groups)  # anything else is refused by __post_init__
         return cls(**d)
+
+
+def _bounded_int(name: str, value: Any, bounds: tuple[int, int], optional: bool = False) -> int | None:
+    """``value`` as an int within ``bounds`` (inclusive); ``None`` passes when ``optional``. A bool is refused:
+    ``True`` is an int to Python but never a width or a count in a config."""
+    if value is None and optional:
+        return None
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= int(value) <= high:
+        unset = " or null" if optional else ""
+        raise InputError(f"{name} must be an integer from {low} to {high}{unset}, got {value!r:.80}.")
+    return int(value)
+
+
+def _checked_groups(groups: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The two modality groups as tuples of lower-case names; anything else is refused."""
+    low, high = _GROUP_RANGE
+    ok = isinstance(groups, (list, tuple)) and len(groups) == 2 and all(
+        isinstance(g, (list, tuple)) and low <= len(g) <= high
+        and all(isinstance(m, str) and 0 < len(m) <= _NAME_MAX for m in g)
+        for g in groups
+    )
+    if not ok:
+        raise InputError(f"groups must be two lists of {low} to {high} modality names (strings), got {groups!r:.200}.")
+    return tuple(tuple(m.lower() for m in g) for g in groups)  # type: ignore[return-value]
+
+
+def _checked_widths(widths: Any) -> tuple[int, ...]:
+    low, high = _WIDTH_RANGE
+    if isinstance(widths, (list, tuple)) and len(widths) == LEVELS and all(
+        isinstance(w, Integral) and not isinstance(w, bool) and low <= int(w) <= high for w in widths
+    ):
+        return tuple(int(w) for w in widths)
+    raise InputError(f"widths must be {LEVELS} encoder widths, integers from {low} to {high}, got {widths!r:.200}.")
+
+
+def estimate_parameters(config: MDANetConfig) -> int:
+    """An upper estimate of the parameter count of the network ``config`` describes, from the config alone.
+
+    Computed in closed form (no tensor is allocated), so a config of a huge network is refused before it is
+    built. It counts every block as the U-Net double convolution (the MSC block has fewer parameters) and is
+    within ~1.5x of the real count for the presets (paper: ~26 M real).
+    """
+    w, classes = config.widths, config.num_classes
+    if config.architecture != "mdanet":  # the baselines are fixed points of the ablation space (see MDANet)
+        dasc, bottleneck = False, "none"
+    else:
+        dasc, bottleneck = config.dasc, config.bottleneck
+    paths = 2 if dasc else 1
+
+    def block(c_in: int, c_out: int) -> int:  # double conv 3x3 without bias + two batch norms
+        return 9 * (c_in * c_out + c_out * c_out) + 4 * c_out
+
+    total = paths * block(config.in_channels, w[0])  # stems
+    total += sum(block(w[i], w[i + 1]) for i in range(LEVELS - 1))  # shared encoder
+    total += sum(4 * w[i + 1] * w[i] + w[i] + block(2 * w[i], w[i]) for i in range(LEVELS - 1))  # decoder
+    total += w[0] * classes + classes  # head
+    total += sum(4 * w[i] * w[i] + 4 * w[i] for i in range(LEVELS - 1))  # skips (gates, concat merges)
+    c = w[-1]
+    if bottleneck == "gcfb":
+        n, e, cells = config.nodes, config.embed, config.grid ** 2
+        total += c * (n + e) + (paths * n) ** 2 + e * e + e * c + 4 * c + 2 * (paths * n + e)  # channel graph
+        total += cells * c + (paths * cells) ** 2 + c * c + 2 * (paths * cells + c)  # space graph
+    elif bottleneck == "nonlocal":
+        total += 2 * (4 * c * c + 8 * c)
+    elif bottleneck == "transformer":
+        total += 2 * (12 * c * c + 20 * c)
+    return total

@@ -1,6 +1,6 @@
 """Regenerate the bundled demo weights ``default-mri`` and ``default-ctp`` (synthetic phantoms only).
 
-    python scripts/make_bundled_weights.py [--work DIR] [--kinds mri,ctp] [--from-stage N]
+    python scripts/make_bundled_weights.py [--work DIR] [--kinds mri,ctp] [--from-stage N | --ship-only | --reseal]
 
 Each kind: write a phantom dataset in its ISLES layout with the project's own ``synth`` code, train the
 ``small`` preset with the project's own trainer (fold 0 of the recipe's folds); each further stage fine-tunes
@@ -10,9 +10,10 @@ on the native grid (128) whose bottleneck is the GCFB's node grid. Ship the last
 stage's best fold-0 checkpoint with its weights stored as float16 where they fit its range (half the size;
 loading casts them back to float32), a note that the weights are synthetic and not for clinical use, and the
 post-processing (TTA, threshold, minimum lesion size, for MRI the restricted-diffusion gate) chosen on held-out
-phantoms (case seeds 8000-8035, alternately classic and randomised) in ``meta["inference"]``, which the Segmenter uses unless told otherwise. The
-training phantoms use dataset seeds that the tests never use for held-out evaluation (tests draw unseen cases
-from seed 9000+).
+phantoms (case seeds 8000-8035, alternately classic and randomised) in ``meta["inference"]``, which the
+Segmenter uses unless told otherwise, sealed by ``save_checkpoint`` with an integrity record (``--reseal`` only
+re-seals the shipped files). The training phantoms use dataset seeds that the tests never use for held-out
+evaluation (tests draw unseen cases from seed 9000+).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mdanet_sdk._files import atomic_write
 from mdanet_sdk.data.phantom import make_phantom, write_dataset
 from mdanet_sdk.data.preprocess import head_mask
 from mdanet_sdk.inference import Segmenter, adc_in_head, choose_postprocessing
-from mdanet_sdk.train.checkpoint import BUNDLED
+from mdanet_sdk.train.checkpoint import BUNDLED, load_checkpoint, save_checkpoint
 from mdanet_sdk.train.trainer import TrainConfig, train
 
 NOTE = (
@@ -93,6 +94,10 @@ def _previous(kind: str, work: Path) -> str:
                               cwd=Path(__file__).resolve().parents[1], capture_output=True, check=True).stdout
         work.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))
+        # That release predates integrity records: trust the file from our own git history and seal it, so the
+        # trainer's --init loads it like any checkpoint (tensors unchanged).
+        old = load_checkpoint(path, trust=True)
+        save_checkpoint(path, old.state_dict, old.model_config, old.preprocess, old.meta)
     return str(path)
 
 
@@ -157,20 +162,29 @@ def ship(kind: str, work: Path) -> Path:
     post-processing :func:`tune` chose."""
     r = RECIPES[kind]
     best = run_dir(kind, work, len(r.stages) - 1) / "fold_0" / "best.pt"
-    ckpt = torch.load(best, weights_only=True)
+    ckpt = load_checkpoint(best)
     inference, score = tune(kind, best)
-    bundled = {k: ckpt[k] for k in ("format", "format_version", "model_config", "preprocess", "meta")}
-    bundled["state_dict"] = {k: _compact(v) for k, v in ckpt["state_dict"].items()}
-    bundled["meta"] = {**ckpt["meta"], "note": NOTE, "name": f"default-{kind}",
-                       "training_data": " then ".join(
-                           f"{st.cases} synthetic {st.domain} {r.layout} phantoms (dataset seed {st.seed}, grid "
-                           f"{st.size})" for st in r.stages),
-                       "inference": inference,
-                       "inference_tuning": f"chosen on {len(TUNING_SEEDS)} held-out phantoms (seeds "
-                                           f"{TUNING_SEEDS[0]}-{TUNING_SEEDS[-1]}): mean DSC {score:.3f}"}
-    out = atomic_write(BUNDLED[f"default-{kind}"], lambda tmp: torch.save(bundled, tmp))
-    print(f"default-{kind}: epoch {ckpt['meta'].get('epoch')}, fold-0 validation DSC "
-          f"{ckpt['meta'].get('val_dsc')}, post-processing {inference} (tuning DSC {score:.3f}) -> {out}")
+    meta = {**ckpt.meta, "note": NOTE, "name": f"default-{kind}",
+            "training_data": " then ".join(
+                f"{st.cases} synthetic {st.domain} {r.layout} phantoms (dataset seed {st.seed}, grid "
+                f"{st.size})" for st in r.stages),
+            "inference": inference,
+            "inference_tuning": f"chosen on {len(TUNING_SEEDS)} held-out phantoms (seeds "
+                                f"{TUNING_SEEDS[0]}-{TUNING_SEEDS[-1]}): mean DSC {score:.3f}"}
+    weights = {k: _compact(v) for k, v in ckpt.state_dict.items()}
+    # save_checkpoint seals the file with its integrity record, which load_checkpoint requires.
+    out = save_checkpoint(BUNDLED[f"default-{kind}"], weights, ckpt.model_config, ckpt.preprocess, meta)
+    print(f"default-{kind}: epoch {ckpt.meta.get('epoch')}, fold-0 validation DSC "
+          f"{ckpt.meta.get('val_dsc')}, post-processing {inference} (tuning DSC {score:.3f}) -> {out}")
+    return out
+
+
+def reseal(kind: str) -> Path:
+    """Re-save the bundled ``default-KIND`` with an integrity record (files shipped before records existed):
+    the same configs, metadata and tensors (dtypes and bytes), so every mask stays the same."""
+    old = load_checkpoint(f"default-{kind}", trust=True)
+    out = save_checkpoint(BUNDLED[f"default-{kind}"], old.state_dict, old.model_config, old.preprocess, old.meta)
+    print(f"default-{kind}: sealed -> {out}")
     return out
 
 
@@ -179,12 +193,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("build/bundled-weights"))
     parser.add_argument("--kinds", default="mri,ctp")
     parser.add_argument("--ship-only", action="store_true", help="Ship the best checkpoint of an existing run.")
+    parser.add_argument("--reseal", action="store_true",
+                        help="Only re-save the bundled weights with an integrity record (tensors unchanged).")
     parser.add_argument("--from-stage", type=int, default=1,
                         help="Start at this stage (1-based) from the bundled weights of the previous release.")
     args = parser.parse_args()
     for kind in args.kinds.split(","):
         start = time.time()
-        if args.ship_only:
+        if args.reseal:
+            reseal(kind)
+        elif args.ship_only:
             ship(kind, args.work)
         else:
             make(kind, args.work, min(args.from_stage, len(RECIPES[kind].stages)) - 1)

@@ -36,7 +36,8 @@ def test_plain_dict_format(saved) -> None:
     path, model = saved
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == FORMAT and raw["format_version"] == 1
-    assert set(raw) == {"format", "format_version", "model_config", "preprocess", "state_dict", "meta"}
+    assert set(raw) == {"format", "format_version", "model_config", "preprocess", "state_dict", "meta", "integrity"}
+    assert raw["integrity"] == {"algorithm": "sha256", "digest": ck.payload_digest(raw)}
     assert raw["meta"]["epoch"] == 3 and raw["meta"]["fold"] == 1
     assert raw["meta"]["package_version"] == __version__ and raw["meta"]["created"].endswith("+00:00")
     assert raw["state_dict"].keys() == model.state_dict().keys()
@@ -80,8 +81,10 @@ def test_wrapped_model_and_resume_state(tmp_path: Path, config) -> None:
 
 
 def _rewrite(path: Path, **changes) -> Path:
+    """A copy of ``path`` with ``changes``, sealed again (so the refusal tested is not the digest mismatch)."""
     raw = torch.load(path, weights_only=True)
     raw.update(changes)
+    raw["integrity"] = {"algorithm": "sha256", "digest": ck.payload_digest(raw)}
     out = path.with_name("edited.pt")
     torch.save(raw, out)
     return out
@@ -108,7 +111,18 @@ def test_refusals(saved, tmp_path: Path) -> None:
         load_checkpoint(_drop(path, "state_dict"))
     wrong = MDANetConfig.from_preset("small", "ctp").to_dict()  # other widths than the weights
     with pytest.raises(CheckpointError, match="do not fit its model config"):
-        load_checkpoint(_rewrite(path, model_config=wrong)).build_model()
+        load_checkpoint(_rewrite(path, model_config=wrong))  # refused on load, before anything is built
+
+
+def test_state_dict_is_stored_as_given(tmp_path: Path, saved, config) -> None:
+    """A state dict (not a model) is written with its dtypes: the float16 bundled weights stay float16."""
+    _, model = saved
+    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "half.pt", half, config, PreprocessConfig(size=32), {}))
+    assert all(torch.equal(loaded.state_dict[k], v) and loaded.state_dict[k].dtype == v.dtype for k, v in half.items())
+    loaded.build_model()  # load_state_dict casts to the parameters' float32
+    with pytest.raises(CheckpointError, match="dict of tensors"):
+        save_checkpoint(tmp_path / "bad.pt", {"w": [1.0]}, config, PreprocessConfig(), {})
 
 
 def _drop(path: Path, key: str) -> Path:

@@ -46,6 +46,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -101,8 +102,8 @@ class PreprocessConfig:
 
     Attributes:
         size: side of the square in-plane model grid: the longer in-plane side is resampled to it (aspect
-            kept), the other padded. ``None`` keeps the native in-plane size (padding only).
-        multiple: slices are padded to multiples of this (16 for the 4 poolings of the network).
+            kept), the other padded: 16 to 1024. ``None`` keeps the native in-plane size (padding only).
+        multiple: slices are padded to multiples of this (16 for the 4 poolings of the network), 1 to 256.
         clip_percentiles: ``(low, high)`` percentiles (0-100) inside the head mask to clip each modality to
             (``"zscore"`` only).
         normalization: ``"relative"`` (each modality divided by its median in the head: relative CBF, relative
@@ -116,17 +117,31 @@ class PreprocessConfig:
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     normalization: str = "relative"
 
+    #: Bounds of ``size`` and ``multiple``: a config also comes from checkpoints and export artefacts, and a
+    #: model grid of 100000² would allocate terabytes; 1024² is ~4x the finest clinical in-plane matrix.
+    SIZE_RANGE = (16, 1024)
+    MULTIPLE_RANGE = (1, 256)
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "clip_percentiles", tuple(float(p) for p in self.clip_percentiles))
-        if self.size is not None and (int(self.size) != self.size or self.size < 1):
-            raise InputError(f"size must be a positive integer or None, got {self.size!r}.")
-        if int(self.multiple) != self.multiple or self.multiple < 1:
-            raise InputError(f"multiple must be a positive integer, got {self.multiple!r}.")
-        low, high = self.clip_percentiles if len(self.clip_percentiles) == 2 else (None, None)
-        if low is None or not 0.0 <= low < high <= 100.0:
-            raise InputError(f"clip_percentiles must be (low, high) with 0 <= low < high <= 100, got {self.clip_percentiles!r}.")
-        if self.normalization not in NORMALIZATIONS:
-            raise InputError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}.")
+        for name, (lo, hi) in (("size", self.SIZE_RANGE), ("multiple", self.MULTIPLE_RANGE)):
+            value = getattr(self, name)
+            if value is None and name == "size":
+                continue
+            # bool is an int to Python, never a grid side.
+            if isinstance(value, bool) or not isinstance(value, Integral) or not lo <= int(value) <= hi:
+                unset = " or None" if name == "size" else ""
+                raise InputError(f"{name} must be an integer from {lo} to {hi}{unset}, got {value!r:.80}.")
+            object.__setattr__(self, name, int(value))
+        clip = self.clip_percentiles
+        if not isinstance(clip, (list, tuple)) or len(clip) != 2 or not all(
+            isinstance(p, Real) and not isinstance(p, bool) for p in clip
+        ) or not 0.0 <= float(clip[0]) < float(clip[1]) <= 100.0:
+            raise InputError(f"clip_percentiles must be (low, high) with 0 <= low < high <= 100, got {clip!r:.80}.")
+        object.__setattr__(self, "clip_percentiles", (float(clip[0]), float(clip[1])))
+        if not isinstance(self.normalization, str) or self.normalization not in NORMALIZATIONS:
+            raise InputError(
+                f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r:.80}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable dict (``clip_percentiles`` as a list)."""
@@ -142,10 +157,12 @@ class PreprocessConfig:
             InputError: ``d`` has fields this version does not know (written by a newer mdanet-sdk) or
                 invalid values.
         """
-        unknown = set(d) - {f.name for f in fields(cls)}
+        if not isinstance(d, Mapping):
+            raise InputError(f"the preprocessing config must be a dict of fields, got a {type(d).__name__}.")
+        unknown = sorted(str(k) for k in d if k not in {f.name for f in fields(cls)})
         if unknown:
             raise InputError(
-                f"preprocessing config has unknown fields {sorted(unknown)}: it was written by a newer "
+                f"preprocessing config has unknown fields {unknown}: it was written by a newer "
                 "mdanet-sdk; upgrade the package to use it."
             )
         return cls(**{"normalization": "zscore", **d})  # written before the field existed: z-scores
