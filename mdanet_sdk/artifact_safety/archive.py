@@ -1,0 +1,188 @@
+"""The artefact as a zip archive: read once, hashed member by member, and checked against its integrity record.
+
+:func:`open_archive` reads the file once (torch then gets exactly those bytes), refuses duplicate or stray member
+names and reads every member, which checks its CRC; it tells a TorchScript archive from a torch.export one.
+:func:`seal` appends the integrity record (the SHA-256 of every other member) at export and
+:func:`check_integrity` compares the members with it: it detects damage, not forgery, since whoever can edit the
+file can rewrite the record too. ``_json`` reads the archive's JSON members strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mdanet_sdk.errors import CheckpointError
+
+INTEGRITY = "mdanet/integrity.json"
+#: Largest artefact read (and largest total of its members): this network is well under 1 GiB in any format.
+MAX_ARCHIVE_BYTES = 4 << 30
+_MAX_METADATA_BYTES = 1 << 20
+_REDO = "export it again with `mdanet-sdk export`"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An artefact read into memory: its bytes, the folder all members sit in, and every member's SHA-256.
+
+    Attributes:
+        path: the file.
+        data: its bytes, read once.
+        root: the archive folder (``<root>/data.pkl``, ``<root>/extra/...``).
+        digests: member name below ``root`` -> hex SHA-256 of its content.
+        kind: ``"torchscript"``, ``"pt2"`` or None (neither container).
+    """
+
+    path: Path
+    data: bytes = field(repr=False)
+    root: str
+    digests: dict[str, str] = field(repr=False)
+    kind: str | None
+
+    def read(self, name: str) -> bytes:
+        """The content of member ``name`` (below the root)."""
+        with zipfile.ZipFile(io.BytesIO(self.data)) as archive:
+            return archive.read(f"{self.root}/{name}")
+
+
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, OSError)
+
+
+def open_archive(path: Path) -> Archive:
+    """Read ``path`` and hash every member.
+
+    Raises:
+        CheckpointError: missing, too large, not a zip archive, members outside one folder or listed twice, or a
+            member that does not match its CRC.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"artefact {path} does not exist; pass a file written by `mdanet-sdk export`.")
+    if path.stat().st_size > MAX_ARCHIVE_BYTES:
+        raise CheckpointError(f"{path} is larger than any mdanet-sdk artefact ({MAX_ARCHIVE_BYTES >> 30} GiB).")
+    data = path.read_bytes()
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except _ZIP_ERRORS as exc:
+        raise CheckpointError(
+            f"{path} is not a readable export artefact ({exc}); pass a file written by `mdanet-sdk export`."
+        ) from None
+    with archive:
+        infos = archive.infolist()
+        root = _root(path, [info.filename for info in infos])
+        if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
+            raise CheckpointError(f"{path} unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GiB; {_REDO}.")
+        try:
+            digests = {info.filename[len(root) + 1:]: _sha256(archive, info) for info in infos}
+        except _ZIP_ERRORS as exc:  # a CRC mismatch or a truncated member
+            raise CheckpointError(f"{path} is damaged ({exc}); {_REDO} or copy it again.") from None
+    return Archive(path, data, root, digests, _container(digests))
+
+
+def _root(path: Path, names: list[str]) -> str:
+    """The one folder every member sits in. Duplicate names are refused: zip readers disagree on which wins,
+    so the member torch reads could differ from the one checked here."""
+    if len(set(names)) != len(names):
+        raise CheckpointError(f"{path} lists a member twice, so zip readers may disagree on its content; {_REDO}.")
+    root = names[0].split("/", 1)[0] if names else ""
+    for name in names:
+        head, _, rest = name.partition("/")
+        parts = rest.split("/")
+        if not root or head != root or not rest or "\\" in name or ".." in parts or "" in parts[:-1]:
+            raise CheckpointError(f"{path} has a member {name!r:.80} outside its archive folder; {_REDO}.")
+    return root
+
+
+def _sha256(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+    digest = hashlib.sha256()
+    with archive.open(info) as member:  # reading to the end checks the CRC
+        for block in iter(lambda: member.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _container(names: dict[str, str]) -> str | None:
+    if {"data.pkl", "constants.pkl"} <= names.keys() and any(n.startswith("code/") for n in names):
+        return "torchscript"
+    if "archive_format" in names and any(n.startswith("models/") for n in names):
+        return "pt2"
+    return None
+
+
+# -- integrity ----------------------------------------------------------------------------------------------
+def seal(path: Path) -> None:
+    """Append the integrity record (SHA-256 of every member) to a freshly written artefact.
+
+    Appending a stored member leaves every other member where it was: ``torch.jit.load``, ``torch.export.load``
+    and libtorch's ``torch::jit::load`` read the archive as before.
+    """
+    archive = open_archive(path)
+    if f"extra/{INTEGRITY}" in archive.digests:
+        raise ValueError(f"{path} is sealed already")  # a second record would be a duplicate member
+    record = {"algorithm": "sha256", "members": archive.digests}
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(f"{archive.root}/extra/{INTEGRITY}", json.dumps(record, sort_keys=True), zipfile.ZIP_STORED)
+
+
+def check_integrity(archive: Archive, trust: bool = False) -> None:
+    """Compare the members with the integrity record; without one, refuse unless ``trust``.
+
+    Raises:
+        CheckpointError: no record (and not ``trust``), a damaged record, or members changed, missing or added.
+    """
+    name, path = f"extra/{INTEGRITY}", archive.path
+    if name not in archive.digests:
+        if trust:
+            return
+        raise CheckpointError(
+            f"{path} has no integrity record (it was written by an older mdanet-sdk or another tool), so damage "
+            "to it cannot be detected; export it again, or pass trust=True (--trust) if you trust the file."
+        )
+    record = _json(path, INTEGRITY, archive.read(name))
+    expected = record.get("members") if isinstance(record, dict) else None
+    if (
+        not isinstance(expected, dict) or record.get("algorithm") != "sha256"
+        or not all(isinstance(v, str) for v in expected.values())
+    ):
+        raise CheckpointError(f"{path} has a damaged integrity record; {_REDO} or copy it again.")
+    actual = {k: v for k, v in archive.digests.items() if k != name}
+    changed = sorted(k for k in expected.keys() & actual.keys() if expected[k] != actual[k])  # no secret to time
+    problems = [
+        f"{label} {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+        for label, names in (
+            ("changed:", changed), ("missing:", sorted(expected.keys() - actual.keys())),
+            ("added:", sorted(actual.keys() - expected.keys())),
+        ) if names
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{path} does not match its integrity record ({'; '.join(problems)}), so it was damaged or edited "
+            f"after export; {_REDO} or copy it again."
+        )
+
+
+
+# -- JSON members -------------------------------------------------------------------------------------------
+def _json(path: Path, name: str, raw: bytes, limit: int = _MAX_METADATA_BYTES) -> Any:
+    """Strict JSON: no NaN/Infinity, no duplicate keys (readers would disagree on which one counts)."""
+    if len(raw) > limit:
+        raise CheckpointError(f"{path} has a {name} of {len(raw)} bytes, far more than mdanet-sdk writes; {_REDO}.")
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a key appears twice")
+        return dict(pairs)
+
+    def constant(word: str) -> Any:
+        raise ValueError(f"{word} is not JSON")
+
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=unique, parse_constant=constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path} has a damaged {name} ({exc}); {_REDO}.") from None
