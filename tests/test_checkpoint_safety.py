@@ -26,6 +26,7 @@ from mdanet_sdk.inference import POSTPROCESSING_DEFAULTS
 from mdanet_sdk.model import build_model
 from mdanet_sdk.train import checkpoint as ck
 from mdanet_sdk.train.checkpoint import BUNDLED, load_checkpoint, save_checkpoint
+from mdanet_sdk.train.checkpoint_checks import INFERENCE_SETTINGS
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +256,7 @@ def test_sealed_bad_field_is_refused(saved: Path, tmp_path: Path) -> None:
 
 
 def test_inference_keys_are_the_segmenter_settings() -> None:
-    assert set(ck._INFERENCE_KEYS) == set(POSTPROCESSING_DEFAULTS)
+    assert set(INFERENCE_SETTINGS) == set(POSTPROCESSING_DEFAULTS)
 
 
 # -- memory ----------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The metadata of an artefact: ``mdanet/meta.json``, the model and preprocessing configs, field by field.
 
 :func:`describe` opens the archive, refuses metadata from a newer mdanet-sdk, checks the integrity record, then
-validates every field of ``meta.json`` against ``_META_RULES`` (and the recommended post-processing against
-``_INFERENCE_RULES``), the format tag against the container, the model and preprocessing configs against their
-own classes, and that ``meta.json`` and the model config describe the same network, all without loading it.
+validates every field of ``meta.json`` against ``_META_RULES`` (and the recommended post-processing with
+:func:`~mdanet_sdk.train.checkpoint_checks.inference_settings_problem`, the rules checkpoints follow), the format
+tag against the container, the model and preprocessing configs against their own classes, and that ``meta.json``
+and the model config describe the same network, all without loading it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mdanet_sdk import __version__
 from mdanet_sdk.artifact_safety.archive import _REDO, Archive, _json, check_integrity, open_archive
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.errors import CheckpointError, MDANetError
+from mdanet_sdk.train.checkpoint_checks import inference_settings_problem
 
 #: Layout version of the ``mdanet/`` metadata; artefacts with a higher version are refused.
 ARTIFACT_VERSION = 1
@@ -67,14 +69,6 @@ _META_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "torch_version": (_is_text, "a string"),
     "created": (_is_text, "a string"),
     "checkpoint": (lambda v: isinstance(v, dict), "a JSON object"),
-}
-#: ``meta["checkpoint"]["inference"]``: the post-processing the Segmenter applies unless told otherwise (the
-#: same rules as for checkpoints, mdanet_sdk.train.checkpoint).
-_INFERENCE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "tta": (lambda v: isinstance(v, bool), "true or false"),
-    "threshold": (lambda v: _is_real(v) and 0 < v < 1, "a number between 0 and 1 (exclusive)"),
-    "min_size": (_is_int(0, 10**9), "an integer from 0 to 10^9"),
-    "max_adc_ratio": (lambda v: _is_real(v) and 0 <= v <= 10, "a number from 0 (off) to 10"),
 }
 
 
@@ -134,12 +128,9 @@ def _check_meta(path: Path, meta: dict[str, Any], kind: str | None) -> None:
     inference = checkpoint.get("inference", {})
     if not isinstance(inference, dict):
         raise CheckpointError(f"{path} has meta.json checkpoint.inference that is not a JSON object; {_REDO}.")
-    for key, value in inference.items():
-        test, description = _INFERENCE_RULES.get(key, (lambda v: False, "one of the known settings"))
-        if not test(value):
-            raise CheckpointError(
-                f"{path} recommends post-processing {key} = {value!r:.40}, which must be {description}; {_REDO}."
-            )
+    problem = inference_settings_problem(inference)
+    if problem:
+        raise CheckpointError(f"{path} recommends post-processing {problem}; {_REDO}.")
 
 
 def _model_config(path: Path, value: Any) -> MDANetConfig:
