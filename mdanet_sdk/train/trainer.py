@@ -568,7 +568,7 @@ class Trainer:
                                state, model_config, pcfg, meta_base)
         self.dist.barrier()  # rank 0 has written best.pt before any rank reads it
         # Final pass with the best weights: predictions and per-case metrics of the fold.
-        best = load_checkpoint(fold_dir / "best.pt")
+        best = load_checkpoint(fold_dir / "best.pt", trust=self.cfg.trust)
         model.load_state_dict(best.state_dict)
         metrics = self._validate(model, val_set, fold_dir / "predictions")
         if self.dist.main:
