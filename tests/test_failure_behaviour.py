@@ -194,3 +194,29 @@ def test_a_huge_header_and_a_fifo_fail_alone_among_good_cases(weights, tmp_path)
     lines = error_lines(result)
     assert len(lines) == 2 and lines[0].startswith("error: huge") and lines[1].startswith("error: fifo")
     assert "not a regular file" in lines[1]
+
+
+def test_an_input_that_failed_planning_is_still_never_overwritten(weights, tmp_path) -> None:
+    src = case_4d(tmp_path / "case.nii.gz")
+    own = tmp_path / "case_seg.nii.gz"  # the user's own 3D file: refused as input, and must survive
+    nib.save(nib.Nifti1Image(np.ones((24, 20, 3), np.float32), np.eye(4)), own)
+    before = own.read_bytes()
+    result = segment(str(src), str(own), "-o", str(tmp_path), "-c", str(weights))
+    assert result.exit_code == 1 and len(error_lines(result)) == 2
+    assert own.read_bytes() == before
+
+
+def test_evaluate_prints_names_as_data_never_as_markup(tmp_path) -> None:
+    mask = np.zeros((24, 20, 3), np.uint8)
+    mask[10:14, 8:12, 1] = 1
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    name = "c[link=mailto:x@evil.example]click[reverse]\x1b[2J"
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "pred" / f"{name}_seg.nii.gz")
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "gt" / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "gt" / "[bold red]error: forged.nii.gz")
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"),
+                                 "-o", str(tmp_path / "m.json")], env={"COLUMNS": "250"})
+    text = result.stdout + result.stderr
+    assert result.exit_code == 0, text
+    assert "\x1b" not in text and "[bold red]error: forged" in text and "[link=mailto" in text

@@ -36,6 +36,11 @@ class SafeConsole(Console):
         return super().render_str(printable(text), **kwargs)
 
 
+def plain(text: str) -> Text:
+    """``text`` as data for a table cell: never read as markup, control characters escaped."""
+    return Text(printable(text))
+
+
 console = SafeConsole()
 err_console = SafeConsole(stderr=True)
 

@@ -58,4 +58,4 @@ def ablate_command(
     result = run_ablation(base, tuple(table or ("3", "4")), console=console)
     for line in result.markdown().splitlines():  # line by line: the console escapes newlines inside a string
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"wrote {', '.join(str(p) for p in result.files)}", highlight=False)
+    console.print(f"wrote {', '.join(str(p) for p in result.files)}", highlight=False, markup=False, soft_wrap=True)

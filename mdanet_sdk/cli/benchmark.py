@@ -107,6 +107,6 @@ def benchmark(
     )
     console.print(render_table(report))
     if json_out is not None:
-        console.print(f"JSON: {write_json(report, json_out)}")
+        console.print(f"JSON: {write_json(report, json_out)}", markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
-        console.print(f"plot: {plot_throughput(report, plot)}")
+        console.print(f"plot: {plot_throughput(report, plot)}", markup=False, highlight=False, soft_wrap=True)

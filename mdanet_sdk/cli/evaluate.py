@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.cli._app import command, console, plain
 
 __all__ = ["evaluate_command"]
 
@@ -42,7 +43,7 @@ def evaluate_command(
             table.add_column(name, justify="left" if name == "case" else "right")
         for c in result.cases:
             table.add_row(
-                c["case_id"], "-" if c["fold"] is None else str(c["fold"]),
+                plain(c["case_id"]), "-" if c["fold"] is None else str(c["fold"]),
                 *(f"{100 * c[k]:.2f}" for k in ("dsc", "precision", "recall", "f1")),
                 f"{c['abs_volume_diff_ml']:.2f}", f"{c['abs_lesion_count_diff']:.0f}", f"{c['lesion_f1']:.3f}",
             )
@@ -55,8 +56,8 @@ def evaluate_command(
     console.print(summary)
     if result.missing:
         console.print(f"[yellow]{len(result.missing)} ground-truth case(s) without prediction:[/] "
-                      f"{', '.join(result.missing[:10])}", highlight=False)
+                      f"{escape(', '.join(result.missing[:10]))}", highlight=False)
     if result.unmatched:
         console.print(f"[yellow]{len(result.unmatched)} prediction(s) without ground truth:[/] "
-                      f"{', '.join(result.unmatched[:10])}", highlight=False)
-    console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
+                      f"{escape(', '.join(result.unmatched[:10]))}", highlight=False)
+    console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, markup=False, soft_wrap=True)

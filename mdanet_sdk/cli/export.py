@@ -55,5 +55,5 @@ def export(
         f"wrote {result.path} ({result.format}, {result.precision}, ops {result.ops}, input (B, {c}, {h}, {w}) "
         f"with B in {result.batch.min}..{result.batch.max}); max |artefact - eager| = {result.max_abs_diff:.3g} "
         f"<= {result.tolerance:.3g}, {result.seconds:.1f} s",
-        highlight=False, soft_wrap=True,
+        highlight=False, soft_wrap=True, markup=False,
     )

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.cli._app import command, console, plain
 from mdanet_sdk.errors import BackendUnavailableError, InputError
 
 __all__ = ["collect_info"]
@@ -139,5 +139,5 @@ def info(
     table.add_column("field")
     table.add_column("value", overflow="fold")
     for key, value in _rows(collected):
-        table.add_row(key, value)
+        table.add_row(key, plain(value))  # values hold paths and names: data, never markup
     console.print(table)

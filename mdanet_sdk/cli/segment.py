@@ -43,6 +43,7 @@ class Job:
         weights: ``"checkpoint"`` (the ``--checkpoint`` model) or a bundled kind, ``"mri"`` / ``"ctp"``.
         error: why the case cannot be segmented, when planning already failed.
         outputs: ``{"mask", "prob", "overlay"}`` → path, filled by :func:`output_paths`.
+        given: the command-line path a failed job came from (its files are inputs all the same).
     """
 
     case_id: str
@@ -50,6 +51,7 @@ class Job:
     weights: str = "checkpoint"
     error: str | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
+    given: Path | None = None
 
 
 def _parse_mapping(items: Sequence[str]) -> dict[str, Path]:
@@ -129,7 +131,7 @@ def plan_jobs(
             else:
                 sources = find_cases(path, modalities=wanted)
         except MDANetError as exc:
-            jobs.append(Job(_stem(path), None, error=str(exc)))
+            jobs.append(Job(_stem(path), None, error=str(exc), given=path))
             continue
         jobs.extend(Job(source.case_id, source) for source in sources)
     for job in jobs:
@@ -176,10 +178,16 @@ def _file_key(path: Path) -> tuple[Any, ...]:
 
 
 def _inputs(job: Job) -> list[Path]:
-    if job.source is None:
+    """The files of a case, or, for a path that failed planning, that file or the files in that folder."""
+    if job.source is not None:
+        extra = (job.source.label_path, job.source.brain_mask_path)
+        return [*job.source.paths.values(), *(p for p in extra if p is not None)]
+    if job.given is None:
         return []
-    extra = (job.source.label_path, job.source.brain_mask_path)
-    return [*job.source.paths.values(), *(p for p in extra if p is not None)]
+    try:
+        return [p for p in job.given.iterdir() if p.is_file()] if job.given.is_dir() else [job.given]
+    except OSError:
+        return [job.given]
 
 
 def refuse_clobbering(jobs: list[Job], report: Path | None = None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.cli._app import command, console, plain
 from mdanet_sdk.config import MODALITY_GROUPS, MDANetConfig
 from mdanet_sdk.errors import InputError
 
@@ -48,5 +48,5 @@ def summary(
     table.add_column("field")
     table.add_column("value", justify="right")
     for key, value in info.items():
-        table.add_row(key, str(value))
+        table.add_row(key, plain(str(value)))
     console.print(table)

@@ -41,4 +41,4 @@ def synth(
     from mdanet_sdk.data.phantom import write_dataset
 
     root = write_dataset(out_dir, kind, cases, seed, shape=parse_shape(shape), domain=domain)
-    console.print(f"wrote {cases} synthetic {domain} {kind} case(s) to {root}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {cases} synthetic {domain} {kind} case(s) to {root}", highlight=False, soft_wrap=True, markup=False)

@@ -22,6 +22,7 @@ so both refuse and repair the same things:
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from pathlib import Path
@@ -108,18 +109,21 @@ def check_declared_size(
         data_file: the file holding the voxels when it is uncompressed (its size is then checked), or
             ``None`` for a compressed file, whose true size cannot be known without decompressing it.
     """
+    shape = tuple(int(n) for n in shape)  # Python ints: a product of numpy int64 wraps around silently
+    if any(n < 0 for n in shape):
+        raise InputError(f"{path} declares a negative dimension (shape {shape}); its header is damaged, check it.")
     if any(n > MAX_DIM for n in shape[:3]):
         raise InputError(
             f"{path} declares an axis of {max(shape[:3])} voxels (shape {shape}), more than the {MAX_DIM} "
             "any scan has; its header is damaged, re-export or re-download it."
         )
-    volumes = int(np.prod(shape[3:], dtype=np.int64)) if len(shape) > 3 else 1
+    volumes = math.prod(shape[3:])
     if volumes > MAX_VOLUMES:
         raise InputError(
             f"{path} declares {volumes} volumes (shape {shape}), more than the {MAX_VOLUMES} this SDK reads; "
             "its header is damaged or the file is not a stroke image, check it."
         )
-    voxels = int(np.prod(shape, dtype=np.int64))
+    voxels = math.prod(shape)
     if voxels > MAX_VOXELS:
         raise InputError(
             f"{path} declares {voxels:,} voxels (shape {shape}), more than the {MAX_VOXELS:,} this SDK reads "
