@@ -220,3 +220,20 @@ def test_evaluate_prints_names_as_data_never_as_markup(tmp_path) -> None:
     text = result.stdout + result.stderr
     assert result.exit_code == 0, text
     assert "\x1b" not in text and "[bold red]error: forged" in text and "[link=mailto" in text
+
+
+@pytest.mark.parametrize("dims", [(24, 20, 3, 2**32, 2**32), (24, 20, 3, -1, -3), (24, -20, 3, 1, 1)])
+def test_headers_whose_dims_overflow_or_are_negative_fail_alone(weights, tmp_path, dims) -> None:
+    import struct
+
+    bad = tmp_path / "bad.nii"
+    nib.save(nib.Nifti2Image(np.ones((24, 20, 3), np.float32), np.eye(4)), bad)
+    raw = bytearray(bad.read_bytes())
+    raw[16:80] = struct.pack("<8q", 5, *dims, 1, 1)  # NIfTI-2 dim[0..7], int64: the product wraps in numpy
+    bad.write_bytes(bytes(raw))
+    good = case_4d(tmp_path / "good.nii.gz")
+    out = tmp_path / "out"
+    result = segment(str(bad), str(good), "-o", str(out), "-c", str(weights))
+    assert result.exit_code == 1 and [p.name for p in out.iterdir()] == ["good_seg.nii.gz"]
+    (line,) = error_lines(result)
+    assert line.startswith("error: bad") and ("negative" in line or "volumes" in line)
