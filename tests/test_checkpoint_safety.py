@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import resource
 import shutil
+import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -94,6 +95,62 @@ def test_non_finite_weights_are_refused(tmp_path: Path, config: MDANetConfig, va
         model.decoder.head.weight[0, 0] = value
     path = save_checkpoint(tmp_path / "nan.pt", model, config, PreprocessConfig(size=32), {})  # sealed as it is
     _refused(path, r"NaN or infinite weights in decoder\.head\.weight", trust=True)
+
+
+def test_weights_that_overflow_the_network_dtype_are_refused(saved: Path, tmp_path: Path) -> None:
+    """1e300 is finite in a float64 file and inf once copied into the float32 network."""
+    payload = _raw(saved)
+    payload["state_dict"]["decoder.head.weight"] = torch.full_like(
+        payload["state_dict"]["decoder.head.weight"], 1e300, dtype=torch.float64
+    )
+    path = _write(payload, tmp_path / "f64.pt", seal=True)
+    _refused(path, r"NaN or infinite weights in decoder\.head\.weight \(as torch\.float32\)", trust=True)
+    payload["state_dict"]["decoder.head.weight"].fill_(0.25)  # float64 weights that fit still load
+    assert load_checkpoint(_write(payload, tmp_path / "f64ok.pt", seal=True)).state_dict
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("meta", _nested(3000), "nested more than 32 levels deep"),
+    ("meta", _nested(40), "nested more than 32 levels deep"),
+    ("preprocess", _nested(3000), "nested more than 32 levels deep"),
+    ("meta", list(range(200_000)), "more than 100000 values"),
+    ("meta", "x" * (17 << 20), "MiB of text"),
+    ("meta", 2**2000, "integer of more than 1024 bits"),
+], ids=["deep-3000", "deep-40", "deep-preprocess", "many-values", "long-text", "huge-int"])
+def test_oversized_meta_is_refused(saved: Path, tmp_path: Path, key: str, value: Any, match: str) -> None:
+    """A meta nested thousands deep used to end in a RecursionError while hashing it; any record will do, since
+    the size is checked first."""
+    payload = _raw(saved)
+    payload[key] = {**payload[key], "blob": value}
+    payload["integrity"] = {"algorithm": "sha256", "digest": "0" * 64}
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # torch.save pickles recursively, as does torch.load at its own limit
+    try:
+        path = _write(payload, tmp_path / "deep.pt")
+        payload.pop("integrity")
+        trusted = _write(payload, tmp_path / "deep-trusted.pt")
+        _refused(path, rf"holds a {key} that is .*{match}")
+        _refused(trusted, match, trust=True)
+    finally:
+        sys.setrecursionlimit(limit)
+    if key == "meta" and isinstance(value, dict):  # at the default limit, torch.load's RecursionError is refused
+        _refused(path, "is not a readable mdanet-sdk checkpoint|nested more than")
+
+
+def test_recursion_while_unpickling_is_a_checkpoint_error(saved: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def deep_load(*args: Any, **kwargs: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(ck.torch, "load", deep_load)
+    _refused(saved, "is not a readable mdanet-sdk checkpoint")
 
 
 # -- integrity record ------------------------------------------------------------------------------------------

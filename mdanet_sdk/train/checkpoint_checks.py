@@ -58,6 +58,13 @@ _WEIGHT_DTYPES = frozenset({
     torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.uint8, torch.int16, torch.int32,
     torch.int64, torch.bool,
 })
+#: Bounds on ``model_config``, ``preprocess`` and ``meta`` (checked before anything walks them recursively):
+#: nesting depth, number of values, characters in all strings, and bits of an integer (``json.dumps`` refuses
+#: integers of more than 4300 digits). What mdanet-sdk writes is a few levels deep and a few kB.
+MAX_NESTING = 32
+MAX_VALUES = 100_000
+MAX_TEXT = 16 << 20
+MAX_INT_BITS = 1024
 
 
 def _is_real(v: Any) -> bool:
@@ -215,6 +222,13 @@ def check_structure(path: Path, payload: Any) -> None:
                 f"{path} holds a {key} that is a {type(payload[key]).__name__}, not a dict; the file is damaged "
                 "or was not written by mdanet-sdk."
             )
+    for key in ("model_config", "preprocess", "meta"):
+        problem = _size_problem(payload[key])
+        if problem:
+            raise CheckpointError(
+                f"{path} holds a {key} that is {problem}, far beyond what mdanet-sdk writes; the file is damaged "
+                "or was not written by mdanet-sdk."
+            )
     for name, tensor in payload["state_dict"].items():
         if not (isinstance(name, str) and isinstance(tensor, Tensor) and tensor.layout == torch.strided
                 and tensor.dtype in _WEIGHT_DTYPES):
@@ -223,6 +237,31 @@ def check_structure(path: Path, payload: Any) -> None:
                 f"{path} holds {what} under state_dict key {name!r:.80}, where a dense float, integer or bool "
                 "tensor named by a string belongs; the file is damaged or was not written by mdanet-sdk."
             )
+
+
+def _size_problem(value: Any) -> str | None:
+    """Whether ``value`` exceeds the bounds above, walked without recursion (a file can nest thousands deep)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    count = text = 0
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if depth > MAX_NESTING:
+            return f"nested more than {MAX_NESTING} levels deep"
+        if count > MAX_VALUES:
+            return f"more than {MAX_VALUES} values"
+        if isinstance(item, Mapping):
+            stack.extend((k, depth + 1) for k in item.keys())
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, (str, bytes)):
+            text += len(item)
+            if text > MAX_TEXT:
+                return f"more than {MAX_TEXT >> 20} MiB of text"
+        elif isinstance(item, int) and item.bit_length() > MAX_INT_BITS:
+            return f"holding an integer of more than {MAX_INT_BITS} bits"
+    return None
 
 
 def check_integrity(path: Path, payload: dict[str, Any], trust: bool) -> None:
@@ -288,8 +327,9 @@ def check_weights(path: Path, state: dict[str, Tensor], config: MDANetConfig) ->
             "re-save it from the trained model."
         )
     for name, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        # checked as the network will hold them: 1e300 in a float64 file is finite, and inf in a float32 network
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.to(expected[name].dtype)).all()):
             raise CheckpointError(
-                f"{path} has NaN or infinite weights in {name}; the training diverged or the file is damaged, "
-                "re-train or re-save it."
+                f"{path} has NaN or infinite weights in {name} (as {expected[name].dtype}); the training diverged "
+                "or the file is damaged, re-train or re-save it."
             )
