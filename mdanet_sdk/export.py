@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mdanet_sdk import __version__
+from mdanet_sdk._files import remove_stale_temps, temp_prefix
 from mdanet_sdk import artifact_safety as safety
 from mdanet_sdk.artifact_safety import ARTIFACT_VERSION, FORMATS
 from mdanet_sdk.config import MDANetConfig
@@ -330,8 +331,10 @@ def probe_batch(batch: int, channels: int, height: int, width: int, seed: int = 
 
 
 def _temp_name(output: Path) -> Path:
-    # Same folder, so os.replace stays atomic; torch.export.save warns unless a path ends in .pt2.
-    return output.with_name(f".{output.name}.{os.getpid()}.{time.monotonic_ns()}.tmp.pt2")
+    # Same folder, so os.replace stays atomic; torch.export.save warns unless a path ends in .pt2. The name
+    # carries host and pid like every temporary file of ours, so a later run removes it if this one is killed.
+    remove_stale_temps(output)
+    return output.with_name(f"{temp_prefix(output)}{time.monotonic_ns()}.tmp.pt2")
 
 
 def _capture_exported(model: nn.Module, example: Tensor, batch: BatchRange) -> torch.export.ExportedProgram:
