@@ -14,6 +14,7 @@ import json
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -318,6 +319,35 @@ def test_duplicate_members_are_refused(artefacts, tmp_path):
         archive.writestr(f"{root}/models/model.json", members["models/model.json"])
     with pytest.raises(CheckpointError, match="lists a member twice"):
         load_artifact(target)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported"])
+def test_doctored_copy_before_the_sealed_artefact_is_refused(artefacts, tmp_path, fmt):
+    """A doctored copy of the artefact followed by the sealed original: :mod:`zipfile` shifts the offsets and
+    checks the original, torch's reader takes them as recorded and loads the copy."""
+    src = artefacts[fmt]
+    original = src.read_bytes()
+    assert load_artifact(src)(probe_batch(1, 2, SIZE, SIZE)).shape == (1, 2, SIZE, SIZE)  # the original loads
+    doctored = bytearray(original)
+    with zipfile.ZipFile(src) as archive:
+        info = max(archive.infolist(), key=lambda i: i.compress_size)
+    name_length, extra_length = struct.unpack("<HH", doctored[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length
+    doctored[start:start + info.compress_size] = bytes(info.compress_size)  # zeroed weights with a matching CRC
+    struct.pack_into("<I", doctored, info.header_offset + 14, zlib.crc32(bytes(info.compress_size)))
+    target = tmp_path / f"prefixed{src.suffix}"
+    target.write_bytes(bytes(doctored) + original)
+    with zipfile.ZipFile(target) as archive:  # the differential: zipfile sees only the original, intact
+        assert archive.testzip() is None and len(archive.infolist()) == len(zipfile.ZipFile(src).infolist())
+    with pytest.raises(CheckpointError, match=r"is not a well-formed archive \(.*\): the file was altered") as refused:
+        load_artifact(target)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(CheckpointError, match="not a well-formed archive"):
+        read_metadata(target, trust=True)
+    trailing = tmp_path / f"trailing{src.suffix}"
+    trailing.write_bytes(original + b"\0" * 16)
+    with pytest.raises(CheckpointError, match="not a well-formed archive"):
+        load_artifact(trailing)
 
 
 # -- metadata -------------------------------------------------------------------------------------------------

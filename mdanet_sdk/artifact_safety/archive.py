@@ -1,7 +1,8 @@
 """The artefact as a zip archive: read once, hashed member by member, and checked against its integrity record.
 
 :func:`open_archive` reads the file once (torch then gets exactly those bytes), refuses duplicate or stray member
-names and reads every member, which checks its CRC; it tells a TorchScript archive from a torch.export one.
+names and any layout on which zip readers could disagree (:func:`_check_layout`), and reads every member, which
+checks its CRC; it tells a TorchScript archive from a torch.export one.
 :func:`seal` appends the integrity record (the SHA-256 of every other member) at export and
 :func:`check_integrity` compares the members with it: it detects damage, not forgery, since whoever can edit the
 file can rewrite the record too. ``_json`` reads the archive's JSON members strictly.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -75,6 +77,7 @@ def open_archive(path: Path) -> Archive:
     with archive:
         infos = archive.infolist()
         root = _root(path, [info.filename for info in infos])
+        _check_layout(path, data, infos)
         if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
             raise CheckpointError(f"{path} unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GiB; {_REDO}.")
         try:
@@ -96,6 +99,58 @@ def _root(path: Path, names: list[str]) -> str:
         if not root or head != root or not rest or "\\" in name or ".." in parts or "" in parts[:-1]:
             raise CheckpointError(f"{path} has a member {name!r:.80} outside its archive folder; {_REDO}.")
     return root
+
+
+_EOCD = struct.Struct("<4s4H2LH")  # signature, disk, cd disk, entries here, entries, cd size, cd offset, comment
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk of the zip64 record, its offset, number of disks
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")  # signature, record size, versions, disks, entries x2, cd size, offset
+_LOCAL = struct.Struct("<4s5H3L2H")  # signature, version, flags, method, time, date, crc, sizes, name, extra
+
+
+def _check_layout(path: Path, data: bytes, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse an archive that is not laid out exactly as written: torch's zip reader takes the recorded offsets
+    as they are, whereas :mod:`zipfile` shifts them by whatever precedes the archive. A doctored copy put in
+    front of a sealed artefact would be what torch loads, while the checks here would read the original. So the
+    end record must close the file, the central directory must sit exactly where it says, and every member's
+    local header must be where the directory says, hold the same name and end before the next member."""
+
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(f"{path} is not a well-formed archive ({why}): the file was altered; {_REDO}.")
+
+    eocd = len(data) - _EOCD.size
+    if eocd < 0 or data[:4] != b"PK\x03\x04":
+        raise refuse("it does not start with a zip member")
+    sig, disk, cd_disk, here, entries, cd_size, cd_offset, comment = _EOCD.unpack_from(data, eocd)
+    if sig != b"PK\x05\x06" or comment:
+        raise refuse("bytes after its end record")
+    cd_end, locator = eocd, eocd - _ZIP64_LOCATOR.size
+    if locator >= 0 and data[locator:locator + 4] == b"PK\x06\x07":  # zip64, as torch writes it
+        _, z64_disk, z64_offset, disks = _ZIP64_LOCATOR.unpack_from(data, locator)
+        if z64_disk or disks != 1 or z64_offset > locator - _ZIP64_EOCD.size:
+            raise refuse("a bad zip64 locator")
+        sig, size, _, _, disk, cd_disk, here, entries, cd_size, cd_offset = _ZIP64_EOCD.unpack_from(data, z64_offset)
+        if sig != b"PK\x06\x06" or z64_offset + 12 + size != locator:
+            raise refuse("a bad zip64 end record")
+        cd_end = z64_offset
+    elif 0xFFFF in (here, entries) or 0xFFFFFFFF in (cd_size, cd_offset):
+        raise refuse("a zip64 field without a zip64 record")
+    if disk or cd_disk or here != entries or entries != len(infos):
+        raise refuse("a central directory that does not list every member")
+    if cd_offset + cd_size != cd_end:
+        raise refuse(f"{cd_end - cd_size - cd_offset} bytes before the archive or in its central directory")
+    ends = sorted(info.header_offset for info in infos) + [cd_offset]
+    for info in infos:
+        start = info.header_offset
+        if start + _LOCAL.size > cd_offset:
+            raise refuse(f"member {info.filename!r:.80} outside the archive")
+        sig, *_, name_length, extra_length = _LOCAL.unpack_from(data, start)
+        name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        name_start = start + _LOCAL.size
+        if sig != b"PK\x03\x04" or data[name_start:name_start + name_length] != name:
+            raise refuse(f"member {info.filename!r:.80} is not where its directory entry says")
+        data_end = name_start + name_length + extra_length + info.compress_size
+        if data_end > ends[ends.index(start) + 1]:
+            raise refuse(f"member {info.filename!r:.80} overlaps the next one")
 
 
 def _sha256(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
