@@ -18,19 +18,11 @@ from mdanet_sdk.errors import InputError
 from mdanet_sdk.inference import FailedCase, Segmenter
 from mdanet_sdk.model import build_model
 from mdanet_sdk.train.checkpoint import Checkpoint, save_checkpoint
+from test_inference import split_threshold
 
 # A phantom's 40x36 in-plane grid is padded to 48x48 without resampling, and resampled to 64x58 (then padded
 # to 64x64) with size 64.
 GRIDS = {"padded": PreprocessConfig(), "resampled": PreprocessConfig(size=64)}
-
-
-def _split_threshold(probability: np.ndarray) -> float:
-    """A threshold in the widest gap between the middle values, so float noise cannot flip a voxel."""
-    values = np.unique(probability)
-    middle = values[len(values) // 4 : 3 * len(values) // 4]
-    gaps = np.diff(middle)
-    i = int(np.argmax(gaps))
-    return float(middle[i] + gaps[i] / 2)
 
 
 def _full_path(seg: Segmenter, cases) -> list[np.ndarray]:
@@ -57,7 +49,7 @@ def test_streamed_segmenter_matches_whole_case_preprocessing(grid, tmp_path) -> 
     cases = [make_phantom("isles22", 5, shape=(40, 36, 11)), make_phantom("isles22", 6, shape=(40, 36, 9))]
     seg = Segmenter.from_checkpoint(ckpt, batch_size=4)
     expected = _full_path(seg, cases)
-    seg.threshold = _split_threshold(expected[0][expected[0] > 0])
+    seg.threshold = split_threshold(expected[0][expected[0] > 0])
     results = list(seg.predict_many(cases))
     for case, result, probability in zip(cases, results, expected):
         _, geometry = preprocess_images(case.images, seg.modalities, seg.preprocess)
