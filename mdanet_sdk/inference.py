@@ -421,6 +421,11 @@ def refuse_single_3d(path: Path, modalities: Sequence[str]) -> None:
 
 def _case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_id: str) -> Case:
     """A :class:`Case` from ``(X, Y, Z)`` arrays in the caller's voxel order and their affine."""
+    if not isinstance(images, Mapping):
+        raise InputError(
+            f"images must be a mapping modality -> (X, Y, Z) array, e.g. {{'dwi': dwi, 'adc': adc}}; got a "
+            f"{type(images).__name__}."
+        )
     arrays = {str(m).lower(): np.asarray(a) for m, a in images.items()}
     brain_mask = arrays.pop(BRAIN_MASK_KEY, None)
     if not arrays:
@@ -429,7 +434,10 @@ def _case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case
     first = next(iter(arrays.values()))
     if first.ndim != 3 or len(set(shapes.values())) != 1:
         raise InputError(f"every image must be one 3D array of the same shape; got {shapes}.")
-    affine = np.asarray(affine, dtype=np.float64)
+    try:
+        affine = np.asarray(affine, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"affine must be a 4x4 matrix of numbers; got {type(affine).__name__}.") from None
     if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError("affine must be a finite, invertible 4x4 voxel-to-world matrix (mm).")
     warnings = []

@@ -146,6 +146,10 @@ def test_predict_arrays_matches_files_and_keeps_array_order(inf_checkpoints, tmp
     np.testing.assert_allclose(from_arrays.probability, from_files.probability, atol=1e-6)
     with pytest.raises(InputError, match="same shape"):
         seg.predict_arrays({"dwi": arrays["dwi"], "adc": arrays["adc"][:-1]}, affine)
+    with pytest.raises(InputError, match="mapping modality"):
+        seg.predict_arrays([arrays["dwi"], arrays["adc"]], affine)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="4x4 matrix of numbers"):
+        seg.predict_arrays(arrays, "eye")  # type: ignore[arg-type]
 
 
 def test_same_mask_for_every_batch_size(inf_checkpoints, tmp_path) -> None:
