@@ -53,6 +53,7 @@ class Archive:
             return archive.read(f"{self.root}/{name}")
 
 
+# NotImplementedError: zipfile raises it for compression methods it lacks (a crafted member can declare any).
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, OSError)
 
 
