@@ -64,12 +64,32 @@ __all__ = [
     "is_own_output",
     "NIFTI_SUFFIXES",
     "PREDICTION_MARK",
+    "OUTPUT_SUFFIXES",
+    "nifti_stem",
+    "output_name",
 ]
 
 #: File name endings read and written as NIfTI.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: ``descrip`` header text of every file :func:`save_like` writes: readers never take such a file as a label.
 PREDICTION_MARK = "mdanet-sdk prediction"
+#: What each output of a case is called: ``<case_id>_seg.nii.gz`` (mask), ``<case_id>_prob.nii.gz``.
+OUTPUT_SUFFIXES = {"mask": "_seg", "prob": "_prob"}
+
+
+def nifti_stem(name: str | os.PathLike[str]) -> str:
+    """A file name without its ``.nii`` / ``.nii.gz`` ending (any case): ``sub-01_dwi.nii.gz`` -> ``sub-01_dwi``."""
+    name = Path(name).name
+    lower = name.lower()
+    for suffix in (".nii.gz", ".nii"):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def output_name(case_id: str, kind: Literal["mask", "prob"] = "mask") -> str:
+    """The file name of a case's output: ``<case_id>_seg.nii.gz`` for the mask, ``<case_id>_prob.nii.gz``."""
+    return f"{case_id}{OUTPUT_SUFFIXES[kind]}.nii.gz"
 
 # What nibabel, gzip and zlib raise on a file that is not NIfTI or is damaged.
 _READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError, TypeError)
@@ -181,8 +201,8 @@ def is_own_output(path: str | os.PathLike[str], case_names: Iterable[str]) -> bo
     """Whether ``path`` is one of the SDK's outputs: named ``<case>_seg`` or ``<case>_prob`` (``mdanet-sdk
     segment`` writes these beside the inputs when ``-o`` is the case folder) for one of ``case_names``, or
     carrying :data:`PREDICTION_MARK` (:func:`is_prediction`, which catches renamed outputs)."""
-    stem = Path(path).name.lower().removesuffix(".gz").removesuffix(".nii")
-    ours = {f"{name.lower()}_{kind}" for name in case_names for kind in ("seg", "prob")}
+    stem = nifti_stem(path).lower()
+    ours = {f"{name.lower()}{suffix}" for name in case_names for suffix in OUTPUT_SUFFIXES.values()}
     return stem in ours or is_prediction(path)
 
 

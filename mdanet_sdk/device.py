@@ -1,0 +1,63 @@
+"""Where and in which precision the network runs: the one place that resolves devices and precisions.
+
+One vocabulary everywhere (inference, training, export, benchmarks): devices ``auto | cpu | cuda | cuda:N``
+and precisions ``auto | fp32 | fp16 | bf16``. ``auto`` is CUDA when available; its precision is bf16 (fp16
+where the GPU lacks bf16) on CUDA and fp32 on CPU. Lower precisions run under :func:`torch.autocast`, so
+weights stay fp32 and only the matrix products are reduced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from mdanet_sdk.errors import BackendUnavailableError, InputError
+
+__all__ = ["PRECISIONS", "DTYPES", "resolve_device", "resolve_precision", "autocast"]
+
+#: Accepted precision names (besides ``"auto"``).
+PRECISIONS = ("fp32", "fp16", "bf16")
+#: The torch dtype each precision computes in.
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device for ``device``: ``"auto"`` is CUDA when available, else CPU.
+
+    Raises:
+        BackendUnavailableError: CUDA was asked for but is not available.
+        InputError: ``device`` is not a device name.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError(f"device {device!r} was asked for but CUDA is not available; use cpu or auto.")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"fp32"``, ``"fp16"`` or ``"bf16"``; ``"auto"`` is bf16 (fp16 where unsupported) on CUDA, fp32 on CPU.
+
+    Raises:
+        InputError: ``precision`` is not one of ``auto``, ``fp32``, ``fp16``, ``bf16``.
+    """
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision not in DTYPES:
+        raise InputError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16.")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The mixed-precision context of a resolved ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[precision])
