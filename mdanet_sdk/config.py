@@ -1,7 +1,9 @@
 """Model configuration: presets, modality groups and the paper's ablation switches.
 
 A :class:`MDANetConfig` fully describes an MDANet (or baseline) network: checkpoints store it as a plain
-dict (:meth:`MDANetConfig.to_dict`) and rebuild the exact model from it (:meth:`MDANetConfig.from_dict`).
+dict (:meth:`MDANetConfig.to_dict`) and rebuild the exact model from it (:meth:`MDANetConfig.from_dict`). How
+the network computes its two custom ops (native kernels or the PyTorch reference) is no part of it: that is
+chosen when the network is built (``build_model(config, ops=...)``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ _SPACE_GRID_RANGE = (1, 64)
 _CLASSES_RANGE = (1, 64)
 #: Networks whose estimated parameter count (:func:`estimate_parameters`) exceeds this are refused.
 MAX_PARAMETERS = 200_000_000
+#: Fields earlier versions wrote and :meth:`MDANetConfig.from_dict` drops: ``ops``, the op implementation, is
+#: chosen when a network is built (it changes how the network computes, never its weights).
+_RETIRED_FIELDS = frozenset({"ops"})
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,9 @@ class MDANetConfig:
         groups: modality names of the two groups, e.g. ``(("cbf", "cbv"), ("mtt", "tmax"))``. The input
             tensor stacks them in this order along the channel axis: ``C = len(groups[0]) + len(groups[1])``.
         widths: channel widths of the 5 encoder levels.
-        architecture: ``"mdanet"``, or a baseline of Table 1: ``"unet"``, ``"attention-unet"``.
+        architecture: ``"mdanet"``, or a baseline of Table 1: ``"unet"``, ``"attention-unet"``. The ablation
+            switches below (``dasc``, ``msc``, ``skip_fusion``, ``bottleneck``, ``gcn_*``) apply to ``"mdanet"``
+            only; a baseline is the same network whatever they say.
         dasc: dual-path encoder with difference-aware skips (Table 3). ``False`` gives a single encoder on the
             stacked input with concatenation skips (the U-Net baseline plus whatever else is switched on).
         msc: multi-scale convolution encoder blocks (Fig. 3a) instead of plain double convolutions.
@@ -84,7 +91,6 @@ class MDANetConfig:
             explicit side fixes the grid (inputs of another size are pooled to it and resized back), e.g.
             for export at other sizes.
         num_classes: output channels of the head (2: background, lesion).
-        ops: implementation of the native ops: ``"auto"``, ``"native"`` or ``"reference"``.
 
     Bounds (checked on construction, so a config read from a file is refused before a network is built):
     widths 4-4096, 1-16 modalities per group, gcn_nodes and gcn_embed 1-4096, space_grid 1-64, num_classes 1-64,
@@ -103,7 +109,6 @@ class MDANetConfig:
     gcn_embed: int | None = None
     space_grid: int | None = None
     num_classes: int = 2
-    ops: str = "auto"
     preset: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
@@ -113,7 +118,6 @@ class MDANetConfig:
             ("architecture", self.architecture, ARCHITECTURES),
             ("skip_fusion", self.skip_fusion, SKIP_FUSIONS),
             ("bottleneck", self.bottleneck, BOTTLENECKS),
-            ("ops", self.ops, ("auto", "native", "reference")),
         ):
             if not isinstance(value, str) or value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(allowed)}; got {value!r:.80}.")
@@ -216,20 +220,24 @@ class MDANetConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "MDANetConfig":
         """Inverse of :meth:`to_dict`.
 
+        A dict written before the op implementation left the config (mdanet-sdk checkpoints and export
+        artefacts carry an ``ops`` key) loads too: the key is dropped, the op implementation being chosen when
+        the network is built.
+
         Raises:
             InputError: ``d`` is not a dict, has fields this version does not know (written by a newer
                 mdanet-sdk), or a value of the wrong type or out of bounds.
         """
         if not isinstance(d, Mapping):
             raise InputError(f"the model config must be a dict of fields, got a {type(d).__name__}.")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | _RETIRED_FIELDS
         unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
             raise InputError(
                 f"Model config has unknown fields {unknown}: it was written by a newer mdanet-sdk; "
                 "upgrade the package to load it."
             )
-        d = dict(d)
+        d = {k: v for k, v in d.items() if k not in _RETIRED_FIELDS}
         groups = d.get("groups")
         if isinstance(groups, (list, tuple)) and all(isinstance(g, (list, tuple)) for g in groups):
             d["groups"] = tuple(tuple(g) for g in groups)  # anything else is refused by __post_init__
@@ -278,7 +286,7 @@ def estimate_parameters(config: MDANetConfig) -> int:
     within ~1.5x of the real count for the presets (paper: ~26 M real).
     """
     w, classes = config.widths, config.num_classes
-    if config.architecture != "mdanet":  # the baselines are fixed points of the ablation space (see MDANet)
+    if config.architecture != "mdanet":  # the baselines ignore the switches (mdanet_sdk.model.unet)
         dasc, bottleneck = False, "none"
     else:
         dasc, bottleneck = config.dasc, config.bottleneck

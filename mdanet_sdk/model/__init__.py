@@ -1,10 +1,11 @@
-"""The networks: MDANet (one module per paper component) and the Table 1 baselines."""
+"""The networks: MDANet (one module per paper component) and the Table 1 baselines, and how to build them."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.model.base import IMPLEMENTATIONS, SegmentationModel, upgrade_state_dict
 from mdanet_sdk.model.blocks import MultiScaleConv
 from mdanet_sdk.model.dasc import DifferenceAwareSkip
 from mdanet_sdk.model.gcfb import GraphConv, GraphConvFusion
@@ -12,14 +13,27 @@ from mdanet_sdk.model.mdanet import MDANet
 from mdanet_sdk.model.unet import AttentionUNet, UNet
 
 __all__ = [
-    "MDANet", "UNet", "AttentionUNet", "MultiScaleConv", "DifferenceAwareSkip", "GraphConv",
-    "GraphConvFusion", "build_model", "count_parameters", "model_summary",
+    "MDANet", "UNet", "AttentionUNet", "SegmentationModel", "MultiScaleConv", "DifferenceAwareSkip", "GraphConv",
+    "GraphConvFusion", "IMPLEMENTATIONS", "NETWORKS", "build_model", "count_parameters", "model_summary",
+    "upgrade_state_dict",
 ]
 
+#: ``MDANetConfig.architecture`` → the network class.
+NETWORKS: dict[str, type[SegmentationModel]] = {"mdanet": MDANet, "unet": UNet, "attention-unet": AttentionUNet}
 
-def build_model(config: MDANetConfig) -> nn.Module:
-    """The network ``config`` describes (MDANet, or a baseline for ``architecture`` unet/attention-unet)."""
-    return MDANet(config)
+
+def build_model(config: MDANetConfig, ops: str = "auto") -> SegmentationModel:
+    """The network ``config`` describes: MDANet, or a baseline for ``architecture`` unet / attention-unet.
+
+    Args:
+        config: the network description (weights are not loaded here).
+        ops: how the MDANet ops compute (``"auto"``: native when built, ``"native"``, ``"reference"``); it
+            changes how the network computes, never its weights.
+
+    Raises:
+        InputError: ``ops`` is none of the three.
+    """
+    return NETWORKS[config.architecture](config, ops=ops)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -42,7 +56,7 @@ def model_summary(config: MDANetConfig, size: int = 256) -> dict[str, object]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build_model(config.resolved(size).replace(ops="reference")).eval()
+    model = build_model(config.resolved(size), ops="reference").eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(torch.zeros(1, config.in_channels, size, size))
@@ -53,7 +67,7 @@ def model_summary(config: MDANetConfig, size: int = 256) -> dict[str, object]:
         "architecture": config.architecture,
         "groups": [list(g) for g in config.groups],
         "size": size,
-        "space_grid": model.config.space_grid if model.config.gcfb else None,
+        "space_grid": model.config.space_grid if isinstance(model, MDANet) and model.config.gcfb else None,
         "params": params,
         "params_m": round(params / 1e6, 3),
         "gflops_per_slice": round(flops / 1e9, 3),

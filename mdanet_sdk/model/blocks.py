@@ -1,15 +1,15 @@
-"""Convolution blocks shared by MDANet and the baselines: conv-BN-ReLU, double conv, MSC, encoder, decoder."""
+"""Blocks shared by MDANet and the baselines: conv-BN-ReLU, double conv, MSC, encoder, decoder, head."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "ConvBNReLU", "DoubleConv", "MultiScaleConv", "encoder_block", "Encoder", "UNetDecoder", "stack_groups",
-    "split_groups",
+    "ConvBNReLU", "DoubleConv", "MultiScaleConv", "encoder_block", "Encoder", "UNetDecoder", "SegmentationHead",
+    "stack_groups", "split_groups",
 ]
 
 
@@ -107,27 +107,35 @@ class Encoder(nn.Module):
 
 
 class UNetDecoder(nn.Module):
-    """U-Net decoder: at each level a 2×2 transposed conv up, a skip feature concatenated, a double conv.
+    """U-Net decoder: four stages from the bottleneck up, each a 2×2 transposed conv then a double conv.
 
-    The skip feature at each level comes from ``merge(level, up)``, so the same decoder serves plain
-    concatenation skips (U-Net), attention gates (Attention U-Net) and difference-aware skips (MDANet),
-    each of which sees the upsampled decoder feature ``up`` (``F_de`` of Eq. 2).
+    Stage ``i`` works at encoder level ``3 - i``: ``ups[i]`` upsamples ``(B, widths[4-i], h, w)`` to the decoder
+    feature ``F_de: (B, widths[3-i], 2h, 2w)``, and ``convs[i]`` fuses ``[skip, F_de]`` (``2 · widths[3-i]``
+    channels) back to ``widths[3-i]``. What the skip is differs per network (the encoder feature, an
+    attention-gated one, or the DASC-refined difference of Eq. 1-3, which needs ``F_de`` first), so each network
+    runs the stages itself in its ``decode`` loop over :meth:`stages`.
 
     Shapes:
-        bottom ``(B, widths[-1], H/16, W/16)`` → logits ``(B, num_classes, H, W)``.
+        bottom ``(B, widths[4], H/16, W/16)`` → ``(B, widths[0], H, W)`` after the last stage.
     """
 
-    def __init__(self, widths: Sequence[int], num_classes: int) -> None:
+    def __init__(self, widths: Sequence[int]) -> None:
         super().__init__()
         deep = list(reversed(widths))  # 1024, 512, 256, 128, 64
         self.ups = nn.ModuleList(nn.ConvTranspose2d(deep[i], deep[i + 1], 2, stride=2) for i in range(4))
         self.convs = nn.ModuleList(DoubleConv(2 * deep[i + 1], deep[i + 1]) for i in range(4))
-        self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
 
-    def forward(self, bottom: Tensor, merge: Callable[[int, Tensor], Tensor]) -> Tensor:
-        x = bottom
-        for i, (up, conv) in enumerate(zip(self.ups, self.convs)):
-            u = up(x)
-            level = 3 - i
-            x = conv(torch.cat([merge(level, u), u], dim=1))
-        return self.head(x)
+    def stages(self) -> Iterator[tuple[int, nn.Module, nn.Module]]:
+        """``(level, up, conv)`` of each stage, from the bottleneck up (levels 3, 2, 1, 0)."""
+        return zip(range(len(self.ups) - 1, -1, -1), self.ups, self.convs)
+
+
+class SegmentationHead(nn.Conv2d):
+    """The 1×1 convolution from the last decoder feature to the class logits.
+
+    Shapes:
+        ``(B, C, H, W) → (B, num_classes, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__(in_channels, num_classes, kernel_size=1)

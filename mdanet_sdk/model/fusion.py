@@ -106,11 +106,15 @@ class DifferenceFusion(nn.Module):
         return features[0] - features[1] if len(features) == 2 else features[0]
 
 
-def build_bottleneck(config: MDANetConfig, groups: int) -> nn.Module:
-    """The bottleneck fusion module that ``config.bottleneck`` names, for 1 or 2 groups."""
+def build_bottleneck(config: MDANetConfig, groups: int, impl: str = "auto") -> nn.Module:
+    """The bottleneck fusion module that ``config.bottleneck`` names, for 1 or 2 groups.
+
+    ``impl`` is the op implementation of the GCFB's graph convolutions (``"auto"``, ``"native"``,
+    ``"reference"``); the other fusions call no MDANet op.
+    """
     c = config.widths[-1]
     if config.bottleneck == "gcfb":
-        return GraphConvFusion(c, config.nodes, config.embed, config.grid, groups, config.ops)
+        return GraphConvFusion(c, config.nodes, config.embed, config.grid, groups, impl)
     if config.bottleneck == "nonlocal":
         return AttentionFusion(NonLocalBlock(c), NonLocalBlock(c))
     if config.bottleneck == "transformer":

@@ -104,10 +104,11 @@ class Checkpoint:
 
         Raises:
             CheckpointError: the weights do not fit the network the config describes.
+            InputError: ``ops`` is none of the three.
         """
         from mdanet_sdk.model import build_model
 
-        model = build_model(self.model_config.replace(ops=ops))
+        model = build_model(self.model_config, ops=ops)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
@@ -256,6 +257,8 @@ def load_checkpoint(
     Nothing of the file is used before it passed every check: the zip CRCs, the format, the integrity record
     (:func:`payload_digest`), the type and bounds of every config field and of ``meta["inference"]``, finite
     weights, and weight shapes that fit the network the config describes (checked without allocating it).
+    Weights written by earlier versions get today's parameter names
+    (:func:`mdanet_sdk.model.upgrade_state_dict`), and a config's retired ``ops`` field is dropped.
 
     Args:
         path_or_name: a ``.pt`` file or a name of :data:`BUNDLED`.
@@ -268,6 +271,8 @@ def load_checkpoint(
             or a mismatching integrity record, a field of the wrong type or out of bounds, NaN/Inf weights, or
             weights that do not fit the config.
     """
+    from mdanet_sdk.model import upgrade_state_dict
+
     path = resolve_checkpoint(path_or_name)
     check_container(path)
     try:
@@ -282,12 +287,15 @@ def load_checkpoint(
         ) from None
     check_structure(path, payload)
     check_integrity(path, payload, trust)
+    # The one place where weights of earlier versions get today's parameter names (the integrity record covers
+    # the names as written).
+    state = upgrade_state_dict(payload["state_dict"])
     try:
         model_config = MDANetConfig.from_dict(payload["model_config"])
         preprocess = PreprocessConfig.from_dict(payload["preprocess"])
     except (MDANetError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} holds a config this mdanet-sdk cannot use: {exc}") from None
     check_meta(path, payload["meta"])
-    check_weights(path, payload["state_dict"], model_config)
+    check_weights(path, state, model_config)
     resume = {k: payload[k] for k in _RESUME_KEYS if k in payload}
-    return Checkpoint(model_config, preprocess, payload["state_dict"], dict(payload["meta"]), path, resume)
+    return Checkpoint(model_config, preprocess, state, dict(payload["meta"]), path, resume)

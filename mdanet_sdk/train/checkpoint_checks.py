@@ -314,7 +314,7 @@ def check_weights(path: Path, state: dict[str, Tensor], config: MDANetConfig) ->
     from mdanet_sdk.model import build_model
 
     with torch.device("meta"):
-        expected = build_model(config.replace(ops="reference")).state_dict()
+        expected = build_model(config, ops="reference").state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     problem = f"missing {missing[:3]}, unexpected {unexpected[:3]}" if missing or unexpected else next((
         f"{name} is {state[name].dtype} {tuple(state[name].shape)}, the config needs {tuple(want.shape)}"
