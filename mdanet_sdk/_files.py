@@ -33,17 +33,24 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[Path], None], *, tmp_suffix: str | None = None
+) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    The temporary name keeps ``path``'s suffixes (``.nii.gz`` stays gzip for nibabel). On any error the
-    temporary file is removed and an existing ``path`` is left untouched.
+    The temporary name keeps ``path``'s suffixes (``.nii.gz`` stays gzip for nibabel), or ends in
+    ``tmp_suffix`` for a writer that insists on its own (``torch.export.save`` warns unless a name ends in
+    ``.pt2``). On any error the temporary file is removed and an existing ``path`` is left untouched.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=f".tmp{suffix}", dir=path.parent)
+    if tmp_suffix is None:
+        tmp_suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=f".tmp{tmp_suffix}", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

@@ -47,7 +47,7 @@ runner = CliRunner()
 
 def _model(ops_impl: str = OPS, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(MDANetConfig.from_preset("small", "mri", ops=ops_impl)).eval()
+    return build_model(MDANetConfig.from_preset("small", "mri"), ops=ops_impl).eval()
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_bf16_export_is_held_to_its_tolerance(tmp_path, model):
 
 
 def test_failed_validation_leaves_no_file(tmp_path, model, monkeypatch):
-    import mdanet_sdk.export as export
+    from mdanet_sdk.export import writers
 
     def drifting(path, device="cpu"):  # an artefact whose logits are off by 1e-3
         artifact = load_artifact(path, device)
@@ -179,7 +179,7 @@ def test_failed_validation_leaves_no_file(tmp_path, model, monkeypatch):
 
     target = tmp_path / "keep.ts"
     target.write_bytes(b"previous artefact")
-    monkeypatch.setattr(export, "load_artifact", drifting)
+    monkeypatch.setattr(writers, "load_artifact", drifting)  # what validation reloads with
     with pytest.raises(ExportError, match="differs from the eager model by 0.001"):
         export_model(model, "torchscript", target, preprocess=PREPROCESS)
     assert target.read_bytes() == b"previous artefact"  # the old file is untouched
@@ -258,8 +258,7 @@ def test_native_ops_requested_without_library(tmp_path, monkeypatch):
 def checkpoint_file(model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small model as a checkpoint whose preprocessing resamples slices to 56 (grid 64)."""
     path = tmp_path_factory.mktemp("checkpoint") / "small.pt"
-    config = model.config.replace(ops="auto")
-    return save_checkpoint(path, model, config, PreprocessConfig(**PREPROCESS), {"note": "random small"})
+    return save_checkpoint(path, model, model.config, PreprocessConfig(**PREPROCESS), {"note": "random small"})
 
 
 @pytest.fixture(scope="module")

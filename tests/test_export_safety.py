@@ -39,7 +39,7 @@ INTEGRITY = "extra/mdanet/integrity.json"
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return build_model(MDANetConfig.from_preset("small", "mri", ops=OPS)).eval()
+    return build_model(MDANetConfig.from_preset("small", "mri"), ops=OPS).eval()
 
 
 @pytest.fixture(scope="module")

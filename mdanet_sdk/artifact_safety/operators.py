@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from mdanet_sdk.errors import CheckpointError
+from mdanet_sdk.ops import QUALIFIED_OPS
 
 #: ATen operators that reach outside the tensors: files, the console, process-wide state, threads, streams.
 _ATEN_DENIED = frozenset({
@@ -34,7 +35,7 @@ _PRIM_ALLOWED = frozenset({
     "prim::RaiseException", "prim::min", "prim::max", "prim::abs", "prim::isinstance", "prim::is_cuda",
     "prim::requires_grad", "prim::data", "prim::shape",
 })
-_MDANET_ALLOWED = frozenset({"mdanet::dasc_gate", "mdanet::graph_conv"})
+_MDANET_ALLOWED = frozenset(QUALIFIED_OPS)
 #: Python functions a torch.export graph calls for tuple outputs and symbolic sizes.
 _PYTHON_ALLOWED = (
     operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod,
