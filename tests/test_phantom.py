@@ -179,7 +179,7 @@ def test_generation_is_fast() -> None:
 
 
 def test_invalid_options_raise_input_error(tmp_path) -> None:
-    with pytest.raises(InputError, match="kind"):
+    with pytest.raises(InputError, match="layout"):
         make_phantom("isles19", 0)
     with pytest.raises(InputError, match="pattern"):
         make_phantom("isles18", 0, pattern="embolic")

@@ -7,7 +7,8 @@ while keeping the physics (restricted diffusion: ADC down, DWI up; CTP core: CBF
 ISLES 2018 definition of the core, relative CBF below ~30 %). :data:`CLASSIC` reproduces the original
 generator bit for bit.
 
-Each range is ``(low, high)`` of a uniform draw unless named ``log_…`` (log-uniform).
+Each range is ``(low, high)`` of a uniform draw unless named ``log_…`` (log-uniform). The parameters every
+domain shares are in :mod:`mdanet_sdk.data.phantom.tables`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CLASSIC", "DOMAINS", "RANDOMISED", "Domain", "ctp_background", "mri_background"]
+__all__ = ["CLASSIC", "DOMAINS", "RANDOMISED", "Domain"]
 
 
 @dataclass(frozen=True)
@@ -106,43 +107,3 @@ RANDOMISED = Domain(
 
 DOMAINS = {d.name: d for d in (CLASSIC, RANDOMISED)}
 
-
-def mri_background(
-    rng: np.random.Generator, depth: np.ndarray, images: dict[str, np.ndarray], kind: str, sigma: float, scale: float
-) -> dict[str, np.ndarray]:
-    """DWI and ADC outside the brain for a background ``kind`` (``images`` hold 0 there).
-
-    Args:
-        depth: mm below the brain surface (negative outside).
-        sigma: noise sigma of the b = 1000 signal; ``scale``: its factor to DWI units.
-    """
-    if kind == "zero":
-        return images
-    outside = depth <= 0
-    shape = depth.shape
-    noise = np.hypot(rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32))
-    dwi = np.where(outside, sigma * scale * noise, images["dwi"])
-    tissue_adc = float(np.median(images["adc"][~outside])) if (~outside).any() else 1.0
-    adc = np.where(outside, rng.uniform(0.0, 3.0) * tissue_adc * (rng.random(shape) < 0.5), images["adc"])
-    if kind == "skull":
-        # Scalp and marrow bright, cortical bone dark; a ring a few mm outside the brain surface.
-        width = rng.uniform(4.0, 9.0)
-        ring = outside & (depth > -width)
-        bright = float(np.median(images["dwi"][~outside])) * rng.uniform(0.3, 1.2)
-        texture = 1.0 + 0.3 * rng.standard_normal(shape, dtype=np.float32)
-        dwi = np.where(ring & (depth < -0.35 * width), bright * texture, dwi)
-        adc = np.where(ring, tissue_adc * rng.uniform(0.3, 2.0) * np.abs(texture), adc)
-    return {"dwi": dwi.astype(np.float32), "adc": adc.astype(np.float32)}
-
-
-def ctp_background(rng: np.random.Generator, images: dict[str, np.ndarray], head: np.ndarray, kind: str) -> None:
-    """Noise in the air around the head for a ``"noise"`` background (in place); others are set by the
-    generator's head mask."""
-    if kind != "noise":
-        return
-    for name, value in images.items():
-        if name == "ct":
-            continue
-        scale = float(np.percentile(value[head], 50)) if head.any() else 1.0
-        noise = np.abs(rng.standard_normal(value.shape, dtype=np.float32)) * rng.uniform(0.01, 0.08) * scale
-        images[name] = np.where(head, value, noise).astype(np.float32)

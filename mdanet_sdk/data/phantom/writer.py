@@ -1,0 +1,116 @@
+"""Phantoms on disk: :func:`write_dataset` lays them out as real NIfTI files like the ISLES'22 and ISLES'18
+datasets, stored in the orientations those datasets use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from mdanet_sdk._files import write_json
+from mdanet_sdk.data.nifti import atomic_save
+from mdanet_sdk.data.phantom.generate import PHANTOM_MODALITIES, Phantom, case_name, case_seed, check_options, make_phantom
+from mdanet_sdk.errors import InputError
+
+__all__ = ["write_dataset"]
+
+# ISLES'18 file tokens (SMIR.Brain.XX.O.<token>.<id>.nii).
+_SMIR_TOKENS = {"cbf": "CT_CBF", "cbv": "CT_CBV", "mtt": "CT_MTT", "tmax": "CT_Tmax", "ct": "CT", "label": "OT"}
+# Stored voxel axis codes -> which canonical axes are flipped.
+_FLIPS = {"RAS": (False, False, False), "LAS": (True, False, False), "LPS": (True, True, False)}
+# The generator named in phantoms.json and dataset_description.json (kept: the files stay as they were).
+_GENERATOR = "mdanet_sdk.data.phantom"
+
+
+def _stored(array: np.ndarray, affine: np.ndarray, orientation: str) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical RAS array and affine → the same image stored with voxel axes ``orientation`` (exact flips)."""
+    flip = np.eye(4)
+    for axis, flipped in enumerate(_FLIPS[orientation]):
+        if flipped:
+            array = array[(slice(None),) * axis + (slice(None, None, -1),)]
+            flip[axis, axis], flip[axis, 3] = -1.0, array.shape[axis] - 1
+    return np.ascontiguousarray(array), affine @ flip
+
+
+def _save(array: np.ndarray, phantom: Phantom, dtype: str, path: Path, qform_code: int) -> None:
+    data, affine = _stored(array, phantom.affine, phantom.info["orientation"])
+    img = nib.Nifti1Image(data.astype(dtype), affine)
+    img.header.set_qform(affine, code=qform_code)
+    img.header.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    atomic_save(img, path)
+
+
+def _write_isles22(out: Path, ph: Phantom, name: str) -> None:
+    stem = f"{name}_ses-0001"
+    for modality in PHANTOM_MODALITIES["isles22"]:
+        path = out / "rawdata" / name / "ses-0001" / "dwi" / f"{stem}_{modality}.nii.gz"
+        _save(ph.images[modality], ph, ph.info["dtypes"][modality], path, qform_code=2)
+    _save(ph.label, ph, "uint8", out / "derivatives" / name / "ses-0001" / f"{stem}_msk.nii.gz", qform_code=2)
+
+
+def _write_isles18(out: Path, ph: Phantom, name: str, index: int) -> None:
+    for k, modality in enumerate((*PHANTOM_MODALITIES["isles18"], "label")):
+        file = f"SMIR.Brain.XX.O.{_SMIR_TOKENS[modality]}.{300000 + 10 * index + k}"
+        array, dtype = (ph.label, "uint8") if modality == "label" else (ph.images[modality], ph.info["dtypes"][modality])
+        _save(array, ph, dtype, out / "TRAINING" / name / file / f"{file}.nii", qform_code=1)
+
+
+def write_dataset(
+    out_dir: str | os.PathLike[str], layout: str = "isles22", n_cases: int = 10, seed: int = 0, **options: Any
+) -> Path:
+    """Write ``n_cases`` phantoms as real NIfTI files in the folder layout of the real dataset.
+
+    Layouts (case ``i`` is ``make_phantom(layout, case_seed(seed, i), **options)``, see :func:`case_name`):
+
+    - ``"isles22"``: ``rawdata/sub-strokecaseXXXX/ses-0001/dwi/sub-strokecaseXXXX_ses-0001_{dwi,adc}.nii.gz``
+      and ``derivatives/sub-strokecaseXXXX/ses-0001/sub-strokecaseXXXX_ses-0001_msk.nii.gz``, plus
+      ``dataset_description.json``; stored LAS or RAS, qform code 2, sform code 1.
+    - ``"isles18"``: ``TRAINING/case_N/SMIR.Brain.XX.O.{CT_CBF,CT_CBV,CT_MTT,CT_Tmax,CT,OT}.NNNNNN/`` each with
+      one same-named ``.nii``; stored LPS, LAS or RAS.
+
+    ``phantoms.json`` at the root records each case's id, seed and :attr:`Phantom.info`. Every file is
+    written atomically; existing files of the same names are replaced.
+
+    Args:
+        out_dir: dataset root (created).
+        layout: ``"isles22"`` or ``"isles18"`` (:data:`KIND_LAYOUT` maps a modality kind to it).
+        n_cases: number of cases (>= 1).
+        seed: dataset seed.
+        **options: passed to :func:`make_phantom` (``shape``, ``spacing``, ``pattern``, ``n_lesions``, ``domain``).
+
+    Returns:
+        ``out_dir`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: ``n_cases < 1``, ``out_dir`` is a file, or an invalid phantom option.
+    """
+    out = Path(out_dir)
+    if n_cases < 1:
+        raise InputError(f"n_cases must be at least 1, got {n_cases}.")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give a folder to write the dataset into.")
+    check_options(layout, options.get("shape"), options.get("pattern"), options.get("n_lesions"),
+                  options.get("domain", "classic"))
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n_cases):
+        name, case_s = case_name(layout, i), case_seed(seed, i)
+        ph = make_phantom(layout, case_s, case_id=name, **options)
+        if layout == "isles22":
+            _write_isles22(out, ph, name)
+        else:
+            _write_isles18(out, ph, name, i)
+        records.append({"case_id": name, "seed": case_s, "info": ph.info})
+    if layout == "isles22":
+        write_json(out / "dataset_description.json", {
+            "Name": "mdanet-sdk synthetic ISLES'22-like phantoms", "BIDSVersion": "1.7.0", "DatasetType": "raw",
+            "GeneratedBy": [{"Name": _GENERATOR}],
+        })
+    # "kind" holds the layout: the key is kept so that phantoms.json files stay as they were.
+    write_json(out / "phantoms.json", {"generator": _GENERATOR, "kind": layout, "seed": int(seed),
+                                        "case_seed": "seed * 1000 + index", "cases": records})
+    return out
