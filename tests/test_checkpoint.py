@@ -56,7 +56,7 @@ def test_rebuilds_the_exact_model(saved, config) -> None:
         torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
         # Another op implementation computes the same function with the same weights.
         reference = loaded.build_model(ops="reference")
-        assert reference.config.ops == "reference"
+        assert reference.ops == "reference" and reference.config == loaded.model_config.resolved()
         torch.testing.assert_close(reference(x), model(x), rtol=1e-4, atol=1e-5)
 
 
@@ -142,3 +142,35 @@ def test_bundled_names(monkeypatch, saved, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="bundled checkpoint 'default-ctp' is missing"):
         load_checkpoint("default-ctp")
     assert set(ck.BUNDLED) == {"default-mri", "default-ctp"}
+
+
+def _legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` named as before the head left the decoder."""
+    return {("decoder." + k if k.startswith("head.") else k): v for k, v in state.items()}
+
+
+def test_files_of_earlier_versions_load(saved) -> None:
+    """Weights named ``decoder.head.*`` and configs with an ``ops`` field (the bundled weights have both)."""
+    path, model = saved
+    raw = torch.load(path, weights_only=True)
+    old = _rewrite(path, state_dict=_legacy(raw["state_dict"]), model_config={**raw["model_config"], "ops": "native"})
+    loaded = load_checkpoint(old)
+    assert list(loaded.state_dict) == list(raw["state_dict"])  # today's names, in the same order
+    x = torch.randn(2, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.build_model()(x), model(x))
+    both = _rewrite(path, state_dict={**raw["state_dict"], **_legacy(raw["state_dict"])})
+    with pytest.raises(CheckpointError, match=r"unexpected \['decoder\.head\.bias'"):
+        load_checkpoint(both)  # a file with both names is inconsistent, not merged
+
+
+@pytest.mark.parametrize("name", ["default-mri", "default-ctp"])
+def test_bundled_weights_get_todays_names(name) -> None:
+    if not ck.BUNDLED[name].is_file():
+        pytest.skip("bundled weights not generated")
+    raw = torch.load(ck.BUNDLED[name], weights_only=True)
+    assert "ops" in raw["model_config"] and "decoder.head.weight" in raw["state_dict"]  # written before
+    loaded = load_checkpoint(name)
+    assert "head.weight" in loaded.state_dict and not any(k.startswith("decoder.head") for k in loaded.state_dict)
+    assert torch.equal(loaded.state_dict["head.weight"], raw["state_dict"]["decoder.head.weight"])
+    assert loaded.build_model(ops="reference").ops == "reference"

@@ -10,6 +10,7 @@ import torch
 from mdanet_sdk.config import DEFAULT_MODEL_SIZE, MDANetConfig
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.model import AttentionUNet, MDANet, UNet, build_model, count_parameters, model_summary
+from mdanet_sdk.model.base import SegmentationModel
 from mdanet_sdk.model.blocks import MultiScaleConv
 from mdanet_sdk.ops import native_available
 from mdanet_sdk.train.trainer import TrainConfig, Trainer
@@ -121,7 +122,7 @@ def test_train_and_eval_batch_norm_agree_on_settled_statistics(bottleneck):
     different intensity statistics the logits then differed by ~0.06-0.09 here.
     """
     torch.manual_seed(0)
-    model = MDANet(MDANetConfig.from_preset("small", "ctp", bottleneck=bottleneck, ops="reference"))
+    model = MDANet(MDANetConfig.from_preset("small", "ctp", bottleneck=bottleneck), ops="reference")
     x = torch.randn(4, 4, 64, 64)
     x[:, 2:] = 3 * x[:, 2:] + 2  # the second group with other statistics, as MTT/Tmax have against CBF/CBV
     _settle_batch_norm(model, x)
@@ -134,11 +135,70 @@ def test_train_and_eval_batch_norm_agree_on_settled_statistics(bottleneck):
 
 def test_baselines():
     unet, att = UNet(), AttentionUNet()
-    assert unet.config.architecture == "unet" and not unet.config.dasc
+    assert unet.config.architecture == "unet" and att.config.architecture == "attention-unet"
+    assert not isinstance(unet, MDANet) and isinstance(att, UNet)
     assert count_parameters(att) > count_parameters(unet)
     x = torch.randn(1, 2, 32, 32)
     with torch.no_grad():
         assert att.eval()(x).shape == unet.eval()(x).shape == (1, 2, 32, 32)
+
+
+@pytest.mark.parametrize(("architecture", "network"), [("mdanet", MDANet), ("unet", UNet),
+                                                       ("attention-unet", AttentionUNet)])
+def test_build_model_builds_the_architecture(architecture, network):
+    """The ablation switches are MDANet's: a baseline is the same network whatever they say."""
+    torch.manual_seed(0)
+    model = build_model(MDANetConfig.from_preset("small", "ctp", architecture=architecture))
+    assert type(model) is network and isinstance(model, SegmentationModel)
+    torch.manual_seed(0)
+    switched = build_model(MDANetConfig.from_preset("small", "ctp", architecture=architecture, msc=False)).state_dict()
+    same = switched.keys() == model.state_dict().keys() and all(
+        torch.equal(switched[name], weight) for name, weight in model.state_dict().items()
+    )
+    assert same == (architecture != "mdanet")
+
+
+def test_unet_is_mdanet_with_every_component_off():
+    """Table 3's first row: MDANet without DASC, MSC and GCFB is the U-Net, parameter names and seeded weights."""
+    cfg = MDANetConfig.from_preset("small", "mri")
+    torch.manual_seed(0)
+    ablation = MDANet(cfg.replace(dasc=False, msc=False, bottleneck="none")).eval()
+    torch.manual_seed(0)
+    unet = UNet(cfg.replace(architecture="unet")).eval()
+    assert list(ablation.state_dict()) == list(unet.state_dict())
+    x = torch.randn(2, 2, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(ablation(x), unet(x))
+
+
+def test_encoder_decoder_head():
+    """Fig. 3 as modules: the head is not part of the decoder, and the decoder runs deepest level first."""
+    model = MDANet(MDANetConfig.from_preset("small", "mri"))
+    names = [name for name, _ in model.named_children()]
+    assert names == ["stems", "encoder", "bottleneck", "skips", "decoder", "head"]
+    assert [n for n, _ in model.named_parameters()][-2:] == ["head.weight", "head.bias"]
+    assert [level for level, _, _ in model.decoder.stages()] == [3, 2, 1, 0]
+    assert not any(n.startswith("decoder.head") for n in model.state_dict())
+
+
+def test_ops_are_chosen_when_the_network_is_built():
+    cfg = MDANetConfig.from_preset("small", "ctp")
+    assert "ops" not in cfg.to_dict()
+    model = build_model(cfg, ops="reference")
+    assert model.ops == "reference" and model.skips[0].impl == "reference"
+    assert model.bottleneck.channel.gcn.impl == model.bottleneck.space.gcn.impl == "reference"
+    assert build_model(cfg).ops == "auto" and UNet(ops="reference").ops == "reference"
+    with pytest.raises(InputError, match="ops must be one of auto, native, reference"):
+        build_model(cfg, ops="cuda")
+    with pytest.raises(TypeError):
+        MDANetConfig.from_preset("small", "ctp", ops="reference")  # no longer a config field
+
+
+def test_a_network_refuses_a_config_of_another_architecture():
+    with pytest.raises(InputError, match="build_model"):
+        MDANet(MDANetConfig.from_preset("unet", "mri"))
+    with pytest.raises(InputError, match="'unet'"):
+        UNet(MDANetConfig.from_preset("small", "mri"))
 
 
 def test_msc_has_fewer_parameters_than_double_conv():
@@ -185,6 +245,9 @@ def test_old_checkpoint_configs_keep_their_grid():
 def test_config_round_trip_and_newer_fields():
     cfg = MDANetConfig.from_preset("small", "ctp", msc=False)
     assert MDANetConfig.from_dict(cfg.to_dict()) == cfg
+    # Checkpoints and export artefacts written before the op implementation left the config carry "ops".
+    for ops in ("auto", "native", "reference"):
+        assert MDANetConfig.from_dict({**cfg.to_dict(), "ops": ops}) == cfg
     with pytest.raises(InputError, match="newer"):
         MDANetConfig.from_dict({**cfg.to_dict(), "from_the_future": 1})
     with pytest.raises(InputError, match="bottleneck"):
@@ -233,8 +296,8 @@ def test_small_preset_overfits_a_disk():
 def test_paper_model_native_ops_equal_reference():
     torch.manual_seed(0)
     cfg = MDANetConfig.from_preset("paper", "ctp")
-    ref = MDANet(cfg.replace(ops="reference")).eval()
-    nat = MDANet(cfg.replace(ops="native")).eval()
+    ref = MDANet(cfg, ops="reference").eval()
+    nat = MDANet(cfg, ops="native").eval()
     nat.load_state_dict(ref.state_dict())
     x = torch.randn(1, 4, 128, 128)
     with torch.no_grad():

@@ -64,8 +64,11 @@ class UNet(SegmentationModel):
         """The modules on the skip connections: none, the encoder features are concatenated as they are."""
         return None
 
-    def skip(self, level: int, feature: Tensor, f_de: Tensor) -> Tensor:  # noqa: ARG002 - used by the gates
-        """The skip feature at ``level``: the encoder feature itself, ``(B, widths[level], h, w)``."""
+    def skip(self, level: int, feature: Tensor, f_de: Tensor) -> Tensor:
+        """The skip feature at ``level``: the encoder feature itself, ``(B, widths[level], h, w)``.
+
+        ``f_de`` (the upsampled decoder feature) is unused here; the attention gates need it.
+        """
         return feature
 
     def forward_train(self, x: Tensor) -> tuple[Tensor, None]:
