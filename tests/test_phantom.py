@@ -253,3 +253,28 @@ def test_cli_synth_writes_n_cases(tmp_path) -> None:
     assert [s.case_id for s in find_cases(tmp_path / "ctp")] == ["case_1", "case_2"]
     result = runner.invoke(app, ["synth", str(tmp_path / "bad"), "--shape", "32x32"])
     assert result.exit_code == 2 and "--shape" in result.output
+
+
+def test_cli_synth_kind_is_the_modality_kind(tmp_path) -> None:
+    """``--kind mri`` writes the ISLES'22 layout (as ``--kind isles22`` did, file for file); an unknown kind is
+    a usage error."""
+    from typer.testing import CliRunner
+
+    from mdanet_sdk.cli import app
+
+    runner = CliRunner()
+    args = ["--cases", "2", "--seed", "1", "--shape", "32x32x4"]
+    result = runner.invoke(app, ["synth", str(tmp_path / "mri"), "--kind", "mri", *args])
+    assert result.exit_code == 0, result.output
+    assert "mri" in result.output and "isles22" in result.output
+    sources = find_cases(tmp_path / "mri")
+    assert [s.case_id for s in sources] == ["sub-strokecase0001", "sub-strokecase0002"]
+    assert sources[0].modalities == ("dwi", "adc") and all(s.label_path is not None for s in sources)
+    assert (tmp_path / "mri" / "rawdata").is_dir() and (tmp_path / "mri" / "dataset_description.json").is_file()
+    assert runner.invoke(app, ["synth", str(tmp_path / "old"), "--kind", "isles22", *args]).exit_code == 0
+    files = sorted(p.relative_to(tmp_path / "mri") for p in (tmp_path / "mri").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "old") for p in (tmp_path / "old").rglob("*") if p.is_file())
+    assert all((tmp_path / "mri" / f).read_bytes() == (tmp_path / "old" / f).read_bytes() for f in files)
+    result = runner.invoke(app, ["synth", str(tmp_path / "bad"), "--kind", "pet"])
+    assert result.exit_code == 2 and "--kind" in result.output
+    assert not (tmp_path / "bad").exists()
