@@ -5,7 +5,7 @@
 Each kind: write a phantom dataset in its ISLES layout with the project's own ``synth`` code, train the
 ``small`` preset with the project's own trainer (fold 0 of the recipe's folds); each further stage fine-tunes
 the previous stage's checkpoint (``--init``) on a fresh phantom set: MRI at a finer model grid (192), then both
-kinds on domain-randomised phantoms (:mod:`mdanet_sdk.data.phantom_domain`) with intensity augmentation, back
+kinds on domain-randomised phantoms (:mod:`mdanet_sdk.data.phantom.domain`) with intensity augmentation, back
 on the native grid (128) whose bottleneck is the GCFB's node grid. Ship the last
 stage's best fold-0 checkpoint with its weights stored as float16 where they fit its range (half the size;
 loading casts them back to float32), a note that the weights are synthetic and not for clinical use, and the
@@ -49,7 +49,7 @@ class Stage(NamedTuple):
     lesion_fraction: float
     lr: float
     train_seed: int
-    domain: str = "classic"  # phantom domain (mdanet_sdk.data.phantom_domain)
+    domain: str = "classic"  # phantom domain (mdanet_sdk.data.phantom.domain)
     init: str | None = None  # the first stage's starting weights (later stages start from the previous one)
 
 
