@@ -26,13 +26,13 @@ def _normal(ph) -> np.ndarray:
     return ph.masks["brain"] & (ph.label == 0) & ~ph.masks["mimic"]
 
 
-@pytest.mark.parametrize("kind", ["isles22", "isles18"])
+@pytest.mark.parametrize("layout", ["isles22", "isles18"])
 @pytest.mark.parametrize("seed", range(6))
-def test_lesion_moves_the_two_groups_in_opposite_directions(kind, seed) -> None:
-    ph = make_phantom(kind, seed, shape=SMALL[kind])
+def test_lesion_moves_the_two_groups_in_opposite_directions(layout, seed) -> None:
+    ph = make_phantom(layout, seed, shape=SMALL[layout])
     lesion, normal = ph.label.astype(bool), _normal(ph)
     assert lesion.sum() >= 1
-    for modality in PHANTOM_MODALITIES[kind]:
+    for modality in PHANTOM_MODALITIES[layout]:
         if modality == "ct":
             continue
         ratio = ph.images[modality][lesion].mean() / ph.images[modality][normal].mean()
@@ -42,25 +42,25 @@ def test_lesion_moves_the_two_groups_in_opposite_directions(kind, seed) -> None:
             assert ratio < 0.9, (modality, ratio)
 
 
-@pytest.mark.parametrize("kind", ["isles22", "isles18"])
-def test_deterministic_per_seed(kind) -> None:
-    a, b, c = (make_phantom(kind, s, shape=SMALL[kind]) for s in (5, 5, 6))
-    for m in PHANTOM_MODALITIES[kind]:
+@pytest.mark.parametrize("layout", ["isles22", "isles18"])
+def test_deterministic_per_seed(layout) -> None:
+    a, b, c = (make_phantom(layout, s, shape=SMALL[layout]) for s in (5, 5, 6))
+    for m in PHANTOM_MODALITIES[layout]:
         assert np.array_equal(a.images[m], b.images[m])
         assert not np.array_equal(a.images[m], c.images[m])
     assert np.array_equal(a.label, b.label) and np.array_equal(a.affine, b.affine)
     assert a.info == b.info
 
 
-@pytest.mark.parametrize("kind", ["isles22", "isles18"])
-def test_phantom_is_a_case_on_a_canonical_grid(kind) -> None:
-    ph = make_phantom(kind, 1, shape=SMALL[kind])
-    assert isinstance(ph, Case)
-    assert ph.shape == SMALL[kind] and ph.modalities == PHANTOM_MODALITIES[kind]
-    assert all(v.dtype == np.float32 and v.shape == SMALL[kind] for v in ph.images.values())
+@pytest.mark.parametrize("layout", ["isles22", "isles18"])
+def test_phantom_is_a_case_on_a_canonical_grid(layout) -> None:
+    ph = make_phantom(layout=layout, seed=1, shape=SMALL[layout])
+    assert isinstance(ph, Case) and ph.layout == layout
+    assert ph.shape == SMALL[layout] and ph.modalities == PHANTOM_MODALITIES[layout]
+    assert all(v.dtype == np.float32 and v.shape == SMALL[layout] for v in ph.images.values())
     assert ph.label.dtype == np.uint8 and set(np.unique(ph.label)) <= {0, 1}
     assert nib.aff2axcodes(ph.affine) == ("R", "A", "S")
-    assert ph.stack(PHANTOM_MODALITIES[kind][:2]).shape == (2, *SMALL[kind])
+    assert ph.stack(PHANTOM_MODALITIES[layout][:2]).shape == (2, *SMALL[layout])
 
 
 def test_default_geometry_is_isles_like() -> None:
@@ -118,9 +118,9 @@ def test_confounders_flag_one_group_only() -> None:
     found = 0
     for seed in range(12):
         ph = make_phantom("isles22", seed, shape=(64, 64, 32))
-        kinds = {m["type"] for m in ph.info["mimics"]}
+        types = {m["type"] for m in ph.info["mimics"]}
         region = ph.masks["mimic"] & ~ph.masks["csf"]
-        if not kinds or not kinds <= {"t2-shine-through", "susceptibility"} or region.sum() < 20:
+        if not types or not types <= {"t2-shine-through", "susceptibility"} or region.sum() < 20:
             continue
         # T2 shine-through and susceptibility: DWI bright without the ADC drop of an infarct.
         normal, lesion = _normal(ph) & ~ph.masks["csf"], ph.label.astype(bool)
@@ -248,7 +248,7 @@ def test_cli_synth_writes_n_cases(tmp_path) -> None:
     assert [s.case_id for s in sources] == ["sub-strokecase0001", "sub-strokecase0002", "sub-strokecase0003"]
     assert all(s.label_path is not None for s in sources)
     assert sources[0].load().shape[:2] == (32, 32)
-    result = runner.invoke(app, ["synth", str(tmp_path / "ctp"), "--kind", "isles18", "--cases", "2", "--shape", "32x32x2"])
+    result = runner.invoke(app, ["synth", str(tmp_path / "ctp"), "--kind", "ctp", "--cases", "2", "--shape", "32x32x2"])
     assert result.exit_code == 0, result.output
     assert [s.case_id for s in find_cases(tmp_path / "ctp")] == ["case_1", "case_2"]
     result = runner.invoke(app, ["synth", str(tmp_path / "bad"), "--shape", "32x32"])

@@ -1,5 +1,7 @@
 """Step 1 of a phantom: the voxel grid, its affine, and the tissue model on it (fractions of CSF, grey and
-white matter per voxel, partial volume included). Parameters: :data:`~.tables.GEOMETRY`, :data:`~.tables.ANATOMY`.
+white matter per voxel, partial volume included). Parameters: :data:`~.tables.GEOMETRY`, :data:`~.tables.ANATOMY`;
+the second argument of each :func:`~.fields.ramp` is the width (mm) of a partial-volume transition, not
+anatomy, and stays with the shape it softens.
 """
 
 from __future__ import annotations
