@@ -1,4 +1,5 @@
-"""Tests of mdanet_sdk.data.cases: ISLES'22 / ISLES'18 / generic readers on tiny datasets written here.
+"""Tests of mdanet_sdk.data.cases and mdanet_sdk.data.layouts: ISLES'22 / ISLES'18 / generic readers on tiny
+datasets written here.
 
 Every image of the fake datasets holds ``10 * case number + modality index + 1`` in every voxel but one (0, as
 a constant image is refused), so a test can tell which case and which modality each loaded array came from.
@@ -13,16 +14,9 @@ import numpy as np
 import pytest
 
 from mdanet_sdk.config import MODALITY_GROUPS
-from mdanet_sdk.data.cases import (
-    FOURD_KEY,
-    LAYOUT_GROUPS,
-    LAYOUT_MODALITIES,
-    Case,
-    CaseSource,
-    detect_layout,
-    find_cases,
-    read_case,
-)
+from mdanet_sdk.data import cases, layouts
+from mdanet_sdk.data.cases import FOURD_KEY, Case, CaseSource, read_case
+from mdanet_sdk.data.layouts import LAYOUT_GROUPS, LAYOUT_MODALITIES, detect_layout, find_cases
 from mdanet_sdk.data.nifti import save_like
 from mdanet_sdk.errors import InputError
 
@@ -221,6 +215,18 @@ def test_generic_mapping_and_named_files(tmp_path, io_write_nifti) -> None:
 def test_layout_modalities_follow_the_model_groups() -> None:
     assert LAYOUT_MODALITIES == {"isles22": ("dwi", "adc"), "isles18": ("cbf", "cbv", "mtt", "tmax")}
     assert LAYOUT_GROUPS == {"isles22": MODALITY_GROUPS["mri"], "isles18": MODALITY_GROUPS["ctp"]}
+
+
+def test_layout_finders_stay_importable_from_cases() -> None:
+    for name in ("find_cases", "detect_layout", "LAYOUTS", "LAYOUT_GROUPS", "LAYOUT_MODALITIES"):
+        assert getattr(cases, name) is getattr(layouts, name)
+    with pytest.raises(AttributeError):
+        cases.no_such_name  # noqa: B018
+
+
+def test_mapping_case_id_drops_any_nifti_suffix(tmp_path, io_write_nifti) -> None:
+    io_write_nifti(tmp_path / "Scan7_DWI.NII.GZ", _image(_value(1, 0)))
+    assert read_case({"dwi": tmp_path / "Scan7_DWI.NII.GZ"}).case_id == "Scan7_DWI"
 
 
 # ---------------------------------------------------------------------------------------------- validation
