@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.errors import MDANetError
 
-__all__ = ["__version__", "MDANetConfig", "MDANetError", "Segmenter"]
+__all__ = ["__version__", "MDANetConfig", "MDANetError", "Segmenter", "segment"]
 
 
 def __getattr__(name: str) -> object:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> object:
         from mdanet_sdk.inference import Segmenter
 
         return Segmenter
+    if name == "segment":
+        from mdanet_sdk.inference.batch import segment
+
+        return segment
     raise AttributeError(f"module 'mdanet_sdk' has no attribute {name!r}")

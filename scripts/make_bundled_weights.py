@@ -168,7 +168,7 @@ def ship(kind: str, work: Path) -> Path:
             "training_data": " then ".join(
                 f"{st.cases} synthetic {st.domain} {r.layout} phantoms (dataset seed {st.seed}, grid "
                 f"{st.size})" for st in r.stages),
-            "inference": inference,
+            "inference": inference.to_dict(),
             "inference_tuning": f"chosen on {len(TUNING_SEEDS)} held-out phantoms (seeds "
                                 f"{TUNING_SEEDS[0]}-{TUNING_SEEDS[-1]}): mean DSC {score:.3f}"}
     weights = {k: _compact(v) for k, v in ckpt.state_dict.items()}

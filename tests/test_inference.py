@@ -156,7 +156,7 @@ def test_same_mask_for_every_batch_size(inf_checkpoints, tmp_path) -> None:
     """Batch sizes 1, 7 and 64 cut three cases (5, 9 and 4 slices) differently; the results agree."""
     cases = [stored(brain((32, 32, z), seed=z), "RAS") for z in (5, 9, 4)]
     seg = Segmenter.from_checkpoint(inf_checkpoints[0], batch_size=1)
-    seg.threshold = split_threshold(seg.predict_arrays(*cases[0]).probability)
+    seg.settings = seg.settings.updated(threshold=split_threshold(seg.predict_arrays(*cases[0]).probability))
     files = [write_case(tmp_path / f"c{i}", *c) for i, c in enumerate(cases)]
     runs = {}
     for batch_size in (1, 7, 64):
@@ -268,12 +268,12 @@ def test_choose_postprocessing_moves_off_the_defaults_only_when_it_pays() -> Non
         sharp.append(0.9 * y + speck)
         clean.append(0.9 * y.astype(np.float32))
     setting, score = choose_postprocessing({False: faint, True: sharp}, labels)
-    assert setting == {"tta": False, "threshold": 0.3, "min_size": 5, "max_adc_ratio": 0.0} and score == 1.0
+    assert setting.to_dict() == {"tta": False, "threshold": 0.3, "min_size": 5, "max_adc_ratio": 0.0} and score == 1.0
     blind = [np.zeros(y.shape, np.float32) for y in labels]
-    assert choose_postprocessing({False: blind, True: sharp}, labels)[0] == {
+    assert choose_postprocessing({False: blind, True: sharp}, labels)[0].to_dict() == {
         "tta": True, "threshold": 0.5, "min_size": 5, "max_adc_ratio": 0.0
     }
-    assert choose_postprocessing({False: clean, True: clean}, labels)[0] == {
+    assert choose_postprocessing({False: clean, True: clean}, labels)[0].to_dict() == {
         "tta": False, "threshold": 0.5, "min_size": 0, "max_adc_ratio": 0.0
     }
     with pytest.raises(InputError, match="one probability map per label"):
@@ -312,9 +312,9 @@ def test_choose_postprocessing_gates_on_adc_when_a_lookalike_costs_dice() -> Non
     label[3:6, 3:6, 2:5] = 1  # B is a DWI-bright look-alike the model calls with confidence
     probability = [0.9 * mask.astype(np.float32)] * 2
     setting, score = choose_postprocessing({False: probability}, [label] * 2, adc=[adc] * 2)
-    assert setting == {"tta": False, "threshold": 0.5, "min_size": 0, "max_adc_ratio": 0.9} and score == 1.0
-    assert choose_postprocessing({False: probability}, [label] * 2, min_sizes=(0,))[0]["max_adc_ratio"] == 0.0
-    assert choose_postprocessing({False: probability}, [mask] * 2, adc=[adc] * 2)[0]["max_adc_ratio"] == 0.0
+    assert setting.to_dict() == {"tta": False, "threshold": 0.5, "min_size": 0, "max_adc_ratio": 0.9} and score == 1.0
+    assert choose_postprocessing({False: probability}, [label] * 2, min_sizes=(0,))[0].max_adc_ratio == 0.0
+    assert choose_postprocessing({False: probability}, [mask] * 2, adc=[adc] * 2)[0].max_adc_ratio == 0.0
     with pytest.raises(InputError, match="one ADC map per label"):
         choose_postprocessing({False: probability}, [label] * 2, adc=[adc])
 
@@ -412,7 +412,7 @@ def test_resampling_preprocess_restores_the_native_grid(tmp_path) -> None:
 def _damaged(seg: Segmenter, index: int = 0) -> Segmenter:
     """``seg`` with the first parameter of model ``index`` set to NaN after loading (damaged weights)."""
     with torch.no_grad():
-        next(seg._models[index].parameters()).fill_(float("nan"))
+        next(seg.predictor.models[index].parameters()).fill_(float("nan"))
     return seg
 
 

@@ -1,4 +1,4 @@
-"""Tests of the Segmenter's streaming (mdanet_sdk.pipeline): slices reach the model grid batch by batch and are
+"""Tests of the Segmenter's streaming (mdanet_sdk.inference.pipeline): slices reach the model grid batch by batch and are
 restored to the native grid right away, with the same results as preprocessing and restoring whole cases, and
 a memory peak that does not grow with the number of slices times the model grid."""
 
@@ -49,7 +49,7 @@ def test_streamed_segmenter_matches_whole_case_preprocessing(grid, tmp_path) -> 
     cases = [make_phantom("isles22", 5, shape=(40, 36, 11)), make_phantom("isles22", 6, shape=(40, 36, 9))]
     seg = Segmenter.from_checkpoint(ckpt, batch_size=4)
     expected = _full_path(seg, cases)
-    seg.threshold = split_threshold(expected[0][expected[0] > 0])
+    seg.settings = seg.settings.updated(threshold=split_threshold(expected[0][expected[0] > 0]))
     results = list(seg.predict_many(cases))
     for case, result, probability in zip(cases, results, expected):
         _, geometry = preprocess_images(case.images, seg.modalities, seg.preprocess)

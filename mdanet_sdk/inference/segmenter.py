@@ -13,9 +13,9 @@ One core runs every entry point (:meth:`Segmenter.predict`, :meth:`Segmenter.pre
    :func:`torch.inference_mode`, averaging the softmax lesion probabilities; logits with NaN/Inf (damaged
    weights) raise :class:`~mdanet_sdk.errors.CheckpointError` instead of reporting an empty mask;
 3. each batch's probabilities are restored to their case's native grid right away
-   (:func:`~mdanet_sdk.data.preprocess.restore_probability_into`; :mod:`mdanet_sdk.pipeline` does 1-3); each
+   (:func:`~mdanet_sdk.data.preprocess.restore_probability_into`; :mod:`.pipeline` does 1-3); each
    finished case is thresholded, cleaned of lesions smaller than ``min_size`` voxels (26-connectivity) and,
-   for MRI models with ``max_adc_ratio`` set, of lesions without restricted diffusion (:func:`postprocess`),
+   for MRI models with ``max_adc_ratio`` set, of lesions without restricted diffusion (:mod:`.postprocess`),
    summarised in a :class:`~mdanet_sdk.report.CaseReport` and yielded; :meth:`SegmentationResult.save`
    writes it back in the input's own orientation and geometry (:func:`~mdanet_sdk.data.nifti.save_like`).
 
@@ -31,441 +31,27 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, Literal
 
-import nibabel as nib
 import numpy as np
 import torch
-from scipy import ndimage
 
-from mdanet_sdk.config import MODALITY_GROUPS
-from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource, read_case
-from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, Volume, save_like, to_original
-from mdanet_sdk.data.validate import check_image
-from mdanet_sdk.data.preprocess import (
-    NOT_SKULL_STRIPPED,
-    PreprocessConfig,
-    SliceGeometry,
-    slice_stack,
-)
-from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError, MDANetError
-from mdanet_sdk.metrics import dsc, label_lesions
-from mdanet_sdk.pipeline import CaseStream, Loaded, Pending
-from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay
+from mdanet_sdk.data.cases import Case, CaseSource, read_case
+from mdanet_sdk.data.preprocess import PreprocessConfig, slice_stack
+from mdanet_sdk.device import resolve_device, resolve_precision
+from mdanet_sdk.errors import CheckpointError, InputError, MDANetError
+from mdanet_sdk.inference.inputs import CaseInput, case_from_arrays, input_name, refuse_single_3d
+from mdanet_sdk.inference.pipeline import CaseStream, Loaded, Pending
+from mdanet_sdk.inference.postprocess import PostprocessConfig
+from mdanet_sdk.inference.predictor import Predictor
+from mdanet_sdk.inference.results import FailedCase, SegmentationResult, volume_warnings
+from mdanet_sdk.report import CaseReport, lesion_stats
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
 
-__all__ = [
-    "Segmenter",
-    "SegmentationResult",
-    "FailedCase",
-    "CaseInput",
-    "resolve_device",
-    "resolve_precision",
-    "remove_small_lesions",
-    "keep_restricted_lesions",
-    "adc_in_head",
-    "tissue_adc",
-    "postprocess",
-    "choose_postprocessing",
-    "POSTPROCESSING_DEFAULTS",
-    "refuse_single_3d",
-    "volume_count",
-    "kind_for_modalities",
-    "BUNDLED_MODALITIES",
-]
+__all__ = ["Segmenter"]
 
 logger = logging.getLogger(__name__)
-
-#: What :meth:`Segmenter.predict` accepts: a path (4D NIfTI, case folder), a mapping modality → path, a
-#: :class:`~mdanet_sdk.data.cases.CaseSource` or an already loaded :class:`~mdanet_sdk.data.cases.Case`.
-CaseInput = Union[str, os.PathLike, Mapping[str, Union[str, os.PathLike]], CaseSource, Case]
-
-#: Modalities of the bundled weights (``default-mri``, ``default-ctp``) in channel order; a 4D file with 2
-#: volumes is read as the first, one with 4 volumes as the second.
-BUNDLED_MODALITIES: dict[str, tuple[str, ...]] = {k: g[0] + g[1] for k, g in MODALITY_GROUPS.items()}
-_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# Flip sets of the test-time augmentation, as tensor dims of (B, C, H, W): none, H, W, both.
-_TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """The torch device for ``device``: ``"auto"`` is CUDA when available, else CPU.
-
-    Raises:
-        BackendUnavailableError: CUDA was asked for but is not available.
-        InputError: ``device`` is not a device name.
-    """
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError(f"device {device!r} was asked for but CUDA is not available; use cpu or auto.")
-    return resolved
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"fp32"``, ``"fp16"`` or ``"bf16"``; ``"auto"`` is bf16 (fp16 where unsupported) on CUDA, fp32 on CPU."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision not in _PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16.")
-    return precision
-
-
-def remove_small_lesions(mask: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop connected lesions (26-connectivity) of fewer than ``min_size`` voxels.
-
-    Args:
-        mask: ``(X, Y, Z)`` binary mask.
-        min_size: smallest lesion kept, in voxels; ``<= 1`` keeps everything.
-
-    Returns:
-        uint8 ``(X, Y, Z)`` mask.
-    """
-    mask = np.asarray(mask).astype(np.uint8)
-    if min_size <= 1 or not mask.any():
-        return mask
-    labels, _ = label_lesions(mask)
-    keep = np.bincount(labels.ravel()) >= min_size
-    keep[0] = False
-    return keep[labels].astype(np.uint8)
-
-
-def tissue_adc(adc: np.ndarray) -> float:
-    """The case's parenchymal ADC: the median over brain voxels (``ADC > 0``) after dropping CSF.
-
-    CSF (ADC ~3e-3 mm²/s, about 4x tissue) would pull a plain median up by an amount that depends on atrophy,
-    so voxels above 1.5x the plain median are left out first. Unit-free: the ratio to it is what is used.
-
-    Args:
-        adc: ``(X, Y, Z)`` ADC map, any unit; ``<= 0`` outside the brain (skull-stripped, as ISLES is).
-
-    Returns:
-        the reference ADC in the map's unit (0.0 for a map without positive voxels).
-    """
-    values = adc[adc > 0]
-    if values.size == 0:
-        return 0.0
-    return float(np.median(values[values <= 1.5 * np.median(values)]))
-
-
-def adc_in_head(adc: np.ndarray, head: np.ndarray) -> np.ndarray:
-    """The ADC map with 0 outside ``head``, as :func:`tissue_adc` expects (a noisy background around an ADC
-    map that is not skull-stripped would otherwise drag the tissue reference down). The Segmenter and the
-    choice of post-processing both gate through it."""
-    return np.where(head, adc, 0.0)
-
-
-def keep_restricted_lesions(mask: np.ndarray, adc: np.ndarray, max_ratio: float) -> np.ndarray:
-    """Keep only the lesions that show restricted diffusion, as acute infarcts do.
-
-    A connected lesion (26-connectivity) stays when its median ADC is at most ``max_ratio`` times the case's
-    parenchymal ADC (:func:`tissue_adc`); DWI-bright look-alikes with normal ADC (T2 shine-through,
-    susceptibility at the skull base) go. Acute infarcts lower ADC by 30-60 %, hence ratios around 0.75-0.85.
-
-    Args:
-        mask: ``(X, Y, Z)`` binary mask.
-        adc: ``(X, Y, Z)`` ADC map on the same grid.
-        max_ratio: the gate; ``<= 0`` keeps everything.
-
-    Returns:
-        uint8 ``(X, Y, Z)`` mask.
-    """
-    mask = np.asarray(mask).astype(np.uint8)
-    if max_ratio <= 0 or not mask.any():
-        return mask
-    return _restricted(mask, *_lesion_adc_ratios(mask, adc, tissue_adc(adc)), max_ratio)
-
-
-def _lesion_adc_ratios(
-    mask: np.ndarray, adc: np.ndarray, reference: float
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Lesion labels and, per label (index 0 = background, ratio inf), median ADC / ``reference``;
-    ``None`` for an empty mask or a map without tissue (``reference <= 0``)."""
-    labels, n = label_lesions(mask)
-    if reference <= 0 or n == 0:
-        return labels, None
-    median = np.asarray(ndimage.median(adc, labels, np.arange(1, n + 1)), dtype=np.float64)
-    return labels, np.concatenate([[np.inf], median / reference])
-
-
-def _restricted(mask: np.ndarray, labels: np.ndarray, ratios: np.ndarray | None, max_ratio: float) -> np.ndarray:
-    """``mask`` without the lesions whose ADC ratio exceeds ``max_ratio`` (all of it when ``ratios`` is None)."""
-    return mask if ratios is None else (ratios <= max_ratio)[labels].astype(np.uint8)
-
-
-def postprocess(
-    probability: np.ndarray,
-    threshold: float,
-    min_size: int = 0,
-    adc: np.ndarray | None = None,
-    max_adc_ratio: float = 0.0,
-) -> np.ndarray:
-    """Probability map → mask: threshold, drop lesions under ``min_size`` voxels, then (with an ADC map and
-    ``max_adc_ratio > 0``) drop lesions without restricted diffusion (:func:`keep_restricted_lesions`).
-
-    Returns:
-        uint8 ``(X, Y, Z)`` mask.
-    """
-    mask = remove_small_lesions(probability > threshold, min_size)
-    if adc is not None and max_adc_ratio > 0:
-        mask = keep_restricted_lesions(mask, adc, max_adc_ratio)
-    return mask
-
-
-#: Post-processing when neither the caller nor the checkpoint's ``meta["inference"]`` says otherwise.
-POSTPROCESSING_DEFAULTS: dict[str, Any] = {"tta": False, "threshold": 0.5, "min_size": 0, "max_adc_ratio": 0.0}
-
-
-def choose_postprocessing(
-    probabilities: Mapping[bool, Sequence[np.ndarray]],
-    labels: Sequence[np.ndarray],
-    thresholds: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
-    min_sizes: Sequence[int] = (0, 5, 10, 20),
-    tolerance: float = 0.005,
-    adc: Sequence[np.ndarray] | None = None,
-    max_adc_ratios: Sequence[float] = (0.9, 0.85, 0.8, 0.75, 0.7),
-) -> tuple[dict[str, Any], float]:
-    """Pick test-time augmentation, threshold, minimum lesion size and (given ADC maps) the restricted-diffusion
-    gate on held-out cases (as nnU-Net picks its post-processing on validation folds), to be stored in a
-    checkpoint's ``meta["inference"]``.
-
-    Every combination is scored by the mean per-case DSC; the cheapest one within ``tolerance`` of the best
-    wins, cheapest meaning no TTA (4x faster) before TTA, then the threshold nearest 0.5, then the smaller
-    ``min_size``, then no gate before the loosest one, so a setting is only moved off the defaults when that pays.
-
-    Args:
-        probabilities: for ``False`` (no TTA) and optionally ``True`` (TTA), the lesion probability
-            ``(X, Y, Z)`` of each held-out case.
-        labels: the reference masks ``(X, Y, Z)``, in the same order.
-        thresholds: candidate probability thresholds.
-        min_sizes: candidate minimum lesion sizes in voxels.
-        tolerance: DSC a cheaper setting may lose against the best.
-        adc: the ADC map ``(X, Y, Z)`` of each case, to try the gate of :func:`keep_restricted_lesions`.
-        max_adc_ratios: candidate gates (tried only with ``adc``).
-
-    Returns:
-        ``({"tta", "threshold", "min_size", "max_adc_ratio"}, mean DSC)`` of the chosen setting
-        (``max_adc_ratio`` 0.0: no gate).
-    """
-    if not labels or any(len(p) != len(labels) for p in probabilities.values()):
-        raise InputError("choose_postprocessing needs one probability map per label for every TTA setting.")
-    if adc is not None and len(adc) != len(labels):
-        raise InputError("choose_postprocessing needs one ADC map per label.")
-    gates = [0.0, *sorted(max_adc_ratios, reverse=True)] if adc is not None else [0.0]
-    references = [tissue_adc(a) for a in adc] if adc is not None else []
-    scores: dict[tuple[bool, float, int, float], float] = {}
-    for tta in sorted(probabilities):
-        for threshold in sorted(thresholds, key=lambda t: abs(t - 0.5)):
-            for min_size in sorted(min_sizes):
-                per_case = np.empty((len(labels), len(gates)))
-                for i, (p, y) in enumerate(zip(probabilities[tta], labels)):
-                    mask = remove_small_lesions(p > threshold, min_size)
-                    lesions, ratios = _lesion_adc_ratios(mask, adc[i], references[i]) if references else (mask, None)
-                    for g, gate in enumerate(gates):
-                        per_case[i, g] = dsc(mask if gate <= 0 else _restricted(mask, lesions, ratios, gate), y)
-                for g, gate in enumerate(gates):
-                    scores[(tta, threshold, min_size, gate)] = float(per_case[:, g].mean())
-    best = max(scores.values())
-    (tta, threshold, min_size, gate), score = next((k, v) for k, v in scores.items() if v >= best - tolerance)
-    return {"tta": tta, "threshold": threshold, "min_size": min_size, "max_adc_ratio": gate}, score
-
-
-@dataclass
-class SegmentationResult:
-    """The segmentation of one case.
-
-    ``mask`` and ``probability`` are in the input's own voxel order (the stored order of its files, or the
-    order of the arrays given to :meth:`Segmenter.predict_arrays`), so they line up with ``affine``.
-
-    Attributes:
-        case: the loaded input (canonical images, and the reference geometry in ``case.reference``).
-        mask_canonical: uint8 ``(X, Y, Z)`` mask in canonical RAS+ order.
-        probability_canonical: float32 ``(X, Y, Z)`` lesion probability in canonical RAS+ order.
-        report: volumes, counts, runtime and model of this case.
-    """
-
-    ok: ClassVar[bool] = True
-
-    case: Case
-    mask_canonical: np.ndarray
-    probability_canonical: np.ndarray
-    report: CaseReport
-
-    @property
-    def case_id(self) -> str:
-        return self.case.case_id
-
-    @cached_property
-    def mask(self) -> np.ndarray:
-        """uint8 binary mask, same shape and voxel order as the input."""
-        return to_original(self.mask_canonical, self.case.reference)
-
-    @cached_property
-    def probability(self) -> np.ndarray:
-        """float32 lesion probability in [0, 1], same shape and voxel order as the input."""
-        return to_original(self.probability_canonical, self.case.reference)
-
-    @property
-    def affine(self) -> np.ndarray:
-        """The input's 4x4 voxel-to-world affine (that of :attr:`mask` and :attr:`probability`)."""
-        return self.case.reference.original_affine
-
-    def save(
-        self, mask_path: str | os.PathLike[str], prob_path: str | os.PathLike[str] | None = None
-    ) -> tuple[Path, Path | None]:
-        """Write the mask (uint8) and optionally the probability map (float32) with the input's geometry.
-
-        Both files get the input's affine, orientation and header (qform/sform codes kept). Writes are atomic,
-        and if the probability map cannot be written the mask just written is removed again, so a failure
-        leaves no partial output.
-
-        Returns:
-            ``(mask_path, prob_path or None)``.
-        """
-        mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, kind="mask")
-        if prob_path is None:
-            return mask_path, None
-        try:
-            return mask_path, save_like(self.probability_canonical, self.case.reference, prob_path, kind="prob")
-        except BaseException:
-            mask_path.unlink(missing_ok=True)
-            raise
-
-    def save_overlay(self, path: str | os.PathLike[str], modality: str | None = None) -> Path:
-        """Write a PNG montage of the lesion outline over ``modality`` (default: DWI, else Tmax, else CBF).
-
-        See :func:`mdanet_sdk.report.save_overlay` for which slices are shown.
-        """
-        images = self.case.images
-        if modality is None:
-            modality = next((m for m in OVERLAY_MODALITIES if m in images), next(iter(images)))
-        if modality not in images:
-            raise InputError(f"case {self.case_id} has no {modality!r} image; choose one of {', '.join(images)}.")
-        r = self.report
-        title = (
-            f"{self.case_id} - {modality.upper()} - lesion {r.lesion_volume_ml:.1f} mL, "
-            f"{r.n_lesions} lesion{'s' if r.n_lesions != 1 else ''}"
-        )
-        return save_overlay(
-            images[modality], self.mask_canonical, path, zooms=self.case.reference.zooms, title=title
-        )
-
-
-@dataclass
-class FailedCase:
-    """A case that could not be segmented (yielded by ``predict_many(..., errors="yield")``).
-
-    Attributes:
-        case_id: the case's id, or the input's name when it could not be read far enough to know it.
-        error: one sentence saying what is wrong.
-        exception: the error raised.
-    """
-
-    ok: ClassVar[bool] = False
-
-    case_id: str
-    error: str
-    exception: MDANetError = field(repr=False)
-
-
-def _input_name(item: Any) -> str:
-    """A readable name for an input, used before its case id is known."""
-    if isinstance(item, (Case, CaseSource)):
-        return item.case_id
-    if isinstance(item, Mapping):
-        item = next(iter(item.values()), "mapping")
-    name = Path(item).name
-    for suffix in NIFTI_SUFFIXES[::-1]:
-        name = name.removesuffix(suffix)
-    return name or str(item)
-
-
-def volume_count(path: str | os.PathLike[str]) -> int | None:
-    """Volumes on the last axis of a NIfTI file from its header alone (1 for 3D); ``None`` if unreadable."""
-    try:
-        shape = nib.load(path).shape
-    except Exception:  # noqa: BLE001 - unreadable files get data.nifti.load_volume's precise message later
-        return None
-    return int(shape[3]) if len(shape) == 4 else 1 if len(shape) == 3 else None
-
-
-def kind_for_modalities(modalities: Iterable[str]) -> str | None:
-    """``"mri"`` or ``"ctp"`` when ``modalities`` are exactly those of the bundled weights of that kind."""
-    names = set(modalities)
-    return next((kind for kind, mods in BUNDLED_MODALITIES.items() if set(mods) == names), None)
-
-
-def refuse_single_3d(path: Path, modalities: Sequence[str]) -> None:
-    """Raise InputError when ``path`` is one 3D volume: a multimodal model needs one file per modality.
-
-    The message says which modalities are needed and how to pass them (CLI ``-m`` options or a mapping).
-    """
-    if path.is_file() and volume_count(path) == 1:
-        example = " ".join(f"-m {m}={m}.nii.gz" for m in modalities)
-        mapping = ", ".join(f"'{m}': '{m}.nii.gz'" for m in modalities)
-        raise InputError(
-            f"{path} is a single 3D volume but the model needs {', '.join(modalities)}; give one file per "
-            f"modality (CLI: {example}; Python: predict({{{mapping}}})) or one 4D file with a volume per "
-            "modality."
-        )
-
-
-def _case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_id: str) -> Case:
-    """A :class:`Case` from ``(X, Y, Z)`` arrays in the caller's voxel order and their affine."""
-    if not isinstance(images, Mapping):
-        raise InputError(
-            f"images must be a mapping modality -> (X, Y, Z) array, e.g. {{'dwi': dwi, 'adc': adc}}; got a "
-            f"{type(images).__name__}."
-        )
-    arrays = {str(m).lower(): np.asarray(a) for m, a in images.items()}
-    brain_mask = arrays.pop(BRAIN_MASK_KEY, None)
-    if not arrays:
-        raise InputError("no image given; pass a mapping modality -> (X, Y, Z) array.")
-    shapes = {m: a.shape for m, a in arrays.items()}
-    first = next(iter(arrays.values()))
-    if first.ndim != 3 or len(set(shapes.values())) != 1:
-        raise InputError(f"every image must be one 3D array of the same shape; got {shapes}.")
-    try:
-        affine = np.asarray(affine, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"affine must be a 4x4 matrix of numbers; got {type(affine).__name__}.") from None
-    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError("affine must be a finite, invertible 4x4 voxel-to-world matrix (mm).")
-    warnings = []
-    canonical = {}
-    if brain_mask is not None:
-        if brain_mask.shape != first.shape:
-            raise InputError(
-                f"the brain mask has shape {brain_mask.shape}; it must be on the images' grid {first.shape}."
-            )
-        mask_image = nib.Nifti1Image((brain_mask != 0).astype(np.uint8), affine)
-        brain_mask = np.asarray(nib.as_closest_canonical(mask_image).dataobj) != 0
-    for name, array in arrays.items():
-        array, repaired = check_image(array, name)  # the checks and repairs of data.nifti.load_volume
-        warnings += repaired
-        # nibabel's own reorientation, the same io_orientation that data.nifti.to_original inverts.
-        canonical[name] = nib.as_closest_canonical(nib.Nifti1Image(array, affine))
-    images = {name: np.ascontiguousarray(img.dataobj, dtype=np.float32) for name, img in canonical.items()}
-    first_name = next(iter(images))
-    ref = Volume(
-        data=images[first_name],
-        affine=canonical[first_name].affine,
-        header=nib.Nifti1Image(first.astype(np.float32), affine).header,
-        original_affine=affine,
-        original_shape=tuple(int(n) for n in first.shape),
-        orientation=tuple(nib.aff2axcodes(affine)),
-        warnings=list(warnings),
-    )
-    return Case(case_id, images, None, ref, warnings, brain_mask)
 
 
 class Segmenter:
@@ -523,24 +109,10 @@ class Segmenter:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
         if batch_size < 1 or prefetch < 1:
             raise InputError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}.")
-        given = {
-            k: v
-            for k, v in dict(tta=tta, threshold=threshold, min_size=min_size, max_adc_ratio=max_adc_ratio).items()
-            if v is not None
-        }
-        settings = {**POSTPROCESSING_DEFAULTS, **checkpoints[0].meta.get("inference", {}), **given}
-        tta, threshold, min_size = bool(settings["tta"]), float(settings["threshold"]), int(settings["min_size"])
-        max_adc_ratio = float(settings["max_adc_ratio"])
-        if not 0.0 < threshold < 1.0:
-            raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}.")
-        if min_size < 0:
-            raise InputError(f"min_size must be >= 0 voxels, got {min_size}.")
         first = checkpoints[0]
-        if max_adc_ratio < 0 or (max_adc_ratio > 0 and "adc" not in first.model_config.modalities):
-            raise InputError(
-                f"max_adc_ratio must be 0 (off) or positive, and needs a model with an adc input; got "
-                f"{max_adc_ratio} for a model reading {', '.join(first.model_config.modalities)}."
-            )
+        settings = PostprocessConfig.from_dict(first.meta.get("inference", {})).updated(
+            tta=tta, threshold=threshold, min_size=min_size, max_adc_ratio=max_adc_ratio
+        )
         for ckpt in checkpoints[1:]:
             if ckpt.model_config.modalities != first.model_config.modalities or ckpt.preprocess != first.preprocess:
                 raise CheckpointError(
@@ -552,10 +124,7 @@ class Segmenter:
                 f"{first.path} predicts {first.model_config.num_classes} classes; the Segmenter needs a "
                 "two-class (background, lesion) model."
             )
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.batch_size, self.tta, self.threshold, self.min_size = batch_size, tta, float(threshold), min_size
-        self.max_adc_ratio = max_adc_ratio
+        device_ = resolve_device(device)
         self.prefetch = prefetch
         self.model_config = first.model_config
         self.modalities: tuple[str, ...] = first.model_config.modalities
@@ -563,16 +132,73 @@ class Segmenter:
         names = [_checkpoint_name(c) for c in checkpoints]
         self.name = "+".join(names)
         self.model_version = str(first.meta.get("package_version", ""))
-        self._models = (
-            list(models) if models is not None else [c.build_model(ops=ops).to(self.device).eval() for c in checkpoints]
-        )
+        nets = list(models) if models is not None else [
+            c.build_model(ops=ops).to(device_).eval() for c in checkpoints
+        ]
         # One name per model, to say which one is broken (numbered when models were given without one each).
-        numbered = [f"{self.name} #{i + 1}" for i in range(len(self._models))]
-        self._model_names = names if len(names) == len(self._models) else numbered
-        logger.info(
-            "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), tta=%s, threshold=%g, min_size=%d, max_adc_ratio=%g",
-            self.name, self.device, self.precision, len(self._models), tta, threshold, min_size, max_adc_ratio,
+        numbered = [f"{self.name} #{i + 1}" for i in range(len(nets))]
+        self.predictor = Predictor(
+            nets, names if len(names) == len(nets) else numbered, device_, resolve_precision(precision, device_),
+            PostprocessConfig(), batch_size,
         )
+        self.settings = settings  # checked against the model's inputs
+        logger.info(
+            "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), %s",
+            self.name, self.device, self.precision, len(nets), settings,
+        )
+
+    # -- settings (held by the predictor) ----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The :class:`torch.device` the models run on."""
+        return self.predictor.device
+
+    @property
+    def precision(self) -> str:
+        """The resolved precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
+        return self.predictor.precision
+
+    @property
+    def batch_size(self) -> int:
+        """Slices per forward pass."""
+        return self.predictor.batch_size
+
+    @batch_size.setter
+    def batch_size(self, batch_size: int) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}.")
+        self.predictor.batch_size = batch_size
+
+    @property
+    def settings(self) -> PostprocessConfig:
+        """TTA and post-processing in use (the checkpoint's recommendation overridden by the caller's); assign a
+        new one to change them, e.g. ``seg.settings = seg.settings.updated(threshold=0.4)``."""
+        return self.predictor.settings
+
+    @settings.setter
+    def settings(self, settings: PostprocessConfig) -> None:
+        if settings.max_adc_ratio > 0 and "adc" not in self.modalities:
+            raise InputError(
+                f"max_adc_ratio needs a model with an adc input; got {settings.max_adc_ratio} for a model reading "
+                f"{', '.join(self.modalities)}."
+            )
+        self.predictor.settings = settings
+
+    @property
+    def tta(self) -> bool:
+        return self.settings.tta
+
+    @property
+    def threshold(self) -> float:
+        return self.settings.threshold
+
+    @property
+    def min_size(self) -> int:
+        return self.settings.min_size
+
+    @property
+    def max_adc_ratio(self) -> float:
+        return self.settings.max_adc_ratio
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -693,7 +319,7 @@ class Segmenter:
         Returns:
             the result; its ``mask`` and ``probability`` have the arrays' shape and voxel order.
         """
-        return self.predict(_case_from_arrays(images, affine, case_id))
+        return self.predict(case_from_arrays(images, affine, case_id))
 
     def predict_many(
         self,
@@ -731,7 +357,7 @@ class Segmenter:
         notify = progress or (lambda event, case_id, n: None)
         stream = CaseStream(
             lambda item: self._prepare(item, modalities),
-            lambda x, source: self.probabilities(x, source=source),
+            self.predictor.probabilities,
             self._finish,
             self.batch_size,
             self.prefetch,
@@ -756,69 +382,20 @@ class Segmenter:
             case = self._load(item, modalities)
             return Loaded(case, slice_stack(case.images, self.modalities, self.preprocess, case.brain_mask), started)
         except MDANetError as exc:
-            return FailedCase(_input_name(item), str(exc), exc)
+            return FailedCase(input_name(item), str(exc), exc)
 
-    # -- model -----------------------------------------------------------------------------------------
-    @torch.inference_mode()
+    # -- model ---------------------------------------------------------------------------------------------
     def probabilities(self, x: torch.Tensor, *, source: str = "these slices") -> torch.Tensor:
-        """Lesion probability of preprocessed slices, averaged over the models and (with TTA) the flips.
-
-        Args:
-            x: ``(B, C, H, W)`` float32 slices from :func:`~mdanet_sdk.data.preprocess.preprocess_images`
-                (H, W multiples of 16), on any device.
-            source: what the slices are, for error messages (e.g. ``"case sub-01"``).
-
-        Returns:
-            float32 ``(B, H, W)`` on the CPU.
-
-        Raises:
-            CheckpointError: a model's logits hold NaN or Inf (damaged weights).
-            InputError: ``x`` itself holds NaN or Inf.
-        """
-        x = x.to(self.device, non_blocking=True)
-        total = torch.zeros((x.shape[0], *x.shape[2:]), dtype=torch.float32, device=self.device)
-        flips = _TTA_FLIPS if self.tta else _TTA_FLIPS[:1]
-        for model, name in zip(self._models, self._model_names):
-            finite = torch.ones((), dtype=torch.bool, device=self.device)
-            for dims in flips:
-                with torch.autocast(
-                    self.device.type, dtype=_PRECISIONS[self.precision], enabled=self.precision != "fp32"
-                ):
-                    logits = model(x.flip(dims) if dims else x)
-                # NaN logits give NaN probabilities, which pass no threshold: a silent "0 lesions". One
-                # reduction per forward, read once per model (one device sync, not one per flip).
-                finite &= torch.isfinite(logits).all()
-                lesion = logits.float().softmax(dim=1)[:, 1]  # (B, H, W)
-                total += lesion.flip(dims) if dims else lesion
-            if not finite:
-                self._refuse_non_finite(x, name, source)
-        return (total / (len(self._models) * len(flips))).cpu()
-
-    def _refuse_non_finite(self, x: torch.Tensor, name: str, source: str) -> None:
-        """Raise the error for non-finite logits of model ``name``: the input's fault only if it is not finite."""
-        if not torch.isfinite(x).all():
-            raise InputError(f"the slices of {source} hold NaN/Inf values; set undefined voxels to 0, then segment.")
-        if self.precision == "fp16":  # fp16 overflows near 65504; bf16 has fp32's range
-            raise CheckpointError(
-                f"model {name} produced non-finite values (NaN/Inf) on {source} in fp16; run it in bf16 or fp32, "
-                "and if that fails too its weights are damaged: re-train, re-export or re-download them."
-            )
-        raise CheckpointError(
-            f"model {name} produced non-finite values (NaN/Inf) on {source}; its weights are damaged: re-train, "
-            "re-export or re-download them."
-        )
+        """Lesion probability ``(B, H, W)`` of preprocessed slices ``(B, C, H, W)``
+        (:meth:`~mdanet_sdk.inference.predictor.Predictor.probabilities`)."""
+        return self.predictor.probabilities(x, source)
 
     def postprocess(
         self, probability: np.ndarray, images: Mapping[str, np.ndarray], head: np.ndarray | None = None
     ) -> np.ndarray:
-        """This segmenter's :func:`postprocess` of a native-grid ``(X, Y, Z)`` probability map, with the
-        case's images (modality → ``(X, Y, Z)``; the ``adc`` one feeds the gate) and, when known, the head
-        mask (:attr:`SliceGeometry.head`): the gate's tissue ADC is then taken inside it, so a noisy
-        background around an ADC map that is not skull-stripped does not move it."""
-        adc = images.get("adc")
-        if adc is not None and head is not None and self.max_adc_ratio:
-            adc = adc_in_head(adc, head)
-        return postprocess(probability, self.threshold, self.min_size, adc, self.max_adc_ratio)
+        """This segmenter's mask of a native-grid ``(X, Y, Z)`` probability map
+        (:meth:`~mdanet_sdk.inference.predictor.Predictor.mask`)."""
+        return self.predictor.mask(probability, images, head)
 
     def _finish(self, pending: Pending) -> SegmentationResult:
         """Mask and report of a case whose slices are all predicted (and restored to its native grid)."""
@@ -828,7 +405,7 @@ class Segmenter:
         mask = self.postprocess(probability, case.images, loaded.geometry.head)
         ref = case.reference
         warnings = [*case.warnings, *loaded.geometry.warnings,
-                    *_volume_warnings(mask, loaded.geometry, case.reference.voxel_volume_ml)]
+                    *volume_warnings(mask, loaded.geometry, case.reference.voxel_volume_ml)]
         report = CaseReport(
             case_id=case.case_id,
             **lesion_stats(mask, ref.voxel_volume_ml),
@@ -840,34 +417,10 @@ class Segmenter:
             model=self.name,
             model_version=self.model_version,
             modalities=self.modalities,
-            threshold=self.threshold,
-            min_size=self.min_size,
-            max_adc_ratio=self.max_adc_ratio,
-            tta=self.tta,
+            **self.settings.to_dict(),
             warnings=warnings,
         )
         return SegmentationResult(case, mask, probability, report)
-
-
-#: A predicted lesion larger than this share of the head is implausible (a failure, or not a stroke case).
-IMPLAUSIBLE_LESION_SHARE = 1.0 / 3.0
-#: Adult brains (CSF included) hold 1.0-1.7 L; a larger head mask holds a skull and scalp.
-LARGEST_BRAIN_ML = 2200.0
-
-
-def _volume_warnings(mask: np.ndarray, geometry: SliceGeometry, voxel_ml: float) -> list[str]:
-    """One sentence each when the head is larger than a brain (a skull and scalp with zero air around them:
-    not skull-stripped) and when the lesion covers an implausible share of the head."""
-    head = int(geometry.head.sum()) if geometry.head is not None else mask.size
-    warnings = []
-    if head * voxel_ml > LARGEST_BRAIN_ML and not geometry.given_mask and NOT_SKULL_STRIPPED not in geometry.warnings:
-        warnings.append(f"The head mask holds {head * voxel_ml / 1000:.1f} L, more than a brain: the input does not "
-                        "look skull-stripped; pass a brain mask for reliable results.")
-    share = float(mask.sum()) / max(head, 1)
-    if share > IMPLAUSIBLE_LESION_SHARE:
-        warnings.append(f"The predicted lesion covers {share:.0%} of the head, which is implausible for a stroke: "
-                        "check the input's modalities, orientation and skull-stripping.")
-    return warnings
 
 
 def _checkpoint_name(ckpt: Checkpoint) -> str:

@@ -1,0 +1,124 @@
+"""What the Segmenter accepts and how an input is read: paths, modality mappings, arrays; which bundled weights
+fit a file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import nibabel as nib
+import numpy as np
+
+from mdanet_sdk.config import MODALITY_GROUPS
+from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource
+from mdanet_sdk.data.nifti import Volume, nifti_stem
+from mdanet_sdk.data.validate import check_image
+from mdanet_sdk.errors import InputError
+
+__all__ = [
+    "CaseInput",
+    "BUNDLED_MODALITIES",
+    "input_name",
+    "volume_count",
+    "kind_for_modalities",
+    "refuse_single_3d",
+    "case_from_arrays",
+]
+
+#: What :meth:`Segmenter.predict` accepts: a path (4D NIfTI, case folder), a mapping modality → path, a
+#: :class:`~mdanet_sdk.data.cases.CaseSource` or an already loaded :class:`~mdanet_sdk.data.cases.Case`.
+CaseInput = Union[str, os.PathLike, Mapping[str, Union[str, os.PathLike]], CaseSource, Case]
+
+#: Modalities of the bundled weights (``default-mri``, ``default-ctp``) in channel order; a 4D file with 2
+#: volumes is read as the first, one with 4 volumes as the second.
+BUNDLED_MODALITIES: dict[str, tuple[str, ...]] = {k: g[0] + g[1] for k, g in MODALITY_GROUPS.items()}
+
+
+def input_name(item: Any) -> str:
+    """A readable name for an input, used before its case id is known."""
+    if isinstance(item, (Case, CaseSource)):
+        return item.case_id
+    if isinstance(item, Mapping):
+        item = next(iter(item.values()), "mapping")
+    return nifti_stem(item) or str(item)
+
+
+def volume_count(path: str | os.PathLike[str]) -> int | None:
+    """Volumes on the last axis of a NIfTI file from its header alone (1 for 3D); ``None`` if unreadable."""
+    try:
+        shape = nib.load(path).shape
+    except Exception:  # noqa: BLE001 - unreadable files get data.nifti.load_volume's precise message later
+        return None
+    return int(shape[3]) if len(shape) == 4 else 1 if len(shape) == 3 else None
+
+
+def kind_for_modalities(modalities: Iterable[str]) -> str | None:
+    """``"mri"`` or ``"ctp"`` when ``modalities`` are exactly those of the bundled weights of that kind."""
+    names = set(modalities)
+    return next((kind for kind, mods in BUNDLED_MODALITIES.items() if set(mods) == names), None)
+
+
+def refuse_single_3d(path: Path, modalities: Sequence[str]) -> None:
+    """Raise InputError when ``path`` is one 3D volume: a multimodal model needs one file per modality.
+
+    The message says which modalities are needed and how to pass them (CLI ``-m`` options or a mapping).
+    """
+    if path.is_file() and volume_count(path) == 1:
+        example = " ".join(f"-m {m}={m}.nii.gz" for m in modalities)
+        mapping = ", ".join(f"'{m}': '{m}.nii.gz'" for m in modalities)
+        raise InputError(
+            f"{path} is a single 3D volume but the model needs {', '.join(modalities)}; give one file per "
+            f"modality (CLI: {example}; Python: predict({{{mapping}}})) or one 4D file with a volume per "
+            "modality."
+        )
+
+
+def case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_id: str) -> Case:
+    """A :class:`Case` from ``(X, Y, Z)`` arrays in the caller's voxel order and their affine."""
+    if not isinstance(images, Mapping):
+        raise InputError(
+            f"images must be a mapping modality -> (X, Y, Z) array, e.g. {{'dwi': dwi, 'adc': adc}}; got a "
+            f"{type(images).__name__}."
+        )
+    arrays = {str(m).lower(): np.asarray(a) for m, a in images.items()}
+    brain_mask = arrays.pop(BRAIN_MASK_KEY, None)
+    if not arrays:
+        raise InputError("no image given; pass a mapping modality -> (X, Y, Z) array.")
+    shapes = {m: a.shape for m, a in arrays.items()}
+    first = next(iter(arrays.values()))
+    if first.ndim != 3 or len(set(shapes.values())) != 1:
+        raise InputError(f"every image must be one 3D array of the same shape; got {shapes}.")
+    try:
+        affine = np.asarray(affine, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"affine must be a 4x4 matrix of numbers; got {type(affine).__name__}.") from None
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError("affine must be a finite, invertible 4x4 voxel-to-world matrix (mm).")
+    warnings = []
+    canonical = {}
+    if brain_mask is not None:
+        if brain_mask.shape != first.shape:
+            raise InputError(
+                f"the brain mask has shape {brain_mask.shape}; it must be on the images' grid {first.shape}."
+            )
+        mask_image = nib.Nifti1Image((brain_mask != 0).astype(np.uint8), affine)
+        brain_mask = np.asarray(nib.as_closest_canonical(mask_image).dataobj) != 0
+    for name, array in arrays.items():
+        array, repaired = check_image(array, name)  # the checks and repairs of data.nifti.load_volume
+        warnings += repaired
+        # nibabel's own reorientation, the same io_orientation that data.nifti.to_original inverts.
+        canonical[name] = nib.as_closest_canonical(nib.Nifti1Image(array, affine))
+    images = {name: np.ascontiguousarray(img.dataobj, dtype=np.float32) for name, img in canonical.items()}
+    first_name = next(iter(images))
+    ref = Volume(
+        data=images[first_name],
+        affine=canonical[first_name].affine,
+        header=nib.Nifti1Image(first.astype(np.float32), affine).header,
+        original_affine=affine,
+        original_shape=tuple(int(n) for n in first.shape),
+        orientation=tuple(nib.aff2axcodes(affine)),
+        warnings=list(warnings),
+    )
+    return Case(case_id, images, None, ref, warnings, brain_mask)

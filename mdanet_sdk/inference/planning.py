@@ -1,0 +1,228 @@
+"""Which cases a list of inputs holds, with which weights each runs, and where its outputs go.
+
+Inputs are files (a 4D NIfTI with one volume per modality), case folders (ISLES'22 ``sub-*``, ISLES'18
+``case_N``, or a folder of ``dwi.nii.gz``/``adc.nii.gz``...), dataset roots holding many cases, or mappings
+modality -> file (one case). Without a checkpoint the bundled weights are chosen per case: ``default-mri`` for
+DWI+ADC (ISLES'22 folders, 4D files with 2 volumes) and ``default-ctp`` for CBF, CBV, MTT, Tmax (ISLES'18
+folders, 4D files with 4 volumes).
+
+Outputs per case: ``<case>_seg.nii.gz`` (uint8 mask) in the output folder (default: the current folder), which
+may also name the mask file itself for a single case; ``<case>_prob.nii.gz`` beside it when asked for; overlays
+in a folder, or one ``.png`` name used as a stem. No output may overwrite an input or another output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource, find_cases
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, nifti_stem, output_name
+from mdanet_sdk.errors import InputError, MDANetError
+from mdanet_sdk.inference.inputs import BUNDLED_MODALITIES, kind_for_modalities, refuse_single_3d, volume_count
+
+__all__ = ["Job", "SegmentInput", "plan_jobs", "output_paths", "refuse_clobbering", "parse_modalities"]
+
+#: One input of :func:`mdanet_sdk.segment`: a file or folder, or a mapping modality -> file.
+SegmentInput = Union[str, os.PathLike, Mapping[str, Union[str, os.PathLike]]]
+
+
+@dataclass
+class Job:
+    """One case to segment: where it is, with which weights, and where its outputs go.
+
+    Attributes:
+        case_id: unique id within the run (used for output names).
+        source: the case's files, or ``None`` if planning already failed.
+        weights: ``"checkpoint"`` (the ``--checkpoint`` model) or a bundled kind, ``"mri"`` / ``"ctp"``.
+        error: why the case cannot be segmented, when planning already failed.
+        outputs: ``{"mask", "prob", "overlay"}`` → path, filled by :func:`output_paths`.
+        given: the command-line path a failed job came from (its files are inputs all the same).
+    """
+
+    case_id: str
+    source: CaseSource | None
+    weights: str = "checkpoint"
+    error: str | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    given: Path | None = None
+
+
+def parse_modalities(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"dwi,adc"`` or ``["dwi", "adc"]`` -> ``("dwi", "adc")``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = tuple(m.strip().lower() for m in items if m.strip())
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"the modalities must be distinct names, e.g. dwi,adc; got {text!r}.")
+    return names
+
+
+def _mapping_job(mapping: dict[str, Path], wanted: tuple[str, ...] | None) -> Job:
+    """The case of a mapping modality -> file; ``"sub-7_dwi.nii.gz"`` names it ``"sub-7"`` (the modality suffix
+    of its first file dropped)."""
+    images = {m: p for m, p in mapping.items() if m != BRAIN_MASK_KEY}
+    if not images:
+        raise InputError("the mapping names only a brain mask; add the images, e.g. -m dwi=a.nii.gz -m adc=b.nii.gz.")
+    first, path = next(iter(images.items()))
+    case_id = nifti_stem(path).removesuffix(f"_{first}") or nifti_stem(path)
+    source = CaseSource(case_id, images, None, wanted or tuple(images), mapping.get(BRAIN_MASK_KEY))
+    return Job(case_id, source)
+
+
+def plan_jobs(
+    inputs: Sequence[SegmentInput],
+    modalities: tuple[str, ...] | None,
+    checkpoint_modalities: tuple[str, ...] | None,
+) -> list[Job]:
+    """Expand inputs into cases, and pick the weights of each.
+
+    Args:
+        inputs: files, case folders, dataset roots, and mappings modality -> file (one case each).
+        modalities: the volume order of 4D files, or which files of a folder to read.
+        checkpoint_modalities: the given model's modalities, or ``None`` for the bundled weights.
+
+    Returns:
+        one :class:`Job` per case, in input order; a job whose input is unusable carries ``error``.
+    """
+    jobs: list[Job] = []
+    wanted = modalities or checkpoint_modalities
+    for item in inputs:
+        if isinstance(item, Mapping):
+            jobs.append(_mapping_job({str(m).lower(): Path(p) for m, p in item.items()}, wanted))
+            continue
+        path = Path(item)
+        try:
+            if path.is_file():
+                count = volume_count(path)
+                if count is None:
+                    load_volume(path)  # unreadable header: raises InputError saying why
+                if count == 1:
+                    refuse_single_3d(path, wanted or BUNDLED_MODALITIES["mri"])
+                order = wanted or next((m for m in BUNDLED_MODALITIES.values() if len(m) == count), None)
+                if order is None:
+                    raise InputError(
+                        f"{path} holds {count} volumes; the bundled weights read 2 (dwi, adc) or 4 (cbf, cbv, "
+                        "mtt, tmax); give the modalities in the file's order (--modalities), or a checkpoint."
+                    )
+                sources = [CaseSource(nifti_stem(path), {FOURD_KEY: path}, None, order)]
+            else:
+                sources = find_cases(path, modalities=wanted)
+        except MDANetError as exc:
+            jobs.append(Job(nifti_stem(path), None, error=str(exc), given=path))
+            continue
+        jobs.extend(Job(source.case_id, source) for source in sources)
+    for job in jobs:
+        if job.source is None or checkpoint_modalities is not None:
+            continue
+        names = job.source.modalities or tuple(job.source.paths)
+        kind = kind_for_modalities(names)
+        if kind is None:
+            job.error = (
+                f"no bundled weights read {', '.join(names)}; the bundled weights need dwi, adc (MRI) or cbf, cbv, "
+                "mtt, tmax (CTP); give a checkpoint (--checkpoint) for other modalities."
+            )
+        job.weights = kind or "checkpoint"
+    _make_unique(jobs)
+    return jobs
+
+
+def _make_unique(jobs: list[Job]) -> None:
+    """Suffix repeated case ids (``case``, ``case-2``...) so that no output overwrites another.
+
+    A new id never takes one that another case has (a real ``case-2`` keeps its id; the repeat becomes
+    ``case-3``), and ids that differ only in letter case count as repeats (they collide on macOS and Windows).
+    """
+    taken = {job.case_id.casefold() for job in jobs}
+    seen: set[str] = set()
+    for job in jobs:
+        if job.case_id.casefold() in seen:
+            n = 2
+            while f"{job.case_id}-{n}".casefold() in taken:
+                n += 1
+            job.case_id = f"{job.case_id}-{n}"
+            taken.add(job.case_id.casefold())
+        seen.add(job.case_id.casefold())
+
+
+def _file_key(path: Path) -> tuple[Any, ...]:
+    """One key per file: the inode of an existing file (hard links, symlinks and ``..`` agree), else the
+    resolved path, case-folded where the file system folds case."""
+    try:
+        st = path.stat()
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.normcase(os.path.realpath(path)))
+
+
+def _inputs(job: Job) -> list[Path]:
+    """The files of a case, or, for a path that failed planning, that file or the files in that folder."""
+    if job.source is not None:
+        extra = (job.source.label_path, job.source.brain_mask_path)
+        return [*job.source.paths.values(), *(p for p in extra if p is not None)]
+    if job.given is None:
+        return []
+    try:
+        return [p for p in job.given.iterdir() if p.is_file()] if job.given.is_dir() else [job.given]
+    except OSError:
+        return [job.given]
+
+
+def refuse_clobbering(jobs: list[Job], report: Path | None = None) -> None:
+    """Fail (``job.error``) each case whose output would overwrite an input of any case, another output of the
+    run or the report; the inputs are never touched and no output is written twice."""
+    inputs = {_file_key(p): (job.case_id, p) for job in jobs for p in _inputs(job)}
+    planned: dict[tuple[Any, ...], str] = {}
+    if report is not None:
+        if _file_key(report) in inputs:
+            raise InputError(f"the report {report} is an input file; choose another name for the report.")
+        planned[_file_key(report)] = f"the report {report}"
+    for job in jobs:
+        if job.error is not None:
+            continue
+        for role, path in job.outputs.items():
+            key = _file_key(path)
+            if key in inputs:
+                case_id, given = inputs[key]
+                job.error = (
+                    f"its {role} output {path} is the input file {given} of case {case_id}; choose another output "
+                    "folder (-o) so that no input is overwritten."
+                )
+            elif key in planned:
+                job.error = f"its {role} output {path} is also {planned[key]}; choose other output names."
+            else:
+                planned[key] = f"the {role} output of case {job.case_id}"
+                continue
+            break
+
+
+def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | None) -> None:
+    """Fill each job's ``outputs`` (see the module docstring for the naming rules).
+
+    Raises:
+        InputError: ``-o`` or ``--overlay`` names one file but there are several cases.
+    """
+    single = len(jobs) == 1
+    out_is_file = out is not None and out.name.endswith(NIFTI_SUFFIXES)
+    if out_is_file and not single:
+        raise InputError(f"-o {out} names one file but {len(jobs)} cases were given; pass a folder instead.")
+    for job in jobs:
+        if out_is_file:
+            assert out is not None
+            mask = out
+        else:
+            mask = (out or Path.cwd()) / output_name(job.case_id, "mask")
+        job.outputs["mask"] = mask
+        if prob:
+            job.outputs["prob"] = mask.parent / output_name(job.case_id, "prob")
+        if overlay is not None:
+            if overlay.suffix.lower() != ".png":
+                job.outputs["overlay"] = overlay / f"{job.case_id}_overlay.png"
+            elif single:
+                job.outputs["overlay"] = overlay
+            else:
+                job.outputs["overlay"] = overlay.with_name(f"{overlay.stem}_{job.case_id}.png")

@@ -1,0 +1,126 @@
+"""The one prediction routine: slices -> probabilities -> native grid -> mask.
+
+:class:`Predictor` holds the networks (one, or a fold ensemble), where and in which precision they run, and
+the :class:`~mdanet_sdk.inference.postprocess.PostprocessConfig`. Every path that turns a case into a mask
+goes through it: the :class:`~mdanet_sdk.inference.Segmenter` (batches of several cases streamed by
+:mod:`~mdanet_sdk.inference.pipeline`), training validation and the benchmark (one case at a time, through
+:meth:`Predictor.case_probability`), so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from mdanet_sdk.data.preprocess import SliceStack, restore_probability_into
+from mdanet_sdk.device import autocast
+from mdanet_sdk.errors import CheckpointError, InputError
+from mdanet_sdk.inference.postprocess import PostprocessConfig
+
+__all__ = ["Predictor", "TTA_FLIPS"]
+
+#: Flip sets of the test-time augmentation, as tensor dims of ``(B, C, H, W)``: none, H, W, both.
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
+
+
+class Predictor:
+    """Lesion probabilities and masks of preprocessed slices.
+
+    Args:
+        models: networks ``(B, C, H, W) -> (B, 2, H, W)`` logits, already on ``device`` and in eval mode.
+        names: one name per model, for error messages (e.g. ``["fold0", "fold1"]``).
+        device: a resolved :class:`torch.device` (:func:`mdanet_sdk.device.resolve_device`).
+        precision: a resolved precision, ``"fp32"``, ``"fp16"`` or ``"bf16"``
+            (:func:`mdanet_sdk.device.resolve_precision`); probabilities are always computed in fp32.
+        settings: TTA and post-processing.
+        batch_size: slices per forward pass in :meth:`case_probability`.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+        names: Sequence[str],
+        device: torch.device,
+        precision: str,
+        settings: PostprocessConfig,
+        batch_size: int = 16,
+    ) -> None:
+        if len(names) != len(models):
+            raise ValueError("Predictor needs one name per model.")
+        self.models, self.names = list(models), list(names)
+        self.device, self.precision, self.settings, self.batch_size = device, precision, settings, batch_size
+
+    @torch.inference_mode()
+    def probabilities(self, x: torch.Tensor, source: str = "these slices") -> torch.Tensor:
+        """Lesion probability of preprocessed slices, averaged over the models and (with TTA) the flips.
+
+        ``p = 1 / (M F) * sum_m sum_f flip_f(softmax(model_m(flip_f(x)))[:, 1])``.
+
+        Args:
+            x: ``(B, C, H, W)`` float32 slices on the model grid (H, W multiples of 16), on any device.
+            source: what the slices are, for error messages (e.g. ``"case sub-01"``).
+
+        Returns:
+            float32 ``(B, H, W)`` on the CPU.
+
+        Raises:
+            CheckpointError: a model's logits hold NaN or Inf (damaged weights).
+            InputError: ``x`` itself holds NaN or Inf.
+        """
+        x = x.to(self.device, non_blocking=True)
+        total = torch.zeros((x.shape[0], *x.shape[2:]), dtype=torch.float32, device=self.device)
+        flips = TTA_FLIPS if self.settings.tta else TTA_FLIPS[:1]
+        for model, name in zip(self.models, self.names):
+            finite = torch.ones((), dtype=torch.bool, device=self.device)
+            for dims in flips:
+                with autocast(self.device, self.precision):
+                    logits = model(x.flip(dims) if dims else x)
+                # NaN logits give NaN probabilities, which pass no threshold: a silent "0 lesions". One
+                # reduction per forward, read once per model (one device sync, not one per flip).
+                finite &= torch.isfinite(logits).all()
+                lesion = logits.float().softmax(dim=1)[:, 1]  # (B, H, W)
+                total += lesion.flip(dims) if dims else lesion
+            if not finite:
+                self._refuse_non_finite(x, name, source)
+        return (total / (len(self.models) * len(flips))).cpu()
+
+    def _refuse_non_finite(self, x: torch.Tensor, name: str, source: str) -> None:
+        """Raise the error for non-finite logits of model ``name``: the input's fault only if it is not finite."""
+        if not torch.isfinite(x).all():
+            raise InputError(f"the slices of {source} hold NaN/Inf values; set undefined voxels to 0, then segment.")
+        if self.precision == "fp16":  # fp16 overflows near 65504; bf16 has fp32's range
+            raise CheckpointError(
+                f"model {name} produced non-finite values (NaN/Inf) on {source} in fp16; run it in bf16 or fp32, "
+                "and if that fails too its weights are damaged: re-train, re-export or re-download them."
+            )
+        raise CheckpointError(
+            f"model {name} produced non-finite values (NaN/Inf) on {source}; its weights are damaged: re-train, "
+            "re-export or re-download them."
+        )
+
+    def case_probability(self, stack: SliceStack, source: str = "this case") -> np.ndarray:
+        """Lesion probability of one whole case on its native grid.
+
+        Args:
+            stack: the case's slices (:func:`~mdanet_sdk.data.preprocess.slice_stack`).
+            source: what the case is, for error messages.
+
+        Returns:
+            float32 ``(X, Y, Z)`` in [0, 1]: padding cropped, resampled back, clipped, 0 outside the head
+            (:func:`~mdanet_sdk.data.preprocess.restore_probability_into`, as the Segmenter's stream does).
+        """
+        out = np.empty(stack.geometry.native_shape, np.float32)
+        for start in range(0, len(stack), self.batch_size):
+            end = min(len(stack), start + self.batch_size)
+            x = torch.from_numpy(stack.chunk(start, end))
+            restore_probability_into(out, self.probabilities(x, source).numpy(), stack.geometry, start)
+        return out
+
+    def mask(
+        self, probability: np.ndarray, images: Mapping[str, np.ndarray], head: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The post-processed uint8 ``(X, Y, Z)`` mask of a native-grid probability map
+        (:meth:`PostprocessConfig.apply`); ``images`` (modality -> ``(X, Y, Z)``) supply the ADC for the gate."""
+        return self.settings.apply(probability, images.get("adc"), head)

@@ -1,0 +1,144 @@
+"""What segmenting a case gives: :class:`SegmentationResult` (mask, probability, report) or :class:`FailedCase`,
+and the plausibility warnings a result carries."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from mdanet_sdk.data.cases import Case
+from mdanet_sdk.data.nifti import save_like, to_original
+from mdanet_sdk.data.preprocess import NOT_SKULL_STRIPPED, SliceGeometry
+from mdanet_sdk.errors import InputError, MDANetError
+from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, save_overlay
+
+__all__ = ["SegmentationResult", "FailedCase", "volume_warnings", "IMPLAUSIBLE_LESION_SHARE", "LARGEST_BRAIN_ML"]
+
+
+@dataclass
+class SegmentationResult:
+    """The segmentation of one case.
+
+    ``mask`` and ``probability`` are in the input's own voxel order (the stored order of its files, or the
+    order of the arrays given to :meth:`Segmenter.predict_arrays`), so they line up with ``affine``.
+
+    Attributes:
+        case: the loaded input (canonical images, and the reference geometry in ``case.reference``).
+        mask_canonical: uint8 ``(X, Y, Z)`` mask in canonical RAS+ order.
+        probability_canonical: float32 ``(X, Y, Z)`` lesion probability in canonical RAS+ order.
+        report: volumes, counts, runtime and model of this case.
+        outputs: the files written for it by :func:`mdanet_sdk.segment` (``"mask"``, ``"prob"``, ``"overlay"``
+            -> path); empty for results of the :class:`Segmenter`, which writes nothing itself.
+    """
+
+    ok: ClassVar[bool] = True
+
+    case: Case
+    mask_canonical: np.ndarray
+    probability_canonical: np.ndarray
+    report: CaseReport
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def case_id(self) -> str:
+        """The case's id (made unique within a run by :func:`mdanet_sdk.segment`)."""
+        return self.report.case_id
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """uint8 binary mask, same shape and voxel order as the input."""
+        return to_original(self.mask_canonical, self.case.reference)
+
+    @cached_property
+    def probability(self) -> np.ndarray:
+        """float32 lesion probability in [0, 1], same shape and voxel order as the input."""
+        return to_original(self.probability_canonical, self.case.reference)
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The input's 4x4 voxel-to-world affine (that of :attr:`mask` and :attr:`probability`)."""
+        return self.case.reference.original_affine
+
+    def save(
+        self, mask_path: str | os.PathLike[str], prob_path: str | os.PathLike[str] | None = None
+    ) -> tuple[Path, Path | None]:
+        """Write the mask (uint8) and optionally the probability map (float32) with the input's geometry.
+
+        Both files get the input's affine, orientation and header (qform/sform codes kept). Writes are atomic,
+        and if the probability map cannot be written the mask just written is removed again, so a failure
+        leaves no partial output.
+
+        Returns:
+            ``(mask_path, prob_path or None)``.
+        """
+        mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, kind="mask")
+        if prob_path is None:
+            return mask_path, None
+        try:
+            return mask_path, save_like(self.probability_canonical, self.case.reference, prob_path, kind="prob")
+        except BaseException:
+            mask_path.unlink(missing_ok=True)
+            raise
+
+    def save_overlay(self, path: str | os.PathLike[str], modality: str | None = None) -> Path:
+        """Write a PNG montage of the lesion outline over ``modality`` (default: DWI, else Tmax, else CBF).
+
+        See :func:`mdanet_sdk.report.save_overlay` for which slices are shown.
+        """
+        images = self.case.images
+        if modality is None:
+            modality = next((m for m in OVERLAY_MODALITIES if m in images), next(iter(images)))
+        if modality not in images:
+            raise InputError(f"case {self.case_id} has no {modality!r} image; choose one of {', '.join(images)}.")
+        r = self.report
+        title = (
+            f"{self.case_id} - {modality.upper()} - lesion {r.lesion_volume_ml:.1f} mL, "
+            f"{r.n_lesions} lesion{'s' if r.n_lesions != 1 else ''}"
+        )
+        return save_overlay(
+            images[modality], self.mask_canonical, path, zooms=self.case.reference.zooms, title=title
+        )
+
+
+@dataclass
+class FailedCase:
+    """A case that could not be segmented (yielded by ``predict_many(..., errors="yield")``).
+
+    Attributes:
+        case_id: the case's id, or the input's name when it could not be read far enough to know it.
+        error: one sentence saying what is wrong.
+        exception: the error raised.
+    """
+
+    ok: ClassVar[bool] = False
+
+    case_id: str
+    error: str
+    exception: MDANetError = field(repr=False)
+    outputs: dict[str, Path] = field(default_factory=dict)  # always empty: a failed case writes nothing
+
+
+#: A predicted lesion larger than this share of the head is implausible (a failure, or not a stroke case).
+IMPLAUSIBLE_LESION_SHARE = 1.0 / 3.0
+#: Adult brains (CSF included) hold 1.0-1.7 L; a larger head mask holds a skull and scalp.
+LARGEST_BRAIN_ML = 2200.0
+
+
+def volume_warnings(mask: np.ndarray, geometry: SliceGeometry, voxel_ml: float) -> list[str]:
+    """One sentence each when the head is larger than a brain (a skull and scalp with zero air around them:
+    not skull-stripped) and when the lesion covers an implausible share of the head."""
+    head = int(geometry.head.sum()) if geometry.head is not None else mask.size
+    warnings = []
+    if head * voxel_ml > LARGEST_BRAIN_ML and not geometry.given_mask and NOT_SKULL_STRIPPED not in geometry.warnings:
+        warnings.append(f"The head mask holds {head * voxel_ml / 1000:.1f} L, more than a brain: the input does not "
+                        "look skull-stripped; pass a brain mask for reliable results.")
+    share = float(mask.sum()) / max(head, 1)
+    if share > IMPLAUSIBLE_LESION_SHARE:
+        warnings.append(f"The predicted lesion covers {share:.0%} of the head, which is implausible for a stroke: "
+                        "check the input's modalities, orientation and skull-stripping.")
+    return warnings
