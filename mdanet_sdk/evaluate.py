@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 from collections.abc import Callable
@@ -33,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from mdanet_sdk._files import atomic_write
-from mdanet_sdk.data.cases import AFFINE_TOL_MM, find_cases
-from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, is_prediction, load_volume
+from mdanet_sdk._files import atomic_write, write_json
+from mdanet_sdk.data.cases import AFFINE_TOL_MM
+from mdanet_sdk.data.layouts import find_cases
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, OUTPUT_SUFFIXES, is_prediction, load_volume, nifti_stem
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import aggregate, case_metrics, f1_score, summarize_folds
 
@@ -49,7 +49,8 @@ __all__ = [
     "summary_rows",
 ]
 
-PRED_SUFFIX = "_seg"
+#: What ends the name of a predicted mask before its NIfTI suffix (:func:`mdanet_sdk.data.nifti.output_name`).
+PRED_SUFFIX = OUTPUT_SUFFIXES["mask"]
 #: The metrics of a case, in report order.
 METRIC_NAMES = (
     "dsc", "precision", "recall", "f1", "abs_volume_diff_ml", "abs_lesion_count_diff", "lesion_f1",
@@ -59,20 +60,16 @@ _LABEL_SUFFIXES = ("_msk", "_seg", "_label", "_mask", "_lesion")
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
 
 
-def _strip_nifti(name: str) -> str | None:
-    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return None
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith(NIFTI_SUFFIXES)
 
 
 def _prediction_files(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        stem = _strip_nifti(path.name)
-        if stem is None or not stem.endswith(PRED_SUFFIX) or not path.is_file():
+        if not _is_nifti(path) or not nifti_stem(path).endswith(PRED_SUFFIX) or not path.is_file():
             continue
-        case_id = stem[: -len(PRED_SUFFIX)]
+        case_id = nifti_stem(path)[: -len(PRED_SUFFIX)]
         if case_id in found:
             raise InputError(f"{folder} holds two predictions of case {case_id}; keep one of them.")
         found[case_id] = path
@@ -120,13 +117,12 @@ def find_ground_truth(gt: str | os.PathLike[str], layout: str = "auto") -> dict[
     try:
         labels = {s.case_id: s.label_path for s in find_cases(root, layout) if s.label_path is not None}
     except InputError:
-        flat = [p for p in root.iterdir()
-                if p.is_file() and _strip_nifti(p.name) is not None and not is_prediction(p)]  # never our own masks
+        flat = [p for p in root.iterdir() if p.is_file() and _is_nifti(p) and not is_prediction(p)]  # never our masks
         if not flat or layout not in ("auto", "generic"):
             raise
         labels = {}
         for path in sorted(flat):
-            stem = _strip_nifti(path.name) or ""
+            stem = nifti_stem(path)
             case_id = next((stem[: -len(s)] for s in _LABEL_SUFFIXES if stem.endswith(s)), stem)
             if case_id in labels:
                 raise InputError(f"{root} holds two labels of case {case_id}; keep one of them.")
@@ -183,11 +179,10 @@ class EvaluationResult:
 
     def save(self, json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str] | None = None) -> list[Path]:
         """Write the JSON report (and the per-case CSV), each atomically; returns the paths written."""
-        written = []
-        for path, text in ((json_path, json.dumps(self.to_dict(), indent=2) + "\n"), (csv_path, self.to_csv())):
-            if path is None:
-                continue
-            written.append(atomic_write(Path(path), lambda tmp, text=text: tmp.write_text(text)))
+        written = [write_json(json_path, self.to_dict())]
+        if csv_path is not None:
+            text = self.to_csv()
+            written.append(atomic_write(csv_path, lambda tmp: tmp.write_text(text)))
         return written
 
 

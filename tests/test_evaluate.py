@@ -142,3 +142,17 @@ def test_cli_writes_json_and_csv(folders) -> None:
     assert rows[0].startswith("case_id,fold,dsc") and len(rows) == 4
     bad = CliRunner().invoke(app, ["evaluate", str(run / "nope"), str(gt)])
     assert bad.exit_code == 2 and "not a folder" in bad.output
+
+
+def test_cli_json_option_and_its_deprecated_alias(folders, tmp_path) -> None:
+    _, run, gt = folders
+    res = CliRunner().invoke(app, ["evaluate", str(run), str(gt), "--json", str(tmp_path / "a" / "m.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "a" / "m.json").read_text())["over"] == "folds"
+    assert (tmp_path / "a" / "m.csv").read_text().startswith("case_id,fold,dsc")
+    old = CliRunner().invoke(app, ["evaluate", str(run), str(gt), "-o", str(tmp_path / "b.json"), "--no-cases"])
+    assert old.exit_code == 0 and "deprecated; use --json" in old.output
+    assert (tmp_path / "b.json").read_bytes() == (tmp_path / "a" / "m.json").read_bytes()
+    both = CliRunner().invoke(app, ["evaluate", str(run), str(gt), "--json", "x.json", "-o", "y.json"])
+    assert both.exit_code == 2 and "give only --json" in both.output
+    assert "--json" in CliRunner().invoke(app, ["evaluate", "--help"]).output

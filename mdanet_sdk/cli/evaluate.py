@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mdanet_sdk.cli._app import command, console, plain
+from mdanet_sdk.cli._app import command, console, err_console, fail, plain
 
 __all__ = ["evaluate_command"]
 
@@ -22,9 +22,11 @@ def evaluate_command(
     threshold: Annotated[
         float | None, typer.Option(help="Binarise predictions as value > T (for probability maps).")
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="JSON report (default PRED/evaluation.json; CSV beside it).")
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="JSON report (default PRED/evaluation.json; CSV beside it).")
     ] = None,
+    # The JSON option was -o/--out before --json meant the same in every command; kept for old scripts.
+    out: Annotated[Path | None, typer.Option("--out", "-o", hidden=True, help="Deprecated: use --json.")] = None,
     cases: Annotated[bool, typer.Option("--cases/--no-cases", help="Print the per-case table.")] = True,
 ) -> None:
     """Score predictions against ground truth: DSC, precision, recall, F1 and the ISLES'22 metrics.
@@ -34,8 +36,12 @@ def evaluate_command(
     """
     from mdanet_sdk.evaluate import evaluate, summary_rows
 
+    if out is not None:
+        if json_out is not None:
+            raise fail("--out is the old name of --json; give only --json.")
+        err_console.print("[yellow]-o/--out is deprecated; use --json.[/]", highlight=False)
     result = evaluate(pred, gt, layout=layout, threshold=threshold)
-    json_path = out or pred / "evaluation.json"
+    json_path = json_out or out or pred / "evaluation.json"
     written = result.save(json_path, json_path.with_suffix(".csv"))
     if cases:
         table = Table(title="per case")
