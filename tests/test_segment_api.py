@@ -1,0 +1,72 @@
+"""Tests of :func:`mdanet_sdk.segment`: everything ``mdanet-sdk segment`` does, reached from Python.
+
+Uses the random ``small`` stand-ins for the bundled weights of tests/test_segment_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import mdanet_sdk
+from mdanet_sdk.errors import InputError
+from mdanet_sdk.inference import FailedCase, Segmenter, SegmentationResult
+from tests.test_segment_cli import bundled, cli_weights, volumes, write  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.usefixtures("bundled")
+
+
+def test_python_api_picks_the_bundled_weights_per_case_as_the_cli_does(tmp_path) -> None:
+    """A CTP file and an MRI mapping in one call: each gets its own bundled model (the Segmenter alone cannot)."""
+    ctp = write(tmp_path / "in" / "ctp.nii.gz", volumes(4))
+    mri = volumes(2, seed=1)
+    dwi = write(tmp_path / "in" / "sub-9_dwi.nii.gz", mri[..., 0])
+    adc = write(tmp_path / "in" / "sub-9_adc.nii.gz", mri[..., 1])
+    events: list[str] = []
+    out = tmp_path / "out"
+    results = list(mdanet_sdk.segment(
+        [ctp, {"dwi": dwi, "adc": adc}], out, prob=True, report=out / "run.json", device="cpu",
+        progress=lambda event, case_id, n: events.append(event),
+    ))
+    assert [r.case_id for r in results] == ["ctp", "sub-9"] and all(r.ok for r in results)
+    assert {r.case_id: r.report.model for r in results} == {"ctp": "default-ctp", "sub-9": "default-mri"}
+    assert results[1].outputs == {"mask": out / "sub-9_seg.nii.gz", "prob": out / "sub-9_prob.nii.gz"}
+    saved = nib.load(results[0].outputs["mask"])
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), results[0].mask)
+    assert np.allclose(saved.affine, nib.load(ctp).affine)
+    assert events.count("model") == 2 and events.count("done") == 2
+    assert [c["case_id"] for c in json.loads((out / "run.json").read_text())["cases"]] == ["ctp", "sub-9"]
+    with pytest.raises(InputError, match="4 volumes"):  # one model: what segment() plans around
+        Segmenter.default("mri", device="cpu").predict(ctp)
+
+
+def test_one_bad_input_fails_alone_in_input_order_and_nothing_partial_is_written(tmp_path) -> None:
+    good = write(tmp_path / "in" / "good.nii.gz", volumes(2))
+    broken = tmp_path / "in" / "broken.nii.gz"
+    broken.write_bytes(b"not a nifti")
+    three = write(tmp_path / "in" / "three.nii.gz", volumes(3))
+    out = tmp_path / "out"
+    results = list(mdanet_sdk.segment([broken, good, three, good], out, device="cpu"))
+    assert [(r.case_id, r.ok) for r in results] == [
+        ("broken", False), ("good", True), ("three", False), ("good-2", True)
+    ]
+    failed = [r for r in results if isinstance(r, FailedCase)]
+    assert "NIfTI" in failed[0].error and "3 volumes" in failed[1].error
+    assert all(isinstance(r.exception, InputError) and r.outputs == {} for r in failed)
+    assert sorted(p.name for p in out.iterdir()) == ["good-2_seg.nii.gz", "good_seg.nii.gz"]
+    assert all(isinstance(r, SegmentationResult) for r in results if r.ok)
+
+
+def test_usage_errors_raise_before_anything_runs(tmp_path) -> None:
+    a = write(tmp_path / "a.nii.gz", volumes(2))
+    b = write(tmp_path / "b.nii.gz", volumes(2, seed=3))
+    with pytest.raises(InputError, match="no input"):
+        mdanet_sdk.segment([])
+    with pytest.raises(InputError, match="one file"):
+        mdanet_sdk.segment([a, b], tmp_path / "one_seg.nii.gz")
+    with pytest.raises(InputError, match="report .* is an input"):
+        mdanet_sdk.segment(a, tmp_path / "out", report=a)
+    assert not (tmp_path / "out").exists()
