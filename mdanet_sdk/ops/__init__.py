@@ -13,12 +13,10 @@ from torch import Tensor
 
 from mdanet_sdk.errors import BackendUnavailableError, InputError
 from mdanet_sdk.ops import native, reference
+from mdanet_sdk.ops.native import OPS, QUALIFIED_OPS
 
 __all__ = ["dasc_gate", "graph_conv", "native_available", "implementation", "op_backends", "OPS", "QUALIFIED_OPS"]
 
-OPS = ("dasc_gate", "graph_conv")
-#: The same operators by their registered torch names (``mdanet::<op>``).
-QUALIFIED_OPS = tuple(f"mdanet::{op}" for op in OPS)
 _IMPLS = ("auto", "native", "reference")
 
 

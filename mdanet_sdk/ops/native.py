@@ -152,6 +152,11 @@ def _graph_conv_backward_flops(grad: Sequence[int], out: Sequence[int], g: Seque
     return 2 * _graph_conv_flops(g)
 
 
+#: The forward operators of the ``mdanet`` torch library (``csrc/ops.cpp``), and their registered names.
+OPS = ("dasc_gate", "graph_conv")
+QUALIFIED_OPS = tuple(f"mdanet::{op}" for op in OPS)
+
+
 def _register() -> None:
     global _registered
     if _registered:
@@ -169,7 +174,7 @@ def _register() -> None:
     torch.library.register_autograd("mdanet::dasc_gate", _dasc_gate_grad, setup_context=_dasc_gate_setup)
     torch.library.register_autograd("mdanet::graph_conv", _graph_conv_grad, setup_context=_graph_conv_setup)
     # Under autocast (mixed-precision training) the inputs arrive in mixed dtypes: run the kernels in float32.
-    for op in ("mdanet::dasc_gate", "mdanet::graph_conv"):
+    for op in QUALIFIED_OPS:
         for device_type in ("cpu", "cuda"):
             torch.library.register_autocast(op, device_type, torch.float32)
 
