@@ -311,7 +311,7 @@ def test_segment_refuses_model_and_checkpoint_together(checkpoint_file, artefact
     result = runner.invoke(
         app, ["segment", "--model", str(artefacts["torchscript"]), "-c", str(checkpoint_file), str(phantom_case)]
     )
-    assert result.exit_code == 2 and "either --checkpoint or --model" in result.output
+    assert result.exit_code == 2 and "either a checkpoint or an exported model, not both" in result.output
     with pytest.raises(InputError, match="computes in fp32"):
         Segmenter.from_exported(artefacts["torchscript"], device="cpu", precision="bf16")
 
