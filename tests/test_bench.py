@@ -6,6 +6,7 @@ import json
 import time
 
 import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -21,12 +22,16 @@ from mdanet_sdk.bench import (
     bench_segment,
     machine_info,
     measure_interleaved,
+    phantom_dataset,
     plot_throughput,
+    random_segmenter,
     run_benchmark,
+    segment_stages,
     summary_rows,
     write_json,
 )
 from mdanet_sdk.cli import app
+from mdanet_sdk.data.cases import find_cases
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.model import model_summary
@@ -176,7 +181,7 @@ def test_segment_section_times_every_stage(tmp_path):
         if r.status != "ok":
             continue
         assert r.shape == ((256, 256, 2) if r.volume == "ctp" else (112, 112, 2))
-        assert list(r.stages) == ["load", "preprocess", "predict", "restore", "write"]
+        assert list(r.stages) == ["load", "preprocess", "predict", "postprocess", "write"]
         assert sum(v["share"] for v in r.stages.values()) == pytest.approx(1.0)
         # one repeat: the total is exactly the staged sum; the Segmenter did the same case once
         assert r.total_ms.median == pytest.approx(sum(v["ms"].median for v in r.stages.values()))
@@ -184,6 +189,29 @@ def test_segment_section_times_every_stage(tmp_path):
         mask = nib.load(tmp_path / f"seg-{r.volume}-small-{r.backend}.nii.gz")
         assert mask.shape == r.shape and mask.get_data_dtype() == "uint8"
     assert {r.ratio for r in records if r.backend == "eager"} == {1.0}
+
+
+@pytest.mark.parametrize("kind", ["mri", "ctp"])
+def test_staged_mask_is_the_segmenters_bit_for_bit(tmp_path, kind):
+    """The timed stages run the Segmenter's own prediction routine: same mask, same file contents."""
+    shape = (48, 40, 5)
+    source = find_cases(phantom_dataset(kind, shape, 1, tmp_path))[0]
+    segmenter = random_segmenter("small", kind, batch=2)  # 5 slices: batches of 2, 2 and 1
+    # Threshold at the median probability inside the head: half the voxels sit near it, so any difference in
+    # how the probabilities are computed flips some of them.
+    probability = segmenter.predict(source).probability_canonical
+    segmenter.settings = segmenter.settings.updated(threshold=float(np.median(probability[probability > 0])))
+    timer = segment_stages(source, segmenter, tmp_path / "staged.nii.gz")
+    assert list(timer.seconds) == ["load", "preprocess", "predict", "postprocess", "write"]
+    result = segmenter.predict(source)
+    result.save(tmp_path / "segmenter.nii.gz")
+    staged = nib.load(tmp_path / "staged.nii.gz")
+    reference = nib.load(tmp_path / "segmenter.nii.gz")
+    assert np.array_equal(np.asarray(staged.dataobj), result.mask)
+    assert np.array_equal(np.asarray(staged.dataobj), np.asarray(reference.dataobj))
+    assert staged.get_data_dtype() == reference.get_data_dtype() == np.uint8
+    assert np.array_equal(staged.affine, reference.affine)
+    assert 0 < result.mask.sum() < result.mask.size
 
 
 def test_many_section_reports_peak_memory_from_a_fresh_process(tmp_path):
