@@ -31,3 +31,33 @@ def _write_nifti(
 def io_write_nifti() -> Callable[..., Path]:
     """``write(path, data, affine=None, *, qform_code=1, sform_code=1) -> path``: a tiny NIfTI on disk."""
     return _write_nifti
+
+
+def _random_checkpoint(
+    path: Path,
+    kind: str = "mri",
+    *,
+    seed: int = 0,
+    preprocess: object | None = None,
+    meta: dict | None = None,
+    config: object | None = None,
+) -> Path:
+    """A randomly initialised network (default: the ``small`` preset of ``kind``) saved as a sealed checkpoint:
+    for tests of files, geometry and messages, not of segmentation quality."""
+    import torch
+
+    from mdanet_sdk.config import MDANetConfig
+    from mdanet_sdk.data.preprocess import PreprocessConfig
+    from mdanet_sdk.model import build_model
+    from mdanet_sdk.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    config = config or MDANetConfig.from_preset("small", kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(path, build_model(config), config, preprocess or PreprocessConfig(), meta or {})
+
+
+@pytest.fixture(scope="session")
+def ckpt_random() -> Callable[..., Path]:
+    """``make(path, kind="mri", *, seed=0, preprocess=None, meta=None, config=None) -> path``: a random checkpoint."""
+    return _random_checkpoint

@@ -36,10 +36,9 @@ def config() -> MDANetConfig:
 
 
 @pytest.fixture
-def saved(tmp_path: Path, config: MDANetConfig) -> Path:
-    torch.manual_seed(0)
+def saved(tmp_path: Path, config: MDANetConfig, ckpt_random) -> Path:
     meta = {"epoch": 2, "inference": {"tta": False, "threshold": 0.4, "min_size": 5, "max_adc_ratio": 0.9}}
-    return save_checkpoint(tmp_path / "best.pt", build_model(config), config, PreprocessConfig(size=32), meta)
+    return ckpt_random(tmp_path / "best.pt", config=config, preprocess=PreprocessConfig(size=32), meta=meta)
 
 
 def _raw(path: Path) -> dict[str, Any]:
@@ -92,20 +91,20 @@ def test_truncated_file_is_damaged(saved: Path, tmp_path: Path) -> None:
 def test_non_finite_weights_are_refused(tmp_path: Path, config: MDANetConfig, value: float) -> None:
     model = build_model(config)
     with torch.no_grad():
-        model.decoder.head.weight[0, 0] = value
+        model.head.weight[0, 0] = value
     path = save_checkpoint(tmp_path / "nan.pt", model, config, PreprocessConfig(size=32), {})  # sealed as it is
-    _refused(path, r"NaN or infinite weights in decoder\.head\.weight", trust=True)
+    _refused(path, r"NaN or infinite weights in head\.weight", trust=True)
 
 
 def test_weights_that_overflow_the_network_dtype_are_refused(saved: Path, tmp_path: Path) -> None:
     """1e300 is finite in a float64 file and inf once copied into the float32 network."""
     payload = _raw(saved)
-    payload["state_dict"]["decoder.head.weight"] = torch.full_like(
-        payload["state_dict"]["decoder.head.weight"], 1e300, dtype=torch.float64
+    payload["state_dict"]["head.weight"] = torch.full_like(
+        payload["state_dict"]["head.weight"], 1e300, dtype=torch.float64
     )
     path = _write(payload, tmp_path / "f64.pt", seal=True)
-    _refused(path, r"NaN or infinite weights in decoder\.head\.weight \(as torch\.float32\)", trust=True)
-    payload["state_dict"]["decoder.head.weight"].fill_(0.25)  # float64 weights that fit still load
+    _refused(path, r"NaN or infinite weights in head\.weight \(as torch\.float32\)", trust=True)
+    payload["state_dict"]["head.weight"].fill_(0.25)  # float64 weights that fit still load
     assert load_checkpoint(_write(payload, tmp_path / "f64ok.pt", seal=True)).state_dict
 
 
@@ -168,7 +167,7 @@ def test_missing_integrity_needs_trust(saved: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("trust", [False, True])
 def test_digest_mismatch_is_refused_even_with_trust(saved: Path, tmp_path: Path, trust: bool) -> None:
     raw = _raw(saved)
-    name = "decoder.head.weight"
+    name = "head.weight"
     raw["state_dict"][name] = raw["state_dict"][name].clone()
     raw["state_dict"][name].view(-1)[0] += 1.0  # one weight edited, the record kept
     _refused(_write(raw, tmp_path / "edited.pt"), "does not match its integrity record", trust=trust)

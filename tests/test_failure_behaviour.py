@@ -15,27 +15,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from mdanet_sdk._files import _HOST, remove_stale_temps
 from mdanet_sdk.cli import app
-from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.preprocess import PreprocessConfig
-from mdanet_sdk.model import build_model
-from mdanet_sdk.train.checkpoint import save_checkpoint
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
+def weights(tmp_path_factory, ckpt_random) -> Path:
     """A random ``small`` MRI checkpoint (these tests check files and messages, not segmentation quality)."""
-    torch.manual_seed(0)
-    config = MDANetConfig.from_preset("small", "mri")
-    folder = tmp_path_factory.mktemp("weights")
-    return save_checkpoint(folder / "mri.pt", build_model(config), config, PreprocessConfig(size=32), {})
+    return ckpt_random(tmp_path_factory.mktemp("weights") / "mri.pt", preprocess=PreprocessConfig(size=32))
 
 
 def case_4d(path: Path, seed: int = 0) -> Path:

@@ -37,18 +37,11 @@ from mdanet_sdk.train.checkpoint import load_checkpoint, save_checkpoint
 ZOOMS = (1.5, 1.5, 3.0)
 
 
-def make_checkpoint(path, seed: int = 0, kind: str = "mri", preprocess: PreprocessConfig | None = None):
-    """A randomly initialised ``small`` model saved as a checkpoint."""
-    torch.manual_seed(seed)
-    config = MDANetConfig.from_preset("small", kind)
-    return save_checkpoint(path, build_model(config), config, preprocess or PreprocessConfig(), {"note": "random"})
-
-
 @pytest.fixture(scope="module")
-def inf_checkpoints(tmp_path_factory):
+def inf_checkpoints(tmp_path_factory, ckpt_random):
     """Two random MRI checkpoints (fold 0 and fold 1 of a pretend run)."""
     folder = tmp_path_factory.mktemp("ckpt")
-    return [make_checkpoint(folder / f"fold{i}.pt", seed=i) for i in range(2)]
+    return [ckpt_random(folder / f"fold{i}.pt", seed=i) for i in range(2)]
 
 
 def split_threshold(probability: np.ndarray) -> float:
@@ -197,8 +190,8 @@ def test_fold_ensemble_averages_the_folds(inf_checkpoints) -> None:
     assert (p0 - p1).abs().max() > 1e-3
 
 
-def test_ensemble_refuses_folds_of_different_runs(inf_checkpoints, tmp_path) -> None:
-    other = make_checkpoint(tmp_path / "ctp.pt", kind="ctp")
+def test_ensemble_refuses_folds_of_different_runs(inf_checkpoints, tmp_path, ckpt_random) -> None:
+    other = ckpt_random(tmp_path / "ctp.pt", kind="ctp")
     with pytest.raises(CheckpointError, match="modalities or preprocessing differ"):
         Segmenter.from_checkpoint([inf_checkpoints[0], other])
 
@@ -326,7 +319,7 @@ def bright_dwi_model(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.zeros_like(lesion), lesion], dim=1)
 
 
-def test_segmenter_gate_drops_lesions_with_normal_adc(inf_checkpoints, tmp_path) -> None:
+def test_segmenter_gate_drops_lesions_with_normal_adc(inf_checkpoints, tmp_path, ckpt_random) -> None:
     images = brain((32, 32, 8))
     blob = (images["adc"] > 0) & (images["adc"] < 600)  # the restricted lesion of brain()
     lookalike = blob[::-1, ::-1]  # its mirror image: DWI as bright, ADC normal
@@ -339,7 +332,7 @@ def test_segmenter_gate_drops_lesions_with_normal_adc(inf_checkpoints, tmp_path)
     expected = keep_restricted_lesions(loose.mask_canonical, images["adc"], 0.8)
     np.testing.assert_array_equal(gated.mask_canonical, expected)
     assert gated.mask_canonical[blob].all() and not gated.mask_canonical[lookalike].any()
-    ctp = make_checkpoint(tmp_path / "ctp.pt", kind="ctp")
+    ctp = ckpt_random(tmp_path / "ctp.pt", kind="ctp")
     with pytest.raises(InputError, match="needs a model with an adc input"):
         Segmenter.from_checkpoint(ctp, max_adc_ratio=0.8)
     with pytest.raises(InputError, match="0 \\(off\\) or positive"):
@@ -400,9 +393,9 @@ def test_predict_many_streams_with_a_bounded_queue(inf_checkpoints, tmp_path) ->
     assert len(pulled) < 20
 
 
-def test_resampling_preprocess_restores_the_native_grid(tmp_path) -> None:
+def test_resampling_preprocess_restores_the_native_grid(tmp_path, ckpt_random) -> None:
     """A checkpoint whose preprocessing resamples slices to 64x64 still returns the input's grid."""
-    ckpt = make_checkpoint(tmp_path / "s64.pt", preprocess=PreprocessConfig(size=64))
+    ckpt = ckpt_random(tmp_path / "s64.pt", preprocess=PreprocessConfig(size=64))
     arrays, affine = stored(brain((50, 40, 5)), "LPS")
     result = Segmenter.from_checkpoint(ckpt).predict_arrays(arrays, affine)
     assert result.mask.shape == result.probability.shape == (50, 40, 5)

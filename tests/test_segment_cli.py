@@ -12,15 +12,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from mdanet_sdk.cli import app
-from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.preprocess import PreprocessConfig
-from mdanet_sdk.model import build_model
 from mdanet_sdk.train import checkpoint as checkpoint_module
-from mdanet_sdk.train.checkpoint import save_checkpoint
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ISLES22_EXAMPLE = SHARED_DATA / "isles22-example"
@@ -30,15 +26,11 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def cli_weights(tmp_path_factory) -> dict[str, Path]:
+def cli_weights(tmp_path_factory, ckpt_random) -> dict[str, Path]:
     """Random ``small`` checkpoints for both kinds; MRI resamples slices to 64x64 (keeps the real case fast)."""
     folder = tmp_path_factory.mktemp("weights")
-    paths = {}
-    for kind, preprocess in (("mri", PreprocessConfig(size=64)), ("ctp", PreprocessConfig())):
-        torch.manual_seed(0)
-        config = MDANetConfig.from_preset("small", kind)
-        paths[kind] = save_checkpoint(folder / f"default-{kind}.pt", build_model(config), config, preprocess, {})
-    return paths
+    return {kind: ckpt_random(folder / f"default-{kind}.pt", kind, preprocess=preprocess)
+            for kind, preprocess in (("mri", PreprocessConfig(size=64)), ("ctp", PreprocessConfig()))}
 
 
 @pytest.fixture
