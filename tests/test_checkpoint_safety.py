@@ -256,13 +256,13 @@ BAD_FIELDS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     # state_dict
     "state_dict list": (_set("state_dict", value=[1.0]), "state_dict that is a list, not a dict"),
     "state_dict int key": (_state(lambda s: {**s, 3: torch.zeros(1)}), "under state_dict key 3"),
-    "state_dict list value": (_state(lambda s: {**s, "decoder.head.bias": [0.0, 0.0]}), "holds a list under"),
-    "state_dict complex": (_state(lambda s: {**s, "decoder.head.bias": torch.zeros(2, dtype=torch.complex64)}),
+    "state_dict list value": (_state(lambda s: {**s, "head.bias": [0.0, 0.0]}), "holds a list under"),
+    "state_dict complex": (_state(lambda s: {**s, "head.bias": torch.zeros(2, dtype=torch.complex64)}),
                            "complex64 tensor"),
-    "state_dict wrong shape": (_state(lambda s: {**s, "decoder.head.bias": torch.zeros(3)}), "do not fit"),
-    "state_dict int weights": (_state(lambda s: {**s, "decoder.head.bias": torch.zeros(2, dtype=torch.int64)}),
+    "state_dict wrong shape": (_state(lambda s: {**s, "head.bias": torch.zeros(3)}), "do not fit"),
+    "state_dict int weights": (_state(lambda s: {**s, "head.bias": torch.zeros(2, dtype=torch.int64)}),
                                "do not fit"),
-    "state_dict missing key": (_state(lambda s: {k: v for k, v in s.items() if k != "decoder.head.bias"}),
+    "state_dict missing key": (_state(lambda s: {k: v for k, v in s.items() if k != "head.bias"}),
                                "do not fit"),
     "state_dict extra key": (_state(lambda s: {**s, "extra.weight": torch.zeros(1)}), "do not fit"),
     # model_config
