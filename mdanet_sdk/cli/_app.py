@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Any, Callable
 
@@ -12,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from mdanet_sdk._files import write_json
 from mdanet_sdk._text import printable
 from mdanet_sdk.errors import MDANetError
 
@@ -52,6 +55,18 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
+
+
+#: The help of every command's ``--json FILE``: the same meaning everywhere.
+JSON_HELP = "Write the result as JSON to FILE ('-': print it)."
+
+
+def emit_json(obj: Any, path: Path) -> None:
+    """``--json FILE``: write ``obj`` to ``path`` atomically, or print it when ``path`` is ``-``."""
+    if str(path) == "-":
+        console.print_json(json.dumps(obj))
+    else:
+        write_json(path, obj)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

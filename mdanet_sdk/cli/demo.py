@@ -26,7 +26,8 @@ def demo(
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "auto",
 ) -> None:
     """Segment a synthetic ISLES'22-like case (DWI + ADC) with the bundled weights and show the report."""
-    from mdanet_sdk.data.cases import find_cases
+    from mdanet_sdk.data.layouts import find_cases
+    from mdanet_sdk.data.nifti import output_name
     from mdanet_sdk.data.phantom import write_dataset
     from mdanet_sdk.inference import Segmenter
     from mdanet_sdk.metrics import dsc
@@ -52,7 +53,7 @@ def demo(
     seg = Segmenter.default("mri", device=device)
     console.print(f"model {seg.name} on {seg.device} ({seg.precision})", highlight=False, markup=False)
     result = seg.predict(source)
-    mask, _ = result.save(folder / f"{source.case_id}_seg.nii.gz")
+    mask, _ = result.save(folder / output_name(source.case_id))
     overlay = result.save_overlay(folder / f"{source.case_id}_overlay.png")
     report = write_json_report([result.report], folder / "report.json")
 

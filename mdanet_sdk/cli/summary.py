@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from mdanet_sdk.cli._app import command, console, plain
+from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, plain
 from mdanet_sdk.config import MODALITY_GROUPS, MDANetConfig
 from mdanet_sdk.errors import InputError
 
@@ -34,15 +34,15 @@ def summary(
     size: Annotated[int, typer.Option(help="Slice side in pixels (the model grid trained at).")] = 256,
     space_grid: Annotated[int | None, typer.Option(
         help="Side of the GCFB space-embedding node grid (default: the bottleneck, size / 16).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[Path | None, typer.Option("--json", metavar="FILE", help=JSON_HELP)] = None,
 ) -> None:
     """Print the parameter count and GFLOPs (and GMACs) per slice of a model preset."""
     from mdanet_sdk.model import model_summary
 
     config = MDANetConfig.from_preset(preset, groups=_groups(groups), space_grid=space_grid)
     info = model_summary(config, size)
-    if as_json:
-        console.print_json(json.dumps(info))
+    if as_json is not None:
+        emit_json(info, as_json)
         return
     table = Table(title=f"mdanet-sdk summary: {preset}")
     table.add_column("field")
