@@ -15,9 +15,10 @@ import torch
 
 from _bench_config import DEVICE, SETTINGS, sync
 from mdanet_sdk.bench import PEERS, Runner, reference_preset, build_network, count_flops, make_runner
+from mdanet_sdk.bench.runners import kind_channels
 from mdanet_sdk.errors import BackendUnavailableError
 
-CHANNELS = 4 if SETTINGS.kind == "ctp" else 2
+CHANNELS = kind_channels(SETTINGS.kind)
 REFERENCE = reference_preset(SETTINGS.presets)
 
 

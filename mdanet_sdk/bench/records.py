@@ -1,6 +1,6 @@
 """What a benchmark run measures and what it found: :class:`BenchSettings`, one record type per section, and
 :class:`BenchmarkReport`, whose :meth:`~BenchmarkReport.to_dict` is the JSON layout documented in
-``benchmarks/README.md`` (``schema_version`` 1)."""
+``benchmarks/README.md`` (``schema_version`` 2)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ __all__ = [
 ]
 
 SCHEMA = "mdanet-sdk-benchmark"
-SCHEMA_VERSION = 1
+#: 2: the segment stages became load, preprocess, predict (which now includes the restore to the native grid),
+#: postprocess, write (1 had a restore stage holding restore and post-processing).
+SCHEMA_VERSION = 2
 
 #: Forward backends, in table order. ``eager`` is the baseline every ratio refers to.
 BACKENDS = ("eager", "native", "torchscript", "exported", "tensorrt")
