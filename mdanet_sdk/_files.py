@@ -34,7 +34,7 @@ _FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write(
-    path: str | os.PathLike[str], write: Callable[[Path], None], *, tmp_suffix: str | None = None
+    path: str | os.PathLike[str], write: Callable[[Path], object], *, tmp_suffix: str | None = None
 ) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
@@ -87,7 +87,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
         the files removed.
     """
     pattern = re.compile(re.escape(f".{path.name}.") + r"(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^/]*\.tmp[^/]*$")
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"))
     except OSError:

@@ -76,6 +76,7 @@ def segment(
         "mdanet-sdk). Damaged files are refused either way.")] = False,
 ) -> None:
     """Segment stroke lesions; write masks (and probability maps, a JSON report, overlays)."""
+    from mdanet_sdk.inference import FailedCase, SegmentationResult
     from mdanet_sdk.inference.batch import segment as segment_cases
     from mdanet_sdk.report import report_table
 
@@ -83,7 +84,9 @@ def segment(
     items: list[Path | dict[str, Path]] = [*([mapping] if mapping else []), *(inputs or [])]
     if not items:
         raise InputError("no input given; pass case files or folders, or -m dwi=a.nii.gz -m adc=b.nii.gz.")
-    done, failed, report_error = [], [], None
+    done: list[SegmentationResult] = []
+    failed: list[FailedCase] = []
+    report_error: str | None = None
     with case_bars(quiet) as progress:
         outcomes = segment_cases(
             items, out, checkpoint=checkpoint, model=model, prob=prob, overlay=overlay, report=report,
@@ -92,7 +95,10 @@ def segment(
         )
         try:
             for outcome in outcomes:
-                (done if outcome.ok else failed).append(outcome)
+                if isinstance(outcome, FailedCase):
+                    failed.append(outcome)
+                else:
+                    done.append(outcome)
         except InputError as exc:  # the report could not be written; the masks are
             report_error = str(exc)
     for case in failed:

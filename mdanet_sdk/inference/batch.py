@@ -120,7 +120,7 @@ def _run(
             outcomes = iter([FailedCase(job.case_id, str(exc), exc) for job in group])
         for outcome in outcomes:
             yield from earlier(outcome.case_id)
-            if outcome.ok:
+            if isinstance(outcome, SegmentationResult):
                 reports.append(outcome.report)
             else:
                 failed[outcome.case_id] = outcome.error
@@ -139,12 +139,13 @@ def _run_group(seg: Segmenter, group: list[Job], progress: Progress) -> Iterator
     lines = [f"model {seg.name} on {seg.device} ({seg.precision}), modalities {', '.join(seg.modalities)}"]
     lines += [f"  {job.case_id}: reading {', '.join(_order(job))}" for job in group]
     progress("model", "\n".join(lines), len(group))
-    results = seg.predict_many([job.source for job in group], errors="yield", progress=progress)
+    results = seg.predict_many([job.source for job in group if job.source is not None], errors="yield",
+                               progress=progress)
     done = 0
     try:
         for result, job in zip(results, group):
             done += 1
-            if not result.ok:
+            if isinstance(result, FailedCase):
                 yield FailedCase(job.case_id, result.error, result.exception)
                 continue
             try:

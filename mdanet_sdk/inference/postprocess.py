@@ -246,7 +246,9 @@ def choose_postprocessing(
                 per_case = np.empty((len(labels), len(gates)))
                 for i, (p, y) in enumerate(zip(probabilities[tta], labels)):
                     mask = remove_small_lesions(p > threshold, min_size)
-                    lesions, ratios = _lesion_adc_ratios(mask, adc[i], references[i]) if references else (mask, None)
+                    lesions, ratios = (
+                        _lesion_adc_ratios(mask, adc[i], references[i]) if adc is not None else (mask, None)
+                    )
                     for g, gate in enumerate(gates):
                         per_case[i, g] = dsc(mask if gate <= 0 else _restricted(mask, lesions, ratios, gate), y)
                 for g, gate in enumerate(gates):
