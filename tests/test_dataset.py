@@ -1,4 +1,4 @@
-"""Tests of mdanet_sdk.data.dataset: slice items, aligned augmentations, oversampling, k-fold by case."""
+"""Tests of mdanet_sdk.data.dataset: slice items, aligned augmentations, k-fold by case."""
 
 from __future__ import annotations
 
@@ -149,28 +149,11 @@ def test_workers_draw_reproducible_augmentations(cases) -> None:
     assert not torch.equal(one[0], one[1][:5])  # the two workers draw different transforms
 
 
-def test_lesion_oversampling(cases) -> None:
-    ds = SliceDataset(cases, MRI, PreprocessConfig(size=48), lesion_oversample=4.0, seed=0)
-    has = ds.has_lesion()
-    assert np.array_equal(ds.sample_weights(), np.where(has, 5.0, 1.0))
-    drawn = np.array(list(ds.sampler(4000)))
-    share = has[drawn].mean()
-    p = has.mean()
-    assert share == pytest.approx(5 * p / (5 * p + (1 - p)), abs=0.04)
-    assert np.array_equal(np.array(list(ds.sampler(50))), np.array(list(ds.sampler(50))))
-    ds.set_epoch(1)
-    assert not np.array_equal(np.array(list(ds.sampler(50))), drawn[:50])
-    uniform = SliceDataset(cases, MRI, PreprocessConfig(size=48))
-    assert np.array_equal(uniform.sample_weights(), np.ones(len(uniform)))
-
-
 def test_dataset_errors(cases) -> None:
     with pytest.raises(InputError, match="no label"):
         SliceDataset([Plain("x", cases[0].images, None)], MRI, PreprocessConfig())
     with pytest.raises(InputError, match="at least one case"):
         SliceDataset([], MRI, PreprocessConfig())
-    with pytest.raises(InputError, match="lesion_oversample"):
-        SliceDataset(cases, MRI, PreprocessConfig(), lesion_oversample=-1.0)
     with pytest.raises(InputError, match="'cbf'"):
         SliceDataset(cases, ("cbf",), PreprocessConfig())
 

@@ -20,7 +20,8 @@ from mdanet_sdk.evaluate import evaluate
 from mdanet_sdk.train.ablation import run_ablation
 from mdanet_sdk.train.checkpoint import load_checkpoint
 from mdanet_sdk.train.sampling import LesionSampler
-from mdanet_sdk.train.trainer import TrainConfig, resolve_amp, train
+from mdanet_sdk.train.epoch import EpochTotals
+from mdanet_sdk.train.trainer import TrainConfig, TrainEvent, train
 
 #: Tiny budget: 32×32 slices, a few steps per epoch.
 TINY = dict(preset="small", size=32, batch_size=4, steps_per_epoch=2, workers=0, quiet=True)
@@ -33,7 +34,7 @@ def tiny_mri(tmp_path_factory) -> Path:
 
 
 class _Stop(Exception):
-    """Raised by the on_step hook to interrupt training as a crash would."""
+    """Raised by the progress callback to interrupt training as a crash would."""
 
 
 # -- sampling and configuration -------------------------------------------------------------------
@@ -62,19 +63,35 @@ def test_sampler_without_oversampling_partitions_ranks() -> None:
     assert len(ranks[0]) == 5
 
 
-def test_config_validation_and_amp() -> None:
+def test_config_validation_and_precision() -> None:
     assert TrainConfig("d", fold="all", folds=5).fold_indices() == [0, 1, 2, 3, 4]
     assert TrainConfig("d", fold="1,3").fold_indices() == [1, 3]
     assert TrainConfig("d", fold=2).fold_indices() == [2]
-    for bad in ({"fold": "5"}, {"fold": "x"}, {"fold": "1,1"}, {"size": 40}, {"schedule": "step"}, {"amp": "fp8"},
+    for bad in ({"fold": "5"}, {"fold": "x"}, {"fold": "1,1"}, {"size": 40}, {"schedule": "step"}, {"precision": "fp8"},
                 {"epochs": 0}, {"lesion_fraction": 1.5}, {"dice": "pixel"}):
         with pytest.raises(InputError):
             TrainConfig("d", **bad)
-    cpu = torch.device("cpu")
-    assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
-    assert resolve_amp("bf16", cpu) is torch.bfloat16 and resolve_amp("fp16", cpu) is torch.float16
     cfg = TrainConfig("d", betas=[0.8, 0.9])
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # Run configs of earlier versions say amp (off for fp32): they still load, so their runs still resume.
+    old = {k: v for k, v in cfg.to_dict().items() if k != "precision"}
+    for amp, precision in (("off", "fp32"), ("auto", "auto"), ("bf16", "bf16"), ("fp16", "fp16")):
+        assert TrainConfig.from_dict({**old, "amp": amp}) == TrainConfig("d", betas=[0.8, 0.9], precision=precision)
+
+
+def test_epoch_totals_give_mean_losses_and_hard_dice() -> None:
+    logits = torch.zeros(2, 2, 2, 2)
+    logits[:, 1, 0, :] = 1.0  # lesion predicted in row 0 of both slices
+    y = torch.zeros(2, 2, 2, dtype=torch.int64)
+    y[0, 0, 0] = y[0, 1, 0] = 1  # one hit, one miss
+    parts = {"total": torch.tensor(3.0), "dice": torch.tensor(1.0), "ce": torch.tensor(2.0)}
+    sums = EpochTotals.zeros(torch.device("cpu")) + EpochTotals.of_batch(logits, y, parts)
+    totals = EpochTotals.from_tensor(sums)
+    assert (totals.samples, totals.tp, totals.fp, totals.fn) == (2, 1, 3, 1)
+    stats = totals.stats()
+    assert (stats.loss, stats.dice_loss, stats.ce, stats.sim) == (3.0, 1.0, 2.0, 0.0)
+    assert stats.train_dsc == pytest.approx(2 / 6)
+    assert EpochTotals().stats().train_dsc == 1.0  # no lesion predicted or labelled
 
 
 def test_kfold_split_is_by_case(tiny_mri: Path) -> None:
@@ -123,12 +140,20 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_mri: Path, tmp_path: 
     cfg = dict(epochs=3, fold=0, seed=5, lesion_fraction=0.5, **TINY)
     train(TrainConfig(tiny_mri, tmp_path / "a", **cfg))
 
-    def crash(fold: int, epoch: int, step: int) -> None:
-        if epoch == 1 and step == 2:  # mid-epoch (epoch 0 finished and saved)
+    events: list[TrainEvent] = []
+
+    def crash(event: TrainEvent) -> None:
+        events.append(event)
+        if event.kind == "step" and event.epoch == 1 and event.step == 2:  # mid-epoch (epoch 0 finished, saved)
             raise _Stop
 
     with pytest.raises(_Stop):
-        train(TrainConfig(tiny_mri, tmp_path / "b", **cfg), on_step=crash)
+        train(TrainConfig(tiny_mri, tmp_path / "b", **cfg), crash)
+    assert [(e.kind, e.epoch, e.step) for e in events] == [
+        ("epoch", 0, 0), ("step", 0, 1), ("step", 0, 2), ("validated", 0, 0), ("epoch", 1, 0), ("step", 1, 1),
+        ("step", 1, 2),
+    ]
+    assert events[3].stats is not None and events[3].val_dsc == events[3].best_val_dsc and events[3].best_epoch == 0
     assert load_checkpoint(tmp_path / "b" / "fold_0" / "last.pt").meta["epoch"] == 0
     with pytest.raises(InputError, match="--resume"):
         train(TrainConfig(tiny_mri, tmp_path / "b", **cfg))
@@ -167,7 +192,7 @@ def test_init_starts_from_given_weights(tiny_mri: Path, tmp_path: Path) -> None:
 
 
 def test_bf16_autocast_step(tiny_mri: Path, tmp_path: Path) -> None:
-    result = train(TrainConfig(tiny_mri, tmp_path / "bf16", epochs=1, fold=0, amp="bf16", **TINY))
+    result = train(TrainConfig(tiny_mri, tmp_path / "bf16", epochs=1, fold=0, precision="bf16", **TINY))
     history = json.loads((tmp_path / "bf16" / "fold_0" / "metrics.json").read_text())
     assert np.isfinite(history[0]["loss"]) and history[0]["loss"] > 0
     weights = _weights(Path(result.folds[0].checkpoint))
@@ -180,7 +205,8 @@ def test_bf16_autocast_step(tiny_mri: Path, tmp_path: Path) -> None:
 def test_cli_train_then_evaluate(tiny_mri: Path, tmp_path: Path) -> None:
     run = tmp_path / "cli"
     args = ["train", str(tiny_mri), "--out", str(run), "--preset", "small", "--size", "32", "--fold", "1",
-            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--workers", "0", "--dice", "slice"]
+            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--workers", "0", "--dice", "slice",
+            "--precision", "fp32"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "fold 1 epoch 1/1" in res.output and "best val DSC" in res.output
@@ -190,6 +216,24 @@ def test_cli_train_then_evaluate(tiny_mri: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0 and "mean ± std over folds (2 cases)" in res.output
     bad = CliRunner().invoke(app, ["train", str(tmp_path / "nope"), "--out", str(run)])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_cli_synth_then_train_mri(tmp_path: Path) -> None:
+    data = tmp_path / "synth"
+    res = CliRunner().invoke(app, ["synth", str(data), "--kind", "mri", "--cases", "4", "--shape", "32x32x4"])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "run"
+    args = ["train", str(data), "--kind", "mri", "--out", str(run), "--preset", "small", "--size", "32", "--folds", "2",
+            "--fold", "0", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--workers", "0", "--quiet"]
+    res = CliRunner().invoke(app, [*args, "--amp", "off"])  # the deprecated spelling of --precision fp32
+    assert res.exit_code == 0, res.output
+    assert "--amp is deprecated" in res.output and "fold 0 epoch" not in res.output  # --quiet: no bars
+    config = json.loads((run / "config.json").read_text())
+    assert (config["kind"], config["precision"]) == ("mri", "fp32") and "amp" not in config
+    assert load_checkpoint(run / "fold_0" / "best.pt").model_config.groups == (("dwi",), ("adc",))
+    assert len(list((run / "fold_0" / "predictions").glob("*_seg.nii.gz"))) == 2
+    bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "bad"), "--precision", "fp8"])
+    assert bad.exit_code == 2 and "precision" in bad.output
 
 
 def test_ablation_smoke(tiny_mri: Path, tmp_path: Path) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from mdanet_sdk.cli._app import console, err_console
 
-__all__ = ["case_bars"]
+if TYPE_CHECKING:
+    from mdanet_sdk.train.events import EpochStats, TrainEvent
+
+__all__ = ["case_bars", "train_bars"]
 
 
 @contextmanager
@@ -38,5 +42,42 @@ def case_bars(quiet: bool) -> Iterator[Callable[[str, str, int], None]]:
                 bar.advance(slices, n)
             else:
                 bar.advance(cases)
+
+        yield update
+
+
+def _stats_text(stats: EpochStats) -> str:
+    return f"loss {stats.loss:.4f}  dice {stats.train_dsc:.3f}"
+
+
+@contextmanager
+def train_bars(quiet: bool, patience: int) -> Iterator[Callable[[TrainEvent], None] | None]:
+    """One bar per epoch on stdout (kept after it ends), driven by the ``progress`` callback of
+    :func:`mdanet_sdk.train.trainer.train`: steps with the running loss and train Dice, then the validation
+    Dice; a line when early stopping (``patience`` epochs without a better Dice) ends a fold. Yields ``None``
+    when ``quiet`` (no callback: the trainer then skips its per-step statistics)."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console, transient=False,
+    ) as bar:
+        task = None
+
+        def update(event: TrainEvent) -> None:
+            nonlocal task
+            if event.kind == "epoch":
+                task = bar.add_task(f"fold {event.fold} epoch {event.epoch + 1}/{event.epochs}", total=event.steps,
+                                    stats="")
+            elif event.kind == "step" and task is not None and event.stats is not None:
+                bar.update(task, advance=1, stats=_stats_text(event.stats))
+            elif event.kind == "validated" and task is not None and event.stats is not None:
+                bar.update(task, stats=f"{_stats_text(event.stats)}  val DSC {event.val_dsc:.3f} "
+                                       f"(best {event.best_val_dsc:.3f} @ {event.best_epoch + 1})")
+            elif event.kind == "stopped":
+                console.print(f"fold {event.fold}: no better validation Dice for {patience} epochs, stopping.")
 
         yield update

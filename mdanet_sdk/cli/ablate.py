@@ -9,8 +9,8 @@ import typer
 
 from mdanet_sdk.cli._app import command, console
 from mdanet_sdk.cli.train import (
-    Amp, Batch, DataDir, Device, Epochs, Fold, Folds, Kind, Layout, LesionFraction, Lr, Patience, Preset, Quiet,
-    Schedule, Seed, Size, Steps, Workers,
+    Amp, Batch, DataDir, Device, Epochs, Fold, Folds, Kind, Layout, LesionFraction, Lr, Patience, Precision, Preset,
+    Quiet, Schedule, Seed, Size, Steps, Workers, precision_option,
 )
 
 __all__ = ["ablate_command"]
@@ -36,7 +36,8 @@ def ablate_command(
     schedule: Schedule = "cosine",
     patience: Patience = 20,
     lesion_fraction: LesionFraction = 0.33,
-    amp: Amp = "auto",
+    precision: Precision = "auto",
+    amp: Amp = None,
     device: Device = "auto",
     workers: Workers = None,
     seed: Seed = 0,
@@ -52,7 +53,8 @@ def ablate_command(
     base = TrainConfig(
         data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset, size=size, fold=fold,
         folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
-        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, amp=amp, device=device,
+        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction,
+        precision=precision_option(precision, amp), device=device,
         workers=workers, seed=seed, quiet=quiet,
     )
     result = run_ablation(base, tuple(table or ("3", "4")), console=console)

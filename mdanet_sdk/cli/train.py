@@ -12,9 +12,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.cli._app import command, console, err_console
+from mdanet_sdk.cli._progress import train_bars
 
-__all__ = ["train_command", "print_results"]
+__all__ = ["train_command", "print_results", "precision_option"]
 
 DataDir = Annotated[Path, typer.Argument(help="Dataset folder: ISLES'22 root, ISLES'18 root, or generic case folders.")]
 Layout = Annotated[str, typer.Option(help="auto, isles22, isles18 or generic.")]
@@ -30,7 +31,9 @@ Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
 Schedule = Annotated[str, typer.Option(help="cosine, plateau or constant.")]
 Patience = Annotated[int, typer.Option(help="Early-stopping patience in epochs (0: off).")]
 LesionFraction = Annotated[float, typer.Option(help="Share of batch entries drawn from lesion slices.")]
-Amp = Annotated[str, typer.Option(help="Mixed precision: auto, off, bf16, fp16.")]
+Precision = Annotated[str, typer.Option(
+    help="auto (bf16, or fp16 where unsupported, on CUDA; fp32 on CPU), fp32, fp16 or bf16.")]
+Amp = Annotated[str | None, typer.Option(hidden=True, help="Deprecated: use --precision (off = fp32).")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Workers = Annotated[int | None, typer.Option(help="Data-loader workers (default 4 on GPU, 0 on CPU).")]
 Seed = Annotated[int, typer.Option(help="Base random seed.")]
@@ -39,6 +42,14 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
+
+
+def precision_option(precision: str, amp: str | None) -> str:
+    """``--precision``, or the deprecated ``--amp`` when given (its ``off`` is ``fp32``)."""
+    if amp is None:
+        return precision
+    err_console.print("--amp is deprecated; use --precision (auto, fp32, fp16, bf16).", highlight=False)
+    return "fp32" if amp == "off" else amp
 
 
 def print_results(results, title: str) -> None:  # noqa: ANN001 - a TrainResults
@@ -88,7 +99,8 @@ def train_command(
     intensity_aug: Annotated[bool, typer.Option(
         "--intensity-aug/--no-intensity-aug",
         help="Also augment intensities (bias, gamma, contrast, blur, resolution, noise).")] = True,
-    amp: Amp = "auto",
+    precision: Precision = "auto",
+    amp: Amp = None,
     device: Device = "auto",
     workers: Workers = None,
     seed: Seed = 0,
@@ -111,9 +123,11 @@ def train_command(
         model_overrides={} if space_grid is None else {"space_grid": space_grid}, size=size, fold=fold,
         folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam, dice=dice,
         schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment,
-        intensity_augment=intensity_aug, normalization=normalization, amp=amp,
+        intensity_augment=intensity_aug, normalization=normalization,
+        precision=precision_option(precision, amp),
         device=device, workers=workers, seed=seed, init=init, resume=resume, trust=trust, quiet=quiet,
     )
-    results = train(cfg, console=console)
+    with train_bars(quiet or not _is_main_process(), patience) as progress:
+        results = train(cfg, progress)
     if _is_main_process():
         print_results(results, f"mdanet-sdk train: {out}")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset
 
 from mdanet_sdk.data.augment import IntensityAugmentation
 from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_case
@@ -102,17 +102,15 @@ class SliceDataset(Dataset):
         modalities: channel order, e.g. ``("dwi", "adc")``.
         cfg: preprocessing (set ``size`` to batch slices of cases with different in-plane sizes).
         augment: apply the random flip / rotation / scaling to every item.
-        seed: seed of the augmentations and of :meth:`sampler`.
+        seed: seed of the augmentations.
         intensity: with ``augment``, also the intensity augmentation
             (:class:`~mdanet_sdk.data.augment.IntensityAugmentation`: bias, gamma, contrast, blur, resolution,
             noise).
-        lesion_oversample: :meth:`sampler` draws a slice holding lesion ``1 + lesion_oversample`` times as
-            often as one without (0: uniform).
 
     Items are ``(image, label)``: float32 ``(C, H, W)`` and int64 ``(H, W)`` with values {0, 1}.
 
     Raises:
-        InputError: no cases, a case without label, a missing modality, or ``lesion_oversample < 0``.
+        InputError: no cases, a case without label, or a missing modality.
     """
 
     def __init__(
@@ -124,16 +122,12 @@ class SliceDataset(Dataset):
         seed: int = 0,
         *,
         intensity: bool = False,
-        lesion_oversample: float = 0.0,
     ) -> None:
         if not cases:
             raise InputError("the slice dataset needs at least one case.")
-        if lesion_oversample < 0:
-            raise InputError(f"lesion_oversample must be >= 0, got {lesion_oversample}.")
         self.modalities = tuple(modalities)
         self.cfg, self.augment, self.seed = cfg, bool(augment), int(seed)
         self.intensity = bool(intensity)
-        self.lesion_oversample = float(lesion_oversample)
         self.case_ids: list[str] = []
         self._images: list[np.ndarray] = []  # per case (Z, C, H, W) float32
         self._labels: list[np.ndarray] = []  # per case (Z, H, W) uint8
@@ -161,20 +155,8 @@ class SliceDataset(Dataset):
         """bool ``(N,)``: whether each slice's (unaugmented) label holds lesion."""
         return np.concatenate([label.reshape(len(label), -1).any(axis=1) for label in self._labels])
 
-    def sample_weights(self) -> np.ndarray:
-        """float64 ``(N,)``: 1 per slice, ``1 + lesion_oversample`` per slice holding lesion."""
-        return 1.0 + self.lesion_oversample * self.has_lesion()
-
-    def sampler(self, num_samples: int | None = None) -> WeightedRandomSampler:
-        """A sampler drawing ``num_samples`` (default ``len(self)``) slices with :meth:`sample_weights`.
-
-        It is seeded from ``(seed, epoch)``: call :meth:`set_epoch` before each epoch for fresh draws.
-        """
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self._epoch, 7]).generate_state(1)[0]))
-        return WeightedRandomSampler(self.sample_weights().tolist(), num_samples or len(self), replacement=True, generator=generator)
-
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: augmentations (and :meth:`sampler`) restart from ``(seed, epoch)``."""
+        """Select the epoch: augmentations restart from ``(seed, epoch)``."""
         self._epoch = int(epoch)
         self._rng_key = None
 

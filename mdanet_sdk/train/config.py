@@ -1,0 +1,212 @@
+"""What a training run is told (:class:`TrainConfig`) and what it returns (:class:`FoldResult`, :class:`TrainResults`).
+
+The schedule, stopping rule and run folder these settings drive are described in
+:mod:`mdanet_sdk.train.trainer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from mdanet_sdk.data.preprocess import NORMALIZATIONS
+from mdanet_sdk.device import PRECISIONS
+from mdanet_sdk.errors import InputError
+
+__all__ = ["TrainConfig", "FoldResult", "TrainResults", "SCHEDULES"]
+
+SCHEDULES = ("cosine", "plateau", "constant")
+# The ``amp`` values of earlier run configs that name a precision differently.
+_AMP_PRECISION = {"off": "fp32"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (stored in ``RUN_DIR/config.json`` and in every checkpoint).
+
+    Attributes:
+        data_dir: dataset folder (ISLES'22 root, ISLES'18 root, or a generic folder of case folders).
+        out_dir: run folder; fold ``K`` goes to ``out_dir/fold_K``.
+        layout: ``"auto"``, ``"isles22"``, ``"isles18"`` or ``"generic"``
+            (see :func:`~mdanet_sdk.data.cases.find_cases`).
+        kind: ``"mri"`` (DWI | ADC) or ``"ctp"`` (CBF, CBV | MTT, Tmax); default from the layout (required
+            for generic folders).
+        preset: model preset (``paper``, ``small``, ``unet``, ``attention-unet``).
+        model_overrides: fields of :class:`~mdanet_sdk.config.MDANetConfig` to change (ablations), e.g.
+            ``{"msc": False}``.
+        size: in-plane side of the model grid (:class:`~mdanet_sdk.data.preprocess.PreprocessConfig` ``size``).
+        normalization: ``"relative"`` (each modality over its median in the head) or ``"zscore"``
+            (:class:`~mdanet_sdk.data.preprocess.PreprocessConfig` ``normalization``).
+        folds: number of cross-validation folds (k).
+        fold: which folds to train: ``"all"``, one index, or a list of indices.
+        epochs: maximum number of epochs per fold.
+        steps_per_epoch: optimizer steps per epoch (default: one pass over the training slices).
+        batch_size: slices per step and rank.
+        lr, betas, weight_decay: Adam settings.
+        lam: λ, weight of the similarity loss (0 switches it off).
+        dice: ``"batch"`` (one soft Dice over the batch) or ``"slice"`` (mean over the lesion slices, so small
+            lesions weigh as much as large ones; :func:`~mdanet_sdk.train.losses.dice_loss`).
+        schedule: ``"cosine"``, ``"plateau"`` or ``"constant"`` (:mod:`mdanet_sdk.train.trainer`).
+        min_lr_ratio: final learning rate of the cosine schedule, as a fraction of ``lr``.
+        patience: early-stopping patience in epochs (0: never stop early).
+        lesion_fraction: probability that a batch entry is drawn from the lesion slices.
+        augment: the paper's augmentations on training slices.
+        intensity_augment: with ``augment``, also the intensity augmentation (bias field, gamma, contrast,
+            blur, lower resolution, noise: :mod:`mdanet_sdk.data.augment`), so the model does not rely on one
+            scanner's or one generator's intensities; ``False`` gives the paper's augmentations only.
+        precision: ``"auto"`` (bf16 on GPUs that support it, else fp16; fp32 on CPU), ``"fp32"``, ``"bf16"``,
+            ``"fp16"`` (with a gradient scaler), as :func:`mdanet_sdk.device.resolve_precision` reads it; lower
+            precisions run under :func:`mdanet_sdk.device.autocast`. Run configs of earlier versions say
+            ``amp`` (``"off"`` for fp32): :meth:`from_dict` reads them.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        workers: data-loader worker processes (default: 4 on GPU, 0 on CPU).
+        seed: base seed (reproducibility in :mod:`mdanet_sdk.train.trainer`).
+        init: checkpoint file or bundled name (``default-mri``) whose weights start every fold instead of a
+            random initialisation (fine-tuning); its model configuration must be this run's.
+        resume: continue the folds from their ``last.pt``; a finished fold is skipped.
+        trust: accept ``init`` / resume checkpoints that carry no integrity record (written by an older
+            mdanet-sdk); damaged files are refused either way.
+        quiet: the CLI shows no progress bars or messages (the library never prints; it reports to the
+            ``progress`` callback of :func:`~mdanet_sdk.train.trainer.train`).
+        deterministic: deterministic cuDNN kernels on GPU (slower); CPU training is always deterministic.
+    """
+
+    data_dir: str
+    out_dir: str = "runs/mdanet"
+    layout: str = "auto"
+    kind: str | None = None
+    preset: str = "paper"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    size: int = 128
+    normalization: str = "relative"
+    folds: int = 5
+    fold: int | str | list[int] = "all"
+    epochs: int = 100
+    steps_per_epoch: int | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    lam: float = 1.0
+    dice: str = "batch"
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.01
+    patience: int = 20
+    lesion_fraction: float = 0.33
+    augment: bool = True
+    intensity_augment: bool = True
+    precision: str = "auto"
+    device: str = "auto"
+    workers: int | None = None
+    seed: int = 0
+    init: str | None = None
+    resume: bool = False
+    trust: bool = False
+    quiet: bool = False
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        self.data_dir, self.out_dir = str(self.data_dir), str(self.out_dir)
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self.model_overrides = dict(self.model_overrides)
+        checks = (
+            (self.folds >= 2, f"folds must be >= 2, got {self.folds}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
+            (self.dice in ("batch", "slice"), f"dice must be 'batch' or 'slice', got {self.dice!r}"),
+            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (0 < self.min_lr_ratio <= 1, f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}"),
+            (0 <= self.lesion_fraction <= 1, f"lesion_fraction must be in [0, 1], got {self.lesion_fraction}"),
+            (self.size >= 16 and self.size % 16 == 0, f"size must be a multiple of 16 (>= 16), got {self.size}"),
+            (self.normalization in NORMALIZATIONS,
+             f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.precision == "auto" or self.precision in PRECISIONS,
+             f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}"),
+            (self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message + ".")
+        self.fold_indices()  # validates `fold`
+
+    def fold_indices(self) -> list[int]:
+        """The folds to train, e.g. ``[0, 1, 2, 3, 4]`` for ``fold="all"``."""
+        spec = self.fold
+        if isinstance(spec, str):
+            spec = spec.strip()
+            if spec == "all":
+                return list(range(self.folds))
+            try:
+                spec = [int(part) for part in spec.split(",")]
+            except ValueError:
+                raise InputError(f"fold must be 'all', an index or a list like 0,2; got {self.fold!r}.") from None
+        indices = [int(spec)] if isinstance(spec, int) else [int(k) for k in spec]
+        bad = [k for k in indices if not 0 <= k < self.folds]
+        if not indices or bad or len(set(indices)) != len(indices):
+            raise InputError(f"fold must list distinct indices in 0..{self.folds - 1}; got {self.fold!r}.")
+        return indices
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """The config of :meth:`to_dict` (``config.json``, a checkpoint's ``trainer["config"]``); unknown keys
+        are ignored, and the ``amp`` of earlier versions becomes ``precision`` (``off`` -> ``fp32``), so their
+        runs still resume."""
+        d = dict(d)
+        if "amp" in d and "precision" not in d:
+            amp = d.pop("amp")
+            d["precision"] = _AMP_PRECISION.get(amp, amp)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class FoldResult:
+    """Outcome of one fold.
+
+    Attributes:
+        fold: fold index.
+        best_epoch: epoch (0-based) of the best validation Dice.
+        best_val_dsc: mean per-case DSC of the best epoch.
+        epochs_run: epochs trained (fewer than ``epochs`` when stopped early).
+        stopped_early: whether early stopping ended the fold.
+        val_cases: per-case metrics of the best weights (:func:`~mdanet_sdk.metrics.case_metrics` plus
+            ``case_id``), on the native grid.
+        checkpoint: path of ``best.pt``.
+    """
+
+    fold: int
+    best_epoch: int
+    best_val_dsc: float
+    epochs_run: int
+    stopped_early: bool
+    val_cases: list[dict[str, Any]]
+    checkpoint: str
+
+
+@dataclass
+class TrainResults:
+    """Outcome of a run: the folds trained now and the summary over every finished fold of ``out_dir``.
+
+    Attributes:
+        out_dir: the run folder.
+        folds: results of the folds trained (or found finished) by this call.
+        summary: metric → (mean, std) over the fold means of all finished folds in ``out_dir``
+            (:func:`~mdanet_sdk.metrics.summarize_folds`).
+    """
+
+    out_dir: str
+    folds: list[FoldResult]
+    summary: dict[str, tuple[float, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": self.out_dir, "folds": [asdict(f) for f in self.folds],
+                "summary": {k: list(v) for k, v in self.summary.items()}}

@@ -1,0 +1,294 @@
+"""One fold of a cross-validated run: its network, optimizer state, data and bookkeeping, trained epoch by epoch.
+
+A :class:`Fold` is built from the settings every fold of a run shares (:class:`RunContext`), its cases and the
+:class:`FoldState` it continues from (fresh, or read from ``last.pt``). :meth:`Fold.fit` trains the remaining
+epochs, writing ``best.pt``, ``last.pt``, ``metrics.csv`` and ``metrics.json`` after every epoch (rank 0
+only); :meth:`Fold.finish` predicts the validation cases once more with the best weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mdanet_sdk._files import atomic_write, write_json
+from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.data.cases import Case
+from mdanet_sdk.data.dataset import SliceDataset
+from mdanet_sdk.data.preprocess import PreprocessConfig
+from mdanet_sdk.device import autocast
+from mdanet_sdk.errors import CheckpointError
+from mdanet_sdk.model import build_model
+from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from mdanet_sdk.train.config import FoldResult, TrainConfig
+from mdanet_sdk.train.distributed import Dist
+from mdanet_sdk.train.epoch import EpochTotals, TrainForward, epoch_loader, epoch_seed, seed_everything
+from mdanet_sdk.train.events import EpochStats, ProgressFn, TrainEvent
+from mdanet_sdk.train.losses import MDANetLoss
+from mdanet_sdk.train.sampling import LesionSampler
+from mdanet_sdk.train.validation import Validation, mean_scores
+
+__all__ = ["RunContext", "FoldState", "Fold"]
+
+_MIN_DELTA = 1e-4  # smallest validation-Dice gain that counts as an improvement
+_PLATEAU_PATIENCE = 5
+_CSV_FIELDS = (
+    "epoch", "lr", "loss", "dice_loss", "ce", "sim", "train_dsc", "val_dsc", "val_precision", "val_recall",
+    "best_val_dsc", "seconds",
+)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every fold of a run shares.
+
+    Attributes:
+        cfg: the run's settings.
+        dist: this process's place in the job.
+        device: the resolved device; precision: the resolved precision (:mod:`mdanet_sdk.device`).
+        kind: ``"mri"`` or ``"ctp"``.
+        model_config: the network, its space grid resolved.
+        preprocess: the preprocessing of the inputs.
+        progress: where :class:`~mdanet_sdk.train.events.TrainEvent` reports go (rank 0 only), or ``None``.
+    """
+
+    cfg: TrainConfig
+    dist: Dist
+    device: torch.device
+    precision: str
+    kind: str
+    model_config: MDANetConfig
+    preprocess: PreprocessConfig
+    progress: ProgressFn | None = None
+
+
+@dataclass
+class FoldState:
+    """Trainer bookkeeping of a fold, stored in ``last.pt`` under ``"trainer"``."""
+
+    epoch: int = -1  # last finished epoch
+    best_val_dsc: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def finished(self, epochs: int) -> bool:
+        """Whether nothing is left to train (early stop, or ``epochs`` epochs done)."""
+        return self.stopped_early or self.epoch + 1 >= epochs
+
+    def result(self, fold: int, fold_dir: Path, cases: list[dict[str, Any]]) -> FoldResult:
+        """The fold's outcome with the per-case metrics ``cases`` of its best weights."""
+        return FoldResult(
+            fold=fold, best_epoch=self.best_epoch, best_val_dsc=self.best_val_dsc, epochs_run=self.epoch + 1,
+            stopped_early=self.stopped_early, val_cases=cases, checkpoint=str(fold_dir / "best.pt"),
+        )
+
+
+class Fold:
+    """One fold: the network (seeded from ``(seed, index)``), Adam, the schedule, the gradient scaler, the
+    training cases, the :class:`~mdanet_sdk.train.validation.Validation` of the held-out cases and the state.
+
+    Args:
+        run: the shared settings.
+        index: fold index ``K``; the fold's files go to ``out_dir/fold_K``.
+        train_cases, val_cases: the fold's cases.
+        state: where training continues from.
+        resume: the ``last.pt`` that ``state`` came from (its weights, optimizer, schedule and scaler are
+            loaded), or ``None`` to start from a random initialisation or ``cfg.init``.
+
+    Raises:
+        CheckpointError: ``cfg.init`` holds another network than this run's.
+    """
+
+    def __init__(
+        self, run: RunContext, index: int, train_cases: list[Case], val_cases: list[Case], state: FoldState,
+        resume: Checkpoint | None = None,
+    ) -> None:
+        cfg = run.cfg
+        self.run, self.index, self.state = run, index, state
+        self.dir = Path(cfg.out_dir) / f"fold_{index}"
+        self.train_cases = train_cases
+        seed_everything((cfg.seed, index))  # the initial weights depend on the fold only
+        self.model = build_model(run.model_config).to(run.device)
+        self.loss_fn = MDANetLoss(lam=cfg.lam, per_slice=cfg.dice == "slice")
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = _scheduler(cfg, self.optimizer)
+        self.scaler = torch.amp.GradScaler(run.device.type, enabled=run.precision == "fp16")
+        if resume is None and cfg.init is not None:
+            self.model.load_state_dict(_init_weights(cfg, run.model_config))
+        if resume is not None:
+            self.model.load_state_dict(resume.state_dict)
+            self.optimizer.load_state_dict(resume.resume["optimizer"])
+            self.scheduler.load_state_dict(resume.resume["scheduler"])
+            if "scaler" in resume.resume:
+                self.scaler.load_state_dict(resume.resume["scaler"])
+        self.validation = Validation(index, val_cases, run.model_config.modalities, run.preprocess, run.dist,
+                                     run.device, run.precision, cfg.batch_size)
+        self.meta_base = {
+            "fold": index, "folds": cfg.folds, "seed": cfg.seed, "val_cases": [c.case_id for c in val_cases],
+            "n_train_cases": len(train_cases), "kind": run.kind,
+            "note": f"mdanet-sdk train on {cfg.data_dir} (fold {index} of {cfg.folds})",
+        }
+
+    # -- training ------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        """Train the epochs after ``state.epoch`` until ``cfg.epochs`` or early stopping, validating and
+        saving after each one."""
+        cfg, run = self.run.cfg, self.run
+        fold_seed = cfg.seed * 1000 + self.index
+        dataset = SliceDataset(self.train_cases, run.model_config.modalities, run.preprocess, augment=cfg.augment,
+                               seed=fold_seed, intensity=cfg.intensity_augment)
+        steps = cfg.steps_per_epoch or max(1, math.ceil(len(dataset) / (cfg.batch_size * run.dist.world)))
+        sampler = LesionSampler(dataset.has_lesion(), steps * cfg.batch_size, cfg.lesion_fraction,
+                                seed=fold_seed, rank=run.dist.rank, world_size=run.dist.world)
+        net = run.dist.wrap(TrainForward(self.model), run.device)
+        if run.device.type == "cuda":
+            torch.backends.cudnn.benchmark = not cfg.deterministic
+            torch.backends.cudnn.deterministic = cfg.deterministic
+        workers = cfg.workers if cfg.workers is not None else (4 if run.device.type == "cuda" else 0)
+        for epoch in range(self.state.epoch + 1, cfg.epochs):
+            seed = epoch_seed(cfg.seed, self.index, epoch)
+            seed_everything(seed)
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            self._report("epoch", epoch, steps)
+            start = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            loader = epoch_loader(dataset, sampler, cfg.batch_size, workers, run.device, seed)
+            stats = self.run_epoch(epoch, net, loader, steps)
+            self._end_epoch(epoch, lr, stats, start)
+            self._report("validated", epoch, steps, stats=stats, val_dsc=self.state.history[-1]["val_dsc"],
+                         best_val_dsc=self.state.best_val_dsc, best_epoch=self.state.best_epoch)
+            if self.state.stopped_early:
+                self._report("stopped", epoch, steps)
+                break
+
+    def run_epoch(self, epoch: int, net: nn.Module, loader: DataLoader, steps: int) -> EpochStats:
+        """One pass of ``loader`` through ``net`` (the training forward, DDP-wrapped under torchrun), one
+        optimizer step per batch; the statistics are summed over all ranks."""
+        device = self.run.device
+        net.train()
+        sums = EpochTotals.zeros(device)
+        for step, (x, y) in enumerate(loader, start=1):
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            with autocast(device, self.run.precision):
+                logits, stems = net(x)
+                loss, parts = self.loss_fn(logits, y, stems)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            sums += EpochTotals.of_batch(logits, y, parts)
+            if self._reporting:  # running means cost a device sync: only when someone listens
+                self._report("step", epoch, steps, step=step, stats=EpochTotals.from_tensor(sums).stats())
+        return EpochTotals.from_tensor(self.run.dist.sum(sums)).stats()
+
+    def _end_epoch(self, epoch: int, lr: float, stats: EpochStats, start: float) -> None:
+        """Validate, step the schedule, keep the best weights, check early stopping, write last.pt and logs."""
+        cfg, state = self.run.cfg, self.state
+        val = mean_scores(self.validation.run(self.model))
+        if cfg.schedule == "plateau":
+            self.scheduler.step(val["dsc"])
+        else:
+            self.scheduler.step()
+        state.epoch = epoch
+        if val["dsc"] > state.best_val_dsc + _MIN_DELTA:
+            state.best_val_dsc, state.best_epoch, state.bad_epochs = val["dsc"], epoch, 0
+            self.save("best.pt", val["dsc"], resumable=False)
+        else:
+            state.bad_epochs += 1
+        state.stopped_early = cfg.patience > 0 and state.bad_epochs >= cfg.patience
+        state.history.append({
+            "epoch": epoch, "lr": lr, **asdict(stats), "val_dsc": val["dsc"],
+            "val_precision": val["precision"], "val_recall": val["recall"],
+            "best_val_dsc": state.best_val_dsc, "seconds": time.perf_counter() - start,
+        })
+        self.save("last.pt", val["dsc"], resumable=True)
+        self._write_logs()
+
+    @property
+    def _reporting(self) -> bool:
+        return self.run.progress is not None and self.run.dist.main
+
+    def _report(self, kind: str, epoch: int, steps: int, **details: Any) -> None:
+        if self._reporting:
+            self.run.progress(TrainEvent(kind, self.index, epoch, self.run.cfg.epochs, steps, **details))
+
+    # -- files ---------------------------------------------------------------------------------------
+    def save(self, name: str, val_dsc: float, *, resumable: bool) -> None:
+        """Write ``fold_K/name`` (rank 0 only): the weights and metadata, plus with ``resumable`` the
+        optimizer, schedule, scaler and :class:`FoldState` that resuming needs."""
+        run, state = self.run, self.state
+        if not run.dist.main:
+            return
+        meta = {**self.meta_base, "epoch": state.epoch, "val_dsc": val_dsc, "best_val_dsc": state.best_val_dsc,
+                "best_epoch": state.best_epoch}
+        path = self.dir / name
+        if not resumable:
+            save_checkpoint(path, self.model, run.model_config, run.preprocess, meta, trainer=None)
+            return
+        save_checkpoint(
+            path, self.model, run.model_config, run.preprocess, meta,
+            trainer={"config": run.cfg.to_dict(), "state": asdict(state)},
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        )
+
+    def _write_logs(self) -> None:
+        if not self.run.dist.main:
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.state.history)
+        atomic_write(self.dir / "metrics.csv", lambda tmp: tmp.write_text(buf.getvalue()))
+        write_json(self.dir / "metrics.json", self.state.history)
+
+    def finish(self) -> FoldResult:
+        """Predict the validation cases with ``best.pt``: masks to ``fold_K/predictions/``, per-case metrics to
+        ``fold_K/val_metrics.json``; returns the fold's result."""
+        dist = self.run.dist
+        dist.barrier()  # rank 0 has written best.pt before any rank reads it
+        best = load_checkpoint(self.dir / "best.pt", trust=self.run.cfg.trust)
+        self.model.load_state_dict(best.state_dict)
+        cases = self.validation.run(self.model, self.dir / "predictions")
+        if dist.main:
+            write_json(self.dir / "val_metrics.json",
+                       {"fold": self.index, "best_epoch": self.state.best_epoch, "cases": cases})
+        dist.barrier()
+        return self.state.result(self.index, self.dir, cases)
+
+
+def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """The learning-rate schedule of ``cfg.schedule`` (stepped once per epoch)."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.lr * cfg.min_lr_ratio)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=_PLATEAU_PATIENCE)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def _init_weights(cfg: TrainConfig, model_config: MDANetConfig) -> dict[str, torch.Tensor]:
+    """The state dict of ``cfg.init``, after checking that it fits ``model_config``."""
+    init = load_checkpoint(cfg.init, trust=cfg.trust)
+    theirs = init.model_config.resolved()
+    if theirs != model_config:
+        raise CheckpointError(
+            f"--init {cfg.init} holds a network ({theirs.preset}, inputs {theirs.groups}) other than "
+            f"this run's ({model_config.preset}, inputs {model_config.groups}); choose the checkpoint's "
+            "--preset, --kind and model options."
+        )
+    return init.state_dict
