@@ -4,7 +4,10 @@ Each variant is an ordinary cross-validated training run (:func:`~mdanet_sdk.tra
 folder ``OUT/<variant>/``, started from the same base :class:`~mdanet_sdk.train.trainer.TrainConfig` (dataset,
 preset, epochs, folds, seed...) with the variant's model switches and λ. Table 3 adds the components to the
 U-Net baseline one by one (section 4.5.1): DASC (dual path + difference-aware skips), MSC (multi-scale
-convolutions), GCFB (graph-convolution bottleneck), SL (similarity loss, λ = 1; λ = 0 before). Table 4 swaps
+convolutions), GCFB (graph-convolution bottleneck), SL (similarity loss, λ = 1; λ = 0 before). The U-Net row is
+MDANet with every component switched off, the same network (parameter names included) as the Table 1 baseline
+:class:`~mdanet_sdk.model.UNet`; it keeps ``architecture="mdanet"`` so that every row is one config of the same
+ablation space and earlier ablation folders resume. Table 4 swaps
 the skip fusion of the full MDANet (subtract, the paper's) for add and concat; its "Subtract" row is the last
 row of Table 3 and is trained once.
 
