@@ -264,6 +264,16 @@ def test_cli_prints_one_table_and_writes_json_and_plot(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_json_dash_prints_the_json_alone():
+    result = CliRunner().invoke(app, [
+        "benchmark", "--quick", "--sections", "forward", "--preset", "small", "--backend", "eager", "--size", "32",
+        "--batch-sizes", "1", "--repeats", "1", "--warmup", "0", "--json", "-",
+    ])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # no table, no "JSON:" line: stdout is the JSON (progress is on stderr)
+    assert data["schema"] == "mdanet-sdk-benchmark" and [r["backend"] for r in data["forward"]] == ["eager"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--backend", "cuda-graphs"], "Unknown backend"),
     (["--batch-sizes", "1,x"], "comma-separated integers"),

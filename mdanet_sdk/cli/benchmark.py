@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mdanet_sdk.cli._app import command, console, err_console
+from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console
 from mdanet_sdk.errors import InputError
 
 if TYPE_CHECKING:  # the harness imports torch: load it only when the command runs, not on every CLI start
@@ -77,7 +77,7 @@ def benchmark(
     batch_sizes: Annotated[str | None, typer.Option(help="Forward batch sizes (full: 1,8,32; quick: 1,4).")] = None,
     size: Annotated[int | None, typer.Option(help="Slice side, a multiple of 16 (full: 256; quick: 64).")] = None,
     slices: Annotated[int | None, typer.Option(help="Z of the end-to-end volumes (20 CTP, 73 MRI; quick: 8).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", metavar="FILE", help=JSON_HELP)] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of throughput against batch size here.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes, 3 repeats: ~1 min on 2 idle cores.")] = False,
     sections: Annotated[str, typer.Option(help="forward, peers, segment, many, ops or all.")] = "all",
@@ -99,14 +99,18 @@ def benchmark(
     }
     options = {k: v for k, v in options.items() if v is not None}
     settings = BenchSettings.quick_run(**options) if quick else BenchSettings(**options)
+    to_file = json_out is not None and str(json_out) != "-"
     report = run_benchmark(
         settings,
         progress=lambda line: err_console.print(f"[dim]… {escape(line)}[/]", highlight=False),
-        # the JSON is rewritten after every section, so an interrupted run keeps what it finished
-        on_section=None if json_out is None else lambda partial: write_json(partial, json_out),
+        # the JSON file is rewritten after every section, so an interrupted run keeps what it finished
+        on_section=(lambda partial: write_json(partial, json_out)) if to_file else None,
     )
-    console.print(render_table(report))
-    if json_out is not None:
+    if json_out is not None and not to_file:  # --json -: stdout holds the JSON alone, instead of the table
+        emit_json(report.to_dict(), json_out)
+    else:
+        console.print(render_table(report))
+    if to_file:
         console.print(f"JSON: {write_json(report, json_out)}", markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
         console.print(f"plot: {plot_throughput(report, plot)}", markup=False, highlight=False, soft_wrap=True)
