@@ -50,8 +50,19 @@ def test_benchmark_machine_record_agrees_with_info():
 
 def test_cli_prints_collect_info():
     runner = CliRunner()
-    result = runner.invoke(app, ["info", "--json", "--device", "cpu"])
+    result = runner.invoke(app, ["info", "--json", "-", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == collect_info("cpu")
     result = runner.invoke(app, ["info", "--device", "tpu9"])
     assert result.exit_code == 2 and "--device must be auto, cpu, cuda or cuda:N" in result.output
+
+
+def test_json_file_means_the_same_in_every_command(tmp_path):
+    """``--json FILE`` writes the JSON to FILE (``-`` prints it) in info, summary and evaluate alike."""
+    runner = CliRunner()
+    for command in (["info", "--device", "cpu"], ["summary", "--preset", "small"]):
+        out = tmp_path / f"{command[0]}.json"
+        result = runner.invoke(app, [*command, "--json", str(out)])
+        assert result.exit_code == 0 and result.output == "", result.output
+        printed = runner.invoke(app, [*command, "--json", "-"])
+        assert json.loads(out.read_text()) == json.loads(printed.output)

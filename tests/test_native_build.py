@@ -69,7 +69,7 @@ def test_every_cuda_source_compiles_for_sm80_and_sm90(tmp_path):
 
 
 def test_info_json_reports_versions_and_op_kernels():
-    result = CliRunner().invoke(app, ["info", "--json", "--device", "cpu"])
+    result = CliRunner().invoke(app, ["info", "--json", "-", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert info["mdanet_sdk"] == mdanet_sdk.__version__ and info["torch"] == torch.__version__

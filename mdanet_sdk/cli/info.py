@@ -3,13 +3,13 @@ and which kernel each op runs) as a table or as JSON."""
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from mdanet_sdk.cli._app import command, console, plain
+from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, plain
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.info import collect_info
 
@@ -55,12 +55,12 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
 @command("info")
 def info(
     device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[Path | None, typer.Option("--json", metavar="FILE", help=JSON_HELP)] = None,
 ) -> None:
     """Print versions (package, torch, CUDA, TensorRT), the device and which kernel each op uses."""
     collected = collect_info(_resolve(device))
-    if as_json:
-        console.print_json(json.dumps(collected))
+    if as_json is not None:
+        emit_json(collected, as_json)
         return
     table = Table(title="mdanet-sdk info")
     table.add_column("field")
