@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from mdanet_sdk.device import DTYPES
 from mdanet_sdk import artifact_safety as safety
 from mdanet_sdk import ops
 from mdanet_sdk.config import MDANetConfig
@@ -25,8 +26,8 @@ from mdanet_sdk.export.tensorrt import prepare_tensorrt
 
 __all__ = ["PRECISIONS", "Artifact", "load_artifact", "read_metadata"]
 
-#: The dtype an artefact computes in, by its ``precision`` name.
-PRECISIONS: dict[str, torch.dtype] = dict(zip(safety.PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16)))
+#: The dtype an artefact computes in, by its ``precision`` name (the names of :mod:`mdanet_sdk.device`).
+PRECISIONS: dict[str, torch.dtype] = {name: DTYPES[name] for name in safety.PRECISION_NAMES}
 
 
 @dataclass
