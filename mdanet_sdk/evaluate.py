@@ -93,6 +93,7 @@ def find_predictions(pred: str | os.PathLike[str]) -> dict[int | None, dict[str,
         match = _FOLD_DIR.match(sub.name)
         if match and (sub / "predictions").is_dir():
             folds[int(match.group(1))] = _prediction_files(sub / "predictions")
+    found: dict[int | None, dict[str, Path]]
     found = {k: v for k, v in sorted(folds.items()) if v} if folds else {None: _prediction_files(root)}
     if not any(found.values()):
         raise InputError(
@@ -243,7 +244,8 @@ def evaluate(
     if None in predictions:
         summary, over = aggregate(cases), "cases"
     else:
-        groups = {fold: [c for c in cases if c["fold"] == fold] for fold in predictions}
+        # A run folder: every key is a fold number (None is a prediction folder's only key).
+        groups = {fold: [c for c in cases if c["fold"] == fold] for fold in predictions if fold is not None}
         groups = {fold: group for fold, group in groups.items() if group}
         per_fold = {fold: aggregate(group) for fold, group in groups.items()}
         summary, over = summarize_folds(list(groups.values())), "folds"

@@ -32,7 +32,7 @@ _CONTAINER = {"torchscript": "torchscript", "exported": "pt2", "tensorrt": "pt2"
 
 def _is_int(lo: int, hi: int) -> Callable[[Any], bool]:
     # bool is an int to Python, but never a size or a count here
-    return lambda v: isinstance(v, Integral) and not isinstance(v, bool) and lo <= v <= hi
+    return lambda v: isinstance(v, Integral) and not isinstance(v, bool) and lo <= int(v) <= hi
 
 
 def _is_real(v: Any) -> bool:

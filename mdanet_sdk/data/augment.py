@@ -68,8 +68,9 @@ class IntensityAugmentation:
         for c in range(out.shape[0]):
             low = out[c].min()
             shifted = out[c] - low
-            if self.bias[c] is not None:
-                a, b, d, e, f = self.bias[c]
+            coefficients = self.bias[c]
+            if coefficients is not None:
+                a, b, d, e, f = coefficients
                 shifted = shifted * torch.exp(a * rows + b * cols + d * rows**2 + e * cols**2 + f * rows * cols)
             top = shifted.max().clamp_min(1e-6)
             shifted = (shifted / top) ** self.gamma[c] * top

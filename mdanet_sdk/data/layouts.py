@@ -238,7 +238,7 @@ def _find_generic(root: Path, modalities: tuple[str, ...] | None) -> list[CaseSo
     return [case for case in cases if case is not None]
 
 
-_FINDERS = {"isles22": _find_isles22, "isles18": _find_isles18, "generic": _find_generic}
+_FINDERS = {"isles22": _find_isles22, "isles18": _find_isles18}  # and _find_generic, which takes None
 
 
 def detect_layout(root: str | os.PathLike[str]) -> str:
@@ -294,7 +294,12 @@ def find_cases(
         raise InputError(f"{root} does not exist; check the path.")
     if layout != "generic" and not root.is_dir():
         raise InputError(f"{root} is not a folder; an {layout} dataset is read from its folder.")
-    sources = _FINDERS[layout](root, modality_names(layout, modalities))
+    names = modality_names(layout, modalities)
+    if layout == "generic":
+        sources = _find_generic(root, names)
+    else:
+        assert names is not None  # LAYOUT_MODALITIES holds the isles22 and isles18 defaults
+        sources = _FINDERS[layout](root, names)
     if not sources:
         raise InputError(
             f"no {layout} cases found in {root}; expected an ISLES'22 (rawdata/sub-*/...) or ISLES'18 "

@@ -148,7 +148,9 @@ def _check_header(path: Path, img: nib.Nifti1Pair) -> None:
     """Refuse a non-real data type or an absurd / truncated declared size before any voxel is read."""
     header = img.header
     check_dtype(header.get_data_dtype(), str(path))
-    data_file = Path(img.file_map["image"].filename)
+    data_name = img.file_map["image"].filename
+    assert data_name is not None  # nib.load names the file it read the voxels from
+    data_file = Path(data_name)
     if data_file != path:  # the .img of a .hdr/.img pair must be a regular file too
         check_regular_file(data_file)
     # A compressed stream's length is unknown without decompressing it: MAX_VOXELS bounds it instead, and
@@ -190,7 +192,9 @@ def is_prediction(path: str | os.PathLike[str]) -> bool:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # never open a FIFO or device: it could block
             return False
-        descrip = np.asarray(nib.load(path).header["descrip"]).item()
+        # nibabel types .header as FileBasedHeader (ignored below); NIfTI / Analyze headers are mappings, and
+        # any other header raises KeyError, handled here.
+        descrip = np.asarray(nib.load(path).header["descrip"]).item()  # type: ignore[index]
     except (*_READ_ERRORS, KeyError):
         return False
     text = descrip.decode("latin-1") if isinstance(descrip, bytes) else str(descrip)

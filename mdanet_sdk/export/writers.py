@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -135,7 +135,8 @@ def export_model(
     """
     started = time.perf_counter()
     _check_request(fmt, precision)
-    config = model_config or model.config
+    # nn.Module types unknown attributes as Tensor | Module; an MDANet's .config is its MDANetConfig.
+    config = model_config or cast(MDANetConfig, model.config)
     preprocess = dict(preprocess)
     height, width = _resolve_size(size, preprocess)
     dev = torch.device(device or ("cuda" if fmt == "tensorrt" else "cpu"))

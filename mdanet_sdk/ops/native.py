@@ -174,9 +174,9 @@ def _register() -> None:
     torch.library.register_autograd("mdanet::dasc_gate", _dasc_gate_grad, setup_context=_dasc_gate_setup)
     torch.library.register_autograd("mdanet::graph_conv", _graph_conv_grad, setup_context=_graph_conv_setup)
     # Under autocast (mixed-precision training) the inputs arrive in mixed dtypes: run the kernels in float32.
-    for op in QUALIFIED_OPS:
+    for qualified in QUALIFIED_OPS:
         for device_type in ("cpu", "cuda"):
-            torch.library.register_autocast(op, device_type, torch.float32)
+            torch.library.register_autocast(qualified, device_type, torch.float32)
 
 
 # The library may have been loaded without this module (torch.ops.load_library, a C++ host): torch then imports

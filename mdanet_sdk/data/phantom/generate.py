@@ -171,18 +171,18 @@ def make_phantom(
     rng = np.random.default_rng(seed)
     background = dom.choice(rng, dom.ctp_backgrounds) if layout == "isles18" else None
     rim_mm = 0.0 if background == "zero" else None
-    shape, spacing, dims, centre_w, rim = geometry(rng, layout, shape, spacing, dom, rim_mm)
-    anat = build_anatomy(rng, shape, spacing, dims, centre_w)
+    shape, voxel_mm, dims, centre_w, rim = geometry(rng, layout, shape, spacing, dom, rim_mm)
+    anat = build_anatomy(rng, shape, voxel_mm, dims, centre_w)
     pattern = pattern or str(rng.choice(PATTERNS[layout], p=PATTERN_P[layout]))
     info: dict[str, Any] = {"kind": layout, "seed": int(seed), "domain": domain, "pattern": pattern,
-                            "shape": list(shape), "spacing_mm": [round(float(s), 4) for s in spacing]}
+                            "shape": list(shape), "spacing_mm": [round(float(s), 4) for s in voxel_mm]}
     if layout == "isles22":
         fx, images, head, extra = _mri_case(rng, anat, pattern, n_lesions, dom)
     else:
         fx, images, head, extra = _ctp_case(rng, anat, n_lesions, rim, str(background), dom)
     label = ((fx.core >= 0.5) & anat.brain & (anat.csf < 0.5)).astype(np.uint8)
     images = {m: np.ascontiguousarray(images[m], dtype=np.float32) for m in PHANTOM_MODALITIES[layout]}
-    grid_affine = affine(rng, shape, spacing, oblique=layout == "isles22")
+    grid_affine = affine(rng, shape, voxel_mm, oblique=layout == "isles22")
     info.update(extra, lesions=fx.lesions, mimics=fx.mimics, lesion_voxels=int(label.sum()))
     masks = _masks(anat, fx, label, head, layout)
     first = PHANTOM_MODALITIES[layout][0]

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -30,7 +30,8 @@ class Effects:
 
     @classmethod
     def empty(cls, shape: tuple[int, int, int]) -> "Effects":
-        return cls(*(np.zeros(shape, np.float32) for _ in range(4)))
+        core, strength, penumbra, mimic = (np.zeros(shape, np.float32) for _ in range(4))
+        return cls(core, strength, penumbra, mimic)
 
     def paint(self, target: np.ndarray, region, profile: np.ndarray, value: float = 1.0) -> None:
         np.maximum(target[region], profile * value, out=target[region])
@@ -41,7 +42,8 @@ def _pick(rng: np.random.Generator, mask: np.ndarray) -> tuple[int, int, int] | 
     flat = np.flatnonzero(mask)
     if flat.size == 0:
         return None
-    return tuple(int(i) for i in np.unravel_index(flat[rng.integers(flat.size)], mask.shape))
+    x, y, z = (int(i) for i in np.unravel_index(flat[rng.integers(flat.size)], mask.shape))
+    return x, y, z
 
 
 def blob(
@@ -55,7 +57,8 @@ def blob(
     """
     semi = radius_mm * np.exp(rng.normal(0.0, LESION.axis_spread, 3))
     half = np.ceil(1.8 * semi.max() / anat.spacing).astype(int) + 1
-    region = tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(centre, half, anat.shape))
+    region = cast("tuple[slice, slice, slice]",  # zip over three axes: three slices
+                  tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(centre, half, anat.shape)))
     local = [((np.arange(s.start, s.stop) - c) * d).astype(np.float32) for s, c, d in zip(region, centre, anat.spacing)]
     coords = (local[0][:, None, None], local[1][None, :, None], local[2][None, None, :])
     rot = rotation(rng)
@@ -105,6 +108,8 @@ def mri_lesions(rng, anat: Anatomy, pattern: str, n_lesions: int | None, dom: Do
     side = rng.choice((-1.0, 1.0))
     p = LESION_PATTERNS[pattern]
     if pattern == "territorial":
+        # Set for this pattern in LESION_PATTERNS:
+        assert p.count is not None and p.spread_mm is not None and p.satellite_radius_mm is not None
         n = n_lesions or 1 + int(rng.random() < p.extra_p) * int(rng.integers(*p.count))
         region = cerebrum & (side * anat.u > p.min_offset_mm) & (anat.depth > p.min_depth_mm) & (anat.depth < p.max_depth_mm)
         centre = _add_lesion(rng, anat, fx, region, rng.uniform(*p.radius_mm), "territorial")
@@ -117,11 +122,15 @@ def mri_lesions(rng, anat: Anatomy, pattern: str, n_lesions: int | None, dom: Do
             _add_lesion(rng, anat, fx, tissue & (anat.depth > p.min_depth_mm) & (anat.csf < p.max_csf),
                         rng.uniform(*p.radius_mm), "lacunar")
     elif pattern == "embolic":
+        assert p.spread_mm is not None  # set for this pattern in LESION_PATTERNS
         cluster = _pick(rng, cerebrum & (anat.depth < p.max_depth_mm))
-        near = _near(anat, cluster, p.spread_mm) & (anat.depth < p.satellite_max_depth_mm)
+        # No cerebrum voxel shallow enough for a cluster centre: scatter the emboli like territorial satellites.
+        near = (_near(anat, cluster, p.spread_mm) if cluster is not None else cerebrum) & (
+            anat.depth < p.satellite_max_depth_mm)
         for _ in range(n_lesions or int(rng.integers(*dom.embolic_count))):
             _add_lesion(rng, anat, fx, tissue & near, rng.uniform(*p.radius_mm), "embolic")
     else:  # multiple
+        assert p.count is not None  # set for this pattern in LESION_PATTERNS
         for _ in range(n_lesions or int(rng.integers(*p.count))):
             _add_lesion(rng, anat, fx, cerebrum, rng.uniform(*p.radius_mm), "multiple")
     if not fx.lesions:  # a grid too small for the pattern's region: any tissue voxel
@@ -135,6 +144,7 @@ def ctp_lesions(rng, anat: Anatomy, n_lesions: int | None) -> Effects:
     tissue = _tissue(anat)
     side = rng.choice((-1.0, 1.0))
     p = LESION_PATTERNS["core"]
+    assert p.penumbra_scale is not None and p.penumbra_irregularity is not None  # set for this pattern in LESION_PATTERNS
     for _ in range(n_lesions or 1 + int(rng.random() < p.extra_p)):
         mask = tissue & (side * anat.u > p.min_offset_mm) & (anat.depth < p.max_depth_mm)
         radius = rng.uniform(*p.radius_mm)

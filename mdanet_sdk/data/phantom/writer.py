@@ -49,6 +49,7 @@ def _write_isles22(out: Path, ph: Phantom, name: str) -> None:
     for modality in PHANTOM_MODALITIES["isles22"]:
         path = out / "rawdata" / name / "ses-0001" / "dwi" / f"{stem}_{modality}.nii.gz"
         _save(ph.images[modality], ph, ph.info["dtypes"][modality], path, qform_code=2)
+    assert ph.label is not None  # make_phantom always draws the label
     _save(ph.label, ph, "uint8", out / "derivatives" / name / "ses-0001" / f"{stem}_msk.nii.gz", qform_code=2)
 
 
@@ -56,6 +57,7 @@ def _write_isles18(out: Path, ph: Phantom, name: str, index: int) -> None:
     for k, modality in enumerate((*PHANTOM_MODALITIES["isles18"], "label")):
         file = f"SMIR.Brain.XX.O.{_SMIR_TOKENS[modality]}.{300000 + 10 * index + k}"
         array, dtype = (ph.label, "uint8") if modality == "label" else (ph.images[modality], ph.info["dtypes"][modality])
+        assert array is not None  # make_phantom always draws the label
         _save(array, ph, dtype, out / "TRAINING" / name / file / f"{file}.nii", qform_code=1)
 
 
