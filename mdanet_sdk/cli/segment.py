@@ -8,7 +8,7 @@ Parses the options and calls :func:`mdanet_sdk.segment` (inputs, weights and out
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -38,6 +38,30 @@ def _parse_mapping(items: list[str]) -> dict[str, Path]:
 def _print(text: str, style: str) -> None:
     err_console.print(f"[bold {style}]{'error' if style == 'red' else 'warning'}:[/] {escape(text)}",
                       highlight=False, soft_wrap=True)
+
+
+def _summarise(done: list[Any], failed: list[Any], report_error: str | None, report: Path | None, quiet: bool) -> None:
+    """One ``error:`` line per failed case, one ``warning:`` line per doubt, then (unless quiet) the table and
+    what was written where."""
+    for case in failed:
+        named = case.error.startswith(f"case {case.case_id}:")
+        _print(case.error if named else f"{case.case_id}: {case.error}", "red")
+    if report_error:
+        _print(report_error, "red")
+    if quiet:
+        return
+    for result in done:  # doubts about a case, one line each (and in the report)
+        for warning in result.report.warnings:
+            _print(f"{result.case_id}: {warning}", "yellow")
+    from mdanet_sdk.report import report_table
+
+    if done:
+        console.print(report_table([r.report for r in done]))
+    for result in done:
+        written = ", ".join(str(p) for p in result.outputs.values())
+        console.print(f"{result.case_id}: {written}", highlight=False, soft_wrap=True, markup=False)
+    if report is not None:
+        console.print(f"report: {report}", highlight=False, soft_wrap=True, markup=False)
 
 
 @command("segment")
@@ -78,7 +102,6 @@ def segment(
     """Segment stroke lesions; write masks (and probability maps, a JSON report, overlays)."""
     from mdanet_sdk.inference import FailedCase, SegmentationResult
     from mdanet_sdk.inference.batch import segment as segment_cases
-    from mdanet_sdk.report import report_table
 
     mapping = _parse_mapping(modality or [])
     items: list[Path | dict[str, Path]] = [*([mapping] if mapping else []), *(inputs or [])]
@@ -101,21 +124,6 @@ def segment(
                     done.append(outcome)
         except InputError as exc:  # the report could not be written; the masks are
             report_error = str(exc)
-    for case in failed:
-        named = case.error.startswith(f"case {case.case_id}:")
-        _print(case.error if named else f"{case.case_id}: {case.error}", "red")
-    if report_error:
-        _print(report_error, "red")
-    for result in [] if quiet else done:  # doubts about a case, one line each (and in the report)
-        for warning in result.report.warnings:
-            _print(f"{result.case_id}: {warning}", "yellow")
-    if not quiet:
-        if done:
-            console.print(report_table([r.report for r in done]))
-        for result in done:
-            written = ", ".join(str(p) for p in result.outputs.values())
-            console.print(f"{result.case_id}: {written}", highlight=False, soft_wrap=True, markup=False)
-        if report is not None and not report_error:
-            console.print(f"report: {report}", highlight=False, soft_wrap=True, markup=False)
+    _summarise(done, failed, report_error, None if report_error else report, quiet)
     if failed or report_error:
         raise typer.Exit(1)
