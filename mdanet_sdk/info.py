@@ -56,6 +56,7 @@ def host_info() -> dict[str, Any]:
     import torch
 
     mem_kb = proc_field("/proc/meminfo", "MemTotal")
+    usable: int | None  # os.cpu_count() is None where the count is unknown
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

@@ -4,6 +4,7 @@ the exact calls (shapes, strides, weights) a paper-preset forward pass makes, ti
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import torch
@@ -43,6 +44,16 @@ def _captured_op_calls() -> Iterator[list[tuple[str, tuple[Tensor, ...]]]]:
             setattr(ops, name, fn)
 
 
+def _bound(fn: Callable[..., Tensor], args: tuple[Tensor, ...], **kwargs: str) -> Callable[[], Tensor]:
+    """A call of ``fn(*args, **kwargs)`` taking no argument."""
+    return lambda: fn(*args, **kwargs)
+
+
+def _repeated(fn: Callable[[], object], times: int) -> Callable[[], list[object]]:
+    """A call running ``fn`` ``times`` times back to back (one timed sample)."""
+    return lambda: [fn() for _ in range(times)]
+
+
 def bench_ops(settings: BenchSettings, progress: Progress = quiet) -> list[OpsRecord]:
     """The ops section: each distinct op call of a paper-preset forward (batch 1, ``settings.size``), eager vs
     native, timed round-robin."""
@@ -68,22 +79,23 @@ def bench_ops(settings: BenchSettings, progress: Progress = quiet) -> list[OpsRe
         arg_names = ("f_m1", "f_m2", "f_de") if name == "dasc_gate" else ("g",)
         shapes = {n: list(a.shape) for n, a in zip(arg_names, args)}
         call = f"{name}[{'x'.join(map(str, args[0].shape))}]"
-        base = dict(op=name, call=call, shapes=shapes, device=str(device))
-        fns: dict[str, Callable[[], object]] = {"eager": lambda f=getattr(reference, name), a=args: f(*a)}
+        # the fields every record of this call shares (a partial, so mypy checks them against OpsRecord)
+        record = partial(OpsRecord, op=name, call=call, shapes=shapes, device=str(device))
+        fns: dict[str, Callable[[], object]] = {"eager": _bound(getattr(reference, name), args)}
         if native_reason is None:
-            fns["native"] = lambda f=getattr(ops, name), a=args: f(*a, impl="native")
+            fns["native"] = _bound(getattr(ops, name), args, impl="native")
         else:
-            records.append(OpsRecord(backend="native", status="unavailable", reason=native_reason, **base))
+            records.append(record(backend="native", status="unavailable", reason=native_reason))
         progress(f"ops: {call}")
         with torch.inference_mode():
             loops = calls_per_sample(fns, sync=sync_for(device))
             times = measure_interleaved(
-                {b: (lambda f=f, k=loops[b]: [f() for _ in range(k)]) for b, f in fns.items()},
+                {b: _repeated(f, loops[b]) for b, f in fns.items()},
                 warmup=settings.warmup, repeats=max(settings.repeats, 5), sync=sync_for(device),
             )
         eager_ms = Stats.of([1e3 * s / loops["eager"] for s in times["eager"]]).median
         for backend, seconds in times.items():
             lat = Stats.of([1e3 * s / loops[backend] for s in seconds])
-            records.append(OpsRecord(backend=backend, latency_ms=lat, ratio=eager_ms / lat.median,
-                                     calls_per_sample=loops[backend], **base))
+            records.append(record(backend=backend, latency_ms=lat, ratio=eager_ms / lat.median,
+                                  calls_per_sample=loops[backend]))
     return sorted(records, key=lambda r: (r.op, r.call, r.backend))

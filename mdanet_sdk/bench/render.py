@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -50,7 +51,10 @@ def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
                 rows.append({**blank, "section": r.section, "what": what, "backend": r.backend,
                              "notes": f"{r.status}: {r.reason}"})
             continue
+        # _time_group fills every measured field of an ok record
         assert r.latency_ms is not None and r.throughput is not None
+        assert r.gflop_per_slice is not None and r.achieved_gflop_s is not None
+        assert r.slices_per_s_per_gflop is not None
         notes = f"{_num(r.gflop_per_slice)} GF/slice · {_num(r.achieved_gflop_s)} GF/s · " \
                 f"{_num(r.slices_per_s_per_gflop)} sl/s/GF"
         if r.peak_fraction is not None:
@@ -67,6 +71,7 @@ def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
             rows.append({**blank, "section": "segment", "what": what, "backend": s.backend,
                          "notes": f"{s.status}: {s.reason}"})
             continue
+        assert s.slices_per_s is not None  # set together with total_ms
         shares = ", ".join(f"{k} {100 * v['share']:.0f}%" for k, v in s.stages.items())
         if s.segmenter_ms is not None:
             shares += f"; Segmenter.predict+save {_ms(s.segmenter_ms.median)}"
@@ -79,6 +84,7 @@ def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
             rows.append({**blank, "section": "many", "what": what, "backend": m.backend,
                          "notes": f"{m.status}: {m.reason}"})
             continue
+        assert m.cases_per_s is not None  # an ok record holds the child's measurements
         mem = f"peak RSS {m.peak_rss_mb:,.0f} MB (after setup {m.setup_rss_mb:,.0f} MB)"
         if m.peak_gpu_mb is not None:
             mem += f", GPU {m.peak_gpu_mb:,.0f} MB"
@@ -131,9 +137,9 @@ def plot_throughput(report: BenchmarkReport, path: str | os.PathLike[str]) -> Pa
         batches = sorted({r.batch for recs in lines.values() for r in recs})
         for label, recs in lines.items():
             recs.sort(key=lambda r: r.batch)
-            med = np.array([r.throughput.median for r in recs])  # type: ignore[union-attr]
-            err = np.array([[m - r.throughput.q1, r.throughput.q3 - m]  # type: ignore[union-attr]
-                            for m, r in zip(med, recs)]).T
+            thr = [cast(Stats, r.throughput) for r in recs]  # ok holds only records with a throughput
+            med = np.array([t.median for t in thr])
+            err = np.array([[m - t.q1, t.q3 - m] for m, t in zip(med, thr)]).T
             ax.errorbar([r.batch for r in recs], med, yerr=err, marker="o", capsize=3, label=label)
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches, [str(b) for b in batches])

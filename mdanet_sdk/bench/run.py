@@ -22,7 +22,7 @@ __all__ = ["run_benchmark"]
 
 
 def run_benchmark(settings: BenchSettings, workdir: Path | None = None, progress: Progress = quiet,
-                  on_section: Callable[[BenchmarkReport], None] | None = None) -> BenchmarkReport:
+                  on_section: Callable[[BenchmarkReport], object] | None = None) -> BenchmarkReport:
     """Run the sections of ``settings`` and return the report.
 
     Args:
@@ -30,7 +30,7 @@ def run_benchmark(settings: BenchSettings, workdir: Path | None = None, progress
         workdir: scratch folder for phantoms, artefacts and outputs (a temporary folder, removed after, if None).
         progress: called with one short line before each step.
         on_section: called with the report so far after each section (the CLI writes the JSON there, so an
-            interrupted long run keeps the sections it finished).
+            interrupted long run keeps the sections it finished); what it returns is ignored.
     """
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:

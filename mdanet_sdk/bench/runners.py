@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -138,10 +138,9 @@ def make_runner(
     device = next(eager.parameters()).device
     if backend not in BACKENDS:
         raise InputError(f"Unknown backend {backend!r}: use one of {', '.join(BACKENDS)} or all.")
-    peer = not isinstance(eager, MDANet)
     if backend == "eager":
-        return Runner(eager, None if peer else "reference")
-    if peer:
+        return Runner(eager, "reference" if isinstance(eager, MDANet) else None)
+    if not isinstance(eager, MDANet):  # a peer
         raise BackendUnavailableError(f"peers run eager only, not {backend}.")
     if backend == "native":
         return Runner(_native_twin(eager), "native")
@@ -175,7 +174,8 @@ def _native_twin(eager: MDANet) -> MDANet:
     """
     device = next(eager.parameters()).device
     ops.implementation("native", device)  # raises, saying why, where the kernels cannot run
-    twin = build_model(eager.config, ops="native").eval().to(device)
+    # eager's config names the mdanet architecture, so build_model builds an MDANet
+    twin = cast(MDANet, build_model(eager.config, ops="native")).eval().to(device)
     twin.load_state_dict(eager.state_dict())
     return twin
 

@@ -4,6 +4,7 @@ same case through ``Segmenter.predict`` + ``save`` as a check on the staged sum.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -99,14 +100,26 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
     return timer
 
 
+def _staged_call(source: Any, segmenter: Any, out: Path, runs: list[StageTimer]) -> Callable[[], None]:
+    """A call of :func:`segment_stages` that keeps its timer in ``runs``."""
+    return lambda: runs.append(segment_stages(source, segmenter, out))
+
+
+def _segmenter_call(source: Any, segmenter: Any, out: Path) -> Callable[[], object]:
+    """A call of ``segmenter.predict(source).save(out)``."""
+    return lambda: segmenter.predict(source).save(out)
+
+
 def _segment_group(source: Any, kind: str, preset: str, settings: BenchSettings, workdir: Path,
                    progress: Progress) -> list[SegmentRecord]:
     """The records of one (kind, preset): eager and native, staged and through the Segmenter, round-robin."""
     device = settings.resolved_device()
     precision = settings.resolved_precisions()[0]
     shape = settings.volume_shape(kind)
-    base = dict(volume=kind, shape=shape, modalities=MDANetConfig.from_preset(preset, kind).modalities,
-                preset=preset, device=str(device), precision=precision, batch=settings.segment_batch)
+    # the fields every record of the group shares (a partial, so mypy checks them against SegmentRecord)
+    record = partial(SegmentRecord, volume=kind, shape=shape, preset=preset, device=str(device),
+                     modalities=MDANetConfig.from_preset(preset, kind).modalities, precision=precision,
+                     batch=settings.segment_batch)
     records: list[SegmentRecord] = []
     timers: dict[str, list[StageTimer]] = {}
     calls: dict[str, Callable[[], object]] = {}
@@ -115,13 +128,12 @@ def _segment_group(source: Any, kind: str, preset: str, settings: BenchSettings,
             segmenter = random_segmenter(preset, kind, device=device, batch=settings.segment_batch,
                                          precision=precision, ops_impl=BACKEND_OPS[backend])
         except MDANetError as exc:
-            records.append(SegmentRecord(backend=backend, status="unavailable", reason=str(exc), **base))
+            records.append(record(backend=backend, status="unavailable", reason=str(exc)))
             continue
         out = workdir / f"seg-{kind}-{preset}-{backend}.nii.gz"
         timers[backend] = []
-        calls[f"{backend} staged"] = lambda b=backend, seg=segmenter, o=out: timers[b].append(
-            segment_stages(source, seg, o))
-        calls[f"{backend} segmenter"] = lambda seg=segmenter, o=out: seg.predict(source).save(o)
+        calls[f"{backend} staged"] = _staged_call(source, segmenter, out, timers[backend])
+        calls[f"{backend} segmenter"] = _segmenter_call(source, segmenter, out)
     progress(f"segment {kind}: {preset} {', '.join(timers)}")
     times = measure_interleaved(calls, warmup=settings.warmup, repeats=settings.repeats, sync=sync_for(device))
     for backend, runs in timers.items():
@@ -129,10 +141,10 @@ def _segment_group(source: Any, kind: str, preset: str, settings: BenchSettings,
         stage_ms = {k: Stats.of([1e3 * t.seconds[k] for t in runs]) for k in runs[0].seconds}
         medians = sum(v.median for v in stage_ms.values())
         total = Stats.of([1e3 * t.total for t in runs])
-        records.append(SegmentRecord(
+        records.append(record(
             backend=backend, total_ms=total, slices_per_s=shape[2] / (total.median / 1e3),
             stages={k: {"ms": v, "share": v.median / medians} for k, v in stage_ms.items()},
-            segmenter_ms=Stats.of([1e3 * t for t in times[f"{backend} segmenter"]]), **base,
+            segmenter_ms=Stats.of([1e3 * t for t in times[f"{backend} segmenter"]]),
         ))
     return records
 

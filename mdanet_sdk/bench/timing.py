@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Hashable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 __all__ = ["Stats", "measure_interleaved", "measure", "calls_per_sample", "StageTimer", "sync_for"]
+
+#: The key type of the contenders in :func:`measure_interleaved` (a name, an index, …).
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -44,19 +47,19 @@ class Stats:
 
 
 def measure_interleaved(
-    fns: Mapping[str, Callable[[], object]],
+    fns: Mapping[K, Callable[[], object]],
     *,
     warmup: int = 1,
     repeats: int = 5,
     sync: Callable[[], None] | None = None,
-) -> dict[str, list[float]]:
+) -> dict[K, list[float]]:
     """Wall time in seconds of each callable, ``repeats`` times each after ``warmup`` untimed rounds.
 
     The contenders run round-robin and the order rotates every round, so a neighbour's load or a thermal
     drift falls on all of them alike rather than on whichever ran last.
 
     Args:
-        fns: name → a callable taking no argument.
+        fns: name (any hashable key) → a callable taking no argument.
         warmup: untimed rounds first (allocator, oneDNN/cuDNN algorithm caches, lazy initialisation).
         repeats: timed calls of each callable.
         sync: called before and after each timed call (``torch.cuda.synchronize`` on a GPU).
@@ -68,7 +71,7 @@ def measure_interleaved(
     for _ in range(warmup):
         for name in names:
             fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[K, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
         k = round_ % max(1, len(names))
         for name in names[k:] + names[:k]:

@@ -99,18 +99,18 @@ def benchmark(
     }
     options = {k: v for k, v in options.items() if v is not None}
     settings = BenchSettings.quick_run(**options) if quick else BenchSettings(**options)
-    to_file = json_out is not None and str(json_out) != "-"
+    json_file = json_out if json_out is not None and str(json_out) != "-" else None
     report = run_benchmark(
         settings,
         progress=lambda line: err_console.print(f"[dim]… {escape(line)}[/]", highlight=False),
         # the JSON file is rewritten after every section, so an interrupted run keeps what it finished
-        on_section=(lambda partial: write_json(partial, json_out)) if to_file else None,
+        on_section=(lambda partial: write_json(partial, json_file)) if json_file is not None else None,
     )
-    if json_out is not None and not to_file:  # --json -: stdout holds the JSON alone, instead of the table
+    if json_out is not None and json_file is None:  # --json -: stdout holds the JSON alone, instead of the table
         emit_json(report.to_dict(), json_out)
     else:
         console.print(render_table(report))
-    if to_file:
-        console.print(f"JSON: {write_json(report, json_out)}", markup=False, highlight=False, soft_wrap=True)
+    if json_file is not None:
+        console.print(f"JSON: {write_json(report, json_file)}", markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
         console.print(f"plot: {plot_throughput(report, plot)}", markup=False, highlight=False, soft_wrap=True)
