@@ -50,7 +50,7 @@ def artefact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small model as TorchScript, with mdanet:: op calls when the op library is built; max batch 4."""
     torch.manual_seed(0)
     impl = "native" if ops.native_available() else "reference"
-    model = build_model(MDANetConfig.from_preset("small", "mri", ops=impl)).eval()
+    model = build_model(MDANetConfig.from_preset("small", "mri"), ops=impl).eval()
     out = tmp_path_factory.mktemp("cpp-artefact") / "m.ts"
     return export_model(model, "torchscript", out, preprocess={"size": SIZE}, batch=BatchRange(1, 4, 4)).path
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from mdanet_sdk.config import BOTTLENECK_STRIDE, MDANetConfig
 from mdanet_sdk.errors import InputError
+from mdanet_sdk.ops import IMPLEMENTATIONS
 
 __all__ = ["SegmentationModel", "SIZE_MULTIPLE", "IMPLEMENTATIONS", "RENAMED", "upgrade_state_dict"]
 
@@ -17,7 +18,6 @@ __all__ = ["SegmentationModel", "SIZE_MULTIPLE", "IMPLEMENTATIONS", "RENAMED", "
 SIZE_MULTIPLE = BOTTLENECK_STRIDE
 #: How a network computes the MDANet ops (:mod:`mdanet_sdk.ops`): native kernels when built ("auto"), always
 #: native, or the pure-PyTorch reference.
-IMPLEMENTATIONS = ("auto", "native", "reference")
 
 
 class SegmentationModel(nn.Module):

@@ -15,9 +15,13 @@ from mdanet_sdk.errors import BackendUnavailableError, InputError
 from mdanet_sdk.ops import native, reference
 from mdanet_sdk.ops.native import OPS, QUALIFIED_OPS
 
-__all__ = ["dasc_gate", "graph_conv", "native_available", "implementation", "op_backends", "OPS", "QUALIFIED_OPS"]
+__all__ = [
+    "dasc_gate", "graph_conv", "native_available", "implementation", "op_backends", "OPS", "QUALIFIED_OPS",
+    "IMPLEMENTATIONS",
+]
 
-_IMPLS = ("auto", "native", "reference")
+#: How the ops compute: native kernels when built (``auto``), ``native`` (error if unavailable), ``reference``.
+IMPLEMENTATIONS = ("auto", "native", "reference")
 
 
 def native_available() -> bool:
@@ -52,8 +56,8 @@ def implementation(impl: str = "auto", device: torch.device | str | None = None)
         InputError: ``impl`` is none of the three.
         BackendUnavailableError: ``impl="native"`` and the native ops cannot run on ``device``.
     """
-    if impl not in _IMPLS:
-        raise InputError(f"ops implementation must be one of {', '.join(_IMPLS)}; got {impl!r}.")
+    if impl not in IMPLEMENTATIONS:
+        raise InputError(f"ops implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}.")
     if impl == "reference":
         return "reference"
     reason = _native_unavailable_reason(torch.device(device or "cpu").type)
