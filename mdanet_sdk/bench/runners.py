@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, cast
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +16,7 @@ from mdanet_sdk.bench.records import BACKENDS, BenchSettings, ForwardRecord
 from mdanet_sdk.config import MODALITY_GROUPS, MDANetConfig
 from mdanet_sdk.device import autocast
 from mdanet_sdk.errors import BackendUnavailableError, InputError, MDANetError
-from mdanet_sdk.model import MDANet, build_model
+from mdanet_sdk.model import SegmentationModel, build_model
 
 __all__ = [
     "BACKEND_OPS", "Progress", "quiet", "kind_channels", "build_network", "count_flops", "Runner", "make_runner",
@@ -139,8 +139,8 @@ def make_runner(
     if backend not in BACKENDS:
         raise InputError(f"Unknown backend {backend!r}: use one of {', '.join(BACKENDS)} or all.")
     if backend == "eager":
-        return Runner(eager, "reference" if isinstance(eager, MDANet) else None)
-    if not isinstance(eager, MDANet):  # a peer
+        return Runner(eager, "reference" if isinstance(eager, SegmentationModel) else None)
+    if not isinstance(eager, SegmentationModel):  # a network of another library
         raise BackendUnavailableError(f"peers run eager only, not {backend}.")
     if backend == "native":
         return Runner(_native_twin(eager), "native")
@@ -166,7 +166,7 @@ def make_runner(
     return Runner(export.load_artifact(result.path, device=device), result.ops, autocast=False)
 
 
-def _native_twin(eager: MDANet) -> MDANet:
+def _native_twin(eager: SegmentationModel) -> SegmentationModel:
     """``eager`` rebuilt with the native ops (``build_model(config, ops="native")``) and the same weights.
 
     Raises:
@@ -174,8 +174,7 @@ def _native_twin(eager: MDANet) -> MDANet:
     """
     device = next(eager.parameters()).device
     ops.implementation("native", device)  # raises, saying why, where the kernels cannot run
-    # eager's config names the mdanet architecture, so build_model builds an MDANet
-    twin = cast(MDANet, build_model(eager.config, ops="native")).eval().to(device)
+    twin = build_model(eager.config, ops="native").eval().to(device)
     twin.load_state_dict(eager.state_dict())
     return twin
 
