@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -69,8 +71,8 @@ class DifferenceAwareSkip(nn.Module):
             f_de,
             self.theta2.weight.flatten(1),
             self.theta3.weight.flatten(1),
-            self.theta2.bias + self.theta3.bias,
+            cast(Tensor, self.theta2.bias) + cast(Tensor, self.theta3.bias),  # convs built with bias=True
             self.theta1.weight.flatten(),
-            self.theta1.bias,
+            cast(Tensor, self.theta1.bias),
             impl=self.impl,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +40,9 @@ class GraphConv(nn.Module):
         return ops.graph_conv(
             g,
             self.node_conv.weight[:, :, 0],
-            self.node_conv.bias,
+            cast(Tensor, self.node_conv.bias),  # built with bias=True
             self.feature_conv.weight[:, :, 0],
-            self.feature_conv.bias,
+            cast(Tensor, self.feature_conv.bias),
             impl=self.impl,
         )
 

@@ -50,12 +50,11 @@ class MDANet(SegmentationModel):
             self.stems = nn.ModuleList([encoder_block(config.in_channels, w[0], config.msc)])
         self.encoder = Encoder(w, config.msc)
         self.bottleneck = build_bottleneck(config, groups=len(self.stems), impl=ops)
+        self.skips: nn.ModuleList | None = None
         if config.dasc:
             self.skips = nn.ModuleList(
                 DifferenceAwareSkip(w[level], fusion=config.skip_fusion, impl=ops) for level in range(4)
             )
-        else:
-            self.skips = None
         self.decoder = UNetDecoder(w)
         self.head = SegmentationHead(w[0], config.num_classes)
 
@@ -92,10 +91,11 @@ class MDANet(SegmentationModel):
             ``bottom: (B, widths[4], H/16, W/16)``, ``a[l], b[l]: (B, widths[l], H/2^l, W/2^l)`` →
             ``(B, widths[0], H, W)``.
         """
-        x = bottom
+        x, skips = bottom, self.skips
+        assert skips is not None  # decode runs only with DASC skips (config.dasc)
         for level, up, conv in self.decoder.stages():
             f_de = up(x)
-            x = conv(torch.cat([self.skips[level](a[level], b[level], f_de), f_de], dim=1))
+            x = conv(torch.cat([skips[level](a[level], b[level], f_de), f_de], dim=1))
         return x
 
     def _single_path(self, x: Tensor) -> Tensor:

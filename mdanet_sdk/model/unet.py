@@ -107,4 +107,5 @@ class AttentionUNet(UNet):
 
     def skip(self, level: int, feature: Tensor, f_de: Tensor) -> Tensor:
         """The encoder feature at ``level`` gated by ``f_de``: ``(B, widths[level], h, w)``."""
+        assert self.skips is not None  # built by build_skips
         return self.skips[level](feature, f_de)

@@ -238,7 +238,7 @@ def save_checkpoint(
 def _save_with_crcs(payload: dict[str, Any], tmp: Path) -> None:
     # load_checkpoint checks the zip CRCs (torch.load does not), so they must be written even where a caller
     # switched torch's CRC computation off to save faster.
-    settings = getattr(getattr(getattr(torch.utils, "serialization", None), "config", None), "save", None)
+    settings: Any = getattr(getattr(getattr(torch.utils, "serialization", None), "config", None), "save", None)
     before = getattr(settings, "compute_crc32", None)
     if before is False:
         settings.compute_crc32 = True

@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Mapping
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -144,12 +144,12 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
     head = {k: _canonical(payload.get(k)) for k in ("model_config", "preprocess", "meta")}
     text = json.dumps(head, sort_keys=True, separators=(",", ":")).encode()
     digest.update(b"%d\n" % len(text) + text)
-    state = payload.get("state_dict")
+    state = cast("dict[str, Tensor]", payload.get("state_dict"))
     for name in sorted(state):
         data = _tensor_bytes(state[name])
         header = json.dumps([name, str(state[name].dtype), list(state[name].shape), data.nbytes]).encode()
         digest.update(b"\n" + header + b"\n")
-        digest.update(data)
+        digest.update(data)  # type: ignore[arg-type]  # an ndarray is a buffer; numpy's stubs say so from 3.12
     return digest.hexdigest()
 
 
@@ -162,7 +162,7 @@ def _canonical(value: Any) -> Any:
     """``value`` as JSON-serialisable data with a unique rendering (non-string keys keep their type)."""
     if isinstance(value, Tensor):
         try:
-            inner = hashlib.sha256(_tensor_bytes(value)).hexdigest()
+            inner = hashlib.sha256(_tensor_bytes(value)).hexdigest()  # type: ignore[arg-type]  # as above
         except (RuntimeError, TypeError):  # a layout or dtype without raw bytes: its repr stands for it
             inner = repr(value)
         return {"<tensor>": [str(value.dtype), list(value.shape), inner]}
