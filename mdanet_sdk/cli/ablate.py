@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.cli._progress import train_bars
 from mdanet_sdk.cli.train import (
     Amp, Batch, DataDir, Device, Epochs, Fold, Folds, Kind, Layout, LesionFraction, Lr, Patience, Precision, Preset,
     Quiet, Schedule, Seed, Size, Steps, Workers, precision_option,
@@ -57,7 +58,9 @@ def ablate_command(
         precision=precision_option(precision, amp), device=device,
         workers=workers, seed=seed, quiet=quiet,
     )
-    result = run_ablation(base, tuple(table or ("3", "4")), console=console)
+    with train_bars(quiet, patience) as progress:
+        result = run_ablation(base, tuple(table or ("3", "4")), progress=progress,
+                              announce=None if quiet else console.rule)
     for line in result.markdown().splitlines():  # line by line: the console escapes newlines inside a string
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in result.files)}", highlight=False, markup=False, soft_wrap=True)

@@ -135,6 +135,7 @@ class SliceDataset(Dataset):
             if case.label is None:
                 raise InputError(f"case {case.case_id} has no label; training slices need one for every case.")
             images, label, _ = preprocess_case(case, self.modalities, cfg)
+            assert label is not None  # the case has a label (checked above)
             self.case_ids.append(case.case_id)
             self._images.append(images)
             self._labels.append(label)
@@ -174,7 +175,9 @@ class SliceDataset(Dataset):
         label = torch.from_numpy(self._labels[case][z].astype(np.int64))
         if self.augment:
             rng = self._generator()
-            image, label = apply_affine(image, label, Augmentation.draw(rng).matrix())
+            image, moved = apply_affine(image, label, Augmentation.draw(rng).matrix())
+            assert moved is not None  # a label in, a label out
+            label = moved
             if self.intensity:
                 image = IntensityAugmentation.draw(rng, image.shape[0])(image)
         return image, label

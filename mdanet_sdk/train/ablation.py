@@ -24,16 +24,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import f1_score
+from mdanet_sdk.train.events import ProgressFn
 from mdanet_sdk.train.trainer import TrainConfig, train
 
 __all__ = ["Variant", "VARIANTS", "TABLES", "AblationResult", "run_ablation", "variants_for"]
@@ -153,7 +152,11 @@ def _write(path: Path, text: str) -> Path:
 
 
 def run_ablation(
-    base: TrainConfig, tables: Sequence[str] = ("3", "4"), *, console: Console | None = None
+    base: TrainConfig,
+    tables: Sequence[str] = ("3", "4"),
+    *,
+    progress: ProgressFn | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> AblationResult:
     """Train every variant the tables need and write ``ablation.md``, ``ablation.csv``, ``ablation.json``.
 
@@ -161,7 +164,8 @@ def run_ablation(
         base: dataset, preset, budget (epochs, folds, ``fold`` subset) and seed shared by all variants;
             ``out_dir`` is the ablation folder. Its ``model_overrides`` are kept unless a variant sets them.
         tables: ``"3"`` and/or ``"4"``.
-        console: where progress goes.
+        progress: the training progress callback of every variant (:func:`~mdanet_sdk.train.trainer.train`).
+        announce: called with one line naming each variant before it trains.
 
     Returns:
         the :class:`AblationResult`.
@@ -169,11 +173,11 @@ def run_ablation(
     out = Path(base.out_dir)
     summaries, folds = {}, {}
     for variant in variants_for(tables):
-        if not base.quiet and console is not None:
-            console.rule(f"ablation: {variant.name} ({variant.label})")
+        if announce is not None:
+            announce(f"ablation: {variant.name} ({variant.label})")
         cfg = replace(base, out_dir=str(out / variant.name), lam=variant.lam, resume=True,
                       model_overrides={**base.model_overrides, **variant.overrides})
-        results = train(cfg, console=console)
+        results = train(cfg, progress)
         summaries[variant.name] = results.summary
         folds[variant.name] = len(list((out / variant.name).glob("fold_*/val_metrics.json")))
     result = AblationResult(summaries, folds, tuple(tables), [])

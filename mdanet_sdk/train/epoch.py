@@ -91,7 +91,7 @@ class TrainForward(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
-        return self.model.forward_train(x)
+        return self.model.forward_train(x)  # type: ignore[operator]  # nn.Module attributes are typed as Tensor
 
 
 def seed_everything(seed: int | Sequence[int]) -> None:

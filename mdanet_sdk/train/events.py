@@ -11,7 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["EpochStats", "TrainEvent", "ProgressFn"]
+__all__ = ["EpochStats", "TrainEvent", "ProgressFn", "EventKind"]
+
+
+#: What a :class:`TrainEvent` reports.
+EventKind = Literal["epoch", "step", "validated", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class TrainEvent:
         best_val_dsc, best_epoch: the best validation Dice of the fold so far and its epoch (``"validated"``).
     """
 
-    kind: Literal["epoch", "step", "validated", "stopped"]
+    kind: EventKind
     fold: int
     epoch: int
     epochs: int

@@ -32,7 +32,7 @@ from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint, save_checkp
 from mdanet_sdk.train.config import FoldResult, TrainConfig
 from mdanet_sdk.train.distributed import Dist
 from mdanet_sdk.train.epoch import EpochTotals, TrainForward, epoch_loader, epoch_seed, seed_everything
-from mdanet_sdk.train.events import EpochStats, ProgressFn, TrainEvent
+from mdanet_sdk.train.events import EpochStats, EventKind, ProgressFn, TrainEvent
 from mdanet_sdk.train.losses import MDANetLoss
 from mdanet_sdk.train.sampling import LesionSampler
 from mdanet_sdk.train.validation import Validation, mean_scores
@@ -223,8 +223,8 @@ class Fold:
     def _reporting(self) -> bool:
         return self.run.progress is not None and self.run.dist.main
 
-    def _report(self, kind: str, epoch: int, steps: int, **details: Any) -> None:
-        if self._reporting:
+    def _report(self, kind: EventKind, epoch: int, steps: int, **details: Any) -> None:
+        if self.run.progress is not None and self.run.dist.main:
             self.run.progress(TrainEvent(kind, self.index, epoch, self.run.cfg.epochs, steps, **details))
 
     # -- files ---------------------------------------------------------------------------------------
@@ -283,6 +283,7 @@ def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
 
 def _init_weights(cfg: TrainConfig, model_config: MDANetConfig) -> dict[str, torch.Tensor]:
     """The state dict of ``cfg.init``, after checking that it fits ``model_config``."""
+    assert cfg.init is not None  # only called for runs that start from a checkpoint
     init = load_checkpoint(cfg.init, trust=cfg.trust)
     theirs = init.model_config.resolved()
     if theirs != model_config:

@@ -228,11 +228,6 @@ class Trainer:
         return ck
 
 
-def train(config: TrainConfig, progress: ProgressFn | None = None, *, console: object = None) -> TrainResults:
-    """Train as :class:`TrainConfig` says, reporting to ``progress`` (:class:`Trainer`).
-
-    ``console`` is accepted and ignored: the library no longer prints (callers that passed a rich console,
-    such as :func:`~mdanet_sdk.train.ablation.run_ablation`, keep working; draw bars from ``progress``).
-    """
-    del console
+def train(config: TrainConfig, progress: ProgressFn | None = None) -> TrainResults:
+    """Train as :class:`TrainConfig` says, reporting to ``progress`` (:class:`Trainer`)."""
     return Trainer(config, progress=progress).fit()
