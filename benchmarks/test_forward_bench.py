@@ -39,8 +39,16 @@ def _gflops(preset: str) -> float:
 
 @functools.cache
 def _runner(preset: str, backend: str, precision: str, workdir: Path) -> Runner:
-    return make_runner(backend, _eager(preset), preset, SETTINGS.kind, size=SETTINGS.size,
-                       batch_sizes=SETTINGS.batch_sizes, precision=precision, workdir=workdir)
+    return make_runner(
+        backend,
+        _eager(preset),
+        preset,
+        SETTINGS.kind,
+        size=SETTINGS.size,
+        batch_sizes=SETTINGS.batch_sizes,
+        precision=precision,
+        workdir=workdir,
+    )
 
 
 def _run(benchmark, group: str, preset: str, backend: str, batch: int, precision: str, workdir: Path) -> None:
@@ -50,8 +58,16 @@ def _run(benchmark, group: str, preset: str, backend: str, batch: int, precision
         pytest.skip(str(exc))
     call = runner.bind(torch.randn(batch, CHANNELS, SETTINGS.size, SETTINGS.size, device=DEVICE), precision)
     benchmark.group = group
-    benchmark.extra_info.update(backend=backend, preset=preset, batch=batch, precision=precision, ops=runner.ops,
-                                size=SETTINGS.size, kind=SETTINGS.kind, gflop_per_slice=_gflops(preset))
+    benchmark.extra_info.update(
+        backend=backend,
+        preset=preset,
+        batch=batch,
+        precision=precision,
+        ops=runner.ops,
+        size=SETTINGS.size,
+        kind=SETTINGS.kind,
+        gflop_per_slice=_gflops(preset),
+    )
     benchmark.pedantic(lambda: (call(), sync()), rounds=SETTINGS.repeats, warmup_rounds=SETTINGS.warmup)
 
 
@@ -60,8 +76,15 @@ def _run(benchmark, group: str, preset: str, backend: str, batch: int, precision
 @pytest.mark.parametrize("backend", SETTINGS.backends)
 @pytest.mark.parametrize("preset", SETTINGS.presets)
 def test_forward(benchmark, preset: str, backend: str, batch: int, precision: str, workdir: Path) -> None:
-    _run(benchmark, f"forward {preset} {SETTINGS.size}² batch {batch} {precision}", preset, backend, batch,
-         precision, workdir)
+    _run(
+        benchmark,
+        f"forward {preset} {SETTINGS.size}² batch {batch} {precision}",
+        preset,
+        backend,
+        batch,
+        precision,
+        workdir,
+    )
 
 
 @pytest.mark.parametrize("precision", SETTINGS.resolved_precisions())
@@ -73,5 +96,4 @@ def test_peers(benchmark, network: str, batch: int, precision: str, workdir: Pat
         _eager(network)
     except BackendUnavailableError as exc:
         pytest.skip(str(exc))
-    _run(benchmark, f"peers {SETTINGS.size}² batch {batch} {precision}", network, "eager", batch, precision,
-         workdir)
+    _run(benchmark, f"peers {SETTINGS.size}² batch {batch} {precision}", network, "eager", batch, precision, workdir)

@@ -29,8 +29,7 @@ def memory(workdir: Path) -> dict[int, ManyRecord]:
 
 
 @pytest.mark.parametrize("n_cases", COUNTS)
-def test_predict_many(benchmark, n_cases: int, memory: dict[int, ManyRecord], workdir: Path,
-                      tmp_path: Path) -> None:
+def test_predict_many(benchmark, n_cases: int, memory: dict[int, ManyRecord], workdir: Path, tmp_path: Path) -> None:
     dataset = phantom_dataset("mri", SETTINGS.volume_shape("mri"), max(COUNTS), workdir / "phantoms")
     sources = find_cases(dataset)[:n_cases]
     segmenter = random_segmenter(SETTINGS.segment_presets[0], "mri", device=DEVICE, batch=SETTINGS.segment_batch)
@@ -45,6 +44,10 @@ def test_predict_many(benchmark, n_cases: int, memory: dict[int, ManyRecord], wo
     record = memory[n_cases]
     timed = benchmark.stats  # None under --benchmark-disable: the run above was a smoke test, not a measurement
     benchmark.extra_info.update(
-        n_cases=n_cases, cases_per_s=n_cases / timed.stats.median if timed else None, status=record.status,
-        peak_rss_mb=record.peak_rss_mb, setup_rss_mb=record.setup_rss_mb, peak_gpu_mb=record.peak_gpu_mb,
+        n_cases=n_cases,
+        cases_per_s=n_cases / timed.stats.median if timed else None,
+        status=record.status,
+        peak_rss_mb=record.peak_rss_mb,
+        setup_rss_mb=record.setup_rss_mb,
+        peak_gpu_mb=record.peak_gpu_mb,
     )

@@ -35,14 +35,25 @@ def _dasc_args(batch: int, c: int, size: int) -> list[Tensor]:
     torch.manual_seed(0)
     f = [torch.randn(batch, c, size, size, device=DEVICE) for _ in range(3)]
     ci = c // 2
-    return [*f, _uniform(ci, c, fan_in=c), _uniform(ci, c, fan_in=c), _uniform(ci, fan_in=c),
-            _uniform(ci, fan_in=ci), _uniform(1, fan_in=ci)]
+    return [
+        *f,
+        _uniform(ci, c, fan_in=c),
+        _uniform(ci, c, fan_in=c),
+        _uniform(ci, fan_in=c),
+        _uniform(ci, fan_in=ci),
+        _uniform(1, fan_in=ci),
+    ]
 
 
 def _graph_args(batch: int, m: int, e: int) -> list[Tensor]:
     torch.manual_seed(0)
-    return [torch.randn(batch, m, e, device=DEVICE), _uniform(m, m, fan_in=m), _uniform(m, fan_in=m),
-            _uniform(e, e, fan_in=e), _uniform(e, fan_in=e)]
+    return [
+        torch.randn(batch, m, e, device=DEVICE),
+        _uniform(m, m, fan_in=m),
+        _uniform(m, fan_in=m),
+        _uniform(e, e, fan_in=e),
+        _uniform(e, fan_in=e),
+    ]
 
 
 def _bench(benchmark, op: str, args: list[Tensor], impl: str, mode: str) -> None:
@@ -53,6 +64,7 @@ def _bench(benchmark, op: str, args: list[Tensor], impl: str, mode: str) -> None
     benchmark.group = f"{op}[{shape}] {mode}"
     benchmark.extra_info.update(op=op, shape=list(args[0].shape), mode=mode, impl=impl, device=str(DEVICE))
     if mode == "forward":
+
         def call() -> None:
             with torch.inference_mode():
                 fn(*args, impl=impl)
@@ -64,6 +76,7 @@ def _bench(benchmark, op: str, args: list[Tensor], impl: str, mode: str) -> None
         def call() -> None:
             torch.autograd.grad(fn(*leaves, impl=impl), leaves, grad)
             sync()
+
     call()  # warm-up outside the timing (first-call allocations, library loading)
     benchmark(call)
 

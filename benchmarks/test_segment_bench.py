@@ -26,8 +26,13 @@ def test_segment(benchmark, kind: str, preset: str, tmp_path: Path) -> None:
     stages = segment_stages(source, segmenter, out).seconds
     benchmark.group = f"segment {kind}"
     benchmark.extra_info.update(
-        volume=kind, shape=list(shape), preset=preset, precision=segmenter.precision, stages=stages,
+        volume=kind,
+        shape=list(shape),
+        preset=preset,
+        precision=segmenter.precision,
+        stages=stages,
         shares={k: v / sum(stages.values()) for k, v in stages.items()},
     )
-    benchmark.pedantic(lambda: (segmenter.predict(source).save(out), sync()), rounds=SETTINGS.repeats,
-                       warmup_rounds=SETTINGS.warmup)
+    benchmark.pedantic(
+        lambda: (segmenter.predict(source).save(out), sync()), rounds=SETTINGS.repeats, warmup_rounds=SETTINGS.warmup
+    )

@@ -16,8 +16,14 @@ from typing import Any
 from mdanet_sdk.errors import InputError
 
 __all__ = [
-    "MDANetConfig", "MODALITY_GROUPS", "PRESETS", "ARCHITECTURES", "BOTTLENECK_STRIDE", "DEFAULT_MODEL_SIZE",
-    "MAX_PARAMETERS", "estimate_parameters",
+    "MDANetConfig",
+    "MODALITY_GROUPS",
+    "PRESETS",
+    "ARCHITECTURES",
+    "BOTTLENECK_STRIDE",
+    "DEFAULT_MODEL_SIZE",
+    "MAX_PARAMETERS",
+    "estimate_parameters",
 ]
 
 #: Modality groups of the paper (section 4.2). The two groups show the lesion with opposite contrast, so their
@@ -187,9 +193,7 @@ class MDANetConfig:
         elif preset in PRESETS:
             base.update(widths=PRESETS[preset])
         else:
-            raise InputError(
-                f"Unknown preset {preset!r}: use one of paper, small, unet, attention-unet."
-            )
+            raise InputError(f"Unknown preset {preset!r}: use one of paper, small, unet, attention-unet.")
         base.update(overrides)
         return cls(**base)
 
@@ -259,10 +263,15 @@ def _bounded_int(name: str, value: Any, bounds: tuple[int, int], optional: bool 
 def _checked_groups(groups: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The two modality groups as tuples of lower-case names; anything else is refused."""
     low, high = _GROUP_RANGE
-    ok = isinstance(groups, (list, tuple)) and len(groups) == 2 and all(
-        isinstance(g, (list, tuple)) and low <= len(g) <= high
-        and all(isinstance(m, str) and 0 < len(m) <= _NAME_MAX for m in g)
-        for g in groups
+    ok = (
+        isinstance(groups, (list, tuple))
+        and len(groups) == 2
+        and all(
+            isinstance(g, (list, tuple))
+            and low <= len(g) <= high
+            and all(isinstance(m, str) and 0 < len(m) <= _NAME_MAX for m in g)
+            for g in groups
+        )
     )
     if not ok:
         raise InputError(f"groups must be two lists of {low} to {high} modality names (strings), got {groups!r:.200}.")
@@ -271,8 +280,10 @@ def _checked_groups(groups: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def _checked_widths(widths: Any) -> tuple[int, ...]:
     low, high = _WIDTH_RANGE
-    if isinstance(widths, (list, tuple)) and len(widths) == LEVELS and all(
-        isinstance(w, Integral) and not isinstance(w, bool) and low <= int(w) <= high for w in widths
+    if (
+        isinstance(widths, (list, tuple))
+        and len(widths) == LEVELS
+        and all(isinstance(w, Integral) and not isinstance(w, bool) and low <= int(w) <= high for w in widths)
     ):
         return tuple(int(w) for w in widths)
     raise InputError(f"widths must be {LEVELS} encoder widths, integers from {low} to {high}, got {widths!r:.200}.")
@@ -302,7 +313,7 @@ def estimate_parameters(config: MDANetConfig) -> int:
     total += sum(4 * w[i] * w[i] + 4 * w[i] for i in range(LEVELS - 1))  # skips (gates, concat merges)
     c = w[-1]
     if bottleneck == "gcfb":
-        n, e, cells = config.nodes, config.embed, config.grid ** 2
+        n, e, cells = config.nodes, config.embed, config.grid**2
         total += c * (n + e) + (paths * n) ** 2 + e * e + e * c + 4 * c + 2 * (paths * n + e)  # channel graph
         total += cells * c + (paths * cells) ** 2 + c * c + 2 * (paths * cells + c)  # space graph
     elif bottleneck == "nonlocal":

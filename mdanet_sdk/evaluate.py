@@ -53,8 +53,17 @@ __all__ = [
 PRED_SUFFIX = OUTPUT_SUFFIXES["mask"]
 #: The metrics of a case, in report order.
 METRIC_NAMES = (
-    "dsc", "precision", "recall", "f1", "abs_volume_diff_ml", "abs_lesion_count_diff", "lesion_f1",
-    "volume_gt_ml", "volume_pred_ml", "n_lesions_gt", "n_lesions_pred",
+    "dsc",
+    "precision",
+    "recall",
+    "f1",
+    "abs_volume_diff_ml",
+    "abs_lesion_count_diff",
+    "lesion_f1",
+    "volume_gt_ml",
+    "volume_pred_ml",
+    "n_lesions_gt",
+    "n_lesions_pred",
 )
 _LABEL_SUFFIXES = ("_msk", "_seg", "_label", "_mask", "_lesion")
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
@@ -272,4 +281,3 @@ def summary_rows(result: EvaluationResult) -> list[tuple[str, str]]:
         rows.append((name, f"{mean * scale:.2f} ± {std * scale:.2f}"))
     rows.append(("f1_of_means", f"{result.f1_of_means:.4f}"))
     return rows
-

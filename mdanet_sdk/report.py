@@ -90,8 +90,10 @@ class CaseReport:
         for key in ("lesion_volume_ml", "largest_lesion_ml"):
             d[key] = round(d[key], 3)
         d["runtime_s"] = round(d["runtime_s"], 3)
-        d["shape"], d["voxel_size_mm"], d["modalities"] = list(self.shape), list(self.voxel_size_mm), list(
-            self.modalities
+        d["shape"], d["voxel_size_mm"], d["modalities"] = (
+            list(self.shape),
+            list(self.voxel_size_mm),
+            list(self.modalities),
         )
         return d
 

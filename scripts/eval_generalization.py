@@ -50,8 +50,11 @@ def _score(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict[str, fl
     """The numbers reported per case (a subset of ``case_metrics``, renamed for the table)."""
     m = case_metrics(pred, truth, voxel_ml)
     return {
-        "dice": m["dsc"], "lesion_f1": m["lesion_f1"], "volume_pred_ml": m["volume_pred_ml"],
-        "volume_true_ml": m["volume_gt_ml"], "n_lesions_pred": int(m["n_lesions_pred"]),
+        "dice": m["dsc"],
+        "lesion_f1": m["lesion_f1"],
+        "volume_pred_ml": m["volume_pred_ml"],
+        "volume_true_ml": m["volume_gt_ml"],
+        "n_lesions_pred": int(m["n_lesions_pred"]),
         "n_lesions_true": int(m["n_lesions_gt"]),
     }
 
@@ -60,10 +63,14 @@ def _variant(info: dict[str, Any]) -> str:
     """A short description of the case's drawn variant, to see which variants fail."""
     if info["kind"] == "mri":
         skull = " skull" if info["skull"] else ""
-        return (f"{info['brain_shape']} bg={info['background']} adc={info['adc_unit']:g} "
-                f"dwi={info['dwi_tissue']:.3g}{skull} {info['spacing_mm'][0]:.1f}x{info['spacing_mm'][2]:.1f}mm")
-    return (f"cbf x{info['cbf_gain']:.3g} cbv x{info['cbv_gain']:.3g} mtt[{info['mtt_unit']}] "
-            f"tmax[{info['tmax_unit']}] {len(info['cores'])} core(s)")
+        return (
+            f"{info['brain_shape']} bg={info['background']} adc={info['adc_unit']:g} "
+            f"dwi={info['dwi_tissue']:.3g}{skull} {info['spacing_mm'][0]:.1f}x{info['spacing_mm'][2]:.1f}mm"
+        )
+    return (
+        f"cbf x{info['cbf_gain']:.3g} cbv x{info['cbv_gain']:.3g} mtt[{info['mtt_unit']}] "
+        f"tmax[{info['tmax_unit']}] {len(info['cores'])} core(s)"
+    )
 
 
 def eval_phantoms(segmenter, kind: str, n: int) -> list[dict[str, Any]]:
@@ -98,9 +105,12 @@ def eval_real(segmenter, root: Path) -> dict[str, Any] | None:
 
 
 def _print_row(row: dict[str, Any]) -> None:
-    print(f"  {row['case']:<20} {row['dice']:6.3f} {row['lesion_f1']:6.3f} {row['volume_pred_ml']:9.2f} "
-          f"{row['volume_true_ml']:9.2f} {row['n_lesions_pred']:4d}/{row['n_lesions_true']:<3d} "
-          f"{row['seconds']:6.1f}  {row['variant']}", flush=True)
+    print(
+        f"  {row['case']:<20} {row['dice']:6.3f} {row['lesion_f1']:6.3f} {row['volume_pred_ml']:9.2f} "
+        f"{row['volume_true_ml']:9.2f} {row['n_lesions_pred']:4d}/{row['n_lesions_true']:<3d} "
+        f"{row['seconds']:6.1f}  {row['variant']}",
+        flush=True,
+    )
 
 
 def _mean(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -116,8 +126,10 @@ def evaluate_kind(kind: str, checkpoint: str | None, n: int, real: Path, device:
     rows = eval_phantoms(segmenter, kind, n)
     mean = _mean(rows)
     if mean:
-        print(f"  {'mean (phantoms)':<20} {mean['dice']:6.3f} {mean['lesion_f1']:6.3f} "
-              f"{mean['volume_pred_ml']:9.2f} {mean['volume_true_ml']:9.2f}")
+        print(
+            f"  {'mean (phantoms)':<20} {mean['dice']:6.3f} {mean['lesion_f1']:6.3f} "
+            f"{mean['volume_pred_ml']:9.2f} {mean['volume_true_ml']:9.2f}"
+        )
     out: dict[str, Any] = {"model": segmenter.name, "phantoms": rows, "mean": mean}
     if kind == "mri":
         out["real"] = eval_real(segmenter, real)

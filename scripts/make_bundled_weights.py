@@ -33,10 +33,7 @@ from mdanet_sdk.inference import Segmenter, adc_in_head, choose_postprocessing
 from mdanet_sdk.train.checkpoint import BUNDLED, load_checkpoint, save_checkpoint
 from mdanet_sdk.train.trainer import TrainConfig, train
 
-NOTE = (
-    "Demo weights trained on synthetic phantoms only (scripts/make_bundled_weights.py). "
-    "NOT FOR CLINICAL USE."
-)
+NOTE = "Demo weights trained on synthetic phantoms only (scripts/make_bundled_weights.py). NOT FOR CLINICAL USE."
 
 
 class Stage(NamedTuple):
@@ -63,11 +60,18 @@ class Recipe(NamedTuple):
 #: on a coarse grid. 192 from the start would cost ~2.5x the CPU time. More folds keep the per-epoch
 #: validation short on a CPU.
 RECIPES = {
-    "mri": Recipe("isles22", (Stage(103, 72, 12, 128, 40, 96, 0.6, 1e-3, 103),
-                              Stage(105, 108, 9, 192, 40, 14, 0.6, 3e-4, 107),
-                              Stage(111, 96, 12, 128, 40, 30, 0.6, 3e-4, 111, "randomised"))),
-    "ctp": Recipe("isles18", (Stage(202, 36, 5, 128, 40, 24, 0.5, 1e-3, 202),
-                              Stage(211, 60, 10, 128, 40, 24, 0.5, 3e-4, 211, "randomised"))),
+    "mri": Recipe(
+        "isles22",
+        (
+            Stage(103, 72, 12, 128, 40, 96, 0.6, 1e-3, 103),
+            Stage(105, 108, 9, 192, 40, 14, 0.6, 3e-4, 107),
+            Stage(111, 96, 12, 128, 40, 30, 0.6, 3e-4, 111, "randomised"),
+        ),
+    ),
+    "ctp": Recipe(
+        "isles18",
+        (Stage(202, 36, 5, 128, 40, 24, 0.5, 1e-3, 202), Stage(211, 60, 10, 128, 40, 24, 0.5, 3e-4, 211, "randomised")),
+    ),
 }
 #: ``--from-stage N`` starts at stage N (1-based) from the weights the earlier stages shipped in the release
 #: before the randomised stages (this git revision), so a machine with two cores does not repeat hours of
@@ -90,8 +94,12 @@ def _previous(kind: str, work: Path) -> str:
     """The bundled ``default-KIND`` of :data:`PREVIOUS_REVISION`, extracted from git into ``work``."""
     path = work / f"default-{kind}-{PREVIOUS_REVISION}.pt"
     if not path.is_file():
-        blob = subprocess.run(["git", "show", f"{PREVIOUS_REVISION}:mdanet_sdk/weights/default-{kind}.pt"],
-                              cwd=Path(__file__).resolve().parents[1], capture_output=True, check=True).stdout
+        blob = subprocess.run(
+            ["git", "show", f"{PREVIOUS_REVISION}:mdanet_sdk/weights/default-{kind}.pt"],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            check=True,
+        ).stdout
         work.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))
         # That release predates integrity records: trust the file from our own git history and seal it, so the
@@ -122,9 +130,22 @@ def make(kind: str, work: Path, first: int = 0) -> Path:
             write_dataset(data, r.layout, st.cases, st.seed, domain=st.domain)
         results = train(
             TrainConfig(
-                data_dir=str(data), out_dir=str(run_dir(kind, work, i)), layout=r.layout, kind=kind, preset="small",
-                size=st.size, folds=st.folds, fold=0, epochs=st.epochs, steps_per_epoch=st.steps, batch_size=16,
-                lr=st.lr, patience=0, lesion_fraction=st.lesion_fraction, seed=st.train_seed, resume=True,
+                data_dir=str(data),
+                out_dir=str(run_dir(kind, work, i)),
+                layout=r.layout,
+                kind=kind,
+                preset="small",
+                size=st.size,
+                folds=st.folds,
+                fold=0,
+                epochs=st.epochs,
+                steps_per_epoch=st.steps,
+                batch_size=16,
+                lr=st.lr,
+                patience=0,
+                lesion_fraction=st.lesion_fraction,
+                seed=st.train_seed,
+                resume=True,
                 init=_start(kind, work, i, first),
             )
         )
@@ -164,18 +185,25 @@ def ship(kind: str, work: Path) -> Path:
     best = run_dir(kind, work, len(r.stages) - 1) / "fold_0" / "best.pt"
     ckpt = load_checkpoint(best)
     inference, score = tune(kind, best)
-    meta = {**ckpt.meta, "note": NOTE, "name": f"default-{kind}",
-            "training_data": " then ".join(
-                f"{st.cases} synthetic {st.domain} {r.layout} phantoms (dataset seed {st.seed}, grid "
-                f"{st.size})" for st in r.stages),
-            "inference": inference.to_dict(),
-            "inference_tuning": f"chosen on {len(TUNING_SEEDS)} held-out phantoms (seeds "
-                                f"{TUNING_SEEDS[0]}-{TUNING_SEEDS[-1]}): mean DSC {score:.3f}"}
+    meta = {
+        **ckpt.meta,
+        "note": NOTE,
+        "name": f"default-{kind}",
+        "training_data": " then ".join(
+            f"{st.cases} synthetic {st.domain} {r.layout} phantoms (dataset seed {st.seed}, grid {st.size})"
+            for st in r.stages
+        ),
+        "inference": inference.to_dict(),
+        "inference_tuning": f"chosen on {len(TUNING_SEEDS)} held-out phantoms (seeds "
+        f"{TUNING_SEEDS[0]}-{TUNING_SEEDS[-1]}): mean DSC {score:.3f}",
+    }
     weights = {k: _compact(v) for k, v in ckpt.state_dict.items()}
     # save_checkpoint seals the file with its integrity record, which load_checkpoint requires.
     out = save_checkpoint(BUNDLED[f"default-{kind}"], weights, ckpt.model_config, ckpt.preprocess, meta)
-    print(f"default-{kind}: epoch {ckpt.meta.get('epoch')}, fold-0 validation DSC "
-          f"{ckpt.meta.get('val_dsc')}, post-processing {inference} (tuning DSC {score:.3f}) -> {out}")
+    print(
+        f"default-{kind}: epoch {ckpt.meta.get('epoch')}, fold-0 validation DSC "
+        f"{ckpt.meta.get('val_dsc')}, post-processing {inference} (tuning DSC {score:.3f}) -> {out}"
+    )
     return out
 
 
@@ -193,10 +221,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("build/bundled-weights"))
     parser.add_argument("--kinds", default="mri,ctp")
     parser.add_argument("--ship-only", action="store_true", help="Ship the best checkpoint of an existing run.")
-    parser.add_argument("--reseal", action="store_true",
-                        help="Only re-save the bundled weights with an integrity record (tensors unchanged).")
-    parser.add_argument("--from-stage", type=int, default=1,
-                        help="Start at this stage (1-based) from the bundled weights of the previous release.")
+    parser.add_argument(
+        "--reseal",
+        action="store_true",
+        help="Only re-save the bundled weights with an integrity record (tensors unchanged).",
+    )
+    parser.add_argument(
+        "--from-stage",
+        type=int,
+        default=1,
+        help="Start at this stage (1-based) from the bundled weights of the previous release.",
+    )
     args = parser.parse_args()
     for kind in args.kinds.split(","):
         start = time.time()

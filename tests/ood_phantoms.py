@@ -258,8 +258,9 @@ def _mri_brain(rng: np.random.Generator) -> tuple[str, list[_Shape], np.ndarray,
         power = 2.0 if kind == "ellipsoid" else float(rng.uniform(2.5, 4.0))
         return kind, [_Shape(tuple(centre), (rx, ry, rz), power, yaw)], centre, yaw
     # Two overlapping "hemispheres" (no fissure between them) and, often, an inferior posterior lobe.
-    parts = [_Shape(_local_to_world(centre, yaw, (sign * 0.42 * rx, 0, 0)), (0.6 * rx, ry, rz), 2.0, yaw)
-             for sign in (-1, 1)]
+    parts = [
+        _Shape(_local_to_world(centre, yaw, (sign * 0.42 * rx, 0, 0)), (0.6 * rx, ry, rz), 2.0, yaw) for sign in (-1, 1)
+    ]
     if rng.random() < 0.7:
         low = _local_to_world(centre, yaw, (0, -0.55 * ry, -0.55 * rz))
         parts.append(_Shape(low, (0.55 * rx, 0.35 * ry, 0.38 * rz), 2.0, yaw))
@@ -331,8 +332,13 @@ def _mri_images(
         dwi[~masks["head"]] = 0.0
         adc[~masks["head"]] = 0.0
     info = {
-        "background": background, "noise_frac": noise, "dwi_tissue": dwi_tissue, "adc_tissue": adc_tissue,
-        "adc_unit": adc_unit, "csf_dwi_ratio": float(csf_dwi), "csf_adc_ratio": float(csf_adc),
+        "background": background,
+        "noise_frac": noise,
+        "dwi_tissue": dwi_tissue,
+        "adc_tissue": adc_tissue,
+        "adc_unit": adc_unit,
+        "csf_dwi_ratio": float(csf_dwi),
+        "csf_adc_ratio": float(csf_adc),
     }
     return {"dwi": dwi.astype(np.float32), "adc": adc.astype(np.float32)}, info
 
@@ -348,8 +354,14 @@ def ood_mri_case(seed: int) -> OODCase:
     images, contrast = _mri_images(rng, coords, masks, ids, lesions)
     label = (ids > 0).astype(np.uint8)
     info = {
-        "kind": "mri", "seed": int(seed), "shape": list(shape), "spacing_mm": list(spacing),
-        "brain_shape": brain_kind, "skull": bool(masks["skull"].any()), **contrast, "lesions": lesions,
+        "kind": "mri",
+        "seed": int(seed),
+        "shape": list(shape),
+        "spacing_mm": list(spacing),
+        "brain_shape": brain_kind,
+        "skull": bool(masks["skull"].any()),
+        **contrast,
+        "lesions": lesions,
         "lesion_volume_ml": float(label.sum() * np.prod(spacing) / 1000.0),
     }
     return OODCase("mri", int(seed), images, label, _affine(shape, spacing), info, masks)
@@ -385,14 +397,19 @@ def _ctp_lesions(rng: np.random.Generator, coords, spacing, tissue: np.ndarray) 
         r_xy = float(rng.uniform(7, 22))
         radii = (r_xy, r_xy, r_xy) if kind == "sphere" else (r_xy, r_xy * rng.uniform(0.6, 1.0), rng.uniform(4, 14))
         power = {"box": np.inf, "superellipsoid": float(rng.uniform(2.5, 4))}.get(kind, 2.0)
-        shape = _Shape(_pick_centre(rng, depth, coords, min(r_xy, 15.0)), tuple(float(r) for r in radii), power,
-                       float(rng.uniform(0, np.pi)))
+        shape = _Shape(
+            _pick_centre(rng, depth, coords, min(r_xy, 15.0)),
+            tuple(float(r) for r in radii),
+            power,
+            float(rng.uniform(0, np.pi)),
+        )
         _paint(core, 1, coords, spacing, shape)
         grow = float(rng.uniform(1.5, 2.2))
         halo = (shape.radii[0] * grow, shape.radii[1] * grow, shape.radii[2] + rng.uniform(0, 5))
         _paint(outer, 1, coords, spacing, _Shape(shape.center, halo, power, shape.yaw))
-        cores.append({"shape": kind, "center_mm": list(shape.center), "radii_mm": list(shape.radii),
-                      "penumbra_scale": grow})
+        cores.append(
+            {"shape": kind, "center_mm": list(shape.center), "radii_mm": list(shape.radii), "penumbra_scale": grow}
+        )
     core &= tissue
     return core, outer & tissue & ~core, cores
 
@@ -402,8 +419,14 @@ def _ctp_maps(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Perfusion maps in physical units (CBF ml/100g/min, CBV ml/100g, MTT and Tmax s), noise added."""
     cbf0, cbv0, tmax0 = float(rng.uniform(42, 58)), float(rng.uniform(3.4, 4.6)), float(rng.uniform(0.7, 1.3))
-    ratios = {"core_cbf": rng.uniform(0.2, 0.3), "core_cbv": rng.uniform(0.35, 0.5), "core_tmax": rng.uniform(10, 12),
-              "pen_cbf": rng.uniform(0.6, 0.8), "pen_cbv": rng.uniform(0.95, 1.08), "pen_tmax": rng.uniform(6, 8)}
+    ratios = {
+        "core_cbf": rng.uniform(0.2, 0.3),
+        "core_cbv": rng.uniform(0.35, 0.5),
+        "core_tmax": rng.uniform(10, 12),
+        "pen_cbf": rng.uniform(0.6, 0.8),
+        "pen_cbv": rng.uniform(0.95, 1.08),
+        "pen_tmax": rng.uniform(6, 8),
+    }
     ratios = {k: float(v) for k, v in ratios.items()}
     tissue = masks["tissue"]
     cbf = np.where(tissue, cbf0 * _smooth_field(rng, coords, rng.uniform(0.05, 0.12)), 0).astype(np.float32)
@@ -420,8 +443,14 @@ def _ctp_maps(
     for name, (image, typical) in maps.items():
         noisy = image + rng.normal(0.0, noise * typical, image.shape).astype(np.float32)
         out[name] = np.where(masks["head"], np.maximum(noisy, 0.0), 0.0).astype(np.float32)
-    info = {"noise_frac": noise, "cbf_tissue": cbf0, "cbv_tissue": cbv0, "tmax_tissue": tmax0,
-            "mtt_tissue": 60 * cbv0 / cbf0, **ratios}
+    info = {
+        "noise_frac": noise,
+        "cbf_tissue": cbf0,
+        "cbv_tissue": cbv0,
+        "tmax_tissue": tmax0,
+        "mtt_tissue": 60 * cbv0 / cbf0,
+        **ratios,
+    }
     return out, info
 
 
@@ -435,8 +464,11 @@ def _ctp_units(rng: np.random.Generator, images: dict[str, np.ndarray]) -> dict[
     }
     for name in images:
         images[name] *= np.float32(gains[f"{name}_gain"])
-    return {**gains, "mtt_unit": "ms" if gains["mtt_gain"] > 1 else "s",
-            "tmax_unit": "ms" if gains["tmax_gain"] > 1 else "s"}
+    return {
+        **gains,
+        "mtt_unit": "ms" if gains["mtt_gain"] > 1 else "s",
+        "tmax_unit": "ms" if gains["tmax_gain"] > 1 else "s",
+    }
 
 
 def ood_ctp_case(seed: int) -> OODCase:
@@ -453,8 +485,14 @@ def ood_ctp_case(seed: int) -> OODCase:
     units = _ctp_units(rng, images)
     label = core.astype(np.uint8)
     info = {
-        "kind": "ctp", "seed": int(seed), "shape": list(shape), "spacing_mm": list(spacing), **values, **units,
-        "cores": cores, "lesion_volume_ml": float(label.sum() * np.prod(spacing) / 1000.0),
+        "kind": "ctp",
+        "seed": int(seed),
+        "shape": list(shape),
+        "spacing_mm": list(spacing),
+        **values,
+        **units,
+        "cores": cores,
+        "lesion_volume_ml": float(label.sum() * np.prod(spacing) / 1000.0),
     }
     return OODCase("ctp", int(seed), images, label, _affine(shape, spacing), info, masks)
 

@@ -38,9 +38,27 @@ from mdanet_sdk.model import model_summary
 
 #: The stable key set of a forward record (benchmarks/README.md); changing it needs a schema_version bump.
 FORWARD_KEYS = {
-    "section", "backend", "preset", "model", "kind", "in_channels", "size", "batch", "precision", "device", "ops",
-    "status", "reason", "latency_ms", "throughput", "gflop_per_slice", "achieved_gflop_s", "peak_fraction",
-    "slices_per_s_per_gflop", "baseline", "ratio",
+    "section",
+    "backend",
+    "preset",
+    "model",
+    "kind",
+    "in_channels",
+    "size",
+    "batch",
+    "precision",
+    "device",
+    "ops",
+    "status",
+    "reason",
+    "latency_ms",
+    "throughput",
+    "gflop_per_slice",
+    "achieved_gflop_s",
+    "peak_fraction",
+    "slices_per_s_per_gflop",
+    "baseline",
+    "ratio",
 }
 STATS_KEYS = {"median", "q1", "q3", "min", "max", "n"}
 TINY = dict(presets=("small",), batch_sizes=(1, 2), size=32, warmup=0, repeats=2, device="cpu")
@@ -118,8 +136,9 @@ def test_peers_are_compared_with_eager_mdanet(tiny_report):
     unet = peers["unet", 1]
     assert unet.status == "ok" and unet.baseline == "eager/small" and unet.ratio > 0
     # the U-Net baseline does ~11x the small preset's work per slice at any size
-    assert 8 < unet.gflop_per_slice / model_summary(MDANetConfig.from_preset("small", "ctp"), 32)[
-        "gflops_per_slice"] < 14
+    assert (
+        8 < unet.gflop_per_slice / model_summary(MDANetConfig.from_preset("small", "ctp"), 32)["gflops_per_slice"] < 14
+    )
     monai = peers["monai-basicunet", 1]
     if monai.status == "ok":  # same U-Net widths, MONAI's implementation: FLOPs within 10 %
         assert monai.gflop_per_slice == pytest.approx(unet.gflop_per_slice, rel=0.1)
@@ -131,8 +150,20 @@ def test_json_schema_is_stable(tiny_report, tmp_path):
     path = write_json(tiny_report, tmp_path / "out" / "bench.json")
     data = json.loads(path.read_text())
     assert data["schema"] == "mdanet-sdk-benchmark" and data["schema_version"] == 2
-    assert set(data) == {"schema", "schema_version", "created", "seconds", "section_seconds", "machine",
-                         "load_avg_end", "settings", "forward", "segment", "predict_many", "ops"}
+    assert set(data) == {
+        "schema",
+        "schema_version",
+        "created",
+        "seconds",
+        "section_seconds",
+        "machine",
+        "load_avg_end",
+        "settings",
+        "forward",
+        "segment",
+        "predict_many",
+        "ops",
+    }
     assert set(data["section_seconds"]) == {"forward"}
     assert all(set(r) == FORWARD_KEYS for r in data["forward"])
     ok = [r for r in data["forward"] if r["status"] == "ok"]
@@ -171,12 +202,20 @@ def test_ops_section_uses_the_shapes_of_a_paper_forward():
 
 
 def test_segment_section_times_every_stage(tmp_path):
-    settings = BenchSettings(sections=("segment",), slices=2, segment_presets=("small",), warmup=0, repeats=1,
-                             backends=("eager", "native"), device="cpu")
+    settings = BenchSettings(
+        sections=("segment",),
+        slices=2,
+        segment_presets=("small",),
+        warmup=0,
+        repeats=1,
+        backends=("eager", "native"),
+        device="cpu",
+    )
     records = bench_segment(settings, tmp_path)
     native_ok = ops.native_available()
     assert [(r.volume, r.backend) for r in records if r.status == "ok"] == [
-        (v, b) for v in ("ctp", "mri") for b in ("eager", "native") if b == "eager" or native_ok]
+        (v, b) for v in ("ctp", "mri") for b in ("eager", "native") if b == "eager" or native_ok
+    ]
     for r in records:
         if r.status != "ok":
             continue
@@ -215,8 +254,7 @@ def test_staged_mask_is_the_segmenters_bit_for_bit(tmp_path, kind):
 
 
 def test_many_section_reports_peak_memory_from_a_fresh_process(tmp_path):
-    settings = BenchSettings(sections=("many",), slices=2, segment_presets=("small",), many_counts=(2,),
-                             device="cpu")
+    settings = BenchSettings(sections=("many",), slices=2, segment_presets=("small",), many_counts=(2,), device="cpu")
     (record,) = bench_many(settings, tmp_path)
     assert record.status == "ok", record.reason
     assert record.n_cases == 2 and record.shape == (112, 112, 2)
@@ -227,21 +265,25 @@ def test_many_section_reports_peak_memory_from_a_fresh_process(tmp_path):
     assert len(list((tmp_path / "many-2").glob("*.nii.gz"))) == 2
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(backends=("cuda-graphs",)), "Unknown backend"),
-    (dict(size=30), "multiple of 16"),
-    (dict(presets=("huge",)), "Unknown preset"),
-    (dict(batch_sizes=(0,)), "positive"),
-    (dict(sections=("forward", "fp64")), "Unknown section"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(backends=("cuda-graphs",)), "Unknown backend"),
+        (dict(size=30), "multiple of 16"),
+        (dict(presets=("huge",)), "Unknown preset"),
+        (dict(batch_sizes=(0,)), "positive"),
+        (dict(sections=("forward", "fp64")), "Unknown section"),
+    ],
+)
 def test_settings_reject_bad_values(kwargs, message):
     with pytest.raises(InputError, match=message):
         BenchSettings(**kwargs)
 
 
 def test_settings_from_env():
-    s = BenchSettings.from_env({"MDANET_BENCH_QUICK": "1", "MDANET_BENCH_BATCH_SIZES": "2, 4",
-                                "MDANET_BENCH_PRESETS": "paper"})
+    s = BenchSettings.from_env(
+        {"MDANET_BENCH_QUICK": "1", "MDANET_BENCH_BATCH_SIZES": "2, 4", "MDANET_BENCH_PRESETS": "paper"}
+    )
     assert s.quick and s.size == 64 and s.batch_sizes == (2, 4) and s.presets == ("paper",)
     assert BenchSettings.from_env({}) == BenchSettings()
     with pytest.raises(InputError, match="integers"):
@@ -250,35 +292,81 @@ def test_settings_from_env():
 
 def test_cli_prints_one_table_and_writes_json_and_plot(tmp_path):
     out, png = tmp_path / "b.json", tmp_path / "b.png"
-    result = CliRunner().invoke(app, [
-        "benchmark", "--quick", "--sections", "forward", "--preset", "small", "--backend", "eager,tensorrt",
-        "--size", "32", "--batch-sizes", "1,2", "--repeats", "1", "--warmup", "0",
-        "--json", str(out), "--plot", str(png),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            "--quick",
+            "--sections",
+            "forward",
+            "--preset",
+            "small",
+            "--backend",
+            "eager,tensorrt",
+            "--size",
+            "32",
+            "--batch-sizes",
+            "1,2",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "mdanet-sdk benchmark (quick)" in result.output and "1.00×" in result.output
     data = json.loads(out.read_text())
     assert data["settings"]["quick"] is True and data["settings"]["batch_sizes"] == [1, 2]
     assert {(r["backend"], r["batch"]) for r in data["forward"]} == {
-        ("eager", 1), ("eager", 2), ("tensorrt", 1), ("tensorrt", 2)}
+        ("eager", 1),
+        ("eager", 2),
+        ("tensorrt", 1),
+        ("tensorrt", 2),
+    }
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_json_dash_prints_the_json_alone():
-    result = CliRunner().invoke(app, [
-        "benchmark", "--quick", "--sections", "forward", "--preset", "small", "--backend", "eager", "--size", "32",
-        "--batch-sizes", "1", "--repeats", "1", "--warmup", "0", "--json", "-",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            "--quick",
+            "--sections",
+            "forward",
+            "--preset",
+            "small",
+            "--backend",
+            "eager",
+            "--size",
+            "32",
+            "--batch-sizes",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            "-",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)  # no table, no "JSON:" line: stdout is the JSON (progress is on stderr)
     assert data["schema"] == "mdanet-sdk-benchmark" and [r["backend"] for r in data["forward"]] == ["eager"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--backend", "cuda-graphs"], "Unknown backend"),
-    (["--batch-sizes", "1,x"], "comma-separated integers"),
-    (["--size", "100"], "multiple of 16"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "cuda-graphs"], "Unknown backend"),
+        (["--batch-sizes", "1,x"], "comma-separated integers"),
+        (["--size", "100"], "multiple of 16"),
+    ],
+)
 def test_cli_bad_options_exit_2_with_one_line(args, message):
     result = CliRunner().invoke(app, ["benchmark", "--sections", "forward", *args])
     assert result.exit_code == 2

@@ -16,9 +16,7 @@ from mdanet_sdk.data.phantom import make_phantom
 from mdanet_sdk.metrics import case_metrics, dsc
 from mdanet_sdk.train.checkpoint import BUNDLED, load_checkpoint
 
-pytestmark = pytest.mark.skipif(
-    not all(p.is_file() for p in BUNDLED.values()), reason="bundled weights not generated"
-)
+pytestmark = pytest.mark.skipif(not all(p.is_file() for p in BUNDLED.values()), reason="bundled weights not generated")
 
 CASES = 24  # per-case DSC varies widely (a 50-voxel lacune scores 0 or 0.8): fewer cases decide little
 OOD_CASES = 12
@@ -102,8 +100,10 @@ def _low_noise(images, case):
 
 def _high_contrast(images, case):
     lesion = case.label > 0
-    return {"dwi": np.where(lesion, images["dwi"] * 1.4, images["dwi"]),
-            "adc": np.where(lesion, images["adc"] * 0.8, images["adc"])}
+    return {
+        "dwi": np.where(lesion, images["dwi"] * 1.4, images["dwi"]),
+        "adc": np.where(lesion, images["adc"] * 0.8, images["adc"]),
+    }
 
 
 def _noisy_background(images, case):

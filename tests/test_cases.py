@@ -248,6 +248,7 @@ def _with_label(root: Path, write, data: np.ndarray) -> None:
     label = root / "derivatives/sub-strokecase0001/ses-0001/sub-strokecase0001_ses-0001_msk.nii.gz"
     write(label, data)
 
+
 SHIFTED = np.diag([1.0, 1.0, 1.0, 1.0])
 SHIFTED[0, 3] = 2e-3  # beyond the 1e-3 mm tolerance
 

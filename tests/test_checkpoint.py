@@ -66,8 +66,15 @@ def test_wrapped_model_and_resume_state(tmp_path: Path, config) -> None:
     model(torch.randn(2, 4, 32, 32)).sum().backward()
     opt.step()
     wrapped = torch.nn.DataParallel(model)  # state-dict keys gain "module.", the file must not
-    path = save_checkpoint(tmp_path / "last.pt", wrapped, config, PreprocessConfig(size=32), {},
-                           optimizer=opt.state_dict(), trainer={"state": {"epoch": 0, "history": [{"loss": 1.5}]}})
+    path = save_checkpoint(
+        tmp_path / "last.pt",
+        wrapped,
+        config,
+        PreprocessConfig(size=32),
+        {},
+        optimizer=opt.state_dict(),
+        trainer={"state": {"epoch": 0, "history": [{"loss": 1.5}]}},
+    )
     loaded = load_checkpoint(path)
     assert next(iter(loaded.state_dict)).startswith("stems.")
     fresh = torch.optim.Adam(build_model(config).parameters(), lr=1e-3)

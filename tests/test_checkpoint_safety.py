@@ -71,10 +71,10 @@ def test_flipped_bytes_in_the_bundled_weights_are_refused(tmp_path: Path) -> Non
     assert member.compress_type == zipfile.ZIP_STORED and member.file_size > 16_384
     data = bytearray(copy.read_bytes())
     # Its data starts after the 30-byte local header, the name and the extra field; flip 4 KB in its middle.
-    name_len = int.from_bytes(data[member.header_offset + 26:member.header_offset + 28], "little")
-    extra_len = int.from_bytes(data[member.header_offset + 28:member.header_offset + 30], "little")
+    name_len = int.from_bytes(data[member.header_offset + 26 : member.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[member.header_offset + 28 : member.header_offset + 30], "little")
     middle = member.header_offset + 30 + name_len + extra_len + member.file_size // 2
-    data[middle:middle + 4096] = bytes(b ^ 0xFF for b in data[middle:middle + 4096])
+    data[middle : middle + 4096] = bytes(b ^ 0xFF for b in data[middle : middle + 4096])
     copy.write_bytes(bytes(data))
     assert torch.load(copy, weights_only=True)["state_dict"]  # torch itself reads it without a word
     _refused(copy, r"is damaged \(member .* fails its CRC check\); re-download or re-save it")
@@ -115,14 +115,18 @@ def _nested(depth: int) -> dict[str, Any]:
     return value
 
 
-@pytest.mark.parametrize(("key", "value", "match"), [
-    ("meta", _nested(3000), "nested more than 32 levels deep"),
-    ("meta", _nested(40), "nested more than 32 levels deep"),
-    ("preprocess", _nested(3000), "nested more than 32 levels deep"),
-    ("meta", list(range(200_000)), "more than 100000 values"),
-    ("meta", "x" * (17 << 20), "MiB of text"),
-    ("meta", 2**2000, "integer of more than 1024 bits"),
-], ids=["deep-3000", "deep-40", "deep-preprocess", "many-values", "long-text", "huge-int"])
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("meta", _nested(3000), "nested more than 32 levels deep"),
+        ("meta", _nested(40), "nested more than 32 levels deep"),
+        ("preprocess", _nested(3000), "nested more than 32 levels deep"),
+        ("meta", list(range(200_000)), "more than 100000 values"),
+        ("meta", "x" * (17 << 20), "MiB of text"),
+        ("meta", 2**2000, "integer of more than 1024 bits"),
+    ],
+    ids=["deep-3000", "deep-40", "deep-preprocess", "many-values", "long-text", "huge-int"],
+)
 def test_oversized_meta_is_refused(saved: Path, tmp_path: Path, key: str, value: Any, match: str) -> None:
     """A meta nested thousands deep used to end in a RecursionError while hashing it; any record will do, since
     the size is checked first."""
@@ -143,8 +147,9 @@ def test_oversized_meta_is_refused(saved: Path, tmp_path: Path, key: str, value:
         _refused(path, "is not a readable mdanet-sdk checkpoint|nested more than")
 
 
-def test_recursion_while_unpickling_is_a_checkpoint_error(saved: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recursion_while_unpickling_is_a_checkpoint_error(
+    saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def deep_load(*args: Any, **kwargs: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded")
 
@@ -179,16 +184,23 @@ def test_digest_mismatch_is_refused_even_with_trust(saved: Path, tmp_path: Path,
 def test_digest_is_canonical(saved: Path) -> None:
     """Independent of dict order, and the resume state is not part of it."""
     raw = _raw(saved)
-    reordered = {**raw, "state_dict": dict(reversed(list(raw["state_dict"].items()))),
-                 "meta": dict(reversed(list(raw["meta"].items()))), "optimizer": {"state": {}}}
+    reordered = {
+        **raw,
+        "state_dict": dict(reversed(list(raw["state_dict"].items()))),
+        "meta": dict(reversed(list(raw["meta"].items()))),
+        "optimizer": {"state": {}},
+    }
     assert ck.payload_digest(reordered) == ck.payload_digest(raw) == raw["integrity"]["digest"]
 
 
-@pytest.mark.parametrize(("record", "match"), [
-    ("sha256", "malformed integrity record"),
-    ({"algorithm": "sha256", "digest": "xyz"}, "malformed integrity record"),
-    ({"algorithm": "md5", "digest": "0" * 64}, "integrity record of an unknown kind"),
-])
+@pytest.mark.parametrize(
+    ("record", "match"),
+    [
+        ("sha256", "malformed integrity record"),
+        ({"algorithm": "sha256", "digest": "xyz"}, "malformed integrity record"),
+        ({"algorithm": "md5", "digest": "0" * 64}, "integrity record of an unknown kind"),
+    ],
+)
 def test_malformed_integrity_record(saved: Path, tmp_path: Path, record: Any, match: str) -> None:
     raw = _raw(saved)
     raw["integrity"] = record
@@ -221,6 +233,7 @@ def _set(*keys: str, value: Any) -> Callable[[dict[str, Any]], None]:
         for key in keys[:-1]:
             target = target[key]
         target[keys[-1]] = value
+
     return change
 
 
@@ -257,13 +270,13 @@ BAD_FIELDS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "state_dict list": (_set("state_dict", value=[1.0]), "state_dict that is a list, not a dict"),
     "state_dict int key": (_state(lambda s: {**s, 3: torch.zeros(1)}), "under state_dict key 3"),
     "state_dict list value": (_state(lambda s: {**s, "head.bias": [0.0, 0.0]}), "holds a list under"),
-    "state_dict complex": (_state(lambda s: {**s, "head.bias": torch.zeros(2, dtype=torch.complex64)}),
-                           "complex64 tensor"),
+    "state_dict complex": (
+        _state(lambda s: {**s, "head.bias": torch.zeros(2, dtype=torch.complex64)}),
+        "complex64 tensor",
+    ),
     "state_dict wrong shape": (_state(lambda s: {**s, "head.bias": torch.zeros(3)}), "do not fit"),
-    "state_dict int weights": (_state(lambda s: {**s, "head.bias": torch.zeros(2, dtype=torch.int64)}),
-                               "do not fit"),
-    "state_dict missing key": (_state(lambda s: {k: v for k, v in s.items() if k != "head.bias"}),
-                               "do not fit"),
+    "state_dict int weights": (_state(lambda s: {**s, "head.bias": torch.zeros(2, dtype=torch.int64)}), "do not fit"),
+    "state_dict missing key": (_state(lambda s: {k: v for k, v in s.items() if k != "head.bias"}), "do not fit"),
     "state_dict extra key": (_state(lambda s: {**s, "extra.weight": torch.zeros(1)}), "do not fit"),
     # model_config
     "model_config string": (_set("model_config", value="paper"), "model_config that is a str, not a dict"),
@@ -320,13 +333,16 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-@pytest.mark.parametrize(("section", "field", "value", "match"), [
-    ("preprocess", "size", 100_000, "size must be an integer from 16 to 1024"),  # was 2.7 TiB of slices
-    ("model_config", "widths", [4096] * 5, r"about \d+ M parameters, more than the 200 M"),  # was 10.5 GB RSS
-    ("model_config", "widths", [64, 128, 256, 2048, 4096], "more than the 200 M"),
-    # Within the cap (~70 M parameters): the weights' shapes are compared with a network built on the meta device.
-    ("model_config", "gcn_nodes", 4096, r"do not fit its model config \(bottleneck\.channel"),
-])
+@pytest.mark.parametrize(
+    ("section", "field", "value", "match"),
+    [
+        ("preprocess", "size", 100_000, "size must be an integer from 16 to 1024"),  # was 2.7 TiB of slices
+        ("model_config", "widths", [4096] * 5, r"about \d+ M parameters, more than the 200 M"),  # was 10.5 GB RSS
+        ("model_config", "widths", [64, 128, 256, 2048, 4096], "more than the 200 M"),
+        # Within the cap (~70 M parameters): the weights' shapes are compared with a network built on the meta device.
+        ("model_config", "gcn_nodes", 4096, r"do not fit its model config \(bottleneck\.channel"),
+    ],
+)
 def test_huge_configs_are_refused_without_allocating(saved: Path, tmp_path: Path, section, field, value, match):
     raw = _raw(saved)
     raw[section][field] = value
@@ -338,11 +354,21 @@ def test_huge_configs_are_refused_without_allocating(saved: Path, tmp_path: Path
 
 
 # -- the configs themselves (also what the export loader calls) --------------------------------------------------
-@pytest.mark.parametrize("bad", [
-    {"widths": [4, 4, 4, 4, 5000]}, {"widths": (64, 128, 256, 512)}, {"space_grid": 65}, {"space_grid": True},
-    {"gcn_embed": 0}, {"num_classes": 0}, {"num_classes": 2.0}, {"msc": "yes"}, {"groups": [["dwi"], ["adc", 3]]},
-    {"preset": 3},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"widths": [4, 4, 4, 4, 5000]},
+        {"widths": (64, 128, 256, 512)},
+        {"space_grid": 65},
+        {"space_grid": True},
+        {"gcn_embed": 0},
+        {"num_classes": 0},
+        {"num_classes": 2.0},
+        {"msc": "yes"},
+        {"groups": [["dwi"], ["adc", 3]]},
+        {"preset": 3},
+    ],
+)
 def test_model_config_bounds(bad: dict[str, Any]) -> None:
     with pytest.raises(InputError):
         MDANetConfig.from_dict({**MDANetConfig.from_preset("small", "mri").to_dict(), **bad})
@@ -356,10 +382,19 @@ def test_config_from_dict_needs_a_dict() -> None:
             cls.from_dict({1: "x", "size2": 3})  # non-string keys do not crash the message
 
 
-@pytest.mark.parametrize("bad", [
-    {"size": 100_000}, {"size": 15}, {"size": 16.0}, {"multiple": 257}, {"multiple": False},
-    {"clip_percentiles": (1, "99")}, {"clip_percentiles": (1, math.inf)}, {"normalization": None},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"size": 100_000},
+        {"size": 15},
+        {"size": 16.0},
+        {"multiple": 257},
+        {"multiple": False},
+        {"clip_percentiles": (1, "99")},
+        {"clip_percentiles": (1, math.inf)},
+        {"normalization": None},
+    ],
+)
 def test_preprocess_config_bounds(bad: dict[str, Any]) -> None:
     with pytest.raises(InputError):
         PreprocessConfig.from_dict({**PreprocessConfig().to_dict(), **bad})

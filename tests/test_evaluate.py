@@ -36,12 +36,35 @@ def _masks() -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
 # A: TP 2, FP 2, FN 6 -> DSC 4/12, P 1/2, R 1/4, F1 1/3; volumes 0.08 vs 0.04 mL; 2 vs 2 lesions,
 # one detected, one missed, one spurious -> lesion F1 = 1 / (1 + (1 + 1) / 2) = 1/2.
 EXPECTED = {
-    "A": {"dsc": 1 / 3, "precision": 0.5, "recall": 0.25, "f1": 1 / 3, "abs_volume_diff_ml": 0.04,
-          "abs_lesion_count_diff": 0.0, "lesion_f1": 0.5, "n_lesions_gt": 2.0, "n_lesions_pred": 2.0},
-    "B": {"dsc": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0, "abs_volume_diff_ml": 0.0,
-          "abs_lesion_count_diff": 0.0, "lesion_f1": 1.0},
-    "C": {"dsc": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0, "abs_volume_diff_ml": 0.0,
-          "abs_lesion_count_diff": 0.0, "lesion_f1": 1.0},  # both empty
+    "A": {
+        "dsc": 1 / 3,
+        "precision": 0.5,
+        "recall": 0.25,
+        "f1": 1 / 3,
+        "abs_volume_diff_ml": 0.04,
+        "abs_lesion_count_diff": 0.0,
+        "lesion_f1": 0.5,
+        "n_lesions_gt": 2.0,
+        "n_lesions_pred": 2.0,
+    },
+    "B": {
+        "dsc": 1.0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "abs_volume_diff_ml": 0.0,
+        "abs_lesion_count_diff": 0.0,
+        "lesion_f1": 1.0,
+    },
+    "C": {
+        "dsc": 1.0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "abs_volume_diff_ml": 0.0,
+        "abs_lesion_count_diff": 0.0,
+        "lesion_f1": 1.0,
+    },  # both empty
 }
 
 

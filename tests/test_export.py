@@ -94,7 +94,9 @@ def test_fresh_process_matches_eager_for_batch_1_and_13(model, artefacts, phanto
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path), str(artefacts["torchscript"]), str(artefacts["exported"])],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "model code imported: False" in done.stdout
@@ -285,7 +287,9 @@ def test_exported_segmenter_matches_the_checkpoint(checkpoint_file, artefacts, p
         assert np.array_equal(got.mask, eager.mask)
 
     out = tmp_path / "out"
-    result = runner.invoke(app, ["segment", "--model", str(tmp_path / "cli.ts"), str(phantom_case), "-o", str(out), "-q"])
+    result = runner.invoke(
+        app, ["segment", "--model", str(tmp_path / "cli.ts"), str(phantom_case), "-o", str(out), "-q"]
+    )
     assert result.exit_code == 0, result.output
     (mask_file,) = out.glob("*_seg.nii.gz")
     assert np.array_equal(np.asarray(nib.load(mask_file).dataobj), eager.mask)  # input's own voxel order
@@ -303,7 +307,10 @@ def test_bundled_weights_export_and_segment_alike(phantom_case, tmp_path):
     recommended = load_checkpoint("default-mri").meta["inference"]
     for r in (eager, exported):
         assert (r.report.tta, r.report.threshold, r.report.min_size, r.report.max_adc_ratio) == (
-            recommended["tta"], recommended["threshold"], recommended["min_size"], recommended["max_adc_ratio"]
+            recommended["tta"],
+            recommended["threshold"],
+            recommended["min_size"],
+            recommended["max_adc_ratio"],
         )
 
 

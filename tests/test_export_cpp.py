@@ -33,7 +33,12 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``mdanet_run`` built once, linked to the package's op library when it is built."""
     build = tmp_path_factory.mktemp("export-cpp")
     configure = [
-        "cmake", "-S", str(SOURCE), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+        "cmake",
+        "-S",
+        str(SOURCE),
+        "-B",
+        str(build),
+        "-DCMAKE_BUILD_TYPE=Release",
         f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
         f"-DMDANET_OPS_LIBRARY={native.library_path() or ''}",
     ]
@@ -58,8 +63,12 @@ def artefact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cpp_runner_matches_python(runner, artefact, tmp_path):
     x = probe_batch(7, 2, SIZE, SIZE, seed=11)  # 7 > max batch 4: two chunks, in C++ as in Python
     x.numpy().tofile(tmp_path / "in.f32")
-    done = subprocess.run([str(runner), str(artefact), str(tmp_path / "in.f32"), str(tmp_path / "out.f32")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(runner), str(artefact), str(tmp_path / "in.f32"), str(tmp_path / "out.f32")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "7 slice(s) 2x64x64 -> logits [7, 2, 64, 64]" in done.stderr
     got = np.fromfile(tmp_path / "out.f32", dtype=np.float32).reshape(7, 2, SIZE, SIZE)
@@ -70,8 +79,12 @@ def test_cpp_runner_matches_python(runner, artefact, tmp_path):
 
 def test_cpp_runner_rejects_a_partial_slice(runner, artefact, tmp_path):
     np.zeros(2 * SIZE * SIZE + 5, dtype=np.float32).tofile(tmp_path / "bad.f32")
-    done = subprocess.run([str(runner), str(artefact), str(tmp_path / "bad.f32"), str(tmp_path / "out.f32")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(runner), str(artefact), str(tmp_path / "bad.f32"), str(tmp_path / "out.f32")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert done.stderr.startswith("error:") and "not a whole number of slices of 2x64x64" in done.stderr
     assert not (tmp_path / "out.f32").exists()

@@ -58,7 +58,7 @@ def _members(path: Path) -> tuple[str, dict[str, bytes]]:
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         root = names[0].split("/", 1)[0]
-        return root, {n[len(root) + 1:]: archive.read(n) for n in names}
+        return root, {n[len(root) + 1 :]: archive.read(n) for n in names}
 
 
 def _rewrite(src: Path, dst: Path, changes: dict[str, bytes | None], reseal: bool = True) -> Path:
@@ -230,7 +230,7 @@ class _Restorer(nn.Module):
 def _scripted(artefact: Path, dst: Path, module: nn.Module) -> Path:
     """``module`` scripted and saved with the metadata of a real artefact, then sealed."""
     _, members = _members(artefact)
-    files = {name[len("extra/"):]: members[name].decode() for name in members if name.startswith("extra/mdanet/")}
+    files = {name[len("extra/") :]: members[name].decode() for name in members if name.startswith("extra/mdanet/")}
     files.pop("mdanet/integrity.json")
     torch.jit.save(torch.jit.script(module), str(dst), _extra_files=files)
     seal(dst)
@@ -272,7 +272,7 @@ def _flip_a_weight_byte(src: Path, dst: Path) -> Path:
     with zipfile.ZipFile(src) as archive:
         info = max(archive.infolist(), key=lambda i: i.compress_size)
     # the local header (30 bytes, then name and extra field, whose lengths it holds) precedes the data
-    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
     start = info.header_offset + 30 + name_length + extra_length
     data[start + info.compress_size // 2] ^= 0x10
     dst.write_bytes(bytes(data))
@@ -289,12 +289,14 @@ def test_changed_bytes_are_refused(artefacts, tmp_path, fmt):
     name = max((n for n in members if n != INTEGRITY), key=lambda n: len(members[n]))
     changed = bytearray(members[name])
     changed[len(changed) // 2] ^= 0x10
-    edited = _rewrite(src, tmp_path / f"edited{src.suffix}", {name: bytes(changed), INTEGRITY: members[INTEGRITY]},
-                      reseal=False)
+    edited = _rewrite(
+        src, tmp_path / f"edited{src.suffix}", {name: bytes(changed), INTEGRITY: members[INTEGRITY]}, reseal=False
+    )
     with pytest.raises(CheckpointError, match=rf"does not match its integrity record \(changed: {name}\)"):
         load_artifact(edited)
-    extra = _rewrite(src, tmp_path / f"extra{src.suffix}", {"extra/x.txt": b"x", INTEGRITY: members[INTEGRITY]},
-                     reseal=False)
+    extra = _rewrite(
+        src, tmp_path / f"extra{src.suffix}", {"extra/x.txt": b"x", INTEGRITY: members[INTEGRITY]}, reseal=False
+    )
     with pytest.raises(CheckpointError, match=r"\(added: extra/x.txt\)"):
         load_artifact(extra, trust=True)  # a record that is there is always checked
 
@@ -331,9 +333,9 @@ def test_doctored_copy_before_the_sealed_artefact_is_refused(artefacts, tmp_path
     doctored = bytearray(original)
     with zipfile.ZipFile(src) as archive:
         info = max(archive.infolist(), key=lambda i: i.compress_size)
-    name_length, extra_length = struct.unpack("<HH", doctored[info.header_offset + 26:info.header_offset + 30])
+    name_length, extra_length = struct.unpack("<HH", doctored[info.header_offset + 26 : info.header_offset + 30])
     start = info.header_offset + 30 + name_length + extra_length
-    doctored[start:start + info.compress_size] = bytes(info.compress_size)  # zeroed weights with a matching CRC
+    doctored[start : start + info.compress_size] = bytes(info.compress_size)  # zeroed weights with a matching CRC
     struct.pack_into("<I", doctored, info.header_offset + 14, zlib.crc32(bytes(info.compress_size)))
     target = tmp_path / f"prefixed{src.suffix}"
     target.write_bytes(bytes(doctored) + original)
@@ -369,19 +371,34 @@ BAD_METADATA = {
     "batch": ("meta.json", _edit("meta.json", lambda m: m.update(batch={"min": 0, "opt": 1, "max": 2})), "batch"),
     "precision": ("meta.json", _edit("meta.json", lambda m: m.update(precision="fp8")), "precision = 'fp8'"),
     "unknown-format": ("meta.json", _edit("meta.json", lambda m: m.update(format="onnx")), "format = 'onnx'"),
-    "swapped-format": ("meta.json", _edit("meta.json", lambda m: m.update(format="exported")),
-                       "says its format is 'exported' but it is a TorchScript archive"),
+    "swapped-format": (
+        "meta.json",
+        _edit("meta.json", lambda m: m.update(format="exported")),
+        "says its format is 'exported' but it is a TorchScript archive",
+    ),
     "plugin-ops": ("meta.json", _edit("meta.json", lambda m: m.update(ops="plugin")), "ops = 'plugin'"),
     "version-type": ("meta.json", _edit("meta.json", lambda m: m.update(artifact_version="1")), "artifact_version"),
     "channels": ("meta.json", _edit("meta.json", lambda m: m.update(input_shape=[3, 32, 32])), "contradicts"),
-    "inference": ("meta.json", _edit("meta.json", lambda m: m.update(checkpoint={"inference": {"threshold": 2}})),
-                  "post-processing threshold = 2"),
-    "config-type": ("model_config.json", _edit("model_config.json", lambda c: c.update(num_classes="two")),
-                    "model config this mdanet-sdk cannot use"),
-    "config-list": ("model_config.json", _edit("model_config.json", lambda c: [c]),
-                    "model config this mdanet-sdk cannot use"),
-    "preprocess-type": ("preprocess.json", _edit("preprocess.json", lambda p: p.update(size="big")),
-                        "preprocessing config this mdanet-sdk cannot use"),
+    "inference": (
+        "meta.json",
+        _edit("meta.json", lambda m: m.update(checkpoint={"inference": {"threshold": 2}})),
+        "post-processing threshold = 2",
+    ),
+    "config-type": (
+        "model_config.json",
+        _edit("model_config.json", lambda c: c.update(num_classes="two")),
+        "model config this mdanet-sdk cannot use",
+    ),
+    "config-list": (
+        "model_config.json",
+        _edit("model_config.json", lambda c: [c]),
+        "model config this mdanet-sdk cannot use",
+    ),
+    "preprocess-type": (
+        "preprocess.json",
+        _edit("preprocess.json", lambda p: p.update(size="big")),
+        "preprocessing config this mdanet-sdk cannot use",
+    ),
 }
 
 

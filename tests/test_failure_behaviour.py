@@ -51,8 +51,11 @@ def error_lines(result) -> list[str]:
 
 
 def test_a_renamed_repeat_never_takes_the_id_of_another_case(weights, tmp_path) -> None:
-    inputs = [case_4d(tmp_path / "a" / "sub-x.nii.gz"), case_4d(tmp_path / "b" / "sub-x.nii.gz", 1),
-              case_4d(tmp_path / "c" / "sub-x-2.nii.gz", 2)]
+    inputs = [
+        case_4d(tmp_path / "a" / "sub-x.nii.gz"),
+        case_4d(tmp_path / "b" / "sub-x.nii.gz", 1),
+        case_4d(tmp_path / "c" / "sub-x-2.nii.gz", 2),
+    ]
     out = tmp_path / "out"
     result = segment(*map(str, inputs), "-o", str(out), "-c", str(weights), "--report", str(tmp_path / "r.json"))
     assert result.exit_code == 0, result.stderr
@@ -135,8 +138,7 @@ main()
 def _run_dying(kind: str, weights: Path, src: Path, out: Path) -> subprocess.CompletedProcess:
     script = textwrap.dedent(_DIE_WHILE_WRITING.replace("{signal}", kind))
     args = ["segment", str(src), "-o", str(out), "--prob", "-c", str(weights), "-q"]
-    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
-                          cwd=REPO)
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
 def test_sigterm_mid_write_leaves_nothing_behind(weights, tmp_path) -> None:
@@ -208,8 +210,11 @@ def test_evaluate_prints_names_as_data_never_as_markup(tmp_path) -> None:
     nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "pred" / f"{name}_seg.nii.gz")
     nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "gt" / f"{name}.nii.gz")
     nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "gt" / "[bold red]error: forged.nii.gz")
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"),
-                                 "-o", str(tmp_path / "m.json")], env={"COLUMNS": "250"})
+    result = runner.invoke(
+        app,
+        ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "-o", str(tmp_path / "m.json")],
+        env={"COLUMNS": "250"},
+    )
     text = result.stdout + result.stderr
     assert result.exit_code == 0, text
     assert "\x1b" not in text and "[bold red]error: forged" in text and "[link=mailto" in text

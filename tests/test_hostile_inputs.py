@@ -34,6 +34,7 @@ def _no_temporary_files_left(tmp_path):
 @contextmanager
 def _deadline(seconds: int = 10):
     """Fail instead of hanging forever if a FIFO is ever opened (a blocked open() is interrupted)."""
+
     def expire(*_):
         raise TimeoutError("blocked: the FIFO was opened")
 
@@ -218,7 +219,7 @@ def test_few_infinite_voxels_are_repaired_with_a_warning_on_the_case(tmp_path) -
     dwi = _image()
     bad = np.random.default_rng(3).choice(dwi.size, size=dwi.size // 200, replace=False)  # 0.5 %
     dwi.reshape(-1)[bad[: len(bad) // 2]] = np.inf
-    dwi.reshape(-1)[bad[len(bad) // 2:]] = -np.inf
+    dwi.reshape(-1)[bad[len(bad) // 2 :]] = -np.inf
     _write(root / "case1" / "dwi.nii.gz", dwi)
     case = read_case(root / "case1")
     assert np.isfinite(case.images["dwi"]).all() and np.count_nonzero(case.images["dwi"] == 0) == len(bad)

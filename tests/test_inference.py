@@ -171,8 +171,10 @@ def test_tta_averages_the_four_flips(inf_checkpoints) -> None:
     tta = Segmenter.from_checkpoint(inf_checkpoints[0], tta=True)
     x = _slices()
     expected = torch.stack(
-        [plain.probabilities(x.flip(d)).flip([a - 1 for a in d]) if d else plain.probabilities(x)
-         for d in ((), (2,), (3,), (2, 3))]
+        [
+            plain.probabilities(x.flip(d)).flip([a - 1 for a in d]) if d else plain.probabilities(x)
+            for d in ((), (2,), (3,), (2, 3))
+        ]
     ).mean(0)
     got = tta.probabilities(x)
     assert got.shape == (3, 32, 32)
@@ -264,10 +266,16 @@ def test_choose_postprocessing_moves_off_the_defaults_only_when_it_pays() -> Non
     assert setting.to_dict() == {"tta": False, "threshold": 0.3, "min_size": 5, "max_adc_ratio": 0.0} and score == 1.0
     blind = [np.zeros(y.shape, np.float32) for y in labels]
     assert choose_postprocessing({False: blind, True: sharp}, labels)[0].to_dict() == {
-        "tta": True, "threshold": 0.5, "min_size": 5, "max_adc_ratio": 0.0
+        "tta": True,
+        "threshold": 0.5,
+        "min_size": 5,
+        "max_adc_ratio": 0.0,
     }
     assert choose_postprocessing({False: clean, True: clean}, labels)[0].to_dict() == {
-        "tta": False, "threshold": 0.5, "min_size": 0, "max_adc_ratio": 0.0
+        "tta": False,
+        "threshold": 0.5,
+        "min_size": 0,
+        "max_adc_ratio": 0.0,
     }
     with pytest.raises(InputError, match="one probability map per label"):
         choose_postprocessing({False: faint[:2]}, labels)
@@ -351,11 +359,7 @@ def test_failed_cases_name_the_case_and_the_others_go_on(inf_checkpoints, tmp_pa
         "adc": write_case(tmp_path / "moved", {"adc": brain((32, 24, 5))["adc"]}, shifted, "moved")["adc"],
     }
     seg = Segmenter.from_checkpoint(inf_checkpoints[0])
-    out = list(
-        seg.predict_many(
-            [good, no_adc, {"dwi": corrupt, "adc": good["adc"]}, mismatched, good], errors="yield"
-        )
-    )
+    out = list(seg.predict_many([good, no_adc, {"dwi": corrupt, "adc": good["adc"]}, mismatched, good], errors="yield"))
     assert [r.ok for r in out] == [True, False, False, False, True]
     assert isinstance(out[0], SegmentationResult) and isinstance(out[1], FailedCase)
     assert "good_dwi" in out[1].error and "no adc image" in out[1].error
@@ -413,8 +417,11 @@ def test_nan_weights_raise_instead_of_reporting_no_lesion(inf_checkpoints) -> No
     """NaN logits used to give NaN probabilities, which pass no threshold: "0.00 mL, 0 lesions"."""
     case = make_phantom("isles22", 5, shape=(32, 24, 5))
     seg = _damaged(Segmenter.from_checkpoint(inf_checkpoints[0]))
-    with pytest.raises(CheckpointError, match=r"model fold0 produced non-finite values \(NaN/Inf\) on case "
-                                              r"phantom-5; its weights are damaged: re-train, re-export"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model fold0 produced non-finite values \(NaN/Inf\) on case "
+        r"phantom-5; its weights are damaged: re-train, re-export",
+    ):
         seg.predict(case)
     ensemble = _damaged(Segmenter.from_checkpoint(inf_checkpoints), index=1)  # names the damaged fold
     with pytest.raises(CheckpointError, match="model fold1 produced"):

@@ -20,8 +20,17 @@ from mdanet_sdk.info import NOT_INSTALLED, collect_info, distribution_version, h
 
 def test_collect_info_names_versions_device_and_kernels():
     info = collect_info("cpu")
-    assert set(info) == {"mdanet_sdk", "python", "torch", "cuda", "tensorrt", "torch_tensorrt", "device", "native",
-                         "ops"}
+    assert set(info) == {
+        "mdanet_sdk",
+        "python",
+        "torch",
+        "cuda",
+        "tensorrt",
+        "torch_tensorrt",
+        "device",
+        "native",
+        "ops",
+    }
     assert info["mdanet_sdk"] == mdanet_sdk.__version__ and info["torch"] == torch.__version__
     assert info["device"].startswith("cpu (")
     assert info["native"]["loaded"] is ops.native_available()
@@ -42,7 +51,8 @@ def test_distribution_version_reads_metadata():
 def test_benchmark_machine_record_agrees_with_info():
     info, host, machine = collect_info("cpu"), host_info(), machine_info("cpu")
     assert {k: machine[k] for k in ("torch", "python", "mdanet_sdk")} == {
-        k: info[k] for k in ("torch", "python", "mdanet_sdk")}
+        k: info[k] for k in ("torch", "python", "mdanet_sdk")
+    }
     assert machine["native_ops"] is info["native"]["loaded"]
     assert {k: machine[k] for k in host} == host
     assert machine["device"] == "cpu" and machine["gpu"] is None

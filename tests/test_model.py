@@ -30,9 +30,15 @@ def test_paper_parameter_counts(overrides, paper_m, tolerance):
     assert count_parameters(model) / 1e6 == pytest.approx(paper_m, rel=tolerance)
 
 
-@pytest.mark.parametrize(("preset", "kind", "size"), [
-    ("small", "mri", 128), ("small", "ctp", 256), ("paper", "mri", 128), ("paper", "ctp", 256),
-])
+@pytest.mark.parametrize(
+    ("preset", "kind", "size"),
+    [
+        ("small", "mri", 128),
+        ("small", "ctp", 256),
+        ("paper", "mri", 128),
+        ("paper", "ctp", 256),
+    ],
+)
 def test_forward_shapes(preset, kind, size):
     cfg = MDANetConfig.from_preset(preset, kind)
     model = MDANet(cfg).eval()
@@ -143,8 +149,9 @@ def test_baselines():
         assert att.eval()(x).shape == unet.eval()(x).shape == (1, 2, 32, 32)
 
 
-@pytest.mark.parametrize(("architecture", "network"), [("mdanet", MDANet), ("unet", UNet),
-                                                       ("attention-unet", AttentionUNet)])
+@pytest.mark.parametrize(
+    ("architecture", "network"), [("mdanet", MDANet), ("unet", UNet), ("attention-unet", AttentionUNet)]
+)
 def test_build_model_builds_the_architecture(architecture, network):
     """The ablation switches are MDANet's: a baseline is the same network whatever they say."""
     torch.manual_seed(0)
@@ -225,9 +232,17 @@ def test_space_grid_is_the_bottleneck_of_the_model_grid(preset):
 
 def test_trainer_resolves_the_space_grid(tmp_path):
     """From the run's model grid, unless set explicitly or fixed by the weights it fine-tunes."""
+
     def grid(**kw: object) -> int | None:
-        cfg = TrainConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run"), layout="generic", kind="mri",
-                          preset="small", device="cpu", **kw)
+        cfg = TrainConfig(
+            data_dir=str(tmp_path),
+            out_dir=str(tmp_path / "run"),
+            layout="generic",
+            kind="mri",
+            preset="small",
+            device="cpu",
+            **kw,
+        )
         return Trainer(cfg).model_config().space_grid
 
     assert grid() == 8

@@ -51,16 +51,22 @@ def test_op_library_loads_without_the_python_package(tmp_path):
         "out = torch.ops.mdanet.graph_conv(g, torch.zeros(2, 2), torch.zeros(2), torch.eye(3), torch.zeros(3))\n"
         "print(float(out.sum()), 'mdanet_sdk' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script, native.library_path()], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script, native.library_path()], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["6.0", "False"]
 
 
 @pytest.mark.skipif(_nvcc() is None, reason="nvcc not found")
 def test_every_cuda_source_compiles_for_sm80_and_sm90(tmp_path):
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "compile_cuda.sh"), str(tmp_path)], capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "NVCC": _nvcc(), "PYTHON": sys.executable})
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "compile_cuda.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NVCC": _nvcc(), "PYTHON": sys.executable},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     for source in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):
         obj = (tmp_path / source.name).with_suffix(".o").read_bytes()

@@ -34,9 +34,7 @@ AFFINES = {
     "RAS": _affine(np.diag(ZOOMS)),
     "LPS": _affine(np.diag([-ZOOMS[0], -ZOOMS[1], ZOOMS[2]])),
     "oblique": _affine(
-        _rotation(np.radians(10), np.radians(20))
-        @ np.array([[0, 1, 0], [0, 0, -1], [-1, 0, 0]])
-        @ np.diag(ZOOMS)
+        _rotation(np.radians(10), np.radians(20)) @ np.array([[0, 1, 0], [0, 0, -1], [-1, 0, 0]]) @ np.diag(ZOOMS)
     ),
 }
 ORIENTATIONS = {"RAS": ("R", "A", "S"), "LPS": ("L", "P", "S"), "oblique": ("I", "R", "P")}

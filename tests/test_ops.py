@@ -30,26 +30,46 @@ def _uniform(*shape: int, fan_in: int, **kw) -> Tensor:
     return torch.empty(*shape, **kw).uniform_(-bound, bound)
 
 
-def dasc_args(b: int, c: int, h: int, w: int, c_de: int | None = None, c_i: int | None = None,
-              dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0) -> list[Tensor]:
+def dasc_args(
+    b: int,
+    c: int,
+    h: int,
+    w: int,
+    c_de: int | None = None,
+    c_i: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    seed: int = 0,
+) -> list[Tensor]:
     """f_m1, f_m2 (b, c, h, w), f_de (b, c_de, h, w) and the gate's weights, conv-initialised."""
     torch.manual_seed(seed)
     c_de, c_i = c_de or c, c_i or max(1, c // 2)
     kw = {"dtype": dtype, "device": device}
     return [
-        torch.randn(b, c, h, w, **kw), torch.randn(b, c, h, w, **kw), torch.randn(b, c_de, h, w, **kw),
-        _uniform(c_i, c, fan_in=c, **kw), _uniform(c_i, c_de, fan_in=c_de, **kw),
-        _uniform(c_i, fan_in=c, **kw), _uniform(c_i, fan_in=c_i, **kw), _uniform(1, fan_in=c_i, **kw),
+        torch.randn(b, c, h, w, **kw),
+        torch.randn(b, c, h, w, **kw),
+        torch.randn(b, c_de, h, w, **kw),
+        _uniform(c_i, c, fan_in=c, **kw),
+        _uniform(c_i, c_de, fan_in=c_de, **kw),
+        _uniform(c_i, fan_in=c, **kw),
+        _uniform(c_i, fan_in=c_i, **kw),
+        _uniform(1, fan_in=c_i, **kw),
     ]
 
 
-def graph_args(b: int, m: int, e: int, dtype: torch.dtype = torch.float32, device: str = "cpu",
-               seed: int = 0) -> list[Tensor]:
+def graph_args(
+    b: int, m: int, e: int, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0
+) -> list[Tensor]:
     """g (b, m, e), a (m, m), a_bias (m,), w (e, e), w_bias (e,), Conv1d-initialised."""
     torch.manual_seed(seed)
     kw = {"dtype": dtype, "device": device}
-    return [torch.randn(b, m, e, **kw), _uniform(m, m, fan_in=m, **kw), _uniform(m, fan_in=m, **kw),
-            _uniform(e, e, fan_in=e, **kw), _uniform(e, fan_in=e, **kw)]
+    return [
+        torch.randn(b, m, e, **kw),
+        _uniform(m, m, fan_in=m, **kw),
+        _uniform(m, fan_in=m, **kw),
+        _uniform(e, e, fan_in=e, **kw),
+        _uniform(e, fan_in=e, **kw),
+    ]
 
 
 def _grads(fn, args: list[Tensor], seed: int = 1) -> tuple[Tensor, list[Tensor]]:
@@ -150,8 +170,12 @@ def test_non_contiguous_inputs():
     torch.testing.assert_close(out, reference.dasc_gate(*args), rtol=1e-5, atol=1e-5)
     g, a, a_bias, w, w_bias = graph_args(2, 12, 10)
     gt = g.transpose(1, 2).contiguous().transpose(1, 2)
-    torch.testing.assert_close(ops.graph_conv(gt, a.t().contiguous().t(), a_bias, w, w_bias, impl="native"),
-                               reference.graph_conv(g, a, a_bias, w, w_bias), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        ops.graph_conv(gt, a.t().contiguous().t(), a_bias, w, w_bias, impl="native"),
+        reference.graph_conv(g, a, a_bias, w, w_bias),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 @needs_native
@@ -186,10 +210,12 @@ def test_empty_batch():
 @needs_native
 @pytest.mark.parametrize(
     ("index", "bad", "message"),
-    [(1, torch.zeros(2, 8, 5, 4), "f_m2 must have the shape of f_m1"),
-     (2, torch.zeros(2, 6, 4, 5), "f_de must be"),
-     (3, torch.zeros(4, 7), "w_d must be"),
-     (7, torch.zeros(2), "b_att must hold one value")],
+    [
+        (1, torch.zeros(2, 8, 5, 4), "f_m2 must have the shape of f_m1"),
+        (2, torch.zeros(2, 6, 4, 5), "f_de must be"),
+        (3, torch.zeros(4, 7), "w_d must be"),
+        (7, torch.zeros(2), "b_att must hold one value"),
+    ],
 )
 def test_dasc_gate_rejects_bad_shapes(index, bad, message):
     args = dasc_args(2, 8, 5, 5, c_de=6, c_i=4)
@@ -361,5 +387,7 @@ def test_cuda_dtypes_and_opcheck(dtype):
     tol = 1e-10 if dtype == torch.float64 else 3e-2
     torch.testing.assert_close(out.double(), reference.dasc_gate(*[a.double() for a in args]), rtol=tol, atol=tol)
     torch.library.opcheck(torch.ops.mdanet.dasc_gate.default, [a.requires_grad_() for a in args])
-    torch.library.opcheck(torch.ops.mdanet.graph_conv.default,
-                          [a.requires_grad_() for a in graph_args(2, 7, 5, dtype=dtype, device="cuda")])
+    torch.library.opcheck(
+        torch.ops.mdanet.graph_conv.default,
+        [a.requires_grad_() for a in graph_args(2, 7, 5, dtype=dtype, device="cuda")],
+    )

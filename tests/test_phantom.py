@@ -153,12 +153,14 @@ def test_intensity_distribution_resembles_the_real_isles22_case() -> None:
     def stats(dwi, adc, brain):
         median = np.median(adc[brain])
         tissue, csf = brain & (adc < 1.2 * median), brain & (adc > 2.5 * median)
-        return np.array([
-            np.median(adc[csf]) / np.median(adc[tissue]),  # CSF/tissue ADC ≈ 3.6
-            np.median(dwi[csf]) / np.median(dwi[tissue]),  # CSF/tissue DWI ≈ 0.44
-            (brain & (adc > 1.5 * median)).sum() / brain.sum(),  # CSF incl. partial volume ≈ 0.33
-            brain.mean(),  # share of the grid that is brain ≈ 0.16
-        ])
+        return np.array(
+            [
+                np.median(adc[csf]) / np.median(adc[tissue]),  # CSF/tissue ADC ≈ 3.6
+                np.median(dwi[csf]) / np.median(dwi[tissue]),  # CSF/tissue DWI ≈ 0.44
+                (brain & (adc > 1.5 * median)).sum() / brain.sum(),  # CSF incl. partial volume ≈ 0.33
+                brain.mean(),  # share of the grid that is brain ≈ 0.16
+            ]
+        )
 
     folder = REAL / "ses-0001" / "dwi"
     dwi = nib.load(next(folder.glob("*_dwi.nii.gz"))).get_fdata()

@@ -110,8 +110,9 @@ def test_relative_normalisation_puts_tissue_at_0_and_the_outside_at_minus_1(phan
         volume = restore(slices[:, c], geom)
         reference = np.median(phantom.images[m][geom.head & (phantom.images[m] > 0)])
         inside = geom.head & (phantom.images[m] > 0)
-        np.testing.assert_allclose(volume[inside], np.minimum(phantom.images[m][inside] / reference, 11.0) - 1.0,
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            volume[inside], np.minimum(phantom.images[m][inside] / reference, 11.0) - 1.0, rtol=1e-5, atol=1e-5
+        )
         assert np.all(volume[~geom.head] == -1.0) and abs(np.median(volume[inside])) < 1e-6
     # A map with negative values (CT in HU, a z-scored input) is not a ratio scale: z-scores instead.
     hu = -phantom.images["dwi"]
@@ -165,8 +166,14 @@ def test_config_round_trip_and_validation() -> None:
     assert PreprocessConfig.from_dict(legacy).normalization == "zscore"
     with pytest.raises(InputError, match="newer"):
         PreprocessConfig.from_dict({**d, "spacing": 1.0})
-    for bad in ({"size": 0}, {"size": 12.5}, {"multiple": 0}, {"clip_percentiles": (50, 10)}, {"clip_percentiles": (1,)},
-                {"normalization": "minmax"}):
+    for bad in (
+        {"size": 0},
+        {"size": 12.5},
+        {"multiple": 0},
+        {"clip_percentiles": (50, 10)},
+        {"clip_percentiles": (1,)},
+        {"normalization": "minmax"},
+    ):
         with pytest.raises(InputError):
             PreprocessConfig(**bad)
 
@@ -219,8 +226,11 @@ def test_probability_restores_range_by_range_as_a_whole(phantom, size) -> None:
 
 def test_more_than_max_slices_is_refused() -> None:
     images = {"dwi": np.random.default_rng(0).random((4, 4, MAX_SLICES + 1), dtype=np.float32)}
-    with pytest.raises(InputError, match=rf"\(4, 4, {MAX_SLICES + 1}\) holds {MAX_SLICES + 1} slices along its "
-                                         "slicing axis Z.*crop or resample it"):
+    with pytest.raises(
+        InputError,
+        match=rf"\(4, 4, {MAX_SLICES + 1}\) holds {MAX_SLICES + 1} slices along its "
+        "slicing axis Z.*crop or resample it",
+    ):
         slice_stack(images, ["dwi"], PreprocessConfig())
     with pytest.raises(InputError, match=f"{MAX_SLICES + 1} slices"):
         preprocess_images(images, ["dwi"], PreprocessConfig())

@@ -25,9 +25,21 @@ def _mask() -> np.ndarray:
 
 def _report(case_id: str = "case_1", **changes) -> CaseReport:
     fields = dict(
-        case_id=case_id, lesion_volume_ml=0.088, n_lesions=2, largest_lesion_ml=0.072, slices=[2, 3, 4, 6, 7],
-        shape=(10, 12, 8), voxel_size_mm=(2.0, 2.0, 2.0), runtime_s=1.23456, device="cpu", precision="fp32",
-        model="default-mri", model_version="0.1.0", modalities=("dwi", "adc"), threshold=0.5, min_size=0,
+        case_id=case_id,
+        lesion_volume_ml=0.088,
+        n_lesions=2,
+        largest_lesion_ml=0.072,
+        slices=[2, 3, 4, 6, 7],
+        shape=(10, 12, 8),
+        voxel_size_mm=(2.0, 2.0, 2.0),
+        runtime_s=1.23456,
+        device="cpu",
+        precision="fp32",
+        model="default-mri",
+        model_version="0.1.0",
+        modalities=("dwi", "adc"),
+        threshold=0.5,
+        min_size=0,
         tta=False,
     )
     fields.update(changes)

@@ -27,10 +27,16 @@ def test_python_api_picks_the_bundled_weights_per_case_as_the_cli_does(tmp_path)
     adc = write(tmp_path / "in" / "sub-9_adc.nii.gz", mri[..., 1])
     events: list[str] = []
     out = tmp_path / "out"
-    results = list(mdanet_sdk.segment(
-        [ctp, {"dwi": dwi, "adc": adc}], out, prob=True, report=out / "run.json", device="cpu",
-        progress=lambda event, case_id, n: events.append(event),
-    ))
+    results = list(
+        mdanet_sdk.segment(
+            [ctp, {"dwi": dwi, "adc": adc}],
+            out,
+            prob=True,
+            report=out / "run.json",
+            device="cpu",
+            progress=lambda event, case_id, n: events.append(event),
+        )
+    )
     assert [r.case_id for r in results] == ["ctp", "sub-9"] and all(r.ok for r in results)
     assert {r.case_id: r.report.model for r in results} == {"ctp": "default-ctp", "sub-9": "default-mri"}
     assert results[1].outputs == {"mask": out / "sub-9_seg.nii.gz", "prob": out / "sub-9_prob.nii.gz"}
@@ -51,7 +57,10 @@ def test_one_bad_input_fails_alone_in_input_order_and_nothing_partial_is_written
     out = tmp_path / "out"
     results = list(mdanet_sdk.segment([broken, good, three, good], out, device="cpu"))
     assert [(r.case_id, r.ok) for r in results] == [
-        ("broken", False), ("good", True), ("three", False), ("good-2", True)
+        ("broken", False),
+        ("good", True),
+        ("three", False),
+        ("good-2", True),
     ]
     failed = [r for r in results if isinstance(r, FailedCase)]
     assert "NIfTI" in failed[0].error and "3 volumes" in failed[1].error

@@ -29,8 +29,10 @@ runner = CliRunner()
 def cli_weights(tmp_path_factory, ckpt_random) -> dict[str, Path]:
     """Random ``small`` checkpoints for both kinds; MRI resamples slices to 64x64 (keeps the real case fast)."""
     folder = tmp_path_factory.mktemp("weights")
-    return {kind: ckpt_random(folder / f"default-{kind}.pt", kind, preprocess=preprocess)
-            for kind, preprocess in (("mri", PreprocessConfig(size=64)), ("ctp", PreprocessConfig()))}
+    return {
+        kind: ckpt_random(folder / f"default-{kind}.pt", kind, preprocess=preprocess)
+        for kind, preprocess in (("mri", PreprocessConfig(size=64)), ("ctp", PreprocessConfig()))
+    }
 
 
 @pytest.fixture
@@ -68,8 +70,23 @@ def test_4d_file_gives_mask_prob_report_and_overlay_with_the_input_geometry(cli_
     out = tmp_path / "out"
     result = runner.invoke(
         app,
-        ["segment", str(src), "-o", str(out), "--checkpoint", str(cli_weights["mri"]), "--prob",
-         "--report", str(tmp_path / "report.json"), "--overlay", str(out), "--batch-size", "3", "--max-adc-ratio", "0.8"],
+        [
+            "segment",
+            str(src),
+            "-o",
+            str(out),
+            "--checkpoint",
+            str(cli_weights["mri"]),
+            "--prob",
+            "--report",
+            str(tmp_path / "report.json"),
+            "--overlay",
+            str(out),
+            "--batch-size",
+            "3",
+            "--max-adc-ratio",
+            "0.8",
+        ],
     )
     assert result.exit_code == 0, result.stdout + result.stderr
     assert files_in(out) == ["case7_overlay.png", "case7_prob.nii.gz", "case7_seg.nii.gz"]
@@ -134,8 +151,19 @@ def test_failed_cases_get_one_line_each_and_the_others_are_written(bundled, tmp_
     write(half / "dwi.nii.gz", volumes(2)[..., 0])  # no adc
     out = tmp_path / "out"
     result = runner.invoke(
-        app, ["segment", str(good), str(broken), str(moved), str(half), "-o", str(out), "--prob",
-              "--report", str(out / "report.json")]
+        app,
+        [
+            "segment",
+            str(good),
+            str(broken),
+            str(moved),
+            str(half),
+            "-o",
+            str(out),
+            "--prob",
+            "--report",
+            str(out / "report.json"),
+        ],
     )
     assert result.exit_code == 1
     lines = error_lines(result)
@@ -163,8 +191,17 @@ def test_usage_errors_exit_2(bundled, tmp_path) -> None:
 def test_real_isles22_case_end_to_end(bundled, tmp_path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(
-        app, ["segment", str(ISLES22_EXAMPLE), "-o", str(out), "--overlay", str(out / "overlay.png"),
-              "--report", str(out / "report.json")]
+        app,
+        [
+            "segment",
+            str(ISLES22_EXAMPLE),
+            "-o",
+            str(out),
+            "--overlay",
+            str(out / "overlay.png"),
+            "--report",
+            str(out / "report.json"),
+        ],
     )
     assert result.exit_code == 0, result.stdout + result.stderr
     dwi = nib.load(next(ISLES22_EXAMPLE.rglob("*_dwi.nii.gz")))

@@ -30,8 +30,10 @@ def _full_path(seg: Segmenter, cases) -> list[np.ndarray]:
     the Segmenter batches them, then whole-case restore. Returns each case's native-grid probability."""
     stacks = [preprocess_images(c.images, seg.modalities, seg.preprocess, c.brain_mask) for c in cases]
     slices = np.concatenate([s for s, _ in stacks])
-    batches = [seg.probabilities(torch.from_numpy(slices[i : i + seg.batch_size])) for i in
-               range(0, len(slices), seg.batch_size)]
+    batches = [
+        seg.probabilities(torch.from_numpy(slices[i : i + seg.batch_size]))
+        for i in range(0, len(slices), seg.batch_size)
+    ]
     model_grid = torch.cat(batches).numpy()
     out, start = [], 0
     for s, geometry in stacks:

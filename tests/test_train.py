@@ -67,8 +67,17 @@ def test_config_validation_and_precision() -> None:
     assert TrainConfig("d", fold="all", folds=5).fold_indices() == [0, 1, 2, 3, 4]
     assert TrainConfig("d", fold="1,3").fold_indices() == [1, 3]
     assert TrainConfig("d", fold=2).fold_indices() == [2]
-    for bad in ({"fold": "5"}, {"fold": "x"}, {"fold": "1,1"}, {"size": 40}, {"schedule": "step"}, {"precision": "fp8"},
-                {"epochs": 0}, {"lesion_fraction": 1.5}, {"dice": "pixel"}):
+    for bad in (
+        {"fold": "5"},
+        {"fold": "x"},
+        {"fold": "1,1"},
+        {"size": 40},
+        {"schedule": "step"},
+        {"precision": "fp8"},
+        {"epochs": 0},
+        {"lesion_fraction": 1.5},
+        {"dice": "pixel"},
+    ):
         with pytest.raises(InputError):
             TrainConfig("d", **bad)
     cfg = TrainConfig("d", betas=[0.8, 0.9])
@@ -150,7 +159,12 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_mri: Path, tmp_path: 
     with pytest.raises(_Stop):
         train(TrainConfig(tiny_mri, tmp_path / "b", **cfg), crash)
     assert [(e.kind, e.epoch, e.step) for e in events] == [
-        ("epoch", 0, 0), ("step", 0, 1), ("step", 0, 2), ("validated", 0, 0), ("epoch", 1, 0), ("step", 1, 1),
+        ("epoch", 0, 0),
+        ("step", 0, 1),
+        ("step", 0, 2),
+        ("validated", 0, 0),
+        ("epoch", 1, 0),
+        ("step", 1, 1),
         ("step", 1, 2),
     ]
     assert events[3].stats is not None and events[3].val_dsc == events[3].best_val_dsc and events[3].best_epoch == 0
@@ -178,17 +192,32 @@ def test_init_starts_from_given_weights(tiny_mri: Path, tmp_path: Path) -> None:
     first = train(TrainConfig(tiny_mri, tmp_path / "a", epochs=1, fold=0, **TINY))
     start = _weights(Path(first.folds[0].checkpoint))
     # With a learning rate of 1e-12 Adam moves every weight by about 1e-12: the weights stay the init's.
-    tuned = train(TrainConfig(tiny_mri, tmp_path / "b", epochs=1, fold=0, lr=1e-12, init=first.folds[0].checkpoint,
-                              seed=5, **TINY))
+    tuned = train(
+        TrainConfig(
+            tiny_mri, tmp_path / "b", epochs=1, fold=0, lr=1e-12, init=first.folds[0].checkpoint, seed=5, **TINY
+        )
+    )
     after = _weights(Path(tuned.folds[0].checkpoint))
     convs = [k for k in start if k.endswith("conv.weight") or k.endswith(".0.weight")]
     assert convs and all(torch.allclose(start[k], after[k], rtol=0, atol=1e-9) for k in convs)
-    scratch = _weights(Path(train(TrainConfig(tiny_mri, tmp_path / "c", epochs=1, fold=0, lr=1e-12, seed=5,
-                                              **TINY)).folds[0].checkpoint))
+    scratch = _weights(
+        Path(
+            train(TrainConfig(tiny_mri, tmp_path / "c", epochs=1, fold=0, lr=1e-12, seed=5, **TINY)).folds[0].checkpoint
+        )
+    )
     assert not any(torch.allclose(start[k], scratch[k], rtol=0, atol=1e-3) for k in convs)
     with pytest.raises(CheckpointError, match="--init"):  # another architecture cannot start this run
-        train(TrainConfig(tiny_mri, tmp_path / "d", epochs=1, fold=0, init=first.folds[0].checkpoint,
-                          model_overrides={"msc": False}, **TINY))
+        train(
+            TrainConfig(
+                tiny_mri,
+                tmp_path / "d",
+                epochs=1,
+                fold=0,
+                init=first.folds[0].checkpoint,
+                model_overrides={"msc": False},
+                **TINY,
+            )
+        )
 
 
 def test_bf16_autocast_step(tiny_mri: Path, tmp_path: Path) -> None:
@@ -204,9 +233,30 @@ def test_bf16_autocast_step(tiny_mri: Path, tmp_path: Path) -> None:
 
 def test_cli_train_then_evaluate(tiny_mri: Path, tmp_path: Path) -> None:
     run = tmp_path / "cli"
-    args = ["train", str(tiny_mri), "--out", str(run), "--preset", "small", "--size", "32", "--fold", "1",
-            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--workers", "0", "--dice", "slice",
-            "--precision", "fp32"]
+    args = [
+        "train",
+        str(tiny_mri),
+        "--out",
+        str(run),
+        "--preset",
+        "small",
+        "--size",
+        "32",
+        "--fold",
+        "1",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--dice",
+        "slice",
+        "--precision",
+        "fp32",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "fold 1 epoch 1/1" in res.output and "best val DSC" in res.output
@@ -223,8 +273,31 @@ def test_cli_synth_then_train_mri(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["synth", str(data), "--kind", "mri", "--cases", "4", "--shape", "32x32x4"])
     assert res.exit_code == 0, res.output
     run = tmp_path / "run"
-    args = ["train", str(data), "--kind", "mri", "--out", str(run), "--preset", "small", "--size", "32", "--folds", "2",
-            "--fold", "0", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--workers", "0", "--quiet"]
+    args = [
+        "train",
+        str(data),
+        "--kind",
+        "mri",
+        "--out",
+        str(run),
+        "--preset",
+        "small",
+        "--size",
+        "32",
+        "--folds",
+        "2",
+        "--fold",
+        "0",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--quiet",
+    ]
     res = CliRunner().invoke(app, [*args, "--amp", "off"])  # the deprecated spelling of --precision fp32
     assert res.exit_code == 0, res.output
     assert "--amp is deprecated" in res.output and "fold 0 epoch" not in res.output  # --quiet: no bars
@@ -242,8 +315,10 @@ def test_ablation_smoke(tiny_mri: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "abl").iterdir() if p.is_dir()) == sorted(
         ["unet", "dasc", "dasc-msc", "dasc-msc-gcfb", "mdanet", "skip-add", "skip-concat"]
     )
-    configs = {n: load_checkpoint(tmp_path / "abl" / n / "fold_0" / "best.pt").model_config
-               for n in ("unet", "dasc-msc", "skip-concat")}
+    configs = {
+        n: load_checkpoint(tmp_path / "abl" / n / "fold_0" / "best.pt").model_config
+        for n in ("unet", "dasc-msc", "skip-concat")
+    }
     assert (configs["unet"].dasc, configs["unet"].msc, configs["unet"].bottleneck) == (False, False, "none")
     assert (configs["dasc-msc"].dasc, configs["dasc-msc"].msc, configs["dasc-msc"].bottleneck) == (True, True, "none")
     assert configs["skip-concat"].skip_fusion == "concat"
@@ -251,7 +326,15 @@ def test_ablation_smoke(tiny_mri: Path, tmp_path: Path) -> None:
     assert "| DASC | MSC | GCFB | SL | DSC (%) | Precision (%) | Recall (%) | F1 score |" in md
     assert "|  |  |  |  | " in md and "| ✓ | ✓ | ✓ | ✓ | " in md and "| Add | " in md
     rows = list(csv.DictReader((tmp_path / "abl" / "ablation.csv").open()))
-    assert [r["variant"] for r in rows] == ["unet", "dasc", "dasc-msc", "dasc-msc-gcfb", "mdanet",
-                                             "skip-add", "skip-concat", "mdanet"]
+    assert [r["variant"] for r in rows] == [
+        "unet",
+        "dasc",
+        "dasc-msc",
+        "dasc-msc-gcfb",
+        "mdanet",
+        "skip-add",
+        "skip-concat",
+        "mdanet",
+    ]
     dsc = result.summaries["mdanet"]["dsc"][0]
     assert float(rows[4]["dsc_mean"]) == pytest.approx(dsc, abs=1e-6) and rows[4]["folds"] == "1"

@@ -33,8 +33,21 @@ CASES = {
 def test_small_preset_reaches_dsc_07(kind: str, tmp_path: Path) -> None:
     options, groups, epochs = CASES[kind]
     data = write_dataset(tmp_path / kind, kind, 40, seed=0, **options)
-    cfg = TrainConfig(data, tmp_path / "run", preset="small", size=64, fold=0, epochs=epochs, steps_per_epoch=12,
-                      batch_size=12, lr=2e-3, lesion_fraction=0.6, patience=0, workers=0, quiet=True)
+    cfg = TrainConfig(
+        data,
+        tmp_path / "run",
+        preset="small",
+        size=64,
+        fold=0,
+        epochs=epochs,
+        steps_per_epoch=12,
+        batch_size=12,
+        lr=2e-3,
+        lesion_fraction=0.6,
+        patience=0,
+        workers=0,
+        quiet=True,
+    )
     result = train(cfg)
     (fold,) = result.folds
     assert len(fold.val_cases) == 8

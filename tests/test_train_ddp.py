@@ -33,8 +33,25 @@ def _env() -> dict[str, str]:
 @pytest.mark.skipif(not CLI.exists(), reason="the mdanet-sdk console script is not installed")
 def test_torchrun_two_processes_write_one_checkpoint(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
-           str(CLI), "train", str(data), "--out", str(run), "--epochs", "1", "--steps-per-epoch", "2", *TINY_ARGS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+        str(CLI),
+        "train",
+        str(data),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        *TINY_ARGS,
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -70,8 +87,19 @@ def test_sigkill_mid_epoch_then_resume(data: Path, tmp_path: Path) -> None:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert load_checkpoint(last).meta["epoch"] <= 1  # killed before the run finished
-    cfg = TrainConfig(data, run, preset="small", size=32, batch_size=4, workers=0, fold=0, epochs=3, steps_per_epoch=25,
-                      quiet=True, resume=True)
+    cfg = TrainConfig(
+        data,
+        run,
+        preset="small",
+        size=32,
+        batch_size=4,
+        workers=0,
+        fold=0,
+        epochs=3,
+        steps_per_epoch=25,
+        quiet=True,
+        resume=True,
+    )
     result = train(cfg)
     assert result.folds[0].epochs_run == 3
     history = json.loads((run / "fold_0" / "metrics.json").read_text())

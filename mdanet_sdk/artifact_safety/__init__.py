@@ -40,7 +40,20 @@ from mdanet_sdk.artifact_safety.metadata import (
 from mdanet_sdk.artifact_safety.operators import check_graph_ops, check_torchscript_ops
 
 __all__ = [
-    "ARTIFACT_VERSION", "FORMATS", "PRECISION_NAMES", "META", "CONFIG", "PREPROCESS", "INTEGRITY", "Archive",
-    "open_archive", "seal", "check_integrity", "describe", "check_contents", "loadable", "check_torchscript_ops",
+    "ARTIFACT_VERSION",
+    "FORMATS",
+    "PRECISION_NAMES",
+    "META",
+    "CONFIG",
+    "PREPROCESS",
+    "INTEGRITY",
+    "Archive",
+    "open_archive",
+    "seal",
+    "check_integrity",
+    "describe",
+    "check_contents",
+    "loadable",
+    "check_torchscript_ops",
     "check_graph_ops",
 ]

@@ -82,7 +82,7 @@ def open_archive(path: Path) -> Archive:
         if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
             raise CheckpointError(f"{path} unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GiB; {_REDO}.")
         try:
-            digests = {info.filename[len(root) + 1:]: _sha256(archive, info) for info in infos}
+            digests = {info.filename[len(root) + 1 :]: _sha256(archive, info) for info in infos}
         except _ZIP_ERRORS as exc:  # a CRC mismatch or a truncated member
             raise CheckpointError(f"{path} is damaged ({exc}); {_REDO} or copy it again.") from None
     return Archive(path, data, root, digests, _container(digests))
@@ -125,7 +125,7 @@ def _check_layout(path: Path, data: bytes, infos: list[zipfile.ZipInfo]) -> None
     if sig != b"PK\x05\x06" or comment:
         raise refuse("bytes after its end record")
     cd_end, locator = eocd, eocd - _ZIP64_LOCATOR.size
-    if locator >= 0 and data[locator:locator + 4] == b"PK\x06\x07":  # zip64, as torch writes it
+    if locator >= 0 and data[locator : locator + 4] == b"PK\x06\x07":  # zip64, as torch writes it
         _, z64_disk, z64_offset, disks = _ZIP64_LOCATOR.unpack_from(data, locator)
         if z64_disk or disks != 1 or z64_offset > locator - _ZIP64_EOCD.size:
             raise refuse("a bad zip64 locator")
@@ -147,7 +147,7 @@ def _check_layout(path: Path, data: bytes, infos: list[zipfile.ZipInfo]) -> None
         sig, *_, name_length, extra_length = _LOCAL.unpack_from(data, start)
         name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
         name_start = start + _LOCAL.size
-        if sig != b"PK\x03\x04" or data[name_start:name_start + name_length] != name:
+        if sig != b"PK\x03\x04" or data[name_start : name_start + name_length] != name:
             raise refuse(f"member {info.filename!r:.80} is not where its directory entry says")
         data_end = name_start + name_length + extra_length + info.compress_size
         if data_end > ends[ends.index(start) + 1]:
@@ -202,7 +202,8 @@ def check_integrity(archive: Archive, trust: bool = False) -> None:
     record = _json(path, INTEGRITY, archive.read(name))
     expected = record.get("members") if isinstance(record, dict) else None
     if (
-        not isinstance(expected, dict) or record.get("algorithm") != "sha256"
+        not isinstance(expected, dict)
+        or record.get("algorithm") != "sha256"
         or not all(isinstance(v, str) for v in expected.values())
     ):
         raise CheckpointError(f"{path} has a damaged integrity record; {_REDO} or copy it again.")
@@ -211,16 +212,17 @@ def check_integrity(archive: Archive, trust: bool = False) -> None:
     problems = [
         f"{label} {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
         for label, names in (
-            ("changed:", changed), ("missing:", sorted(expected.keys() - actual.keys())),
+            ("changed:", changed),
+            ("missing:", sorted(expected.keys() - actual.keys())),
             ("added:", sorted(actual.keys() - expected.keys())),
-        ) if names
+        )
+        if names
     ]
     if problems:
         raise CheckpointError(
             f"{path} does not match its integrity record ({'; '.join(problems)}), so it was damaged or edited "
             f"after export; {_REDO} or copy it again."
         )
-
 
 
 # -- JSON members -------------------------------------------------------------------------------------------

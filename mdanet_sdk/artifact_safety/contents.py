@@ -43,19 +43,85 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]")
 _FREE_TEXT = ("metadata", "as_string", "as_strings", "torch_version")
 _TREESPEC_TYPES = (None, "builtins.tuple", "builtins.list", "builtins.dict", "collections.OrderedDict")
 #: Functions a shape expression of torch.export may call (``sympy.srepr`` of sympy and torch sympy functions).
-_SYMPY_CALLS = frozenset({
-    "Symbol", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Max", "Min", "Abs", "Eq", "Ne", "Lt", "Le", "Gt",
-    "Ge", "And", "Or", "Not", "StrictLessThan", "StrictGreaterThan", "LessThan", "GreaterThan", "Equality",
-    "Unequality", "IntInfinity", "NegativeIntInfinity", "FloorDiv", "ModularIndexing", "Where", "PythonMod", "Mod",
-    "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv", "LShift", "RShift", "PowByNatural", "FloatPow",
-    "FloatTrueDiv", "IntTrueDiv", "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt",
-    "RoundToInt", "RoundDecimal", "ToFloat", "Identity",
-})
+_SYMPY_CALLS = frozenset(
+    {
+        "Symbol",
+        "Integer",
+        "Rational",
+        "Float",
+        "Add",
+        "Mul",
+        "Pow",
+        "Max",
+        "Min",
+        "Abs",
+        "Eq",
+        "Ne",
+        "Lt",
+        "Le",
+        "Gt",
+        "Ge",
+        "And",
+        "Or",
+        "Not",
+        "StrictLessThan",
+        "StrictGreaterThan",
+        "LessThan",
+        "GreaterThan",
+        "Equality",
+        "Unequality",
+        "IntInfinity",
+        "NegativeIntInfinity",
+        "FloorDiv",
+        "ModularIndexing",
+        "Where",
+        "PythonMod",
+        "Mod",
+        "CleanDiv",
+        "CeilToInt",
+        "FloorToInt",
+        "CeilDiv",
+        "LShift",
+        "RShift",
+        "PowByNatural",
+        "FloatPow",
+        "FloatTrueDiv",
+        "IntTrueDiv",
+        "IsNonOverlappingAndDenseIndicator",
+        "TruncToFloat",
+        "TruncToInt",
+        "RoundToInt",
+        "RoundDecimal",
+        "ToFloat",
+        "Identity",
+    }
+)
 _SYMPY_NAMES = re.compile(r"[a-z]+[0-9]+|true|false|True|False|oo|zoo|nan")  # shape symbols (s77, u0) and constants
 _EXPR_NODES = (
-    ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.Load, ast.Add, ast.Sub, ast.Mult, ast.Div,
-    ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd, ast.Not, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt,
-    ast.GtE, ast.And, ast.Or,
+    ast.Expression,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.BoolOp,
+    ast.Load,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.Pow,
+    ast.USub,
+    ast.UAdd,
+    ast.Not,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.And,
+    ast.Or,
 )
 
 
@@ -79,8 +145,10 @@ def _check_torchscript_archive(archive: Archive) -> None:
         if not (name.startswith("code/") and name.endswith(".py") or name in ("data.pkl", "constants.pkl")):
             continue
         content = archive.read(name)
-        for needle, what in ((b"__setstate__", "a __setstate__ method, which torch.jit.load runs while loading"),
-                             (b"torch.classes", "TorchScript custom classes (torch.classes)")):
+        for needle, what in (
+            (b"__setstate__", "a __setstate__ method, which torch.jit.load runs while loading"),
+            (b"torch.classes", "TorchScript custom classes (torch.classes)"),
+        ):
             if needle in content:
                 raise CheckpointError(
                     f"{archive.path} contains {what} in {name}, which no mdanet-sdk artefact has; refusing to load it."
@@ -98,8 +166,10 @@ def _check_pt2_archive(archive: Archive, fmt: str) -> None:
                 "load; refusing to load it."
             )
     constants = ("tensor_constant_", "custom_obj_") if fmt == "tensorrt" else ("tensor_constant_",)
-    for name, prefixes in (("data/weights/model_weights_config.json", ("weight_",)),
-                           ("data/constants/model_constants_config.json", constants)):
+    for name, prefixes in (
+        ("data/weights/model_weights_config.json", ("weight_",)),
+        ("data/constants/model_constants_config.json", constants),
+    ):
         if name in archive.digests:
             _check_payload_config(archive, name, prefixes)
     if "models/model.json" not in archive.digests:
@@ -173,17 +243,19 @@ def _check_expression(path: Path, text: str) -> None:
         tree = None
     nodes = list(ast.walk(tree)) if tree is not None else [None]
     for node in nodes:
-        ok = isinstance(node, _EXPR_NODES) or (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _SYMPY_CALLS
-        ) or (
-            isinstance(node, ast.Name) and (node.id in _SYMPY_CALLS or _SYMPY_NAMES.fullmatch(node.id))
-        ) or (
-            isinstance(node, ast.keyword) and node.arg is not None and re.fullmatch(r"[a-z]+(_[a-z]+)*", node.arg)
-        ) or (
-            isinstance(node, ast.Constant) and (
-                isinstance(node.value, (bool, float)) or node.value is None
-                or (isinstance(node.value, int) and abs(node.value) <= 2**64)
-                or (isinstance(node.value, str) and re.fullmatch(r"[A-Za-z0-9_.+\-]{1,64}", node.value))
+        ok = (
+            isinstance(node, _EXPR_NODES)
+            or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _SYMPY_CALLS)
+            or (isinstance(node, ast.Name) and (node.id in _SYMPY_CALLS or _SYMPY_NAMES.fullmatch(node.id)))
+            or (isinstance(node, ast.keyword) and node.arg is not None and re.fullmatch(r"[a-z]+(_[a-z]+)*", node.arg))
+            or (
+                isinstance(node, ast.Constant)
+                and (
+                    isinstance(node.value, (bool, float))
+                    or node.value is None
+                    or (isinstance(node.value, int) and abs(node.value) <= 2**64)
+                    or (isinstance(node.value, str) and re.fullmatch(r"[A-Za-z0-9_.+\-]{1,64}", node.value))
+                )
             )
         )
         if not ok:
@@ -203,7 +275,9 @@ def _check_treespec(path: Path, text: str) -> None:
         )
         children = node.get("children_spec", [])
         return (
-            node.get("type") in _TREESPEC_TYPES and keys_ok and isinstance(children, list)
+            node.get("type") in _TREESPEC_TYPES
+            and keys_ok
+            and isinstance(children, list)
             and all(plain_node(child) for child in children)
         )
 

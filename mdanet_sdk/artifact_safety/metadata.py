@@ -46,7 +46,9 @@ def _is_text(v: Any) -> bool:
 def _batch_ok(v: Any) -> bool:
     small = _is_int(1, 4096)
     return (
-        isinstance(v, dict) and v.keys() == {"min", "opt", "max"} and all(small(x) for x in v.values())
+        isinstance(v, dict)
+        and v.keys() == {"min", "opt", "max"}
+        and all(small(x) for x in v.values())
         and v["min"] <= v["opt"] <= v["max"]
     )
 

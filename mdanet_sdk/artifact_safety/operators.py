@@ -19,28 +19,79 @@ from mdanet_sdk.errors import CheckpointError
 from mdanet_sdk.ops import QUALIFIED_OPS
 
 #: ATen operators that reach outside the tensors: files, the console, process-wide state, threads, streams.
-_ATEN_DENIED = frozenset({
-    "aten::save", "aten::from_file", "aten::_print", "aten::warn", "aten::manual_seed", "aten::seed",
-    "aten::set_grad_enabled", "aten::wait", "aten::record_stream", "aten::_cufft_set_plan_cache_max_size",
-    "aten::_cufft_clear_plan_cache",
-})
+_ATEN_DENIED = frozenset(
+    {
+        "aten::save",
+        "aten::from_file",
+        "aten::_print",
+        "aten::warn",
+        "aten::manual_seed",
+        "aten::seed",
+        "aten::set_grad_enabled",
+        "aten::wait",
+        "aten::record_stream",
+        "aten::_cufft_set_plan_cache_max_size",
+        "aten::_cufft_clear_plan_cache",
+    }
+)
 #: The structural ``prim`` operators (constants, attributes, containers, control flow, shape and type queries).
 #: Not allowed, among others: ``prim::Print`` (a network has nothing to say on the console), ``prim::PythonOp``
 #: (calls Python), ``prim::CallFunction`` / ``prim::CallMethod`` left after inlining (dynamic dispatch),
 #: ``prim::fork``, ``prim::rpc_*``, ``prim::Enter`` / ``prim::Exit``, ``prim::SetAttr``.
-_PRIM_ALLOWED = frozenset({
-    "prim::Constant", "prim::GetAttr", "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct",
-    "prim::TupleUnpack", "prim::TupleIndex", "prim::DictConstruct", "prim::If", "prim::Loop", "prim::NumToTensor",
-    "prim::device", "prim::dtype", "prim::layout", "prim::Uninitialized", "prim::unchecked_cast",
-    "prim::RaiseException", "prim::min", "prim::max", "prim::abs", "prim::isinstance", "prim::is_cuda",
-    "prim::requires_grad", "prim::data", "prim::shape",
-})
+_PRIM_ALLOWED = frozenset(
+    {
+        "prim::Constant",
+        "prim::GetAttr",
+        "prim::ListConstruct",
+        "prim::ListUnpack",
+        "prim::TupleConstruct",
+        "prim::TupleUnpack",
+        "prim::TupleIndex",
+        "prim::DictConstruct",
+        "prim::If",
+        "prim::Loop",
+        "prim::NumToTensor",
+        "prim::device",
+        "prim::dtype",
+        "prim::layout",
+        "prim::Uninitialized",
+        "prim::unchecked_cast",
+        "prim::RaiseException",
+        "prim::min",
+        "prim::max",
+        "prim::abs",
+        "prim::isinstance",
+        "prim::is_cuda",
+        "prim::requires_grad",
+        "prim::data",
+        "prim::shape",
+    }
+)
 _MDANET_ALLOWED = frozenset(QUALIFIED_OPS)
 #: Python functions a torch.export graph calls for tuple outputs and symbolic sizes.
 _PYTHON_ALLOWED = (
-    operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod,
-    operator.pow, operator.neg, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
-    operator.and_, operator.or_, torch.sym_int, torch.sym_float, torch.sym_max, torch.sym_min, torch.sym_not,
+    operator.getitem,
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.floordiv,
+    operator.truediv,
+    operator.mod,
+    operator.pow,
+    operator.neg,
+    operator.eq,
+    operator.ne,
+    operator.lt,
+    operator.le,
+    operator.gt,
+    operator.ge,
+    operator.and_,
+    operator.or_,
+    torch.sym_int,
+    torch.sym_float,
+    torch.sym_max,
+    torch.sym_min,
+    torch.sym_not,
     torch.sym_ite,
 )
 
@@ -48,7 +99,9 @@ _PYTHON_ALLOWED = (
 def _operator_allowed(name: str, fmt: str) -> bool:
     namespace = name.split("::", 1)[0]
     return name not in _ATEN_DENIED and (
-        namespace == "aten" or name in _PRIM_ALLOWED or name in _MDANET_ALLOWED
+        namespace == "aten"
+        or name in _PRIM_ALLOWED
+        or name in _MDANET_ALLOWED
         or (fmt == "tensorrt" and namespace == "tensorrt")  # tensorrt::execute_engine runs the engine
     )
 

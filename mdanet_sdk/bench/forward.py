@@ -30,8 +30,9 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def _time_group(group: list[Contender], settings: BenchSettings, device: torch.device,
-                progress: Progress) -> list[ForwardRecord]:
+def _time_group(
+    group: list[Contender], settings: BenchSettings, device: torch.device, progress: Progress
+) -> list[ForwardRecord]:
     """Time every contender of ``group`` round-robin at each (batch, precision)."""
     channels = kind_channels(settings.kind)
     peak = peak_tflops(device)
@@ -48,29 +49,52 @@ def _time_group(group: list[Contender], settings: BenchSettings, device: torch.d
                 try:  # one untimed call weeds out a backend that cannot run this batch (static shapes, OOM)
                     call()
                 except Exception as exc:  # noqa: BLE001 - reported in its record
-                    records.append(forward_record(
-                        settings, device, section=c.section, backend=c.backend, preset=c.preset, model=c.model,
-                        ops=runner.ops, batch=batch, precision=precision, status="error", reason=one_line(exc),
-                    ))
+                    records.append(
+                        forward_record(
+                            settings,
+                            device,
+                            section=c.section,
+                            backend=c.backend,
+                            preset=c.preset,
+                            model=c.model,
+                            ops=runner.ops,
+                            batch=batch,
+                            precision=precision,
+                            status="error",
+                            reason=one_line(exc),
+                        )
+                    )
                     if _is_oom(exc) and device.type == "cuda":
                         torch.cuda.empty_cache()
                     continue
                 calls[i] = call
-            times = measure_interleaved(calls, warmup=max(0, settings.warmup - 1), repeats=settings.repeats,
-                                        sync=sync_for(device))
+            times = measure_interleaved(
+                calls, warmup=max(0, settings.warmup - 1), repeats=settings.repeats, sync=sync_for(device)
+            )
             for i, seconds in times.items():
                 c = members[i]
                 thr = Stats.of([batch / s for s in seconds])
                 achieved = c.flops * thr.median / 1e9
                 device_peak = peak.get(precision)
-                records.append(forward_record(
-                    settings, device, section=c.section, backend=c.backend, preset=c.preset, model=c.model,
-                    ops=c.runners[precision].ops, batch=batch, precision=precision,
-                    latency_ms=Stats.of([1e3 * s for s in seconds]), throughput=thr,
-                    gflop_per_slice=c.flops / 1e9, achieved_gflop_s=achieved,
-                    peak_fraction=achieved / (device_peak * 1e3) if device_peak else None,
-                    slices_per_s_per_gflop=thr.median / (c.flops / 1e9),
-                ))
+                records.append(
+                    forward_record(
+                        settings,
+                        device,
+                        section=c.section,
+                        backend=c.backend,
+                        preset=c.preset,
+                        model=c.model,
+                        ops=c.runners[precision].ops,
+                        batch=batch,
+                        precision=precision,
+                        latency_ms=Stats.of([1e3 * s for s in seconds]),
+                        throughput=thr,
+                        gflop_per_slice=c.flops / 1e9,
+                        achieved_gflop_s=achieved,
+                        peak_fraction=achieved / (device_peak * 1e3) if device_peak else None,
+                        slices_per_s_per_gflop=thr.median / (c.flops / 1e9),
+                    )
+                )
     return records
 
 
@@ -116,4 +140,3 @@ def bench_forward(settings: BenchSettings, workdir: Path, progress: Progress = q
     records.sort(key=lambda r: (r.section, rank[r.preset], rank[r.backend], r.precision, r.batch))
     _attach_ratios(records, reference)
     return records
-

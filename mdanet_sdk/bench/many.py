@@ -84,14 +84,21 @@ def bench_many(settings: BenchSettings, workdir: Path, progress: Progress = quie
     records = []
     for n in counts:
         progress(f"predict_many: {n} case(s) in a fresh process")
-        spec = dict(root=str(root), n=n, preset=preset, kind=kind, device=str(device),
-                    batch=settings.segment_batch, out=str(workdir / f"many-{n}"))
-        proc = subprocess.run([sys.executable, "-m", "mdanet_sdk.bench", json.dumps(spec)],
-                              capture_output=True, text=True, check=False)
+        spec = dict(
+            root=str(root),
+            n=n,
+            preset=preset,
+            kind=kind,
+            device=str(device),
+            batch=settings.segment_batch,
+            out=str(workdir / f"many-{n}"),
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "mdanet_sdk.bench", json.dumps(spec)], capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
             reason = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
             records.append(record(n_cases=n, status="error", reason=reason))
             continue
         records.append(record(n_cases=n, **json.loads(proc.stdout.strip().splitlines()[-1])))
     return records
-

@@ -33,6 +33,7 @@ def _captured_op_calls() -> Iterator[list[tuple[str, tuple[Tensor, ...]]]]:
         def wrapper(*args: Tensor, **kwargs: Any) -> Tensor:
             calls.append((name, args))
             return originals[name](*args, **kwargs)
+
         return wrapper
 
     try:
@@ -91,11 +92,14 @@ def bench_ops(settings: BenchSettings, progress: Progress = quiet) -> list[OpsRe
             loops = calls_per_sample(fns, sync=sync_for(device))
             times = measure_interleaved(
                 {b: _repeated(f, loops[b]) for b, f in fns.items()},
-                warmup=settings.warmup, repeats=max(settings.repeats, 5), sync=sync_for(device),
+                warmup=settings.warmup,
+                repeats=max(settings.repeats, 5),
+                sync=sync_for(device),
             )
         eager_ms = Stats.of([1e3 * s / loops["eager"] for s in times["eager"]]).median
         for backend, seconds in times.items():
             lat = Stats.of([1e3 * s / loops[backend] for s in seconds])
-            records.append(record(backend=backend, latency_ms=lat, ratio=eager_ms / lat.median,
-                                  calls_per_sample=loops[backend]))
+            records.append(
+                record(backend=backend, latency_ms=lat, ratio=eager_ms / lat.median, calls_per_sample=loops[backend])
+            )
     return sorted(records, key=lambda r: (r.op, r.call, r.backend))

@@ -17,8 +17,18 @@ from mdanet_sdk.device import PRECISIONS, resolve_device
 from mdanet_sdk.errors import InputError
 
 __all__ = [
-    "SCHEMA", "SCHEMA_VERSION", "BACKENDS", "PEERS", "SECTIONS", "VOLUMES", "BenchSettings", "ForwardRecord",
-    "SegmentRecord", "ManyRecord", "OpsRecord", "BenchmarkReport",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "BACKENDS",
+    "PEERS",
+    "SECTIONS",
+    "VOLUMES",
+    "BenchSettings",
+    "ForwardRecord",
+    "SegmentRecord",
+    "ManyRecord",
+    "OpsRecord",
+    "BenchmarkReport",
 ]
 
 SCHEMA = "mdanet-sdk-benchmark"
@@ -78,8 +88,15 @@ class BenchSettings:
         """The ``--quick`` settings: every section at small sizes (the small preset, 64² slices, 8-slice volumes,
         3 repeats), about a minute on 2 idle CPU cores."""
         base: dict[str, Any] = dict(
-            presets=("small",), batch_sizes=(1, 4), size=64, warmup=1, repeats=3, slices=8,
-            segment_presets=("small",), many_counts=(1, 2), quick=True,
+            presets=("small",),
+            batch_sizes=(1, 4),
+            size=64,
+            warmup=1,
+            repeats=3,
+            slices=8,
+            segment_presets=("small",),
+            many_counts=(1, 2),
+            quick=True,
         )
         base.update(overrides)
         return cls(**base)
@@ -109,9 +126,13 @@ class BenchSettings:
                 ) from None
 
         parsers: dict[str, tuple[str, Callable[[str], Any]]] = {
-            "PRESETS": ("presets", names), "BACKENDS": ("backends", names), "BATCH_SIZES": ("batch_sizes", ints),
-            "SIZE": ("size", lambda v: ints(v)[0]), "REPEATS": ("repeats", lambda v: ints(v)[0]),
-            "WARMUP": ("warmup", lambda v: ints(v)[0]), "DEVICE": ("device", str),
+            "PRESETS": ("presets", names),
+            "BACKENDS": ("backends", names),
+            "BATCH_SIZES": ("batch_sizes", ints),
+            "SIZE": ("size", lambda v: ints(v)[0]),
+            "REPEATS": ("repeats", lambda v: ints(v)[0]),
+            "WARMUP": ("warmup", lambda v: ints(v)[0]),
+            "DEVICE": ("device", str),
         }
         overrides = {key: parse(value) for name, (key, parse) in parsers.items() if (value := get(name))}
         return cls.quick_run(**overrides) if get("QUICK") not in (None, "0") else cls(**overrides)
@@ -166,6 +187,7 @@ class BenchSettings:
 
 def _dict(record: Any) -> dict[str, Any]:
     """A record as JSON-ready data: Stats become dicts, tuples lists, floats 6 significant digits."""
+
     def convert(value: Any) -> Any:
         if isinstance(value, Stats):
             return value.to_dict()
@@ -329,5 +351,3 @@ class BenchmarkReport:
             "predict_many": [r.to_dict() for r in self.predict_many],
             "ops": [r.to_dict() for r in self.ops],
         }
-
-

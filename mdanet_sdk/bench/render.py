@@ -16,8 +16,18 @@ from mdanet_sdk.errors import InputError
 
 __all__ = ["SUMMARY_COLUMNS", "summary_rows", "write_json", "plot_throughput"]
 
-SUMMARY_COLUMNS = ("section", "what", "backend", "batch", "prec", "median", "spread (IQR)", "throughput",
-                   "× eager", "notes")
+SUMMARY_COLUMNS = (
+    "section",
+    "what",
+    "backend",
+    "batch",
+    "prec",
+    "median",
+    "spread (IQR)",
+    "throughput",
+    "× eager",
+    "notes",
+)
 
 
 def _num(value: float) -> str:
@@ -48,57 +58,108 @@ def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
         if r.status != "ok":
             if (r.preset, r.backend, r.status) not in said:
                 said.add((r.preset, r.backend, r.status))
-                rows.append({**blank, "section": r.section, "what": what, "backend": r.backend,
-                             "notes": f"{r.status}: {r.reason}"})
+                rows.append(
+                    {
+                        **blank,
+                        "section": r.section,
+                        "what": what,
+                        "backend": r.backend,
+                        "notes": f"{r.status}: {r.reason}",
+                    }
+                )
             continue
         # _time_group fills every measured field of an ok record
         assert r.latency_ms is not None and r.throughput is not None
         assert r.gflop_per_slice is not None and r.achieved_gflop_s is not None
         assert r.slices_per_s_per_gflop is not None
-        notes = f"{_num(r.gflop_per_slice)} GF/slice · {_num(r.achieved_gflop_s)} GF/s · " \
-                f"{_num(r.slices_per_s_per_gflop)} sl/s/GF"
+        notes = (
+            f"{_num(r.gflop_per_slice)} GF/slice · {_num(r.achieved_gflop_s)} GF/s · "
+            f"{_num(r.slices_per_s_per_gflop)} sl/s/GF"
+        )
         if r.peak_fraction is not None:
             notes += f" · {100 * r.peak_fraction:.1f}% peak"
         if r.section == "peers":
             notes += f" · × vs {r.baseline}"
-        rows.append({"section": r.section, "what": what, "backend": r.backend, "batch": str(r.batch),
-                     "prec": r.precision, "median": _ms(r.latency_ms.median), "spread (IQR)": _spread(r.latency_ms),
-                     "throughput": f"{_num(r.throughput.median)} slices/s", "× eager": _ratio(r.ratio),
-                     "notes": notes})
+        rows.append(
+            {
+                "section": r.section,
+                "what": what,
+                "backend": r.backend,
+                "batch": str(r.batch),
+                "prec": r.precision,
+                "median": _ms(r.latency_ms.median),
+                "spread (IQR)": _spread(r.latency_ms),
+                "throughput": f"{_num(r.throughput.median)} slices/s",
+                "× eager": _ratio(r.ratio),
+                "notes": notes,
+            }
+        )
     for s in report.segment:
         what = f"{s.volume} {'×'.join(map(str, s.shape))} {s.preset}"
         if s.status != "ok" or s.total_ms is None:
-            rows.append({**blank, "section": "segment", "what": what, "backend": s.backend,
-                         "notes": f"{s.status}: {s.reason}"})
+            rows.append(
+                {**blank, "section": "segment", "what": what, "backend": s.backend, "notes": f"{s.status}: {s.reason}"}
+            )
             continue
         assert s.slices_per_s is not None  # set together with total_ms
         shares = ", ".join(f"{k} {100 * v['share']:.0f}%" for k, v in s.stages.items())
         if s.segmenter_ms is not None:
             shares += f"; Segmenter.predict+save {_ms(s.segmenter_ms.median)}"
-        rows.append({"section": "segment", "what": what, "backend": s.backend, "batch": str(s.batch),
-                     "prec": s.precision, "median": _ms(s.total_ms.median), "spread (IQR)": _spread(s.total_ms),
-                     "throughput": f"{_num(s.slices_per_s)} slices/s", "× eager": _ratio(s.ratio), "notes": shares})
+        rows.append(
+            {
+                "section": "segment",
+                "what": what,
+                "backend": s.backend,
+                "batch": str(s.batch),
+                "prec": s.precision,
+                "median": _ms(s.total_ms.median),
+                "spread (IQR)": _spread(s.total_ms),
+                "throughput": f"{_num(s.slices_per_s)} slices/s",
+                "× eager": _ratio(s.ratio),
+                "notes": shares,
+            }
+        )
     for m in report.predict_many:
         what = f"{m.n_cases} × {m.volume} {'×'.join(map(str, m.shape))} {m.preset}"
         if m.status != "ok":
-            rows.append({**blank, "section": "many", "what": what, "backend": m.backend,
-                         "notes": f"{m.status}: {m.reason}"})
+            rows.append(
+                {**blank, "section": "many", "what": what, "backend": m.backend, "notes": f"{m.status}: {m.reason}"}
+            )
             continue
         assert m.cases_per_s is not None  # an ok record holds the child's measurements
         mem = f"peak RSS {m.peak_rss_mb:,.0f} MB (after setup {m.setup_rss_mb:,.0f} MB)"
         if m.peak_gpu_mb is not None:
             mem += f", GPU {m.peak_gpu_mb:,.0f} MB"
-        rows.append({**blank, "section": "many", "what": what, "backend": m.backend,
-                     "median": _ms(1e3 * (m.seconds or 0.0)), "throughput": f"{_num(m.cases_per_s)} cases/s",
-                     "notes": mem + " (one run)"})
+        rows.append(
+            {
+                **blank,
+                "section": "many",
+                "what": what,
+                "backend": m.backend,
+                "median": _ms(1e3 * (m.seconds or 0.0)),
+                "throughput": f"{_num(m.cases_per_s)} cases/s",
+                "notes": mem + " (one run)",
+            }
+        )
     for o in report.ops:
         if o.status != "ok" or o.latency_ms is None:
-            rows.append({**blank, "section": "ops", "what": o.call, "backend": o.backend,
-                         "notes": f"{o.status}: {o.reason}"})
+            rows.append(
+                {**blank, "section": "ops", "what": o.call, "backend": o.backend, "notes": f"{o.status}: {o.reason}"}
+            )
             continue
-        rows.append({**blank, "section": "ops", "what": o.call, "backend": o.backend, "batch": "1",
-                     "prec": "fp32", "median": _ms(o.latency_ms.median), "spread (IQR)": _spread(o.latency_ms),
-                     "× eager": _ratio(o.ratio)})
+        rows.append(
+            {
+                **blank,
+                "section": "ops",
+                "what": o.call,
+                "backend": o.backend,
+                "batch": "1",
+                "prec": "fp32",
+                "median": _ms(o.latency_ms.median),
+                "spread (IQR)": _spread(o.latency_ms),
+                "× eager": _ratio(o.ratio),
+            }
+        )
     return rows
 
 

@@ -21,8 +21,12 @@ from mdanet_sdk.bench.segment import bench_segment
 __all__ = ["run_benchmark"]
 
 
-def run_benchmark(settings: BenchSettings, workdir: Path | None = None, progress: Progress = quiet,
-                  on_section: Callable[[BenchmarkReport], object] | None = None) -> BenchmarkReport:
+def run_benchmark(
+    settings: BenchSettings,
+    workdir: Path | None = None,
+    progress: Progress = quiet,
+    on_section: Callable[[BenchmarkReport], object] | None = None,
+) -> BenchmarkReport:
     """Run the sections of ``settings`` and return the report.
 
     Args:

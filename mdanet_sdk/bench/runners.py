@@ -19,8 +19,17 @@ from mdanet_sdk.errors import BackendUnavailableError, InputError, MDANetError
 from mdanet_sdk.model import SegmentationModel, build_model
 
 __all__ = [
-    "BACKEND_OPS", "Progress", "quiet", "kind_channels", "build_network", "count_flops", "Runner", "make_runner",
-    "Contender", "contenders", "one_line",
+    "BACKEND_OPS",
+    "Progress",
+    "quiet",
+    "kind_channels",
+    "build_network",
+    "count_flops",
+    "Runner",
+    "make_runner",
+    "Contender",
+    "contenders",
+    "one_line",
 ]
 
 #: The op implementation behind the eager and native backends.
@@ -66,8 +75,9 @@ def build_network(
             raise BackendUnavailableError(
                 f"MONAI is not installed ({type(exc).__name__}); `pip install monai` adds this peer."
             ) from None
-        net = BasicUNet(spatial_dims=2, in_channels=kind_channels(kind), out_channels=2,
-                        features=(64, 128, 256, 512, 1024, 64))
+        net = BasicUNet(
+            spatial_dims=2, in_channels=kind_channels(kind), out_channels=2, features=(64, 128, 256, 512, 1024, 64)
+        )
         return net.eval()
     return build_model(MDANetConfig.from_preset(preset, kind).resolved(size), ops=ops_impl).eval()
 
@@ -158,10 +168,15 @@ def make_runner(
     source = _native_twin(eager) if ops.implementation("auto", device) == "native" else eager
     sizes = sorted(set(batch_sizes))
     result = export.export_model(
-        source, backend, workdir / f"{preset}-{kind}-{size}-{precision}{_SUFFIX[backend]}",
-        preprocess=PreprocessConfig(size=size).to_dict(), meta={"note": "benchmark: random weights"},
-        precision=precision, batch=export.BatchRange(sizes[0], sizes[len(sizes) // 2], sizes[-1]),
-        size=(size, size), device=device,
+        source,
+        backend,
+        workdir / f"{preset}-{kind}-{size}-{precision}{_SUFFIX[backend]}",
+        preprocess=PreprocessConfig(size=size).to_dict(),
+        meta={"note": "benchmark: random weights"},
+        precision=precision,
+        batch=export.BatchRange(sizes[0], sizes[len(sizes) // 2], sizes[-1]),
+        size=(size, size),
+        device=device,
     )
     return Runner(export.load_artifact(result.path, device=device), result.ops, autocast=False)
 
@@ -193,8 +208,9 @@ class Contender:
 
 def forward_record(settings: BenchSettings, device: torch.device, **fields_: Any) -> ForwardRecord:
     """A forward record with the run's kind, channels, size and device filled in."""
-    return ForwardRecord(kind=settings.kind, in_channels=kind_channels(settings.kind), size=settings.size,
-                         device=str(device), **fields_)
+    return ForwardRecord(
+        kind=settings.kind, in_channels=kind_channels(settings.kind), size=settings.size, device=str(device), **fields_
+    )
 
 
 def one_line(exc: BaseException) -> str:
@@ -202,8 +218,15 @@ def one_line(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {exc}".strip().splitlines() or [type(exc).__name__])[0]
 
 
-def contenders(section: str, preset: str, backends: Sequence[str], settings: BenchSettings, device: torch.device,
-                workdir: Path, progress: Progress) -> tuple[list[Contender], list[ForwardRecord]]:
+def contenders(
+    section: str,
+    preset: str,
+    backends: Sequence[str],
+    settings: BenchSettings,
+    device: torch.device,
+    workdir: Path,
+    progress: Progress,
+) -> tuple[list[Contender], list[ForwardRecord]]:
     """``preset`` on each backend that can run here, and ``unavailable``/``error`` records for the others.
 
     Args:
@@ -217,9 +240,22 @@ def contenders(section: str, preset: str, backends: Sequence[str], settings: Ben
     failed: list[ForwardRecord] = []
 
     def fail(backend: str, model: str, status: str, reason: str, only: Sequence[str] = precisions) -> None:
-        failed.extend(forward_record(settings, device, section=section, backend=backend, preset=preset,
-                                     model=model, batch=b, precision=p, status=status, reason=reason)
-                      for p in only for b in settings.batch_sizes)
+        failed.extend(
+            forward_record(
+                settings,
+                device,
+                section=section,
+                backend=backend,
+                preset=preset,
+                model=model,
+                batch=b,
+                precision=p,
+                status=status,
+                reason=reason,
+            )
+            for p in only
+            for b in settings.batch_sizes
+        )
 
     try:
         eager = build_network(preset, settings.kind, size=settings.size).to(device)
@@ -227,16 +263,24 @@ def contenders(section: str, preset: str, backends: Sequence[str], settings: Ben
         fail("eager", preset, "unavailable", str(exc))
         return ready, failed
     model = type(eager).__name__
-    flops = count_flops(eager, torch.zeros(1, kind_channels(settings.kind), settings.size, settings.size,
-                                           device=device))
+    flops = count_flops(
+        eager, torch.zeros(1, kind_channels(settings.kind), settings.size, settings.size, device=device)
+    )
     for backend in backends:
         runners: dict[str, Runner] = {}
         for precision in precisions:
             progress(f"forward {preset}: preparing {backend} {precision}")
             try:
-                runners[precision] = make_runner(backend, eager, preset, settings.kind, size=settings.size,
-                                                 batch_sizes=settings.batch_sizes, precision=precision,
-                                                 workdir=workdir)
+                runners[precision] = make_runner(
+                    backend,
+                    eager,
+                    preset,
+                    settings.kind,
+                    size=settings.size,
+                    batch_sizes=settings.batch_sizes,
+                    precision=precision,
+                    workdir=workdir,
+                )
             except MDANetError as exc:
                 fail(backend, model, "unavailable", str(exc), [precision])
             except Exception as exc:  # noqa: BLE001 - an artefact that fails to build is reported, not fatal
@@ -248,5 +292,3 @@ def contenders(section: str, preset: str, backends: Sequence[str], settings: Ben
         if runners:
             ready.append(Contender(section, backend, preset, model, flops, runners))
     return ready, failed
-
-

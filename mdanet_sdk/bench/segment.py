@@ -32,8 +32,16 @@ def phantom_dataset(kind: str, shape: tuple[int, int, int], n_cases: int, root: 
     return out
 
 
-def random_segmenter(preset: str, kind: str, *, device: torch.device | str = "cpu", batch: int = 8,
-                     precision: str = "fp32", ops_impl: str = "auto", seed: int = 0) -> Any:
+def random_segmenter(
+    preset: str,
+    kind: str,
+    *,
+    device: torch.device | str = "cpu",
+    batch: int = 8,
+    precision: str = "fp32",
+    ops_impl: str = "auto",
+    seed: int = 0,
+) -> Any:
     """A :class:`~mdanet_sdk.inference.Segmenter` around a ``preset`` network with seeded random weights.
 
     Default preprocessing, no TTA, no lesion-size filter: the timing of a trained model, whose weights do not
@@ -58,8 +66,9 @@ def random_segmenter(preset: str, kind: str, *, device: torch.device | str = "cp
         # A native network is built without complaint and fails only when it runs: say why now instead.
         ops.implementation("native", device)
     weights = build_network(preset, kind, seed=seed).state_dict()
-    checkpoint = Checkpoint(MDANetConfig.from_preset(preset, kind), PreprocessConfig(), dict(weights),
-                            {"note": "benchmark: random weights"})
+    checkpoint = Checkpoint(
+        MDANetConfig.from_preset(preset, kind), PreprocessConfig(), dict(weights), {"note": "benchmark: random weights"}
+    )
     return Segmenter([checkpoint], device=device, precision=precision, batch_size=batch, tta=False, ops=ops_impl)
 
 
@@ -110,23 +119,37 @@ def _segmenter_call(source: Any, segmenter: Any, out: Path) -> Callable[[], obje
     return lambda: segmenter.predict(source).save(out)
 
 
-def _segment_group(source: Any, kind: str, preset: str, settings: BenchSettings, workdir: Path,
-                   progress: Progress) -> list[SegmentRecord]:
+def _segment_group(
+    source: Any, kind: str, preset: str, settings: BenchSettings, workdir: Path, progress: Progress
+) -> list[SegmentRecord]:
     """The records of one (kind, preset): eager and native, staged and through the Segmenter, round-robin."""
     device = settings.resolved_device()
     precision = settings.resolved_precisions()[0]
     shape = settings.volume_shape(kind)
     # the fields every record of the group shares (a partial, so mypy checks them against SegmentRecord)
-    record = partial(SegmentRecord, volume=kind, shape=shape, preset=preset, device=str(device),
-                     modalities=MDANetConfig.from_preset(preset, kind).modalities, precision=precision,
-                     batch=settings.segment_batch)
+    record = partial(
+        SegmentRecord,
+        volume=kind,
+        shape=shape,
+        preset=preset,
+        device=str(device),
+        modalities=MDANetConfig.from_preset(preset, kind).modalities,
+        precision=precision,
+        batch=settings.segment_batch,
+    )
     records: list[SegmentRecord] = []
     timers: dict[str, list[StageTimer]] = {}
     calls: dict[str, Callable[[], object]] = {}
     for backend in dict.fromkeys(("eager", *[b for b in settings.backends if b == "native"])):
         try:
-            segmenter = random_segmenter(preset, kind, device=device, batch=settings.segment_batch,
-                                         precision=precision, ops_impl=BACKEND_OPS[backend])
+            segmenter = random_segmenter(
+                preset,
+                kind,
+                device=device,
+                batch=settings.segment_batch,
+                precision=precision,
+                ops_impl=BACKEND_OPS[backend],
+            )
         except MDANetError as exc:
             records.append(record(backend=backend, status="unavailable", reason=str(exc)))
             continue
@@ -137,15 +160,19 @@ def _segment_group(source: Any, kind: str, preset: str, settings: BenchSettings,
     progress(f"segment {kind}: {preset} {', '.join(timers)}")
     times = measure_interleaved(calls, warmup=settings.warmup, repeats=settings.repeats, sync=sync_for(device))
     for backend, runs in timers.items():
-        runs = runs[settings.warmup:]
+        runs = runs[settings.warmup :]
         stage_ms = {k: Stats.of([1e3 * t.seconds[k] for t in runs]) for k in runs[0].seconds}
         medians = sum(v.median for v in stage_ms.values())
         total = Stats.of([1e3 * t.total for t in runs])
-        records.append(record(
-            backend=backend, total_ms=total, slices_per_s=shape[2] / (total.median / 1e3),
-            stages={k: {"ms": v, "share": v.median / medians} for k, v in stage_ms.items()},
-            segmenter_ms=Stats.of([1e3 * t for t in times[f"{backend} segmenter"]]),
-        ))
+        records.append(
+            record(
+                backend=backend,
+                total_ms=total,
+                slices_per_s=shape[2] / (total.median / 1e3),
+                stages={k: {"ms": v, "share": v.median / medians} for k, v in stage_ms.items()},
+                segmenter_ms=Stats.of([1e3 * t for t in times[f"{backend} segmenter"]]),
+            )
+        )
     return records
 
 

@@ -85,8 +85,9 @@ def measure_interleaved(
     return times
 
 
-def measure(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 5,
-            sync: Callable[[], None] | None = None) -> list[float]:
+def measure(
+    fn: Callable[[], object], *, warmup: int = 1, repeats: int = 5, sync: Callable[[], None] | None = None
+) -> list[float]:
     """Wall time in seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
     return measure_interleaved({"fn": fn}, warmup=warmup, repeats=repeats, sync=sync)["fn"]
 
@@ -120,8 +121,9 @@ class StageTimer:
         return sum(self.seconds.values())
 
 
-def calls_per_sample(fns: Mapping[str, Callable[[], object]], target_s: float = 0.02,
-                     sync: Callable[[], None] | None = None) -> dict[str, int]:
+def calls_per_sample(
+    fns: Mapping[str, Callable[[], object]], target_s: float = 0.02, sync: Callable[[], None] | None = None
+) -> dict[str, int]:
     """Calls per timed sample so that one sample lasts about ``target_s``: a kernel of microseconds timed
     alone would measure the timer and the scheduler instead (as ``timeit`` autoranges)."""
     once = {name: min(measure(fn, warmup=1, repeats=2, sync=sync)) for name, fn in fns.items()}

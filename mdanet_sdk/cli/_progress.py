@@ -25,8 +25,12 @@ def case_bars(quiet: bool) -> Iterator[Callable[[str, str, int], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
     ) as bar:
         cases = bar.add_task("cases", total=0)
         slices = bar.add_task("slices", total=0)
@@ -62,22 +66,31 @@ def train_bars(quiet: bool, patience: int) -> Iterator[Callable[[TrainEvent], No
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as bar:
         task = None
 
         def update(event: TrainEvent) -> None:
             nonlocal task
             if event.kind == "epoch":
-                task = bar.add_task(f"fold {event.fold} epoch {event.epoch + 1}/{event.epochs}", total=event.steps,
-                                    stats="")
+                task = bar.add_task(
+                    f"fold {event.fold} epoch {event.epoch + 1}/{event.epochs}", total=event.steps, stats=""
+                )
             elif event.kind == "step" and task is not None and event.stats is not None:
                 bar.update(task, advance=1, stats=_stats_text(event.stats))
             elif event.kind == "validated" and task is not None and event.stats is not None:
                 best = event.best_epoch if event.best_epoch is not None else event.epoch
-                bar.update(task, stats=f"{_stats_text(event.stats)}  val DSC {event.val_dsc:.3f} "
-                                       f"(best {event.best_val_dsc:.3f} @ {best + 1})")
+                bar.update(
+                    task,
+                    stats=f"{_stats_text(event.stats)}  val DSC {event.val_dsc:.3f} "
+                    f"(best {event.best_val_dsc:.3f} @ {best + 1})",
+                )
             elif event.kind == "stopped":
                 console.print(f"fold {event.fold}: no better validation Dice for {patience} epochs, stopping.")
 

@@ -10,8 +10,27 @@ import typer
 from mdanet_sdk.cli._app import command, console
 from mdanet_sdk.cli._progress import train_bars
 from mdanet_sdk.cli.train import (
-    Amp, Batch, DataDir, Device, Epochs, Fold, Folds, Kind, Layout, LesionFraction, Lr, Patience, Precision, Preset,
-    Quiet, Schedule, Seed, Size, Steps, Workers, precision_option,
+    Amp,
+    Batch,
+    DataDir,
+    Device,
+    Epochs,
+    Fold,
+    Folds,
+    Kind,
+    Layout,
+    LesionFraction,
+    Lr,
+    Patience,
+    Precision,
+    Preset,
+    Quiet,
+    Schedule,
+    Seed,
+    Size,
+    Steps,
+    Workers,
+    precision_option,
 )
 
 __all__ = ["ablate_command"]
@@ -52,15 +71,31 @@ def ablate_command(
     from mdanet_sdk.train.trainer import TrainConfig
 
     base = TrainConfig(
-        data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset, size=size, fold=fold,
-        folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
-        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction,
-        precision=precision_option(precision, amp), device=device,
-        workers=workers, seed=seed, quiet=quiet,
+        data_dir=str(data_dir),
+        out_dir=str(out),
+        layout=layout,
+        kind=kind,
+        preset=preset,
+        size=size,
+        fold=fold,
+        folds=folds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule,
+        patience=patience,
+        lesion_fraction=lesion_fraction,
+        precision=precision_option(precision, amp),
+        device=device,
+        workers=workers,
+        seed=seed,
+        quiet=quiet,
     )
     with train_bars(quiet, patience) as progress:
-        result = run_ablation(base, tuple(table or ("3", "4")), progress=progress,
-                              announce=None if quiet else console.rule)
+        result = run_ablation(
+            base, tuple(table or ("3", "4")), progress=progress, announce=None if quiet else console.rule
+        )
     for line in result.markdown().splitlines():  # line by line: the console escapes newlines inside a string
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in result.files)}", highlight=False, markup=False, soft_wrap=True)

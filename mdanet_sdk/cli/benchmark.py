@@ -95,7 +95,12 @@ def benchmark(
         "backends": _names(backend, BACKENDS, "backend"),
         "sections": _names(sections, SECTIONS, "sections"),
         "batch_sizes": _ints(batch_sizes, "batch-sizes"),
-        "size": size, "slices": slices, "kind": kind, "device": device, "repeats": repeats, "warmup": warmup,
+        "size": size,
+        "slices": slices,
+        "kind": kind,
+        "device": device,
+        "repeats": repeats,
+        "warmup": warmup,
     }
     options = {k: v for k, v in options.items() if v is not None}
     settings = BenchSettings.quick_run(**options) if quick else BenchSettings(**options)

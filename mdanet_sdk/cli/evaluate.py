@@ -49,9 +49,12 @@ def evaluate_command(
             table.add_column(name, justify="left" if name == "case" else "right")
         for c in result.cases:
             table.add_row(
-                plain(c["case_id"]), "-" if c["fold"] is None else str(c["fold"]),
+                plain(c["case_id"]),
+                "-" if c["fold"] is None else str(c["fold"]),
                 *(f"{100 * c[k]:.2f}" for k in ("dsc", "precision", "recall", "f1")),
-                f"{c['abs_volume_diff_ml']:.2f}", f"{c['abs_lesion_count_diff']:.0f}", f"{c['lesion_f1']:.3f}",
+                f"{c['abs_volume_diff_ml']:.2f}",
+                f"{c['abs_lesion_count_diff']:.0f}",
+                f"{c['lesion_f1']:.3f}",
             )
         console.print(table)
     summary = Table(title=f"mean ± std over {result.over} ({len(result.cases)} cases)")
@@ -61,9 +64,15 @@ def evaluate_command(
         summary.add_row(name, value)
     console.print(summary)
     if result.missing:
-        console.print(f"[yellow]{len(result.missing)} ground-truth case(s) without prediction:[/] "
-                      f"{escape(', '.join(result.missing[:10]))}", highlight=False)
+        console.print(
+            f"[yellow]{len(result.missing)} ground-truth case(s) without prediction:[/] "
+            f"{escape(', '.join(result.missing[:10]))}",
+            highlight=False,
+        )
     if result.unmatched:
-        console.print(f"[yellow]{len(result.unmatched)} prediction(s) without ground truth:[/] "
-                      f"{escape(', '.join(result.unmatched[:10]))}", highlight=False)
+        console.print(
+            f"[yellow]{len(result.unmatched)} prediction(s) without ground truth:[/] "
+            f"{escape(', '.join(result.unmatched[:10]))}",
+            highlight=False,
+        )
     console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, markup=False, soft_wrap=True)

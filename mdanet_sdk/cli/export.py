@@ -39,21 +39,34 @@ def export(
         ),
     ] = None,
     device: Annotated[Optional[str], typer.Option(help="Capture device (default cpu; cuda for tensorrt).")] = None,
-    trust: Annotated[bool, typer.Option(
-        "--trust", help="Accept a checkpoint without an integrity record (your own, from an older mdanet-sdk).",
-    )] = False,
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            help="Accept a checkpoint without an integrity record (your own, from an older mdanet-sdk).",
+        ),
+    ] = False,
 ) -> None:
     """Export a checkpoint as a deployable artefact, validated against the eager model."""
     from mdanet_sdk.export import BatchRange, export_checkpoint
 
     result = export_checkpoint(
-        checkpoint, fmt, output, ops=ops, precision=precision,
-        batch=BatchRange(min_batch, opt_batch, max_batch), size=size, device=device, trust=trust,
+        checkpoint,
+        fmt,
+        output,
+        ops=ops,
+        precision=precision,
+        batch=BatchRange(min_batch, opt_batch, max_batch),
+        size=size,
+        device=device,
+        trust=trust,
     )
     c, h, w = result.input_shape
     console.print(
         f"wrote {result.path} ({result.format}, {result.precision}, ops {result.ops}, input (B, {c}, {h}, {w}) "
         f"with B in {result.batch.min}..{result.batch.max}); max |artefact - eager| = {result.max_abs_diff:.3g} "
         f"<= {result.tolerance:.3g}, {result.seconds:.1f} s",
-        highlight=False, soft_wrap=True, markup=False,
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
     )

@@ -41,8 +41,11 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         cuda_kernels = f"yes ({native['cuda_version']}, archs {native['cuda_archs']})" if native["cuda"] else "no"
         rows += [
             ("native library", native["library_path"]),
-            ("native build", f"{native['compiler']}, torch {native['torch_version']}, OpenMP {native['openmp']}, "
-                             f"{native['num_threads']} threads, CUDA kernels: {cuda_kernels}"),
+            (
+                "native build",
+                f"{native['compiler']}, torch {native['torch_version']}, OpenMP {native['openmp']}, "
+                f"{native['num_threads']} threads, CUDA kernels: {cuda_kernels}",
+            ),
         ]
         if "warning" in native:
             rows.append(("native warning", native["warning"]))

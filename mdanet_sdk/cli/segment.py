@@ -36,8 +36,9 @@ def _parse_mapping(items: list[str]) -> dict[str, Path]:
 
 
 def _print(text: str, style: str) -> None:
-    err_console.print(f"[bold {style}]{'error' if style == 'red' else 'warning'}:[/] {escape(text)}",
-                      highlight=False, soft_wrap=True)
+    err_console.print(
+        f"[bold {style}]{'error' if style == 'red' else 'warning'}:[/] {escape(text)}", highlight=False, soft_wrap=True
+    )
 
 
 def _summarise(done: list[Any], failed: list[Any], report_error: str | None, report: Path | None, quiet: bool) -> None:
@@ -66,38 +67,70 @@ def _summarise(done: list[Any], failed: list[Any], report_error: str | None, rep
 
 @command("segment")
 def segment(
-    inputs: Annotated[list[Path] | None, typer.Argument(
-        help="Cases: 4D NIfTI files, case folders (ISLES'22/'18, dwi.nii.gz...) or dataset roots.")] = None,
-    out: Annotated[Path | None, typer.Option(
-        "-o", "--out", help="Output folder, or the mask file for one case. Default: current folder.")] = None,
-    checkpoint: Annotated[list[str] | None, typer.Option(
-        "--checkpoint", "-c", help="Checkpoint file or bundled name (default-mri, default-ctp); repeat for a fold "
-        "ensemble. Default: the bundled weights that fit each case.")] = None,
-    model: Annotated[Path | None, typer.Option(
-        "--model", help="Exported artefact (mdanet-sdk export, .ts/.pt2) to run instead of a checkpoint.")] = None,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Cases: 4D NIfTI files, case folders (ISLES'22/'18, dwi.nii.gz...) or dataset roots."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Output folder, or the mask file for one case. Default: current folder."),
+    ] = None,
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--checkpoint",
+            "-c",
+            help="Checkpoint file or bundled name (default-mri, default-ctp); repeat for a fold "
+            "ensemble. Default: the bundled weights that fit each case.",
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Exported artefact (mdanet-sdk export, .ts/.pt2) to run instead of a checkpoint."),
+    ] = None,
     prob: Annotated[bool, typer.Option("--prob", help="Also write <case>_prob.nii.gz (float32).")] = False,
-    tta: Annotated[bool | None, typer.Option(
-        "--tta/--no-tta", help="Average over flipped copies (4x slower). Default: as the checkpoint recommends.")] = None,
+    tta: Annotated[
+        bool | None,
+        typer.Option(
+            "--tta/--no-tta", help="Average over flipped copies (4x slower). Default: as the checkpoint recommends."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Slices per forward pass.")] = 16,
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")] = "auto",
     threshold: Annotated[float | None, typer.Option(help=f"Lesion probability threshold. {_DEFAULT} 0.5.")] = None,
-    min_size: Annotated[int | None, typer.Option(
-        "--min-size", min=0, help=f"Drop lesions smaller than this (voxels). {_DEFAULT} 0.")] = None,
-    max_adc_ratio: Annotated[float | None, typer.Option(
-        "--max-adc-ratio", min=0.0, help="MRI: drop lesions whose median ADC is above this multiple of the tissue "
-        f"ADC (0: off). {_DEFAULT} 0.")] = None,
+    min_size: Annotated[
+        int | None, typer.Option("--min-size", min=0, help=f"Drop lesions smaller than this (voxels). {_DEFAULT} 0.")
+    ] = None,
+    max_adc_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--max-adc-ratio",
+            min=0.0,
+            help=f"MRI: drop lesions whose median ADC is above this multiple of the tissue ADC (0: off). {_DEFAULT} 0.",
+        ),
+    ] = None,
     report: Annotated[Path | None, typer.Option("--report", "--json", help="Write a JSON report of all cases.")] = None,
-    overlay: Annotated[Path | None, typer.Option(
-        "--overlay", help="PNG of the lesion outline (a folder, or a .png name used as stem).")] = None,
-    modality: Annotated[list[str] | None, typer.Option(
-        "-m", "--modality", help="One case from one file per modality: -m dwi=a.nii.gz -m adc=b.nii.gz.")] = None,
-    modalities: Annotated[str | None, typer.Option(
-        "--modalities", help="Order of the volumes in 4D files, e.g. dwi,adc.")] = None,
+    overlay: Annotated[
+        Path | None,
+        typer.Option("--overlay", help="PNG of the lesion outline (a folder, or a .png name used as stem)."),
+    ] = None,
+    modality: Annotated[
+        list[str] | None,
+        typer.Option("-m", "--modality", help="One case from one file per modality: -m dwi=a.nii.gz -m adc=b.nii.gz."),
+    ] = None,
+    modalities: Annotated[
+        str | None, typer.Option("--modalities", help="Order of the volumes in 4D files, e.g. dwi,adc.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (for pipelines).")] = False,
-    trust: Annotated[bool, typer.Option(
-        "--trust", help="Load a checkpoint or artefact that has no integrity record (your own file from an older "
-        "mdanet-sdk). Damaged files are refused either way.")] = False,
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            help="Load a checkpoint or artefact that has no integrity record (your own file from an older "
+            "mdanet-sdk). Damaged files are refused either way.",
+        ),
+    ] = False,
 ) -> None:
     """Segment stroke lesions; write masks (and probability maps, a JSON report, overlays)."""
     from mdanet_sdk.inference import FailedCase, SegmentationResult
@@ -112,9 +145,23 @@ def segment(
     report_error: str | None = None
     with case_bars(quiet) as progress:
         outcomes = segment_cases(
-            items, out, checkpoint=checkpoint, model=model, prob=prob, overlay=overlay, report=report,
-            modalities=modalities, trust=trust, progress=progress, device=device, precision=precision,
-            batch_size=batch_size, tta=tta, threshold=threshold, min_size=min_size, max_adc_ratio=max_adc_ratio,
+            items,
+            out,
+            checkpoint=checkpoint,
+            model=model,
+            prob=prob,
+            overlay=overlay,
+            report=report,
+            modalities=modalities,
+            trust=trust,
+            progress=progress,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            tta=tta,
+            threshold=threshold,
+            min_size=min_size,
+            max_adc_ratio=max_adc_ratio,
         )
         try:
             for outcome in outcomes:

@@ -32,8 +32,10 @@ def summary(
     preset: Annotated[str, typer.Option(help="paper, small, unet or attention-unet.")] = "paper",
     groups: Annotated[str, typer.Option(help="Channels per modality group, e.g. 2,2 (CTP) or 1,1 (MRI).")] = "2,2",
     size: Annotated[int, typer.Option(help="Slice side in pixels (the model grid trained at).")] = 256,
-    space_grid: Annotated[int | None, typer.Option(
-        help="Side of the GCFB space-embedding node grid (default: the bottleneck, size / 16).")] = None,
+    space_grid: Annotated[
+        int | None,
+        typer.Option(help="Side of the GCFB space-embedding node grid (default: the bottleneck, size / 16)."),
+    ] = None,
     as_json: Annotated[Path | None, typer.Option("--json", metavar="FILE", help=JSON_HELP)] = None,
 ) -> None:
     """Print the parameter count and GFLOPs (and GMACs) per slice of a model preset."""

@@ -42,15 +42,21 @@ def parse_shape(text: str | None) -> tuple[int | None, int | None, int | None] |
 @command("synth")
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Dataset root to write (created).", file_okay=False)],
-    kind: Annotated[str, typer.Option(
-        help="mri (DWI + ADC, written in the ISLES'22 layout) or ctp (CBF, CBV, MTT, Tmax + CT, in the ISLES'18 "
-             "layout), as in train --kind. The former values isles22 and isles18 still work: they mean mri and ctp.")
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="mri (DWI + ADC, written in the ISLES'22 layout) or ctp (CBF, CBV, MTT, Tmax + CT, in the ISLES'18 "
+            "layout), as in train --kind. The former values isles22 and isles18 still work: they mean mri and ctp."
+        ),
     ] = "mri",
     cases: Annotated[int, typer.Option(help="Number of cases.", min=1)] = 10,
     seed: Annotated[int, typer.Option(help="Dataset seed; case i uses seed * 1000 + i.")] = 0,
     shape: Annotated[str | None, typer.Option(help="Grid XxYxZ, e.g. 96x96x40 (default: random per case).")] = None,
-    domain: Annotated[str, typer.Option(
-        help="classic, or randomised (wider contrast, noise, bias, background, resolution and unit ranges).")
+    domain: Annotated[
+        str,
+        typer.Option(
+            help="classic, or randomised (wider contrast, noise, bias, background, resolution and unit ranges)."
+        ),
     ] = "classic",
 ) -> None:
     """Write synthetic stroke phantoms (with lesion labels) as a real ISLES-layout NIfTI dataset."""
@@ -58,5 +64,9 @@ def synth(
 
     kind, layout = _kind_and_layout(kind)
     root = write_dataset(out_dir, layout, cases, seed, shape=parse_shape(shape), domain=domain)
-    console.print(f"wrote {cases} synthetic {domain} {kind} case(s) in the {layout} layout to {root}",
-                  highlight=False, soft_wrap=True, markup=False)
+    console.print(
+        f"wrote {cases} synthetic {domain} {kind} case(s) in the {layout} layout to {root}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )

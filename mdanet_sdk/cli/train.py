@@ -31,8 +31,9 @@ Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
 Schedule = Annotated[str, typer.Option(help="cosine, plateau or constant.")]
 Patience = Annotated[int, typer.Option(help="Early-stopping patience in epochs (0: off).")]
 LesionFraction = Annotated[float, typer.Option(help="Share of batch entries drawn from lesion slices.")]
-Precision = Annotated[str, typer.Option(
-    help="auto (bf16, or fp16 where unsupported, on CUDA; fp32 on CPU), fp32, fp16 or bf16.")]
+Precision = Annotated[
+    str, typer.Option(help="auto (bf16, or fp16 where unsupported, on CUDA; fp32 on CPU), fp32, fp16 or bf16.")
+]
 Amp = Annotated[str | None, typer.Option(hidden=True, help="Deprecated: use --precision (off = fp32).")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Workers = Annotated[int | None, typer.Option(help="Data-loader workers (default 4 on GPU, 0 on CPU).")]
@@ -58,8 +59,14 @@ def print_results(results, title: str) -> None:  # noqa: ANN001 - a TrainResults
     for name in ("fold", "best val DSC %", "best epoch", "epochs", "early stop", "checkpoint"):
         table.add_column(name, justify="left" if name == "checkpoint" else "right")
     for f in results.folds:
-        table.add_row(str(f.fold), f"{100 * f.best_val_dsc:.2f}", str(f.best_epoch + 1), str(f.epochs_run),
-                      "yes" if f.stopped_early else "no", f.checkpoint)
+        table.add_row(
+            str(f.fold),
+            f"{100 * f.best_val_dsc:.2f}",
+            str(f.best_epoch + 1),
+            str(f.epochs_run),
+            "yes" if f.stopped_early else "no",
+            f.checkpoint,
+        )
     console.print(table)
     s = results.summary
     if s:
@@ -78,9 +85,13 @@ def train_command(
     kind: Kind = None,
     preset: Preset = "paper",
     size: Size = 128,
-    space_grid: Annotated[int | None, typer.Option(
-        help="Side of the GCFB space-embedding node grid (default: the bottleneck, size / 16, or the --init "
-             "weights' grid).")] = None,
+    space_grid: Annotated[
+        int | None,
+        typer.Option(
+            help="Side of the GCFB space-embedding node grid (default: the bottleneck, size / 16, or the --init "
+            "weights' grid)."
+        ),
+    ] = None,
     fold: Fold = "all",
     folds: Folds = 5,
     epochs: Epochs = 100,
@@ -88,28 +99,43 @@ def train_command(
     batch_size: Batch = 16,
     lr: Lr = 1e-3,
     lam: Annotated[float, typer.Option(help="λ, weight of the similarity loss.")] = 1.0,
-    dice: Annotated[str, typer.Option(
-        help="batch: one soft Dice over the batch; slice: mean over the lesion slices (small lesions weigh more).")] = "batch",
+    dice: Annotated[
+        str,
+        typer.Option(
+            help="batch: one soft Dice over the batch; slice: mean over the lesion slices (small lesions weigh more)."
+        ),
+    ] = "batch",
     schedule: Schedule = "cosine",
     patience: Patience = 20,
     lesion_fraction: LesionFraction = 0.33,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Paper augmentations.")] = True,
-    normalization: Annotated[str, typer.Option(
-        help="relative (each modality over its median in the head) or zscore (median and IQR).")] = "relative",
-    intensity_aug: Annotated[bool, typer.Option(
-        "--intensity-aug/--no-intensity-aug",
-        help="Also augment intensities (bias, gamma, contrast, blur, resolution, noise).")] = True,
+    normalization: Annotated[
+        str, typer.Option(help="relative (each modality over its median in the head) or zscore (median and IQR).")
+    ] = "relative",
+    intensity_aug: Annotated[
+        bool,
+        typer.Option(
+            "--intensity-aug/--no-intensity-aug",
+            help="Also augment intensities (bias, gamma, contrast, blur, resolution, noise).",
+        ),
+    ] = True,
     precision: Precision = "auto",
     amp: Amp = None,
     device: Device = "auto",
     workers: Workers = None,
     seed: Seed = 0,
-    init: Annotated[str | None, typer.Option(
-        help="Start from these weights (checkpoint file or default-mri/default-ctp): fine-tuning.")] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(help="Start from these weights (checkpoint file or default-mri/default-ctp): fine-tuning."),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from each fold's last.pt.")] = False,
-    trust: Annotated[bool, typer.Option(
-        "--trust", help="Accept --init/--resume checkpoints without an integrity record (from an older mdanet-sdk).",
-    )] = False,
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            help="Accept --init/--resume checkpoints without an integrity record (from an older mdanet-sdk).",
+        ),
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Train MDANet with k-fold cross-validation by case; best.pt / last.pt per fold.
@@ -119,13 +145,35 @@ def train_command(
     from mdanet_sdk.train.trainer import TrainConfig, train
 
     cfg = TrainConfig(
-        data_dir=str(data_dir), out_dir=str(out), layout=layout, kind=kind, preset=preset,
-        model_overrides={} if space_grid is None else {"space_grid": space_grid}, size=size, fold=fold,
-        folds=folds, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, lam=lam, dice=dice,
-        schedule=schedule, patience=patience, lesion_fraction=lesion_fraction, augment=augment,
-        intensity_augment=intensity_aug, normalization=normalization,
+        data_dir=str(data_dir),
+        out_dir=str(out),
+        layout=layout,
+        kind=kind,
+        preset=preset,
+        model_overrides={} if space_grid is None else {"space_grid": space_grid},
+        size=size,
+        fold=fold,
+        folds=folds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size,
+        lr=lr,
+        lam=lam,
+        dice=dice,
+        schedule=schedule,
+        patience=patience,
+        lesion_fraction=lesion_fraction,
+        augment=augment,
+        intensity_augment=intensity_aug,
+        normalization=normalization,
         precision=precision_option(precision, amp),
-        device=device, workers=workers, seed=seed, init=init, resume=resume, trust=trust, quiet=quiet,
+        device=device,
+        workers=workers,
+        seed=seed,
+        init=init,
+        resume=resume,
+        trust=trust,
+        quiet=quiet,
     )
     with train_bars(quiet or not _is_main_process(), patience) as progress:
         results = train(cfg, progress)

@@ -79,8 +79,12 @@ class IntensityAugmentation:
             out = _gaussian_blur(out, self.blur)
         if self.low_res > 1.0:
             small = (max(1, round(height / self.low_res)), max(1, round(width / self.low_res)))
-            out = F.interpolate(F.interpolate(out[None], size=small, mode="area"), size=(height, width),
-                                mode="bilinear", align_corners=False)[0]
+            out = F.interpolate(
+                F.interpolate(out[None], size=small, mode="area"),
+                size=(height, width),
+                mode="bilinear",
+                align_corners=False,
+            )[0]
         for c, sigma in enumerate(self.noise):
             if sigma > 0:
                 spread = out[c].std().clamp_min(1e-6)

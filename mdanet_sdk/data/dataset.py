@@ -56,8 +56,11 @@ class Augmentation:
     def draw(cls, rng: np.random.Generator) -> "Augmentation":
         """Flip each axis with probability 1/2, angle uniform in ±:data:`ROTATION_DEG`, scale in :data:`SCALE_RANGE`."""
         flips = rng.random(2) < 0.5
-        return cls((bool(flips[0]), bool(flips[1])), float(rng.uniform(-ROTATION_DEG, ROTATION_DEG)),
-                   float(rng.uniform(*SCALE_RANGE)))
+        return cls(
+            (bool(flips[0]), bool(flips[1])),
+            float(rng.uniform(-ROTATION_DEG, ROTATION_DEG)),
+            float(rng.uniform(*SCALE_RANGE)),
+        )
 
     def matrix(self) -> np.ndarray:
         """float64 ``(2, 2)`` mapping output pixel offsets from the slice centre, ``(row, col)``, to input
@@ -67,7 +70,9 @@ class Augmentation:
         return rotation @ np.diag([-1.0 if f else 1.0 for f in self.flips]) / self.scale
 
 
-def apply_affine(image: torch.Tensor, label: torch.Tensor | None, matrix: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+def apply_affine(
+    image: torch.Tensor, label: torch.Tensor | None, matrix: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Resample a slice and its label with the same pixel-space affine about the slice centre.
 
     Args:
@@ -139,7 +144,9 @@ class SliceDataset(Dataset):
             self.case_ids.append(case.case_id)
             self._images.append(images)
             self._labels.append(label)
-        self._index = np.array([(c, z) for c, images in enumerate(self._images) for z in range(len(images))], dtype=np.int64)
+        self._index = np.array(
+            [(c, z) for c, images in enumerate(self._images) for z in range(len(images))], dtype=np.int64
+        )
         self._epoch = 0
         self._rng: np.random.Generator | None = None
         self._rng_key: tuple[int, int] | None = None
@@ -209,4 +216,6 @@ def kfold_split(case_ids: Sequence[str], k: int = 5, seed: int = 0) -> list[tupl
         raise InputError(f"{len(ids)} cases cannot fill {k} folds; use fewer folds or more cases.")
     order = np.random.default_rng(seed).permutation(len(ids))
     folds = [set(part.tolist()) for part in np.array_split(order, k)]
-    return [([c for i, c in enumerate(ids) if i not in fold], [c for i, c in enumerate(ids) if i in fold]) for fold in folds]
+    return [
+        ([c for i, c in enumerate(ids) if i not in fold], [c for i, c in enumerate(ids) if i in fold]) for fold in folds
+    ]

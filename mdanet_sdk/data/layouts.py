@@ -213,7 +213,9 @@ def _generic_folder(folder: Path, modalities: tuple[str, ...] | None) -> CaseSou
     names = modalities or sum(LAYOUT_MODALITIES.values(), ())
     found = _group([p for p in folder.iterdir() if _is_nifti(p)], lambda p: _generic_name(p, names))
     # Our outputs are named after the case id: the folder's name, or the "<id>" of "<id>_dwi.nii.gz" files.
-    ids = {nifti_stem(p)[: -len(m) - 1] for m, ps in found.items() for p in ps if nifti_stem(p).lower().endswith(f"_{m}")}
+    ids = {
+        nifti_stem(p)[: -len(m) - 1] for m, ps in found.items() for p in ps if nifti_stem(p).lower().endswith(f"_{m}")
+    }
     found = _drop_outputs(found, {folder.name, *ids}, set(found))
     if modalities is None:  # the first layout whose modalities are all there
         modalities = next((m for m in LAYOUT_MODALITIES.values() if set(m) <= set(found)), None)

@@ -91,6 +91,7 @@ def output_name(case_id: str, kind: Literal["mask", "prob"] = "mask") -> str:
     """The file name of a case's output: ``<case_id>_seg.nii.gz`` for the mask, ``<case_id>_prob.nii.gz``."""
     return f"{case_id}{OUTPUT_SUFFIXES[kind]}.nii.gz"
 
+
 # What nibabel, gzip and zlib raise on a file that is not NIfTI or is damaged.
 _READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError, TypeError)
 _CANONICAL = axcodes2ornt(("R", "A", "S"))

@@ -120,9 +120,12 @@ class PreprocessConfig:
                 raise InputError(f"{name} must be an integer from {lo} to {hi}{unset}, got {value!r:.80}.")
             object.__setattr__(self, name, int(value))
         clip = self.clip_percentiles
-        if not isinstance(clip, (list, tuple)) or len(clip) != 2 or not all(
-            isinstance(p, Real) and not isinstance(p, bool) for p in clip
-        ) or not 0.0 <= float(clip[0]) < float(clip[1]) <= 100.0:
+        if (
+            not isinstance(clip, (list, tuple))
+            or len(clip) != 2
+            or not all(isinstance(p, Real) and not isinstance(p, bool) for p in clip)
+            or not 0.0 <= float(clip[0]) < float(clip[1]) <= 100.0
+        ):
             raise InputError(f"clip_percentiles must be (low, high) with 0 <= low < high <= 100, got {clip!r:.80}.")
         object.__setattr__(self, "clip_percentiles", (float(clip[0]), float(clip[1])))
         if not isinstance(self.normalization, str) or self.normalization not in NORMALIZATIONS:
@@ -291,7 +294,9 @@ def _volumes(images: Mapping[str, np.ndarray], modalities: Sequence[str]) -> lis
 
 
 def slice_stack(
-    images: Mapping[str, np.ndarray], modalities: Sequence[str], cfg: PreprocessConfig,
+    images: Mapping[str, np.ndarray],
+    modalities: Sequence[str],
+    cfg: PreprocessConfig,
     brain_mask: np.ndarray | None = None,
 ) -> SliceStack:
     """Check and normalise the modalities of one case (steps 1-2) and return them as a lazy :class:`SliceStack`.
@@ -312,7 +317,9 @@ def slice_stack(
 
 
 def preprocess_images(
-    images: Mapping[str, np.ndarray], modalities: Sequence[str], cfg: PreprocessConfig,
+    images: Mapping[str, np.ndarray],
+    modalities: Sequence[str],
+    cfg: PreprocessConfig,
     brain_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, SliceGeometry]:
     """Normalise, slice, resample and pad the modalities of one case (module docstring), all slices at once.

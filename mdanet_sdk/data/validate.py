@@ -203,9 +203,7 @@ def _check_content(
 ) -> None:
     """Refuse an image without finite voxels, an empty one (unless allowed) and a constant one (images)."""
     if low > high:  # no finite voxel at all (min over nothing stays +inf)
-        raise InputError(
-            f"{name} holds no finite value ({n_nan} NaN and {n_inf} infinite voxels); check the file."
-        )
+        raise InputError(f"{name} holds no finite value ({n_nan} NaN and {n_inf} infinite voxels); check the file.")
     undefined = f"; {n_nan} NaN and {n_inf} infinite voxels aside" if n_nan + n_inf else ""
     every = "every finite voxel" if n_nan + n_inf else "every voxel"
     if low == high == 0.0 and not allow_empty:

@@ -40,8 +40,7 @@ class BatchRange:
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
             raise InputError(
-                f"batch sizes must satisfy 1 <= min <= opt <= max; got min={self.min}, opt={self.opt}, "
-                f"max={self.max}."
+                f"batch sizes must satisfy 1 <= min <= opt <= max; got min={self.min}, opt={self.opt}, max={self.max}."
             )
 
     @property

@@ -77,7 +77,9 @@ def write_tensorrt(
     program = capture_exported(model, example, batch)
     shape = tuple(example.shape[1:])
     spec = torch_tensorrt.Input(
-        min_shape=(batch.min, *shape), opt_shape=(batch.opt, *shape), max_shape=(batch.max, *shape),
+        min_shape=(batch.min, *shape),
+        opt_shape=(batch.opt, *shape),
+        max_shape=(batch.max, *shape),
         dtype=example.dtype,
     )
     options: dict[str, Any] = {"arg_inputs": [spec], "min_block_size": 1}

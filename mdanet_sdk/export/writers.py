@@ -165,13 +165,25 @@ def export_model(
     output = atomic_write(output, write_and_validate, tmp_suffix=".pt2")
     diff, bound = scores[0]
     return ExportResult(
-        path=output, format=fmt, precision=precision, ops=ops_kind, input_shape=(config.in_channels, height, width),
-        batch=batch, max_abs_diff=diff, tolerance=bound, seconds=time.perf_counter() - started,
+        path=output,
+        format=fmt,
+        precision=precision,
+        ops=ops_kind,
+        input_shape=(config.in_channels, height, width),
+        batch=batch,
+        max_abs_diff=diff,
+        tolerance=bound,
+        seconds=time.perf_counter() - started,
     )
 
 
 def _metadata(
-    config: MDANetConfig, fmt: str, precision: str, ops_kind: str, size: tuple[int, int], batch: BatchRange,
+    config: MDANetConfig,
+    fmt: str,
+    precision: str,
+    ops_kind: str,
+    size: tuple[int, int],
+    batch: BatchRange,
     source: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The artefact's ``meta`` record (validated on loading by :mod:`mdanet_sdk.artifact_safety`)."""
@@ -295,6 +307,14 @@ def export_checkpoint(
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, trust=trust)
     source = {**ckpt.meta, "source": str(ckpt.path) if ckpt.path is not None else None}
     return export_model(
-        ckpt.build_model(ops=ops), fmt, output, preprocess=ckpt.preprocess.to_dict(), meta=source,
-        model_config=ckpt.model_config, precision=precision, batch=batch, size=size, device=device,
+        ckpt.build_model(ops=ops),
+        fmt,
+        output,
+        preprocess=ckpt.preprocess.to_dict(),
+        meta=source,
+        model_config=ckpt.model_config,
+        precision=precision,
+        batch=batch,
+        size=size,
+        device=device,
     )

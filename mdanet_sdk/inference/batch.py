@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from mdanet_sdk.errors import InputError, MDANetError
-from mdanet_sdk.inference.planning import Job, SegmentInput, output_paths, parse_modalities, plan_jobs, refuse_clobbering
+from mdanet_sdk.inference.planning import (
+    Job,
+    SegmentInput,
+    output_paths,
+    parse_modalities,
+    plan_jobs,
+    refuse_clobbering,
+)
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult
 from mdanet_sdk.inference.segmenter import Segmenter
 from mdanet_sdk.report import CaseReport, write_json_report
@@ -93,7 +100,10 @@ def _silent(event: str, case_id: str, n: int) -> None:
 
 
 def _run(
-    jobs: list[Job], segmenters: dict[str, Segmenter], options: dict[str, Any], progress: Progress,
+    jobs: list[Job],
+    segmenters: dict[str, Segmenter],
+    options: dict[str, Any],
+    progress: Progress,
     report: Path | None,
 ) -> Iterator[SegmentationResult | FailedCase]:
     """Yield the cases that failed planning, then each group's cases as they finish; write the report last."""
@@ -139,8 +149,9 @@ def _run_group(seg: Segmenter, group: list[Job], progress: Progress) -> Iterator
     lines = [f"model {seg.name} on {seg.device} ({seg.precision}), modalities {', '.join(seg.modalities)}"]
     lines += [f"  {job.case_id}: reading {', '.join(_order(job))}" for job in group]
     progress("model", "\n".join(lines), len(group))
-    results = seg.predict_many([job.source for job in group if job.source is not None], errors="yield",
-                               progress=progress)
+    results = seg.predict_many(
+        [job.source for job in group if job.source is not None], errors="yield", progress=progress
+    )
     done = 0
     try:
         for result, job in zip(results, group):

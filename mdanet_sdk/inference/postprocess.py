@@ -73,14 +73,18 @@ class PostprocessConfig:
         """
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
-            raise InputError(f"unknown post-processing settings {unknown}; use tta, threshold, min_size, max_adc_ratio.")
+            raise InputError(
+                f"unknown post-processing settings {unknown}; use tta, threshold, min_size, max_adc_ratio."
+            )
         return cls(**d)
 
     def updated(self, **changes: Any) -> "PostprocessConfig":
         """A copy with the settings in ``changes`` that are not ``None`` (a caller's explicit choices)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def apply(self, probability: np.ndarray, adc: np.ndarray | None = None, head: np.ndarray | None = None) -> np.ndarray:
+    def apply(
+        self, probability: np.ndarray, adc: np.ndarray | None = None, head: np.ndarray | None = None
+    ) -> np.ndarray:
         """Mask of a native-grid probability map.
 
         Args:
@@ -166,9 +170,7 @@ def keep_restricted_lesions(mask: np.ndarray, adc: np.ndarray, max_ratio: float)
     return _restricted(mask, *_lesion_adc_ratios(mask, adc, tissue_adc(adc)), max_ratio)
 
 
-def _lesion_adc_ratios(
-    mask: np.ndarray, adc: np.ndarray, reference: float
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _lesion_adc_ratios(mask: np.ndarray, adc: np.ndarray, reference: float) -> tuple[np.ndarray, np.ndarray | None]:
     """Lesion labels and, per label (index 0 = background, ratio inf), median ADC / ``reference``;
     ``None`` for an empty mask or a map without tissue (``reference <= 0``)."""
     labels, n = label_lesions(mask)

@@ -100,9 +100,7 @@ class SegmentationResult:
             f"{self.case_id} - {modality.upper()} - lesion {r.lesion_volume_ml:.1f} mL, "
             f"{r.n_lesions} lesion{'s' if r.n_lesions != 1 else ''}"
         )
-        return save_overlay(
-            images[modality], self.mask_canonical, path, zooms=self.case.reference.zooms, title=title
-        )
+        return save_overlay(images[modality], self.mask_canonical, path, zooms=self.case.reference.zooms, title=title)
 
 
 @dataclass
@@ -135,10 +133,14 @@ def volume_warnings(mask: np.ndarray, geometry: SliceGeometry, voxel_ml: float) 
     head = int(geometry.head.sum()) if geometry.head is not None else mask.size
     warnings = []
     if head * voxel_ml > LARGEST_BRAIN_ML and not geometry.given_mask and NOT_SKULL_STRIPPED not in geometry.warnings:
-        warnings.append(f"The head mask holds {head * voxel_ml / 1000:.1f} L, more than a brain: the input does not "
-                        "look skull-stripped; pass a brain mask for reliable results.")
+        warnings.append(
+            f"The head mask holds {head * voxel_ml / 1000:.1f} L, more than a brain: the input does not "
+            "look skull-stripped; pass a brain mask for reliable results."
+        )
     share = float(mask.sum()) / max(head, 1)
     if share > IMPLAUSIBLE_LESION_SHARE:
-        warnings.append(f"The predicted lesion covers {share:.0%} of the head, which is implausible for a stroke: "
-                        "check the input's modalities, orientation and skull-stripping.")
+        warnings.append(
+            f"The predicted lesion covers {share:.0%} of the head, which is implausible for a stroke: "
+            "check the input's modalities, orientation and skull-stripping."
+        )
     return warnings

@@ -132,19 +132,25 @@ class Segmenter:
         names = [_checkpoint_name(c) for c in checkpoints]
         self.name = "+".join(names)
         self.model_version = str(first.meta.get("package_version", ""))
-        nets = list(models) if models is not None else [
-            c.build_model(ops=ops).to(device_).eval() for c in checkpoints
-        ]
+        nets = list(models) if models is not None else [c.build_model(ops=ops).to(device_).eval() for c in checkpoints]
         # One name per model, to say which one is broken (numbered when models were given without one each).
         numbered = [f"{self.name} #{i + 1}" for i in range(len(nets))]
         self.predictor = Predictor(
-            nets, names if len(names) == len(nets) else numbered, device_, resolve_precision(precision, device_),
-            PostprocessConfig(), batch_size,
+            nets,
+            names if len(names) == len(nets) else numbered,
+            device_,
+            resolve_precision(precision, device_),
+            PostprocessConfig(),
+            batch_size,
         )
         self.settings = settings  # checked against the model's inputs
         logger.info(
             "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), %s",
-            self.name, self.device, self.precision, len(nets), settings,
+            self.name,
+            self.device,
+            self.precision,
+            len(nets),
+            settings,
         )
 
     # -- settings (held by the predictor) ----------------------------------------------------------------
@@ -276,8 +282,11 @@ class Segmenter:
                 f"--precision {precision}."
             )
         described = Checkpoint(
-            artifact.model_config, PreprocessConfig.from_dict(artifact.preprocess), {},
-            dict(artifact.meta.get("checkpoint", {})), artifact.path,
+            artifact.model_config,
+            PreprocessConfig.from_dict(artifact.preprocess),
+            {},
+            dict(artifact.meta.get("checkpoint", {})),
+            artifact.path,
         )
         # precision fp32: no autocast around the artefact, whose dtypes are fixed inside it.
         return cls([described], device=artifact.device, precision="fp32", models=[artifact], **options)
@@ -404,8 +413,11 @@ class Segmenter:
         probability = pending.probability
         mask = self.postprocess(probability, case.images, loaded.geometry.head)
         ref = case.reference
-        warnings = [*case.warnings, *loaded.geometry.warnings,
-                    *volume_warnings(mask, loaded.geometry, case.reference.voxel_volume_ml)]
+        warnings = [
+            *case.warnings,
+            *loaded.geometry.warnings,
+            *volume_warnings(mask, loaded.geometry, case.reference.voxel_volume_ml),
+        ]
         report = CaseReport(
             case_id=case.case_id,
             **lesion_stats(mask, ref.voxel_volume_ml),

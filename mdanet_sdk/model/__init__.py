@@ -13,8 +13,19 @@ from mdanet_sdk.model.mdanet import MDANet
 from mdanet_sdk.model.unet import AttentionUNet, UNet
 
 __all__ = [
-    "MDANet", "UNet", "AttentionUNet", "SegmentationModel", "MultiScaleConv", "DifferenceAwareSkip", "GraphConv",
-    "GraphConvFusion", "IMPLEMENTATIONS", "NETWORKS", "build_model", "count_parameters", "model_summary",
+    "MDANet",
+    "UNet",
+    "AttentionUNet",
+    "SegmentationModel",
+    "MultiScaleConv",
+    "DifferenceAwareSkip",
+    "GraphConv",
+    "GraphConvFusion",
+    "IMPLEMENTATIONS",
+    "NETWORKS",
+    "build_model",
+    "count_parameters",
+    "model_summary",
     "upgrade_state_dict",
 ]
 

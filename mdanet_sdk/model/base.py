@@ -98,7 +98,7 @@ def upgrade_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     upgraded = {}
     for name, tensor in state.items():
         for old, new in RENAMED.items():
-            if name.startswith(old) and new + name[len(old):] not in state:
-                name = new + name[len(old):]
+            if name.startswith(old) and new + name[len(old) :] not in state:
+                name = new + name[len(old) :]
         upgraded[name] = tensor
     return upgraded

@@ -8,8 +8,15 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "ConvBNReLU", "DoubleConv", "MultiScaleConv", "encoder_block", "Encoder", "UNetDecoder", "SegmentationHead",
-    "stack_groups", "split_groups",
+    "ConvBNReLU",
+    "DoubleConv",
+    "MultiScaleConv",
+    "encoder_block",
+    "Encoder",
+    "UNetDecoder",
+    "SegmentationHead",
+    "stack_groups",
+    "split_groups",
 ]
 
 
@@ -95,8 +102,7 @@ class Encoder(nn.Module):
     def __init__(self, widths: Sequence[int], msc: bool) -> None:
         super().__init__()
         self.levels = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(2), encoder_block(widths[i], widths[i + 1], msc))
-            for i in range(len(widths) - 1)
+            nn.Sequential(nn.MaxPool2d(2), encoder_block(widths[i], widths[i + 1], msc)) for i in range(len(widths) - 1)
         )
 
     def forward(self, x: Tensor) -> list[Tensor]:

@@ -132,9 +132,7 @@ class GraphConvFusion(nn.Module):
         list of ``groups`` maps ``(B, C, H, W)`` → ``(B, C, H, W)``.
     """
 
-    def __init__(
-        self, channels: int, nodes: int, embed: int, grid: int, groups: int = 2, impl: str = "auto"
-    ) -> None:
+    def __init__(self, channels: int, nodes: int, embed: int, grid: int, groups: int = 2, impl: str = "auto") -> None:
         super().__init__()
         self.channel = ChannelGraphFusion(channels, nodes, embed, groups, impl)
         self.space = SpaceGraphFusion(channels, grid, groups, impl)

@@ -16,7 +16,13 @@ from mdanet_sdk.ops import native, reference
 from mdanet_sdk.ops.native import OPS, QUALIFIED_OPS
 
 __all__ = [
-    "dasc_gate", "graph_conv", "native_available", "implementation", "op_backends", "OPS", "QUALIFIED_OPS",
+    "dasc_gate",
+    "graph_conv",
+    "native_available",
+    "implementation",
+    "op_backends",
+    "OPS",
+    "QUALIFIED_OPS",
     "IMPLEMENTATIONS",
 ]
 
@@ -81,8 +87,17 @@ def op_backends(device: torch.device | str | None = None, impl: str = "auto") ->
     return {name: label for name in OPS}
 
 
-def dasc_gate(f_m1: Tensor, f_m2: Tensor, f_de: Tensor, w_d: Tensor, w_de: Tensor, b_in: Tensor,
-              w_att: Tensor, b_att: Tensor, impl: str = "auto") -> Tensor:
+def dasc_gate(
+    f_m1: Tensor,
+    f_m2: Tensor,
+    f_de: Tensor,
+    w_d: Tensor,
+    w_de: Tensor,
+    b_in: Tensor,
+    w_att: Tensor,
+    b_att: Tensor,
+    impl: str = "auto",
+) -> Tensor:
     """DASC gate (Eq. 1-3): ``(f_m1 - f_m2) · (1 + σ(θ1(θ2(f_m1 - f_m2) + θ3(f_de))))``.
 
     Args:
@@ -97,8 +112,7 @@ def dasc_gate(f_m1: Tensor, f_m2: Tensor, f_de: Tensor, w_d: Tensor, w_de: Tenso
         # The kernel wants one feature dtype; under autocast the three maps can come out of different layers
         # in different precisions (the weights may differ: they are folded in the accumulation type).
         dtype = torch.promote_types(torch.promote_types(f_m1.dtype, f_m2.dtype), f_de.dtype)
-        return torch.ops.mdanet.dasc_gate(f_m1.to(dtype), f_m2.to(dtype), f_de.to(dtype), w_d, w_de, b_in,
-                                          w_att, b_att)
+        return torch.ops.mdanet.dasc_gate(f_m1.to(dtype), f_m2.to(dtype), f_de.to(dtype), w_d, w_de, b_in, w_att, b_att)
     return reference.dasc_gate(f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att)
 
 

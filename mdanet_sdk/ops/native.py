@@ -86,18 +86,32 @@ def build_info() -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------------------------
 # Fake kernels and autograd
 # ---------------------------------------------------------------------------------------------------------------
-def _dasc_gate_fake(f_m1: Tensor, f_m2: Tensor, f_de: Tensor, w_d: Tensor, w_de: Tensor, b_in: Tensor,
-                    w_att: Tensor, b_att: Tensor) -> Tensor:
+def _dasc_gate_fake(
+    f_m1: Tensor, f_m2: Tensor, f_de: Tensor, w_d: Tensor, w_de: Tensor, b_in: Tensor, w_att: Tensor, b_att: Tensor
+) -> Tensor:
     torch._check(f_m1.dim() == 4 and f_m2.shape == f_m1.shape, lambda: "f_m1, f_m2 must be equal (B, C, H, W)")
-    torch._check(f_de.dim() == 4 and f_de.shape[0] == f_m1.shape[0] and f_de.shape[2:] == f_m1.shape[2:],
-                 lambda: "f_de must be (B, C_de, H, W) with B, H, W of f_m1")
-    torch._check(w_d.shape[1] == f_m1.shape[1] and w_de.shape[1] == f_de.shape[1],
-                 lambda: "w_d must be (C_i, C) and w_de (C_i, C_de)")
+    torch._check(
+        f_de.dim() == 4 and f_de.shape[0] == f_m1.shape[0] and f_de.shape[2:] == f_m1.shape[2:],
+        lambda: "f_de must be (B, C_de, H, W) with B, H, W of f_m1",
+    )
+    torch._check(
+        w_d.shape[1] == f_m1.shape[1] and w_de.shape[1] == f_de.shape[1],
+        lambda: "w_d must be (C_i, C) and w_de (C_i, C_de)",
+    )
     return f_m1.new_empty(f_m1.shape)
 
 
-def _dasc_gate_backward_fake(grad: Tensor, f_m1: Tensor, f_m2: Tensor, f_de: Tensor, w_d: Tensor, w_de: Tensor,
-                             b_in: Tensor, w_att: Tensor, b_att: Tensor) -> tuple[Tensor, ...]:
+def _dasc_gate_backward_fake(
+    grad: Tensor,
+    f_m1: Tensor,
+    f_m2: Tensor,
+    f_de: Tensor,
+    w_d: Tensor,
+    w_de: Tensor,
+    b_in: Tensor,
+    w_att: Tensor,
+    b_att: Tensor,
+) -> tuple[Tensor, ...]:
     return tuple(t.new_empty(t.shape) for t in (f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att))
 
 
@@ -107,8 +121,9 @@ def _graph_conv_fake(g: Tensor, a: Tensor, a_bias: Tensor, w: Tensor, w_bias: Te
     return g.new_empty(g.shape)
 
 
-def _graph_conv_backward_fake(grad: Tensor, out: Tensor, g: Tensor, a: Tensor, a_bias: Tensor, w: Tensor,
-                              w_bias: Tensor) -> tuple[Tensor, ...]:
+def _graph_conv_backward_fake(
+    grad: Tensor, out: Tensor, g: Tensor, a: Tensor, a_bias: Tensor, w: Tensor, w_bias: Tensor
+) -> tuple[Tensor, ...]:
     return tuple(t.new_empty(t.shape) for t in (g, a, a_bias, w, w_bias))
 
 
@@ -132,8 +147,9 @@ def _graph_conv_grad(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:
 # FLOPs of the math the ops stand for, counted as FlopCounterMode counts the reference (its matrix products:
 # θ2, θ3, θ1 as 1×1 convolutions; A·G and H·Wᵀ), so a model's FLOPs do not depend on the implementation.
 # Backward: twice the forward, as for the products it replaces.
-def _dasc_gate_flops(f_m1: Sequence[int], f_m2: Sequence[int], f_de: Sequence[int], w_d: Sequence[int],
-                     *args: Any, **kwargs: Any) -> int:
+def _dasc_gate_flops(
+    f_m1: Sequence[int], f_m2: Sequence[int], f_de: Sequence[int], w_d: Sequence[int], *args: Any, **kwargs: Any
+) -> int:
     batch, channels, height, width = f_m1
     return 2 * batch * height * width * w_d[0] * (channels + f_de[1] + 1)
 
@@ -147,8 +163,9 @@ def _graph_conv_flops(g: Sequence[int], *args: Any, **kwargs: Any) -> int:
     return 2 * batch * nodes * features * (nodes + features)
 
 
-def _graph_conv_backward_flops(grad: Sequence[int], out: Sequence[int], g: Sequence[int], *args: Any,
-                               **kwargs: Any) -> int:
+def _graph_conv_backward_flops(
+    grad: Sequence[int], out: Sequence[int], g: Sequence[int], *args: Any, **kwargs: Any
+) -> int:
     return 2 * _graph_conv_flops(g)
 
 
@@ -163,9 +180,12 @@ def _register() -> None:
         return
     _registered = True
     mdanet = torch.ops.mdanet
-    for op, formula in ((mdanet.dasc_gate, _dasc_gate_flops), (mdanet.dasc_gate_backward, _dasc_gate_backward_flops),
-                        (mdanet.graph_conv, _graph_conv_flops),
-                        (mdanet.graph_conv_backward, _graph_conv_backward_flops)):
+    for op, formula in (
+        (mdanet.dasc_gate, _dasc_gate_flops),
+        (mdanet.dasc_gate_backward, _dasc_gate_backward_flops),
+        (mdanet.graph_conv, _graph_conv_flops),
+        (mdanet.graph_conv_backward, _graph_conv_backward_flops),
+    ):
         register_flop_formula(op)(formula)
     torch.library.register_fake("mdanet::dasc_gate", _dasc_gate_fake)
     torch.library.register_fake("mdanet::dasc_gate_backward", _dasc_gate_backward_fake)

@@ -112,12 +112,19 @@ class AblationResult:
         pct = lambda s, k: f"{100 * s[k][0]:.2f} ± {100 * s[k][1]:.2f}"  # noqa: E731
         for table in self.tables:
             if table == "3":
-                lines += ["## Table 3: components ablation", "",
-                          "| DASC | MSC | GCFB | SL | DSC (%) | Precision (%) | Recall (%) | F1 score |",
-                          "|:-:|:-:|:-:|:-:|---|---|---|---|"]
+                lines += [
+                    "## Table 3: components ablation",
+                    "",
+                    "| DASC | MSC | GCFB | SL | DSC (%) | Precision (%) | Recall (%) | F1 score |",
+                    "|:-:|:-:|:-:|:-:|---|---|---|---|",
+                ]
             else:
-                lines += ["## Table 4: skip-connection fusion", "",
-                          "| Method | DSC (%) | Precision (%) | Recall (%) |", "|---|---|---|---|"]
+                lines += [
+                    "## Table 4: skip-connection fusion",
+                    "",
+                    "| Method | DSC (%) | Precision (%) | Recall (%) |",
+                    "|---|---|---|---|",
+                ]
             for name in TABLES[table]:
                 s = self.summaries[name]
                 cells = [pct(s, "dsc"), pct(s, "precision"), pct(s, "recall")]
@@ -133,13 +140,39 @@ class AblationResult:
         """One row per (table, variant): switches, means and stds (fractions) and the F1 of the means."""
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["table", "variant", "label", "dasc", "msc", "gcfb", "sl", "folds", "dsc_mean", "dsc_std",
-                         "precision_mean", "precision_std", "recall_mean", "recall_std", "f1"])
+        writer.writerow(
+            [
+                "table",
+                "variant",
+                "label",
+                "dasc",
+                "msc",
+                "gcfb",
+                "sl",
+                "folds",
+                "dsc_mean",
+                "dsc_std",
+                "precision_mean",
+                "precision_std",
+                "recall_mean",
+                "recall_std",
+                "f1",
+            ]
+        )
         for table in self.tables:
             for name in TABLES[table]:
                 s, v = self.summaries[name], VARIANTS[name]
-                writer.writerow([table, name, v.label, *(int(m) for m in v.marks), self.folds[name],
-                                 *(f"{x:.6f}" for k in ("dsc", "precision", "recall") for x in s[k]), f"{_f1(s):.6f}"])
+                writer.writerow(
+                    [
+                        table,
+                        name,
+                        v.label,
+                        *(int(m) for m in v.marks),
+                        self.folds[name],
+                        *(f"{x:.6f}" for k in ("dsc", "precision", "recall") for x in s[k]),
+                        f"{_f1(s):.6f}",
+                    ]
+                )
         return buf.getvalue()
 
 
@@ -175,19 +208,36 @@ def run_ablation(
     for variant in variants_for(tables):
         if announce is not None:
             announce(f"ablation: {variant.name} ({variant.label})")
-        cfg = replace(base, out_dir=str(out / variant.name), lam=variant.lam, resume=True,
-                      model_overrides={**base.model_overrides, **variant.overrides})
+        cfg = replace(
+            base,
+            out_dir=str(out / variant.name),
+            lam=variant.lam,
+            resume=True,
+            model_overrides={**base.model_overrides, **variant.overrides},
+        )
         results = train(cfg, progress)
         summaries[variant.name] = results.summary
         folds[variant.name] = len(list((out / variant.name).glob("fold_*/val_metrics.json")))
     result = AblationResult(summaries, folds, tuple(tables), [])
-    budget = f"{Path(base.data_dir).name}: preset {base.preset}, size {base.size}, {base.epochs} epochs, " \
-             f"folds {base.fold} of {base.folds}, seed {base.seed}"
+    budget = (
+        f"{Path(base.data_dir).name}: preset {base.preset}, size {base.size}, {base.epochs} epochs, "
+        f"folds {base.fold} of {base.folds}, seed {base.seed}"
+    )
     result.files = [
         _write(out / "ablation.md", result.markdown(f"MDANet ablation ({budget})")),
         _write(out / "ablation.csv", result.csv()),
-        _write(out / "ablation.json", json.dumps(
-            {"budget": base.to_dict(), "tables": list(tables), "folds": folds,
-             "summaries": {n: {k: list(v) for k, v in s.items()} for n, s in summaries.items()}}, indent=2) + "\n"),
+        _write(
+            out / "ablation.json",
+            json.dumps(
+                {
+                    "budget": base.to_dict(),
+                    "tables": list(tables),
+                    "folds": folds,
+                    "summaries": {n: {k: list(v) for k, v in s.items()} for n, s in summaries.items()},
+                },
+                indent=2,
+            )
+            + "\n",
+        ),
     ]
     return result

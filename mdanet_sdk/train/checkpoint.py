@@ -142,8 +142,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
     if not path.is_file():
         bundled = ", ".join(BUNDLED)
         raise CheckpointError(
-            f"checkpoint {path} does not exist; pass a .pt file written by mdanet-sdk or a bundled name "
-            f"({bundled})."
+            f"checkpoint {path} does not exist; pass a .pt file written by mdanet-sdk or a bundled name ({bundled})."
         )
     return path
 

@@ -54,10 +54,20 @@ ALGORITHM = "sha256"
 #: Keys every checkpoint holds, each a dict.
 REQUIRED = ("model_config", "preprocess", "state_dict", "meta")
 #: Tensor types a state dict may hold (quantized, complex or sparse tensors are no weights of these networks).
-_WEIGHT_DTYPES = frozenset({
-    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.uint8, torch.int16, torch.int32,
-    torch.int64, torch.bool,
-})
+_WEIGHT_DTYPES = frozenset(
+    {
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.int8,
+        torch.uint8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.bool,
+    }
+)
 #: Bounds on ``model_config``, ``preprocess`` and ``meta`` (checked before anything walks them recursively):
 #: nesting depth, number of values, characters in all strings, and bits of an integer (``json.dumps`` refuses
 #: integers of more than 4300 digits). What mdanet-sdk writes is a few levels deep and a few kB.
@@ -230,8 +240,12 @@ def check_structure(path: Path, payload: Any) -> None:
                 "or was not written by mdanet-sdk."
             )
     for name, tensor in payload["state_dict"].items():
-        if not (isinstance(name, str) and isinstance(tensor, Tensor) and tensor.layout == torch.strided
-                and tensor.dtype in _WEIGHT_DTYPES):
+        if not (
+            isinstance(name, str)
+            and isinstance(tensor, Tensor)
+            and tensor.layout == torch.strided
+            and tensor.dtype in _WEIGHT_DTYPES
+        ):
             what = f"a {tensor.dtype} tensor" if isinstance(tensor, Tensor) else f"a {type(tensor).__name__}"
             raise CheckpointError(
                 f"{path} holds {what} under state_dict key {name!r:.80}, where a dense float, integer or bool "
@@ -316,11 +330,18 @@ def check_weights(path: Path, state: dict[str, Tensor], config: MDANetConfig) ->
     with torch.device("meta"):
         expected = build_model(config, ops="reference").state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    problem = f"missing {missing[:3]}, unexpected {unexpected[:3]}" if missing or unexpected else next((
-        f"{name} is {state[name].dtype} {tuple(state[name].shape)}, the config needs {tuple(want.shape)}"
-        for name, want in expected.items()
-        if state[name].shape != want.shape or state[name].is_floating_point() != want.is_floating_point()
-    ), None)
+    problem = (
+        f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        if missing or unexpected
+        else next(
+            (
+                f"{name} is {state[name].dtype} {tuple(state[name].shape)}, the config needs {tuple(want.shape)}"
+                for name, want in expected.items()
+                if state[name].shape != want.shape or state[name].is_floating_point() != want.is_floating_point()
+            ),
+            None,
+        )
+    )
     if problem:
         raise CheckpointError(
             f"{path} holds weights that do not fit its model config ({problem}); the file is inconsistent, "

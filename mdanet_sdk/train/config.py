@@ -121,11 +121,15 @@ class TrainConfig:
             (0 < self.min_lr_ratio <= 1, f"min_lr_ratio must be in (0, 1], got {self.min_lr_ratio}"),
             (0 <= self.lesion_fraction <= 1, f"lesion_fraction must be in [0, 1], got {self.lesion_fraction}"),
             (self.size >= 16 and self.size % 16 == 0, f"size must be a multiple of 16 (>= 16), got {self.size}"),
-            (self.normalization in NORMALIZATIONS,
-             f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"),
+            (
+                self.normalization in NORMALIZATIONS,
+                f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}",
+            ),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (self.precision == "auto" or self.precision in PRECISIONS,
-             f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}"),
+            (
+                self.precision == "auto" or self.precision in PRECISIONS,
+                f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}",
+            ),
             (self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
         )
         for ok, message in checks:
@@ -208,5 +212,8 @@ class TrainResults:
     summary: dict[str, tuple[float, float]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out_dir": self.out_dir, "folds": [asdict(f) for f in self.folds],
-                "summary": {k: list(v) for k, v in self.summary.items()}}
+        return {
+            "out_dir": self.out_dir,
+            "folds": [asdict(f) for f in self.folds],
+            "summary": {k: list(v) for k, v in self.summary.items()},
+        }

@@ -61,11 +61,18 @@ class EpochTotals:
         truth = y == 1
         n = y.shape[0]
         sim = parts.get("sim", torch.zeros((), device=logits.device))
-        return torch.stack([
-            parts["total"].double() * n, parts["dice"].double() * n, parts["ce"].double() * n, sim.double() * n,
-            torch.tensor(n, dtype=torch.float64, device=logits.device),
-            (pred & truth).sum().double(), (pred & ~truth).sum().double(), (~pred & truth).sum().double(),
-        ])
+        return torch.stack(
+            [
+                parts["total"].double() * n,
+                parts["dice"].double() * n,
+                parts["ce"].double() * n,
+                sim.double() * n,
+                torch.tensor(n, dtype=torch.float64, device=logits.device),
+                (pred & truth).sum().double(),
+                (pred & ~truth).sum().double(),
+                (~pred & truth).sum().double(),
+            ]
+        )
 
     @classmethod
     def from_tensor(cls, sums: Tensor) -> "EpochTotals":
@@ -76,8 +83,13 @@ class EpochTotals:
         """Mean losses per slice and the hard Dice of the sums."""
         n = max(self.samples, 1.0)
         denom = 2 * self.tp + self.fp + self.fn
-        return EpochStats(loss=self.loss / n, dice_loss=self.dice / n, ce=self.ce / n, sim=self.sim / n,
-                          train_dsc=1.0 if denom == 0 else 2 * self.tp / denom)
+        return EpochStats(
+            loss=self.loss / n,
+            dice_loss=self.dice / n,
+            ce=self.ce / n,
+            sim=self.sim / n,
+            train_dsc=1.0 if denom == 0 else 2 * self.tp / denom,
+        )
 
 
 class TrainForward(nn.Module):
@@ -120,7 +132,12 @@ def epoch_loader(
     """The loader of one epoch: ``batch_size`` slices per batch from ``sampler``, incomplete batches dropped,
     workers seeded from ``seed`` (:func:`epoch_seed`)."""
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda", drop_last=True, worker_init_fn=_worker_init,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        worker_init_fn=_worker_init,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -42,8 +42,18 @@ __all__ = ["RunContext", "FoldState", "Fold"]
 _MIN_DELTA = 1e-4  # smallest validation-Dice gain that counts as an improvement
 _PLATEAU_PATIENCE = 5
 _CSV_FIELDS = (
-    "epoch", "lr", "loss", "dice_loss", "ce", "sim", "train_dsc", "val_dsc", "val_precision", "val_recall",
-    "best_val_dsc", "seconds",
+    "epoch",
+    "lr",
+    "loss",
+    "dice_loss",
+    "ce",
+    "sim",
+    "train_dsc",
+    "val_dsc",
+    "val_precision",
+    "val_recall",
+    "best_val_dsc",
+    "seconds",
 )
 
 
@@ -89,8 +99,13 @@ class FoldState:
     def result(self, fold: int, fold_dir: Path, cases: list[dict[str, Any]]) -> FoldResult:
         """The fold's outcome with the per-case metrics ``cases`` of its best weights."""
         return FoldResult(
-            fold=fold, best_epoch=self.best_epoch, best_val_dsc=self.best_val_dsc, epochs_run=self.epoch + 1,
-            stopped_early=self.stopped_early, val_cases=cases, checkpoint=str(fold_dir / "best.pt"),
+            fold=fold,
+            best_epoch=self.best_epoch,
+            best_val_dsc=self.best_val_dsc,
+            epochs_run=self.epoch + 1,
+            stopped_early=self.stopped_early,
+            val_cases=cases,
+            checkpoint=str(fold_dir / "best.pt"),
         )
 
 
@@ -111,7 +126,12 @@ class Fold:
     """
 
     def __init__(
-        self, run: RunContext, index: int, train_cases: list[Case], val_cases: list[Case], state: FoldState,
+        self,
+        run: RunContext,
+        index: int,
+        train_cases: list[Case],
+        val_cases: list[Case],
+        state: FoldState,
         resume: Checkpoint | None = None,
     ) -> None:
         cfg = run.cfg
@@ -134,11 +154,23 @@ class Fold:
             self.scheduler.load_state_dict(resume.resume["scheduler"])
             if "scaler" in resume.resume:
                 self.scaler.load_state_dict(resume.resume["scaler"])
-        self.validation = Validation(index, val_cases, run.model_config.modalities, run.preprocess, run.dist,
-                                     run.device, run.precision, cfg.batch_size)
+        self.validation = Validation(
+            index,
+            val_cases,
+            run.model_config.modalities,
+            run.preprocess,
+            run.dist,
+            run.device,
+            run.precision,
+            cfg.batch_size,
+        )
         self.meta_base = {
-            "fold": index, "folds": cfg.folds, "seed": cfg.seed, "val_cases": [c.case_id for c in val_cases],
-            "n_train_cases": len(train_cases), "kind": run.kind,
+            "fold": index,
+            "folds": cfg.folds,
+            "seed": cfg.seed,
+            "val_cases": [c.case_id for c in val_cases],
+            "n_train_cases": len(train_cases),
+            "kind": run.kind,
             "note": f"mdanet-sdk train on {cfg.data_dir} (fold {index} of {cfg.folds})",
         }
 
@@ -148,11 +180,23 @@ class Fold:
         saving after each one."""
         cfg, run = self.run.cfg, self.run
         fold_seed = cfg.seed * 1000 + self.index
-        dataset = SliceDataset(self.train_cases, run.model_config.modalities, run.preprocess, augment=cfg.augment,
-                               seed=fold_seed, intensity=cfg.intensity_augment)
+        dataset = SliceDataset(
+            self.train_cases,
+            run.model_config.modalities,
+            run.preprocess,
+            augment=cfg.augment,
+            seed=fold_seed,
+            intensity=cfg.intensity_augment,
+        )
         steps = cfg.steps_per_epoch or max(1, math.ceil(len(dataset) / (cfg.batch_size * run.dist.world)))
-        sampler = LesionSampler(dataset.has_lesion(), steps * cfg.batch_size, cfg.lesion_fraction,
-                                seed=fold_seed, rank=run.dist.rank, world_size=run.dist.world)
+        sampler = LesionSampler(
+            dataset.has_lesion(),
+            steps * cfg.batch_size,
+            cfg.lesion_fraction,
+            seed=fold_seed,
+            rank=run.dist.rank,
+            world_size=run.dist.world,
+        )
         net = run.dist.wrap(TrainForward(self.model), run.device)
         if run.device.type == "cuda":
             torch.backends.cudnn.benchmark = not cfg.deterministic
@@ -169,8 +213,15 @@ class Fold:
             loader = epoch_loader(dataset, sampler, cfg.batch_size, workers, run.device, seed)
             stats = self.run_epoch(epoch, net, loader, steps)
             self._end_epoch(epoch, lr, stats, start)
-            self._report("validated", epoch, steps, stats=stats, val_dsc=self.state.history[-1]["val_dsc"],
-                         best_val_dsc=self.state.best_val_dsc, best_epoch=self.state.best_epoch)
+            self._report(
+                "validated",
+                epoch,
+                steps,
+                stats=stats,
+                val_dsc=self.state.history[-1]["val_dsc"],
+                best_val_dsc=self.state.best_val_dsc,
+                best_epoch=self.state.best_epoch,
+            )
             if self.state.stopped_early:
                 self._report("stopped", epoch, steps)
                 break
@@ -211,11 +262,18 @@ class Fold:
         else:
             state.bad_epochs += 1
         state.stopped_early = cfg.patience > 0 and state.bad_epochs >= cfg.patience
-        state.history.append({
-            "epoch": epoch, "lr": lr, **asdict(stats), "val_dsc": val["dsc"],
-            "val_precision": val["precision"], "val_recall": val["recall"],
-            "best_val_dsc": state.best_val_dsc, "seconds": time.perf_counter() - start,
-        })
+        state.history.append(
+            {
+                "epoch": epoch,
+                "lr": lr,
+                **asdict(stats),
+                "val_dsc": val["dsc"],
+                "val_precision": val["precision"],
+                "val_recall": val["recall"],
+                "best_val_dsc": state.best_val_dsc,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         self.save("last.pt", val["dsc"], resumable=True)
         self._write_logs()
 
@@ -234,16 +292,26 @@ class Fold:
         run, state = self.run, self.state
         if not run.dist.main:
             return
-        meta = {**self.meta_base, "epoch": state.epoch, "val_dsc": val_dsc, "best_val_dsc": state.best_val_dsc,
-                "best_epoch": state.best_epoch}
+        meta = {
+            **self.meta_base,
+            "epoch": state.epoch,
+            "val_dsc": val_dsc,
+            "best_val_dsc": state.best_val_dsc,
+            "best_epoch": state.best_epoch,
+        }
         path = self.dir / name
         if not resumable:
             save_checkpoint(path, self.model, run.model_config, run.preprocess, meta, trainer=None)
             return
         save_checkpoint(
-            path, self.model, run.model_config, run.preprocess, meta,
+            path,
+            self.model,
+            run.model_config,
+            run.preprocess,
+            meta,
             trainer={"config": run.cfg.to_dict(), "state": asdict(state)},
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
         )
 
@@ -266,8 +334,9 @@ class Fold:
         self.model.load_state_dict(best.state_dict)
         cases = self.validation.run(self.model, self.dir / "predictions")
         if dist.main:
-            write_json(self.dir / "val_metrics.json",
-                       {"fold": self.index, "best_epoch": self.state.best_epoch, "cases": cases})
+            write_json(
+                self.dir / "val_metrics.json", {"fold": self.index, "best_epoch": self.state.best_epoch, "cases": cases}
+            )
         dist.barrier()
         return self.state.result(self.index, self.dir, cases)
 
@@ -275,7 +344,9 @@ class Fold:
 def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
     """The learning-rate schedule of ``cfg.schedule`` (stepped once per epoch)."""
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.lr * cfg.min_lr_ratio)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=cfg.epochs, eta_min=cfg.lr * cfg.min_lr_ratio
+        )
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=_PLATEAU_PATIENCE)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)

@@ -85,8 +85,7 @@ def similarity_loss(f_a: Tensor, f_b: Tensor, lesion: Tensor, eps: float = 1e-8)
     """
     if f_a.dim() != 4 or f_a.shape != f_b.shape:
         raise InputError(
-            "f_a and f_b must both be (B, C, H, W) of one shape, "
-            f"got {tuple(f_a.shape)} and {tuple(f_b.shape)}."
+            f"f_a and f_b must both be (B, C, H, W) of one shape, got {tuple(f_a.shape)} and {tuple(f_b.shape)}."
         )
     if lesion.dim() == 3:
         lesion = lesion.unsqueeze(1)

@@ -159,8 +159,16 @@ class Trainer:
         try:
             layout, kind = self._kind()
             model_config = self.model_config()
-            run = RunContext(self.cfg, self.dist, self.device, self.precision, kind, model_config,
-                             self.preprocess_config(), self.progress)
+            run = RunContext(
+                self.cfg,
+                self.dist,
+                self.device,
+                self.precision,
+                kind,
+                model_config,
+                self.preprocess_config(),
+                self.progress,
+            )
             cases = self._load_cases(layout, model_config.modalities)
             by_id = {c.case_id: c for c in cases}
             splits = kfold_split(list(by_id), k=self.cfg.folds, seed=self.cfg.seed)

@@ -52,8 +52,15 @@ class Validation:
     """
 
     def __init__(
-        self, fold: int, cases: Sequence[Case], modalities: Sequence[str], preprocess: PreprocessConfig, dist: Dist,
-        device: torch.device, precision: str, batch_size: int,
+        self,
+        fold: int,
+        cases: Sequence[Case],
+        modalities: Sequence[str],
+        preprocess: PreprocessConfig,
+        dist: Dist,
+        device: torch.device,
+        precision: str,
+        batch_size: int,
     ) -> None:
         self.fold, self.dist = fold, dist
         self.device, self.precision, self.batch_size = device, precision, batch_size
@@ -66,8 +73,9 @@ class Validation:
         """Per-case metrics of ``model`` (``case_id`` plus :func:`~mdanet_sdk.metrics.case_metrics`), all ranks'
         cases in the fold's order; with ``save_dir`` the masks are written there as ``<case_id>_seg.nii.gz``
         in each case's own geometry. ``model`` is back in train mode afterwards."""
-        predictor = Predictor([model], [f"fold {self.fold}"], self.device, self.precision, PostprocessConfig(),
-                              self.batch_size)
+        predictor = Predictor(
+            [model], [f"fold {self.fold}"], self.device, self.precision, PostprocessConfig(), self.batch_size
+        )
         mine = []
         model.eval()
         try:

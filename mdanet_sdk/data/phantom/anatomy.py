@@ -46,8 +46,9 @@ class Anatomy:
         return smooth_noise(rng, self.axes, scale_mm)
 
 
-def geometry(rng, layout: str, shape, spacing, dom: Domain, rim_mm: float | None = None
-             ) -> tuple[tuple[int, int, int], np.ndarray, tuple[float, float, float], float, float]:
+def geometry(
+    rng, layout: str, shape, spacing, dom: Domain, rim_mm: float | None = None
+) -> tuple[tuple[int, int, int], np.ndarray, tuple[float, float, float], float, float]:
     """Grid shape, voxel size (mm), cerebrum semi-axes, brain-centre z offset and head rim width (``rim_mm``
     replaces the default: 0 for a brain-only CTP, a few mm for an MRI with skull)."""
     g = GEOMETRY
@@ -55,16 +56,22 @@ def geometry(rng, layout: str, shape, spacing, dom: Domain, rim_mm: float | None
     dims = tuple(rng.uniform(*r) * scale for r in g.cerebrum_mm)
     if layout == "isles22":
         n = int(rng.choice(list(g.mri_matrix)))
-        default = (n, n + g.mri_non_square_rows * int(rng.random() < g.mri_non_square_p), int(rng.integers(*g.mri_slices)))
+        default = (
+            n,
+            n + g.mri_non_square_rows * int(rng.random() < g.mri_non_square_p),
+            int(rng.integers(*g.mri_slices)),
+        )
         base = np.array([dom.uniform(rng, dom.mri_inplane_mm)] * 2 + [g.mri_slice_mm])
         rim, centre_w = rim_mm or 0.0, rng.uniform(*g.mri_centre_z) * dims[2]
         cover_z = g.mri_cover_z[0] * dims[2] + g.mri_cover_z[1]
         if dom.mri_log_slice_mm is not None:  # the matrix follows the voxel size
             base[2] = dom.log_uniform(rng, dom.mri_log_slice_mm)
             side = 2.0 * (max(dims[:2]) + rim) * g.fit_margin + g.fit_pad_mm
-            default = (int(np.ceil(side / base[0])),
-                       int(np.ceil(side / base[0])) + g.mri_non_square_rows_fitted * int(rng.random() < g.mri_non_square_p),
-                       int(np.ceil(cover_z / base[2])))
+            default = (
+                int(np.ceil(side / base[0])),
+                int(np.ceil(side / base[0])) + g.mri_non_square_rows_fitted * int(rng.random() < g.mri_non_square_p),
+                int(np.ceil(cover_z / base[2])),
+            )
     else:
         default = (g.ctp_matrix, g.ctp_matrix, int(rng.integers(*g.ctp_slices)))
         base = np.array([dom.uniform(rng, dom.ctp_inplane_mm)] * 2 + [dom.uniform(rng, dom.ctp_slice_mm)])
@@ -73,7 +80,9 @@ def geometry(rng, layout: str, shape, spacing, dom: Domain, rim_mm: float | None
         cover_z = 0.0  # a slab: no need to hold the whole head
     shape = tuple(int(s) if s else d for s, d in zip(shape or (None,) * 3, default))
     cover = np.array([2.0 * (max(dims[:2]) + rim) * g.fit_margin + g.fit_pad_mm] * 2 + [cover_z])
-    sp = np.maximum(base if spacing is None else np.broadcast_to(np.asarray(spacing, float), (3,)), cover / np.array(shape))
+    sp = np.maximum(
+        base if spacing is None else np.broadcast_to(np.asarray(spacing, float), (3,)), cover / np.array(shape)
+    )
     return shape, sp, dims, centre_w, rim
 
 
@@ -112,8 +121,13 @@ def _brain_frame(rng, shape, spacing, centre_w: float) -> tuple[list[np.ndarray]
     the grid shifted to a randomly displaced brain centre ``centre_w`` mm up, and rotated by a few degrees."""
     a = ANATOMY
     axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape, spacing)]
-    offset = np.array([rng.normal(0, a.offset_sd_mm[0]), rng.normal(0, a.offset_sd_mm[1]),
-                       centre_w + rng.normal(0, a.offset_sd_mm[2])])
+    offset = np.array(
+        [
+            rng.normal(0, a.offset_sd_mm[0]),
+            rng.normal(0, a.offset_sd_mm[1]),
+            centre_w + rng.normal(0, a.offset_sd_mm[2]),
+        ]
+    )
     rot = rotation(rng, a.tilt_deg)
     grid = [axes[0][:, None, None] - offset[0], axes[1][None, :, None] - offset[1], axes[2][None, None, :] - offset[2]]
     # Brain frame = rotation^T applied to grid-frame coordinates.
@@ -130,8 +144,12 @@ def _ventricles(u, v, w, c: float, atrophy: float) -> np.ndarray:
         width = a.ventricle_width_mm[0] + a.ventricle_width_mm[1] * atrophy
         arch = w - (a.ventricle_arch[0] * c - a.ventricle_arch[1] * (v + a.ventricle_arch[2]) ** 2)
         height = a.ventricle_height_mm[0] + a.ventricle_height_mm[1] * atrophy
-        body = ellipsoid_depth(u - side * (a.ventricle_septum_mm + width), v + a.ventricle_arch[2], arch,
-                               (width, a.ventricle_length_mm, height))
+        body = ellipsoid_depth(
+            u - side * (a.ventricle_septum_mm + width),
+            v + a.ventricle_arch[2],
+            arch,
+            (width, a.ventricle_length_mm, height),
+        )
         ventricles = np.maximum(ventricles, ramp(body, 1.5))
     (tv, tw), (ts_u, ts_v, ts_w) = a.third_ventricle_centre, a.third_ventricle_semi
     third = ellipsoid_depth(u, v + tv, w + tw * c, (ts_u * atrophy, ts_v, ts_w * c))
@@ -148,8 +166,9 @@ def _deep_grey(u, v, w, c: float) -> np.ndarray:
     return deep
 
 
-def build_anatomy(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray, dims,
-                  centre_w: float) -> Anatomy:
+def build_anatomy(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray, dims, centre_w: float
+) -> Anatomy:
     """The tissue model of a brain with cerebrum semi-axes ``dims`` (mm) whose centre lies ``centre_w`` mm
     above the grid centre along Z (plus a few mm of random shift and degrees of random rotation)."""
     an = ANATOMY
@@ -162,20 +181,27 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int, int], spacing
     cerebrum = ellipsoid_depth(u / frontal, v, w / base, dims)
     (cb_v, cb_w), (cs_a, cs_b, cs_c) = an.cerebellum_centre, an.cerebellum_semi
     cerebellum = ellipsoid_depth(u, v + cb_v * b, w + cb_w * c, (cs_a * a, cs_b * b, cs_c * c))
-    stem = ellipsoid_depth(u, v + an.stem_centre[0] * b, w + an.stem_centre[1] * c, (*an.stem_semi_mm, an.stem_height * c))
+    stem = ellipsoid_depth(
+        u, v + an.stem_centre[0] * b, w + an.stem_centre[1] * c, (*an.stem_semi_mm, an.stem_height * c)
+    )
     depth = np.maximum(np.maximum(cerebrum, cerebellum), stem) + rng.uniform(*an.surface_wave_mm) * smooth_noise(
-        rng, axes, an.surface_wave_scale_mm)
+        rng, axes, an.surface_wave_scale_mm
+    )
     brain = depth > 0
 
     # Cortex: sulci at the zero crossings of a smooth field, lined by a grey-matter ribbon. Atrophy widens
     # the sulci, the subarachnoid space and the ventricles (ISLES patients are mostly elderly).
     fold = _folds(rng, u / frontal, v, w / base, dims, brain & (depth < an.cortex_band_mm))
-    sulcus_depth = rng.uniform(*an.sulcus_depth_mm) + an.sulcus_depth_sd_mm * smooth_noise(rng, axes, an.sulcus_depth_scale_mm)
+    sulcus_depth = rng.uniform(*an.sulcus_depth_mm) + an.sulcus_depth_sd_mm * smooth_noise(
+        rng, axes, an.sulcus_depth_scale_mm
+    )
     atrophy = rng.uniform(*an.atrophy)
     open_ = an.sulcus_opening * atrophy
     sulcal = ramp(open_ - np.abs(fold), 0.5) * ramp(sulcus_depth - depth, 3.0)
-    ribbon = np.maximum(ramp(open_ + 1.0 - np.abs(fold), 0.3) * ramp(sulcus_depth + an.sulcus_ribbon_mm - depth, 3.0),
-                        ramp(an.ribbon_mm - depth, 2.0))
+    ribbon = np.maximum(
+        ramp(open_ + 1.0 - np.abs(fold), 0.3) * ramp(sulcus_depth + an.sulcus_ribbon_mm - depth, 3.0),
+        ramp(an.ribbon_mm - depth, 2.0),
+    )
     surface = ramp(atrophy - depth, 2.5)
     tentorium = ramp(1.2 - np.abs(cerebrum - cerebellum), 1.0) * (cerebellum > 0) * (cerebrum > 0)
 
@@ -192,8 +218,18 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int, int], spacing
     white = (1.0 - csf - grey) * brain
     deep_share = np.where(grey > 0, deep / np.maximum(np.maximum(ribbon, fissure_gm), deep + 1e-6), 0.0)
     return Anatomy(
-        spacing=np.asarray(spacing, dtype=np.float64), axes=axes, u=u, v=v, w=w, depth=depth, brain=brain,
-        csf=csf.astype(np.float32), gm=grey.astype(np.float32), wm=white.astype(np.float32),
-        deep=np.clip(deep_share, 0, 1).astype(np.float32), sulcal=(sulcal * brain).astype(np.float32),
-        hindbrain=(ramp(np.maximum(cerebellum, stem) - cerebrum, 2.0) * brain).astype(np.float32), dims=dims,
+        spacing=np.asarray(spacing, dtype=np.float64),
+        axes=axes,
+        u=u,
+        v=v,
+        w=w,
+        depth=depth,
+        brain=brain,
+        csf=csf.astype(np.float32),
+        gm=grey.astype(np.float32),
+        wm=white.astype(np.float32),
+        deep=np.clip(deep_share, 0, 1).astype(np.float32),
+        sulcal=(sulcal * brain).astype(np.float32),
+        hindbrain=(ramp(np.maximum(cerebellum, stem) - cerebrum, 2.0) * brain).astype(np.float32),
+        dims=dims,
     )

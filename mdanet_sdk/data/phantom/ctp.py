@@ -43,7 +43,9 @@ def _perfusion(rng, anat: Anatomy, fx: Effects, vessels: np.ndarray, dom: Domain
     cbv = tissue(*(rng.uniform(*r) for r in p.cbv))
     cbv_core = dom.uniform(rng, dom.ctp_core_cbv)
     cbv *= (1.0 - (1.0 - cbv_core) * core) * (1.0 + rng.uniform(*p.penumbra_cbv) * pen)
-    cbf_core = cbv_core * rng.uniform(*p.core_cbf_share) if dom.ctp_core_cbf is None else dom.uniform(rng, dom.ctp_core_cbf)
+    cbf_core = (
+        cbv_core * rng.uniform(*p.core_cbf_share) if dom.ctp_core_cbf is None else dom.uniform(rng, dom.ctp_core_cbf)
+    )
     cbf *= (1.0 - (1.0 - cbf_core) * core) * (1.0 - (1.0 - rng.uniform(*p.penumbra_cbf)) * pen)
     cbf[vessels] = rng.uniform(*p.vessel_cbf)
     cbv[vessels] = rng.uniform(*p.vessel_cbv)
@@ -66,8 +68,9 @@ def _plain_ct(rng, anat: Anatomy, core: np.ndarray, head: np.ndarray, skull: np.
     return np.where(head, hu, CT.air)
 
 
-def ctp_images(rng, anat: Anatomy, fx: Effects, head: np.ndarray, skull: np.ndarray, dom: Domain
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def ctp_images(
+    rng, anat: Anatomy, fx: Effects, head: np.ndarray, skull: np.ndarray, dom: Domain
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """CBF, CBV, MTT, Tmax maps and a plain CT, in physical units.
 
     Args:

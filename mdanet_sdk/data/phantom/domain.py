@@ -106,4 +106,3 @@ RANDOMISED = Domain(
 )
 
 DOMAINS = {d.name: d for d in (CLASSIC, RANDOMISED)}
-

@@ -116,14 +116,20 @@ def _ctp_case(rng, anat: Anatomy, n_lesions: int | None, rim: float, background:
     """Lesions and images of an ISLES'18-like case: ``(effects, images, head mask, info)``."""
     fx = ctp_lesions(rng, anat, n_lesions)
     head = anat.depth > -rim
-    skull = ((anat.depth < -rim * rng.uniform(*PERFUSION.skull_inner))
-             & (anat.depth > -rim * rng.uniform(*PERFUSION.skull_outer)))
+    skull = (anat.depth < -rim * rng.uniform(*PERFUSION.skull_inner)) & (
+        anat.depth > -rim * rng.uniform(*PERFUSION.skull_outer)
+    )
     images, extra = ctp_images(rng, anat, fx, head, skull, dom)
     ctp_background(rng, images, head, background)
     images["ct"] = np.round(images["ct"])
     extra["background"] = background
-    extra["units"] = {"cbf": "ml/100g/min x gain", "cbv": "ml/100g x gain", "mtt": "s x gain",
-                      "tmax": "s x gain", "ct": "HU"}
+    extra["units"] = {
+        "cbf": "ml/100g/min x gain",
+        "cbv": "ml/100g x gain",
+        "mtt": "s x gain",
+        "tmax": "s x gain",
+        "ct": "HU",
+    }
     extra["dtypes"] = {**{m: "float32" for m in LAYOUT_MODALITIES["isles18"]}, "ct": "int16"}
     extra["orientation"] = str(rng.choice(PERFUSION.orientations))
     return fx, images, head, extra
@@ -174,8 +180,14 @@ def make_phantom(
     shape, voxel_mm, dims, centre_w, rim = geometry(rng, layout, shape, spacing, dom, rim_mm)
     anat = build_anatomy(rng, shape, voxel_mm, dims, centre_w)
     pattern = pattern or str(rng.choice(PATTERNS[layout], p=PATTERN_P[layout]))
-    info: dict[str, Any] = {"kind": layout, "seed": int(seed), "domain": domain, "pattern": pattern,
-                            "shape": list(shape), "spacing_mm": [round(float(s), 4) for s in voxel_mm]}
+    info: dict[str, Any] = {
+        "kind": layout,
+        "seed": int(seed),
+        "domain": domain,
+        "pattern": pattern,
+        "shape": list(shape),
+        "spacing_mm": [round(float(s), 4) for s in voxel_mm],
+    }
     if layout == "isles22":
         fx, images, head, extra = _mri_case(rng, anat, pattern, n_lesions, dom)
     else:

@@ -57,8 +57,10 @@ def blob(
     """
     semi = radius_mm * np.exp(rng.normal(0.0, LESION.axis_spread, 3))
     half = np.ceil(1.8 * semi.max() / anat.spacing).astype(int) + 1
-    region = cast("tuple[slice, slice, slice]",  # zip over three axes: three slices
-                  tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(centre, half, anat.shape)))
+    region = cast(
+        "tuple[slice, slice, slice]",  # zip over three axes: three slices
+        tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(centre, half, anat.shape)),
+    )
     local = [((np.arange(s.start, s.stop) - c) * d).astype(np.float32) for s, c, d in zip(region, centre, anat.spacing)]
     coords = (local[0][:, None, None], local[1][None, :, None], local[2][None, None, :])
     rot = rotation(rng)
@@ -89,7 +91,10 @@ def _add_lesion(rng, anat: Anatomy, fx: Effects, mask: np.ndarray, radius: float
 
 def _near(anat: Anatomy, centre: tuple[int, int, int], radius_mm: float) -> np.ndarray:
     """Voxels within ``radius_mm`` of voxel ``centre``."""
-    d2 = sum(((anat.axes[k] - anat.axes[k][centre[k]]) ** 2).reshape([-1 if j == k else 1 for j in range(3)]) for k in range(3))
+    d2 = sum(
+        ((anat.axes[k] - anat.axes[k][centre[k]]) ** 2).reshape([-1 if j == k else 1 for j in range(3)])
+        for k in range(3)
+    )
     return d2 < radius_mm**2
 
 
@@ -111,22 +116,37 @@ def mri_lesions(rng, anat: Anatomy, pattern: str, n_lesions: int | None, dom: Do
         # Set for this pattern in LESION_PATTERNS:
         assert p.count is not None and p.spread_mm is not None and p.satellite_radius_mm is not None
         n = n_lesions or 1 + int(rng.random() < p.extra_p) * int(rng.integers(*p.count))
-        region = cerebrum & (side * anat.u > p.min_offset_mm) & (anat.depth > p.min_depth_mm) & (anat.depth < p.max_depth_mm)
+        region = (
+            cerebrum & (side * anat.u > p.min_offset_mm) & (anat.depth > p.min_depth_mm) & (anat.depth < p.max_depth_mm)
+        )
         centre = _add_lesion(rng, anat, fx, region, rng.uniform(*p.radius_mm), "territorial")
         near = _near(anat, centre, p.spread_mm) if centre is not None else cerebrum
         for _ in range(n - 1):
-            _add_lesion(rng, anat, fx, cerebrum & near & (anat.depth < p.satellite_max_depth_mm),
-                        rng.uniform(*p.satellite_radius_mm), "satellite")
+            _add_lesion(
+                rng,
+                anat,
+                fx,
+                cerebrum & near & (anat.depth < p.satellite_max_depth_mm),
+                rng.uniform(*p.satellite_radius_mm),
+                "satellite",
+            )
     elif pattern == "lacunar":
         for _ in range(n_lesions or 1 + int(rng.random() < p.extra_p)):
-            _add_lesion(rng, anat, fx, tissue & (anat.depth > p.min_depth_mm) & (anat.csf < p.max_csf),
-                        rng.uniform(*p.radius_mm), "lacunar")
+            _add_lesion(
+                rng,
+                anat,
+                fx,
+                tissue & (anat.depth > p.min_depth_mm) & (anat.csf < p.max_csf),
+                rng.uniform(*p.radius_mm),
+                "lacunar",
+            )
     elif pattern == "embolic":
         assert p.spread_mm is not None  # set for this pattern in LESION_PATTERNS
         cluster = _pick(rng, cerebrum & (anat.depth < p.max_depth_mm))
         # No cerebrum voxel shallow enough for a cluster centre: scatter the emboli like territorial satellites.
         near = (_near(anat, cluster, p.spread_mm) if cluster is not None else cerebrum) & (
-            anat.depth < p.satellite_max_depth_mm)
+            anat.depth < p.satellite_max_depth_mm
+        )
         for _ in range(n_lesions or int(rng.integers(*dom.embolic_count))):
             _add_lesion(rng, anat, fx, tissue & near, rng.uniform(*p.radius_mm), "embolic")
     else:  # multiple
@@ -144,21 +164,26 @@ def ctp_lesions(rng, anat: Anatomy, n_lesions: int | None) -> Effects:
     tissue = _tissue(anat)
     side = rng.choice((-1.0, 1.0))
     p = LESION_PATTERNS["core"]
-    assert p.penumbra_scale is not None and p.penumbra_irregularity is not None  # set for this pattern in LESION_PATTERNS
+    assert (
+        p.penumbra_scale is not None and p.penumbra_irregularity is not None
+    )  # set for this pattern in LESION_PATTERNS
     for _ in range(n_lesions or 1 + int(rng.random() < p.extra_p)):
         mask = tissue & (side * anat.u > p.min_offset_mm) & (anat.depth < p.max_depth_mm)
         radius = rng.uniform(*p.radius_mm)
         centre = _add_lesion(rng, anat, fx, mask if mask.any() else tissue, radius, "core")
         if centre is not None:
-            region, profile = blob(rng, anat, centre, radius * rng.uniform(*p.penumbra_scale),
-                                   rng.uniform(*p.penumbra_irregularity))
+            region, profile = blob(
+                rng, anat, centre, radius * rng.uniform(*p.penumbra_scale), rng.uniform(*p.penumbra_irregularity)
+            )
             fx.paint(fx.penumbra, region, profile)
     if not fx.lesions:
         _add_lesion(rng, anat, fx, anat.brain & (anat.csf < 0.5), LESION.fallback_radius_mm["isles18"], "fallback")
     return fx
 
 
-def add_mimic(rng, anat: Anatomy, fx: Effects, mask: np.ndarray, radius: float, kind: str, **effect) -> np.ndarray | None:
+def add_mimic(
+    rng, anat: Anatomy, fx: Effects, mask: np.ndarray, radius: float, kind: str, **effect
+) -> np.ndarray | None:
     """Draw one confounder of type ``kind`` in ``mask`` (away from the lesions); return its full-size profile
     (or None when ``mask`` holds no voxel away from the lesions)."""
     centre = _pick(rng, mask & (fx.core < 0.05))
@@ -169,6 +194,12 @@ def add_mimic(rng, anat: Anatomy, fx: Effects, mask: np.ndarray, radius: float, 
     full = np.zeros(anat.shape, np.float32)
     full[region] = profile
     fx.paint(fx.mimic, region, profile)
-    fx.mimics.append({"type": kind, "centre_mm": _centre_mm(anat, centre), "radius_mm": round(radius, 1),
-                      **{k: round(float(v), 3) for k, v in effect.items()}})
+    fx.mimics.append(
+        {
+            "type": kind,
+            "centre_mm": _centre_mm(anat, centre),
+            "radius_mm": round(radius, 1),
+            **{k: round(float(v), 3) for k, v in effect.items()},
+        }
+    )
     return full

@@ -17,8 +17,9 @@ from mdanet_sdk.data.phantom.tables import BACKGROUND, MRI, MRI_MIMICS
 __all__ = ["mri_images", "mri_background"]
 
 
-def _mimics(rng, anat: Anatomy, fx: Effects, t2_factor: np.ndarray, adc_factor: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _mimics(
+    rng, anat: Anatomy, fx: Effects, t2_factor: np.ndarray, adc_factor: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Add the confounders: T2 shine-through (DWI bright, ADC normal or raised), a chronic infarct (ADC high,
     DWI dark) and susceptibility at the skull base (DWI only).
 
@@ -31,21 +32,41 @@ def _mimics(rng, anat: Anatomy, fx: Effects, t2_factor: np.ndarray, adc_factor: 
     dwi_only = np.ones(anat.shape, np.float32)
     for _ in range(int(rng.integers(*m.shine_count))):
         t2, adc = rng.uniform(*m.shine_t2), rng.uniform(*m.shine_adc)
-        p = add_mimic(rng, anat, fx, tissue & (anat.depth > m.shine_min_depth_mm), rng.uniform(*m.shine_radius_mm),
-                      "t2-shine-through", t2=t2, adc=adc)
+        p = add_mimic(
+            rng,
+            anat,
+            fx,
+            tissue & (anat.depth > m.shine_min_depth_mm),
+            rng.uniform(*m.shine_radius_mm),
+            "t2-shine-through",
+            t2=t2,
+            adc=adc,
+        )
         if p is not None:
             t2_factor *= 1.0 + t2 * p
             adc_factor *= 1.0 + adc * p
     if rng.random() < m.chronic_p:
         t2, adc = rng.uniform(*m.chronic_t2), rng.uniform(*m.chronic_adc)
-        p = add_mimic(rng, anat, fx, tissue & (anat.depth < m.chronic_max_depth_mm), rng.uniform(*m.chronic_radius_mm),
-                      "chronic", t2=t2, adc=adc)
+        p = add_mimic(
+            rng,
+            anat,
+            fx,
+            tissue & (anat.depth < m.chronic_max_depth_mm),
+            rng.uniform(*m.chronic_radius_mm),
+            "chronic",
+            t2=t2,
+            adc=adc,
+        )
         if p is not None:
             t2_factor *= 1.0 + t2 * p
             adc_factor *= 1.0 + adc * p
     below, lateral, front = m.skull_base
-    base = (anat.brain & (anat.w < -below * c) & (anat.depth < m.susceptibility_max_depth_mm)
-            & ((np.abs(anat.u) > lateral) | (anat.v > front * anat.dims[1])))
+    base = (
+        anat.brain
+        & (anat.w < -below * c)
+        & (anat.depth < m.susceptibility_max_depth_mm)
+        & ((np.abs(anat.u) > lateral) | (anat.v > front * anat.dims[1]))
+    )
     for _ in range(int(rng.integers(*m.susceptibility_count)) + int(rng.random() < m.susceptibility_extra_p)):
         gain = rng.uniform(*m.susceptibility_dwi)
         p = add_mimic(rng, anat, fx, base, rng.uniform(*m.susceptibility_radius_mm), "susceptibility", dwi=gain)
@@ -59,8 +80,11 @@ def _bias(rng, anat: Anatomy, dom: Domain) -> np.ndarray:
     the base; smooth. float32 ``(X, Y, Z)``."""
     radial = (anat.u / anat.dims[0]) ** 2 + (anat.v / anat.dims[1]) ** 2
     axial = rng.uniform(*MRI.bias_axial) * np.clip(-anat.w / anat.dims[2], *MRI.bias_axial_clip)
-    bias = np.exp(rng.uniform(*MRI.bias_radial) * radial + axial
-                  + rng.uniform(*MRI.bias_field) * anat.noise(rng, MRI.bias_scale_mm))
+    bias = np.exp(
+        rng.uniform(*MRI.bias_radial) * radial
+        + axial
+        + rng.uniform(*MRI.bias_field) * anat.noise(rng, MRI.bias_scale_mm)
+    )
     return bias ** dom.uniform(rng, dom.bias)
 
 
@@ -82,13 +106,16 @@ def mri_images(rng, anat: Anatomy, fx: Effects, dom: Domain) -> tuple[dict[str, 
     adc_grey = (adc_gm + (adc_deep - adc_gm) * anat.deep) * tex
     adc_white = adc_wm * tex
     # The cerebellum is often brighter in DWI than the cerebrum (measured on the real case: ~1.3x).
-    s0_white = ((1.0 + amp * tex_s + rng.uniform(*MRI.regional_s0) * regional_s)
-                * (1.0 + rng.uniform(*MRI.hindbrain_s0) * anat.hindbrain))
+    s0_white = (1.0 + amp * tex_s + rng.uniform(*MRI.regional_s0) * regional_s) * (
+        1.0 + rng.uniform(*MRI.hindbrain_s0) * anat.hindbrain
+    )
     s0_grey = s0_gm * s0_white
 
     # Acute lesions: ADC down (stronger in the core of each lesion), T2 mildly up.
     w0, w1 = MRI.lesion_core_weight
-    adc_factor = 1.0 - dom.uniform(rng, dom.adc_drop) * fx.core * (w0 + w1 * fx.strength) * (1.0 + MRI.lesion_texture * tex_a)
+    adc_factor = 1.0 - dom.uniform(rng, dom.adc_drop) * fx.core * (w0 + w1 * fx.strength) * (
+        1.0 + MRI.lesion_texture * tex_a
+    )
     t2_factor = 1.0 + dom.uniform(rng, dom.t2_rise) * fx.core
     t2_factor, adc_factor, dwi_only = _mimics(rng, anat, fx, t2_factor, adc_factor)
 
@@ -100,8 +127,10 @@ def mri_images(rng, anat: Anatomy, fx: Effects, dom: Domain) -> tuple[dict[str, 
     sb = g * np.exp(-adc_grey * adc_factor) + wm * np.exp(-adc_white * adc_factor) + csf * np.exp(-adc_csf)
     sigma = dom.uniform(rng, dom.noise) * np.exp(-adc_wm)
     s0 = np.maximum(s0 + MRI.s0_noise * sigma * rng.standard_normal(anat.shape, dtype=np.float32), 1e-3)
-    sb = np.hypot(sb + sigma * rng.standard_normal(anat.shape, dtype=np.float32),
-                  sigma * rng.standard_normal(anat.shape, dtype=np.float32))
+    sb = np.hypot(
+        sb + sigma * rng.standard_normal(anat.shape, dtype=np.float32),
+        sigma * rng.standard_normal(anat.shape, dtype=np.float32),
+    )
     adc = np.clip(-np.log(np.maximum(sb, 1e-4) / s0), 0.0, MRI.adc_max)
 
     bias = _bias(rng, anat, dom)
@@ -110,8 +139,12 @@ def mri_images(rng, anat: Anatomy, fx: Effects, dom: Domain) -> tuple[dict[str, 
     images = {"dwi": np.where(anat.brain, dwi, 0.0), "adc": np.where(anat.brain, adc, 0.0)}
     background = dom.choice(rng, dom.mri_backgrounds)
     images = mri_background(rng, anat.depth, images, background, float(sigma), gain / np.exp(-adc_wm))
-    info = {"dwi_gain": round(gain, 3), "noise_sigma": round(float(sigma), 5), "b_value": MRI.b_value,
-            "background": background}
+    info = {
+        "dwi_gain": round(gain, 3),
+        "noise_sigma": round(float(sigma), 5),
+        "b_value": MRI.b_value,
+        "background": background,
+    }
     return images, info
 
 
@@ -134,8 +167,9 @@ def mri_background(
     noise = np.hypot(rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32))
     dwi = np.where(outside, sigma * scale * noise, images["dwi"])
     tissue_adc = float(np.median(images["adc"][~outside])) if (~outside).any() else 1.0
-    adc = np.where(outside, rng.uniform(*bg.mri_adc_noise) * tissue_adc * (rng.random(shape) < bg.mri_adc_noise_p),
-                   images["adc"])
+    adc = np.where(
+        outside, rng.uniform(*bg.mri_adc_noise) * tissue_adc * (rng.random(shape) < bg.mri_adc_noise_p), images["adc"]
+    )
     if kind == "skull":
         # Scalp and marrow bright, cortical bone dark; a ring a few mm outside the brain surface.
         width = rng.uniform(*bg.skull_mm)

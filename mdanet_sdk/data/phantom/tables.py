@@ -219,14 +219,28 @@ class LesionPattern:
 
 #: Lesion patterns of ISLES'22 (territorial ... multiple) and the ISLES'18 infarct core.
 LESION_PATTERNS: dict[str, LesionPattern] = {
-    "territorial": LesionPattern((12.0, 35.0), extra_p=0.5, count=(1, 4), min_offset_mm=12, min_depth_mm=4,
-                                 max_depth_mm=22, spread_mm=45.0, satellite_radius_mm=(2.0, 5.0),
-                                 satellite_max_depth_mm=25),
+    "territorial": LesionPattern(
+        (12.0, 35.0),
+        extra_p=0.5,
+        count=(1, 4),
+        min_offset_mm=12,
+        min_depth_mm=4,
+        max_depth_mm=22,
+        spread_mm=45.0,
+        satellite_radius_mm=(2.0, 5.0),
+        satellite_max_depth_mm=25,
+    ),
     "lacunar": LesionPattern((3.0, 8.0), extra_p=0.3, min_depth_mm=22, max_csf=0.05),
     "embolic": LesionPattern((1.5, 5.0), max_depth_mm=30, spread_mm=35.0, satellite_max_depth_mm=25),
     "multiple": LesionPattern((5.0, 15.0), count=(2, 5)),
-    "core": LesionPattern((8.0, 28.0), extra_p=0.25, min_offset_mm=8, max_depth_mm=35,
-                          penumbra_scale=(1.4, 2.2), penumbra_irregularity=(0.2, 0.4)),
+    "core": LesionPattern(
+        (8.0, 28.0),
+        extra_p=0.25,
+        min_offset_mm=8,
+        max_depth_mm=35,
+        penumbra_scale=(1.4, 2.2),
+        penumbra_irregularity=(0.2, 0.4),
+    ),
 }
 #: Probability of each lesion pattern of a layout when ``pattern`` is not given (order of ``PATTERNS``).
 PATTERN_P: dict[str, tuple[float, ...]] = {"isles22": (0.3, 0.2, 0.3, 0.2), "isles18": (1.0,)}
@@ -354,7 +368,9 @@ class PerfusionTable:
     tmax_core: Range = (9, 16)
     territory_offset: float = 0.2
     territory_ramp_mm: float = 20.0
-    rim: dict[str, Range] = field(default_factory=lambda: {"cbf": (3, 10), "cbv": (0.5, 2), "mtt": (3, 8), "tmax": (0, 2)})
+    rim: dict[str, Range] = field(
+        default_factory=lambda: {"cbf": (3, 10), "cbv": (0.5, 2), "mtt": (3, 8), "tmax": (0, 2)}
+    )
     texture: dict[str, float] = field(default_factory=lambda: {"cbf": 0.15, "cbv": 0.12, "mtt": 0.1, "tmax": 0.3})
     noise: dict[str, float] = field(default_factory=lambda: {"cbf": 0.08, "cbv": 0.08, "mtt": 0.1, "tmax": 0.08})
     white_noise: float = 0.5

@@ -12,7 +12,14 @@ import numpy as np
 
 from mdanet_sdk._files import write_json
 from mdanet_sdk.data.nifti import atomic_save
-from mdanet_sdk.data.phantom.generate import PHANTOM_MODALITIES, Phantom, case_name, case_seed, check_options, make_phantom
+from mdanet_sdk.data.phantom.generate import (
+    PHANTOM_MODALITIES,
+    Phantom,
+    case_name,
+    case_seed,
+    check_options,
+    make_phantom,
+)
 from mdanet_sdk.errors import InputError
 
 __all__ = ["write_dataset"]
@@ -56,7 +63,9 @@ def _write_isles22(out: Path, ph: Phantom, name: str) -> None:
 def _write_isles18(out: Path, ph: Phantom, name: str, index: int) -> None:
     for k, modality in enumerate((*PHANTOM_MODALITIES["isles18"], "label")):
         file = f"SMIR.Brain.XX.O.{_SMIR_TOKENS[modality]}.{300000 + 10 * index + k}"
-        array, dtype = (ph.label, "uint8") if modality == "label" else (ph.images[modality], ph.info["dtypes"][modality])
+        array, dtype = (
+            (ph.label, "uint8") if modality == "label" else (ph.images[modality], ph.info["dtypes"][modality])
+        )
         assert array is not None  # make_phantom always draws the label
         _save(array, ph, dtype, out / "TRAINING" / name / file / f"{file}.nii", qform_code=1)
 
@@ -95,8 +104,9 @@ def write_dataset(
         raise InputError(f"n_cases must be at least 1, got {n_cases}.")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; give a folder to write the dataset into.")
-    check_options(layout, options.get("shape"), options.get("pattern"), options.get("n_lesions"),
-                  options.get("domain", "classic"))
+    check_options(
+        layout, options.get("shape"), options.get("pattern"), options.get("n_lesions"), options.get("domain", "classic")
+    )
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n_cases):
@@ -108,11 +118,24 @@ def write_dataset(
             _write_isles18(out, ph, name, i)
         records.append({"case_id": name, "seed": case_s, "info": ph.info})
     if layout == "isles22":
-        write_json(out / "dataset_description.json", {
-            "Name": "mdanet-sdk synthetic ISLES'22-like phantoms", "BIDSVersion": "1.7.0", "DatasetType": "raw",
-            "GeneratedBy": [{"Name": _GENERATOR}],
-        })
+        write_json(
+            out / "dataset_description.json",
+            {
+                "Name": "mdanet-sdk synthetic ISLES'22-like phantoms",
+                "BIDSVersion": "1.7.0",
+                "DatasetType": "raw",
+                "GeneratedBy": [{"Name": _GENERATOR}],
+            },
+        )
     # "kind" holds the layout: the key is kept so that phantoms.json files stay as they were.
-    write_json(out / "phantoms.json", {"generator": _GENERATOR, "kind": layout, "seed": int(seed),
-                                        "case_seed": "seed * 1000 + index", "cases": records})
+    write_json(
+        out / "phantoms.json",
+        {
+            "generator": _GENERATOR,
+            "kind": layout,
+            "seed": int(seed),
+            "case_seed": "seed * 1000 + index",
+            "cases": records,
+        },
+    )
     return out
