@@ -8,18 +8,17 @@ Parses the options and calls :func:`mdanet_sdk.segment` (inputs, weights and out
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.markup import escape
 
 from mdanet_sdk.cli._app import command, console, err_console
+from mdanet_sdk.cli import _options as opt
 from mdanet_sdk.cli._progress import case_bars
 from mdanet_sdk.errors import InputError
 
 __all__ = ["segment"]
-
-_DEFAULT = "Default: the checkpoint's, else"
 
 
 def _parse_mapping(items: list[str]) -> dict[str, Path]:
@@ -67,70 +66,24 @@ def _summarise(done: list[Any], failed: list[Any], report_error: str | None, rep
 
 @command("segment")
 def segment(
-    inputs: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Cases: 4D NIfTI files, case folders (ISLES'22/'18, dwi.nii.gz...) or dataset roots."),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option("-o", "--out", help="Output folder, or the mask file for one case. Default: current folder."),
-    ] = None,
-    checkpoint: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--checkpoint",
-            "-c",
-            help="Checkpoint file or bundled name (default-mri, default-ctp); repeat for a fold "
-            "ensemble. Default: the bundled weights that fit each case.",
-        ),
-    ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", help="Exported artefact (mdanet-sdk export, .ts/.pt2) to run instead of a checkpoint."),
-    ] = None,
-    prob: Annotated[bool, typer.Option("--prob", help="Also write <case>_prob.nii.gz (float32).")] = False,
-    tta: Annotated[
-        bool | None,
-        typer.Option(
-            "--tta/--no-tta", help="Average over flipped copies (4x slower). Default: as the checkpoint recommends."
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Slices per forward pass.")] = 16,
-    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.")] = "auto",
-    threshold: Annotated[float | None, typer.Option(help=f"Lesion probability threshold. {_DEFAULT} 0.5.")] = None,
-    min_size: Annotated[
-        int | None, typer.Option("--min-size", min=0, help=f"Drop lesions smaller than this (voxels). {_DEFAULT} 0.")
-    ] = None,
-    max_adc_ratio: Annotated[
-        float | None,
-        typer.Option(
-            "--max-adc-ratio",
-            min=0.0,
-            help=f"MRI: drop lesions whose median ADC is above this multiple of the tissue ADC (0: off). {_DEFAULT} 0.",
-        ),
-    ] = None,
-    report: Annotated[Path | None, typer.Option("--report", "--json", help="Write a JSON report of all cases.")] = None,
-    overlay: Annotated[
-        Path | None,
-        typer.Option("--overlay", help="PNG of the lesion outline (a folder, or a .png name used as stem)."),
-    ] = None,
-    modality: Annotated[
-        list[str] | None,
-        typer.Option("-m", "--modality", help="One case from one file per modality: -m dwi=a.nii.gz -m adc=b.nii.gz."),
-    ] = None,
-    modalities: Annotated[
-        str | None, typer.Option("--modalities", help="Order of the volumes in 4D files, e.g. dwi,adc.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (for pipelines).")] = False,
-    trust: Annotated[
-        bool,
-        typer.Option(
-            "--trust",
-            help="Load a checkpoint or artefact that has no integrity record (your own file from an older "
-            "mdanet-sdk). Damaged files are refused either way.",
-        ),
-    ] = False,
+    inputs: opt.Inputs = None,
+    out: opt.Out = None,
+    checkpoint: opt.Checkpoints = None,
+    model: opt.Model = None,
+    prob: opt.Prob = False,
+    tta: opt.Tta = None,
+    batch_size: opt.BatchSize = 16,
+    device: opt.Device = "auto",
+    precision: opt.Precision = "auto",
+    threshold: opt.Threshold = None,
+    min_size: opt.MinSize = None,
+    max_adc_ratio: opt.MaxAdcRatio = None,
+    report: opt.Report = None,
+    overlay: opt.Overlay = None,
+    modality: opt.Modality = None,
+    modalities: opt.Modalities = None,
+    quiet: opt.Quiet = False,
+    trust: opt.Trust = False,
 ) -> None:
     """Segment stroke lesions; write masks (and probability maps, a JSON report, overlays)."""
     from mdanet_sdk.inference import FailedCase, SegmentationResult

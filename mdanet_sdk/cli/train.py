@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from mdanet_sdk.cli._options import Device, Precision
 from mdanet_sdk.cli._app import command, console, err_console
 from mdanet_sdk.cli._progress import train_bars
 
@@ -31,11 +32,7 @@ Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
 Schedule = Annotated[str, typer.Option(help="cosine, plateau or constant.")]
 Patience = Annotated[int, typer.Option(help="Early-stopping patience in epochs (0: off).")]
 LesionFraction = Annotated[float, typer.Option(help="Share of batch entries drawn from lesion slices.")]
-Precision = Annotated[
-    str, typer.Option(help="auto (bf16, or fp16 where unsupported, on CUDA; fp32 on CPU), fp32, fp16 or bf16.")
-]
 Amp = Annotated[str | None, typer.Option(hidden=True, help="Deprecated: use --precision (off = fp32).")]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Workers = Annotated[int | None, typer.Option(help="Data-loader workers (default 4 on GPU, 0 on CPU).")]
 Seed = Annotated[int, typer.Option(help="Base random seed.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]

@@ -1,0 +1,78 @@
+"""The options of ``mdanet-sdk`` commands as ``Annotated`` aliases: a command's signature lists them, and options
+that several commands share (device, precision) are declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_DEFAULT = "Default: the checkpoint's, else"
+
+# Shared by segment, train and ablate.
+Device = Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")]
+Precision = Annotated[
+    str, typer.Option(help="auto (bf16, or fp16 where unsupported, on GPU; fp32 on CPU), fp32, fp16, bf16.")
+]
+
+# mdanet-sdk segment
+Inputs = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Cases: 4D NIfTI files, case folders (ISLES'22/'18, dwi.nii.gz...) or dataset roots."),
+]
+Out = Annotated[
+    Path | None,
+    typer.Option("-o", "--out", help="Output folder, or the mask file for one case. Default: current folder."),
+]
+Checkpoints = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--checkpoint",
+        "-c",
+        help="Checkpoint file or bundled name (default-mri, default-ctp); repeat for a fold "
+        "ensemble. Default: the bundled weights that fit each case.",
+    ),
+]
+Model = Annotated[
+    Path | None,
+    typer.Option("--model", help="Exported artefact (mdanet-sdk export, .ts/.pt2) to run instead of a checkpoint."),
+]
+Prob = Annotated[bool, typer.Option("--prob", help="Also write <case>_prob.nii.gz (float32).")]
+Tta = Annotated[
+    bool | None,
+    typer.Option(
+        "--tta/--no-tta", help="Average over flipped copies (4x slower). Default: as the checkpoint recommends."
+    ),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Slices per forward pass.")]
+Threshold = Annotated[float | None, typer.Option(help=f"Lesion probability threshold. {_DEFAULT} 0.5.")]
+MinSize = Annotated[
+    int | None, typer.Option("--min-size", min=0, help=f"Drop lesions smaller than this (voxels). {_DEFAULT} 0.")
+]
+MaxAdcRatio = Annotated[
+    float | None,
+    typer.Option(
+        "--max-adc-ratio",
+        min=0.0,
+        help=f"MRI: drop lesions whose median ADC is above this multiple of the tissue ADC (0: off). {_DEFAULT} 0.",
+    ),
+]
+Report = Annotated[Path | None, typer.Option("--report", "--json", help="Write a JSON report of all cases.")]
+Overlay = Annotated[
+    Path | None, typer.Option("--overlay", help="PNG of the lesion outline (a folder, or a .png name used as stem).")
+]
+Modality = Annotated[
+    list[str] | None,
+    typer.Option("-m", "--modality", help="One case from one file per modality: -m dwi=a.nii.gz -m adc=b.nii.gz."),
+]
+Modalities = Annotated[str | None, typer.Option("--modalities", help="Order of the volumes in 4D files, e.g. dwi,adc.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (for pipelines).")]
+Trust = Annotated[
+    bool,
+    typer.Option(
+        "--trust",
+        help="Load a checkpoint or artefact that has no integrity record (your own file from an older "
+        "mdanet-sdk). Damaged files are refused either way.",
+    ),
+]
