@@ -166,15 +166,17 @@ def _deep_grey(u, v, w, c: float) -> np.ndarray:
     return deep
 
 
-def build_anatomy(
-    rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray, dims, centre_w: float
-) -> Anatomy:
-    """The tissue model of a brain with cerebrum semi-axes ``dims`` (mm) whose centre lies ``centre_w`` mm
-    above the grid centre along Z (plus a few mm of random shift and degrees of random rotation)."""
-    an = ANATOMY
-    axes, u, v, w = _brain_frame(rng, shape, spacing, centre_w)
-    a, b, c = dims
+def _outline(
+    rng, axes: list[np.ndarray], u: np.ndarray, v: np.ndarray, w: np.ndarray, dims
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The brain's outline: ``(frontal, base, cerebrum, cerebellum, stem, depth)``, float32 ``(X, Y, Z)``.
 
+    ``frontal`` and ``base`` divide ``u`` and ``w`` to narrow the cerebrum in front and flatten it at the base;
+    ``cerebrum``, ``cerebellum`` and ``stem`` are the depths (mm, negative outside) below each part's surface,
+    and ``depth`` the brain's, with a smooth random wave on the surface.
+    """
+    an = ANATOMY
+    a, b, c = dims
     # Cerebrum: narrower in front, flatter at the base; cerebellum and brainstem below and behind.
     frontal = 1.0 - an.frontal_taper * np.clip(v / b, -1, 1)
     base = np.where(w < 0, an.base_flattening, 1.0).astype(np.float32)
@@ -187,11 +189,20 @@ def build_anatomy(
     depth = np.maximum(np.maximum(cerebrum, cerebellum), stem) + rng.uniform(*an.surface_wave_mm) * smooth_noise(
         rng, axes, an.surface_wave_scale_mm
     )
-    brain = depth > 0
+    return frontal, base, cerebrum, cerebellum, stem, depth
 
-    # Cortex: sulci at the zero crossings of a smooth field, lined by a grey-matter ribbon. Atrophy widens
-    # the sulci, the subarachnoid space and the ventricles (ISLES patients are mostly elderly).
-    fold = _folds(rng, u / frontal, v, w / base, dims, brain & (depth < an.cortex_band_mm))
+
+def _cortex(
+    rng, axes: list[np.ndarray], u: np.ndarray, v: np.ndarray, w: np.ndarray, dims, depth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Sulcal CSF and the grey-matter ribbon of the cortex: ``(sulcal, ribbon, atrophy)``.
+
+    Sulci lie at the zero crossings of a smooth field (:func:`_folds`; ``u, v, w`` in the cerebrum's tapered
+    frame), lined by a grey-matter ribbon. ``atrophy`` (drawn here) widens the sulci, and the caller's
+    subarachnoid space and ventricles (ISLES patients are mostly elderly).
+    """
+    an = ANATOMY
+    fold = _folds(rng, u, v, w, dims, (depth > 0) & (depth < an.cortex_band_mm))
     sulcus_depth = rng.uniform(*an.sulcus_depth_mm) + an.sulcus_depth_sd_mm * smooth_noise(
         rng, axes, an.sulcus_depth_scale_mm
     )
@@ -202,15 +213,36 @@ def build_anatomy(
         ramp(open_ + 1.0 - np.abs(fold), 0.3) * ramp(sulcus_depth + an.sulcus_ribbon_mm - depth, 3.0),
         ramp(an.ribbon_mm - depth, 2.0),
     )
-    surface = ramp(atrophy - depth, 2.5)
-    tentorium = ramp(1.2 - np.abs(cerebrum - cerebellum), 1.0) * (cerebellum > 0) * (cerebrum > 0)
+    return sulcal, ribbon, atrophy
 
-    # Interhemispheric fissure (wavy) down to the corpus callosum, to the base in front and behind.
+
+def _fissure(
+    rng, axes: list[np.ndarray], u: np.ndarray, v: np.ndarray, w: np.ndarray, dims, atrophy: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The interhemispheric fissure (wavy) down to the corpus callosum, to the base in front and behind:
+    ``(CSF fraction, grey-matter fraction of its walls)``, float32 ``(X, Y, Z)``."""
+    an = ANATOMY
+    _, b, c = dims
     reach = (w > an.fissure_reach[0] * c) | (np.abs(v) > an.fissure_reach[1] * b)
     midline = np.abs(u - an.fissure_wave_mm * smooth_noise(rng, axes, an.fissure_wave_scale_mm))
     fissure = ramp(an.fissure_width * atrophy - midline, 1.0) * reach
     fissure_gm = ramp(an.fissure_gm_mm - midline, 1.5) * reach
+    return fissure, fissure_gm
 
+
+def build_anatomy(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray, dims, centre_w: float
+) -> Anatomy:
+    """The tissue model of a brain with cerebrum semi-axes ``dims`` (mm) whose centre lies ``centre_w`` mm
+    above the grid centre along Z (plus a few mm of random shift and degrees of random rotation)."""
+    axes, u, v, w = _brain_frame(rng, shape, spacing, centre_w)
+    c = dims[2]
+    frontal, base, cerebrum, cerebellum, stem, depth = _outline(rng, axes, u, v, w, dims)
+    brain = depth > 0
+    sulcal, ribbon, atrophy = _cortex(rng, axes, u / frontal, v, w / base, dims, depth)
+    surface = ramp(atrophy - depth, 2.5)
+    tentorium = ramp(1.2 - np.abs(cerebrum - cerebellum), 1.0) * (cerebellum > 0) * (cerebrum > 0)
+    fissure, fissure_gm = _fissure(rng, axes, u, v, w, dims, atrophy)
     ventricles = _ventricles(u, v, w, c, atrophy)
     deep = _deep_grey(u, v, w, c)
     csf = np.maximum.reduce([surface, sulcal, tentorium, fissure, ventricles]) * brain

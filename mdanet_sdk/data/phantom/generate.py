@@ -171,8 +171,7 @@ def make_phantom(
         InputError: unknown layout or pattern, a grid smaller than 16×16×1, ``n_lesions < 1``.
     """
     check_options(layout, shape, pattern, n_lesions, domain)
-    if domain == "mixed":  # half the seeds each: the randomised world keeps its classic centre in view
-        domain = "classic" if seed % 2 == 0 else "randomised"
+    domain = _seed_domain(domain, seed)
     dom = DOMAINS[domain]
     rng = np.random.default_rng(seed)
     background = dom.choice(rng, dom.ctp_backgrounds) if layout == "isles18" else None
@@ -180,14 +179,7 @@ def make_phantom(
     shape, voxel_mm, dims, centre_w, rim = geometry(rng, layout, shape, spacing, dom, rim_mm)
     anat = build_anatomy(rng, shape, voxel_mm, dims, centre_w)
     pattern = pattern or str(rng.choice(PATTERNS[layout], p=PATTERN_P[layout]))
-    info: dict[str, Any] = {
-        "kind": layout,
-        "seed": int(seed),
-        "domain": domain,
-        "pattern": pattern,
-        "shape": list(shape),
-        "spacing_mm": [round(float(s), 4) for s in voxel_mm],
-    }
+    info = _base_info(layout, seed, domain, pattern, shape, voxel_mm)
     if layout == "isles22":
         fx, images, head, extra = _mri_case(rng, anat, pattern, n_lesions, dom)
     else:
@@ -197,10 +189,35 @@ def make_phantom(
     grid_affine = affine(rng, shape, voxel_mm, oblique=layout == "isles22")
     info.update(extra, lesions=fx.lesions, mimics=fx.mimics, lesion_voxels=int(label.sum()))
     masks = _masks(anat, fx, label, head, layout)
-    first = PHANTOM_MODALITIES[layout][0]
-    header = nib.Nifti1Image(images[first], grid_affine).header
-    reference = Volume(images[first], grid_affine, header, grid_affine, tuple(shape), ("R", "A", "S"))
+    reference = _reference(images[PHANTOM_MODALITIES[layout][0]], grid_affine, shape)
     return Phantom(case_id or f"phantom-{seed}", images, label, reference, layout=layout, masks=masks, info=info)
+
+
+def _seed_domain(domain: str, seed: int) -> str:
+    """The domain of the case with ``seed``: ``"mixed"`` is classic for even seeds and randomised for odd ones
+    (half the seeds each: the randomised world keeps its classic centre in view); others are kept."""
+    if domain == "mixed":
+        domain = "classic" if seed % 2 == 0 else "randomised"
+    return domain
+
+
+def _base_info(layout: str, seed: int, domain: str, pattern: str, shape, voxel_mm: np.ndarray) -> dict[str, Any]:
+    """The start of :attr:`Phantom.info`: layout (under ``"kind"``), seed, domain, pattern and the grid."""
+    return {
+        "kind": layout,
+        "seed": int(seed),
+        "domain": domain,
+        "pattern": pattern,
+        "shape": list(shape),
+        "spacing_mm": [round(float(s), 4) for s in voxel_mm],
+    }
+
+
+def _reference(image: np.ndarray, grid_affine: np.ndarray, shape) -> Volume:
+    """The reference grid of a phantom (:attr:`Phantom.reference`): canonical RAS+ ``image`` with ``grid_affine``
+    as both its affine and its original one, in the header nibabel makes for it."""
+    header = nib.Nifti1Image(image, grid_affine).header
+    return Volume(image, grid_affine, header, grid_affine, tuple(shape), ("R", "A", "S"))
 
 
 def _masks(anat: Anatomy, fx: Effects, label: np.ndarray, head: np.ndarray, layout: str) -> dict[str, np.ndarray]:

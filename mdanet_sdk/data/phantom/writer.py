@@ -117,6 +117,13 @@ def write_dataset(
         else:
             _write_isles18(out, ph, name, i)
         records.append({"case_id": name, "seed": case_s, "info": ph.info})
+    _write_index(out, layout, seed, records)
+    return out
+
+
+def _write_index(out: Path, layout: str, seed: int, records: list[dict[str, Any]]) -> None:
+    """Write the dataset's JSON files: ``phantoms.json`` (``records``: each case's id, seed and info) and, for
+    ISLES'22, the BIDS ``dataset_description.json``."""
     if layout == "isles22":
         write_json(
             out / "dataset_description.json",
@@ -138,4 +145,3 @@ def write_dataset(
             "cases": records,
         },
     )
-    return out
