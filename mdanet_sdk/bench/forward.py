@@ -30,6 +30,80 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+def _bind_members(
+    members: list[Contender],
+    x: torch.Tensor,
+    batch: int,
+    precision: str,
+    settings: BenchSettings,
+    device: torch.device,
+) -> tuple[dict[int, Callable[[], object]], list[ForwardRecord]]:
+    """Bind each member to the batch ``x`` ``(batch, C, H, W)`` and call it once, untimed: ``(calls by member index,
+    error records of the members that failed)``. The untimed call weeds out a backend that cannot run this
+    batch (static shapes, OOM)."""
+    calls: dict[int, Callable[[], object]] = {}
+    errors: list[ForwardRecord] = []
+    for i, c in enumerate(members):
+        runner = c.runners[precision]
+        call = runner.bind(x, precision)
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - reported in its record
+            errors.append(
+                forward_record(
+                    settings,
+                    device,
+                    section=c.section,
+                    backend=c.backend,
+                    preset=c.preset,
+                    model=c.model,
+                    ops=runner.ops,
+                    batch=batch,
+                    precision=precision,
+                    status="error",
+                    reason=one_line(exc),
+                )
+            )
+            if _is_oom(exc) and device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        calls[i] = call
+    return calls, errors
+
+
+def _measured_record(
+    c: Contender,
+    batch: int,
+    precision: str,
+    seconds: list[float],
+    settings: BenchSettings,
+    device: torch.device,
+    peak: dict[str, float | None],
+) -> ForwardRecord:
+    """The ok record of ``c`` from its timed ``seconds`` per call: latency, throughput, FLOP rates and (where the
+    device ``peak`` TFLOP/s of ``precision`` is known) the fraction of it reached."""
+    thr = Stats.of([batch / s for s in seconds])
+    achieved = c.flops * thr.median / 1e9
+    device_peak = peak.get(precision)
+    return forward_record(
+        settings,
+        device,
+        section=c.section,
+        backend=c.backend,
+        preset=c.preset,
+        model=c.model,
+        ops=c.runners[precision].ops,
+        batch=batch,
+        precision=precision,
+        latency_ms=Stats.of([1e3 * s for s in seconds]),
+        throughput=thr,
+        gflop_per_slice=c.flops / 1e9,
+        achieved_gflop_s=achieved,
+        peak_fraction=achieved / (device_peak * 1e3) if device_peak else None,
+        slices_per_s_per_gflop=thr.median / (c.flops / 1e9),
+    )
+
+
 def _time_group(
     group: list[Contender], settings: BenchSettings, device: torch.device, progress: Progress
 ) -> list[ForwardRecord]:
@@ -42,59 +116,13 @@ def _time_group(
         for batch in settings.batch_sizes:
             progress(f"forward: batch {batch} {precision}: {', '.join(f'{c.preset}/{c.backend}' for c in members)}")
             x = torch.randn(batch, channels, settings.size, settings.size, device=device)
-            calls: dict[int, Callable[[], object]] = {}
-            for i, c in enumerate(members):
-                runner = c.runners[precision]
-                call = runner.bind(x, precision)
-                try:  # one untimed call weeds out a backend that cannot run this batch (static shapes, OOM)
-                    call()
-                except Exception as exc:  # noqa: BLE001 - reported in its record
-                    records.append(
-                        forward_record(
-                            settings,
-                            device,
-                            section=c.section,
-                            backend=c.backend,
-                            preset=c.preset,
-                            model=c.model,
-                            ops=runner.ops,
-                            batch=batch,
-                            precision=precision,
-                            status="error",
-                            reason=one_line(exc),
-                        )
-                    )
-                    if _is_oom(exc) and device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    continue
-                calls[i] = call
+            calls, errors = _bind_members(members, x, batch, precision, settings, device)
+            records += errors
             times = measure_interleaved(
                 calls, warmup=max(0, settings.warmup - 1), repeats=settings.repeats, sync=sync_for(device)
             )
             for i, seconds in times.items():
-                c = members[i]
-                thr = Stats.of([batch / s for s in seconds])
-                achieved = c.flops * thr.median / 1e9
-                device_peak = peak.get(precision)
-                records.append(
-                    forward_record(
-                        settings,
-                        device,
-                        section=c.section,
-                        backend=c.backend,
-                        preset=c.preset,
-                        model=c.model,
-                        ops=c.runners[precision].ops,
-                        batch=batch,
-                        precision=precision,
-                        latency_ms=Stats.of([1e3 * s for s in seconds]),
-                        throughput=thr,
-                        gflop_per_slice=c.flops / 1e9,
-                        achieved_gflop_s=achieved,
-                        peak_fraction=achieved / (device_peak * 1e3) if device_peak else None,
-                        slices_per_s_per_gflop=thr.median / (c.flops / 1e9),
-                    )
-                )
+                records.append(_measured_record(members[i], batch, precision, seconds, settings, device, peak))
     return records
 
 

@@ -50,8 +50,34 @@ def _ratio(value: float | None) -> str:
 def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
     """One row per measurement for the CLI table (keys :data:`SUMMARY_COLUMNS`); a backend that cannot run
     here gets a single row saying why."""
-    rows: list[dict[str, str]] = []
     blank = dict.fromkeys(SUMMARY_COLUMNS, "")
+    return [
+        *_forward_rows(report, blank),
+        *_segment_rows(report, blank),
+        *_many_rows(report, blank),
+        *_ops_rows(report, blank),
+    ]
+
+
+def _forward_notes(r: ForwardRecord) -> str:
+    """The notes of an ok forward row: FLOPs per slice, achieved GFLOP/s, slices/s per GFLOP, share of peak."""
+    # _time_group fills every measured field of an ok record
+    assert r.gflop_per_slice is not None and r.achieved_gflop_s is not None
+    assert r.slices_per_s_per_gflop is not None
+    notes = (
+        f"{_num(r.gflop_per_slice)} GF/slice · {_num(r.achieved_gflop_s)} GF/s · "
+        f"{_num(r.slices_per_s_per_gflop)} sl/s/GF"
+    )
+    if r.peak_fraction is not None:
+        notes += f" · {100 * r.peak_fraction:.1f}% peak"
+    if r.section == "peers":
+        notes += f" · × vs {r.baseline}"
+    return notes
+
+
+def _forward_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[str, str]]:
+    """Rows of the forward and peers sections; one row per preset, backend and failure status that did not run."""
+    rows: list[dict[str, str]] = []
     said: set[tuple[str, str, str]] = set()
     for r in report.forward:
         what = f"{r.preset} {r.size}²"
@@ -68,18 +94,7 @@ def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
                     }
                 )
             continue
-        # _time_group fills every measured field of an ok record
-        assert r.latency_ms is not None and r.throughput is not None
-        assert r.gflop_per_slice is not None and r.achieved_gflop_s is not None
-        assert r.slices_per_s_per_gflop is not None
-        notes = (
-            f"{_num(r.gflop_per_slice)} GF/slice · {_num(r.achieved_gflop_s)} GF/s · "
-            f"{_num(r.slices_per_s_per_gflop)} sl/s/GF"
-        )
-        if r.peak_fraction is not None:
-            notes += f" · {100 * r.peak_fraction:.1f}% peak"
-        if r.section == "peers":
-            notes += f" · × vs {r.baseline}"
+        assert r.latency_ms is not None and r.throughput is not None  # filled in every ok record
         rows.append(
             {
                 "section": r.section,
@@ -91,9 +106,15 @@ def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
                 "spread (IQR)": _spread(r.latency_ms),
                 "throughput": f"{_num(r.throughput.median)} slices/s",
                 "× eager": _ratio(r.ratio),
-                "notes": notes,
+                "notes": _forward_notes(r),
             }
         )
+    return rows
+
+
+def _segment_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[str, str]]:
+    """Rows of the segment section, with each stage's share of the time in the notes."""
+    rows: list[dict[str, str]] = []
     for s in report.segment:
         what = f"{s.volume} {'×'.join(map(str, s.shape))} {s.preset}"
         if s.status != "ok" or s.total_ms is None:
@@ -119,6 +140,12 @@ def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
                 "notes": shares,
             }
         )
+    return rows
+
+
+def _many_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[str, str]]:
+    """Rows of the predict_many section (one run each), with the peak memory in the notes."""
+    rows: list[dict[str, str]] = []
     for m in report.predict_many:
         what = f"{m.n_cases} × {m.volume} {'×'.join(map(str, m.shape))} {m.preset}"
         if m.status != "ok":
@@ -141,6 +168,12 @@ def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
                 "notes": mem + " (one run)",
             }
         )
+    return rows
+
+
+def _ops_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[str, str]]:
+    """Rows of the ops section (batch 1, fp32)."""
+    rows: list[dict[str, str]] = []
     for o in report.ops:
         if o.status != "ok" or o.latency_ms is None:
             rows.append(

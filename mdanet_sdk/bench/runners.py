@@ -154,6 +154,26 @@ def make_runner(
         raise BackendUnavailableError(f"peers run eager only, not {backend}.")
     if backend == "native":
         return Runner(_native_twin(eager), "native")
+    return _artifact_runner(backend, eager, preset, kind, size, batch_sizes, precision, workdir, device)
+
+
+def _artifact_runner(
+    backend: str,
+    eager: SegmentationModel,
+    preset: str,
+    kind: str,
+    size: int | None,
+    batch_sizes: Sequence[int],
+    precision: str,
+    workdir: Path | None,
+    device: torch.device,
+) -> Runner:
+    """``eager`` exported to an artefact of ``backend`` (``torchscript``, ``exported``, ``tensorrt``) in
+    ``workdir``, loaded back on ``device`` (arguments: :func:`make_runner`).
+
+    Raises:
+        BackendUnavailableError: the export package, or TensorRT, is missing here.
+    """
     try:
         from mdanet_sdk import export
     except ImportError:
@@ -218,6 +238,77 @@ def one_line(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {exc}".strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _failed(
+    settings: BenchSettings,
+    device: torch.device,
+    section: str,
+    backend: str,
+    preset: str,
+    model: str,
+    status: str,
+    reason: str,
+    precisions: Sequence[str],
+) -> list[ForwardRecord]:
+    """``status`` records (``unavailable`` or ``error``, with ``reason``) for each of ``precisions`` and each
+    batch size of the run."""
+    return [
+        forward_record(
+            settings,
+            device,
+            section=section,
+            backend=backend,
+            preset=preset,
+            model=model,
+            batch=b,
+            precision=p,
+            status=status,
+            reason=reason,
+        )
+        for p in precisions
+        for b in settings.batch_sizes
+    ]
+
+
+def _backend_runners(
+    section: str,
+    backend: str,
+    eager: nn.Module,
+    preset: str,
+    precisions: Sequence[str],
+    settings: BenchSettings,
+    device: torch.device,
+    workdir: Path,
+    progress: Progress,
+) -> tuple[dict[str, Runner], list[ForwardRecord]]:
+    """``eager`` on ``backend`` at each of ``precisions``: ``(runner per precision that can run, records of those
+    that cannot)``. An autocast runner serves every precision, so it is made once."""
+    model = type(eager).__name__
+    runners: dict[str, Runner] = {}
+    failed: list[ForwardRecord] = []
+    for precision in precisions:
+        progress(f"forward {preset}: preparing {backend} {precision}")
+        try:
+            runners[precision] = make_runner(
+                backend,
+                eager,
+                preset,
+                settings.kind,
+                size=settings.size,
+                batch_sizes=settings.batch_sizes,
+                precision=precision,
+                workdir=workdir,
+            )
+        except MDANetError as exc:
+            failed += _failed(settings, device, section, backend, preset, model, "unavailable", str(exc), [precision])
+        except Exception as exc:  # noqa: BLE001 - an artefact that fails to build is reported, not fatal
+            failed += _failed(settings, device, section, backend, preset, model, "error", one_line(exc), [precision])
+        else:
+            if runners[precision].autocast:  # the same callable serves every precision
+                runners.update(dict.fromkeys(precisions, runners[precision]))
+                break
+    return runners, failed
+
+
 def contenders(
     section: str,
     preset: str,
@@ -236,59 +327,21 @@ def contenders(
         settings, device, workdir, progress: of the run (artefacts are written to ``workdir``).
     """
     precisions = settings.resolved_precisions()
-    ready: list[Contender] = []
-    failed: list[ForwardRecord] = []
-
-    def fail(backend: str, model: str, status: str, reason: str, only: Sequence[str] = precisions) -> None:
-        failed.extend(
-            forward_record(
-                settings,
-                device,
-                section=section,
-                backend=backend,
-                preset=preset,
-                model=model,
-                batch=b,
-                precision=p,
-                status=status,
-                reason=reason,
-            )
-            for p in only
-            for b in settings.batch_sizes
-        )
-
     try:
         eager = build_network(preset, settings.kind, size=settings.size).to(device)
     except BackendUnavailableError as exc:
-        fail("eager", preset, "unavailable", str(exc))
-        return ready, failed
+        return [], _failed(settings, device, section, "eager", preset, preset, "unavailable", str(exc), precisions)
     model = type(eager).__name__
     flops = count_flops(
         eager, torch.zeros(1, kind_channels(settings.kind), settings.size, settings.size, device=device)
     )
+    ready: list[Contender] = []
+    failed: list[ForwardRecord] = []
     for backend in backends:
-        runners: dict[str, Runner] = {}
-        for precision in precisions:
-            progress(f"forward {preset}: preparing {backend} {precision}")
-            try:
-                runners[precision] = make_runner(
-                    backend,
-                    eager,
-                    preset,
-                    settings.kind,
-                    size=settings.size,
-                    batch_sizes=settings.batch_sizes,
-                    precision=precision,
-                    workdir=workdir,
-                )
-            except MDANetError as exc:
-                fail(backend, model, "unavailable", str(exc), [precision])
-            except Exception as exc:  # noqa: BLE001 - an artefact that fails to build is reported, not fatal
-                fail(backend, model, "error", one_line(exc), [precision])
-            else:
-                if runners[precision].autocast:  # the same callable serves every precision
-                    runners.update(dict.fromkeys(precisions, runners[precision]))
-                    break
+        runners, more = _backend_runners(
+            section, backend, eager, preset, precisions, settings, device, workdir, progress
+        )
+        failed += more
         if runners:
             ready.append(Contender(section, backend, preset, model, flops, runners))
     return ready, failed
