@@ -54,6 +54,23 @@ __all__ = ["Segmenter"]
 logger = logging.getLogger(__name__)
 
 
+def _check_ensemble(checkpoints: Sequence[Checkpoint]) -> None:
+    """Raise :class:`CheckpointError` unless the checkpoints share the first one's modalities and preprocessing
+    (folds of one training run) and it is a two-class (background, lesion) model."""
+    first = checkpoints[0]
+    for ckpt in checkpoints[1:]:
+        if ckpt.model_config.modalities != first.model_config.modalities or ckpt.preprocess != first.preprocess:
+            raise CheckpointError(
+                f"{ckpt.path} does not match {first.path} (modalities or preprocessing differ); an ensemble "
+                "needs folds of one training run."
+            )
+    if first.model_config.num_classes != 2:
+        raise CheckpointError(
+            f"{first.path} predicts {first.model_config.num_classes} classes; the Segmenter needs a "
+            "two-class (background, lesion) model."
+        )
+
+
 class Segmenter:
     """Lesion segmentation with one checkpoint, or a fold ensemble of compatible checkpoints.
 
@@ -113,17 +130,7 @@ class Segmenter:
         settings = PostprocessConfig.from_dict(first.meta.get("inference", {})).updated(
             tta=tta, threshold=threshold, min_size=min_size, max_adc_ratio=max_adc_ratio
         )
-        for ckpt in checkpoints[1:]:
-            if ckpt.model_config.modalities != first.model_config.modalities or ckpt.preprocess != first.preprocess:
-                raise CheckpointError(
-                    f"{ckpt.path} does not match {first.path} (modalities or preprocessing differ); an ensemble "
-                    "needs folds of one training run."
-                )
-        if first.model_config.num_classes != 2:
-            raise CheckpointError(
-                f"{first.path} predicts {first.model_config.num_classes} classes; the Segmenter needs a "
-                "two-class (background, lesion) model."
-            )
+        _check_ensemble(checkpoints)
         device_ = resolve_device(device)
         self.prefetch = prefetch
         self.model_config = first.model_config
