@@ -143,29 +143,63 @@ def export_model(
     impl = _op_implementation(model, dev)
     ops_kind = "plugin" if fmt == "tensorrt" and impl == "native" else impl
     files = _extra_files(config, preprocess, _metadata(config, fmt, precision, ops_kind, (height, width), batch, meta))
-    reference = model.eval().to(dev)
+    return _write_validated(
+        model.eval().to(dev), output, fmt, precision, ops_kind, config, (height, width), batch, files, dev, started
+    )
+
+
+def _capture(
+    reference: nn.Module,
+    example: torch.Tensor,
+    fmt: str,
+    batch: BatchRange,
+    files: dict[str, str],
+    ops_kind: str,
+    tmp: Path,
+) -> None:
+    """Capture a copy of ``reference`` in ``example``'s dtype and write it in ``fmt`` with the metadata
+    ``files`` to ``tmp``."""
+    captured = copy.deepcopy(reference).to(example.dtype)
+    with torch.no_grad():
+        if fmt == "torchscript":
+            write_torchscript(captured, example, files, tmp)
+        elif fmt == "exported":
+            write_exported(captured, example, batch, files, tmp)
+        else:
+            write_tensorrt(captured, example, batch, files, tmp, plugins=ops_kind == "plugin")
+
+
+def _write_validated(
+    reference: nn.Module,
+    output: str | os.PathLike[str],
+    fmt: str,
+    precision: str,
+    ops_kind: str,
+    config: MDANetConfig,
+    size: tuple[int, int],
+    batch: BatchRange,
+    files: dict[str, str],
+    dev: torch.device,
+    started: float,
+) -> ExportResult:
+    """Capture ``reference`` (on ``dev``, eval mode), seal and validate it, and rename it over ``output`` when it
+    matches (arguments: :func:`export_model`; ``started`` is its ``time.perf_counter()`` at the start)."""
+    height, width = size
     example = probe_batch(batch.capture_size(), config.in_channels, height, width, seed=1)
     example = example.to(dev, PRECISIONS[precision])
     scores: list[tuple[float, float]] = []  # what validation measured, out of the write callback
 
     def write_and_validate(tmp: Path) -> None:
-        captured = copy.deepcopy(reference).to(example.dtype)
-        with torch.no_grad():
-            if fmt == "torchscript":
-                write_torchscript(captured, example, files, tmp)
-            elif fmt == "exported":
-                write_exported(captured, example, batch, files, tmp)
-            else:
-                write_tensorrt(captured, example, batch, files, tmp, plugins=ops_kind == "plugin")
-        del captured  # validation holds the reloaded artefact beside the eager model: free the copy first
+        _capture(reference, example, fmt, batch, files, ops_kind, tmp)
+        # the copy is freed on return: validation holds the reloaded artefact beside the eager model
         safety.seal(tmp)
         scores.append(_validate(reference, tmp, batch, dev, precision))
 
     # The temporary file ends in .pt2 whatever the format: torch.export.save warns on any other ending.
-    output = atomic_write(output, write_and_validate, tmp_suffix=".pt2")
+    path = atomic_write(output, write_and_validate, tmp_suffix=".pt2")
     diff, bound = scores[0]
     return ExportResult(
-        path=output,
+        path=path,
         format=fmt,
         precision=precision,
         ops=ops_kind,
