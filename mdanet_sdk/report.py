@@ -27,6 +27,7 @@ from mdanet_sdk.metrics import label_lesions
 
 __all__ = [
     "CaseReport",
+    "report_document",
     "lesion_stats",
     "format_slices",
     "write_json_report",
@@ -132,26 +133,30 @@ def format_slices(slices: Sequence[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "none"
 
 
+def report_document(reports: Sequence[CaseReport], failed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``{"mdanet_sdk_version", "cases": [...], "failed": [{"case", "error"}]}``: the JSON report of a run."""
+    from mdanet_sdk import __version__
+
+    return {
+        "mdanet_sdk_version": __version__,
+        "cases": [r.to_dict() for r in reports],
+        "failed": [{"case": case, "error": error} for case, error in (failed or {}).items()],
+    }
+
+
 def write_json_report(
     reports: Sequence[CaseReport],
     path: str | os.PathLike[str],
     failed: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``{"mdanet_sdk_version", "cases": [...], "failed": [{"case", "error"}]}`` to ``path`` atomically.
+    """Write :func:`report_document` to ``path`` atomically.
 
     Args:
         reports: one report per segmented case.
         path: the JSON file to write.
         failed: case id → the one-line reason, for cases that could not be segmented.
     """
-    from mdanet_sdk import __version__
-
-    doc = {
-        "mdanet_sdk_version": __version__,
-        "cases": [r.to_dict() for r in reports],
-        "failed": [{"case": case, "error": error} for case, error in (failed or {}).items()],
-    }
-    text = json.dumps(doc, indent=2) + "\n"
+    text = json.dumps(report_document(reports, failed), indent=2) + "\n"
     return atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

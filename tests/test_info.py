@@ -68,7 +68,7 @@ def test_cli_prints_collect_info():
 
 
 def test_json_file_means_the_same_in_every_command(tmp_path):
-    """``--json FILE`` writes the JSON to FILE (``-`` prints it) in info and summary as in evaluate and benchmark."""
+    """``--json FILE`` writes the JSON to FILE (``-`` prints it) in info and summary (segment: test_segment_api)."""
     runner = CliRunner()
     for command in (["info", "--device", "cpu"], ["summary", "--preset", "small"]):
         out = tmp_path / f"{command[0]}.json"

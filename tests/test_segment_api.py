@@ -6,6 +6,7 @@ Uses the random ``small`` stand-ins for the bundled weights of tests/test_segmen
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -79,3 +80,49 @@ def test_usage_errors_raise_before_anything_runs(tmp_path) -> None:
     with pytest.raises(InputError, match="report .* is an input"):
         mdanet_sdk.segment(a, tmp_path / "out", report=a)
     assert not (tmp_path / "out").exists()
+
+
+def test_every_failure_is_reported_even_for_inputs_without_a_name(tmp_path, monkeypatch) -> None:
+    """``.`` (an empty folder) and a bare ``.nii.gz`` get non-empty ids and a FailedCase each."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    results = list(mdanet_sdk.segment([Path("."), tmp_path / ".nii.gz"], tmp_path / "out", device="cpu"))
+    assert [(r.case_id, r.ok) for r in results] == [("empty", False), (str(tmp_path / ".nii.gz"), False)]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"device": "tpu"}, "unknown device"),
+        ({"precision": "off"}, "unknown precision"),
+        ({"threshold": 2}, "threshold must be between 0 and 1"),
+        ({"batch_size": 0}, "batch_size must be"),
+        ({"colour": "red"}, "unknown option"),
+    ],
+)
+def test_bad_options_raise_at_the_call(tmp_path, options, message) -> None:
+    case = write(tmp_path / "a.nii.gz", volumes(2))
+    with pytest.raises(InputError, match=message):
+        mdanet_sdk.segment(case, tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_segmenter_settings_can_be_set_one_by_one_and_are_checked() -> None:
+    seg = Segmenter.default("mri", device="cpu")
+    seg.threshold, seg.min_size, seg.tta = 0.3, 5, False
+    assert seg.settings.to_dict() == {"tta": False, "threshold": 0.3, "min_size": 5, "max_adc_ratio": seg.max_adc_ratio}
+    with pytest.raises(InputError, match="between 0 and 1"):
+        seg.threshold = 1.5
+
+
+def test_cli_json_dash_prints_the_report_alone(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from mdanet_sdk.cli import app
+
+    case = write(tmp_path / "c1.nii.gz", volumes(2))
+    result = CliRunner().invoke(app, ["segment", str(case), "-o", str(tmp_path / "out"), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert [c["case_id"] for c in json.loads(result.stdout)["cases"]] == ["c1"]
+    assert not (tmp_path / "-").exists() and not Path("-").exists()

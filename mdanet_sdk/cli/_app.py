@@ -16,7 +16,7 @@ from rich.text import Text
 
 from mdanet_sdk._files import write_json
 from mdanet_sdk._text import printable
-from mdanet_sdk.errors import MDANetError
+from mdanet_sdk.errors import InputError, MDANetError
 
 app = typer.Typer(
     name="mdanet-sdk",
@@ -62,11 +62,20 @@ JSON_HELP = "Write the result as JSON to FILE ('-': print it)."
 
 
 def emit_json(obj: Any, path: Path) -> None:
-    """``--json FILE``: write ``obj`` to ``path`` atomically, or print it when ``path`` is ``-``."""
+    """``--json FILE``: write ``obj`` to ``path`` atomically, or print it when ``path`` is ``-``.
+
+    Raises:
+        InputError: the file cannot be written (a folder, a missing parent, no permission).
+    """
     if str(path) == "-":
         console.print_json(json.dumps(obj))
-    else:
+        return
+    try:
         write_json(path, obj)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write {path} ({exc.strerror or type(exc).__name__}); choose a writable file name."
+        ) from None
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mdanet_sdk.cli._app import command, console, err_console, fail, plain
+from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console, fail, plain
 
 __all__ = ["evaluate_command"]
 
@@ -23,7 +23,8 @@ def evaluate_command(
         float | None, typer.Option(help="Binarise predictions as value > T (for probability maps).")
     ] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="JSON report (default PRED/evaluation.json; CSV beside it).")
+        Path | None,
+        typer.Option("--json", metavar="FILE", help=f"{JSON_HELP} Default: PRED/evaluation.json, a CSV beside it."),
     ] = None,
     # The JSON option was -o/--out before --json meant the same in every command; kept for old scripts.
     out: Annotated[Path | None, typer.Option("--out", "-o", hidden=True, help="Deprecated: use --json.")] = None,
@@ -42,6 +43,9 @@ def evaluate_command(
         err_console.print("[yellow]-o/--out is deprecated; use --json.[/]", highlight=False)
     result = evaluate(pred, gt, layout=layout, threshold=threshold)
     json_path = json_out or out or pred / "evaluation.json"
+    if str(json_path) == "-":  # the JSON alone on stdout (no tables, no CSV), for pipes
+        emit_json(result.to_dict(), json_path)
+        return
     written = result.save(json_path, json_path.with_suffix(".csv"))
     if cases:
         table = Table(title="per case")

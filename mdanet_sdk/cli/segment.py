@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from mdanet_sdk.cli._app import command, console, err_console
+from mdanet_sdk.cli._app import command, console, emit_json, err_console
 from mdanet_sdk.cli import _options as opt
 from mdanet_sdk.cli._progress import case_bars
 from mdanet_sdk.errors import InputError
@@ -88,6 +88,7 @@ def segment(
     """Segment stroke lesions; write masks (and probability maps, a JSON report, overlays)."""
     from mdanet_sdk.inference import FailedCase, SegmentationResult
     from mdanet_sdk.inference.batch import segment as segment_cases
+    from mdanet_sdk.report import report_document
 
     mapping = _parse_mapping(modality or [])
     items: list[Path | dict[str, Path]] = [*([mapping] if mapping else []), *(inputs or [])]
@@ -96,6 +97,8 @@ def segment(
     done: list[SegmentationResult] = []
     failed: list[FailedCase] = []
     report_error: str | None = None
+    printed = report is not None and str(report) == "-"  # --json -: the report alone on stdout
+    quiet = quiet or printed
     with case_bars(quiet) as progress:
         outcomes = segment_cases(
             items,
@@ -104,7 +107,7 @@ def segment(
             model=model,
             prob=prob,
             overlay=overlay,
-            report=report,
+            report=None if printed else report,
             modalities=modalities,
             trust=trust,
             progress=progress,
@@ -124,6 +127,8 @@ def segment(
                     done.append(outcome)
         except InputError as exc:  # the report could not be written; the masks are
             report_error = str(exc)
-    _summarise(done, failed, report_error, None if report_error else report, quiet)
+    _summarise(done, failed, report_error, None if report_error or printed else report, quiet)
+    if printed:
+        emit_json(report_document([r.report for r in done], {c.case_id: c.error for c in failed}), Path("-"))
     if failed or report_error:
         raise typer.Exit(1)

@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mdanet_sdk.device import resolve_device, resolve_precision
 from mdanet_sdk.errors import InputError, MDANetError
+from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.planning import (
     Job,
     SegmentInput,
@@ -25,9 +27,10 @@ from mdanet_sdk.inference.planning import (
 )
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult
 from mdanet_sdk.inference.segmenter import Segmenter
+from mdanet_sdk.ops import IMPLEMENTATIONS
 from mdanet_sdk.report import CaseReport, write_json_report
 
-__all__ = ["segment"]
+__all__ = ["segment", "SEGMENTER_OPTIONS"]
 
 #: ``progress(event, case_id, n)``, as for :meth:`Segmenter.predict_many`, plus ``("model", text, n_cases)``
 #: before each group of cases: ``text`` (lines) says which model reads which modalities of which case.
@@ -68,13 +71,16 @@ def segment(
         options: for the :class:`Segmenter`: ``device``, ``precision``, ``batch_size``, ``tta``, ``threshold``,
             ``min_size``, ``max_adc_ratio``, ``prefetch``, ``ops``.
 
-    Yields:
-        per case, a :class:`SegmentationResult` whose files are written (``result.outputs``: role -> path), or
-        a :class:`FailedCase` saying why it was not. Case ids are unique within the run (repeats get ``-2``...).
+    Returns:
+        an iterator (the cases run as it is consumed, e.g. by ``list(...)``) that yields per case a
+        :class:`SegmentationResult` whose files are written (``result.outputs``: role -> path), or a
+        :class:`FailedCase` saying why it was not, in input order within each model. Case ids are unique within
+        the run (repeats get ``-2``...). The report is written when the iterator is exhausted.
 
     Raises:
-        InputError: no input, both ``checkpoint`` and ``model``, one output file for several cases, a report
-            that would overwrite an input or cannot be written (the masks are written then).
+        InputError: at the call: no input, both ``checkpoint`` and ``model``, an unknown or out-of-range
+            option, one output file for several cases, a report that would overwrite an input; at the end of
+            the iteration: a report that cannot be written (the masks are written then).
         CheckpointError: a given checkpoint or artefact cannot be loaded.
     """
     items = [inputs] if isinstance(inputs, (str, os.PathLike, Mapping)) else list(inputs)
@@ -82,6 +88,7 @@ def segment(
         raise InputError("no input given; pass case files or folders, or a mapping {'dwi': ..., 'adc': ...}.")
     if checkpoint and model:
         raise InputError("pass either a checkpoint or an exported model, not both.")
+    _check_options(options)
     segmenters: dict[str, Segmenter] = {}
     if checkpoint:
         segmenters["checkpoint"] = Segmenter.from_checkpoint(checkpoint, trust=trust, **options)
@@ -93,6 +100,35 @@ def segment(
     output_paths(jobs, Path(out) if out is not None else None, prob, Path(overlay) if overlay is not None else None)
     refuse_clobbering(jobs, report_path)
     return _run(jobs, segmenters, options, progress or _silent, report_path)
+
+
+#: The :class:`Segmenter` options :func:`segment` passes on.
+SEGMENTER_OPTIONS = (
+    "device",
+    "precision",
+    "batch_size",
+    "tta",
+    "threshold",
+    "min_size",
+    "max_adc_ratio",
+    "prefetch",
+    "ops",
+)
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Refuse unknown options and bad values before any case runs (a bad option would fail every case)."""
+    unknown = sorted(set(options) - set(SEGMENTER_OPTIONS))
+    if unknown:
+        raise InputError(f"unknown option(s) {', '.join(unknown)}; use {', '.join(SEGMENTER_OPTIONS)}.")
+    resolve_precision(options.get("precision", "auto"), resolve_device(options.get("device", "auto")))
+    settings = {k: options.get(k) for k in ("tta", "threshold", "min_size", "max_adc_ratio")}
+    PostprocessConfig().updated(**settings)  # raises InputError for out-of-range values
+    for name in ("batch_size", "prefetch"):
+        if name in options and (not isinstance(options[name], int) or options[name] < 1):
+            raise InputError(f"{name} must be a whole number >= 1, got {options[name]!r}.")
+    if options.get("ops", "auto") not in IMPLEMENTATIONS:
+        raise InputError(f"ops must be one of {', '.join(IMPLEMENTATIONS)}, got {options['ops']!r}.")
 
 
 def _silent(event: str, case_id: str, n: int) -> None:
@@ -114,8 +150,10 @@ def _run(
     # run one model after the other), so a single-model run reports in input order.
     unusable = deque(job for job in jobs if job.error is not None)
 
-    def earlier(case_id: str) -> Iterator[FailedCase]:
-        while unusable and position[unusable[0].case_id] < position.get(case_id, len(jobs)):
+    def earlier(case_id: str | None) -> Iterator[FailedCase]:
+        """The unusable cases before ``case_id`` in the input (all that are left for ``None``)."""
+        end = len(jobs) if case_id is None else position[case_id]
+        while unusable and position[unusable[0].case_id] < end:
             job = unusable.popleft()
             failed[job.case_id] = str(job.error)
             yield FailedCase(job.case_id, str(job.error), InputError(str(job.error)))
@@ -135,7 +173,7 @@ def _run(
             else:
                 failed[outcome.case_id] = outcome.error
             yield outcome
-    yield from earlier("")  # the rest
+    yield from earlier(None)  # the rest
     if report is not None:
         try:
             write_json_report(reports, report, failed)

@@ -62,6 +62,12 @@ def parse_modalities(text: str | Sequence[str] | None) -> tuple[str, ...] | None
     return names
 
 
+def _name(path: Path) -> str:
+    """A case name for a path: its name without the NIfTI ending; for ``.`` or a bare ``.nii.gz``, the resolved
+    folder's name or the path itself (an id is never empty)."""
+    return nifti_stem(path) or nifti_stem(path.resolve()) or str(path)
+
+
 def _mapping_job(mapping: dict[str, Path], wanted: tuple[str, ...] | None) -> Job:
     """The case of a mapping modality -> file; ``"sub-7_dwi.nii.gz"`` names it ``"sub-7"`` (the modality suffix
     of its first file dropped)."""
@@ -69,7 +75,7 @@ def _mapping_job(mapping: dict[str, Path], wanted: tuple[str, ...] | None) -> Jo
     if not images:
         raise InputError("the mapping names only a brain mask; add the images, e.g. -m dwi=a.nii.gz -m adc=b.nii.gz.")
     first, path = next(iter(images.items()))
-    case_id = nifti_stem(path).removesuffix(f"_{first}") or nifti_stem(path)
+    case_id = nifti_stem(path).removesuffix(f"_{first}") or _name(path)
     source = CaseSource(case_id, images, None, wanted or tuple(images), mapping.get(BRAIN_MASK_KEY))
     return Job(case_id, source)
 
@@ -109,11 +115,11 @@ def plan_jobs(
                         f"{path} holds {count} volumes; the bundled weights read 2 (dwi, adc) or 4 (cbf, cbv, "
                         "mtt, tmax); give the modalities in the file's order (--modalities), or a checkpoint."
                     )
-                sources = [CaseSource(nifti_stem(path), {FOURD_KEY: path}, None, order)]
+                sources = [CaseSource(_name(path), {FOURD_KEY: path}, None, order)]
             else:
                 sources = find_cases(path, modalities=wanted)
         except MDANetError as exc:
-            jobs.append(Job(nifti_stem(path), None, error=str(exc), given=path))
+            jobs.append(Job(_name(path), None, error=str(exc), given=path))
             continue
         jobs.extend(Job(source.case_id, source) for source in sources)
     for job in jobs:

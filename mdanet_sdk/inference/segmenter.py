@@ -185,7 +185,7 @@ class Segmenter:
     @property
     def settings(self) -> PostprocessConfig:
         """TTA and post-processing in use (the checkpoint's recommendation overridden by the caller's); assign a
-        new one to change them, e.g. ``seg.settings = seg.settings.updated(threshold=0.4)``."""
+        new one, or one setting (``seg.threshold = 0.4``), to change them; values are checked either way."""
         return self.predictor.settings
 
     @settings.setter
@@ -201,17 +201,33 @@ class Segmenter:
     def tta(self) -> bool:
         return self.settings.tta
 
+    @tta.setter
+    def tta(self, value: bool) -> None:
+        self.settings = self.settings.updated(tta=value)
+
     @property
     def threshold(self) -> float:
         return self.settings.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.settings = self.settings.updated(threshold=value)
 
     @property
     def min_size(self) -> int:
         return self.settings.min_size
 
+    @min_size.setter
+    def min_size(self, value: int) -> None:
+        self.settings = self.settings.updated(min_size=value)
+
     @property
     def max_adc_ratio(self) -> float:
         return self.settings.max_adc_ratio
+
+    @max_adc_ratio.setter
+    def max_adc_ratio(self, value: float) -> None:
+        self.settings = self.settings.updated(max_adc_ratio=value)
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
