@@ -186,7 +186,8 @@ class MDANetConfig:
             overrides: any field, e.g. ``msc=False`` or ``groups=(("a",), ("b", "c"))``.
         """
         if kind not in MODALITY_GROUPS:
-            raise InputError(f"kind must be one of {', '.join(MODALITY_GROUPS)}; got {kind!r}.")
+            hint = " (that is a folder layout: pass it as the layout)" if kind in ("isles22", "isles18") else ""
+            raise InputError(f"kind must be one of {', '.join(MODALITY_GROUPS)}; got {kind!r}{hint}.")
         base: dict[str, Any] = {"groups": MODALITY_GROUPS[kind], "preset": preset}
         if preset in ("unet", "attention-unet"):
             base.update(architecture=preset, widths=PRESETS["paper"])

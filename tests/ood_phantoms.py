@@ -15,7 +15,7 @@ An :class:`OODCase` holds float32 ``(X, Y, Z)`` images in canonical RAS order, a
 (diagonal: the voxel spacing, centred grid), bool anatomy ``masks`` and a JSON-serialisable ``info``.
 It feeds ``Segmenter.predict_arrays(case.images, case.affine)`` directly.
 
-What is deliberately different from ``mdanet_sdk/data/phantom.py``:
+What is deliberately different from ``mdanet_sdk/data/phantom/``:
 
 - **Anatomy is geometric**: the brain is one ellipsoid, one superellipsoid (boxier) or a union of two
   "hemisphere" ellipsoids (+ an optional inferior one); no folded cortex, no sulci, no grey/white matter,

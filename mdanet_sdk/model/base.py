@@ -16,8 +16,6 @@ __all__ = ["SegmentationModel", "SIZE_MULTIPLE", "IMPLEMENTATIONS", "RENAMED", "
 
 #: Input height and width must be multiples of this (4 poolings by 2).
 SIZE_MULTIPLE = BOTTLENECK_STRIDE
-#: How a network computes the MDANet ops (:mod:`mdanet_sdk.ops`): native kernels when built ("auto"), always
-#: native, or the pure-PyTorch reference.
 
 
 class SegmentationModel(nn.Module):
