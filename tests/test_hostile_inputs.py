@@ -275,7 +275,7 @@ def _segment_into(folder: Path, name: str, kind: str = "mask") -> Path:
     """Write an SDK output into ``folder`` as ``segment -o folder`` would (a full-brain "lesion")."""
     ref = load_volume(folder / "dwi.nii.gz")
     values = np.ones(ref.shape, np.uint8) if kind == "mask" else np.full(ref.shape, 0.9, np.float32)
-    return save_like(values, ref, folder / name, kind=kind)
+    return save_like(values, ref, folder / name, output=kind)
 
 
 @pytest.mark.parametrize("kind", ["mask", "prob"])

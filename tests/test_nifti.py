@@ -70,7 +70,7 @@ def test_round_trip_load_canonical_back_save(name, kind, suffix, tmp_path, io_wr
     src = io_write_nifti(tmp_path / "in.nii.gz", values, AFFINES[name], qform_code=2, sform_code=1)
     vol = load_volume(src)
     np.testing.assert_array_equal(to_original(vol.data, vol), values)
-    out = save_like(vol.data, vol, tmp_path / f"out{suffix}", kind=kind)
+    out = save_like(vol.data, vol, tmp_path / f"out{suffix}", output=kind)
     saved, original = nib.load(out), nib.load(src)
     np.testing.assert_array_equal(np.asarray(saved.dataobj), values)
     np.testing.assert_array_equal(saved.affine, original.affine)
@@ -179,7 +179,7 @@ def io_ref(tmp_path, io_write_nifti, io_voxels) -> Volume:
     ("array", "kwargs", "message"),
     [
         (np.zeros((3, 3, 3)), {}, "does not match the reference grid"),
-        (None, {"kind": "label"}, "kind must be 'mask' or 'prob'"),
+        (None, {"kind": "label"}, "output must be 'mask' or 'prob'"),
         (None, {"name": "out.png"}, r"must end in \.nii or \.nii\.gz"),
         ("half", {}, "integer labels 0..255"),
         ("nan", {"kind": "prob"}, "NaN or Inf"),
@@ -195,7 +195,7 @@ def test_failed_save_raises_and_writes_nothing(array, kwargs, message, io_ref, t
         array = values
     kind = kwargs.get("kind", "mask")
     with pytest.raises(InputError, match=message):
-        save_like(array, io_ref, out_dir / kwargs.get("name", "out.nii.gz"), kind=kind)
+        save_like(array, io_ref, out_dir / kwargs.get("name", "out.nii.gz"), output=kind)
     assert list(out_dir.iterdir()) == []
 
 

@@ -18,13 +18,15 @@ from typing import Any
 from mdanet_sdk import __version__
 from mdanet_sdk.artifact_safety.archive import _REDO, Archive, _json, check_integrity, open_archive
 from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.device import PRECISIONS
 from mdanet_sdk.errors import CheckpointError, MDANetError
 from mdanet_sdk.train.checkpoint_checks import inference_settings_problem
 
 #: Layout version of the ``mdanet/`` metadata; artefacts with a higher version are refused.
 ARTIFACT_VERSION = 1
 FORMATS = ("torchscript", "exported", "tensorrt")
-PRECISION_NAMES = ("fp32", "fp16", "bf16")
+#: What an artefact may compute in: the precision names of :mod:`mdanet_sdk.device`.
+PRECISION_NAMES = PRECISIONS
 #: The metadata files, under ``<archive>/extra/``.
 META, CONFIG, PREPROCESS = "mdanet/meta.json", "mdanet/model_config.json", "mdanet/preprocess.json"
 _CONTAINER = {"torchscript": "torchscript", "exported": "pt2", "tensorrt": "pt2"}

@@ -105,7 +105,7 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
     with timer.stage("postprocess"):
         mask = predictor.mask(probability, case.images, stack.geometry.head)
     with timer.stage("write"):
-        save_like(mask, case.reference, out, kind="mask")
+        save_like(mask, case.reference, out, output="mask")
     return timer
 
 

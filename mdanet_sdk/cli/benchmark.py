@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console
+from mdanet_sdk.cli._options import Device
 from mdanet_sdk.errors import InputError
 
 if TYPE_CHECKING:  # the harness imports torch: load it only when the command runs, not on every CLI start
@@ -82,7 +83,7 @@ def benchmark(
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes, 3 repeats: ~1 min on 2 idle cores.")] = False,
     sections: Annotated[str, typer.Option(help="forward, peers, segment, many, ops or all.")] = "all",
     kind: Annotated[str, typer.Option(help="Forward input kind: ctp (4 channels) or mri (2).")] = "ctp",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Device = "auto",
     repeats: Annotated[int | None, typer.Option(help="Timed repeats per measurement (full: 5; quick: 3).")] = None,
     warmup: Annotated[int | None, typer.Option(help="Untimed warm-up rounds (1).")] = None,
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.cli._options import Device
 from mdanet_sdk.errors import CheckpointError
 
 __all__ = ["demo", "DEMO_SEED"]
@@ -23,7 +24,7 @@ def demo(
         Path | None,
         typer.Option("--out", help="Folder for the phantom, mask, overlay and report (default: a temp folder)."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda, cuda:N.")] = "auto",
+    device: Device = "auto",
 ) -> None:
     """Segment a synthetic ISLES'22-like case (DWI + ADC) with the bundled weights and show the report."""
     from mdanet_sdk.data.layouts import find_cases

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, plain
+from mdanet_sdk.cli._options import Device
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.info import collect_info
 
@@ -57,7 +58,7 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
 
 @command("info")
 def info(
-    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     as_json: Annotated[Path | None, typer.Option("--json", metavar="FILE", help=JSON_HELP)] = None,
 ) -> None:
     """Print versions (package, torch, CUDA, TensorRT), the device and which kernel each op uses."""

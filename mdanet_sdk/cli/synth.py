@@ -13,14 +13,13 @@ from mdanet_sdk.errors import InputError
 __all__ = ["synth", "parse_shape"]
 
 # --kind took the layout names before it meant the modality kind (as in ``train --kind``); they still work.
-_FORMER_KINDS = {"isles22": "mri", "isles18": "ctp"}
 
 
 def _kind_and_layout(kind: str) -> tuple[str, str]:
     """``(modality kind, phantom layout)`` of ``--kind``, the former values isles22/isles18 read as mri/ctp."""
-    from mdanet_sdk.data.phantom import KIND_LAYOUT  # here, not at the top: scipy and nibabel load slowly
+    from mdanet_sdk.data.layouts import KIND_LAYOUT, LAYOUT_KIND  # here: scipy and nibabel load slowly
 
-    kind = _FORMER_KINDS.get(kind, kind)
+    kind = LAYOUT_KIND.get(kind, kind)  # the former values, isles22/isles18
     if kind not in KIND_LAYOUT:
         raise InputError(f"--kind must be mri or ctp (or the former isles22 or isles18), got {kind!r}.")
     return kind, KIND_LAYOUT[kind]

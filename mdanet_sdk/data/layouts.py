@@ -43,13 +43,24 @@ from mdanet_sdk.data.cases import FOURD_KEY, LABEL_KEY, CaseSource
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, is_own_output, nifti_stem
 from mdanet_sdk.errors import InputError
 
-__all__ = ["find_cases", "detect_layout", "modality_names", "LAYOUTS", "LAYOUT_GROUPS", "LAYOUT_MODALITIES"]
+__all__ = [
+    "find_cases",
+    "detect_layout",
+    "modality_names",
+    "LAYOUTS",
+    "KIND_LAYOUT",
+    "LAYOUT_KIND",
+    "LAYOUT_GROUPS",
+    "LAYOUT_MODALITIES",
+]
 
 LAYOUTS = ("auto", "isles22", "isles18", "generic")
+#: The two axes of the vocabulary: the dataset layout of each modality kind (``mri`` -> ``isles22``), and back.
+KIND_LAYOUT: dict[str, str] = {"mri": "isles22", "ctp": "isles18"}
+LAYOUT_KIND: dict[str, str] = {layout: kind for kind, layout in KIND_LAYOUT.items()}
 #: The two modality groups of each dataset layout, as the model declares them.
 LAYOUT_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "isles22": MODALITY_GROUPS["mri"],
-    "isles18": MODALITY_GROUPS["ctp"],
+    layout: MODALITY_GROUPS[kind] for kind, layout in KIND_LAYOUT.items()
 }
 #: Default modalities of each layout, in model channel order: ``{"isles22": ("dwi", "adc"), ...}``.
 LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {k: g[0] + g[1] for k, g in LAYOUT_GROUPS.items()}

@@ -87,9 +87,9 @@ def nifti_stem(name: str | os.PathLike[str]) -> str:
     return name
 
 
-def output_name(case_id: str, kind: Literal["mask", "prob"] = "mask") -> str:
+def output_name(case_id: str, output: Literal["mask", "prob"] = "mask") -> str:
     """The file name of a case's output: ``<case_id>_seg.nii.gz`` for the mask, ``<case_id>_prob.nii.gz``."""
-    return f"{case_id}{OUTPUT_SUFFIXES[kind]}.nii.gz"
+    return f"{case_id}{OUTPUT_SUFFIXES[output]}.nii.gz"
 
 
 # What nibabel, gzip and zlib raise on a file that is not NIfTI or is damaged.
@@ -288,17 +288,17 @@ def to_original(array_canonical: np.ndarray, ref: Volume) -> np.ndarray:
     return np.ascontiguousarray(apply_orientation(array, back))
 
 
-def _as_output(array: np.ndarray, kind: str) -> np.ndarray:
+def _as_output(array: np.ndarray, output: str) -> np.ndarray:
     """Validate and cast a result: uint8 {0..255} integers for masks, finite float32 for probabilities."""
-    if kind not in ("mask", "prob"):
-        raise InputError(f"kind must be 'mask' or 'prob', got {kind!r}.")
+    if output not in ("mask", "prob"):
+        raise InputError(f"output must be 'mask' or 'prob', got {output!r}.")
     if not np.all(np.isfinite(array)):
-        raise InputError(f"the {kind} to save holds NaN or Inf values; fix the result before saving it.")
-    if kind == "prob":
+        raise InputError(f"the {output} to save holds NaN or Inf values; fix the result before saving it.")
+    if output == "prob":
         return array.astype(np.float32)
     if array.dtype != bool and (np.any(array != np.round(array)) or array.min() < 0 or array.max() > 255):
         raise InputError(
-            "a mask must hold integer labels 0..255; threshold probabilities first or save with kind='prob'."
+            "a mask must hold integer labels 0..255; threshold probabilities first or save with output='prob'."
         )
     return array.astype(np.uint8)
 
@@ -307,30 +307,30 @@ def save_like(
     array_canonical: np.ndarray,
     ref: Volume,
     path: str | os.PathLike[str],
-    kind: Literal["mask", "prob"] = "mask",
+    output: Literal["mask", "prob"] = "mask",
 ) -> Path:
     """Write a canonical-order result in ``ref``'s stored orientation, affine and header, atomically.
 
     The header is a copy of ``ref``'s with the qform/sform codes and units kept, the data type set to
-    uint8 (``kind="mask"``) or float32 (``kind="prob"``), intensity scaling and display range reset, and
+    uint8 (``output="mask"``) or float32 (``output="prob"``), intensity scaling and display range reset, and
     ``descrip`` set to :data:`PREDICTION_MARK`.
 
     Args:
         array_canonical: ``(X, Y, Z)`` result on ``ref``'s canonical grid.
         ref: the input volume (its geometry is used).
         path: output file; ``.nii.gz`` is gzip-compressed, ``.nii`` is not.
-        kind: ``"mask"`` (integer labels) or ``"prob"`` (probabilities).
+        output: ``"mask"`` (integer labels) or ``"prob"`` (probabilities).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        InputError: bad file name, kind, shape or values; nothing is written then.
+        InputError: bad file name, output, shape or values; nothing is written then.
     """
     path = Path(path)
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise InputError(f"output {path} must end in .nii or .nii.gz; choose such a file name.")
-    data = _as_output(to_original(array_canonical, ref), kind)
+    data = _as_output(to_original(array_canonical, ref), output)
     header = ref.header.copy()
     header.set_data_dtype(data.dtype)
     header.set_slope_inter(None, None)  # never rescale masks/probabilities by the input's slope

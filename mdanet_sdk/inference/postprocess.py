@@ -48,12 +48,13 @@ class PostprocessConfig:
     max_adc_ratio: float = 0.0
 
     def __post_init__(self) -> None:
+        # The bounds a checkpoint's meta["inference"] is held to (train/checkpoint_checks.py INFERENCE_SETTINGS).
         if not 0.0 < float(self.threshold) < 1.0:
             raise InputError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}.")
-        if int(self.min_size) < 0:
-            raise InputError(f"min_size must be >= 0 voxels, got {self.min_size}.")
-        if float(self.max_adc_ratio) < 0:
-            raise InputError(f"max_adc_ratio must be 0 (off) or positive, got {self.max_adc_ratio}.")
+        if float(self.min_size) != int(self.min_size) or not 0 <= int(self.min_size) <= 10**9:
+            raise InputError(f"min_size must be a whole number of voxels from 0 to 10^9, got {self.min_size}.")
+        if not 0.0 <= float(self.max_adc_ratio) <= 10.0:
+            raise InputError(f"max_adc_ratio must be 0 (off) or positive, up to 10; got {self.max_adc_ratio}.")
         # Normalised types, so equal settings compare (and serialise) equal whatever numbers were passed.
         object.__setattr__(self, "tta", bool(self.tta))
         object.__setattr__(self, "threshold", float(self.threshold))

@@ -76,11 +76,11 @@ class SegmentationResult:
         Returns:
             ``(mask_path, prob_path or None)``.
         """
-        mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, kind="mask")
+        mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, output="mask")
         if prob_path is None:
             return mask_path, None
         try:
-            return mask_path, save_like(self.probability_canonical, self.case.reference, prob_path, kind="prob")
+            return mask_path, save_like(self.probability_canonical, self.case.reference, prob_path, output="prob")
         except BaseException:
             mask_path.unlink(missing_ok=True)
             raise

@@ -51,6 +51,7 @@ from pathlib import Path
 from mdanet_sdk._files import write_json
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.cases import Case, detect_layout, find_cases
+from mdanet_sdk.data.layouts import LAYOUT_KIND
 from mdanet_sdk.data.dataset import kfold_split
 from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.device import resolve_device, resolve_precision
@@ -76,7 +77,6 @@ __all__ = [
 ]
 
 #: Dataset layout → model kind (modality groups).
-LAYOUT_KIND = {"isles22": "mri", "isles18": "ctp"}
 
 
 class Trainer:

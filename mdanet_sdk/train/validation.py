@@ -84,7 +84,7 @@ class Validation:
                 probability = predictor.case_probability(item.stack, source=f"case {case.case_id}")
                 mask = predictor.mask(probability, case.images, item.stack.geometry.head)
                 if save_dir is not None:
-                    save_like(mask, case.reference, save_dir / output_name(case.case_id), kind="mask")
+                    save_like(mask, case.reference, save_dir / output_name(case.case_id), output="mask")
                 scores = case_metrics(mask, case.label, case.reference.voxel_volume_ml)
                 mine.append((item.index, {"case_id": case.case_id, **scores}))
         finally:

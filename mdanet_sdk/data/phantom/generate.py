@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from mdanet_sdk.data.cases import LAYOUT_MODALITIES, Case
+from mdanet_sdk.data.layouts import KIND_LAYOUT
 from mdanet_sdk.data.nifti import Volume
 from mdanet_sdk.data.phantom.anatomy import Anatomy, affine, build_anatomy, geometry
 from mdanet_sdk.data.phantom.ctp import ctp_background, ctp_images
@@ -37,8 +38,6 @@ __all__ = [
 PHANTOM_LAYOUTS = ("isles22", "isles18")
 #: The former name of :data:`PHANTOM_LAYOUTS` (the phantom API called the layout ``kind``).
 KINDS = PHANTOM_LAYOUTS
-#: Modality kind (``mdanet-sdk train --kind``) → the phantom layout with those modalities.
-KIND_LAYOUT = {"mri": "isles22", "ctp": "isles18"}
 #: Lesion patterns of each layout (``pattern=`` of :func:`make_phantom`; default: drawn per case).
 PATTERNS: dict[str, tuple[str, ...]] = {
     "isles22": ("territorial", "lacunar", "embolic", "multiple"),
