@@ -26,7 +26,7 @@ def test_segment(benchmark, kind: str, preset: str, tmp_path: Path) -> None:
     stages = segment_stages(source, segmenter, out).seconds
     benchmark.group = f"segment {kind}"
     benchmark.extra_info.update(
-        volume=kind,
+        kind=kind,
         shape=list(shape),
         preset=preset,
         precision=segmenter.precision,

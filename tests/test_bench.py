@@ -213,21 +213,23 @@ def test_segment_section_times_every_stage(tmp_path):
     )
     records = bench_segment(settings, tmp_path)
     native_ok = ops.native_available()
-    assert [(r.volume, r.backend) for r in records if r.status == "ok"] == [
+    assert [(r.kind, r.backend) for r in records if r.status == "ok"] == [
         (v, b) for v in ("ctp", "mri") for b in ("eager", "native") if b == "eager" or native_ok
     ]
     for r in records:
         if r.status != "ok":
             continue
-        assert r.shape == ((256, 256, 2) if r.volume == "ctp" else (112, 112, 2))
+        assert r.shape == ((256, 256, 2) if r.kind == "ctp" else (112, 112, 2))
         assert list(r.stages) == ["load", "preprocess", "predict", "postprocess", "write"]
         assert sum(v["share"] for v in r.stages.values()) == pytest.approx(1.0)
         # one repeat: the total is exactly the staged sum; the Segmenter did the same case once
         assert r.total_ms.median == pytest.approx(sum(v["ms"].median for v in r.stages.values()))
         assert r.segmenter_ms.n == 1 and r.segmenter_ms.median > 0
-        mask = nib.load(tmp_path / f"seg-{r.volume}-small-{r.backend}.nii.gz")
+        mask = nib.load(tmp_path / f"seg-{r.kind}-small-{r.backend}.nii.gz")
         assert mask.shape == r.shape and mask.get_data_dtype() == "uint8"
     assert {r.ratio for r in records if r.backend == "eager"} == {1.0}
+    # the JSON names the modality kind `kind`, as the forward records do
+    assert all(r.to_dict()["kind"] == r.kind and "volume" not in r.to_dict() for r in records)
 
 
 @pytest.mark.parametrize("kind", ["mri", "ctp"])
@@ -257,7 +259,8 @@ def test_many_section_reports_peak_memory_from_a_fresh_process(tmp_path):
     settings = BenchSettings(sections=("many",), slices=2, segment_presets=("small",), many_counts=(2,), device="cpu")
     (record,) = bench_many(settings, tmp_path)
     assert record.status == "ok", record.reason
-    assert record.n_cases == 2 and record.shape == (112, 112, 2)
+    assert record.n_cases == 2 and record.kind == "mri" and record.shape == (112, 112, 2)
+    assert record.to_dict()["kind"] == "mri" and "volume" not in record.to_dict()
     assert record.backend == ("native" if ops.implementation("auto") == "native" else "eager")
     assert record.cases_per_s == pytest.approx(2 / record.seconds)
     # the child imported torch and built a network: hundreds of MB, and the peak is at least the setup level

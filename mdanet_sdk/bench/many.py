@@ -77,7 +77,7 @@ def bench_many(settings: BenchSettings, workdir: Path, progress: Progress = quie
     kind, preset = "mri", settings.segment_presets[0]
     shape = settings.volume_shape(kind)
     # the fields every record shares (a partial, so mypy checks them against ManyRecord)
-    record = partial(ManyRecord, volume=kind, shape=shape, preset=preset, backend=backend, device=str(device))
+    record = partial(ManyRecord, kind=kind, shape=shape, preset=preset, backend=backend, device=str(device))
     counts = sorted(set(settings.many_counts))
     progress(f"predict_many: writing {max(counts)} phantoms")
     root = phantom_dataset(kind, shape, max(counts), workdir / "phantoms")

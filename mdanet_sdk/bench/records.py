@@ -33,7 +33,8 @@ __all__ = [
 
 SCHEMA = "mdanet-sdk-benchmark"
 #: 2: the segment stages became load, preprocess, predict (which now includes the restore to the native grid),
-#: postprocess, write (1 had a restore stage holding restore and post-processing).
+#: postprocess, write (1 had a restore stage holding restore and post-processing); the segment and predict_many
+#: records name the phantom's modality kind ``kind``, as the forward records do (1 called it ``volume``).
 SCHEMA_VERSION = 2
 
 #: Forward backends, in table order. ``eager`` is the baseline every ratio refers to.
@@ -242,7 +243,7 @@ class ForwardRecord:
 class SegmentRecord:
     """One phantom volume segmented end to end with one preset and backend.
 
-    ``volume`` is the phantom's modality kind (``ctp`` or ``mri``, a key of :data:`VOLUMES`). ``stages`` maps
+    ``kind`` is the phantom's modality kind (``ctp`` or ``mri``, a key of :data:`VOLUMES`). ``stages`` maps
     load, preprocess, predict (including the restore to the native grid), postprocess, write →
     ``{"ms": Stats, "share": float}`` where
     ``share`` is the stage's median over the sum of the stage medians. ``ratio`` is eager median total time over
@@ -250,7 +251,7 @@ class SegmentRecord:
     ``Segmenter.predict`` and ``SegmentationResult.save`` (which overlap loading with the model).
     """
 
-    volume: str
+    kind: str
     shape: tuple[int, int, int]
     modalities: tuple[str, ...]
     preset: str
@@ -272,7 +273,7 @@ class SegmentRecord:
 
 @dataclass
 class ManyRecord:
-    """``Segmenter.predict_many`` over ``n_cases`` phantom cases of modality kind ``volume`` in a fresh process.
+    """``Segmenter.predict_many`` over ``n_cases`` phantom cases of modality kind ``kind`` in a fresh process.
 
     ``peak_rss_mb`` is the process's high-water resident set (``VmHWM``); ``setup_rss_mb`` the resident set
     after imports, model and one warm-up case, before ``predict_many``; ``peak_gpu_mb`` is
@@ -280,7 +281,7 @@ class ManyRecord:
     """
 
     n_cases: int
-    volume: str
+    kind: str
     shape: tuple[int, int, int]
     preset: str
     backend: str

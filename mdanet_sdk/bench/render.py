@@ -116,7 +116,7 @@ def _segment_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[s
     """Rows of the segment section, with each stage's share of the time in the notes."""
     rows: list[dict[str, str]] = []
     for s in report.segment:
-        what = f"{s.volume} {'×'.join(map(str, s.shape))} {s.preset}"
+        what = f"{s.kind} {'×'.join(map(str, s.shape))} {s.preset}"
         if s.status != "ok" or s.total_ms is None:
             rows.append(
                 {**blank, "section": "segment", "what": what, "backend": s.backend, "notes": f"{s.status}: {s.reason}"}
@@ -147,7 +147,7 @@ def _many_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[str,
     """Rows of the predict_many section (one run each), with the peak memory in the notes."""
     rows: list[dict[str, str]] = []
     for m in report.predict_many:
-        what = f"{m.n_cases} × {m.volume} {'×'.join(map(str, m.shape))} {m.preset}"
+        what = f"{m.n_cases} × {m.kind} {'×'.join(map(str, m.shape))} {m.preset}"
         if m.status != "ok":
             rows.append(
                 {**blank, "section": "many", "what": what, "backend": m.backend, "notes": f"{m.status}: {m.reason}"}

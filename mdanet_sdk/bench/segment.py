@@ -129,7 +129,7 @@ def _segment_group(
     # the fields every record of the group shares (a partial, so mypy checks them against SegmentRecord)
     record = partial(
         SegmentRecord,
-        volume=kind,
+        kind=kind,
         shape=shape,
         preset=preset,
         device=str(device),
@@ -191,8 +191,8 @@ def bench_segment(settings: BenchSettings, workdir: Path, progress: Progress = q
         source = find_cases(phantom_dataset(kind, shape, 1, workdir / "phantoms"))[0]
         for preset in settings.segment_presets:
             records += _segment_group(source, kind, preset, settings, workdir, progress)
-    eager_ms = {(r.volume, r.preset): r.total_ms.median for r in records if r.backend == "eager" and r.total_ms}
+    eager_ms = {(r.kind, r.preset): r.total_ms.median for r in records if r.backend == "eager" and r.total_ms}
     for r in records:
-        if r.total_ms is not None and (r.volume, r.preset) in eager_ms:
-            r.ratio = eager_ms[(r.volume, r.preset)] / r.total_ms.median
+        if r.total_ms is not None and (r.kind, r.preset) in eager_ms:
+            r.ratio = eager_ms[(r.kind, r.preset)] / r.total_ms.median
     return records
