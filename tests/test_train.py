@@ -153,12 +153,12 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_mri: Path, tmp_path: 
 
     def crash(event: TrainEvent) -> None:
         events.append(event)
-        if event.kind == "step" and event.epoch == 1 and event.step == 2:  # mid-epoch (epoch 0 finished, saved)
+        if event.what == "step" and event.epoch == 1 and event.step == 2:  # mid-epoch (epoch 0 finished, saved)
             raise _Stop
 
     with pytest.raises(_Stop):
         train(TrainConfig(tiny_mri, tmp_path / "b", **cfg), crash)
-    assert [(e.kind, e.epoch, e.step) for e in events] == [
+    assert [(e.what, e.epoch, e.step) for e in events] == [
         ("epoch", 0, 0),
         ("step", 0, 1),
         ("step", 0, 2),

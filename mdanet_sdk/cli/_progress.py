@@ -78,20 +78,20 @@ def train_bars(quiet: bool, patience: int) -> Iterator[Callable[[TrainEvent], No
 
         def update(event: TrainEvent) -> None:
             nonlocal task
-            if event.kind == "epoch":
+            if event.what == "epoch":
                 task = bar.add_task(
                     f"fold {event.fold} epoch {event.epoch + 1}/{event.epochs}", total=event.steps, stats=""
                 )
-            elif event.kind == "step" and task is not None and event.stats is not None:
+            elif event.what == "step" and task is not None and event.stats is not None:
                 bar.update(task, advance=1, stats=_stats_text(event.stats))
-            elif event.kind == "validated" and task is not None and event.stats is not None:
+            elif event.what == "validated" and task is not None and event.stats is not None:
                 best = event.best_epoch if event.best_epoch is not None else event.epoch
                 bar.update(
                     task,
                     stats=f"{_stats_text(event.stats)}  val DSC {event.val_dsc:.3f} "
                     f"(best {event.best_val_dsc:.3f} @ {best + 1})",
                 )
-            elif event.kind == "stopped":
+            elif event.what == "stopped":
                 console.print(f"fold {event.fold}: no better validation Dice for {patience} epochs, stopping.")
 
         yield update

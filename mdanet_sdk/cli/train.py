@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from mdanet_sdk.cli._options import Device, Precision
+from mdanet_sdk.errors import InputError
 from mdanet_sdk.cli._app import command, console, err_console
 from mdanet_sdk.cli._progress import train_bars
 
@@ -44,10 +45,14 @@ def _is_main_process() -> bool:
 
 def precision_option(precision: str, amp: str | None) -> str:
     """``--precision``, or the deprecated ``--amp`` when given (its ``off`` is ``fp32``)."""
+    from mdanet_sdk.train.config import precision_from_amp
+
     if amp is None:
         return precision
+    if precision != "auto":
+        raise InputError("--amp is the old name of --precision; give only --precision.")
     err_console.print("--amp is deprecated; use --precision (auto, fp32, fp16, bf16).", highlight=False)
-    return "fp32" if amp == "off" else amp
+    return precision_from_amp(amp)
 
 
 def print_results(results, title: str) -> None:  # noqa: ANN001 - a TrainResults

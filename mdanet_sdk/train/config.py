@@ -16,8 +16,13 @@ from mdanet_sdk.errors import InputError
 __all__ = ["TrainConfig", "FoldResult", "TrainResults", "SCHEDULES"]
 
 SCHEDULES = ("cosine", "plateau", "constant")
-# The ``amp`` values of earlier run configs that name a precision differently.
+# The ``amp`` values of earlier versions that name a precision differently.
 _AMP_PRECISION = {"off": "fp32"}
+
+
+def precision_from_amp(amp: str) -> str:
+    """The precision an ``amp`` value of earlier versions meant: ``off`` is ``fp32``, the others keep their name."""
+    return _AMP_PRECISION.get(amp, amp)
 
 
 @dataclass
@@ -167,7 +172,7 @@ class TrainConfig:
         d = dict(d)
         if "amp" in d and "precision" not in d:
             amp = d.pop("amp")
-            d["precision"] = _AMP_PRECISION.get(amp, amp)
+            d["precision"] = precision_from_amp(amp)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

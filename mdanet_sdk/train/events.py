@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["EpochStats", "TrainEvent", "ProgressFn", "EventKind"]
+__all__ = ["EpochStats", "TrainEvent", "ProgressFn", "EventName"]
 
 
 #: What a :class:`TrainEvent` reports.
-EventKind = Literal["epoch", "step", "validated", "stopped"]
+EventName = Literal["epoch", "step", "validated", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class TrainEvent:
     """One report of the trainer (made by rank 0 only under ``torchrun``).
 
     Attributes:
-        kind: ``"epoch"`` (an epoch starts; ``steps`` steps follow), ``"step"`` (optimizer step ``step``
+        what: ``"epoch"`` (an epoch starts; ``steps`` steps follow), ``"step"`` (optimizer step ``step``
             finished; ``stats`` are this rank's running means), ``"validated"`` (the epoch ended: ``stats``
             over all ranks, ``val_dsc``, ``best_val_dsc``, ``best_epoch``) or ``"stopped"`` (early stopping
             ends the fold after ``epoch``).
@@ -55,7 +55,7 @@ class TrainEvent:
         best_val_dsc, best_epoch: the best validation Dice of the fold so far and its epoch (``"validated"``).
     """
 
-    kind: EventKind
+    what: EventName
     fold: int
     epoch: int
     epochs: int

@@ -32,7 +32,7 @@ from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint, save_checkp
 from mdanet_sdk.train.config import FoldResult, TrainConfig
 from mdanet_sdk.train.distributed import Dist
 from mdanet_sdk.train.epoch import EpochTotals, TrainForward, epoch_loader, epoch_seed, seed_everything
-from mdanet_sdk.train.events import EpochStats, EventKind, ProgressFn, TrainEvent
+from mdanet_sdk.train.events import EpochStats, EventName, ProgressFn, TrainEvent
 from mdanet_sdk.train.losses import MDANetLoss
 from mdanet_sdk.train.sampling import LesionSampler
 from mdanet_sdk.train.validation import Validation, mean_scores
@@ -281,9 +281,9 @@ class Fold:
     def _reporting(self) -> bool:
         return self.run.progress is not None and self.run.dist.main
 
-    def _report(self, kind: EventKind, epoch: int, steps: int, **details: Any) -> None:
+    def _report(self, what: EventName, epoch: int, steps: int, **details: Any) -> None:
         if self.run.progress is not None and self.run.dist.main:
-            self.run.progress(TrainEvent(kind, self.index, epoch, self.run.cfg.epochs, steps, **details))
+            self.run.progress(TrainEvent(what, self.index, epoch, self.run.cfg.epochs, steps, **details))
 
     # -- files ---------------------------------------------------------------------------------------
     def save(self, name: str, val_dsc: float, *, resumable: bool) -> None:
