@@ -268,16 +268,17 @@ def test_cli_train_then_evaluate(tiny_mri: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "does not exist" in bad.output
 
 
-def test_cli_synth_then_train_mri(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["mri", "isles22"])  # isles22: what synth --kind took before; read as mri
+def test_cli_synth_then_train_mri(tmp_path: Path, kind: str) -> None:
     data = tmp_path / "synth"
-    res = CliRunner().invoke(app, ["synth", str(data), "--kind", "mri", "--cases", "4", "--shape", "32x32x4"])
+    res = CliRunner().invoke(app, ["synth", str(data), "--kind", kind, "--cases", "4", "--shape", "32x32x4"])
     assert res.exit_code == 0, res.output
     run = tmp_path / "run"
     args = [
         "train",
         str(data),
         "--kind",
-        "mri",
+        kind,
         "--out",
         str(run),
         "--preset",

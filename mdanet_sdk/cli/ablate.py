@@ -30,6 +30,7 @@ from mdanet_sdk.cli.train import (
     Size,
     Steps,
     Workers,
+    kind_option,
     precision_option,
 )
 
@@ -74,7 +75,7 @@ def ablate_command(
         data_dir=str(data_dir),
         out_dir=str(out),
         layout=layout,
-        kind=kind,
+        kind=kind_option(kind),
         preset=preset,
         size=size,
         fold=fold,

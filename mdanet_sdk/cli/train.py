@@ -17,11 +17,26 @@ from mdanet_sdk.errors import InputError
 from mdanet_sdk.cli._app import command, console, err_console
 from mdanet_sdk.cli._progress import train_bars
 
-__all__ = ["train_command", "print_results", "precision_option"]
+__all__ = ["train_command", "print_results", "precision_option", "kind_option"]
 
 DataDir = Annotated[Path, typer.Argument(help="Dataset folder: ISLES'22 root, ISLES'18 root, or generic case folders.")]
 Layout = Annotated[str, typer.Option(help="auto, isles22, isles18 or generic.")]
-Kind = Annotated[str | None, typer.Option(help="mri (dwi|adc) or ctp (cbf,cbv|mtt,tmax); default from the layout.")]
+Kind = Annotated[
+    str | None,
+    typer.Option(
+        help="mri (dwi|adc) or ctp (cbf,cbv|mtt,tmax), as in `synth --kind`; default from the layout. The former "
+        "synth values isles22/isles18 are read as mri/ctp."
+    ),
+]
+
+
+def kind_option(kind: str | None) -> str | None:
+    """``--kind``, with the layouts ``isles22``/``isles18`` that ``synth --kind`` once took read as their kind."""
+    from mdanet_sdk.data.layouts import LAYOUT_KIND
+
+    return LAYOUT_KIND.get(kind, kind) if kind is not None else None
+
+
 Preset = Annotated[str, typer.Option(help="Model preset: paper, small, unet, attention-unet.")]
 Size = Annotated[int, typer.Option(help="In-plane side of the model grid (multiple of 16).")]
 Fold = Annotated[str, typer.Option(help="Folds to train: all, an index, or a list like 0,2.")]
@@ -150,7 +165,7 @@ def train_command(
         data_dir=str(data_dir),
         out_dir=str(out),
         layout=layout,
-        kind=kind,
+        kind=kind_option(kind),
         preset=preset,
         model_overrides={} if space_grid is None else {"space_grid": space_grid},
         size=size,
