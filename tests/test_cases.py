@@ -311,8 +311,10 @@ def test_missing_isles18_map_names_its_file_token(tmp_path, io_write_nifti) -> N
     root = _isles18(tmp_path, io_write_nifti, cases=(4,))
     for path in (root / "TRAINING" / "case_4").glob("*CT_Tmax*/*.nii"):
         path.unlink()
+    (source,) = find_cases(root)  # found, and broken: loading it says why (the others of a dataset go on)
+    assert source.problem is not None
     with pytest.raises(InputError, match=r"case case_4: no tmax image .*SMIR\.\*\.CT_Tmax\.\*\.nii"):
-        find_cases(root)
+        source.load()
 
 
 @pytest.mark.parametrize(

@@ -126,3 +126,42 @@ def test_cli_json_dash_prints_the_report_alone(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert [c["case_id"] for c in json.loads(result.stdout)["cases"]] == ["c1"]
     assert not (tmp_path / "-").exists() and not Path("-").exists()
+
+
+def _bids_subject(root: Path, n: int, modalities=("dwi", "adc")) -> None:
+    sub = f"sub-{n:02d}"
+    data = volumes(2, seed=n)
+    for i, modality in enumerate(modalities):
+        write(root / "rawdata" / sub / "ses-0001" / "dwi" / f"{sub}_ses-0001_{modality}.nii.gz", data[..., i])
+
+
+def test_one_broken_subject_fails_alone_in_a_dataset_root(tmp_path) -> None:
+    """An ISLES'22 root whose second subject lacks ADC and a generic root with a DWI-only folder: every readable
+    case is written, each broken one is one FailedCase naming the missing modality, and the CLI exits 1."""
+    from typer.testing import CliRunner
+
+    from mdanet_sdk.cli import app
+
+    root = tmp_path / "isles22"
+    for n, modalities in ((1, ("dwi", "adc")), (2, ("dwi",)), (3, ("dwi", "adc"))):
+        _bids_subject(root, n, modalities)
+    generic = tmp_path / "generic"
+    write(generic / "caseA" / "dwi.nii.gz", volumes(1)[..., 0])
+    write(generic / "caseB" / "dwi.nii.gz", volumes(2)[..., 0])
+    write(generic / "caseB" / "adc.nii.gz", volumes(2)[..., 1])
+    out = tmp_path / "out"
+    results = list(mdanet_sdk.segment([root, generic], out, device="cpu"))
+    assert [(r.case_id, r.ok) for r in results] == [
+        ("sub-01", True),
+        ("sub-02", False),
+        ("sub-03", True),
+        ("caseA", False),
+        ("caseB", True),
+    ]
+    assert "no adc image" in results[1].error and "no adc image" in results[3].error
+    assert sorted(p.name for p in out.iterdir()) == ["caseB_seg.nii.gz", "sub-01_seg.nii.gz", "sub-03_seg.nii.gz"]
+    cli = CliRunner().invoke(app, ["segment", str(root), "-o", str(tmp_path / "cli"), "-q"])
+    assert cli.exit_code == 1
+    assert [line for line in cli.stderr.splitlines() if line.startswith("error:")] == [
+        line for line in cli.stderr.splitlines() if "sub-02" in line and "no adc image" in line
+    ]

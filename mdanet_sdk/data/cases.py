@@ -124,6 +124,8 @@ class CaseSource:
         label_path: the label file, or ``None``.
         modalities: modalities to read, in order; required with a 4D file, else defaults to ``paths``' keys.
         brain_mask_path: a brain mask on the images' grid (non-zero = brain), or ``None``.
+        problem: why the case found on disk cannot be used (a modality missing or held twice), or ``None``;
+            :meth:`load` raises it, so dataset readers list a broken case instead of failing the whole dataset.
     """
 
     case_id: str
@@ -131,6 +133,7 @@ class CaseSource:
     label_path: Path | None = None
     modalities: tuple[str, ...] | None = None
     brain_mask_path: Path | None = None
+    problem: str | None = None
 
     def load(self) -> Case:
         """Read, validate and reorient the images and label.
@@ -142,6 +145,8 @@ class CaseSource:
             InputError: a file is unreadable or invalid, a modality is missing, the grids differ, or the
                 label is not binary.
         """
+        if self.problem is not None:
+            raise InputError(self.problem)
         load = self._load_4d if FOURD_KEY in self.paths else self._load_files
         images, reference, warnings = load()
         label = None

@@ -102,6 +102,21 @@ def _pick(case_id: str, name: str, found: Mapping[str, list[Path]], where: Path)
     return files[0] if files else None
 
 
+def _source(
+    case_id: str, names: tuple[str, ...], found: Mapping[str, list[Path]], where: Path, pattern: str, label: str
+) -> CaseSource:
+    """The :class:`CaseSource` of one case found on disk. A case that cannot be used (a modality missing or held
+    twice) is still returned, with its ``problem``: loading it raises that error, so one broken case fails alone
+    and the others of the dataset go on."""
+    try:
+        return CaseSource(
+            case_id, _require(case_id, names, found, where, pattern), _pick(case_id, label, found, where), names
+        )
+    except InputError as exc:
+        paths = {name: files[0] for name, files in found.items() if name in names and files}
+        return CaseSource(case_id, paths, None, names, problem=str(exc))
+
+
 def _require(
     case_id: str, names: Sequence[str], found: Mapping[str, list[Path]], where: Path, pattern: str
 ) -> dict[str, Path]:
@@ -161,9 +176,7 @@ def _find_isles22(root: Path, modalities: tuple[str, ...]) -> list[CaseSource]:
                 masks = [p for p in (derivatives / subject.name).rglob("*") if _is_nifti(p)]
                 found.setdefault("msk", []).extend(p for p in masks if _bids_suffix(p) == "msk")
         found = _drop_outputs(found, {subject.name}, {*modalities, "msk"})
-        paths = _require(subject.name, modalities, found, subject, "*_{name}.nii(.gz)")
-        label = _pick(subject.name, "msk", found, subject)
-        sources.append(CaseSource(subject.name, paths, label, modalities))
+        sources.append(_source(subject.name, modalities, found, subject, "*_{name}.nii(.gz)", "msk"))
     return sources
 
 
@@ -201,8 +214,7 @@ def _find_isles18(root: Path, modalities: tuple[str, ...]) -> list[CaseSource]:
     for case_id, folder in _isles18_cases(root):
         found = _group(_smir_files(folder), _smir_modality)
         found = _drop_outputs(found, {case_id, folder.name}, {*modalities, LABEL_KEY})
-        paths = _require(case_id, modalities, found, folder, "SMIR.*.{token}.*.nii")
-        sources.append(CaseSource(case_id, paths, _pick(case_id, LABEL_KEY, found, folder), modalities))
+        sources.append(_source(case_id, modalities, found, folder, "SMIR.*.{token}.*.nii", LABEL_KEY))
     return sources
 
 
@@ -228,15 +240,12 @@ def _generic_folder(folder: Path, modalities: tuple[str, ...] | None) -> CaseSou
         nifti_stem(p)[: -len(m) - 1] for m, ps in found.items() for p in ps if nifti_stem(p).lower().endswith(f"_{m}")
     }
     found = _drop_outputs(found, {folder.name, *ids}, set(found))
-    if modalities is None:  # the first layout whose modalities are all there
-        modalities = next((m for m in LAYOUT_MODALITIES.values() if set(m) <= set(found)), None)
-        if modalities is None:
-            return None
-        found = {k: v for k, v in found.items() if k in modalities or k == LABEL_KEY}
     if not set(found) - {LABEL_KEY}:
         return None
-    paths = _require(folder.name, modalities, found, folder, "{name}.nii(.gz) or *_{name}.nii(.gz)")
-    return CaseSource(folder.name, paths, _pick(folder.name, LABEL_KEY, found, folder), modalities)
+    if modalities is None:  # the layout whose modalities are all there, else the one with most of them (broken)
+        modalities = max(LAYOUT_MODALITIES.values(), key=lambda m: (set(m) <= set(found), len(set(m) & set(found))))
+        found = {k: v for k, v in found.items() if k in modalities or k == LABEL_KEY}
+    return _source(folder.name, modalities, found, folder, "{name}.nii(.gz) or *_{name}.nii(.gz)", LABEL_KEY)
 
 
 def _find_generic(root: Path, modalities: tuple[str, ...] | None) -> list[CaseSource]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mdanet_sdk._text import printable
 from mdanet_sdk.device import resolve_device, resolve_precision
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.inference.postprocess import PostprocessConfig
@@ -185,7 +186,8 @@ def _run(
 def _run_group(seg: Segmenter, group: list[Job], progress: Progress) -> Iterator[SegmentationResult | FailedCase]:
     """Segment the cases of one model and write their outputs; a model that fails fails its remaining cases."""
     lines = [f"model {seg.name} on {seg.device} ({seg.precision}), modalities {', '.join(seg.modalities)}"]
-    lines += [f"  {job.case_id}: reading {', '.join(_order(job))}" for job in group]
+    # Ids are file names, which may hold newlines: escaped, so that each case stays one line of this text.
+    lines += [f"  {printable(job.case_id)}: reading {', '.join(_order(job))}" for job in group]
     progress("model", "\n".join(lines), len(group))
     results = seg.predict_many(
         [job.source for job in group if job.source is not None], errors="yield", progress=progress
