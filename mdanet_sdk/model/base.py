@@ -62,7 +62,10 @@ class SegmentationModel(nn.Module):
             ``(logits (B, K, H, W), (F_a, F_b))`` with ``F_a, F_b: (B, widths[0], H, W)``, or ``(logits, None)``
             for single-path networks.
         """
-        raise NotImplementedError
+        # Each network (MDANet, UNet, AttentionUNet) defines its own; build networks with build_model.
+        raise NotImplementedError(
+            f"{type(self).__name__} does not define forward_train; build networks with build_model."
+        )
 
     def check_input(self, x: Tensor) -> None:
         """Refuse an input of the wrong channel count or a size the four poolings cannot halve.
