@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mdanet_sdk import __version__
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk._text import printable
 from mdanet_sdk.errors import InputError
@@ -28,6 +29,7 @@ from mdanet_sdk.metrics import label_lesions
 __all__ = [
     "CaseReport",
     "report_document",
+    "REPORT_SCHEMA_VERSION",
     "lesion_stats",
     "format_slices",
     "write_json_report",
@@ -64,6 +66,11 @@ class CaseReport:
             (0: no such gate).
         tta: whether flip test-time augmentation was used.
         warnings: sentences about repaired input problems.
+        weights_sha256: the SHA-256 (hex) of each weights file, in the order of ``model`` (checkpoint files of an
+            ensemble, the export artefact, or the bundled file); ``None`` for weights that came from no file.
+        package_version: the mdanet-sdk version that produced the result.
+        notice: :data:`~mdanet_sdk.inference.provenance.SYNTHETIC_NOTICE` when the weights were trained on
+            synthetic phantoms, else ``""``.
     """
 
     case_id: str
@@ -84,10 +91,25 @@ class CaseReport:
     tta: bool
     max_adc_ratio: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    weights_sha256: list[str | None] = field(default_factory=list)
+    package_version: str = __version__
+    notice: str = ""
+
+    @property
+    def postprocess(self) -> dict[str, Any]:
+        """The post-processing used, as :meth:`PostprocessConfig.to_dict` gives it."""
+        return {
+            "tta": self.tta,
+            "threshold": self.threshold,
+            "min_size": self.min_size,
+            "max_adc_ratio": self.max_adc_ratio,
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (lists instead of tuples, volumes rounded to 0.001 mL)."""
+        """A JSON-ready dict (lists instead of tuples, volumes rounded to 0.001 mL), with the post-processing
+        also grouped under ``"postprocess"`` (the flat keys stay for readers of schema 1)."""
         d = asdict(self)
+        d["postprocess"] = self.postprocess
         for key in ("lesion_volume_ml", "largest_lesion_ml"):
             d[key] = round(d[key], 3)
         d["runtime_s"] = round(d["runtime_s"], 3)
@@ -133,14 +155,41 @@ def format_slices(slices: Sequence[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "none"
 
 
-def report_document(reports: Sequence[CaseReport], failed: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``{"mdanet_sdk_version", "cases": [...], "failed": [{"case", "error"}]}``: the JSON report of a run."""
-    from mdanet_sdk import __version__
+#: Version of the JSON report's layout: 2 added ``schema_version``, ``notices`` and, per case,
+#: ``weights_sha256``, ``package_version``, ``postprocess`` and ``notice`` (schema 1 keys are all kept).
+REPORT_SCHEMA_VERSION = 2
+_DOCUMENT_KEYS = ("schema_version", "mdanet_sdk_version", "notices", "cases", "failed")
 
+
+def report_document(
+    reports: Sequence[CaseReport],
+    failed: Mapping[str, str] | None = None,
+    run: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON report of a run.
+
+    ``{"schema_version", "mdanet_sdk_version", "notices", "cases": [...], "failed": [{"case", "error"}], **run}``,
+    where ``notices`` lists each distinct :attr:`CaseReport.notice` of the cases (e.g. that the weights were
+    trained on synthetic phantoms), so that a reader of the run's header sees it.
+
+    Args:
+        reports: one report per segmented case.
+        failed: case id → the one-line reason, for cases that could not be segmented.
+        run: run-level extras merged into the top level (e.g. ``{"skipped": [...]}``).
+
+    Raises:
+        ValueError: ``run`` names one of the keys above.
+    """
+    clash = sorted(set(run or {}) & set(_DOCUMENT_KEYS))
+    if clash:
+        raise ValueError(f"run-level extras may not replace the report's own keys {clash}.")
     return {
+        "schema_version": REPORT_SCHEMA_VERSION,
         "mdanet_sdk_version": __version__,
+        "notices": list(dict.fromkeys(r.notice for r in reports if r.notice)),
         "cases": [r.to_dict() for r in reports],
         "failed": [{"case": case, "error": error} for case, error in (failed or {}).items()],
+        **dict(run or {}),
     }
 
 
@@ -148,6 +197,7 @@ def write_json_report(
     reports: Sequence[CaseReport],
     path: str | os.PathLike[str],
     failed: Mapping[str, str] | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write :func:`report_document` to ``path`` atomically.
 
@@ -155,13 +205,16 @@ def write_json_report(
         reports: one report per segmented case.
         path: the JSON file to write.
         failed: case id → the one-line reason, for cases that could not be segmented.
+        run: run-level extras merged into the top level (JSON-ready values), e.g. ``{"skipped": [...]}``.
     """
-    text = json.dumps(report_document(reports, failed), indent=2) + "\n"
+    text = json.dumps(report_document(reports, failed, run), indent=2) + "\n"
     return atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def report_table(reports: Sequence[CaseReport]) -> Any:
-    """A short :class:`rich.table.Table`: one row per case, device and model in the caption."""
+    """A short :class:`rich.table.Table`: one row per case; the caption names the model (version, weights
+    SHA-256 prefix), device, precision, post-processing and package version, and below it any notice the cases
+    carry (e.g. that the weights were trained on synthetic phantoms, not for clinical use)."""
     from rich.table import Table
     from rich.text import Text
 
@@ -188,14 +241,23 @@ def report_table(reports: Sequence[CaseReport]) -> Any:
 
 
 def _caption(reports: Sequence[CaseReport]) -> str:
+    """The model, device and post-processing of the first report; below it, each distinct notice."""
     if not reports:
         return ""
     r = reports[0]
     version = f" ({r.model_version})" if r.model_version else ""
+    # The first 12 hex digits name the weights file unambiguously enough to compare with a full digest by eye.
+    digests = "+".join((d or "none")[:12] for d in r.weights_sha256)
+    weights = f", sha256 {digests}" if digests else ""
     tta = ", flip TTA" if r.tta else ""
     min_size = f", lesions >= {r.min_size} voxels" if r.min_size > 1 else ""
     gate = f", lesion ADC <= {r.max_adc_ratio:g}x tissue" if r.max_adc_ratio > 0 else ""
-    return f"model {r.model}{version} on {r.device}, {r.precision}; threshold {r.threshold:g}{min_size}{gate}{tta}"
+    lines = [
+        f"model {r.model}{version}{weights} on {r.device}, {r.precision}; threshold {r.threshold:g}{min_size}"
+        f"{gate}{tta}; mdanet-sdk {r.package_version}",
+        *dict.fromkeys(f"Weights {r.notice}." for r in reports if r.notice),
+    ]
+    return "\n".join(lines)
 
 
 def _pick_slices(mask: np.ndarray, max_slices: int) -> list[int]:

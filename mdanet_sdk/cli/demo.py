@@ -59,8 +59,11 @@ def demo(
     report = write_json_report([result.report], folder / "report.json")
 
     console.print(report_table([result.report]))
-    if result.case.label is not None:
-        score = dsc(result.mask_canonical, result.case.label)
+    # The Segmenter never reads labels; the demo scores itself against the phantom's, read here on the same
+    # canonical grid as the mask.
+    truth = source.load().label
+    if truth is not None:
+        score = dsc(result.mask_canonical, truth)
         console.print(f"Dice with the phantom's true lesion: {score:.3f}", highlight=False, markup=False)
     for name, path in (("mask", mask), ("overlay", overlay), ("report", report)):
         console.print(f"{name + ':':9}{path}", highlight=False, soft_wrap=True, markup=False)

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mdanet_sdk.data.cases import Case, CaseSource, read_case
+from mdanet_sdk.data.cases import LABEL_KEY, Case, CaseSource, read_case
 from mdanet_sdk.data.preprocess import PreprocessConfig, slice_stack
 from mdanet_sdk.device import resolve_device, resolve_precision
 from mdanet_sdk.errors import CheckpointError, InputError, MDANetError
@@ -45,6 +45,7 @@ from mdanet_sdk.inference.inputs import CaseInput, case_from_arrays, input_name,
 from mdanet_sdk.inference.pipeline import CaseStream, Loaded, Pending
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.predictor import Predictor
+from mdanet_sdk.inference.provenance import SYNTHETIC_NOTICE, file_sha256, trained_on_synthetic
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult, volume_warnings
 from mdanet_sdk.report import CaseReport, lesion_stats
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
@@ -105,6 +106,11 @@ class Segmenter:
         model_config: the :class:`~mdanet_sdk.config.MDANetConfig` of the (first) checkpoint.
         preprocess: the checkpoint's :class:`~mdanet_sdk.data.preprocess.PreprocessConfig`.
         name: the checkpoint name(s), e.g. ``"default-mri"`` or ``"fold0+fold1"``.
+        weights_sha256: the SHA-256 of each checkpoint file (of the artefact for :meth:`from_exported`),
+            computed once here; ``None`` for a checkpoint that came from no file.
+        notice: :data:`~mdanet_sdk.inference.provenance.SYNTHETIC_NOTICE` when any of the weights were trained
+            on synthetic phantoms (:func:`~mdanet_sdk.inference.provenance.trained_on_synthetic`), else ``""``;
+            every report carries it.
     """
 
     def __init__(
@@ -139,6 +145,9 @@ class Segmenter:
         names = [_checkpoint_name(c) for c in checkpoints]
         self.name = "+".join(names)
         self.model_version = str(first.meta.get("package_version", ""))
+        self.weights_sha256 = [file_sha256(c.path) if c.path is not None else None for c in checkpoints]
+        synthetic = any(trained_on_synthetic(c.meta, c.path) for c in checkpoints)
+        self.notice = SYNTHETIC_NOTICE if synthetic else ""
         nets = list(models) if models is not None else [c.build_model(ops=ops).to(device_).eval() for c in checkpoints]
         # One name per model, to say which one is broken (numbered when models were given without one each).
         numbered = [f"{self.name} #{i + 1}" for i in range(len(nets))]
@@ -402,8 +411,8 @@ class Segmenter:
             return item
         if isinstance(item, CaseSource):
             return item.load()
-        if isinstance(item, Mapping):
-            return read_case(item, modalities=self.modalities)
+        if isinstance(item, Mapping):  # a label in the mapping is for evaluate; inference reads none
+            return read_case({k: v for k, v in item.items() if str(k).lower() != LABEL_KEY}, modalities=self.modalities)
         refuse_single_3d(Path(item), self.modalities)
         return read_case(item, modalities=modalities or self.modalities)
 
@@ -454,6 +463,8 @@ class Segmenter:
             modalities=self.modalities,
             **self.settings.to_dict(),
             warnings=warnings,
+            weights_sha256=list(self.weights_sha256),
+            notice=self.notice,
         )
         return SegmentationResult(case, mask, probability, report)
 
