@@ -54,6 +54,7 @@ __all__ = [
     "lesion_f1",
     "case_metrics",
     "aggregate",
+    "count_nan",
     "summarize_folds",
 ]
 
@@ -268,7 +269,9 @@ def aggregate(results: Sequence[Mapping[str, object]], ddof: int = 0) -> dict[st
     """Mean and standard deviation of each numeric entry over cases.
 
     Entries that are not numbers in every dict (a case id, a path) are left out, so per-case records can
-    carry their labels.
+    carry their labels. A NaN value (a surface distance with one mask empty, :mod:`mdanet_sdk.surface`) is
+    not a score: it is left out of its entry's mean and std (:func:`count_nan` counts such values); an
+    entry that is NaN in every dict gives ``(nan, nan)``.
 
     Args:
         results: one dict per case, e.g. from :func:`case_metrics`.
@@ -285,8 +288,23 @@ def aggregate(results: Sequence[Mapping[str, object]], ddof: int = 0) -> dict[st
     summary = {}
     for name in names:
         values = np.array([r[name] for r in results], dtype=float)
+        values = values[~np.isnan(values)]
+        if values.size <= ddof:
+            summary[name] = (float("nan"), float("nan"))
+            continue
         summary[name] = (float(values.mean()), float(values.std(ddof=ddof)))
     return summary
+
+
+def count_nan(results: Sequence[Mapping[str, object]]) -> dict[str, int]:
+    """How many dicts hold NaN for each entry (only entries with at least one): what :func:`aggregate` left
+    out of each mean."""
+    counts: dict[str, int] = {}
+    for r in results:
+        for name, value in r.items():
+            if _is_number(value) and np.isnan(float(value)):  # type: ignore[arg-type]
+                counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def summarize_folds(

@@ -12,6 +12,7 @@ from mdanet_sdk.metrics import (
     aggregate,
     case_metrics,
     confusion,
+    count_nan,
     dsc,
     f1,
     f1_score,
@@ -159,6 +160,19 @@ def test_aggregate_mean_std_skips_labels() -> None:
     assert sample["dsc"][1] == pytest.approx(np.sqrt(0.125))
     with pytest.raises(InputError):
         aggregate([])
+
+
+def test_aggregate_leaves_nan_out_and_count_nan_counts_it() -> None:
+    nan = float("nan")
+    cases = [{"dsc": 0.0, "hd95_mm": nan}, {"dsc": 1.0, "hd95_mm": 4.0}, {"dsc": 1.0, "hd95_mm": 2.0}]
+    out = aggregate(cases)
+    assert out["dsc"] == pytest.approx((2 / 3, np.std([0, 1, 1])))
+    assert out["hd95_mm"] == pytest.approx((3.0, 1.0))  # the mean of 4 and 2 only
+    assert count_nan(cases) == {"hd95_mm": 1}
+    all_nan = aggregate([{"hd95_mm": nan}, {"hd95_mm": nan}])["hd95_mm"]
+    assert np.isnan(all_nan[0]) and np.isnan(all_nan[1])
+    # Over folds: a fold whose every case is NaN has no mean, and is left out of the mean over folds.
+    assert summarize_folds([[{"hd95_mm": nan}], [{"hd95_mm": 5.0}, {"hd95_mm": 1.0}]])["hd95_mm"] == (3.0, 0.0)
 
 
 def test_summarize_folds_over_fold_means() -> None:
