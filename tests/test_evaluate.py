@@ -92,24 +92,33 @@ def test_per_case_metrics_match_hand_values(folders) -> None:
     flat, _, gt = folders
     result = evaluate(flat, gt)
     got = {c["case_id"]: c for c in result.cases}
-    assert sorted(got) == ["A", "B", "C"]
+    assert sorted(got) == ["A", "B", "C", "D"]
     for case_id, expected in EXPECTED.items():
         for name, value in expected.items():
             assert got[case_id][name] == pytest.approx(value, abs=1e-9), (case_id, name)
     assert got["A"]["volume_gt_ml"] == pytest.approx(8 * VOX_ML)
-    assert result.missing == ["D"] and result.unmatched == ["E"]
+    assert result.missing == ["D"] and result.unmatched == ["E"] and result.skipped == []
+    # D has no prediction: scored as an empty mask, which misses its lesion.
+    assert got["D"]["missing"] and got["D"]["prediction"] is None and not got["A"]["missing"]
+    assert (got["D"]["dsc"], got["D"]["recall"], got["D"]["volume_pred_ml"]) == (0.0, 0.0, 0.0)
+    assert np.isnan(got["D"]["hd95_mm"]) and np.isnan(got["D"]["asd_mm"])
+    assert got["A"]["prediction"].endswith("A_seg.nii.gz")  # never A_prob.nii.gz
 
 
-def test_flat_summary_is_over_cases(folders) -> None:
+def test_flat_summary_is_over_cases_missing_included(folders) -> None:
     flat, _, gt = folders
     result = evaluate(flat, gt)
-    assert result.over == "cases"
-    dsc = np.array([1 / 3, 1.0, 1.0])
+    assert result.over == "cases" and result.missing_policy == "empty"
+    dsc = np.array([1 / 3, 1.0, 1.0, 0.0])
     assert result.summary["dsc"] == pytest.approx((dsc.mean(), dsc.std()))
-    assert result.summary["lesion_f1"] == pytest.approx((2.5 / 3, np.std([0.5, 1, 1])))
-    # Paper's F1 column: F1 of the mean precision (2.5/3) and mean recall (2.25/3).
-    p, r = 2.5 / 3, 2.25 / 3
+    assert result.summary["lesion_f1"] == pytest.approx((2.5 / 4, np.std([0.5, 1, 1, 0])))
+    # Paper's F1 column: F1 of the mean precision (2.5/4) and mean recall (2.25/4).
+    p, r = 2.5 / 4, 2.25 / 4
     assert result.f1_of_means == pytest.approx(2 * p * r / (p + r))
+    assert result.excluded == {"hd95_mm": 1, "asd_mm": 1}  # D: one mask empty
+    skipped = evaluate(flat, gt, missing="skip")
+    assert skipped.summary["dsc"] == pytest.approx((7 / 9, np.std([1 / 3, 1, 1])))
+    assert skipped.missing == skipped.skipped == ["D"] and "D" not in {c["case_id"] for c in skipped.cases}
 
 
 def test_run_folder_summary_is_over_fold_means(folders) -> None:
@@ -122,7 +131,20 @@ def test_run_folder_summary_is_over_fold_means(folders) -> None:
     assert result.summary["dsc"] == pytest.approx((5 / 6, 1 / 6))
     assert result.per_fold[0]["dsc"] == pytest.approx((2 / 3, 1 / 3))
     assert "fold" not in result.summary
-    assert result.missing == ["D"]
+    # D is in no fold of the run (no val_metrics.json lists it): listed, and in no fold's mean.
+    assert result.missing == ["D"] and result.skipped == ["D"]
+
+
+def test_run_folder_missing_case_counts_in_its_fold(folders) -> None:
+    _, run, gt = folders
+    listed = {"cases": [{"case_id": "C", "dsc": 1.0}, {"case_id": "D", "dsc": 0.0}]}
+    (run / "fold_1" / "val_metrics.json").write_text(json.dumps(listed))
+    result = evaluate(run, gt)
+    assert {c["case_id"]: c["fold"] for c in result.cases} == {"A": 0, "B": 0, "C": 1, "D": 1}
+    # Fold 1 is now C (1) and D (0, empty): fold means 2/3 and 1/2.
+    assert result.per_fold[1]["dsc"] == pytest.approx((0.5, 0.5))
+    assert result.summary["dsc"] == pytest.approx((7 / 12, 1 / 12))
+    assert result.skipped == [] and result.missing == ["D"]
 
 
 def test_prediction_in_another_orientation_matches(tmp_path: Path) -> None:
@@ -159,10 +181,13 @@ def test_cli_writes_json_and_csv(folders) -> None:
     res = CliRunner().invoke(app, ["evaluate", str(run), str(gt)])
     assert res.exit_code == 0, res.output
     assert "83.33 ± 16.67" in res.output  # DSC over fold means, in percent
+    assert "hd95_mm" in res.output and "1 ground-truth case(s) without prediction" in res.output
     report = json.loads((run / "evaluation.json").read_text())
     assert report["over"] == "folds" and report["summary"]["dsc"] == pytest.approx([5 / 6, 1 / 6])
+    assert (report["missing"], report["skipped"], report["missing_policy"]) == (["D"], ["D"], "empty")
     rows = (run / "evaluation.csv").read_text().splitlines()
-    assert rows[0].startswith("case_id,fold,dsc") and len(rows) == 4
+    assert rows[0].startswith("case_id,fold,dsc") and "hd95_mm,asd_mm" in rows[0] and len(rows) == 5
+    assert rows[-1].startswith("D,,") and rows[-1].endswith(",True")
     bad = CliRunner().invoke(app, ["evaluate", str(run / "nope"), str(gt)])
     assert bad.exit_code == 2 and "not a folder" in bad.output
 
