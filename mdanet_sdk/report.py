@@ -218,7 +218,11 @@ def report_table(reports: Sequence[CaseReport]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="mdanet-sdk segment", caption=Text(printable(_caption(reports))))
+    lines = [printable(line) for line in _caption(reports)]  # escaped line by line: ids and names are data
+    # As wide as a notice, so that a narrow table does not break it over two lines (where the terminal allows).
+    table = Table(
+        title="mdanet-sdk segment", caption=Text("\n".join(lines)), min_width=max(map(len, lines[1:]), default=None)
+    )
     for name, justify in (
         ("case", "left"),
         ("lesion mL", "right"),
@@ -240,10 +244,10 @@ def report_table(reports: Sequence[CaseReport]) -> Any:
     return table
 
 
-def _caption(reports: Sequence[CaseReport]) -> str:
-    """The model, device and post-processing of the first report; below it, each distinct notice."""
+def _caption(reports: Sequence[CaseReport]) -> list[str]:
+    """The caption's lines: the model, device and post-processing of the first report; then each distinct notice."""
     if not reports:
-        return ""
+        return []
     r = reports[0]
     version = f" ({r.model_version})" if r.model_version else ""
     # The first 12 hex digits name the weights file unambiguously enough to compare with a full digest by eye.
@@ -252,12 +256,11 @@ def _caption(reports: Sequence[CaseReport]) -> str:
     tta = ", flip TTA" if r.tta else ""
     min_size = f", lesions >= {r.min_size} voxels" if r.min_size > 1 else ""
     gate = f", lesion ADC <= {r.max_adc_ratio:g}x tissue" if r.max_adc_ratio > 0 else ""
-    lines = [
+    return [
         f"model {r.model}{version}{weights} on {r.device}, {r.precision}; threshold {r.threshold:g}{min_size}"
         f"{gate}{tta}; mdanet-sdk {r.package_version}",
         *dict.fromkeys(f"Weights {r.notice}." for r in reports if r.notice),
     ]
-    return "\n".join(lines)
 
 
 def _pick_slices(mask: np.ndarray, max_slices: int) -> list[int]:

@@ -409,9 +409,10 @@ class Segmenter:
     def _load(self, item: CaseInput, modalities: Sequence[str] | None) -> Case:
         if isinstance(item, Case):
             return item
+        # Labels are for train and evaluate: inference reads (and so validates) no label file.
         if isinstance(item, CaseSource):
-            return item.load()
-        if isinstance(item, Mapping):  # a label in the mapping is for evaluate; inference reads none
+            return item.load(label=False)
+        if isinstance(item, Mapping):
             return read_case({k: v for k, v in item.items() if str(k).lower() != LABEL_KEY}, modalities=self.modalities)
         refuse_single_3d(Path(item), self.modalities)
         return read_case(item, modalities=modalities or self.modalities)
