@@ -198,7 +198,7 @@ def test_generic_mapping_and_named_files(tmp_path, io_write_nifti) -> None:
     for i, name in enumerate(("cbf", "cbv", "mtt", "tmax")):
         io_write_nifti(tmp_path / "p1" / f"p1_{name}.nii.gz", _image(_value(1, i)))
         io_write_nifti(tmp_path / "p2" / f"{name.upper()}.nii", _image(_value(2, i)))
-    io_write_nifti(tmp_path / "p2" / "mask.nii.gz", _label(2))
+    io_write_nifti(tmp_path / "p2" / "Lesion.nii.gz", _label(2))  # "mask"/"seg" would not be a label
     (tmp_path / "notes").mkdir()
     sources = find_cases(tmp_path, layout="generic")
     assert [(s.case_id, s.modalities, s.label_path is not None) for s in sources] == [
@@ -207,7 +207,7 @@ def test_generic_mapping_and_named_files(tmp_path, io_write_nifti) -> None:
     ]
     assert _holds(sources[1].load().images["tmax"], _value(2, 3))
     mapping = {"adc": tmp_path / "p1" / "p1_cbv.nii.gz", "dwi": tmp_path / "p1" / "p1_cbf.nii.gz"}
-    case = read_case({**mapping, "label": tmp_path / "p2" / "mask.nii.gz"}, case_id="mine")
+    case = read_case({**mapping, "label": tmp_path / "p2" / "Lesion.nii.gz"}, case_id="mine")
     assert case.case_id == "mine" and case.modalities == ("adc", "dwi")
     assert _holds(case.images["adc"], _value(1, 1)) and case.label.sum() == 2
 
@@ -346,7 +346,7 @@ def test_wrong_paths_and_arguments(tmp_path, io_write_nifti) -> None:
         (lambda: find_cases(tmp_path / "empty"), "no generic cases found in"),
         (lambda: find_cases(tmp_path / "empty", layout="isles18"), "no isles18 cases found"),
         (lambda: find_cases(tmp_path / "notes.txt", layout="isles22"), "is not a folder"),
-        (lambda: find_cases(tmp_path / "notes.txt"), r"not a \.nii or \.nii\.gz file"),
+        (lambda: find_cases(tmp_path / "notes.txt"), r"not a \.nii, \.nii\.gz, \.mha"),
         (lambda: read_case(tmp_path / "ds"), "holds 3 cases"),
         (lambda: read_case({"label": tmp_path / "x.nii"}), "the mapping names no image"),
         (lambda: read_case({"dwi": tmp_path / "missing.nii.gz"}), "does not exist"),

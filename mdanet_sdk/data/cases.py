@@ -126,6 +126,7 @@ class CaseSource:
         brain_mask_path: a brain mask on the images' grid (non-zero = brain), or ``None``.
         problem: why the case found on disk cannot be used (a modality missing or held twice), or ``None``;
             :meth:`load` raises it, so dataset readers list a broken case instead of failing the whole dataset.
+        folder: the folder the case was found in (a label pattern is relative to it), or ``None``.
     """
 
     case_id: str
@@ -134,9 +135,13 @@ class CaseSource:
     modalities: tuple[str, ...] | None = None
     brain_mask_path: Path | None = None
     problem: str | None = None
+    folder: Path | None = None
 
-    def load(self) -> Case:
+    def load(self, *, label: bool = True) -> Case:
         """Read, validate and reorient the images and label.
+
+        Args:
+            label: read the label; ``False`` (inference) reads no label file at all, and ``Case.label`` is None.
 
         Returns:
             the :class:`Case`, every array on one canonical RAS+ ``(X, Y, Z)`` grid.
@@ -149,18 +154,18 @@ class CaseSource:
             raise InputError(self.problem)
         load = self._load_4d if FOURD_KEY in self.paths else self._load_files
         images, reference, warnings = load()
-        label = None
-        if self.label_path is not None:
+        lesion = None
+        if label and self.label_path is not None:
             label_volume = load_volume(self.label_path, allow_empty=True)
             _check_same_grid(self.case_id, "label", label_volume, reference)
-            label = _as_label(label_volume)
+            lesion = _as_label(label_volume)
             warnings += label_volume.warnings
         brain_mask = None
         if self.brain_mask_path is not None:
             mask_volume = load_volume(self.brain_mask_path, label=True)
             _check_same_grid(self.case_id, "brain mask", mask_volume, reference)
             brain_mask = np.asarray(mask_volume.data) != 0
-        return Case(self.case_id, images, label, reference, warnings, brain_mask)
+        return Case(self.case_id, images, lesion, reference, warnings, brain_mask)
 
     def _load_files(self) -> tuple[dict[str, np.ndarray], Volume, list[str]]:
         names = self.modalities or tuple(self.paths)
@@ -239,6 +244,7 @@ def read_case(
     modalities: Sequence[str] | None = None,
     *,
     case_id: str | None = None,
+    label_pattern: str | None = None,
 ) -> Case:
     """Read one case from a file, a case folder, or a mapping modality → file.
 
@@ -249,6 +255,7 @@ def read_case(
         layout: as in :func:`find_cases` (ignored for a mapping).
         modalities: names to read, in channel order (default: the layout's, or the mapping's keys).
         case_id: id for a mapping source (default: the first image's file name without suffix).
+        label_pattern: where the label is, as in :func:`find_cases` (ignored for a mapping).
 
     Returns:
         the loaded :class:`Case`.
@@ -267,7 +274,7 @@ def read_case(
         names = modality_names("generic", modalities) or tuple(paths)
         case_id = case_id or nifti_stem(next(iter(paths.values())))
         return CaseSource(case_id, paths, label, names, brain_mask).load()
-    sources = find_cases(source, layout, modalities)
+    sources = find_cases(source, layout, modalities, label_pattern=label_pattern)
     if len(sources) != 1:
         raise InputError(
             f"{source} holds {len(sources)} cases; point at one case (file or folder), or use find_cases() "

@@ -23,6 +23,9 @@ Validation policy of :func:`load_volume` (every problem raises :class:`~mdanet_s
   were replaced is appended to :attr:`Volume.warnings` (and from there to ``Case.warnings``), because
   scanner maps such as ADC or Tmax often carry undefined voxels outside the brain.
 
+MetaImage / NRRD files and DICOM series folders (:mod:`mdanet_sdk.data.formats`) are read into the same
+:class:`Volume` as the same image stored as NIfTI, with the same checks.
+
 Every file :func:`save_like` writes carries :data:`PREDICTION_MARK` in its header's ``descrip`` field, so
 that dataset readers can tell the SDK's own outputs from ground truth (:func:`is_prediction`).
 """
@@ -33,7 +36,7 @@ import os
 import stat
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +54,7 @@ from nibabel.orientations import (
 from nibabel.spatialimages import HeaderDataError
 
 from mdanet_sdk._files import atomic_write
+from mdanet_sdk.data.formats import ITK_SUFFIXES, dicom_as_nifti, is_dicom_folder, is_itk, read_itk
 from mdanet_sdk.data.validate import check_declared_size, check_dtype, check_image, check_label, check_regular_file
 from mdanet_sdk.errors import InputError
 
@@ -63,6 +67,7 @@ __all__ = [
     "is_prediction",
     "is_own_output",
     "NIFTI_SUFFIXES",
+    "IMAGE_SUFFIXES",
     "PREDICTION_MARK",
     "OUTPUT_SUFFIXES",
     "nifti_stem",
@@ -71,6 +76,8 @@ __all__ = [
 
 #: File name endings read and written as NIfTI.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: File name endings :func:`load_volume` reads: NIfTI, and MetaImage / NRRD (:mod:`mdanet_sdk.data.formats`).
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 #: ``descrip`` header text of every file :func:`save_like` writes: readers never take such a file as a label.
 PREDICTION_MARK = "mdanet-sdk prediction"
 #: What each output of a case is called: ``<case_id>_seg.nii.gz`` (mask), ``<case_id>_prob.nii.gz``.
@@ -78,10 +85,11 @@ OUTPUT_SUFFIXES = {"mask": "_seg", "prob": "_prob"}
 
 
 def nifti_stem(name: str | os.PathLike[str]) -> str:
-    """A file name without its ``.nii`` / ``.nii.gz`` ending (any case): ``sub-01_dwi.nii.gz`` -> ``sub-01_dwi``."""
+    """A file name without its image ending (any case, any of :data:`IMAGE_SUFFIXES`):
+    ``sub-01_dwi.nii.gz`` -> ``sub-01_dwi``, ``case1_adc.mha`` -> ``case1_adc``."""
     name = Path(name).name
     lower = name.lower()
-    for suffix in (".nii.gz", ".nii"):
+    for suffix in (".nii.gz", ".nii", *ITK_SUFFIXES):
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -217,7 +225,8 @@ def load_volume(
     """Read and validate a 3D or 4D NIfTI image and reorient it to canonical RAS+.
 
     Args:
-        path: a ``.nii`` or ``.nii.gz`` file.
+        path: a ``.nii`` or ``.nii.gz`` file; also (:mod:`mdanet_sdk.data.formats`, optional extras) a
+            ``.mha``/``.mhd``/``.nrrd``/``.nhdr`` file or a folder holding one DICOM series.
         allow_empty: accept an image whose voxels are all zero (a label of a lesion-free case); implies
             ``label``.
         label: the file is a label or mask, not a modality image: its values are checked with
@@ -225,13 +234,18 @@ def load_volume(
         name: how messages call the image, e.g. ``"dwi (case1/dwi.nii.gz)"``; default: the path.
 
     Returns:
-        a :class:`Volume` whose ``data`` is float32 ``(X, Y, Z)`` or ``(X, Y, Z, C)`` in RAS+ order.
+        a :class:`Volume` whose ``data`` is float32 ``(X, Y, Z)`` or ``(X, Y, Z, C)`` in RAS+ order; for other
+        formats its ``header`` is a NIfTI header made from the image's geometry (results are written as NIfTI).
 
     Raises:
         InputError: see the module docstring for the full list of checks.
     """
     path = Path(path)
-    img, data = _read(path)
+    if is_dicom_folder(path):
+        with dicom_as_nifti(path) as converted:  # removed when the block ends; the voxels are in memory then
+            volume = load_volume(converted, allow_empty=allow_empty, label=label, name=name or str(path))
+        return replace(volume, path=path)
+    img, data = read_itk(path) if is_itk(path) else _read(path)
     if data.size == 0:
         raise InputError(f"{path} has a zero-length axis {data.shape}; it holds no voxels, re-export it.")
     if data.ndim > 3 and data.shape[-1] == 1:

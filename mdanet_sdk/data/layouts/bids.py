@@ -1,0 +1,89 @@
+"""ISLES'22 (BIDS) datasets: ``rawdata/sub-X/ses-Y/dwi/sub-X_ses-Y_dwi.nii.gz`` and ``..._adc.nii.gz``, lesion
+labels in ``derivatives/sub-X/ses-Y/sub-X_ses-Y_msk.nii.gz``.
+
+Files are found by their BIDS suffix (``_dwi``, ``_adc``, ``_msk``; any other suffix such as ``_flair`` on
+request) anywhere under the subject (or session) folder, so images directly in ``ses-Y/`` work too. A brain
+mask (``*_desc-brain_mask``, ``*_brainmask``...) under the subject is the case's brain mask. Entry points: the
+dataset root (holding ``rawdata/`` or the ``sub-*`` folders themselves), ``rawdata/``, one ``sub-*`` folder or
+one of its ``ses-*`` folders; the label is looked for in ``derivatives/<subject>`` beside the subject folder or
+one level up.
+
+Case ids: a subject with one session (or none) is one case, ``sub-X``; a subject with several ``ses-*``
+folders gives one case per session, ``sub-X_ses-Y``, its label from ``derivatives/sub-X/ses-Y``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mdanet_sdk.data.cases import BRAIN_MASK_KEY, CaseSource
+from mdanet_sdk.data.layouts._common import drop_outputs, is_image, make_source, role, sub_folders
+from mdanet_sdk.data.nifti import nifti_stem
+
+_LABEL = "msk"
+
+
+def _suffix(path: Path) -> str:
+    return nifti_stem(path).rsplit("_", 1)[-1].lower()
+
+
+def _files(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.rglob("*") if is_image(p) and not _hidden(p, folder))
+    except OSError:
+        return []
+
+
+def _hidden(path: Path, top: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(top).parts)
+
+
+def _sessions(subject: Path) -> list[Path]:
+    return [p for p in sub_folders(subject) if p.name.startswith("ses-")]
+
+
+def isles22_subjects(root: Path) -> list[Path]:
+    """The ``sub-*`` folders at or under ``root`` (the folder itself, its ``rawdata/``, or itself listed)."""
+    if root.name.startswith("sub-"):
+        return [root]
+    if root.name.startswith("ses-") and root.parent.name.startswith("sub-"):
+        return [root.parent]
+    base = root / "rawdata" if (root / "rawdata").is_dir() else root
+    return [p for p in sub_folders(base) if p.name.startswith("sub-")]
+
+
+def _units(root: Path, subject: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
+    """(case id, folder to search, path of its labels under derivatives/) of each case of ``subject``."""
+    sessions = _sessions(subject)
+    if len(sessions) <= 1:
+        return [(subject.name, subject, (subject.name,))]
+    if root.name.startswith("ses-"):  # one session asked for
+        sessions = [s for s in sessions if s.name == root.name]
+    return [(f"{subject.name}_{s.name}", s, (subject.name, s.name)) for s in sessions]
+
+
+def _found(case_id: str, folder: Path, subject: Path, where: tuple[str, ...], labels: bool) -> dict[str, list[Path]]:
+    """BIDS suffix (or brain mask) -> files of one case."""
+    found: dict[str, list[Path]] = {}
+    for path in _files(folder):
+        meaning = role(nifti_stem(path), ())
+        key = BRAIN_MASK_KEY if meaning is not None and meaning[0] == BRAIN_MASK_KEY else _suffix(path)
+        found.setdefault(key, []).append(path)
+    found.pop(_LABEL, None)  # lesion labels come from derivatives/ only
+    if labels:
+        for derivatives in (subject.parent / "derivatives", subject.parent.parent / "derivatives"):
+            labelled = derivatives.joinpath(*where)
+            if labelled.is_dir():
+                found.setdefault(_LABEL, []).extend(p for p in _files(labelled) if _suffix(p) == _LABEL)
+    return drop_outputs(found, {case_id, subject.name, folder.name})
+
+
+def find_isles22(root: Path, modalities: tuple[str, ...], labels: bool) -> list[CaseSource]:
+    """Every ISLES'22 case at or under ``root`` (module doc); ``labels``: take ``derivatives/*_msk`` labels."""
+    sources = []
+    for subject in isles22_subjects(root):
+        for case_id, folder, where in _units(root, subject):
+            found = _found(case_id, folder, subject, where, labels)
+            expected = lambda name: f"*_{name}.nii(.gz)"  # noqa: E731
+            sources.append(make_source(case_id, modalities, found, folder, expected, _LABEL if labels else None))
+    return sources
