@@ -106,36 +106,47 @@ def _by_name(folder: Path, case_ids: Collection[str] | None) -> dict[str, Path]:
     return found
 
 
+def _translate(pattern: str, named: bool) -> str:
+    """Regular expression of a pattern or of one of its components: ``{case}`` as group ``case`` (its later
+    occurrences must repeat it) when ``named``, else as any characters; ``*`` as any characters but ``/``."""
+    regex, first = [], True
+    for piece in re.split(r"(\{case\}|\*)", pattern):
+        if piece == _CASE:
+            regex.append(("(?P<case>[^/]+)" if first else "(?P=case)") if named else "[^/]+")
+            first = False
+        elif piece == "*":
+            regex.append("[^/]*")
+        elif "{" in piece or "}" in piece:
+            raise InputError(f"--pred-pattern {pattern!r} may hold {_CASE} and * only; remove the other braces.")
+        else:
+            regex.append(re.escape(piece))
+    return "".join(regex)
+
+
 def check_pred_pattern(pattern: str) -> re.Pattern[str]:
     """The regular expression of a ``pred_pattern`` (module docstring), matched against a path relative to
     the prediction folder, with the case id as group ``case``.
 
     Raises:
-        InputError: no ``{case}``, another ``{...}``, an absolute path or a ``..`` component.
+        InputError: no ``{case}``, another ``{...}``, an absolute path or a ``.``/``..``/empty component.
     """
     parts = pattern.split("/")
-    if _CASE not in pattern or pattern.startswith("/") or ".." in parts or "" in parts:
+    if _CASE not in pattern or any(part in ("", ".", "..") for part in parts):
         raise InputError(
             f"--pred-pattern {pattern!r} must be a relative path holding {_CASE}, e.g. '{{case}}/lesion.nii.gz'."
         )
-    regex, first = [], True
-    for piece in re.split(r"(\{case\}|\*)", pattern):
-        if piece == _CASE:
-            regex.append(r"(?P<case>[^/]+)" if first else r"(?P=case)")
-            first = False
-        elif piece == "*":
-            regex.append(r"[^/]*")
-        elif "{" in piece or "}" in piece:
-            raise InputError(f"--pred-pattern {pattern!r} may hold {_CASE} and * only; remove the other braces.")
-        else:
-            regex.append(re.escape(piece))
-    return re.compile("".join(regex))
+    return re.compile(_translate(pattern, named=True))
 
 
 def _by_pattern(folder: Path, pattern: str) -> dict[str, Path]:
+    """The files of ``pattern``, found one path component at a time (no glob: ``[``, ``?`` are literal)."""
     regex = check_pred_pattern(pattern)
+    parts = [re.compile(_translate(part, named=False)) for part in pattern.split("/")]
+    level = [folder]
+    for part in parts[:-1]:
+        level = [p for d in level for p in sorted(d.iterdir()) if part.fullmatch(p.name) and p.is_dir()]
     found: dict[str, Path] = {}
-    for path in sorted(folder.glob(pattern.replace(_CASE, "*"))):
+    for path in (p for d in level for p in sorted(d.iterdir()) if parts[-1].fullmatch(p.name)):
         match = regex.fullmatch(path.relative_to(folder).as_posix())
         if match and _is_mask_file(path) and not match.group("case").startswith("."):
             _claim(found, match.group("case"), path, folder)
