@@ -123,7 +123,7 @@ def test_flat_summary_is_over_cases_missing_included(folders) -> None:
 
 def test_run_folder_summary_is_over_fold_means(folders) -> None:
     _, run, gt = folders
-    assert sorted(find_predictions(run)) == [0, 1]
+    assert list(find_predictions(run)) == [0, 1]
     result = evaluate(run, gt)
     assert result.over == "folds"
     assert {c["case_id"]: c["fold"] for c in result.cases} == {"A": 0, "B": 0, "C": 1}
@@ -149,6 +149,7 @@ def test_run_folder_missing_case_counts_in_its_fold(folders) -> None:
 
 def test_prediction_in_another_orientation_matches(tmp_path: Path) -> None:
     a_gt, a_pred = _masks()["A"]
+    assert a_pred is not None
     _save(tmp_path / "gt" / "A.nii.gz", a_gt)
     # Stored with the X axis reversed (affine flips it back): the same mask in world space.
     flipped = AFFINE.copy()
