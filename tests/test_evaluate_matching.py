@@ -190,7 +190,7 @@ def test_cli_bad_data_exits_1_with_one_error_line(gt: Path, tmp_path: Path) -> N
 
 def test_cli_wrong_arguments_exit_2(gt: Path, tmp_path: Path) -> None:
     _save(tmp_path / "pred" / "A_seg.nii.gz", _cube())
-    for args in (["--missing", "ignore"], ["--pred-pattern", "lesion.nii.gz"]):
+    for args in (["--missing", "ignore"], ["--pred-pattern", "lesion.nii.gz"], ["--layout", "bids2"]):
         res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pred"), str(gt), *args])
         assert res.exit_code == 2 and len(error_lines(res)) == 1, args
     res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "nope")])

@@ -77,7 +77,10 @@ def evaluate_command(
         ),
     ],
     gt: Annotated[Path, typer.Argument(help="Ground-truth dataset folder (any layout) or folder of label files.")],
-    layout: Annotated[str, typer.Option(help="Layout of GT_DIR: auto, isles22, isles18, generic.")] = "auto",
+    layout: Annotated[
+        str,
+        typer.Option(help="Layout of GT_DIR (auto detects it): isles22, isles18, generic, or another of segment's."),
+    ] = "auto",
     pred_pattern: Annotated[
         str | None,
         typer.Option(
@@ -108,17 +111,23 @@ def evaluate_command(
 ) -> None:
     """Score predictions against ground truth: DSC, precision, recall, F1, HD95, ASD and the ISLES'22 metrics.
 
-    Predictions are matched by case id, whatever tool named them. For a run folder the summary is the
-    mean ± std over folds, as in the paper; for a prediction folder, over cases. HD95 and ASD are in mm;
-    a case where exactly one mask is empty has none and is left out of their means (the count is shown).
+    Predictions are matched by case id, whatever tool named them; a case without one is listed.
+
+    Summary: mean ± std over folds for a run folder, as in the paper; over cases for a prediction folder.
+
+    HD95 and ASD are in mm; a case with exactly one mask empty has none and is left out of their means.
+
     Exit codes: 0 scored; 1 the data cannot be scored (one error: line); 2 a wrong argument.
     """
+    from mdanet_sdk.data.layouts import LAYOUTS
     from mdanet_sdk.evaluate import MISSING_POLICIES, check_pred_pattern, evaluate, summary_rows
 
     if out is not None:
         if json_out is not None:
             raise fail("--out is the old name of --json; give only --json.")
         err_console.print("[yellow]-o/--out is deprecated; use --json.[/]", highlight=False)
+    if layout not in LAYOUTS:
+        raise fail(f"--layout {layout!r} is not a layout; choose one of {', '.join(LAYOUTS)}.")
     if missing not in MISSING_POLICIES:
         raise fail(f"--missing {missing!r} is not a policy; choose one of {', '.join(MISSING_POLICIES)}.")
     for name, folder in (("PRED", pred), ("GT_DIR", gt)):
