@@ -6,8 +6,9 @@ A :class:`CaseSource` says where one case's files are (dataset layouts are found
 Pass ``groups[0] + groups[1]`` of an :class:`~mdanet_sdk.config.MDANetConfig` to :meth:`Case.stack`.
 
 Validation (:class:`~mdanet_sdk.errors.InputError`): a missing modality file; modalities or label on
-different grids: stored shapes must be equal and affines equal within :data:`AFFINE_TOL_MM` (1e-3 mm, any
-entry of the 4x4 matrix); a label with values other than 0 and 1; plus every check of
+different grids: canonical (RAS+) shapes must be equal and canonical affines equal within
+:data:`AFFINE_TOL_MM` (1e-3 mm, any entry of the 4x4 matrix), so one grid stored in two voxel orders is one
+grid; a label with values other than 0 and 1; plus every check of
 :func:`~mdanet_sdk.data.nifti.load_volume` (NaN/Inf voxels are set to 0 and reported in ``Case.warnings``).
 
 The layout finders (:func:`~mdanet_sdk.data.layouts.find_cases`, ``detect_layout``, ``LAYOUTS``,
@@ -210,14 +211,16 @@ class CaseSource:
 
 
 def _check_same_grid(case_id: str, what: str, volume: Volume, reference: Volume) -> None:
-    """Raise InputError unless ``volume`` is on ``reference``'s stored grid (shape, affine within tol.)."""
+    """Raise InputError unless ``volume`` is on ``reference``'s grid: canonical shape equal, canonical affine
+    within tolerance. Canonical, not stored: the same grid stored in another voxel order (a DICOM series that
+    dcm2niix wrote flipped beside a NIfTI) holds the same canonical arrays, voxel for voxel."""
     fix = "resample every modality and the label onto one grid (that of the first modality) first."
-    if volume.original_shape[:3] != reference.original_shape[:3]:
+    if volume.shape != reference.shape:
         raise InputError(
             f"case {case_id}: the {what} {volume.path} has shape {volume.original_shape[:3]} but "
             f"{reference.path} has {reference.original_shape[:3]}; {fix}"
         )
-    diff = float(np.abs(volume.original_affine - reference.original_affine).max())
+    diff = float(np.abs(volume.affine - reference.affine).max())
     if diff > AFFINE_TOL_MM:
         raise InputError(
             f"case {case_id}: the affine of the {what} {volume.path} differs from that of {reference.path} "

@@ -13,7 +13,7 @@ from pathlib import Path
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, LABEL_KEY, CaseSource
 from mdanet_sdk.data.formats import is_dicom_folder
-from mdanet_sdk.data.nifti import IMAGE_SUFFIXES, is_own_output, nifti_stem
+from mdanet_sdk.data.nifti import IMAGE_SUFFIXES, is_own_output, is_prediction, nifti_stem
 from mdanet_sdk.errors import InputError
 
 #: The two axes of the vocabulary: the dataset layout of each modality kind (``mri`` -> ``isles22``), and back.
@@ -190,8 +190,8 @@ def apply_label_pattern(source: CaseSource, pattern: str) -> CaseSource:
     text = pattern.replace("{case}", glob.escape(source.case_id))
     matches = {Path(m) for m in glob.glob(os.path.join(glob.escape(str(source.folder)), text))}
     used = {*source.paths.values(), source.brain_mask_path}
-    names = {source.case_id, source.folder.name}
-    files = sorted(m for m in matches if is_image(m) and m not in used and not is_own_output(m, names))
+    # Named by the user, so a "<case>_seg" file is ground truth here; only files marked as ours are refused.
+    files = sorted(m for m in matches if is_image(m) and m not in used and not is_prediction(m))
     if len(files) > 1:
         listing = ", ".join(str(f) for f in files)
         problem = (

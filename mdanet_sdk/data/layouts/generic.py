@@ -9,7 +9,8 @@
   the brain mask explicitly. Case id: the folder's name.
 - A flat folder of many cases (``sub01_dwi.nii.gz sub01_adc.nii.gz sub02_dwi.nii.gz``...): files are grouped
   by the prefix before their last ``_<modality>`` (labels and brain masks by theirs), each prefix a case whose
-  id is that prefix. A folder whose files share one prefix is one case (the folder's), as above.
+  id is that prefix. A folder whose files share one prefix (files without one, ``dwi.nii.gz``, aside) is one
+  case, the folder's, as above.
 - A folder of such case folders (or flat folders).
 
 Without ``modalities``, each case reads the layout whose modalities are all there (``dwi, adc`` or ``cbf, cbv,
@@ -56,8 +57,9 @@ def _case_prefixes(grouped: Grouped) -> list[str]:
 
 
 def flat_case_count(folder: Path, modalities: tuple[str, ...] | None = None) -> int:
-    """How many prefixes of modality files ``folder`` holds directly (2 or more: a flat folder of cases)."""
-    return len(_case_prefixes(_by_prefix(folder, modalities or KNOWN_MODALITIES)))
+    """How many case prefixes of modality files ``folder`` holds directly (2 or more: a flat folder of cases;
+    files without a prefix, ``dwi.nii.gz``, are the folder's own and count for none)."""
+    return len([p for p in _case_prefixes(_by_prefix(folder, modalities or KNOWN_MODALITIES)) if p])
 
 
 def _case(
@@ -78,7 +80,7 @@ def _folder_cases(folder: Path, modalities: tuple[str, ...] | None, labels: bool
     prefixes = _case_prefixes(grouped)
     if not prefixes:
         return []
-    if len(prefixes) == 1 and not flat:  # one case: every label and brain mask of the folder is its
+    if len([p for p in prefixes if p]) <= 1 and not flat:  # one case: every file of the folder is its
         found: dict[str, list[Path]] = {}
         for roles in grouped.values():
             for kind, paths in roles.items():

@@ -1,0 +1,503 @@
+"""Tests of the dataset layouts beyond ISLES'22/'18 (mdanet_sdk.data.layouts) and of the other image formats
+(mdanet_sdk.data.formats): nnU-Net folders, flat folders, BIDS sessions, which names are labels and brain
+masks, label patterns, broken cases among good ones, .mha/.nrrd and DICOM round trips.
+
+Every image holds ``10 * case + modality index + 1`` in every voxel but one (0), so a test can tell which case
+and modality a loaded array came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from mdanet_sdk.data.cases import read_case
+from mdanet_sdk.data.layouts import LAYOUTS, detect_layout, find_cases
+from mdanet_sdk.data.layouts.nnunet import channel_name
+from mdanet_sdk.data.nifti import load_volume, output_name, save_like
+from mdanet_sdk.errors import InputError
+
+SHAPE = (8, 8, 4)
+MRI = ("dwi", "adc")
+# An oblique, anisotropic, LPS-like affine: the format round trips must keep every entry of it.
+_C, _S = np.cos(0.3), np.sin(0.3)
+OBLIQUE = np.eye(4)
+OBLIQUE[:3, :3] = np.array([[-_C, -_S, 0.0], [_S, -_C, 0.0], [0.0, 0.0, 1.0]]) @ np.diag([1.5, 2.0, 3.0])
+OBLIQUE[:3, 3] = [12.0, -30.5, 7.25]
+
+
+def _image(value: float, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
+    image = np.full(shape, value, np.float32)
+    image[(-1,) * len(shape)] = 0.0
+    return image
+
+
+def _label(case: int) -> np.ndarray:
+    label = np.zeros(SHAPE, np.uint8)
+    label[case % SHAPE[0], 1:3, 1] = 1
+    return label
+
+
+def _write(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
+    img.header.set_qform(img.affine, code=1)
+    img.header.set_sform(img.affine, code=1)
+    nib.save(img, path)
+    return path
+
+
+def _holds(image: np.ndarray, value: float) -> bool:
+    return image.max() == value and np.count_nonzero(image == value) == image.size - 1
+
+
+# --------------------------------------------------------------------------------------------- flat folders
+
+
+def _flat(root: Path) -> Path:
+    """sub01 (label, BET brain mask), sub02 (a *_mask brain mask), sub03 (no ADC: broken), and clutter."""
+    for n in (1, 2, 3):
+        for i, modality in enumerate(MRI):
+            if (n, modality) != (3, "adc"):
+                _write(root / f"sub0{n}_{modality}.nii.gz", _image(10 * n + i + 1))
+    _write(root / "sub01_lesion.nii.gz", _label(1))
+    _write(root / "sub01_dwi_brain_mask.nii.gz", np.ones(SHAPE, np.uint8))
+    _write(root / "sub02_mask.nii.gz", np.ones(SHAPE, np.uint8))
+    (root / "._sub01_dwi.nii.gz").write_bytes(b"")  # a macOS resource fork
+    (root / "notes [v2].txt").write_text("not an image")
+    (root / "empty").mkdir()
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    return root
+
+
+def test_flat_folder_is_one_case_per_prefix(tmp_path) -> None:
+    root = _flat(tmp_path / "flat")
+    assert detect_layout(root) == "flat"
+    sources = find_cases(root)
+    assert [s.case_id for s in sources] == ["sub01", "sub02", "sub03"]
+    one, two, three = sources
+    assert one.paths == {m: root / f"sub01_{m}.nii.gz" for m in MRI} and one.modalities == MRI
+    assert one.label_path == root / "sub01_lesion.nii.gz"
+    assert one.brain_mask_path == root / "sub01_dwi_brain_mask.nii.gz"
+    assert two.label_path is None and two.brain_mask_path == root / "sub02_mask.nii.gz"
+    assert one.problem is None and two.problem is None
+    assert three.problem is not None and "no adc image" in three.problem
+    case = one.load()
+    assert _holds(case.images["dwi"], 11) and _holds(case.images["adc"], 12)
+    assert case.label is not None and int(case.label.sum()) == 2 and case.brain_mask is not None
+    assert _holds(two.load().images["adc"], 22)
+    with pytest.raises(InputError, match="case sub03: no adc image"):
+        three.load()
+    assert find_cases(root, layout="flat") == sources and find_cases(root, layout="generic") == sources
+
+
+def test_one_prefix_folder_stays_one_case(tmp_path) -> None:
+    folder = tmp_path / "patient7"
+    for i, m in enumerate(MRI):
+        _write(folder / f"p7_{m}.nii.gz", _image(i + 1))
+    _write(folder / "label.nii.gz", _label(7))
+    assert detect_layout(folder) == "generic"
+    (source,) = find_cases(folder)
+    assert source.case_id == "patient7" and source.label_path == folder / "label.nii.gz"
+    (explicit,) = find_cases(folder, layout="flat")  # asked for: one case per prefix, named by it
+    assert explicit.case_id == "p7" and explicit.label_path is None  # "label" has no prefix p7
+
+
+def test_flat_folder_outputs_are_not_cases_or_labels(tmp_path) -> None:
+    root = _flat(tmp_path)
+    reference = load_volume(root / "sub01_dwi.nii.gz")
+    save_like(np.ones(SHAPE, np.uint8), reference, root / output_name("sub01"))
+    save_like(np.ones(SHAPE, np.uint8), reference, root / "sub02_lesion.nii.gz")  # a renamed prediction
+    sources = find_cases(root)
+    assert [s.case_id for s in sources] == ["sub01", "sub02", "sub03"]
+    assert sources[1].label_path is None
+
+
+# ------------------------------------------------------------------------------ labels and brain masks
+
+
+@pytest.mark.parametrize(
+    ("name", "meaning"),
+    [
+        ("label.nii.gz", "label"),
+        ("Lesion.nii", "label"),
+        ("case7_label.nii.gz", "label"),
+        ("case7_lesion_mask.nii.gz", "label"),
+        ("case7_mask.nii.gz", "brain_mask"),
+        ("case7_brain_mask.nii.gz", "brain_mask"),
+        ("dwi_brainmask.nii.gz", "brain_mask"),
+        ("brainmask.nii.gz", "brain_mask"),
+        ("case7_bet_mask.nii.gz", "brain_mask"),
+        ("mask.nii.gz", None),
+        ("seg.nii.gz", None),
+        ("case7_msk.nii.gz", None),
+        ("case7_seg.nii.gz", None),
+    ],
+)
+def test_what_a_name_means_in_a_case_folder(name, meaning, tmp_path) -> None:
+    folder = tmp_path / "case7"
+    for i, m in enumerate(MRI):
+        _write(folder / f"{m}.nii.gz", _image(i + 1))
+    _write(folder / name, _label(1))
+    (source,) = find_cases(folder)
+    assert source.problem is None and set(source.paths) == set(MRI)
+    assert source.label_path == (folder / name if meaning == "label" else None)
+    assert source.brain_mask_path == (folder / name if meaning == "brain_mask" else None)
+
+
+def test_two_brain_masks_make_a_broken_case(tmp_path) -> None:
+    for i, m in enumerate(MRI):
+        _write(tmp_path / "c" / f"{m}.nii.gz", _image(i + 1))
+        _write(tmp_path / "c" / f"{m}_brain_mask.nii.gz", np.ones(SHAPE, np.uint8))
+    (source,) = find_cases(tmp_path / "c")
+    assert source.problem is not None and "several brain mask files" in source.problem
+
+
+def test_load_without_label_reads_no_label_file(tmp_path) -> None:
+    folder = tmp_path / "c"
+    for i, m in enumerate(MRI):
+        _write(folder / f"{m}.nii.gz", _image(i + 1))
+    (folder / "label.nii.gz").write_bytes(b"not a nifti")
+    (source,) = find_cases(folder)
+    case = source.load(label=False)
+    assert case.label is None and _holds(case.images["adc"], 2)
+    with pytest.raises(InputError, match="label.nii.gz is not a readable NIfTI"):
+        source.load()
+
+
+def test_label_pattern(tmp_path) -> None:
+    root = tmp_path / "ds"
+    for n in (1, 2):
+        for i, m in enumerate(MRI):
+            _write(root / "cases" / f"c{n}" / f"{m}.nii.gz", _image(10 * n + i + 1))
+        _write(root / "cases" / f"c{n}" / f"c{n}_seg.nii.gz", _label(n))
+        _write(root / "cases" / f"c{n}" / "label.nii.gz", _label(5))  # the default name, ignored with a pattern
+        _write(root / "labels" / f"c{n}.nii.gz", _label(n + 2))
+    sources = find_cases(root / "cases", label_pattern="*_seg.nii.gz")
+    assert [s.label_path for s in sources] == [root / "cases" / f"c{n}" / f"c{n}_seg.nii.gz" for n in (1, 2)]
+    np.testing.assert_array_equal(sources[1].load().label, _label(2))
+    by_id = find_cases(root / "cases", label_pattern="../../labels/{case}.nii.gz")
+    assert [s.label_path.name for s in by_id] == ["c1.nii.gz", "c2.nii.gz"]
+    case = read_case(root / "cases" / "c2", label_pattern="../../labels/{case}.nii.gz")
+    np.testing.assert_array_equal(case.label, _label(4))
+    assert [s.label_path for s in find_cases(root / "cases", label_pattern="nothing*.nii")] == [None, None]
+    several = find_cases(root / "cases", label_pattern="*l*.nii.gz")  # label.nii.gz and ... none else: one
+    assert all(s.problem is None for s in several)
+    broken = find_cases(root / "cases", label_pattern="*.nii.gz")  # matches the seg and the label file
+    assert all(s.problem is not None and "matches several files" in s.problem for s in broken)
+    # A prediction of ours never becomes ground truth, whatever the pattern.
+    reference = load_volume(root / "cases/c1/dwi.nii.gz")
+    save_like(_label(1), reference, root / "cases/c1/c1_pred.nii.gz")
+    assert find_cases(root / "cases", label_pattern="*_pred.nii.gz")[0].label_path is None
+
+
+# ------------------------------------------------------------------------------------------------- nnU-Net
+
+
+def _nnunet(root: Path, meta: dict | None) -> Path:
+    if meta is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "dataset.json").write_text(json.dumps(meta))
+    for split, n in (("imagesTr", 1), ("imagesTr", 2), ("imagesTs", 3), ("imagesTr", 4)):
+        for i in range(2):
+            if (n, i) != (4, 1):  # case 4 lacks its second channel
+                _write(root / split / f"stroke_{n:03d}_{i:04d}.nii.gz", _image(10 * n + i + 1))
+    for n in (1, 2):
+        _write(root / "labelsTr" / f"stroke_{n:03d}.nii.gz", _label(n))
+    return root
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"channel_names": {"0": "DWI", "1": "ADC"}, "labels": {"background": 0, "lesion": 1}},
+        {"modality": {"0": "b1000", "1": "adc"}},
+    ],
+    ids=["v2", "v1"],
+)
+def test_nnunet_dataset(meta, tmp_path) -> None:
+    root = _nnunet(tmp_path / "Dataset501_Stroke", meta)
+    assert detect_layout(root) == "nnunet" and "nnunet" in LAYOUTS
+    sources = find_cases(root)
+    assert [s.case_id for s in sources] == ["stroke_001", "stroke_002", "stroke_003", "stroke_004"]
+    first, second, test, broken = sources
+    assert first.modalities == MRI and first.paths == {
+        "dwi": root / "imagesTr/stroke_001_0000.nii.gz",
+        "adc": root / "imagesTr/stroke_001_0001.nii.gz",
+    }
+    assert first.label_path == root / "labelsTr/stroke_001.nii.gz" and test.label_path is None
+    assert broken.problem is not None and "stroke_004_0001.nii.gz" in broken.problem
+    case = second.load()
+    assert _holds(case.images["dwi"], 21) and _holds(case.images["adc"], 22) and int(case.label.sum()) == 2
+    assert [s.case_id for s in find_cases(root / "imagesTs")] == ["stroke_003"]
+    (adc_only,) = find_cases(root / "imagesTs", modalities=["ADC"])  # channels chosen by name
+    assert adc_only.paths == {"adc": root / "imagesTs/stroke_003_0001.nii.gz"}
+    with pytest.raises(InputError, match="names the channels dwi, adc, not cbf"):
+        find_cases(root, modalities=["cbf"])
+
+
+def test_nnunet_without_dataset_json_needs_the_channel_order(tmp_path) -> None:
+    images = _nnunet(tmp_path, None) / "imagesTr"
+    assert detect_layout(images) == "nnunet"
+    with pytest.raises(InputError, match="without dataset.json.*--modalities"):
+        find_cases(images)
+    sources = find_cases(images, modalities=["adc", "dwi"])  # channel 0 is read as adc, as asked
+    assert sources[0].paths["adc"].name == "stroke_001_0000.nii.gz" and sources[0].modalities == ("adc", "dwi")
+    (one,) = [s for s in find_cases(images, modalities=["dwi"]) if s.case_id == "stroke_001"]
+    assert one.problem is not None and "holds channel 0001 but 1 modalities" in one.problem
+
+
+def test_nnunet_broken_dataset_json(tmp_path) -> None:
+    root = _nnunet(tmp_path, None)
+    (root / "dataset.json").write_text("{not json")
+    with pytest.raises(InputError, match="not a readable nnU-Net dataset.json"):
+        find_cases(root)
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "DWI", "1": "dwi"}}))
+    with pytest.raises(InputError, match="names one channel twice"):
+        find_cases(root)
+
+
+def test_channel_names() -> None:
+    names = ["DWI", "b1000", "ADC", "CBF", "CBV", "MTT", "Tmax", "TMAX", "T-max", "FLAIR", "T1 post"]
+    assert [channel_name(n) for n in names] == [
+        *("dwi", "dwi", "adc", "cbf", "cbv", "mtt", "tmax", "tmax", "tmax", "flair"),
+        "t1 post",
+    ]
+
+
+# -------------------------------------------------------------------------------------------- BIDS sessions
+
+
+def _bids(root: Path) -> Path:
+    """sub-01 with two sessions (labels in each), sub-02 with one, sub-03 lacking its ADC (broken)."""
+    sessions = {"sub-01": ("ses-01", "ses-02"), "sub-02": ("ses-01",), "sub-03": ("ses-01",)}
+    for n, (sub, names) in enumerate(sessions.items(), 1):
+        for k, ses in enumerate(names):
+            for i, m in enumerate(MRI):
+                if (sub, m) != ("sub-03", "adc"):
+                    _write(root / "rawdata" / sub / ses / "dwi" / f"{sub}_{ses}_{m}.nii.gz", _image(n * 10 + k * 3 + i))
+            _write(root / "derivatives" / sub / ses / f"{sub}_{ses}_msk.nii.gz", _label(n + k))
+    _write(root / "rawdata/sub-02/ses-01/anat/sub-02_ses-01_desc-brain_mask.nii.gz", np.ones(SHAPE, np.uint8))
+    return root
+
+
+def test_bids_sessions_are_separate_cases(tmp_path) -> None:
+    root = _bids(tmp_path)
+    sources = find_cases(root)
+    assert [s.case_id for s in sources] == ["sub-01_ses-01", "sub-01_ses-02", "sub-02", "sub-03"]
+    ses1, ses2, single, broken = sources
+    assert ses2.paths["adc"] == root / "rawdata/sub-01/ses-02/dwi/sub-01_ses-02_adc.nii.gz"
+    assert ses2.label_path == root / "derivatives/sub-01/ses-02/sub-01_ses-02_msk.nii.gz"
+    np.testing.assert_array_equal(ses1.load().label, _label(1))
+    np.testing.assert_array_equal(ses2.load().label, _label(2))
+    assert single.brain_mask_path is not None and single.brain_mask_path.name.endswith("desc-brain_mask.nii.gz")
+    assert single.load().brain_mask.all()
+    assert broken.problem is not None and "no adc image" in broken.problem
+    assert len({output_name(s.case_id) for s in sources}) == 4
+    (one,) = find_cases(root / "rawdata/sub-01/ses-02")  # a session folder is an entry point
+    assert one.case_id == "sub-01_ses-02" and one.label_path == ses2.label_path
+    assert [s.case_id for s in find_cases(root / "rawdata/sub-01")] == ["sub-01_ses-01", "sub-01_ses-02"]
+
+
+def test_msk_in_rawdata_is_not_a_label(tmp_path) -> None:
+    root = _bids(tmp_path)
+    _write(root / "rawdata/sub-02/ses-01/dwi/sub-02_ses-01_msk.nii.gz", _label(3))
+    assert [s.label_path for s in find_cases(root / "rawdata/sub-02")] == [
+        root / "derivatives/sub-02/ses-01/sub-02_ses-01_msk.nii.gz"
+    ]
+
+
+# --------------------------------------------------------------------------------------- robust detection
+
+
+def test_odd_folders_do_not_crash_detection(tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no generic cases found"):
+        find_cases(tmp_path / "empty")
+    odd = tmp_path / "odd"
+    (odd / ".hidden").mkdir(parents=True)
+    _write(odd / ".hidden" / "dwi.nii.gz", _image(1))
+    (odd / "dangling_dwi.nii.gz").symlink_to(odd / "missing.nii.gz")
+    (odd / "x.nii.gz").mkdir()  # a folder named like an image
+    (odd / "loop").symlink_to(odd, target_is_directory=True)
+    (odd / "名前 [1]_adc.nii.gz").write_bytes(b"")
+    sources = find_cases(odd)  # one broken case (no dwi that exists as an image), found without crashing
+    assert all(s.problem is not None or s.paths for s in sources)
+    with pytest.raises(InputError):
+        for source in sources:
+            source.load()
+    os.mkfifo(tmp_path / "fifo_dwi.nii.gz")
+    with pytest.raises(InputError, match="not a regular file"):
+        load_volume(tmp_path / "fifo_dwi.nii.gz")
+
+
+def test_one_broken_subject_among_good_ones(tmp_path) -> None:
+    root = _bids(tmp_path)
+    sources = find_cases(root)
+    loaded = {}
+    for source in sources:
+        try:
+            loaded[source.case_id] = source.load()
+        except InputError as exc:
+            loaded[source.case_id] = str(exc)
+    assert [k for k, v in loaded.items() if isinstance(v, str)] == ["sub-03"]
+    assert "case sub-03: no adc image" in loaded["sub-03"]
+
+
+def test_symlink_loops_and_flipped_storage(tmp_path) -> None:
+    root = _bids(tmp_path)
+    (root / "rawdata/sub-02/ses-01/loop").symlink_to(root / "rawdata", target_is_directory=True)
+    assert [s.case_id for s in find_cases(root)] == ["sub-01_ses-01", "sub-01_ses-02", "sub-02", "sub-03"]
+    # One grid stored in two voxel orders (x flipped in the file and in its affine) is one grid.
+    folder = tmp_path / "flipped"
+    data = np.random.default_rng(2).integers(1, 99, SHAPE).astype(np.float32)
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = SHAPE[0] - 1
+    _write(folder / "dwi.nii.gz", data)
+    _write(folder / "adc.nii.gz", data[::-1], flip)
+    case = read_case(folder)
+    np.testing.assert_array_equal(case.images["adc"], case.images["dwi"])
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+ITK = ("mha", "mhd", "nrrd", "nhdr")
+
+
+@pytest.mark.parametrize("ext", ITK)
+def test_itk_formats_load_like_nifti(ext, tmp_path) -> None:
+    sitk = pytest.importorskip("SimpleITK")
+    data = np.random.default_rng(0).integers(1, 900, SHAPE).astype(np.int16)
+    nifti = _write(tmp_path / "dwi.nii.gz", data, OBLIQUE)
+    other = tmp_path / f"dwi.{ext}"
+    sitk.WriteImage(sitk.ReadImage(str(nifti)), str(other))
+    a, b = load_volume(nifti), load_volume(other)
+    np.testing.assert_array_equal(b.data, a.data)
+    np.testing.assert_allclose(b.affine, a.affine, atol=1e-5)
+    np.testing.assert_allclose(b.original_affine, OBLIQUE, atol=1e-5)
+    assert b.orientation == a.orientation and b.original_shape == a.original_shape and b.path == other
+    assert b.zooms == pytest.approx((1.5, 2.0, 3.0), abs=1e-5)
+    # A result written against it lands on the NIfTI's voxels.
+    mask = (a.data > 450).astype(np.uint8)
+    written = nib.load(save_like(mask, b, tmp_path / "out.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(written.dataobj), (data > 450).astype(np.uint8))
+
+
+def test_itk_images_in_a_case_folder(tmp_path) -> None:
+    sitk = pytest.importorskip("SimpleITK")
+    (tmp_path / "case1").mkdir()
+    for i, (m, ext) in enumerate(zip(MRI, ("mha", "nrrd"))):
+        image = sitk.GetImageFromArray(_image(i + 1).transpose(2, 1, 0).copy())
+        sitk.WriteImage(image, str(tmp_path / "case1" / f"case1_{m}.{ext}"))
+    (source,) = find_cases(tmp_path / "case1")
+    assert source.case_id == "case1" and source.paths["adc"].name == "case1_adc.nrrd"
+    case = source.load()
+    assert _holds(case.images["dwi"], 1) and _holds(case.images["adc"], 2)
+
+
+def test_itk_validation_applies(tmp_path) -> None:
+    sitk = pytest.importorskip("SimpleITK")
+    values = _image(5)
+    values[0, 0, 0] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(values.transpose(2, 1, 0).copy()), str(tmp_path / "nan.mha"))
+    assert "1 NaN/Inf voxels were set to 0" in load_volume(tmp_path / "nan.mha").warnings[0]
+    header = "ObjectType = Image\nNDims = 3\nDimSize = 4000 4000 4000\nElementType = MET_FLOAT\n"
+    (tmp_path / "huge.mha").write_text(header + "ElementDataFile = LOCAL\n")
+    with pytest.raises(InputError, match="declares"):
+        load_volume(tmp_path / "huge.mha")
+    os.mkfifo(tmp_path / "data.raw")
+    (tmp_path / "fifo.mhd").write_text(header.replace("4000", "4") + "ElementDataFile = data.raw\n")
+    with pytest.raises(InputError, match="not a regular file"):
+        load_volume(tmp_path / "fifo.mhd")
+    flat = "ObjectType = Image\nNDims = 2\nDimSize = 4 4\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
+    (tmp_path / "flat.mha").write_bytes(flat.encode() + bytes(range(1, 17)))
+    with pytest.raises(InputError, match="2D image"):
+        load_volume(tmp_path / "flat.mha")
+    (tmp_path / "junk.nrrd").write_bytes(b"\x00" * 64)
+    with pytest.raises(InputError, match="junk.nrrd is not a readable image"):
+        load_volume(tmp_path / "junk.nrrd")
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.float32)), str(tmp_path / "empty.nrrd"))
+    with pytest.raises(InputError, match="is empty"):
+        load_volume(tmp_path / "empty.nrrd")
+
+
+def test_missing_extras_are_one_line_errors(monkeypatch, tmp_path) -> None:
+    (tmp_path / "a.mha").write_text("ObjectType = Image\n")
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)  # import SimpleITK now raises ImportError
+    with pytest.raises(InputError, match=r"pip install 'mdanet-sdk\[formats\]'") as info:
+        load_volume(tmp_path / "a.mha")
+    assert "\n" not in str(info.value)
+    dicom = tmp_path / "dwi"
+    dicom.mkdir()
+    (dicom / "1.dcm").write_bytes(b"\x00" * 128 + b"DICM")
+    monkeypatch.setitem(sys.modules, "dcm2niix", None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(InputError, match=r"pip install 'mdanet-sdk\[dicom\]'") as info:
+        load_volume(dicom)
+    assert "\n" not in str(info.value)
+
+
+def _dicom_series(sitk, image, folder: Path, series: str, *, suffix: str = ".dcm") -> None:
+    """Write a 3D SimpleITK image as a DICOM series (one file per slice, the tags dcm2niix stacks by)."""
+    folder.mkdir(parents=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    d = image.GetDirection()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")  # also for files without the .dcm ending
+    uid = f"1.2.826.0.1.3680043.2.1125.{series}"
+    common = {
+        "0008|0020": "20240101",
+        "0008|0030": "120000",
+        "0008|0021": "20240101",
+        "0008|0031": "120000",
+        "0008|0060": "MR",
+        "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
+        "0020|000d": uid + ".1",
+        "0020|000e": uid + ".2",
+        "0020|0011": series,
+        "0020|0037": "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+        "0028|0030": "\\".join(str(v) for v in image.GetSpacing()[1::-1]),
+        "0018|0050": str(image.GetSpacing()[2]),
+    }
+    for k in range(image.GetDepth()):
+        slice_ = image[:, :, k]
+        for tag, value in common.items():
+            slice_.SetMetaData(tag, value)
+        slice_.SetMetaData("0020|0032", "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k))))
+        slice_.SetMetaData("0020|0013", str(k + 1))
+        slice_.SetMetaData("0008|0018", f"{uid}.3.{k}")
+        writer.SetFileName(str(folder / f"IM{k:04d}{suffix}"))
+        writer.Execute(slice_)
+
+
+def test_dicom_series_folder_loads_like_nifti(tmp_path) -> None:
+    sitk = pytest.importorskip("SimpleITK")
+    pytest.importorskip("dcm2niix")
+    data = np.random.default_rng(1).integers(1, 900, SHAPE).astype(np.int16)
+    affine = np.diag([-1.0, 1.5, 2.0, 1.0])
+    affine[:3, 3] = [40.0, -20.0, 10.0]
+    nifti = _write(tmp_path / "ref" / "dwi.nii.gz", data, affine)
+    before = set(Path(tempfile.gettempdir()).glob(".mdanet-dicom-*"))
+    case = tmp_path / "case9"
+    _dicom_series(sitk, sitk.ReadImage(str(nifti)), case / "DWI", "7", suffix="")  # files found by magic
+    _write(case / "case9_adc.nii.gz", _image(3), affine)
+    (source,) = find_cases(case)
+    assert source.paths == {"dwi": case / "DWI", "adc": case / "case9_adc.nii.gz"}
+    loaded = source.load()
+    reference = load_volume(nifti)
+    np.testing.assert_array_equal(loaded.images["dwi"], reference.data)
+    np.testing.assert_allclose(loaded.reference.affine, reference.affine, atol=1e-4)
+    assert loaded.reference.path == case / "DWI" and _holds(loaded.images["adc"], 3)
+    assert set(Path(tempfile.gettempdir()).glob(".mdanet-dicom-*")) == before  # the conversion was removed
+    _dicom_series(sitk, sitk.ReadImage(str(nifti)), tmp_path / "two", "8")
+    _dicom_series(sitk, sitk.ReadImage(str(nifti))[:, :, :2], tmp_path / "two" / "more", "9")
+    with pytest.raises(InputError, match="holds several series"):
+        load_volume(tmp_path / "two")
