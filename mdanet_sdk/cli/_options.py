@@ -67,6 +67,27 @@ Modality = Annotated[
     typer.Option("-m", "--modality", help="One case from one file per modality: -m dwi=a.nii.gz -m adc=b.nii.gz."),
 ]
 Modalities = Annotated[str | None, typer.Option("--modalities", help="Order of the volumes in 4D files, e.g. dwi,adc.")]
+BrainMask = Annotated[
+    Path | None,
+    typer.Option(
+        "--brain-mask", help="Brain mask (NIfTI on the images' grid) of the single case, for inputs not skull-stripped."
+    ),
+]
+SkipExisting = Annotated[
+    bool,
+    typer.Option(
+        "--skip-existing", help="Resume: do not run again the cases whose outputs are all there and complete."
+    ),
+]
+Shard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="I/N",
+        help="Run only shard I of N of the cases (I from 1 to N, e.g. $SLURM_ARRAY_TASK_ID/N with --array=1-N); "
+        "the last shard to finish merges the reports. Under torchrun the ranks are the shards.",
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (for pipelines).")]
 Trust = Annotated[
     bool,

@@ -16,11 +16,18 @@ __all__ = ["case_bars", "train_bars"]
 
 @contextmanager
 def case_bars(quiet: bool) -> Iterator[Callable[[str, str, int], None]]:
-    """Bars over cases and slices, driven by ``progress(event, case_id, n)`` of
-    :func:`mdanet_sdk.segment` / :meth:`~mdanet_sdk.inference.Segmenter.predict_many`; ``("model", text, n)``
-    prints ``text`` (unless ``quiet``) and adds ``n`` cases."""
+    """Progress of :func:`mdanet_sdk.segment`, driven by its ``progress(event, case_id, n)`` events.
+
+    ``("model", text, n)`` and ``("note", text, 0)`` print ``text`` on stdout (unless ``quiet``). On a terminal,
+    bars over cases and slices follow the other events; elsewhere (a pipe, CI, a SLURM log) one plain line per
+    finished case goes to stderr instead, e.g. ``[3/40] sub-0003 done in 2.1 s``, since live bars there
+    become walls of control characters.
+    """
     if quiet:
         yield lambda event, case_id, n: None
+        return
+    if not err_console.is_terminal or err_console.is_dumb_terminal:
+        yield _case_lines()
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -36,18 +43,51 @@ def case_bars(quiet: bool) -> Iterator[Callable[[str, str, int], None]]:
         slices = bar.add_task("slices", total=0)
 
         def update(event: str, case_id: str, n: int) -> None:
-            if event == "model":
-                for line in case_id.splitlines():  # one print per line: the console escapes control characters
-                    console.print(line, highlight=False, markup=False)
-                bar.update(cases, total=(bar.tasks[cases].total or 0) + n)
+            if event in ("model", "note"):
+                _print_lines(case_id)
+            elif event == "cases":
+                bar.update(cases, total=n)
             elif event == "loaded":
                 bar.update(slices, total=(bar.tasks[slices].total or 0) + n)
             elif event == "slices":
                 bar.advance(slices, n)
-            else:
+            elif event in _FINISHED:
                 bar.advance(cases)
 
         yield update
+
+
+#: The events that end a case, and how a plain line tells each (``n``: the case's runtime in ms when done).
+_FINISHED = {
+    "done": lambda n: f"done in {n / 1000:.1f} s",
+    "failed": lambda n: "failed",
+    "skipped": lambda n: "skipped (outputs complete)",
+}
+
+
+def _print_lines(text: str) -> None:
+    for line in text.splitlines():  # one print per line: the console escapes control characters
+        console.print(line, highlight=False, markup=False, soft_wrap=True)  # unbroken, for logs and grep
+
+
+def _case_lines() -> Callable[[str, str, int], None]:
+    """The progress callback of a non-interactive terminal: a plain line per finished case."""
+    total = 0
+    finished = 0
+
+    def update(event: str, case_id: str, n: int) -> None:
+        nonlocal total, finished
+        if event in ("model", "note"):
+            _print_lines(case_id)
+        elif event == "cases":
+            total = n
+        elif event in _FINISHED:
+            finished += 1
+            err_console.print(
+                f"[{finished}/{total}] {case_id} {_FINISHED[event](n)}", highlight=False, markup=False, soft_wrap=True
+            )
+
+    return update
 
 
 def _stats_text(stats: EpochStats) -> str:

@@ -4,7 +4,8 @@ Inputs are files (a 4D NIfTI with one volume per modality), case folders (ISLES'
 ``case_N``, or a folder of ``dwi.nii.gz``/``adc.nii.gz``...), dataset roots holding many cases, or mappings
 modality -> file (one case). Without a checkpoint the bundled weights are chosen per case: ``default-mri`` for
 DWI+ADC (ISLES'22 folders, 4D files with 2 volumes) and ``default-ctp`` for CBF, CBV, MTT, Tmax (ISLES'18
-folders, 4D files with 4 volumes).
+folders, 4D files with 4 volumes). A 4D file with a ``.bval``/``.bvec`` sidecar is a diffusion series, not one
+volume per modality: it is refused unless ``modalities`` say how to read it.
 
 Outputs per case: ``<case>_seg.nii.gz`` (uint8 mask) in the output folder (default: the current folder), which
 may also name the mask file itself for a single case; ``<case>_prob.nii.gz`` beside it when asked for; overlays
@@ -24,7 +25,17 @@ from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, nifti_stem, outpu
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.inference.inputs import BUNDLED_MODALITIES, kind_for_modalities, refuse_single_3d, volume_count
 
-__all__ = ["Job", "SegmentInput", "plan_jobs", "output_paths", "refuse_clobbering", "parse_modalities"]
+__all__ = [
+    "Job",
+    "SegmentInput",
+    "plan_jobs",
+    "output_paths",
+    "refuse_clobbering",
+    "parse_modalities",
+    "attach_brain_mask",
+    "mapping_text",
+    "DIFFUSION_SIDECARS",
+]
 
 #: One input of :func:`mdanet_sdk.segment`: a file or folder, or a mapping modality -> file.
 SegmentInput = Union[str, os.PathLike, Mapping[str, Union[str, os.PathLike]]]
@@ -109,6 +120,8 @@ def plan_jobs(
                     load_volume(path)  # unreadable header: raises InputError saying why
                 if count == 1:
                     refuse_single_3d(path, wanted or BUNDLED_MODALITIES["mri"])
+                if modalities is None:
+                    _refuse_diffusion_series(path)
                 order = wanted or next((m for m in BUNDLED_MODALITIES.values() if len(m) == count), None)
                 if order is None:
                     raise InputError(
@@ -137,6 +150,58 @@ def plan_jobs(
     return jobs
 
 
+#: Files beside a 4D NIfTI that make it a diffusion series (one volume per b-value or direction): FSL and
+#: dcm2niix name them ``<stem>.bval``/``<stem>.bvec``; HCP-style folders hold bare ``bvals``/``bvecs``.
+DIFFUSION_SIDECARS = (".bval", ".bvec", ".bvals", ".bvecs")
+
+
+def _refuse_diffusion_series(path: Path) -> None:
+    """Raise InputError when a 4D file has a b-value/b-vector sidecar: its volumes are diffusion weightings, not
+    DWI and ADC maps, and reading them as such would give a confident but meaningless mask."""
+    stem = nifti_stem(path)
+    beside = [path.with_name(stem + suffix) for suffix in DIFFUSION_SIDECARS]
+    beside += [path.with_name(name) for name in ("bvals", "bvecs")]
+    sidecar = next((p for p in beside if p.is_file()), None)
+    if sidecar is not None:
+        raise InputError(
+            f"{path} is a diffusion series ({sidecar.name} beside it), not one volume per modality; segment its "
+            "DWI and ADC maps (-m dwi=... -m adc=...), or give the order of its volumes with --modalities."
+        )
+
+
+def attach_brain_mask(jobs: list[Job], brain_mask: Path) -> None:
+    """Use ``brain_mask`` for the one case of the run (it replaces a mask found in the case's folder).
+
+    Raises:
+        InputError: the file does not exist, or there are several cases (one mask cannot fit them all).
+    """
+    if not brain_mask.is_file():
+        raise InputError(f"the brain mask {brain_mask} does not exist; give the path of a NIfTI brain mask.")
+    if len(jobs) != 1:
+        raise InputError(
+            f"one brain mask was given for {len(jobs)} cases; give each case its mask with -m brain_mask=FILE "
+            "(one case per run) or as a brain-mask file in each case's folder."
+        )
+    source = jobs[0].source
+    if source is not None:
+        source.brain_mask_path = brain_mask
+
+
+def mapping_text(job: Job) -> str:
+    """How a case is read, e.g. ``"dwi, adc (volumes 1, 2 of case.nii.gz)"`` or ``"dwi, adc (from a_dwi.nii.gz,
+    a_adc.nii.gz)"``, plus ``"; brain mask m.nii.gz"`` when one is used."""
+    assert job.source is not None
+    source = job.source
+    order = source.modalities or tuple(source.paths)
+    if FOURD_KEY in source.paths:
+        numbers = ", ".join(str(i + 1) for i in range(len(order)))
+        where = f"volumes {numbers} of {source.paths[FOURD_KEY].name}"
+    else:
+        where = "from " + ", ".join(source.paths[m].name if m in source.paths else f"no {m} file" for m in order)
+    mask = f"; brain mask {source.brain_mask_path.name}" if source.brain_mask_path is not None else ""
+    return f"{', '.join(order)} ({where}){mask}"
+
+
 def _make_unique(jobs: list[Job]) -> None:
     """Suffix repeated case ids (``case``, ``case-2``...) so that no output overwrites another.
 
@@ -152,6 +217,8 @@ def _make_unique(jobs: list[Job]) -> None:
                 n += 1
             job.case_id = f"{job.case_id}-{n}"
             taken.add(job.case_id.casefold())
+            if job.source is not None:  # so that the case's own messages name it as the run does
+                job.source.case_id = job.case_id
         seen.add(job.case_id.casefold())
 
 
@@ -178,12 +245,12 @@ def _inputs(job: Job) -> list[Path]:
         return [job.given]
 
 
-def refuse_clobbering(jobs: list[Job], report: Path | None = None) -> None:
+def refuse_clobbering(jobs: list[Job], reports: Sequence[Path] = ()) -> None:
     """Fail (``job.error``) each case whose output would overwrite an input of any case, another output of the
-    run or the report; the inputs are never touched and no output is written twice."""
+    run or a report (the run's, or a shard's); the inputs are never touched and no output is written twice."""
     inputs = {_file_key(p): (job.case_id, p) for job in jobs for p in _inputs(job)}
     planned: dict[tuple[Any, ...], str] = {}
-    if report is not None:
+    for report in reports:
         if _file_key(report) in inputs:
             raise InputError(f"the report {report} is an input file; choose another name for the report.")
         planned[_file_key(report)] = f"the report {report}"

@@ -1,0 +1,123 @@
+"""Resuming an interrupted run (``skip_existing``): which cases' outputs are complete already.
+
+Our own writes are atomic (a mask is there whole or not at all), but an output folder may hold files from
+elsewhere: a copy cut short, a file from another tool. So an existing output counts only when it is whole,
+judged cheaply from its header and size, without reading the voxels: a NIfTI whose header loads, which is 3D
+on the grid of the case's input, and whose data is all there (the file size of a ``.nii``; the length recorded
+in the gzip trailer of a ``.nii.gz``); a PNG that ends with its ``IEND`` chunk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, cast
+
+import nibabel as nib
+import numpy as np
+from nibabel.spatialimages import SpatialImage
+
+from mdanet_sdk.data.cases import FOURD_KEY
+from mdanet_sdk.inference.planning import Job
+from mdanet_sdk.report import CaseReport, report_document
+
+__all__ = ["SkippedCase", "outputs_complete", "nifti_complete", "run_document"]
+
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of every whole PNG
+
+
+@dataclass
+class SkippedCase:
+    """A case not run again because its outputs were complete (``skip_existing=True``).
+
+    Attributes:
+        case_id: the case's id.
+        outputs: its existing files, role (``"mask"``, ``"prob"``, ``"overlay"``) -> path.
+    """
+
+    ok: ClassVar[bool] = True
+    skipped: ClassVar[bool] = True
+
+    case_id: str
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def _gzip_size(path: Path) -> int | None:
+    """The uncompressed size (mod 2**32) a gzip file's trailer records, or ``None`` if it is no gzip file."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return None
+        f.seek(-4, os.SEEK_END)
+        return int.from_bytes(f.read(4), "little")
+
+
+def nifti_complete(path: Path, shape: Sequence[int] | None = None) -> bool:
+    """Whether ``path`` is a whole 3D NIfTI (of ``shape``, when given), judged from its header and size.
+
+    A ``.nii.gz`` cut short is caught by its trailer, whose recorded length then is compressed data that
+    matches the expected length only by chance (1 in 2**32); a file written as several gzip members is not
+    recognised and counts as incomplete (it is redone, never wrongly kept).
+    """
+    try:
+        image = cast(SpatialImage, nib.load(path))
+        header = cast(Any, image.header)  # a NIfTI header (nib.load gave a NIfTI image)
+        if len(image.shape) != 3 or (shape is not None and tuple(image.shape) != tuple(shape[:3])):
+            return False
+        # The proxy's offset is where the voxels start in this file (the header copy may say 0).
+        offset = int(cast(Any, image.dataobj).offset)
+        expected = offset + int(np.prod(image.shape)) * header.get_data_dtype().itemsize
+        recorded = _gzip_size(path)
+        if recorded is None:
+            return not path.name.endswith(".gz") and path.stat().st_size >= expected
+        return recorded == expected % 2**32
+    except Exception:  # noqa: BLE001 - any unreadable or odd file is simply not complete: it is redone
+        return False
+
+
+def _png_complete(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return False
+            f.seek(-len(_PNG_END), os.SEEK_END)
+            return f.read() == _PNG_END
+    except OSError:
+        return False
+
+
+def _input_shape(job: Job) -> tuple[int, ...] | None:
+    """The voxel grid of the case's first input file (header only), or ``None`` if it is no readable NIfTI."""
+    if job.source is None or not job.source.paths:
+        return None
+    path = job.source.paths.get(FOURD_KEY) or next(iter(job.source.paths.values()))
+    try:
+        shape = cast(SpatialImage, nib.load(path)).shape
+    except Exception:  # noqa: BLE001 - other formats (DICOM, .mha): the mask is judged on its own
+        return None
+    return tuple(int(n) for n in shape[:3])
+
+
+def outputs_complete(job: Job) -> bool:
+    """Whether every output the job asks for (mask, probability map, overlay) exists and is whole."""
+    if job.error is not None or "mask" not in job.outputs:
+        return False
+    shape = _input_shape(job)
+    for role, path in job.outputs.items():
+        whole = _png_complete(path) if role == "overlay" else nifti_complete(path, shape)
+        if not whole:
+            return False
+    return True
+
+
+def run_document(
+    reports: Sequence[CaseReport],
+    failed: Mapping[str, str],
+    skipped: Sequence[SkippedCase],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON report of a run (:func:`~mdanet_sdk.report.report_document`) with the skipped cases listed as
+    ``"skipped": [{"case", "outputs": {role: path}}]``, and ``extra`` run-level keys (e.g. ``"shard"``)."""
+    listed = [{"case": s.case_id, "outputs": {k: str(p) for k, p in s.outputs.items()}} for s in skipped]
+    return report_document(reports, failed, {"skipped": listed, **(extra or {})})

@@ -1,0 +1,240 @@
+"""Splitting one run of :func:`mdanet_sdk.segment` over several processes, and merging their reports.
+
+A run is split into N shards: every process plans the same case list, sorts it by case id and keeps case ``i``
+when ``i % N`` is its shard (0-based internally). Two ways to say which shard a process is:
+
+- ``torchrun``: ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in the environment; rank ``r`` is shard ``r + 1`` of
+  ``WORLD_SIZE`` and runs on ``cuda:LOCAL_RANK`` when the device is ``auto``/``cuda`` and CUDA is present.
+- by hand (SLURM arrays): ``shard="I/N"`` or ``(I, N)`` with ``I`` counted **from 1** to ``N``, as in
+  ``--shard $SLURM_ARRAY_TASK_ID/N`` with ``#SBATCH --array=1-N``.
+
+Each shard writes ``<report>.shard-I-of-N.json``: its cases plus ``"shard": {"index", "count", "run"}``, where
+``run`` is a fingerprint of the whole run's plan (case ids, output paths, model and post-processing settings).
+The merged ``<report>`` is written once all shards are done: under ``torchrun`` by rank 0 after a barrier; by
+hand, by the shard that finds all N shard reports of the same run present (the write is atomic, so two shards
+finishing together write the same file). Reports of another run (other N or fingerprint) are never mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from mdanet_sdk._files import write_json
+from mdanet_sdk.errors import InputError
+from mdanet_sdk.inference.planning import Job
+
+__all__ = ["Shard", "current_shard", "select", "fingerprint", "shard_report_path", "merge_reports", "barrier"]
+
+#: The lists of a run report that a merge concatenates (the other top-level keys are taken from shard 1).
+MERGED_LISTS = ("cases", "failed", "skipped")
+#: How long ``torchrun`` ranks that finished wait for the slowest one before the merge gives up.
+BARRIER_TIMEOUT = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a run.
+
+    Attributes:
+        index: 0-based shard index (shown 1-based: shard ``index + 1`` of ``count``).
+        count: number of shards.
+        local_rank: the GPU index on this node under ``torchrun``, else ``None`` (launched by hand).
+    """
+
+    index: int
+    count: int
+    local_rank: int | None = None
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the shards are ``torchrun`` ranks (merged after a barrier) rather than separate jobs."""
+        return self.local_rank is not None
+
+    @property
+    def label(self) -> str:
+        return f"shard {self.index + 1}/{self.count}"
+
+    def device(self, device: str) -> str:
+        """The device this shard runs on: ``cuda:LOCAL_RANK`` for ``auto``/``cuda`` under ``torchrun`` when CUDA
+        is present, ``cpu`` for ``auto`` without CUDA; any other device (and every device by hand) as given."""
+        if self.local_rank is None or str(device) not in ("auto", "cuda"):
+            return device
+        import torch
+
+        if not torch.cuda.is_available():
+            return "cpu" if str(device) == "auto" else device  # "cuda" without CUDA: resolve_device says why
+        if self.local_rank >= torch.cuda.device_count():
+            raise InputError(
+                f"LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; start "
+                "torchrun with --nproc_per_node at most the number of GPUs per node."
+            )
+        return f"cuda:{self.local_rank}"
+
+
+def _env_int(name: str) -> int:
+    try:
+        return int(os.environ[name])
+    except ValueError:
+        raise InputError(
+            f"the environment variable {name}={os.environ[name]!r} is not a whole number; "
+            "start the job with torchrun, or unset it."
+        ) from None
+
+
+def _parse(shard: str | tuple[int, int]) -> tuple[int, int]:
+    """``"I/N"`` or ``(I, N)``, 1-based, checked."""
+    if isinstance(shard, str):
+        first, sep, second = shard.partition("/")
+        try:
+            index, count = int(first), int(second)
+        except ValueError:
+            index = count = 0
+        if not sep:
+            index = count = 0
+    elif isinstance(shard, tuple) and len(shard) == 2 and all(isinstance(n, int) for n in shard):
+        index, count = int(shard[0]), int(shard[1])
+    else:
+        index = count = 0
+    if not 1 <= index <= count:
+        raise InputError(f"shard must be I/N with 1 <= I <= N (counted from 1, e.g. 1/4 ... 4/4); got {shard!r}.")
+    return index - 1, count
+
+
+def current_shard(shard: str | tuple[int, int] | None) -> Shard | None:
+    """This process's shard: ``shard`` as given (``"I/N"``, counted from 1), else ``torchrun``'s ranks, else
+    ``None`` (one process does every case).
+
+    Raises:
+        InputError: a malformed ``shard``, both ``shard`` and a ``torchrun`` environment, or a ``torchrun``
+            environment without its rendezvous address (``MASTER_ADDR``/``MASTER_PORT``).
+    """
+    world = _env_int("WORLD_SIZE") if "WORLD_SIZE" in os.environ else 1
+    if shard is not None:
+        if world > 1:
+            raise InputError("both --shard and torchrun (WORLD_SIZE > 1) split the cases; use one of them.")
+        index, count = _parse(shard)
+        return Shard(index, count) if count > 1 else None
+    if world <= 1:
+        return None
+    rank = _env_int("RANK") if "RANK" in os.environ else -1
+    if not 0 <= rank < world:
+        raise InputError(f"RANK must be between 0 and WORLD_SIZE - 1 = {world - 1}; start the job with torchrun.")
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if missing:
+        raise InputError(
+            f"WORLD_SIZE is set but {', '.join(missing)} is not; start the job with torchrun, or "
+            "use --shard I/N for separate jobs."
+        )
+    local = _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else 0
+    return Shard(rank, world, local)
+
+
+def select(jobs: Sequence[Job], shard: Shard) -> list[Job]:
+    """The jobs of ``shard``: case ``i`` of the list sorted by case id goes to shard ``i % count``, so every
+    process that planned the same inputs agrees, whatever the input order; kept in input order."""
+    ranked = sorted(range(len(jobs)), key=lambda i: jobs[i].case_id)
+    mine = {i for position, i in enumerate(ranked) if position % shard.count == shard.index}
+    return [job for i, job in enumerate(jobs) if i in mine]
+
+
+def fingerprint(jobs: Sequence[Job], settings: Mapping[str, Any]) -> str:
+    """A SHA-256 of the run's plan: every case id with its mask path, and ``settings`` (model, post-processing).
+
+    Device and precision are left out: ranks of one run may run on different devices.
+    """
+    plan = sorted([job.case_id, str(job.outputs.get("mask", ""))] for job in jobs)
+    text = json.dumps({"cases": plan, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def shard_report_path(report: Path, index: int, count: int) -> Path:
+    """``<report>.shard-I-of-N.json`` for the 0-based ``index`` (named 1-based)."""
+    return report.with_name(f"{report.name}.shard-{index + 1}-of-{count}.json")
+
+
+def _read(path: Path, index: int, count: int, run: str) -> tuple[dict[str, Any] | None, str]:
+    """A shard report of this run, or ``None`` and why not."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"the report of shard {index + 1}/{count} ({path}) is missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"the report of shard {index + 1}/{count} ({path}) is unreadable ({type(exc).__name__})"
+    info = doc.get("shard") if isinstance(doc, dict) else None
+    if not isinstance(info, dict) or info.get("run") != run or info.get("count") != count:
+        return None, f"{path} is the report of another run (other cases, outputs, settings or shard count)"
+    if info.get("index") != index + 1 or not all(isinstance(doc.get(key, []), list) for key in MERGED_LISTS):
+        return None, f"{path} is not the report of shard {index + 1}/{count}"
+    return doc, ""
+
+
+def _case_ids(doc: Mapping[str, Any]) -> list[str]:
+    return [entry.get("case_id", entry.get("case")) for key in MERGED_LISTS for entry in doc.get(key, [])]
+
+
+def merge_reports(report: Path, count: int, run: str, order: Sequence[str], *, strict: bool) -> Path | None:
+    """Merge the N shard reports of a run into ``report`` (written atomically).
+
+    Args:
+        report: the merged report's path; the shards' are :func:`shard_report_path`.
+        count: the number of shards.
+        run: this run's :func:`fingerprint`.
+        order: every case id of the run, in input order (the merged lists follow it).
+        strict: raise when a shard report is missing or from another run (``torchrun``, after the barrier);
+            else return ``None`` (by hand: another shard is still running and will merge).
+
+    Returns:
+        ``report``, or ``None`` when not every shard report of this run is there yet (``strict=False``).
+
+    Raises:
+        InputError: ``strict`` and a report is missing or foreign; or the reports together do not list every
+            case of the run exactly once (the merge would hide or double cases).
+    """
+    docs = []
+    for index in range(count):
+        doc, why = _read(shard_report_path(report, index, count), index, count, run)
+        if doc is None:
+            if strict:
+                raise InputError(f"cannot merge the shard reports: {why}; rerun that shard.")
+            return None
+        docs.append(doc)
+    listed = Counter(case for doc in docs for case in _case_ids(doc))
+    if set(listed) != set(order) or any(n != 1 for n in listed.values()):
+        odd = sorted(set(order) ^ set(listed) | {case for case, n in listed.items() if n != 1}, key=str)
+        raise InputError(
+            f"cannot merge the shard reports of {report}: they do not list each case once ({', '.join(map(str, odd[:5]))}"
+            "); delete the shard reports and rerun all shards."
+        )
+    position = {case: i for i, case in enumerate(order)}
+    merged = {key: value for key, value in docs[0].items() if key != "shard"}
+    for key, value in merged.items():
+        if key in MERGED_LISTS:
+            entries = [entry for doc in docs for entry in doc.get(key, [])]
+            merged[key] = sorted(entries, key=lambda e: position[e.get("case_id", e.get("case"))])
+        elif isinstance(value, list):  # run-level lists such as the notices: each item once
+            items = [item for doc in docs for item in doc.get(key, [])]
+            merged[key] = list({json.dumps(item, sort_keys=True): item for item in items}.values())
+    merged["shards"] = {"count": count, "run": run}
+    return write_json(report, merged)
+
+
+def barrier() -> None:
+    """Wait until every ``torchrun`` rank gets here (joining with Gloo unless a process group is running)."""
+    import torch.distributed as dist
+
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    try:
+        dist.barrier()
+    finally:
+        if owned:
+            dist.destroy_process_group()
