@@ -21,7 +21,7 @@ import pytest
 from mdanet_sdk.data.cases import read_case
 from mdanet_sdk.data.layouts import LAYOUTS, detect_layout, find_cases
 from mdanet_sdk.data.layouts.nnunet import channel_name
-from mdanet_sdk.data.nifti import load_volume, output_name, save_like
+from mdanet_sdk.data.nifti import header_shape, load_volume, output_name, save_like
 from mdanet_sdk.errors import InputError
 
 SHAPE = (8, 8, 4)
@@ -384,6 +384,7 @@ def test_itk_formats_load_like_nifti(ext, tmp_path) -> None:
     np.testing.assert_allclose(b.original_affine, OBLIQUE, atol=1e-5)
     assert b.orientation == a.orientation and b.original_shape == a.original_shape and b.path == other
     assert b.zooms == pytest.approx((1.5, 2.0, 3.0), abs=1e-5)
+    assert header_shape(other) == header_shape(nifti) == SHAPE and header_shape(tmp_path / "none.mha") is None
     # A result written against it lands on the NIfTI's voxels.
     mask = (a.data > 450).astype(np.uint8)
     written = nib.load(save_like(mask, b, tmp_path / "out.nii.gz"))

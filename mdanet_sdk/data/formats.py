@@ -31,7 +31,15 @@ import numpy as np
 from mdanet_sdk.data.validate import check_declared_size, check_dtype, check_regular_file
 from mdanet_sdk.errors import InputError
 
-__all__ = ["ITK_SUFFIXES", "is_itk", "is_dicom_folder", "read_itk", "dicom_as_nifti", "DICOM_TIMEOUT_S"]
+__all__ = [
+    "ITK_SUFFIXES",
+    "is_itk",
+    "is_dicom_folder",
+    "itk_shape",
+    "read_itk",
+    "dicom_as_nifti",
+    "DICOM_TIMEOUT_S",
+]
 
 #: File name endings read through SimpleITK (MetaImage and NRRD, with the data inline or detached).
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
@@ -118,6 +126,23 @@ def _itk_header(sitk: Any, path: Path) -> Any:
         raise InputError(f"{path} is a {len(size)}D image {size}; give a 3D volume or a 4D image.")
     check_declared_size(path, size + ((components,) if components > 1 else ()), np.dtype(np.float32), 0, None)
     return reader
+
+
+def itk_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """The voxel shape a MetaImage or NRRD header declares, in NIfTI order ``(X, Y, Z[, T or components])``,
+    reading no voxel.
+
+    Raises:
+        InputError: as :func:`read_itk`, for problems its header shows.
+    """
+    sitk = _sitk()
+    path = check_regular_file(path)
+    try:
+        reader = _itk_header(sitk, path)
+    except RuntimeError as exc:
+        raise InputError(f"{path} is not a readable image ({exc}); re-export or re-download it.") from exc
+    components = int(reader.GetNumberOfComponents())
+    return tuple(int(n) for n in reader.GetSize()) + ((components,) if components > 1 else ())
 
 
 def read_itk(path: str | os.PathLike[str]) -> tuple[nib.Nifti1Image, np.ndarray]:

@@ -54,7 +54,7 @@ from nibabel.orientations import (
 from nibabel.spatialimages import HeaderDataError
 
 from mdanet_sdk._files import atomic_write
-from mdanet_sdk.data.formats import ITK_SUFFIXES, dicom_as_nifti, is_dicom_folder, is_itk, read_itk
+from mdanet_sdk.data.formats import ITK_SUFFIXES, dicom_as_nifti, is_dicom_folder, is_itk, itk_shape, read_itk
 from mdanet_sdk.data.validate import check_declared_size, check_dtype, check_image, check_label, check_regular_file
 from mdanet_sdk.errors import InputError
 
@@ -72,6 +72,7 @@ __all__ = [
     "OUTPUT_SUFFIXES",
     "nifti_stem",
     "output_name",
+    "header_shape",
 ]
 
 #: File name endings read and written as NIfTI.
@@ -193,6 +194,18 @@ def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
             "image, or re-export / re-download it."
         ) from exc
     return img, data
+
+
+def header_shape(path: str | os.PathLike[str]) -> tuple[int, ...] | None:
+    """The voxel shape an image file's header declares (NIfTI, MetaImage or NRRD), reading no voxel; ``None``
+    when the header cannot be read (:func:`load_volume` then says why)."""
+    try:
+        if is_itk(path):
+            return itk_shape(path)
+        check_regular_file(path)
+        return tuple(int(n) for n in nib.load(path).shape)  # type: ignore[attr-defined]
+    except (InputError, *_READ_ERRORS):
+        return None
 
 
 def is_prediction(path: str | os.PathLike[str]) -> bool:
