@@ -70,8 +70,8 @@ def _case(
     if modalities is None:  # the layout whose modalities are all there, else the one with most of them (broken)
         modalities = max(LAYOUT_MODALITIES.values(), key=lambda m: (set(m) <= set(found), len(set(m) & set(found))))
     found = {k: v for k, v in found.items() if k in modalities or k in _OTHER_ROLES}
-    expected = _EXPECTED.format
-    return make_source(case_id, modalities, found, folder, lambda n: expected(name=n), LABEL_KEY if labels else None)
+    expected = lambda name: _EXPECTED.format(name=name)  # noqa: E731
+    return make_source(case_id, modalities, found, folder, expected, LABEL_KEY if labels else None)
 
 
 def _folder_cases(folder: Path, modalities: tuple[str, ...] | None, labels: bool, flat: bool) -> list[CaseSource]:
