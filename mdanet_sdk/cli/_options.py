@@ -97,3 +97,13 @@ Trust = Annotated[
         "mdanet-sdk). Damaged files are refused either way.",
     ),
 ]
+LabelPattern = Annotated[
+    str | None,
+    typer.Option(
+        "--label-pattern",
+        metavar="GLOB",
+        help="Where each case's lesion label is, relative to its case folder, {case} = case id (e.g. "
+        "'{case}_seg.nii.gz'); default: the layout's lesion-label names (derivatives/*_msk, OT, labelsTr/, label, "
+        "lesion).",
+    ),
+]

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.cli._options import LabelPattern
 from mdanet_sdk.cli._progress import train_bars
 from mdanet_sdk.cli.train import (
     Amp,
@@ -45,6 +46,7 @@ def ablate_command(
     ),
     table: Annotated[list[str] | None, typer.Option("--table", "-t", help="3 and/or 4 (default both).")] = None,
     layout: Layout = "auto",
+    label_pattern: LabelPattern = None,
     kind: Kind = None,
     preset: Preset = "paper",
     size: Size = 128,
@@ -75,6 +77,7 @@ def ablate_command(
         data_dir=str(data_dir),
         out_dir=str(out),
         layout=layout,
+        label_pattern=label_pattern,
         kind=kind_option(kind),
         preset=preset,
         size=size,

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console, fail, plain
+from mdanet_sdk.cli._options import LabelPattern
 from mdanet_sdk.errors import MDANetError
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def evaluate_command(
         str,
         typer.Option(help="Layout of GT_DIR (auto detects it): isles22, isles18, generic, or another of segment's."),
     ] = "auto",
+    label_pattern: LabelPattern = None,
     pred_pattern: Annotated[
         str | None,
         typer.Option(
@@ -136,7 +138,15 @@ def evaluate_command(
     if pred_pattern is not None:
         check_pred_pattern(pred_pattern)  # a wrong argument: exit 2 through @command
     try:
-        result = evaluate(pred, gt, layout=layout, threshold=threshold, pred_pattern=pred_pattern, missing=missing)
+        result = evaluate(
+            pred,
+            gt,
+            layout=layout,
+            label_pattern=label_pattern,
+            threshold=threshold,
+            pred_pattern=pred_pattern,
+            missing=missing,
+        )
     except MDANetError as exc:  # the arguments were right; the data cannot be scored
         raise fail(str(exc), 1) from None
     json_path = json_out or out or pred / "evaluation.json"

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mdanet_sdk.cli._options import Device, Precision
+from mdanet_sdk.cli._options import Device, LabelPattern, Precision
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.cli._app import command, console, err_console
 from mdanet_sdk.cli._progress import train_bars
@@ -20,7 +20,7 @@ from mdanet_sdk.cli._progress import train_bars
 __all__ = ["train_command", "print_results", "precision_option", "kind_option"]
 
 DataDir = Annotated[Path, typer.Argument(help="Dataset folder: ISLES'22 root, ISLES'18 root, or generic case folders.")]
-Layout = Annotated[str, typer.Option(help="auto, isles22, isles18 or generic.")]
+Layout = Annotated[str, typer.Option(help="auto, isles22, isles18, nnunet, flat or generic.")]
 Kind = Annotated[
     str | None,
     typer.Option(
@@ -99,6 +99,7 @@ def train_command(
     data_dir: DataDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (fold_K/ subfolders).")] = Path("runs/mdanet"),
     layout: Layout = "auto",
+    label_pattern: LabelPattern = None,
     kind: Kind = None,
     preset: Preset = "paper",
     size: Size = 128,
@@ -165,6 +166,7 @@ def train_command(
         data_dir=str(data_dir),
         out_dir=str(out),
         layout=layout,
+        label_pattern=label_pattern,
         kind=kind_option(kind),
         preset=preset,
         model_overrides={} if space_grid is None else {"space_grid": space_grid},

@@ -223,8 +223,12 @@ def fold_of_cases(pred: str | os.PathLike[str]) -> dict[str, int]:
     return folds
 
 
-def find_ground_truth(gt: str | os.PathLike[str], layout: str = "auto") -> dict[str, Path]:
+def find_ground_truth(
+    gt: str | os.PathLike[str], layout: str = "auto", label_pattern: str | None = None
+) -> dict[str, Path]:
     """Label file of every labelled case of a dataset folder, or of a flat folder of label files.
+
+    ``label_pattern`` (``find_cases``'): where each case's label is, relative to its case folder.
 
     Returns:
         ``{case_id: label path}``.
@@ -236,10 +240,12 @@ def find_ground_truth(gt: str | os.PathLike[str], layout: str = "auto") -> dict[
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; give the dataset folder holding the ground-truth labels.")
     try:
-        labels = {s.case_id: s.label_path for s in find_cases(root, layout) if s.label_path is not None}
+        labels = {
+            s.case_id: s.label_path for s in find_cases(root, layout, label_pattern=label_pattern) if s.label_path
+        }
     except InputError:
         flat = [p for p in root.iterdir() if p.is_file() and _is_nifti(p) and not is_prediction(p)]  # never our masks
-        if not flat or layout not in ("auto", "generic"):
+        if not flat or layout not in ("auto", "generic") or label_pattern is not None:
             raise
         labels = {}
         for path in sorted(flat):

@@ -81,6 +81,7 @@ def evaluate(
     gt: str | os.PathLike[str],
     *,
     layout: str = "auto",
+    label_pattern: str | None = None,
     threshold: float | None = None,
     pred_pattern: str | None = None,
     missing: str = "empty",
@@ -94,6 +95,8 @@ def evaluate(
             folder.
         gt: dataset folder (any layout of :func:`~mdanet_sdk.data.layouts.find_cases`) or flat label folder.
         layout: layout of ``gt`` (``"auto"`` detects it).
+        label_pattern: where each case's label is in ``gt``, relative to its case folder, ``{case}`` standing for
+            the case id (default: the layout's lesion-label names; :func:`~mdanet_sdk.data.layouts.find_cases`).
         threshold: binarise predictions as ``value > threshold`` (for probability maps); default: the
             predictions must hold 0 and 1 only (any non-zero integer counts as lesion).
         pred_pattern: read only files of this name, ``{case}`` standing for the case id, relative to the
@@ -111,7 +114,7 @@ def evaluate(
         InputError: nothing to match, two predictions of one case, a prediction on another grid,
             non-binary predictions without ``threshold``, or a missing case under ``missing="fail"``.
     """
-    labels = find_ground_truth(gt, layout)
+    labels = find_ground_truth(gt, layout, label_pattern)
     predictions = find_predictions(pred, pattern=pred_pattern, case_ids=labels)
     predicted = {case_id for fold in predictions.values() for case_id in fold}
     missing_ids = sorted(set(labels) - predicted)

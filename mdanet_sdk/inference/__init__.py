@@ -6,7 +6,7 @@
 - :mod:`.postprocess`: :class:`PostprocessConfig` and the probability -> mask steps.
 - :mod:`.pipeline`: cases streamed through the model in bounded memory.
 - :mod:`.inputs`: what an input can be and how it is read.
-- :mod:`.results`: :class:`SegmentationResult`, :class:`FailedCase`.
+- :mod:`.results`: :class:`SegmentationResult`, :class:`FailedCase`; :mod:`.resume`: :class:`SkippedCase`.
 - :mod:`.batch`: :func:`segment`, files and folders in, files out (what ``mdanet-sdk segment`` runs).
 """
 
@@ -34,6 +34,7 @@ from mdanet_sdk.inference.predictor import Predictor
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult
 from mdanet_sdk.inference.segmenter import Segmenter
 from mdanet_sdk.inference.batch import segment  # noqa: E402 - needs the Segmenter
+from mdanet_sdk.inference.resume import SkippedCase
 
 __all__ = [
     "Segmenter",
@@ -42,6 +43,7 @@ __all__ = [
     "PostprocessConfig",
     "SegmentationResult",
     "FailedCase",
+    "SkippedCase",
     "CaseInput",
     "resolve_device",
     "resolve_precision",

@@ -6,15 +6,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union, cast
+from typing import Any, Union
 
 import nibabel as nib
 import numpy as np
-from nibabel.spatialimages import SpatialImage
 
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource
-from mdanet_sdk.data.nifti import Volume, nifti_stem
+from mdanet_sdk.data.nifti import Volume, header_shape, nifti_stem
 from mdanet_sdk.data.validate import check_image
 from mdanet_sdk.errors import InputError
 
@@ -47,10 +46,9 @@ def input_name(item: Any) -> str:
 
 
 def volume_count(path: str | os.PathLike[str]) -> int | None:
-    """Volumes on the last axis of a NIfTI file from its header alone (1 for 3D); ``None`` if unreadable."""
-    try:
-        shape = cast(SpatialImage, nib.load(path)).shape
-    except Exception:  # noqa: BLE001 - unreadable files get data.nifti.load_volume's precise message later
+    """Volumes on the last axis of an image file from its header alone (1 for 3D); ``None`` if unreadable."""
+    shape = header_shape(path)
+    if shape is None:  # unreadable files get data.nifti.load_volume's precise message later
         return None
     return int(shape[3]) if len(shape) == 4 else 1 if len(shape) == 3 else None
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource, find_cases
+from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource
+from mdanet_sdk.data.layouts import detect_layout, find_cases
+from mdanet_sdk.data.layouts.nnunet import channels_named
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, nifti_stem, output_name
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.inference.inputs import BUNDLED_MODALITIES, kind_for_modalities, refuse_single_3d, volume_count
@@ -130,7 +132,7 @@ def plan_jobs(
                     )
                 sources = [CaseSource(_name(path), {FOURD_KEY: path}, None, order)]
             else:
-                sources = find_cases(path, modalities=wanted)
+                sources = find_cases(path, modalities=_folder_modalities(path, modalities, checkpoint_modalities))
         except MDANetError as exc:
             jobs.append(Job(_name(path), None, error=str(exc), given=path))
             continue
@@ -200,6 +202,20 @@ def mapping_text(job: Job) -> str:
         where = "from " + ", ".join(source.paths[m].name if m in source.paths else f"no {m} file" for m in order)
     mask = f"; brain mask {source.brain_mask_path.name}" if source.brain_mask_path is not None else ""
     return f"{', '.join(order)} ({where}){mask}"
+
+
+def _folder_modalities(
+    path: Path, modalities: tuple[str, ...] | None, checkpoint_modalities: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """The modalities to find in a folder: the user's, else the model's; but an nnU-Net folder without a
+    ``dataset.json`` holds unnamed channels, whose order only the user can give."""
+    if modalities is None and checkpoint_modalities is not None and detect_layout(path) == "nnunet":
+        if not channels_named(path):
+            raise InputError(
+                f"{path} is an nnU-Net folder without dataset.json, so its channels are unnamed; give their order "
+                f"with --modalities, e.g. --modalities {','.join(checkpoint_modalities)}."
+            )
+    return modalities or checkpoint_modalities
 
 
 def _make_unique(jobs: list[Job]) -> None:

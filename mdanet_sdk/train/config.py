@@ -32,8 +32,10 @@ class TrainConfig:
     Attributes:
         data_dir: dataset folder (ISLES'22 root, ISLES'18 root, or a generic folder of case folders).
         out_dir: run folder; fold ``K`` goes to ``out_dir/fold_K``.
-        layout: ``"auto"``, ``"isles22"``, ``"isles18"`` or ``"generic"``
-            (see :func:`~mdanet_sdk.data.cases.find_cases`).
+        layout: ``"auto"`` or one of :data:`~mdanet_sdk.data.layouts.LAYOUTS` (``"isles22"``, ``"isles18"``,
+            ``"nnunet"``, ``"flat"``, ``"generic"``; see :func:`~mdanet_sdk.data.layouts.find_cases`).
+        label_pattern: where each case's lesion label is, as a glob relative to the case folder with ``{case}``
+            for the case id (e.g. ``"{case}_seg.nii.gz"``); default: the layout's lesion-label names.
         kind: ``"mri"`` (DWI | ADC) or ``"ctp"`` (CBF, CBV | MTT, Tmax); default from the layout (required
             for generic folders).
         preset: model preset (``paper``, ``small``, ``unet``, ``attention-unet``).
@@ -79,6 +81,7 @@ class TrainConfig:
     data_dir: str
     out_dir: str = "runs/mdanet"
     layout: str = "auto"
+    label_pattern: str | None = None
     kind: str | None = None
     preset: str = "paper"
     model_overrides: dict[str, Any] = field(default_factory=dict)

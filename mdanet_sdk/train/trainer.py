@@ -109,7 +109,8 @@ class Trainer:
         kind = self.cfg.kind or LAYOUT_KIND.get(layout)
         if kind is None:
             raise InputError(
-                f"{self.cfg.data_dir} has the generic layout; say which modalities it holds with --kind mri "
+                f"{self.cfg.data_dir} has the {layout} layout, which does not say the modality kind; say which "
+                "modalities it holds with --kind mri "
                 "(dwi, adc) or --kind ctp (cbf, cbv, mtt, tmax)."
             )
         return layout, kind
@@ -138,7 +139,13 @@ class Trainer:
         return PreprocessConfig(size=self.cfg.size, normalization=self.cfg.normalization)
 
     def _load_cases(self, layout: str, modalities: Sequence[str]) -> list[Case]:
-        sources = find_cases(self.cfg.data_dir, layout, modalities)
+        sources = find_cases(self.cfg.data_dir, layout, modalities, label_pattern=self.cfg.label_pattern)
+        broken = [s for s in sources if s.problem is not None]
+        if broken:  # training on a silently smaller dataset would change what the folds mean
+            raise InputError(
+                f"{len(broken)} case(s) of {self.cfg.data_dir} cannot be read ({broken[0].problem}); fix or "
+                "remove them before training."
+            )
         unlabelled = [s.case_id for s in sources if s.label_path is None]
         if unlabelled:
             raise InputError(

@@ -163,7 +163,11 @@ def make_source(
         return CaseSource(case_id, paths, label_path, names, brain_mask, folder=where)
     except InputError as exc:
         paths = {name: files[0] for name, files in found.items() if name in names and files}
-        return CaseSource(case_id, paths, None, names, problem=str(exc), folder=where)
+        try:  # the label still counts for evaluation, which reads no image
+            label_path = pick(case_id, label, found, where) if label is not None else None
+        except InputError:
+            label_path = None
+        return CaseSource(case_id, paths, label_path, names, problem=str(exc), folder=where)
 
 
 def drop_outputs(found: dict[str, list[Path]], case_names: set[str]) -> dict[str, list[Path]]:
@@ -185,7 +189,7 @@ def group(files: list[Path], key: Callable[[Path], str | None]) -> dict[str, lis
 def apply_label_pattern(source: CaseSource, pattern: str) -> CaseSource:
     """``source`` with its label taken from ``pattern`` (a glob relative to the case folder, ``{case}`` standing
     for the case id); no match: no label; several matches make the case a broken one (``problem``)."""
-    if source.problem is not None or source.folder is None:
+    if source.folder is None:
         return source
     text = pattern.replace("{case}", glob.escape(source.case_id))
     matches = {Path(m) for m in glob.glob(os.path.join(glob.escape(str(source.folder)), text))}
@@ -198,5 +202,6 @@ def apply_label_pattern(source: CaseSource, pattern: str) -> CaseSource:
             f"case {source.case_id}: the label pattern {pattern!r} matches several files ({listing}); "
             "make it match one file per case, e.g. with {case} for the case id."
         )
-        return replace(source, label_path=None, problem=problem)
+        return replace(source, label_path=None, problem=source.problem or problem)
+    # A broken case keeps its label: evaluation reads no image.
     return replace(source, label_path=files[0] if files else None)

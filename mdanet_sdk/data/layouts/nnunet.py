@@ -85,6 +85,13 @@ def _channels_from_json(folder: Path) -> dict[int, str] | None:
     return None
 
 
+def channels_named(root: Path) -> bool:
+    """Whether a ``dataset.json`` names the channels of every nnU-Net images folder at ``root`` (if not, the
+    channel order must come from the user, never silently from a model's modalities)."""
+    folders = image_folders(root)
+    return bool(folders) and all(_channels_from_json(folder) is not None for folder in folders)
+
+
 def _channel_map(folder: Path, modalities: tuple[str, ...] | None) -> tuple[dict[str, int], bool]:
     """(modality -> channel index of the files to read, whether the channels were named by dataset.json)."""
     channels = _channels_from_json(folder)
