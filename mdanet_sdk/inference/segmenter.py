@@ -16,8 +16,8 @@ One core runs every entry point (:meth:`Segmenter.predict`, :meth:`Segmenter.pre
    (:func:`~mdanet_sdk.data.preprocess.restore_probability_into`; :mod:`.pipeline` does 1-3); each
    finished case is thresholded, cleaned of lesions smaller than ``min_size`` voxels (26-connectivity) and,
    for MRI models with ``max_adc_ratio`` set, of lesions without restricted diffusion (:mod:`.postprocess`),
-   summarised in a :class:`~mdanet_sdk.report.CaseReport` and yielded; :meth:`SegmentationResult.save`
-   writes it back in the input's own orientation and geometry (:func:`~mdanet_sdk.data.nifti.save_like`).
+   summarised in a :class:`~mdanet_sdk.report.CaseReport` (with what produced it: :mod:`.provenance`) and
+   yielded; :meth:`SegmentationResult.save` writes it back in the input's own orientation and geometry (:func:`~mdanet_sdk.data.nifti.save_like`).
 
 Cases are yielded one by one in input order, and at most ``prefetch`` loaded cases wait in the queue, so
 memory does not grow with the number of cases; within a case it is O(native volume + one batch on the model
