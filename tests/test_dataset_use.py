@@ -100,3 +100,18 @@ def test_evaluate_finds_labels_by_pattern_also_in_cases_missing_an_image(tmp_pat
     scores = {c["case_id"]: c["dsc"] for c in result.cases}
     assert scores == {"case1": 1.0, "case2": 0.0, "case3": 0.0}  # case2 missing -> empty; case3 lacks ADC only
     assert result.missing == ["case2"]
+
+
+def test_read_case_without_label_opens_no_label_file(tmp_path) -> None:
+    from mdanet_sdk.data.cases import read_case
+
+    case = tmp_path / "case1"
+    rng = np.random.default_rng(0)
+    _write(case / "dwi.nii.gz", rng.random(SHAPE, np.float32) + 1)
+    _write(case / "adc.nii.gz", rng.random(SHAPE, np.float32) + 1)
+    (case / "label.nii.gz").write_bytes(b"not a NIfTI")  # would fail if it were read
+    with pytest.raises(InputError, match="label"):
+        read_case(case)
+    assert read_case(case, label=False).label is None
+    mapping = {"dwi": case / "dwi.nii.gz", "adc": case / "adc.nii.gz", "label": case / "label.nii.gz"}
+    assert read_case(mapping, label=False).label is None

@@ -130,6 +130,7 @@ def test_five_folds_validate_every_case_once_and_evaluate(tiny_mri: Path, tmp_pa
         ckpt = load_checkpoint(run / f"fold_{k}" / "best.pt")
         assert ckpt.meta["fold"] == k and ckpt.model_config.preset == "small" and ckpt.preprocess.size == 32
         assert sorted(ckpt.meta["val_cases"]) == sorted(c["case_id"] for c in results.folds[k].val_cases)
+        assert "synthetic" in ckpt.meta["training_data"]  # tiny_mri is written by the phantom writer
     # The run folder evaluates against the dataset: the same per-case scores, mean ± std over folds.
     report = evaluate(run, tiny_mri)
     assert report.over == "folds" and len(report.cases) == len(ids) and not report.missing

@@ -67,4 +67,3 @@ def demo(
         console.print(f"Dice with the phantom's true lesion: {score:.3f}", highlight=False, markup=False)
     for name, path in (("mask", mask), ("overlay", overlay), ("report", report)):
         console.print(f"{name + ':':9}{path}", highlight=False, soft_wrap=True, markup=False)
-    console.print("[yellow]The bundled weights are trained on synthetic phantoms only: not for clinical use.[/]")

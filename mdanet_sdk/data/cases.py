@@ -248,6 +248,7 @@ def read_case(
     *,
     case_id: str | None = None,
     label_pattern: str | None = None,
+    label: bool = True,
 ) -> Case:
     """Read one case from a file, a case folder, or a mapping modality → file.
 
@@ -259,6 +260,7 @@ def read_case(
         modalities: names to read, in channel order (default: the layout's, or the mapping's keys).
         case_id: id for a mapping source (default: the first image's file name without suffix).
         label_pattern: where the label is, as in :func:`find_cases` (ignored for a mapping).
+        label: read the label (``False``: no label file is opened, e.g. for inference).
 
     Returns:
         the loaded :class:`Case`.
@@ -270,17 +272,18 @@ def read_case(
 
     if isinstance(source, Mapping):
         paths = {str(k).lower(): Path(v) for k, v in source.items()}
-        label = paths.pop(LABEL_KEY, None)
+        label_path = paths.pop(LABEL_KEY, None)
         brain_mask = paths.pop(BRAIN_MASK_KEY, None)
         if not paths:
             raise InputError("the mapping names no image; map modality to file, e.g. {'dwi': 'dwi.nii.gz'}.")
         names = modality_names("generic", modalities) or tuple(paths)
         case_id = case_id or nifti_stem(next(iter(paths.values())))
-        return CaseSource(case_id, paths, label, names, brain_mask).load()
+        return CaseSource(case_id, paths, label_path, names, brain_mask).load(label=label)
     sources = find_cases(source, layout, modalities, label_pattern=label_pattern)
     if len(sources) != 1:
         raise InputError(
             f"{source} holds {len(sources)} cases; point at one case (file or folder), or use find_cases() "
             "to read them all."
         )
-    return sources[0].load() if case_id is None else replace(sources[0], case_id=case_id).load()
+    found = sources[0] if case_id is None else replace(sources[0], case_id=case_id)
+    return found.load(label=label)

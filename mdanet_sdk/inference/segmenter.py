@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mdanet_sdk.data.cases import LABEL_KEY, Case, CaseSource, read_case
+from mdanet_sdk.data.cases import Case, CaseSource, read_case
 from mdanet_sdk.data.preprocess import PreprocessConfig, slice_stack
 from mdanet_sdk.device import resolve_device, resolve_precision
 from mdanet_sdk.errors import CheckpointError, InputError, MDANetError
@@ -413,9 +413,9 @@ class Segmenter:
         if isinstance(item, CaseSource):
             return item.load(label=False)
         if isinstance(item, Mapping):
-            return read_case({k: v for k, v in item.items() if str(k).lower() != LABEL_KEY}, modalities=self.modalities)
+            return read_case(item, modalities=self.modalities, label=False)
         refuse_single_3d(Path(item), self.modalities)
-        return read_case(item, modalities=modalities or self.modalities)
+        return read_case(item, modalities=modalities or self.modalities, label=False)
 
     def _prepare(self, item: CaseInput, modalities: Sequence[str] | None) -> Loaded | FailedCase:
         """Background thread: read and normalise one case (its slices reach the model grid batch by batch)."""

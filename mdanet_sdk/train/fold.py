@@ -173,6 +173,8 @@ class Fold:
             "kind": run.kind,
             "note": f"mdanet-sdk train on {cfg.data_dir} (fold {index} of {cfg.folds})",
         }
+        if _synthetic(Path(cfg.data_dir)):  # the report of every segmentation with these weights says so
+            self.meta_base["training_data"] = "synthetic phantoms (mdanet-sdk synth)"
 
     # -- training ------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -364,3 +366,8 @@ def _init_weights(cfg: TrainConfig, model_config: MDANetConfig) -> dict[str, tor
             "--preset, --kind and model options."
         )
     return init.state_dict
+
+
+def _synthetic(data_dir: Path) -> bool:
+    """Whether ``data_dir`` (or the dataset root above its split folder) was written by ``mdanet-sdk synth``."""
+    return any((folder / "phantoms.json").is_file() for folder in (data_dir, data_dir.parent))
