@@ -9,6 +9,7 @@ and modality a loaded array came from.
 from __future__ import annotations
 
 import json
+import locale
 import os
 import sys
 import tempfile
@@ -476,7 +477,11 @@ def _dicom_series(sitk, image, folder: Path, series: str, *, suffix: str = ".dcm
         slice_.SetMetaData("0020|0013", str(k + 1))
         slice_.SetMetaData("0008|0018", f"{uid}.3.{k}")
         writer.SetFileName(str(folder / f"IM{k:04d}{suffix}"))
-        writer.Execute(slice_)
+        saved = locale.setlocale(locale.LC_ALL)
+        try:
+            writer.Execute(slice_)
+        finally:  # GDCM's writer sets the C locale, which would turn later text reads of this process to ASCII
+            locale.setlocale(locale.LC_ALL, saved)
 
 
 def test_dicom_series_folder_loads_like_nifti(tmp_path) -> None:

@@ -55,7 +55,7 @@ def test_bad_kind_or_seed_raises() -> None:
 
 
 def test_shares_no_code_with_the_training_generator() -> None:
-    source = (Path(__file__).parent / "ood_phantoms.py").read_text()
+    source = (Path(__file__).parent / "ood_phantoms.py").read_text(encoding="utf-8")
     assert "import mdanet_sdk" not in source and "from mdanet_sdk" not in source
 
 

@@ -53,7 +53,7 @@ RELATIVE_MAX = 10.0
 NOT_A_RATIO_SCALE = "A modality has negative values: it is normalised by z-scores instead of by its median."
 NOT_SKULL_STRIPPED = (
     "The input has a noisy, non-zero background: it does not look skull-stripped; pass a brain mask for reliable "
-    "results."
+    "results (--brain-mask FILE, or brain_mask= in Python)."
 )
 # A background whose robust noise sigma exceeds this share of the head's range is noise, not a constant.
 _NOISY_BACKGROUND = 0.001
