@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from mdanet_sdk import ops
 from mdanet_sdk.bench import (
     BenchmarkReport,
+    bench_defaults,
     BenchSettings,
     Stats,
     StageTimer,
@@ -32,7 +33,8 @@ from mdanet_sdk.bench import (
 )
 from mdanet_sdk.cli import app
 from mdanet_sdk.data.cases import find_cases
-from mdanet_sdk.errors import InputError
+from mdanet_sdk.bench import defaults
+from mdanet_sdk.errors import CheckpointError, InputError
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.model import model_summary
 
@@ -149,7 +151,7 @@ def test_peers_are_compared_with_eager_mdanet(tiny_report):
 def test_json_schema_is_stable(tiny_report, tmp_path):
     path = write_json(tiny_report, tmp_path / "out" / "bench.json")
     data = json.loads(path.read_text())
-    assert data["schema"] == "mdanet-sdk-benchmark" and data["schema_version"] == 2
+    assert data["schema"] == "mdanet-sdk-benchmark" and data["schema_version"] == 3
     assert set(data) == {
         "schema",
         "schema_version",
@@ -161,6 +163,7 @@ def test_json_schema_is_stable(tiny_report, tmp_path):
         "settings",
         "forward",
         "segment",
+        "segment_defaults",
         "predict_many",
         "ops",
     }
@@ -183,7 +186,7 @@ def test_plot_is_a_png(tiny_report, tmp_path):
 def test_table_rows_show_ratios_and_reasons(tiny_report):
     rows = summary_rows(tiny_report)
     eager = [r for r in rows if r["backend"] == "eager" and r["section"] == "forward"]
-    assert [r["× eager"] for r in eager] == ["1.00×", "1.00×"]
+    assert [r["× base"] for r in eager] == ["1.00×", "1.00×"]
     trt = [r for r in rows if r["backend"] == "tensorrt"]
     assert len(trt) == 1 and trt[0]["notes"].startswith("unavailable:")  # one row, not one per batch
 
@@ -253,6 +256,76 @@ def test_staged_mask_is_the_segmenters_bit_for_bit(tmp_path, kind):
     assert staged.get_data_dtype() == reference.get_data_dtype() == np.uint8
     assert np.array_equal(staged.affine, reference.affine)
     assert 0 < result.mask.sum() < result.mask.size
+
+
+TODAY = {"precision": "fp32", "batch": 16, "memory_format": "contiguous", "compiled": False}
+
+
+def test_defaults_comparison_alternates_today_and_defaults(tmp_path):
+    """Bundled weights on each kind's phantom, both variants timed in one run; the ratio is of their medians."""
+    settings = BenchSettings.quick_run(sections=("segment",), slices=2, warmup=0, repeats=3, device="cpu")
+    records = bench_defaults(settings, tmp_path)
+    assert [(r.kind, r.weights, r.status) for r in records] == [
+        ("ctp", "default-ctp", "ok"),
+        ("mri", "default-mri", "ok"),
+    ]
+    for r in records:
+        today, new = r.variants["today"], r.variants["defaults"]
+        # today is fp32 + contiguous + batch 16 + eager, whatever the defaults become
+        assert {k: today[k] for k in TODAY} == TODAY
+        assert today["options"] == {"tta": False, "precision": "fp32", "batch_size": 16} and new["options"] == {
+            "tta": False
+        }
+        assert today["total_ms"].n == new["total_ms"].n == 3 and r.round_ratio.n == 3
+        assert r.ratio == pytest.approx(today["total_ms"].median / new["total_ms"].median)
+        assert r.round_ratio.min <= r.round_ratio.median <= r.round_ratio.max
+        assert new["slices_per_s"] == pytest.approx(2 / (new["total_ms"].median / 1e3))
+        assert 0.0 <= r.mask_dice <= 1.0
+        for name in ("today", "defaults"):
+            assert nib.load(tmp_path / f"defaults-{r.kind}-{name}.nii.gz").shape == r.shape
+    report = BenchmarkReport(machine=machine_info("cpu"), settings=settings, segment_defaults=records)
+    data = json.loads(write_json(report, tmp_path / "b.json").read_text())
+    assert [d["variants"]["today"]["total_ms"]["n"] for d in data["segment_defaults"]] == [3, 3]
+    rows = [row for row in summary_rows(report) if row["backend"] in ("today", "defaults")]
+    new = records[0].variants["defaults"]
+    assert [(row["backend"], row["batch"], row["prec"]) for row in rows[:2]] == [
+        ("today", "16", "fp32"),
+        ("defaults", str(new["batch"]), new["precision"]),
+    ]
+    assert rows[0]["× base"] == "1.00×" and rows[1]["× base"] == f"{records[0].ratio:.2f}×"
+    assert "mask Dice vs today" in rows[1]["notes"]
+
+
+def test_defaults_comparison_reports_missing_weights(tmp_path, monkeypatch):
+    def missing(kind, device, **common):
+        raise CheckpointError(f"default-{kind} is not bundled with this installation.")
+
+    monkeypatch.setattr(defaults, "variant_segmenters", missing)
+    settings = BenchSettings.quick_run(slices=1, device="cpu")
+    records = bench_defaults(settings, tmp_path)
+    assert [(r.status, r.ratio, r.variants) for r in records] == [("unavailable", None, {})] * 2
+    report = BenchmarkReport(machine=machine_info("cpu"), settings=settings, segment_defaults=records)
+    rows = [row for row in summary_rows(report) if row["backend"] == "today → defaults"]
+    assert [row["notes"] for row in rows] == [
+        f"unavailable: default-{k} is not bundled with this installation." for k in ("ctp", "mri")
+    ]
+
+
+def test_describe_segmenter_reads_what_runs():
+    segmenter = random_segmenter("small", "mri", batch=3)
+    assert defaults.describe_segmenter(segmenter) == {**TODAY, "batch": 3}
+    segmenter.predictor.models[0].to(memory_format=torch.channels_last)
+    assert defaults.describe_segmenter(segmenter)["memory_format"] == "channels_last"
+
+
+def test_mask_dice():
+    a = np.zeros((4, 4), bool)
+    assert defaults.mask_dice(a, a) == 1.0  # both empty: they agree
+    b = a.copy()
+    a[0, :2] = True
+    b[0, 1:4] = True
+    assert defaults.mask_dice(a, b) == pytest.approx(2 * 1 / 5)
+    assert defaults.mask_dice(a, np.zeros_like(a)) == 0.0
 
 
 def test_many_section_reports_peak_memory_from_a_fresh_process(tmp_path):

@@ -13,6 +13,8 @@ Sections (``BenchSettings.sections``):
   slices/s per GFLOP can be compared.
 - ``segment``: one phantom case end to end through the Segmenter's :class:`~mdanet_sdk.inference.Predictor`
   (load → preprocess → predict → postprocess → write) with the share of time in each stage.
+  Beside it, today's behaviour (fp32, contiguous, batch 16, no compile) against the Segmenter's defaults on the
+  bundled weights of each kind, alternately in one run, as a ratio (:mod:`.defaults`).
 - ``many``: ``Segmenter.predict_many`` over N cases, one fresh process per N: cases/s and peak memory.
 - ``ops``: the two native operators against their eager composite, at the shapes a paper-preset forward pass
   actually hands them.
@@ -23,15 +25,18 @@ Modules, one job each:
 - :mod:`.machine`: :func:`machine_info`, the machine record (built on :mod:`mdanet_sdk.info`).
 - :mod:`.records`: :class:`BenchSettings`, the record types, :class:`BenchmarkReport` (the JSON layout).
 - :mod:`.runners`: networks and backends: :func:`build_network`, :class:`Runner`, :func:`make_runner`.
-- :mod:`.forward`, :mod:`.segment`, :mod:`.many`, :mod:`.native_ops`: one section each.
+- :mod:`.forward`, :mod:`.segment`, :mod:`.many`, :mod:`.native_ops`: one section each; :mod:`.defaults`: the
+  today → defaults comparison of the segment section.
+- :mod:`.gpu_check`: ``scripts/gpu_check.sh``, the one-command GPU check (its own JSON, not this report).
 - :mod:`.run`: :func:`run_benchmark`, the sections in order.
 - :mod:`.render`: the CLI table's rows, :func:`write_json`, :func:`plot_throughput`.
 
-The JSON layout written by :func:`write_json` is documented in ``benchmarks/README.md`` (``schema_version`` 2).
+The JSON layout written by :func:`write_json` is documented in ``benchmarks/README.md`` (``schema_version`` 3).
 """
 
 from __future__ import annotations
 
+from mdanet_sdk.bench.defaults import bench_defaults
 from mdanet_sdk.bench.forward import bench_forward, reference_preset
 from mdanet_sdk.bench.machine import machine_info
 from mdanet_sdk.bench.many import bench_many
@@ -45,6 +50,7 @@ from mdanet_sdk.bench.records import (
     VOLUMES,
     BenchmarkReport,
     BenchSettings,
+    DefaultsRecord,
     ForwardRecord,
     ManyRecord,
     OpsRecord,
@@ -78,11 +84,13 @@ __all__ = [
     "BenchSettings",
     "ForwardRecord",
     "SegmentRecord",
+    "DefaultsRecord",
     "ManyRecord",
     "OpsRecord",
     "BenchmarkReport",
     "bench_forward",
     "bench_segment",
+    "bench_defaults",
     "bench_many",
     "bench_ops",
     "run_benchmark",

@@ -1,6 +1,6 @@
 """What a benchmark run measures and what it found: :class:`BenchSettings`, one record type per section, and
 :class:`BenchmarkReport`, whose :meth:`~BenchmarkReport.to_dict` is the JSON layout documented in
-``benchmarks/README.md`` (``schema_version`` 2)."""
+``benchmarks/README.md`` (``schema_version`` 3)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ __all__ = [
     "BenchSettings",
     "ForwardRecord",
     "SegmentRecord",
+    "DefaultsRecord",
     "ManyRecord",
     "OpsRecord",
     "BenchmarkReport",
@@ -35,7 +36,8 @@ SCHEMA = "mdanet-sdk-benchmark"
 #: 2: the segment stages became load, preprocess, predict (which now includes the restore to the native grid),
 #: postprocess, write (1 had a restore stage holding restore and post-processing); the segment and predict_many
 #: records name the phantom's modality kind ``kind``, as the forward records do (1 called it ``volume``).
-SCHEMA_VERSION = 2
+#: 3: ``segment_defaults``, today's behaviour against the Segmenter's defaults (:class:`DefaultsRecord`).
+SCHEMA_VERSION = 3
 
 #: Forward backends, in table order. ``eager`` is the baseline every ratio refers to.
 BACKENDS = ("eager", "native", "torchscript", "exported", "tensorrt")
@@ -272,6 +274,33 @@ class SegmentRecord:
 
 
 @dataclass
+class DefaultsRecord:
+    """One phantom case of modality kind ``kind`` segmented with the bundled weights ``weights`` by today's
+    behaviour and by the Segmenter's defaults, alternately in one run (:mod:`mdanet_sdk.bench.defaults`).
+
+    ``variants`` maps ``today`` and ``defaults`` → ``{"options": the Segmenter options passed, "precision",
+    "batch", "memory_format" (``contiguous``/``channels_last``, of the weights), "compiled", "total_ms": Stats
+    of predict + save, "slices_per_s"}``. ``ratio`` is today's median over the defaults' median (> 1: the
+    defaults are faster); ``round_ratio`` the Stats of the per-round ratios; ``mask_dice`` the Dice between
+    the two variants' masks (1.0 when both are empty).
+    """
+
+    kind: str
+    shape: tuple[int, int, int]
+    weights: str
+    device: str
+    status: str = "ok"
+    reason: str | None = None
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ratio: float | None = None
+    round_ratio: Stats | None = None
+    mask_dice: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _dict(self)
+
+
+@dataclass
 class ManyRecord:
     """``Segmenter.predict_many`` over ``n_cases`` phantom cases of modality kind ``kind`` in a fresh process.
 
@@ -334,6 +363,7 @@ class BenchmarkReport:
     load_avg_end: float | None = None
     forward: list[ForwardRecord] = field(default_factory=list)
     segment: list[SegmentRecord] = field(default_factory=list)
+    segment_defaults: list[DefaultsRecord] = field(default_factory=list)
     predict_many: list[ManyRecord] = field(default_factory=list)
     ops: list[OpsRecord] = field(default_factory=list)
 
@@ -349,6 +379,7 @@ class BenchmarkReport:
             "settings": self.settings.to_dict(),
             "forward": [r.to_dict() for r in self.forward],
             "segment": [r.to_dict() for r in self.segment],
+            "segment_defaults": [r.to_dict() for r in self.segment_defaults],
             "predict_many": [r.to_dict() for r in self.predict_many],
             "ops": [r.to_dict() for r in self.ops],
         }

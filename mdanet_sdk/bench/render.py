@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,7 +25,7 @@ SUMMARY_COLUMNS = (
     "median",
     "spread (IQR)",
     "throughput",
-    "× eager",
+    "× base",
     "notes",
 )
 
@@ -54,6 +54,7 @@ def summary_rows(report: BenchmarkReport) -> list[dict[str, str]]:
     return [
         *_forward_rows(report, blank),
         *_segment_rows(report, blank),
+        *_defaults_rows(report, blank),
         *_many_rows(report, blank),
         *_ops_rows(report, blank),
     ]
@@ -105,7 +106,7 @@ def _forward_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[s
                 "median": _ms(r.latency_ms.median),
                 "spread (IQR)": _spread(r.latency_ms),
                 "throughput": f"{_num(r.throughput.median)} slices/s",
-                "× eager": _ratio(r.ratio),
+                "× base": _ratio(r.ratio),
                 "notes": _forward_notes(r),
             }
         )
@@ -136,10 +137,52 @@ def _segment_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[s
                 "median": _ms(s.total_ms.median),
                 "spread (IQR)": _spread(s.total_ms),
                 "throughput": f"{_num(s.slices_per_s)} slices/s",
-                "× eager": _ratio(s.ratio),
+                "× base": _ratio(s.ratio),
                 "notes": shares,
             }
         )
+    return rows
+
+
+def _variant_label(variant: dict[str, Any]) -> str:
+    """A variant of the today/defaults comparison in a few words: ``fp32 contiguous`` (+ ``compiled``)."""
+    return f"{variant['memory_format']}{' compiled' if variant['compiled'] else ''}"
+
+
+def _defaults_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[str, str]]:
+    """Rows of the today → defaults comparison: today's row, then the defaults' row with the ratio to today."""
+    rows: list[dict[str, str]] = []
+    for d in report.segment_defaults:
+        what = f"{d.kind} {'×'.join(map(str, d.shape))} {d.weights}"
+        if d.status != "ok":
+            rows.append(
+                {
+                    **blank,
+                    "section": "segment",
+                    "what": what,
+                    "backend": "today → defaults",
+                    "notes": f"{d.status}: {d.reason}",
+                }
+            )
+            continue
+        for name, v in d.variants.items():
+            notes = _variant_label(v)
+            if name == "defaults" and d.round_ratio is not None:
+                notes += f"; × today per round {_spread(d.round_ratio)}; mask Dice vs today {d.mask_dice:.4f}"
+            rows.append(
+                {
+                    "section": "segment",
+                    "what": what,
+                    "backend": name,
+                    "batch": str(v["batch"]),
+                    "prec": v["precision"],
+                    "median": _ms(v["total_ms"].median),
+                    "spread (IQR)": _spread(v["total_ms"]),
+                    "throughput": f"{_num(v['slices_per_s'])} slices/s",
+                    "× base": _ratio(1.0 if name == "today" else d.ratio),
+                    "notes": notes,
+                }
+            )
     return rows
 
 
@@ -190,7 +233,7 @@ def _ops_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[str, 
                 "prec": "fp32",
                 "median": _ms(o.latency_ms.median),
                 "spread (IQR)": _spread(o.latency_ms),
-                "× eager": _ratio(o.ratio),
+                "× base": _ratio(o.ratio),
             }
         )
     return rows

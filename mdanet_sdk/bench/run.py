@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from mdanet_sdk.bench.defaults import bench_defaults
 from mdanet_sdk.bench.forward import bench_forward
 from mdanet_sdk.bench.machine import machine_info
 from mdanet_sdk.bench.many import bench_many
@@ -45,6 +46,7 @@ def run_benchmark(
         steps: list[tuple[str, Callable[[], None]]] = [
             ("forward", lambda: setattr(report, "forward", bench_forward(settings, workdir, progress))),
             ("segment", lambda: setattr(report, "segment", bench_segment(settings, workdir, progress))),
+            ("segment", lambda: setattr(report, "segment_defaults", bench_defaults(settings, workdir, progress))),
             ("many", lambda: setattr(report, "predict_many", bench_many(settings, workdir, progress))),
             ("ops", lambda: setattr(report, "ops", bench_ops(settings, progress))),
         ]
@@ -53,7 +55,7 @@ def run_benchmark(
             if wanted & set(settings.sections):
                 started = time.perf_counter()
                 step()
-                report.section_seconds[name] = time.perf_counter() - started
+                report.section_seconds[name] = report.section_seconds.get(name, 0.0) + time.perf_counter() - started
                 report.seconds = time.perf_counter() - start
                 if on_section is not None:
                     on_section(report)

@@ -55,12 +55,13 @@ def render_table(report: BenchmarkReport) -> Table:
         caption=(
             f"{m['cpu']}, {m['cpus_usable']} usable cores, {m['torch_threads']} torch threads{gpu}; torch "
             f"{m['torch']}; load {m['load_avg_1m']} → {report.load_avg_end}; {report.seconds:.0f} s. "
-            "Median over repeats after warm-up; spread = quartiles; × eager = ratio to the eager baseline "
-            "of this run (> 1 is faster)."
+            "Median over repeats after warm-up; spread = quartiles; × base = ratio to the baseline measured "
+            "alternately in this run (> 1 is faster): eager, or for the today/defaults rows today's behaviour "
+            "(fp32, contiguous, batch 16, no compile)."
         ),
     )
     for column in SUMMARY_COLUMNS:
-        right = column in ("batch", "median", "spread (IQR)", "throughput", "× eager")
+        right = column in ("batch", "median", "spread (IQR)", "throughput", "× base")
         table.add_column(column, justify="right" if right else "left", overflow="fold")
     section = None
     for row in summary_rows(report):
