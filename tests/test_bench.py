@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -63,7 +64,7 @@ FORWARD_KEYS = {
     "ratio",
 }
 STATS_KEYS = {"median", "q1", "q3", "min", "max", "n"}
-TINY = dict(presets=("small",), batch_sizes=(1, 2), size=32, warmup=0, repeats=2, device="cpu")
+TINY: dict[str, Any] = dict(presets=("small",), batch_sizes=(1, 2), size=32, warmup=0, repeats=2, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -44,8 +44,8 @@ def variant_segmenters(kind: str, device: torch.device, **common: Any) -> dict[s
     from mdanet_sdk.inference import Segmenter
 
     return {
-        "today": Segmenter.default(kind, device=device, **common, **TODAY_OPTIONS),
-        "defaults": Segmenter.default(kind, device=device, **common),
+        "today": Segmenter.from_checkpoint(f"default-{kind}", device=device, **common, **TODAY_OPTIONS),
+        "defaults": Segmenter.from_checkpoint(f"default-{kind}", device=device, **common),
     }
 
 
