@@ -143,7 +143,8 @@ int dasc_gate_forward(DType dtype, DascShape shape, const void* f_m1, const void
 int dasc_gate_backward(DType dtype, DascShape shape, const void* grad, const void* f_m1, const void* f_m2,
                        const void* f_de, const void* coef, void* scale, void* gs, void* grad_m1, void* grad_m2,
                        void* grad_de, void* grad_coef, cudaStream_t stream) {
-  if (shape.batch * shape.pixels == 0 || shape.channels == 0) {
+  // With channels == 0 but de_channels > 0, grad_de still has elements: they are written (zeros, as gs is 0).
+  if (shape.batch * shape.pixels == 0 || shape.channels + shape.de_channels == 0) {
     return cudaSuccess;
   }
   return dispatch(dtype, [&](auto tag) {
@@ -154,10 +155,12 @@ int dasc_gate_backward(DType dtype, DascShape shape, const void* grad, const voi
         shape, static_cast<const T*>(f_m1), static_cast<const T*>(f_m2), static_cast<const T*>(f_de),
         static_cast<const A*>(coef), static_cast<const T*>(grad), static_cast<A*>(scale), static_cast<A*>(gs),
         coef_grad + shape.channels + shape.de_channels);
-    backward_d_kernel<T><<<static_cast<unsigned int>(shape.batch * shape.channels), kThreads, 0, stream>>>(
-        shape, static_cast<const T*>(grad), static_cast<const T*>(f_m1), static_cast<const T*>(f_m2),
-        static_cast<const A*>(coef), static_cast<const A*>(scale), static_cast<const A*>(gs),
-        static_cast<T*>(grad_m1), static_cast<T*>(grad_m2), coef_grad);
+    if (shape.channels > 0) {
+      backward_d_kernel<T><<<static_cast<unsigned int>(shape.batch * shape.channels), kThreads, 0, stream>>>(
+          shape, static_cast<const T*>(grad), static_cast<const T*>(f_m1), static_cast<const T*>(f_m2),
+          static_cast<const A*>(coef), static_cast<const A*>(scale), static_cast<const A*>(gs),
+          static_cast<T*>(grad_m1), static_cast<T*>(grad_m2), coef_grad);
+    }
     if (shape.de_channels > 0) {
       backward_de_kernel<T><<<static_cast<unsigned int>(shape.batch * shape.de_channels), kThreads, 0, stream>>>(
           shape, static_cast<const T*>(f_de), static_cast<const A*>(coef), static_cast<const A*>(gs),

@@ -16,7 +16,7 @@ __global__ void bias_relu_kernel(int64_t numel, int64_t nodes, int64_t features,
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t e = idx % features, m = (idx / features) % nodes;
     const A y = to_acc(q[idx]) + w_bias[e] - a_bias[m] * w_rowsum[e];
-    q[idx] = from_acc<T>(y > A(0) ? y : A(0));
+    q[idx] = from_acc<T>(y <= A(0) ? A(0) : y);  // a NaN stays NaN, as in torch.relu
   }
 }
 
@@ -26,7 +26,8 @@ __global__ void relu_mask_kernel(int64_t numel, const T* __restrict__ grad, cons
   using A = acc_t<T>;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < numel;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    grad_y[idx] = to_acc(out[idx]) > A(0) ? grad[idx] : from_acc<T>(A(0));
+    // As torch's ReLU backward (threshold_backward): the gradient passes where out is NaN.
+    grad_y[idx] = to_acc(out[idx]) <= A(0) ? from_acc<T>(A(0)) : grad[idx];
   }
 }
 

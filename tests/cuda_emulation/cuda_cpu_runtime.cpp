@@ -44,7 +44,7 @@ struct Block {
 
 // Schedule knobs (emu_set_schedule) and the sticky launch error (cudaGetLastError).
 std::atomic<int> g_workers{2};
-std::atomic<bool> g_reverse_threads{false};
+std::atomic<int> g_policy{0};  // 0 lanes round-robin up, 1 round-robin down, 2 warps run ahead (highest first)
 std::atomic<bool> g_reverse_blocks{false};
 std::mutex g_error_mutex;
 cudaError_t g_last_error = cudaSuccess;
@@ -107,24 +107,42 @@ const char* run_block(Block& b) {
     makecontext(&f.context, fiber_entry, 0);
     f.state = State::kReady;
   }
-  const bool reverse = g_reverse_threads.load();
+  const int policy = g_policy.load();
+  const unsigned int warps = (b.threads + kWarp - 1) / kWarp;
   unsigned int done = 0;
+  // Resumes fiber i if it can run; false when it cannot.
+  auto step = [&](unsigned int i) {
+    if (!runnable(b, i)) {
+      return false;
+    }
+    b.current = i;
+    b.fibers[i].state = State::kReady;
+    set_thread_index(b, i);
+    swapcontext(&b.scheduler, &b.fibers[i].context);
+    done += b.fibers[i].state == State::kDone ? 1 : 0;
+    return true;
+  };
   while (done < b.threads) {
     bool progressed = false;
-    for (unsigned int k = 0; k < b.threads; ++k) {
-      const unsigned int i = reverse ? b.threads - 1 - k : k;
-      if (!runnable(b, i)) {
-        continue;
+    if (policy == 2) {
+      // The highest warp that can move runs until it cannot (a block barrier, or the end), then the search
+      // restarts from the top: warps race ahead of lower ones into the next phase, as a fast warp can on a GPU.
+      for (unsigned int w = warps; w-- > 0 && !progressed && b.error == nullptr;) {
+        for (bool moved = true; moved && b.error == nullptr;) {
+          moved = false;
+          for (unsigned int i = w * kWarp; i < std::min(b.threads, (w + 1) * kWarp) && b.error == nullptr; ++i) {
+            moved = step(i) || moved;
+          }
+          progressed = progressed || moved;
+        }
       }
-      b.current = i;
-      b.fibers[i].state = State::kReady;
-      set_thread_index(b, i);
-      swapcontext(&b.scheduler, &b.fibers[i].context);
-      progressed = true;
-      if (b.error != nullptr) {
-        return b.error;  // the other fibers are abandoned; their stacks are re-made by the next block
+    } else {
+      for (unsigned int k = 0; k < b.threads && b.error == nullptr; ++k) {
+        progressed = step(policy == 1 ? b.threads - 1 - k : k) || progressed;
       }
-      done += b.fibers[i].state == State::kDone ? 1 : 0;
+    }
+    if (b.error != nullptr) {
+      return b.error;  // the other fibers are abandoned; their stacks are re-made by the next block
     }
     if (!progressed) {
       return "deadlock: a barrier (__syncthreads or a warp shuffle) was not reached by every thread of its block "
@@ -146,13 +164,13 @@ void record_error(cudaError_t error, const std::string& message) {
 
 void block_barrier() {
   Block& b = *tl_block;
+  // Every arrival parks, the last one too, so that the scheduling policy decides who passes the barrier first.
   const std::uint64_t generation = b.block_generation;
   if (++b.block_arrived == b.threads) {
     b.block_arrived = 0;
     ++b.block_generation;
-  } else {
-    park(State::kBlockWait, generation);
   }
+  park(State::kBlockWait, generation);
   set_thread_index(b, b.current);
 }
 
@@ -167,9 +185,8 @@ void warp_barrier(unsigned int mask) {
   if (++b.warp_arrived[warp] == lanes) {
     b.warp_arrived[warp] = 0;
     ++b.warp_generation[warp];
-  } else {
-    park(State::kWarpWait, generation);
   }
+  park(State::kWarpWait, generation);
   set_thread_index(b, b.current);
 }
 
@@ -317,9 +334,11 @@ float bfloat16_bits_to_float(std::uint16_t bits) {
 // ---- C entry points for the Python harness ----
 extern "C" {
 
-void emu_set_schedule(int workers, int reverse_threads, int reverse_blocks) {
+// workers: host threads running blocks; policy: the order fibers run in (see g_policy); reverse_blocks: the
+// blocks in descending order.
+void emu_set_schedule(int workers, int policy, int reverse_blocks) {
   cuda_emu::g_workers = workers;
-  cuda_emu::g_reverse_threads = reverse_threads != 0;
+  cuda_emu::g_policy = policy;
   cuda_emu::g_reverse_blocks = reverse_blocks != 0;
 }
 

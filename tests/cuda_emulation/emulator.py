@@ -31,6 +31,9 @@ CUDA_DIR = ROOT / "csrc" / "cuda"
 # torch dtype -> mdanet::cuda::DType (csrc/include/mdanet/kernels.h).
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 GUARD = 64  # guard elements on each side of every buffer
+# Fiber orders: resume lanes round-robin upwards, or downwards, or let the highest warp that can move run until it
+# reaches a block barrier (warps race ahead of lower ones into the next phase).
+POLICIES = {"round-robin": 0, "round-robin-down": 1, "warps-run-ahead": 2}
 
 # C signatures of the entry points: i int, I unsigned int, q int64_t, p pointer.
 _SIGNATURES = {
@@ -173,10 +176,11 @@ class Emulator:
             getattr(self.lib, name).argtypes = [_CTYPES[code] for code in signature]
         self.schedule()
 
-    def schedule(self, workers: int = 2, reverse_threads: bool = False, reverse_blocks: bool = False) -> None:
-        """Blocks run on ``workers`` host threads; the fibers of a block (and the blocks) in reverse order when
-        asked, so a result that depends on the order threads reach a point shows up as a difference."""
-        self.lib.emu_set_schedule(workers, int(reverse_threads), int(reverse_blocks))
+    def schedule(self, workers: int = 2, policy: str = "round-robin", reverse_blocks: bool = False) -> None:
+        """Blocks run on ``workers`` host threads (in descending order with ``reverse_blocks``); the CUDA threads
+        of a block in the order of ``policy`` (POLICIES), so that a result which depends on the order threads reach
+        a point (a missing barrier) shows up as a difference."""
+        self.lib.emu_set_schedule(workers, POLICIES[policy], int(reverse_blocks))
 
     def call(self, name: str, *args: object, buffers: Buffers) -> None:
         """Calls the C entry point ``name``; raises EmulationError on a non-zero status or a broken guard."""
@@ -211,10 +215,10 @@ class Emulator:
         buf = Buffers()
         ptrs = [buf.put(t, dtype) for t in (grad, f_m1, f_m2, f_de)] + [buf.put(coef, acc)]
         ptrs += [buf.put(None, acc, b * h * w) for _ in range(2)]  # scale, gs workspaces
-        outs = {}
+        outs: dict[str, tuple[Tensor, tuple[int, ...]]] = {}
         for key, like in (("grad_m1", f_m1), ("grad_m2", f_m1), ("grad_de", f_de)):
             ptrs.append(buf.put(None, dtype, like.numel()))
-            outs[key] = (buf.last(), like.shape)
+            outs[key] = (buf.last(), tuple(like.shape))
         ptrs.append(buf.put(torch.zeros(c + c_de + 1), acc))  # zeroed by the caller, as kernels.h requires
         outs["grad_coef"] = (buf.last(), (c + c_de + 1,))
         self.call("emu_dasc_gate_backward", DTYPE_CODES[dtype], b, c, c_de, h * w, *ptrs, buffers=buf)
