@@ -16,11 +16,11 @@ from mdanet_sdk.bench.runners import Progress, build_network, kind_channels, qui
 from mdanet_sdk.bench.timing import Stats, calls_per_sample, measure_interleaved, sync_for
 from mdanet_sdk.errors import BackendUnavailableError
 
-__all__ = ["bench_ops"]
+__all__ = ["bench_ops", "captured_op_calls"]
 
 
 @contextlib.contextmanager
-def _captured_op_calls() -> Iterator[list[tuple[str, tuple[Tensor, ...]]]]:
+def captured_op_calls() -> Iterator[list[tuple[str, tuple[Tensor, ...]]]]:
     """Record the arguments of every op call (:data:`mdanet_sdk.ops.OPS`) made inside the block.
 
     The model calls the ops through the :mod:`mdanet_sdk.ops` module attribute, so wrapping the attribute for the
@@ -63,7 +63,7 @@ def bench_ops(settings: BenchSettings, progress: Progress = quiet) -> list[OpsRe
     device = settings.resolved_device()
     model = build_network("paper", settings.kind, size=settings.size).to(device)
     x = torch.randn(1, kind_channels(settings.kind), settings.size, settings.size, device=device)
-    with torch.inference_mode(), _captured_op_calls() as calls:
+    with torch.inference_mode(), captured_op_calls() as calls:
         model(x)
     try:
         ops.implementation("native", device)
