@@ -4,7 +4,9 @@
 // fibers (ucontext), one per CUDA thread. A fiber runs until it reaches a barrier (__syncthreads, or the warp
 // barrier inside a shuffle), so every barrier is a real rendezvous: a thread that reads shared memory before the
 // writer's barrier sees the old value, and a barrier that not every thread of the block (or warp) reaches is
-// reported as a deadlock instead of hanging. Blocks run on a few worker threads at once, so atomicAdd is
+// reported as a deadlock instead of hanging. Who passes a barrier first is set by a policy (lanes round-robin up
+// or down, or the highest warp running ahead into the next phase), so the tests can vary the interleaving a
+// missing barrier would depend on. Blocks run on a few worker threads at once, so atomicAdd is
 // genuinely contended. `__shared__` variables are `static thread_local`: one copy per worker thread, i.e. per
 // running block, shared by its fibers, left over from the previous block (uninitialised, as on a GPU).
 //
