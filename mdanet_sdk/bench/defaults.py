@@ -50,7 +50,8 @@ def variant_segmenters(kind: str, device: torch.device, **common: Any) -> dict[s
 
 
 def describe_segmenter(segmenter: Any) -> dict[str, Any]:
-    """What ``segmenter`` runs with, read from it: ``precision``, ``batch``, ``memory_format`` of its first
+    """What ``segmenter`` runs with, read from it: ``precision``, ``batch`` (``auto`` when chosen per model grid
+    by footprint), ``memory_format`` of its first
     model's convolution weights (``channels_last`` or ``contiguous``) and ``compiled`` (a ``torch.compile``
     wrapper)."""
     model = segmenter.predictor.models[0]
@@ -68,7 +69,7 @@ def describe_segmenter(segmenter: Any) -> dict[str, Any]:
     )
     return {
         "precision": segmenter.precision,
-        "batch": segmenter.batch_size,
+        "batch": "auto" if segmenter.batch_size is None else segmenter.batch_size,  # None: chosen by footprint
         "memory_format": "channels_last" if channels_last else "contiguous",
         "compiled": "Optimized" in type(model).__name__,
     }
