@@ -2,20 +2,25 @@
 
 One vocabulary everywhere (inference, training, export, benchmarks): devices ``auto | cpu | cuda | cuda:N``
 and precisions ``auto | fp32 | fp16 | bf16``. ``auto`` is CUDA when available; its precision is bf16 (fp16
-where the GPU lacks bf16) on CUDA and fp32 on CPU. Lower precisions run under :func:`torch.autocast`, so
-weights stay fp32 and only the matrix products are reduced.
+where the GPU lacks bf16) on CUDA; on a CPU it is fp32, except for inference on a CPU that computes bf16
+natively (:func:`cpu_has_native_bf16`), where it is bf16 (elsewhere bf16 is emulated and slower than fp32).
+Lower precisions run under :func:`torch.autocast`, so weights stay fp32 and only the matrix products are
+reduced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from mdanet_sdk.errors import BackendUnavailableError, InputError
 
-__all__ = ["PRECISIONS", "DTYPES", "resolve_device", "resolve_precision", "autocast"]
+__all__ = ["PRECISIONS", "DTYPES", "cpu_has_native_bf16", "resolve_device", "resolve_precision", "autocast"]
 
 #: Accepted precision names (besides ``"auto"``).
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -41,15 +46,42 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"fp32"``, ``"fp16"`` or ``"bf16"``; ``"auto"`` is bf16 (fp16 where unsupported) on CUDA, fp32 on CPU.
+#: /proc/cpuinfo flags of the x86 instructions that compute bf16 natively (AVX512-BF16, AMX).
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags of the first processor in ``path`` (empty when it cannot be read)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively: on Linux, ``avx512_bf16`` or ``amx_bf16`` among the flags of
+    ``/proc/cpuinfo``; ``False`` on other systems (where bf16 is not known to be fast)."""
+    return sys.platform.startswith("linux") and bool(_cpuinfo_flags() & NATIVE_BF16_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device, *, inference: bool = False) -> str:
+    """``"fp32"``, ``"fp16"`` or ``"bf16"``.
+
+    ``"auto"`` is bf16 (fp16 where unsupported) on CUDA; on a CPU it is fp32, or bf16 when ``inference`` and
+    the CPU computes bf16 natively (:func:`cpu_has_native_bf16`). Training keeps fp32 on every CPU.
 
     Raises:
         InputError: ``precision`` is not one of ``auto``, ``fp32``, ``fp16``, ``bf16``.
     """
     if precision == "auto":
         if device.type != "cuda":
-            return "fp32"
+            return "bf16" if inference and device.type == "cpu" and cpu_has_native_bf16() else "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision not in DTYPES:
         raise InputError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16.")

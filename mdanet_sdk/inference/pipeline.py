@@ -82,7 +82,7 @@ class CaseStream:
         predict: ``(x (B, C, H, W) float32, source) → (B, H, W)`` lesion probabilities on the CPU; ``source``
             names the cases in the batch (for error messages).
         finish: a :class:`Pending` whose slices are all predicted → its result.
-        batch_size: slices per forward pass.
+        batch_size: slices per forward pass, or a function of the model grid ``(H, W)`` that gives it.
         prefetch: prepared cases waiting at most.
     """
 
@@ -91,11 +91,12 @@ class CaseStream:
         prepare: Callable[[Any], Any],
         predict: Callable[[torch.Tensor, str], torch.Tensor],
         finish: Callable[[Pending], Any],
-        batch_size: int,
+        batch_size: int | Callable[[tuple[int, int]], int],
         prefetch: int,
     ) -> None:
         self.prepare, self.predict, self.finish = prepare, predict, finish
-        self.batch_size, self.prefetch = batch_size, prefetch
+        self.batch_for = batch_size if callable(batch_size) else (lambda grid: batch_size)
+        self.prefetch = prefetch
 
     def run(self, cases: Iterable[Any], errors: str, notify: Notify) -> Iterator[Any]:
         """Yield each case's result (or failure, with ``errors="yield"``) in input order.
@@ -165,14 +166,16 @@ class CaseStream:
         if batch and batch[0][0].loaded.stack.shape[1:] != pending.loaded.stack.shape[1:]:
             self._forward(batch, notify)  # slices of another model grid cannot share a batch
             batch = []
+        shape = pending.loaded.stack.shape
+        size = self.batch_for((shape[2], shape[3]))
         filled = sum(end - start for _, start, end in batch)
         start, depth = 0, pending.remaining
         while start < depth:
-            end = min(depth, start + self.batch_size - filled)
+            end = min(depth, start + size - filled)
             batch.append((pending, start, end))
             filled += end - start
             start = end
-            if filled == self.batch_size:
+            if filled == size:
                 self._forward(batch, notify)
                 batch, filled = [], 0
         return batch

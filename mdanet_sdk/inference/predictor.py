@@ -14,10 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.preprocess import SliceStack, restore_probability_into
 from mdanet_sdk.device import autocast
 from mdanet_sdk.errors import CheckpointError, InputError
+from mdanet_sdk.inference.optimize import MAX_AUTO_BATCH, auto_batch_size
 from mdanet_sdk.inference.postprocess import PostprocessConfig
+from mdanet_sdk.inference.transfer import HostStaging
 
 __all__ = ["Predictor", "TTA_FLIPS"]
 
@@ -35,7 +38,10 @@ class Predictor:
         precision: a resolved precision, ``"fp32"``, ``"fp16"`` or ``"bf16"``
             (:func:`mdanet_sdk.device.resolve_precision`); probabilities are always computed in fp32.
         settings: TTA and post-processing.
-        batch_size: slices per forward pass in :meth:`case_probability`.
+        batch_size: slices per forward pass; ``None``: chosen per model grid by :meth:`batch_for`.
+        channels_last: give the models their input in channels_last order (for models whose weights are
+            channels_last, :func:`~mdanet_sdk.inference.optimize.optimize_for_inference`).
+        config: the network's config, for the automatic batch size (``None``: 16 slices when automatic).
     """
 
     def __init__(
@@ -45,12 +51,24 @@ class Predictor:
         device: torch.device,
         precision: str,
         settings: PostprocessConfig,
-        batch_size: int = 16,
+        batch_size: int | None = 16,
+        *,
+        channels_last: bool = False,
+        config: MDANetConfig | None = None,
     ) -> None:
         if len(names) != len(models):
             raise ValueError("Predictor needs one name per model.")
         self.models, self.names = list(models), list(names)
         self.device, self.precision, self.settings, self.batch_size = device, precision, settings, batch_size
+        self.channels_last, self.config = channels_last, config
+        self._staging = HostStaging(device)
+
+    def batch_for(self, grid: tuple[int, int]) -> int:
+        """Slices per forward pass on the model grid ``grid = (H, W)``: ``batch_size``, or when that is ``None``
+        :func:`~mdanet_sdk.inference.optimize.auto_batch_size` (16 without a config)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return auto_batch_size(self.config, grid, self.device) if self.config is not None else MAX_AUTO_BATCH
 
     @torch.inference_mode()
     def probabilities(self, x: torch.Tensor, source: str = "these slices") -> torch.Tensor:
@@ -69,7 +87,9 @@ class Predictor:
             CheckpointError: a model's logits hold NaN or Inf (damaged weights).
             InputError: ``x`` itself holds NaN or Inf.
         """
-        x = x.to(self.device, non_blocking=True)
+        x = self._staging.to_device(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         total = torch.zeros((x.shape[0], *x.shape[2:]), dtype=torch.float32, device=self.device)
         flips = TTA_FLIPS if self.settings.tta else TTA_FLIPS[:1]
         for model, name in zip(self.models, self.names):
@@ -112,8 +132,9 @@ class Predictor:
             (:func:`~mdanet_sdk.data.preprocess.restore_probability_into`, as the Segmenter's stream does).
         """
         out = np.empty(stack.geometry.native_shape, np.float32)
-        for start in range(0, len(stack), self.batch_size):
-            end = min(len(stack), start + self.batch_size)
+        batch = self.batch_for((stack.shape[2], stack.shape[3]))
+        for start in range(0, len(stack), batch):
+            end = min(len(stack), start + batch)
             x = torch.from_numpy(stack.chunk(start, end))
             restore_probability_into(out, self.probabilities(x, source).numpy(), stack.geometry, start)
         return out

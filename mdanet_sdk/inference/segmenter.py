@@ -42,8 +42,10 @@ from mdanet_sdk.data.preprocess import PreprocessConfig, slice_stack
 from mdanet_sdk.device import resolve_device, resolve_precision
 from mdanet_sdk.errors import CheckpointError, InputError, MDANetError
 from mdanet_sdk.inference.inputs import CaseInput, case_from_arrays, input_name, refuse_single_3d
+from mdanet_sdk.inference.optimize import optimize_for_inference
 from mdanet_sdk.inference.pipeline import CaseStream, Loaded, Pending
 from mdanet_sdk.inference.postprocess import PostprocessConfig
+from mdanet_sdk.inference.precision_check import MIN_PROBE_DICE, reduced_precision_agrees
 from mdanet_sdk.inference.predictor import Predictor
 from mdanet_sdk.inference.provenance import SYNTHETIC_NOTICE, file_sha256, trained_on_synthetic
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult, volume_warnings
@@ -82,9 +84,19 @@ class Segmenter:
         checkpoints: loaded checkpoints; several are a fold ensemble and must share the model's modalities
             and the preprocessing.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        precision: ``"auto"`` (bf16, or fp16 where unsupported, on CUDA; fp32 on CPU), ``"fp32"``,
-            ``"fp16"``, ``"bf16"`` (autocast; probabilities are always computed in fp32).
-        batch_size: slices per forward pass.
+        precision: ``"auto"`` (bf16, or fp16 where unsupported, on CUDA; on a CPU bf16 where it computes bf16
+            natively (:func:`~mdanet_sdk.device.cpu_has_native_bf16`), else fp32), ``"fp32"``, ``"fp16"``,
+            ``"bf16"`` (autocast; probabilities are always computed in fp32). When ``auto`` picks a reduced
+            precision, the models are first checked on a built-in probe
+            (:mod:`~mdanet_sdk.inference.precision_check`): if its mask differs from fp32's (Dice < 0.99)
+            they run in fp32, with a warning (:attr:`precision_note` says why).
+        batch_size: slices per forward pass; ``None`` (default): chosen from the activation footprint of the
+            model grid (:func:`~mdanet_sdk.inference.optimize.auto_batch_size`: 16 for the bundled weights).
+        channels_last: run the models in channels_last memory order; ``None`` (default): on a CPU.
+        optimize: fold the batch norms into the convolutions (same function up to float rounding); applies
+            to networks built here, not to ``models`` given.
+        compile: ``torch.compile`` the networks built here: tens of seconds of compilation on a CPU before the
+            first batch (once per batch shape), then faster; pays for many cases, not for one.
         tta: average over the 4 in-plane flips (none, H, W, both).
         threshold: a voxel is lesion when its probability is above this.
         min_size: lesions of fewer voxels are removed (26-connectivity); 0 keeps all.
@@ -102,6 +114,7 @@ class Segmenter:
     Attributes:
         device: the :class:`torch.device` used (also logged at INFO level).
         precision: the precision used.
+        precision_note: why ``precision="auto"`` fell back to fp32 (the probe check), else ``""``.
         modalities: the model's input modalities in channel order, e.g. ``("dwi", "adc")``.
         model_config: the :class:`~mdanet_sdk.config.MDANetConfig` of the (first) checkpoint.
         preprocess: the checkpoint's :class:`~mdanet_sdk.data.preprocess.PreprocessConfig`.
@@ -119,7 +132,7 @@ class Segmenter:
         *,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        batch_size: int = 16,
+        batch_size: int | None = None,
         tta: bool | None = None,
         threshold: float | None = None,
         min_size: int | None = None,
@@ -127,10 +140,13 @@ class Segmenter:
         prefetch: int = 2,
         ops: str = "auto",
         models: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
+        channels_last: bool | None = None,
+        optimize: bool = True,
+        compile: bool = False,
     ) -> None:
         if not checkpoints:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
-        if batch_size < 1 or prefetch < 1:
+        if (batch_size is not None and batch_size < 1) or prefetch < 1:
             raise InputError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}.")
         first = checkpoints[0]
         settings = PostprocessConfig.from_dict(first.meta.get("inference", {})).updated(
@@ -148,18 +164,36 @@ class Segmenter:
         self.weights_sha256 = [file_sha256(c.path) if c.path is not None else None for c in checkpoints]
         synthetic = any(trained_on_synthetic(c.meta, c.path) for c in checkpoints)
         self.notice = SYNTHETIC_NOTICE if synthetic else ""
-        nets = list(models) if models is not None else [c.build_model(ops=ops).to(device_).eval() for c in checkpoints]
+        channels_last = device_.type == "cpu" if channels_last is None else channels_last
+        if models is not None:
+            nets = list(models)
+        else:
+            nets = [
+                optimize_for_inference(
+                    c.build_model(ops=ops).to(device_).eval(),
+                    device_,
+                    fold=optimize,
+                    channels_last=channels_last,
+                    compile=compile,
+                )
+                for c in checkpoints
+            ]
         # One name per model, to say which one is broken (numbered when models were given without one each).
         numbered = [f"{self.name} #{i + 1}" for i in range(len(nets))]
         self.predictor = Predictor(
             nets,
             names if len(names) == len(nets) else numbered,
             device_,
-            resolve_precision(precision, device_),
+            resolve_precision(precision, device_, inference=True),
             PostprocessConfig(),
             batch_size,
+            channels_last=channels_last,
+            config=first.model_config,
         )
         self.settings = settings  # checked against the model's inputs
+        self.precision_note = ""
+        if precision == "auto" and self.precision != "fp32":
+            self._check_auto_precision()
         logger.info(
             "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), %s",
             self.name,
@@ -168,6 +202,17 @@ class Segmenter:
             len(nets),
             settings,
         )
+
+    def _check_auto_precision(self) -> None:
+        """Keep fp32 when the precision ``auto`` chose changes the mask of the built-in probe (Dice < 0.99)."""
+        agrees, dice = reduced_precision_agrees(self.predictor, self.modalities, self.preprocess, self.weights_sha256)
+        if not agrees:
+            self.precision_note = (
+                f"{self.precision} changed this model's mask on the built-in probe (Dice {dice:.3f} against fp32, "
+                f"below {MIN_PROBE_DICE}), so it runs in fp32; pass precision='{self.precision}' to force it."
+            )
+            logger.warning("mdanet-sdk: %s", self.precision_note)
+            self.predictor.precision = "fp32"
 
     # -- settings (held by the predictor) ----------------------------------------------------------------
     @property
@@ -181,15 +226,25 @@ class Segmenter:
         return self.predictor.precision
 
     @property
-    def batch_size(self) -> int:
-        """Slices per forward pass."""
+    def batch_size(self) -> int | None:
+        """Slices per forward pass: the one given, or the automatic choice for the checkpoint's model grid;
+        ``None`` when automatic and the grid depends on each case (a checkpoint without a preprocessing
+        ``size``). Assign ``None`` to go back to automatic."""
+        if self.predictor.batch_size is None and self.preprocess.size is not None:
+            side = -(-self.preprocess.size // self.preprocess.multiple) * self.preprocess.multiple
+            return self.predictor.batch_for((side, side))
         return self.predictor.batch_size
 
     @batch_size.setter
-    def batch_size(self, batch_size: int) -> None:
-        if batch_size < 1:
+    def batch_size(self, batch_size: int | None) -> None:
+        if batch_size is not None and batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}.")
         self.predictor.batch_size = batch_size
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the models run in channels_last memory order."""
+        return self.predictor.channels_last
 
     @property
     def settings(self) -> PostprocessConfig:
@@ -257,7 +312,8 @@ class Segmenter:
             precision: see :class:`Segmenter`.
             trust: load a checkpoint that carries no integrity record (written by an older mdanet-sdk or by
                 hand); damaged files are refused either way (:func:`~mdanet_sdk.train.checkpoint.load_checkpoint`).
-            options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``, ``prefetch``, ``ops``.
+            options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``, ``prefetch``, ``ops``,
+                ``channels_last``, ``optimize``, ``compile``.
 
         Raises:
             CheckpointError: a file is missing, damaged, not a checkpoint, or the folds are incompatible.
@@ -326,7 +382,8 @@ class Segmenter:
     def __repr__(self) -> str:
         return (
             f"Segmenter({self.name!r}, modalities={self.modalities}, device={str(self.device)!r}, "
-            f"precision={self.precision!r}, batch_size={self.batch_size}, tta={self.tta})"
+            f"precision={self.precision!r}, batch_size={self.batch_size}, channels_last={self.channels_last}, "
+            f"tta={self.tta})"
         )
 
     # -- entry points -----------------------------------------------------------------------------------
@@ -400,7 +457,7 @@ class Segmenter:
             lambda item: self._prepare(item, modalities),
             self.predictor.probabilities,
             self._finish,
-            self.batch_size,
+            self.predictor.batch_for,
             self.prefetch,
         )
         yield from stream.run(cases, errors, notify)

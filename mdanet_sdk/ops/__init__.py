@@ -8,6 +8,8 @@ else reference), ``"native"`` (error if it cannot run there) or ``"reference"``.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -112,7 +114,14 @@ def dasc_gate(
         # The kernel wants one feature dtype; under autocast the three maps can come out of different layers
         # in different precisions (the weights may differ: they are folded in the accumulation type).
         dtype = torch.promote_types(torch.promote_types(f_m1.dtype, f_m2.dtype), f_de.dtype)
-        return torch.ops.mdanet.dasc_gate(f_m1.to(dtype), f_m2.to(dtype), f_de.to(dtype), w_d, w_de, b_in, w_att, b_att)
+        features = [f.to(dtype) for f in (f_m1, f_m2, f_de)]
+        # The kernels read NCHW rows: channels_last maps are copied to NCHW (explicitly, here) and the output
+        # goes back to channels_last, so the layers after it (a concatenation, then a convolution) stay in
+        # the fast layout; converting back costs one copy, less than leaving the rest of the decoder in NCHW.
+        channels_last = _channels_last(f_m1)
+        with _own_dtype():
+            out = torch.ops.mdanet.dasc_gate(*(f.contiguous() for f in features), w_d, w_de, b_in, w_att, b_att)
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
     return reference.dasc_gate(f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att)
 
 
@@ -128,5 +137,20 @@ def graph_conv(g: Tensor, a: Tensor, a_bias: Tensor, w: Tensor, w_bias: Tensor, 
         ``(B, M, E)``.
     """
     if implementation(impl, g.device) == "native":
-        return torch.ops.mdanet.graph_conv(g, a, a_bias, w, w_bias)
+        with _own_dtype():
+            return torch.ops.mdanet.graph_conv(g, a, a_bias, w, w_bias)
     return reference.graph_conv(g, a, a_bias, w, w_bias)
+
+
+def _channels_last(x: Tensor) -> bool:
+    """Whether a 4-D map is stored channels_last and not also NCHW-contiguous (as 1×1 maps are both)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _own_dtype() -> contextlib.AbstractContextManager[object]:
+    """In inference under autocast, the native ops run in the features' own dtype (bf16 features stay bf16;
+    the kernels accumulate in fp32): autocast's fp32 rule for them (:mod:`mdanet_sdk.ops.native`, kept for
+    training, whose backward kernels want one dtype) would copy every bf16 map to fp32 and back."""
+    if torch.is_grad_enabled() or not torch.is_autocast_enabled("cpu"):
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", enabled=False)
