@@ -274,9 +274,7 @@ def test_defaults_comparison_alternates_today_and_defaults(tmp_path):
         today, new = r.variants["today"], r.variants["defaults"]
         # today is fp32 + contiguous + batch 16 + eager, whatever the defaults become
         assert {k: today[k] for k in TODAY} == TODAY
-        assert today["options"] == {"tta": False, "precision": "fp32", "batch_size": 16} and new["options"] == {
-            "tta": False
-        }
+        assert today["options"] == {"tta": False, **defaults.TODAY_OPTIONS} and new["options"] == {"tta": False}
         assert today["total_ms"].n == new["total_ms"].n == 3 and r.round_ratio.n == 3
         assert r.ratio == pytest.approx(today["total_ms"].median / new["total_ms"].median)
         assert r.round_ratio.min <= r.round_ratio.median <= r.round_ratio.max
@@ -314,9 +312,13 @@ def test_defaults_comparison_reports_missing_weights(tmp_path, monkeypatch):
 
 def test_describe_segmenter_reads_what_runs():
     segmenter = random_segmenter("small", "mri", batch=3)
+    model = segmenter.predictor.models[0]
+    model.to(memory_format=torch.contiguous_format)
     assert defaults.describe_segmenter(segmenter) == {**TODAY, "batch": 3}
-    segmenter.predictor.models[0].to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)
     assert defaults.describe_segmenter(segmenter)["memory_format"] == "channels_last"
+    segmenter.predictor.models[0] = torch.compile(model, backend="eager")  # a wrapper, not compiled until called
+    assert defaults.describe_segmenter(segmenter)["compiled"] is True
 
 
 def test_mask_dice():

@@ -26,11 +26,16 @@ from mdanet_sdk.errors import MDANetError
 
 __all__ = ["TODAY_OPTIONS", "variant_segmenters", "describe_segmenter", "mask_dice", "bench_defaults"]
 
-#: The Segmenter options that reproduce today's behaviour (before issue 17): fp32, batch 16.
-# >>> PLUG-IN POINT (issue 17): the switches the Segmenter gains for channels_last, the optimised CPU path and
-# torch.compile go here with the values that turn them OFF (e.g. ``"channels_last": False``), so that "today"
-# stays fp32 + contiguous + batch 16 + eager once the defaults change. Nothing else in this module changes.
-TODAY_OPTIONS: dict[str, Any] = {"precision": "fp32", "batch_size": 16}
+#: The Segmenter options that reproduce today's behaviour (before issue 17): fp32, batch 16, contiguous memory,
+#: batch norms not folded, not compiled. The defaults' optimisations are each switched off here by name, so a new
+#: one needs a line here too (the test of this module checks that today stays contiguous, fp32, batch 16, eager).
+TODAY_OPTIONS: dict[str, Any] = {
+    "precision": "fp32",
+    "batch_size": 16,
+    "channels_last": False,
+    "optimize": False,
+    "compile": False,
+}
 
 
 def variant_segmenters(kind: str, device: torch.device, **common: Any) -> dict[str, Any]:
