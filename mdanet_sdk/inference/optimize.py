@@ -91,8 +91,8 @@ def optimize_for_inference(
         device: where it runs.
         fold: fold the batch norms into the convolutions (:func:`fold_batchnorm`).
         channels_last: store the 4-D weights in channels_last order.
-        compile: wrap it in ``torch.compile`` (inductor): compiled on the first batch of each input shape
-            (tens of seconds on a CPU), then faster; see the README for when that pays.
+        compile: wrap it in ``torch.compile`` (inductor): compiled on the first batch (~28 s on a 2-core CPU
+            for the ``small`` preset) and once more for the first shorter batch, then ~1.2x faster per batch.
 
     Returns:
         the module, or its compiled wrapper.
@@ -103,6 +103,7 @@ def optimize_for_inference(
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     if compile:
-        # dynamic=False: one graph per input shape; the Segmenter's batches have at most two shapes per grid.
-        return torch.compile(model, dynamic=False)
+        # Default dynamism: the first batch shape compiles a static graph; a second one (a case's last, shorter
+        # batch) recompiles once with a dynamic batch size, which then serves every remainder.
+        return torch.compile(model)
     return model
