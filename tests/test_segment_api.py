@@ -165,3 +165,21 @@ def test_one_broken_subject_fails_alone_in_a_dataset_root(tmp_path) -> None:
     assert [line for line in cli.stderr.splitlines() if line.startswith("error:")] == [
         line for line in cli.stderr.splitlines() if "sub-02" in line and "no adc image" in line
     ]
+
+
+def test_speed_options_reach_the_segmenter_and_are_checked(tmp_path, monkeypatch) -> None:
+    """batch_size=None (by footprint), channels_last, optimize and compile are Segmenter options of segment();
+    a bad batch size is refused at the call."""
+    seen: dict = {}
+    original = Segmenter.default
+
+    def spy(kind, **options):
+        seen.update(options)
+        return original(kind, **options)
+
+    monkeypatch.setattr(Segmenter, "default", spy)
+    case = write(tmp_path / "c1.nii.gz", volumes(2))
+    (result,) = mdanet_sdk.segment(case, tmp_path / "out", batch_size=None, channels_last=False, optimize=False)
+    assert result.ok and seen["batch_size"] is None and seen["channels_last"] is False and seen["optimize"] is False
+    with pytest.raises(InputError, match="batch_size must be a whole number"):
+        mdanet_sdk.segment(case, tmp_path / "out2", batch_size=0)

@@ -88,7 +88,7 @@ def segment(
             Under ``torchrun`` the shards are the ranks, without this argument.
         trust: load a checkpoint or artefact without an integrity record (see :func:`load_checkpoint`).
         progress: called as described at :data:`Progress`.
-        options: for the :class:`Segmenter`: ``device``, ``precision``, ``batch_size``, ``tta``, ``threshold``,
+        options: for the :class:`Segmenter`: ``device``, ``precision``, ``batch_size`` (None: by footprint), ``tta``, ``threshold``,
             ``min_size``, ``max_adc_ratio``, ``prefetch``, ``ops``.
 
     Returns:
@@ -161,7 +161,7 @@ class _Target:
 
 
 #: Options that may differ between the processes of one run (they do not change the masks).
-_PER_PROCESS = ("device", "precision", "batch_size", "prefetch", "ops")
+_PER_PROCESS = ("device", "precision", "batch_size", "prefetch", "ops", "channels_last", "optimize", "compile")
 
 
 #: The :class:`Segmenter` options :func:`segment` passes on.
@@ -175,6 +175,9 @@ SEGMENTER_OPTIONS = (
     "max_adc_ratio",
     "prefetch",
     "ops",
+    "channels_last",
+    "optimize",
+    "compile",
 )
 
 
@@ -183,10 +186,12 @@ def _check_options(options: dict[str, Any]) -> None:
     unknown = sorted(set(options) - set(SEGMENTER_OPTIONS))
     if unknown:
         raise InputError(f"unknown option(s) {', '.join(unknown)}; use {', '.join(SEGMENTER_OPTIONS)}.")
-    resolve_precision(options.get("precision", "auto"), resolve_device(options.get("device", "auto")))
+    resolve_precision(options.get("precision", "auto"), resolve_device(options.get("device", "auto")), inference=True)
     settings = {k: options.get(k) for k in ("tta", "threshold", "min_size", "max_adc_ratio")}
     PostprocessConfig().updated(**settings)  # raises InputError for out-of-range values
     for name in ("batch_size", "prefetch"):
+        if name == "batch_size" and options.get(name) is None:  # None: chosen from the model grid's footprint
+            continue
         if name in options and (not isinstance(options[name], int) or options[name] < 1):
             raise InputError(f"{name} must be a whole number >= 1, got {options[name]!r}.")
     if options.get("ops", "auto") not in IMPLEMENTATIONS:
