@@ -391,3 +391,17 @@ def test_cuda_dtypes_and_opcheck(dtype):
         torch.ops.mdanet.graph_conv.default,
         [a.requires_grad_() for a in graph_args(2, 7, 5, dtype=dtype, device="cuda")],
     )
+
+
+@needs_native
+def test_graph_conv_keeps_nan_as_torch_relu_does():
+    """A NaN in the features stays NaN through the fused ReLU (and its gradient passes), as in torch.relu: the
+    kernels never hide a non-finite input as 0."""
+    args = graph_args(2, 5, 6)
+    args[4][0] = float("nan")  # feature 0 of every node becomes NaN before the ReLU
+    out, grads = _grads(lambda *x: ops.graph_conv(*x, impl="native"), args)
+    ref_out, ref_grads = _grads(reference.graph_conv, args)
+    assert out[..., 0].isnan().all() and not out[..., 1:].isnan().any()
+    torch.testing.assert_close(out, ref_out, equal_nan=True, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-4, atol=1e-5)

@@ -26,7 +26,7 @@ void bias_relu_kernel(scalar_t* q, int64_t rows, int64_t nodes, int64_t features
 #pragma omp simd
       for (int64_t e = 0; e < features; ++e) {
         const acc_t y = static_cast<acc_t>(row[e]) + w_bias[e] - node_bias * w_rowsum[e];
-        row[e] = static_cast<scalar_t>(y > acc_t(0) ? y : acc_t(0));
+        row[e] = static_cast<scalar_t>(y <= acc_t(0) ? acc_t(0) : y);  // a NaN stays NaN, as in torch.relu
       }
     }
   });
@@ -38,7 +38,8 @@ void relu_mask_kernel(const scalar_t* grad, const scalar_t* out, scalar_t* grad_
   at::parallel_for(0, numel, at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
-      grad_y[i] = static_cast<acc_t>(out[i]) > acc_t(0) ? grad[i] : scalar_t(0);
+      // Where the output is NaN the gradient passes, as torch's ReLU backward does (and the CUDA kernel).
+      grad_y[i] = static_cast<acc_t>(out[i]) <= acc_t(0) ? scalar_t(0) : grad[i];
     }
   });
 }
