@@ -38,6 +38,7 @@ from mdanet_sdk.errors import InputError
 
 __all__ = [
     "Confusion",
+    "binary_mask",
     "LesionMatch",
     "confusion",
     "dsc",
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 
-def _mask(a: object, name: str) -> np.ndarray:
+def binary_mask(a: object, name: str) -> np.ndarray:
     """A boolean view of a 0/1 mask; refuses probabilities, which must be thresholded first."""
     arr = np.asarray(a)
     if arr.dtype == bool:
@@ -70,7 +71,7 @@ def _mask(a: object, name: str) -> np.ndarray:
 
 
 def _pair(pred: object, gt: object) -> tuple[np.ndarray, np.ndarray]:
-    p, g = _mask(pred, "pred"), _mask(gt, "gt")
+    p, g = binary_mask(pred, "pred"), binary_mask(gt, "gt")
     if p.shape != g.shape:
         raise InputError(f"pred and gt must have the same shape, got {p.shape} and {g.shape}.")
     return p, g
@@ -161,7 +162,7 @@ def _check_voxel_volume(voxel_volume_ml: float) -> float:
 
 def volume_ml(mask: object, voxel_volume_ml: float) -> float:
     """Lesion volume of a mask in mL."""
-    return int(np.count_nonzero(_mask(mask, "mask"))) * _check_voxel_volume(voxel_volume_ml)
+    return int(np.count_nonzero(binary_mask(mask, "mask"))) * _check_voxel_volume(voxel_volume_ml)
 
 
 def abs_volume_difference(pred: object, gt: object, voxel_volume_ml: float) -> float:
@@ -176,7 +177,7 @@ def label_lesions(mask: object) -> tuple[np.ndarray, int]:
     Returns:
         ``(labels, n)``: an int array of the mask's shape, 0 outside lesions and ``1..n`` inside.
     """
-    m = _mask(mask, "mask")
+    m = binary_mask(mask, "mask")
     if m.ndim == 0:
         raise InputError("mask must have at least one dimension, got a scalar.")
     labels, n = ndimage.label(m, structure=ndimage.generate_binary_structure(m.ndim, m.ndim))

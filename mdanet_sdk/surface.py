@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from mdanet_sdk.errors import InputError
+from mdanet_sdk.metrics import binary_mask
 
 __all__ = ["SurfaceDistances", "surface", "surface_distances", "hd95", "asd", "surface_metrics"]
 
@@ -68,15 +69,6 @@ class SurfaceDistances(NamedTuple):
             return float("nan")
         n = self.pred_to_gt.size + self.gt_to_pred.size
         return 0.0 if n == 0 else float((self.pred_to_gt.sum() + self.gt_to_pred.sum()) / n)
-
-
-def _as_mask(a: object, name: str) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.dtype == bool:
-        return arr
-    if arr.dtype.kind == "f" and not np.isin(arr, (0.0, 1.0)).all():
-        raise InputError(f"{name} holds values other than 0 and 1; threshold the probabilities first.")
-    return arr != 0
 
 
 def _spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
@@ -118,7 +110,7 @@ def surface_distances(pred: object, gt: object, spacing: Sequence[float] | None 
     Returns:
         the :class:`SurfaceDistances` (see the module docstring for empty masks).
     """
-    p, g = _as_mask(pred, "pred"), _as_mask(gt, "gt")
+    p, g = binary_mask(pred, "pred"), binary_mask(gt, "gt")
     if p.shape != g.shape or p.ndim == 0:
         raise InputError(f"pred and gt must be arrays of the same shape, got {p.shape} and {g.shape}.")
     sampling = _spacing(spacing, p.ndim)

@@ -21,6 +21,7 @@ from mdanet_sdk.inference.provenance import SYNTHETIC_NOTICE, file_sha256, train
 from mdanet_sdk.report import REPORT_SCHEMA_VERSION, report_document, report_table, write_json_report
 from mdanet_sdk.train import checkpoint as checkpoint_module
 from mdanet_sdk.train.checkpoint import BUNDLED
+from tests.test_inference import brain
 
 AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
 HAS_BUNDLED = BUNDLED["default-mri"].is_file()
@@ -28,17 +29,6 @@ HAS_BUNDLED = BUNDLED["default-mri"].is_file()
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def arrays(seed: int = 0, shape=(32, 32, 6)) -> dict[str, np.ndarray]:
-    """A DWI/ADC pair: an ellipsoid head with a bright-DWI / dark-ADC blob, plus noise."""
-    rng = np.random.default_rng(seed)
-    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    head = sum(g**2 for g in grid) < 0.8
-    blob = sum((g - 0.3) ** 2 for g in grid) < 0.1
-    dwi = head * (100 + 80 * blob) + rng.normal(0, 5, shape) * head
-    adc = head * (800 - 400 * blob) + rng.normal(0, 20, shape) * head
-    return {"dwi": dwi.astype(np.float32), "adc": adc.astype(np.float32)}
 
 
 def write_images(folder: Path, images: dict[str, np.ndarray]) -> dict[str, Path]:
@@ -82,7 +72,7 @@ def test_each_case_of_an_ensemble_names_each_fold_file_by_its_digest(folds, monk
 
     monkeypatch.setattr(segmenter_module, "file_sha256", counting)
     seg = Segmenter.from_checkpoint(folds, device="cpu", threshold=0.4, min_size=3)
-    results = [seg.predict_arrays(arrays(seed), AFFINE, case_id=f"c{seed}") for seed in range(3)]
+    results = [seg.predict_arrays(brain((32, 32, 6), seed), AFFINE, case_id=f"c{seed}") for seed in range(3)]
     assert calls == folds  # once per model at load, never per case
     expected = [sha256_of(p) for p in folds]
     assert expected[0] != expected[1]
@@ -101,7 +91,7 @@ def test_a_changed_setting_is_what_the_next_report_says(folds) -> None:
     seg = Segmenter.from_checkpoint(folds[0], device="cpu")
     seg.threshold = 0.35
     seg.tta = True
-    assert seg.predict_arrays(arrays(), AFFINE).report.to_dict()["postprocess"] == {
+    assert seg.predict_arrays(brain((32, 32, 6)), AFFINE).report.to_dict()["postprocess"] == {
         "tta": True,
         "threshold": 0.35,
         "min_size": 0,
@@ -128,7 +118,7 @@ def test_trained_on_synthetic_reads_the_training_data_record(training_data, synt
 
 def test_a_user_checkpoint_marked_synthetic_carries_the_notice(tmp_path, ckpt_random) -> None:
     marked = ckpt_random(tmp_path / "phantoms.pt", meta={"training_data": "64 synthetic isles22 phantoms"})
-    result = Segmenter.from_checkpoint(marked, device="cpu").predict_arrays(arrays(), AFFINE)
+    result = Segmenter.from_checkpoint(marked, device="cpu").predict_arrays(brain((32, 32, 6)), AFFINE)
     assert result.report.notice == SYNTHETIC_NOTICE
     assert result.report.weights_sha256 == [sha256_of(marked)]
 
@@ -152,8 +142,8 @@ def test_weights_served_under_a_bundled_name_carry_the_notice(folds, monkeypatch
 
 def test_the_notice_and_digest_reach_the_json_and_the_table(folds, tmp_path, ckpt_random) -> None:
     marked = ckpt_random(tmp_path / "phantoms.pt", meta={"training_data": "synthetic phantoms"})
-    synthetic = Segmenter.from_checkpoint(marked, device="cpu").predict_arrays(arrays(), AFFINE, case_id="s")
-    user = Segmenter.from_checkpoint(folds[0], device="cpu").predict_arrays(arrays(), AFFINE, case_id="u")
+    synthetic = Segmenter.from_checkpoint(marked, device="cpu").predict_arrays(brain((32, 32, 6)), AFFINE, case_id="s")
+    user = Segmenter.from_checkpoint(folds[0], device="cpu").predict_arrays(brain((32, 32, 6)), AFFINE, case_id="u")
 
     doc = json.loads(write_json_report([synthetic.report], tmp_path / "s.json").read_text())
     assert doc["schema_version"] == REPORT_SCHEMA_VERSION == 2
@@ -181,7 +171,7 @@ def test_the_notice_and_digest_reach_the_json_and_the_table(folds, tmp_path, ckp
 
 
 def test_run_level_extras_join_the_header_and_cannot_replace_it(folds) -> None:
-    report = Segmenter.from_checkpoint(folds[0], device="cpu").predict_arrays(arrays(), AFFINE).report
+    report = Segmenter.from_checkpoint(folds[0], device="cpu").predict_arrays(brain((32, 32, 6)), AFFINE).report
     doc = report_document([report], {"bad": "no adc image"}, run={"skipped": ["done_1"], "shards": 2})
     assert doc["skipped"] == ["done_1"] and doc["shards"] == 2
     assert doc["failed"] == [{"case": "bad", "error": "no adc image"}] and len(doc["cases"]) == 1
@@ -204,7 +194,7 @@ def test_an_export_artefact_is_named_by_its_own_digest(tmp_path, ckpt_random) ->
         meta=ckpt.meta,
     ).path
     seg = Segmenter.from_exported(artefact, device="cpu")
-    report = seg.predict_arrays(arrays(), AFFINE).report
+    report = seg.predict_arrays(brain((32, 32, 6)), AFFINE).report
     assert report.weights_sha256 == [sha256_of(artefact)] != [sha256_of(tmp_path / "src.pt")]
     assert report.notice == SYNTHETIC_NOTICE  # the artefact keeps its checkpoint's training-data record
 
@@ -213,7 +203,7 @@ def test_an_export_artefact_is_named_by_its_own_digest(tmp_path, ckpt_random) ->
 @pytest.mark.skipif(not HAS_BUNDLED, reason="bundled weights not generated")
 def test_bundled_weights_are_named_by_their_file_and_say_they_are_synthetic(tmp_path) -> None:
     seg = Segmenter.default("mri", device="cpu")
-    report = seg.predict_arrays(arrays(shape=(48, 48, 8)), AFFINE).report
+    report = seg.predict_arrays(brain((48, 48, 8)), AFFINE).report
     assert report.weights_sha256 == [sha256_of(BUNDLED["default-mri"])]
     assert report.notice == SYNTHETIC_NOTICE
     # A copy elsewhere is recognised by the training-data record the bundled checkpoint carries.
@@ -224,7 +214,7 @@ def test_bundled_weights_are_named_by_their_file_and_say_they_are_synthetic(tmp_
 
 # -- labels are not inference's business ---------------------------------------------------------------------
 def test_a_label_in_a_mapping_is_never_read(folds, tmp_path) -> None:
-    paths = write_images(tmp_path, arrays())
+    paths = write_images(tmp_path, brain((32, 32, 6)))
     broken = tmp_path / "case_label.nii.gz"
     broken.write_bytes(b"not a NIfTI file at all")
     # Would fail to load if read: the label is for evaluate, not for the Segmenter.
@@ -238,7 +228,7 @@ def test_a_label_in_a_mapping_is_never_read(folds, tmp_path) -> None:
 def test_a_case_source_is_segmented_without_its_label(folds, tmp_path) -> None:
     from mdanet_sdk.data.cases import CaseSource
 
-    paths = write_images(tmp_path, arrays())
+    paths = write_images(tmp_path, brain((32, 32, 6)))
     broken = tmp_path / "case_msk.nii.gz"
     broken.write_bytes(b"\x1f\x8b truncated gzip")
     source = CaseSource("sub-1", paths, label_path=broken, modalities=("dwi", "adc"))
