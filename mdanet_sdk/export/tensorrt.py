@@ -4,6 +4,15 @@ A TensorRT artefact is the ExportedProgram compiled by Torch-TensorRT (dynamo) w
 profile, saved with ``torch_tensorrt.save``. The custom ops are lowered to the reference decomposition
 (``ops="reference"``) or run as TensorRT Quick Deployable Plugins (``ops="native"``, stored as ``"plugin"``;
 :func:`register_trt_plugins`).
+
+Supported Torch-TensorRT releases (:data:`DECOMPOSITION_MIN`, :data:`PLUGIN_MIN`): the decomposition path needs
+2.5 (``dynamo.compile`` with ``arg_inputs``). The plugin path needs 2.13: ``generate_plugin`` first exists in
+2.7, but up to 2.12 it binds every plugin's generated shape function through shared module globals (the last
+registered op's wins; the runtime function was fixed in 2.11, the shape function in 2.13), and it names the
+shape function's arguments after the fake kernel's symbols, which our fake kernels' shape ``torch._check``
+calls make repeat (``SyntaxError: duplicate argument``). Both ops are in every model, so no older release can
+build a plugin engine. bf16 cannot run as plugins on any release: TensorRT's plugin tensors refuse BF16 in
+``__cuda_array_interface__``.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +28,104 @@ import torch
 from torch import Tensor, nn
 
 from mdanet_sdk import ops
-from mdanet_sdk.errors import BackendUnavailableError
+from mdanet_sdk.errors import BackendUnavailableError, InputError
 from mdanet_sdk.export.programs import BatchRange, capture_exported, without_sample_inputs
 
-__all__ = ["tensorrt_unavailable_reason", "register_trt_plugins", "prepare_tensorrt", "write_tensorrt"]
+__all__ = [
+    "DECOMPOSITION_MIN",
+    "PLUGIN_MIN",
+    "tensorrt_unavailable_reason",
+    "check_tensorrt_request",
+    "compile_options",
+    "register_trt_plugins",
+    "prepare_tensorrt",
+    "write_tensorrt",
+]
+
+#: The oldest Torch-TensorRT (major, minor) that builds engines with the reference decomposition of the ops.
+DECOMPOSITION_MIN = (2, 5)
+#: The oldest Torch-TensorRT that builds engines with the ops as plugins (why: the module docstring).
+PLUGIN_MIN = (2, 13)
 
 
-def tensorrt_unavailable_reason() -> str | None:
-    """Why a TensorRT export cannot run here (one sentence), or ``None`` when it can."""
+def _release(version: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of a version string such as ``"2.13.0+cu130"``, or ``None`` when it has none."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def tensorrt_unavailable_reason(plugins: bool = False) -> str | None:
+    """Why a TensorRT export cannot run here (one sentence), or ``None`` when it can.
+
+    Args:
+        plugins: whether the engine runs the mdanet ops as plugins, which needs a newer Torch-TensorRT.
+    """
     if not torch.cuda.is_available():
         return "TensorRT export needs a CUDA GPU and none is visible to torch here; run it on a GPU machine."
     try:
         import tensorrt  # noqa: F401
-        import torch_tensorrt  # noqa: F401
+        import torch_tensorrt
     except ImportError as exc:
         return (
             f"TensorRT export needs Torch-TensorRT and TensorRT ({exc.name or exc} is not installed); "
             "install them with `pip install 'mdanet-sdk[trt]'`."
         )
-    return None
+    installed = str(getattr(torch_tensorrt, "__version__", "unknown"))
+    needed = PLUGIN_MIN if plugins else DECOMPOSITION_MIN
+    release = _release(installed)
+    if release is not None and release >= needed:
+        return None
+    wanted = ".".join(map(str, needed))
+    if plugins:
+        return (
+            f"TensorRT engines with the mdanet ops as plugins (--ops native) need Torch-TensorRT >= {wanted}, "
+            f"and {installed} is installed; upgrade it (`pip install -U 'mdanet-sdk[trt]'`) or use --ops reference."
+        )
+    return (
+        f"TensorRT export needs Torch-TensorRT >= {wanted}, and {installed} is installed; "
+        "upgrade it with `pip install -U 'mdanet-sdk[trt]'`."
+    )
+
+
+def check_tensorrt_request(precision: str, plugins: bool) -> None:
+    """Refuse a TensorRT export that cannot work here; cheap, so callers run it before any export work.
+
+    Args:
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        plugins: whether the mdanet ops run as plugins (``ops="native"``).
+
+    Raises:
+        InputError: bf16 with plugins, which no TensorRT release can run.
+        BackendUnavailableError: no GPU, no or too old Torch-TensorRT (:func:`tensorrt_unavailable_reason`).
+    """
+    if plugins and precision == "bf16":
+        raise InputError(
+            "TensorRT plugins cannot take bf16 tensors, so --precision bf16 needs --ops reference; "
+            "or export with --precision fp16 or fp32."
+        )
+    reason = tensorrt_unavailable_reason(plugins)
+    if reason:
+        raise BackendUnavailableError(reason)
+
+
+def compile_options(compile_fn: Any, spec: Any, dtype: torch.dtype) -> dict[str, Any]:
+    """The keyword arguments for the installed ``torch_tensorrt.dynamo.compile`` (``compile_fn``).
+
+    Only settings that release accepts are passed, so that none is silently ignored: 2.13 dropped both
+    ``use_explicit_typing`` and ``enabled_precisions`` (it always builds in the program's own dtypes).
+
+    Args:
+        compile_fn: ``torch_tensorrt.dynamo.compile``; only its signature is read.
+        spec: the ``torch_tensorrt.Input`` of the one ``(B, C, H, W)`` input.
+        dtype: the dtype the program computes in.
+    """
+    params = inspect.signature(compile_fn).parameters
+    options: dict[str, Any] = {"arg_inputs": [spec], "min_block_size": 1}
+    if "use_explicit_typing" in params:  # the engine keeps the program's own dtypes
+        options["use_explicit_typing"] = True
+    elif "enabled_precisions" in params:  # releases before explicit typing need the precision spelled out
+        options["enabled_precisions"] = {dtype}
+    return options
 
 
 def prepare_tensorrt(path: Path, device: torch.device, plugins: bool) -> None:
@@ -70,6 +159,7 @@ def write_tensorrt(
         tmp: the file to write.
         plugins: run the mdanet ops as TensorRT plugins (else the model must use the reference ops).
     """
+    check_tensorrt_request("bf16" if example.dtype == torch.bfloat16 else "fp32", plugins)
     import torch_tensorrt
 
     if plugins:
@@ -82,13 +172,7 @@ def write_tensorrt(
         max_shape=(batch.max, *shape),
         dtype=example.dtype,
     )
-    options: dict[str, Any] = {"arg_inputs": [spec], "min_block_size": 1}
-    # Newer Torch-TensorRT builds the engine in the model's own dtypes (explicit typing); older ones need the
-    # precision spelled out.
-    if "use_explicit_typing" in inspect.signature(torch_tensorrt.dynamo.compile).parameters:
-        options["use_explicit_typing"] = True
-    else:
-        options["enabled_precisions"] = {example.dtype}
+    options = compile_options(torch_tensorrt.dynamo.compile, spec, example.dtype)
     compiled = torch_tensorrt.dynamo.compile(program, **options)
     save_options: dict[str, Any] = {"output_format": "exported_program", "arg_inputs": [spec]}
     if "extra_files" in inspect.signature(torch_tensorrt.save).parameters:
@@ -119,11 +203,17 @@ def register_trt_plugins() -> None:
     Raises:
         BackendUnavailableError: no TensorRT / GPU, or the native ops were built without CUDA kernels.
     """
-    reason = tensorrt_unavailable_reason()
+    reason = tensorrt_unavailable_reason(plugins=True)
     if reason:
         raise BackendUnavailableError(reason)
     ops.implementation("native", "cuda")  # raises unless the op library has its CUDA kernels
-    from torch_tensorrt.dynamo.conversion.plugins import generate_plugin, generate_plugin_converter
+    try:
+        from torch_tensorrt.dynamo.conversion.plugins import generate_plugin, generate_plugin_converter
+    except ImportError as exc:  # a build without the plugin package, though its version number is new enough
+        raise BackendUnavailableError(
+            f"this Torch-TensorRT has no plugin generator ({exc}); reinstall it with "
+            "`pip install -U 'mdanet-sdk[trt]'` or use --ops reference."
+        ) from exc
 
     for name in ops.QUALIFIED_OPS:
         generate_plugin(name)
