@@ -240,3 +240,16 @@ def test_pre_2_13_generator_trips_on_our_fake_kernels(name):
     ranks = [t.dim() for t in _op_inputs(name, 1, torch.Generator().manual_seed(0))]
     with pytest.raises(SyntaxError, match="duplicate argument"):
         _shape_functions(getattr(torch.ops.mdanet, name), ranks, clean_names=False)
+
+
+def test_cli_refuses_bf16_plugins_in_one_line_before_reading_the_checkpoint(tmp_path) -> None:
+    """On any machine, GPU or not: the checkpoint named does not even exist, yet the combination is what is refused."""
+    from typer.testing import CliRunner
+
+    from mdanet_sdk.cli import app
+
+    args = ["export", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "m.pt2"), "--format", "tensorrt"]
+    result = CliRunner().invoke(app, [*args, "--precision", "bf16", "--ops", "native"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code != 0 and len(errors) == 1 and "--ops reference" in errors[0]
+    assert not (tmp_path / "m.pt2").exists()

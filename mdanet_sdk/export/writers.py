@@ -33,7 +33,7 @@ from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, ExportError, InputError
 from mdanet_sdk.export.artifact import PRECISIONS, load_artifact
 from mdanet_sdk.export.programs import BatchRange, probe_batch, write_exported, write_torchscript
-from mdanet_sdk.export.tensorrt import tensorrt_unavailable_reason, write_tensorrt
+from mdanet_sdk.export.tensorrt import check_tensorrt_request, tensorrt_unavailable_reason, write_tensorrt
 
 __all__ = ["TOLERANCES", "ExportResult", "export_model", "export_checkpoint"]
 
@@ -142,6 +142,8 @@ def export_model(
     dev = torch.device(device or ("cuda" if fmt == "tensorrt" else "cpu"))
     impl = _op_implementation(model, dev)
     ops_kind = "plugin" if fmt == "tensorrt" and impl == "native" else impl
+    if fmt == "tensorrt":  # refused combinations and versions before any export work
+        check_tensorrt_request(precision, plugins=ops_kind == "plugin")
     files = _extra_files(config, preprocess, _metadata(config, fmt, precision, ops_kind, (height, width), batch, meta))
     return _write_validated(
         model.eval().to(dev), output, fmt, precision, ops_kind, config, (height, width), batch, files, dev, started
@@ -327,10 +329,12 @@ def export_checkpoint(
         BackendUnavailableError: ``ops="native"`` without the built op library; TensorRT without GPU/TensorRT.
         InputError, ExportError: see :func:`export_model`.
     """
-    _check_request(fmt, precision)  # before spending time on the checkpoint
     ops = ops or ("reference" if fmt == "tensorrt" else "native")
     if ops not in ("native", "reference"):
         raise InputError(f"ops must be native or reference; got {ops!r}.")
+    if fmt == "tensorrt":  # a refused combination is refused on any machine, before the checkpoint is read
+        check_tensorrt_request(precision, plugins=ops == "native")
+    _check_request(fmt, precision)
     if ops == "native" and not _ops.native_available():
         raise BackendUnavailableError(
             "the native mdanet ops are not built, so the artefact cannot keep mdanet:: calls; install mdanet-sdk "
