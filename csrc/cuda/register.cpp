@@ -4,6 +4,7 @@
 #include "mdanet/ops.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
@@ -48,6 +49,9 @@ void dasc_forward_cuda(const DascDims& d, const at::Tensor& f_m1, const at::Tens
 void dasc_backward_cuda(const DascDims& d, const at::Tensor& grad, const at::Tensor& f_m1, const at::Tensor& f_m2,
                         const at::Tensor& f_de, const at::Tensor& coef, at::Tensor& grad_m1, at::Tensor& grad_m2,
                         at::Tensor& grad_de, at::Tensor& grad_coef) {
+  // The coefficient gradients are float atomicAdds over pixels: their order, so their rounding, varies from run
+  // to run. Said the way torch's own kernels say it (an error or warning under use_deterministic_algorithms).
+  at::globalContext().alertNotDeterministic("mdanet::dasc_gate_backward (CUDA)");
   const c10::cuda::CUDAGuard guard(f_m1.device());
   at::Tensor scale = at::empty({d.batch * d.pixels}, coef.options());
   at::Tensor gs = at::empty_like(scale);

@@ -75,7 +75,9 @@ class TrainConfig:
             mdanet-sdk); damaged files are refused either way.
         quiet: the CLI shows no progress bars or messages (the library never prints; it reports to the
             ``progress`` callback of :func:`~mdanet_sdk.train.trainer.train`).
-        deterministic: deterministic cuDNN kernels on GPU (slower); CPU training is always deterministic.
+        deterministic: deterministic cuDNN kernels on GPU (slower), and a warning from every kernel that cannot be
+            (``torch.use_deterministic_algorithms(warn_only=True)``; e.g. the native DASC backward's float
+            atomics on CUDA); CPU training is always deterministic.
     """
 
     data_dir: str

@@ -203,6 +203,8 @@ class Fold:
         if run.device.type == "cuda":
             torch.backends.cudnn.benchmark = not cfg.deterministic
             torch.backends.cudnn.deterministic = cfg.deterministic
+            if cfg.deterministic:  # kernels that cannot be (e.g. the native DASC backward's atomics) then warn
+                torch.use_deterministic_algorithms(True, warn_only=True)
         workers = cfg.workers if cfg.workers is not None else (4 if run.device.type == "cuda" else 0)
         for epoch in range(self.state.epoch + 1, cfg.epochs):
             seed = epoch_seed(cfg.seed, self.index, epoch)
