@@ -40,7 +40,8 @@ import torch
 from mdanet_sdk.data.cases import Case, CaseSource, read_case
 from mdanet_sdk.data.preprocess import PreprocessConfig, slice_stack
 from mdanet_sdk.device import resolve_device, resolve_precision
-from mdanet_sdk.errors import CheckpointError, InputError, MDANetError
+from mdanet_sdk.errors import InputError, MDANetError
+from mdanet_sdk.inference.ensemble import check_ensemble, checkpoint_name
 from mdanet_sdk.inference.inputs import CaseInput, case_from_arrays, input_name, refuse_single_3d
 from mdanet_sdk.inference.optimize import optimize_for_inference
 from mdanet_sdk.inference.pipeline import CaseStream, Loaded, Pending
@@ -55,23 +56,6 @@ from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
 __all__ = ["Segmenter"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_ensemble(checkpoints: Sequence[Checkpoint]) -> None:
-    """Raise :class:`CheckpointError` unless the checkpoints share the first one's modalities and preprocessing
-    (folds of one training run) and it is a two-class (background, lesion) model."""
-    first = checkpoints[0]
-    for ckpt in checkpoints[1:]:
-        if ckpt.model_config.modalities != first.model_config.modalities or ckpt.preprocess != first.preprocess:
-            raise CheckpointError(
-                f"{ckpt.path} does not match {first.path} (modalities or preprocessing differ); an ensemble "
-                "needs folds of one training run."
-            )
-    if first.model_config.num_classes != 2:
-        raise CheckpointError(
-            f"{first.path} predicts {first.model_config.num_classes} classes; the Segmenter needs a "
-            "two-class (background, lesion) model."
-        )
 
 
 class Segmenter:
@@ -152,13 +136,13 @@ class Segmenter:
         settings = PostprocessConfig.from_dict(first.meta.get("inference", {})).updated(
             tta=tta, threshold=threshold, min_size=min_size, max_adc_ratio=max_adc_ratio
         )
-        _check_ensemble(checkpoints)
+        check_ensemble(checkpoints)
         device_ = resolve_device(device)
         self.prefetch = prefetch
         self.model_config = first.model_config
         self.modalities: tuple[str, ...] = first.model_config.modalities
         self.preprocess: PreprocessConfig = first.preprocess
-        names = [_checkpoint_name(c) for c in checkpoints]
+        names = [checkpoint_name(c) for c in checkpoints]
         self.name = "+".join(names)
         self.model_version = str(first.meta.get("package_version", ""))
         self.weights_sha256 = [file_sha256(c.path) if c.path is not None else None for c in checkpoints]
@@ -525,8 +509,3 @@ class Segmenter:
             notice=self.notice,
         )
         return SegmentationResult(case, mask, probability, report)
-
-
-def _checkpoint_name(ckpt: Checkpoint) -> str:
-    """``"default-mri"`` for a bundled checkpoint, else the file name without ``.pt``."""
-    return Path(ckpt.path).name.removesuffix(".pt") if ckpt.path is not None else "checkpoint"
