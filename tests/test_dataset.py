@@ -10,7 +10,16 @@ import torch
 from scipy import ndimage
 from torch.utils.data import DataLoader
 
-from mdanet_sdk.data.dataset import ROTATION_DEG, SCALE_RANGE, Augmentation, SliceDataset, apply_affine, kfold_split
+from mdanet_sdk.data.dataset import (
+    ROTATION_DEG,
+    SCALE_RANGE,
+    Augmentation,
+    SliceDataset,
+    apply_affine,
+    inner_split,
+    kfold_split,
+    read_groups,
+)
 from mdanet_sdk.data.phantom import make_phantom
 from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_case
 from mdanet_sdk.errors import InputError
@@ -182,3 +191,132 @@ def test_kfold_errors() -> None:
         kfold_split(["a", "b"], k=5)
     with pytest.raises(InputError, match="distinct"):
         kfold_split(["a", "a", "b"], k=2)
+
+
+# -- grouped folds, inner split, groups table ------------------------------------------------------
+
+
+def _patients(n_patients: int, seed: int) -> dict[str, str]:
+    """Case id → patient for ``n_patients`` patients with 1 to 4 cases each (ISLES'18: 94 cases of 63 patients)."""
+    sizes = np.random.default_rng(seed).integers(1, 5, n_patients)
+    return {f"p{p}_c{c}": f"p{p}" for p in range(n_patients) for c in range(sizes[p])}
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k, n_patients", [(5, 63), (3, 7), (5, 5), (2, 30)])
+def test_group_kfold_never_splits_a_patient_and_balances_sizes(seed: int, k: int, n_patients: int) -> None:
+    groups = _patients(n_patients, seed)
+    ids = list(groups)
+    splits = kfold_split(ids, k=k, seed=seed, groups=groups)
+    validated = [c for _, val in splits for c in val]
+    assert sorted(validated) == sorted(ids)  # every case validated exactly once
+    for train, val in splits:
+        assert val and not {groups[c] for c in train} & {groups[c] for c in val}  # no patient on both sides
+        assert train == [c for c in ids if c in set(train)]
+    sizes = [len(val) for _, val in splits]
+    largest = max(sum(1 for g in groups.values() if g == p) for p in set(groups.values()))
+    assert max(sizes) - min(sizes) <= largest  # greedy by case count: within one patient
+    assert kfold_split(ids, k=k, seed=seed, groups=groups) == splits  # deterministic with the seed
+
+
+def test_group_kfold_follows_the_seed_and_balances_the_isles18_shape() -> None:
+    groups = _patients(63, 0)
+    ids = list(groups)
+    a, b = kfold_split(ids, 5, seed=0, groups=groups), kfold_split(ids, 5, seed=1, groups=groups)
+    assert a != b
+    sizes = sorted(len(val) for _, val in a)
+    assert sizes[-1] - sizes[0] <= 1, sizes  # 63 patients of 1-4 cases: the greedy fill balances to one case
+    # One case per patient is the ungrouped problem: sizes differ by at most one.
+    singles = {f"c{i}": f"c{i}" for i in range(23)}
+    assert sorted(len(v) for _, v in kfold_split(list(singles), 5, groups=singles)) == [4, 4, 5, 5, 5]
+
+
+def test_group_kfold_refusals() -> None:
+    groups = {"a": "p1", "b": "p1", "c": "p2", "d": "p3"}
+    with pytest.raises(InputError, match="no patient in the groups table .*'e'"):
+        kfold_split([*groups, "e"], 2, groups=groups)
+    with pytest.raises(InputError, match="3 patients, fewer than the 4 folds; lower --folds"):
+        kfold_split(list(groups), 4, groups=groups)
+    with pytest.raises(InputError, match="one patient"):
+        kfold_split(["a", "b"], 2, groups={"a": "p", "b": "p"})
+    # Entries for cases that are not trained are ignored.
+    assert kfold_split(["a", "c"], 2, groups=groups)[0][1] in (["a"], ["c"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_inner_split_holds_out_whole_patients(seed: int) -> None:
+    groups = _patients(40, seed)
+    ids = list(groups)
+    fit, inner = inner_split(ids, 0.15, seed=(seed, 2), groups=groups)
+    assert sorted(fit + inner) == sorted(ids) and not set(fit) & set(inner)
+    assert not {groups[c] for c in fit} & {groups[c] for c in inner}
+    assert 1 <= len(inner) <= round(0.15 * len(ids))
+    assert inner_split(ids, 0.15, seed=(seed, 2), groups=groups) == (fit, inner)
+    plain_fit, plain_inner = inner_split([f"c{i}" for i in range(20)], 0.2, seed=seed)
+    assert len(plain_inner) == 4 and len(plain_fit) == 16
+    # Fewer cases than 1/fraction: still one inner case; a patient larger than the share: the smallest one.
+    assert len(inner_split(["a", "b"], 0.15, seed=seed)[1]) == 1
+    assert inner_split(["a", "b", "c"], 0.1, seed=seed, groups={"a": "p", "b": "p", "c": "q"})[1] == ["c"]
+
+
+def test_inner_split_refusals() -> None:
+    with pytest.raises(InputError, match="one patient .*--select last"):
+        inner_split(["a", "b"], 0.2, groups={"a": "p", "b": "p"})
+    with pytest.raises(InputError, match="1 training case.* cannot be divided"):
+        inner_split(["a"], 0.2)
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("g.csv", "case,patient\na,p1\nb,p1\nc,p2\n"),
+        ("g.csv", "a,p1\nb , p1\n\n# comment\nc,p2"),
+        ("g.tsv", "a\tp1\nb\tp1\nc\tp2\n"),
+        ("g.txt", "\ufeffcase_id;patient_id\na;p1\nb;p1\nc;p2\n"),
+        ("g.json", '{"a": "p1", "b": "p1", "c": "p2"}'),
+        ("groups", '  {"a": "p1", "b": "p1", "c": "p2"}'),
+    ],
+)
+def test_read_groups_formats(tmp_path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    assert read_groups(path) == {"a": "p1", "b": "p1", "c": "p2"}
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("", "lists no case"),
+        ("case,patient\n", "lists no case"),
+        ("a,p1,extra\n", "line 1 .* is not 'case,patient'"),
+        ("a,p1\nb\n", "line 2"),
+        ("a,\n", "line 1"),
+        ("a,p1\na,p2\n", "two patients"),
+        ('{"a": "p1", "b": null}', "patient None"),
+        ('{"a": true}', "patient True"),
+        ('{"a": "p1",', "not valid JSON"),
+        ('["a", "p1"]', "not an object"),
+    ],
+)
+def test_read_groups_refuses_malformed_tables(tmp_path, text: str, match: str) -> None:
+    path = tmp_path / ("g.json" if text.startswith("[") else "g.csv")
+    path.write_text(text)
+    with pytest.raises(InputError, match=match):
+        read_groups(path)
+
+
+def test_read_groups_refuses_missing_and_binary_files(tmp_path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        read_groups(tmp_path / "nope.csv")
+    with pytest.raises(InputError, match="does not exist"):
+        read_groups(tmp_path)
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00\x81garbage")
+    with pytest.raises(InputError, match="UTF-8"):
+        read_groups(tmp_path / "bin.csv")
+    assert read_groups_ok(tmp_path) == {"7": "12"}
+
+
+def read_groups_ok(tmp_path) -> dict[str, str]:
+    """Integer patient ids in JSON are names too."""
+    (tmp_path / "ints.json").write_text('{"7": 12}')
+    return read_groups(tmp_path / "ints.json")

@@ -16,9 +16,12 @@ epoch and the order of indices, never on what ran before.
 
 from __future__ import annotations
 
+import csv
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +33,16 @@ from mdanet_sdk.data.augment import IntensityAugmentation
 from mdanet_sdk.data.preprocess import PreprocessConfig, preprocess_case
 from mdanet_sdk.errors import InputError
 
-__all__ = ["SliceDataset", "kfold_split", "Augmentation", "apply_affine", "ROTATION_DEG", "SCALE_RANGE"]
+__all__ = [
+    "SliceDataset",
+    "kfold_split",
+    "inner_split",
+    "read_groups",
+    "Augmentation",
+    "apply_affine",
+    "ROTATION_DEG",
+    "SCALE_RANGE",
+]
 
 #: Largest rotation of the augmentation, degrees (either direction).
 ROTATION_DEG = 90.0
@@ -190,22 +202,30 @@ class SliceDataset(Dataset):
         return image, label
 
 
-def kfold_split(case_ids: Sequence[str], k: int = 5, seed: int = 0) -> list[tuple[list[str], list[str]]]:
-    """Split cases (never slices) into ``k`` folds for cross-validation.
+def kfold_split(
+    case_ids: Sequence[str], k: int = 5, seed: int = 0, groups: Mapping[str, str] | None = None
+) -> list[tuple[list[str], list[str]]]:
+    """Split cases (never slices) into ``k`` folds for cross-validation, optionally keeping groups together.
 
-    The ids are shuffled with ``numpy.random.default_rng(seed)`` and cut into ``k`` folds whose sizes differ
-    by at most one; every case is in exactly one validation fold.
+    Without ``groups`` the ids are shuffled with ``numpy.random.default_rng(seed)`` and cut into ``k`` folds
+    whose sizes differ by at most one. With ``groups`` (case id → patient) the folds are GroupKFold folds: no
+    patient's cases are split between training and validation. The patients are shuffled with the same
+    generator, then placed largest first (ties in shuffled order) into the fold holding the fewest cases so far,
+    so fold sizes differ by at most the largest patient's number of cases. Every case is in exactly one
+    validation fold either way.
 
     Args:
         case_ids: distinct case ids.
         k: number of folds (>= 2).
         seed: shuffling seed.
+        groups: case id → group (patient) id for every case of ``case_ids``; other entries are ignored
+            (a table may cover more cases than are trained on).
 
     Returns:
         ``k`` pairs ``(train_ids, val_ids)``, each list in the order of ``case_ids``.
 
     Raises:
-        InputError: ``k < 2``, fewer cases than folds, or repeated ids.
+        InputError: ``k < 2``, fewer cases (or patients) than folds, repeated ids, or a case without a group.
     """
     ids = list(case_ids)
     if k < 2:
@@ -214,8 +234,168 @@ def kfold_split(case_ids: Sequence[str], k: int = 5, seed: int = 0) -> list[tupl
         raise InputError("case ids must be distinct to split by case; rename the duplicated cases.")
     if len(ids) < k:
         raise InputError(f"{len(ids)} cases cannot fill {k} folds; use fewer folds or more cases.")
-    order = np.random.default_rng(seed).permutation(len(ids))
-    folds = [set(part.tolist()) for part in np.array_split(order, k)]
-    return [
-        ([c for i, c in enumerate(ids) if i not in fold], [c for i, c in enumerate(ids) if i in fold]) for fold in folds
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        folds = [{ids[i] for i in part.tolist()} for part in np.array_split(rng.permutation(len(ids)), k)]
+    else:
+        members = _group_members(ids, groups)
+        if len(members) < k:
+            raise InputError(_too_few_groups(len(ids), members, k, "folds", "lower --folds"))
+        folds = [set(fold) for fold in _balance(list(members.values()), k, rng)]
+    return [([c for c in ids if c not in fold], [c for c in ids if c in fold]) for fold in folds]
+
+
+def inner_split(
+    case_ids: Sequence[str],
+    fraction: float,
+    seed: int | Sequence[int] = 0,
+    groups: Mapping[str, str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """Hold out a share of a fold's training cases (whole patients with ``groups``) to choose its checkpoint.
+
+    Patients (each case its own without ``groups``) are shuffled with ``numpy.random.default_rng(seed)`` and
+    taken in that order while the held-out cases stay within ``round(fraction × cases)`` (at least one case);
+    when even the first patient is larger than that, the smallest patient is held out. At least one patient is
+    always left for training.
+
+    Args:
+        case_ids: the fold's training cases (distinct).
+        fraction: share of the cases to hold out, in (0, 1).
+        seed: seed (or seed tuple, e.g. ``(seed, fold)``) of the shuffle.
+        groups: case id → patient, as for :func:`kfold_split`.
+
+    Returns:
+        ``(fit_ids, inner_ids)``, each in the order of ``case_ids``.
+
+    Raises:
+        InputError: fewer than two patients (or cases) to divide, or a case without a group.
+    """
+    ids = list(case_ids)
+    fix = "use --select last or val, fewer --folds or more cases"
+    if groups is None and len(ids) < 2:
+        raise InputError(f"{len(ids)} training case(s) cannot be divided into training and inner validation; {fix}.")
+    members = _group_members(ids, groups if groups is not None else {c: c for c in ids})
+    if len(members) < 2:
+        raise InputError(_too_few_groups(len(ids), members, 2, "parts (training and inner validation)", fix))
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    order = [list(members.values())[i] for i in rng.permutation(len(members))]
+    target = max(1, round(fraction * len(ids)))
+    held: list[str] = []
+    for group in order[:-1]:  # the last patient always trains
+        if len(held) + len(group) <= target:
+            held += group
+    if not held:
+        held = min(order, key=len)
+    inner = set(held)
+    return [c for c in ids if c not in inner], [c for c in ids if c in inner]
+
+
+def _group_members(ids: Sequence[str], groups: Mapping[str, str]) -> dict[str, list[str]]:
+    """Group id → its cases among ``ids`` (in the order of ``ids``); every id must have a group."""
+    missing = [c for c in ids if c not in groups]
+    if missing:
+        raise InputError(
+            f"{len(missing)} case(s) have no patient in the groups table (e.g. {missing[0]!r}); add a line "
+            f"'{missing[0]},<patient>' for each case of the dataset."
+        )
+    members: dict[str, list[str]] = {}
+    for c in ids:
+        members.setdefault(str(groups[c]), []).append(c)
+    return members
+
+
+def _too_few_groups(n_cases: int, members: Mapping[str, list[str]], k: int, parts: str, fix: str) -> str:
+    """The sentence refusing to split ``members`` into ``k`` parts."""
+    if len(members) == 1:
+        (patient,) = members
+        return f"all {n_cases} cases belong to one patient ({patient!r}), which cannot be split into {k} {parts}; {fix}, or check the groups table."
+    return f"the {n_cases} cases belong to {len(members)} patients, fewer than the {k} {parts}; {fix}, or check the groups table."
+
+
+def _balance(groups: list[list[str]], k: int, rng: np.random.Generator) -> list[list[str]]:
+    """``groups`` dealt into ``k`` folds: shuffled, then largest first into the fold with the fewest cases."""
+    shuffled = [groups[i] for i in rng.permutation(len(groups))]
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for group in sorted(shuffled, key=len, reverse=True):  # stable: equal sizes keep the shuffled order
+        min(folds, key=len).extend(group)
+    return folds
+
+
+#: Largest groups table read (a case → patient table of thousands of cases is well under 1 MB).
+MAX_GROUPS_BYTES = 16 << 20
+_HEADER_CASE = ("case", "case_id", "caseid", "case id")
+_HEADER_GROUP = ("patient", "patient_id", "patientid", "patient id", "group", "subject")
+
+
+def read_groups(path: str | Path) -> dict[str, str]:
+    """Case id → patient id from a groups table: CSV ``case,patient`` rows (an optional header row, blank lines
+    and ``#`` comments skipped; tab- or semicolon-separated also read) or a JSON object ``{case: patient}``
+    (patient ids as strings or integers). A ``.json`` name, or text starting with ``{``, is read as JSON.
+
+    Raises:
+        InputError: a missing, unreadable, empty or malformed file, or a case given two patients.
+    """
+    path = Path(path)
+    fix = f"give --groups a CSV of 'case,patient' lines or a JSON object {{case: patient}} ({path})"
+    if not path.is_file():
+        raise InputError(f"the groups table {path} does not exist or is not a file; {fix}.")
+    size = path.stat().st_size
+    if size > MAX_GROUPS_BYTES:
+        raise InputError(f"the groups table {path} is {size >> 20} MB, far more than a case → patient table; {fix}.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"the groups table {path} cannot be read as UTF-8 text ({exc.__class__.__name__}); {fix}."
+        ) from None
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+        pairs = _json_pairs(text, fix)
+    else:
+        pairs = _csv_pairs(text, fix)
+    if not pairs:
+        raise InputError(f"the groups table {path} lists no case; {fix}.")
+    groups: dict[str, str] = {}
+    for case, patient in pairs:
+        if groups.setdefault(case, patient) != patient:
+            raise InputError(
+                f"case {case!r} is given two patients ({groups[case]!r} and {patient!r}) in {path}; keep one line per case."
+            )
+    return groups
+
+
+def _json_pairs(text: str, fix: str) -> list[tuple[str, str]]:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InputError(f"the groups table is not valid JSON; {fix}.") from None
+    if not isinstance(data, dict):
+        raise InputError(f"the groups table holds JSON {type(data).__name__}, not an object {{case: patient}}; {fix}.")
+    pairs = []
+    for case, patient in data.items():
+        if isinstance(patient, bool) or not isinstance(patient, (str, int)) or not str(patient).strip():
+            raise InputError(
+                f"case {case!r} has patient {patient!r:.40} in the groups table, not a name or number; {fix}."
+            )
+        pairs.append((case.strip(), str(patient).strip()))
+    return pairs
+
+
+def _csv_pairs(text: str, fix: str) -> list[tuple[str, str]]:
+    lines = [
+        (n, line)
+        for n, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
     ]
+    if not lines:
+        return []
+    sample = lines[0][1]
+    delimiter = "," if "," in sample else "\t" if "\t" in sample else ";" if ";" in sample else ","
+    pairs = []
+    for (n, line), row in zip(lines, csv.reader([line for _, line in lines], delimiter=delimiter)):
+        cells = [cell.strip() for cell in row]
+        if len(cells) != 2 or not all(cells):
+            raise InputError(f"line {n} of the groups table ({line.strip()[:60]!r}) is not 'case,patient'; {fix}.")
+        pairs.append((cells[0], cells[1]))
+    if pairs[0][0].lower() in _HEADER_CASE and pairs[0][1].lower() in _HEADER_GROUP:
+        pairs = pairs[1:]
+    return pairs
