@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from mdanet_sdk.config import MDANetConfig
-from mdanet_sdk.errors import CheckpointError
+from mdanet_sdk.errors import CheckpointError, InputError
 from mdanet_sdk.model import MDANet, build_model, count_parameters
 from mdanet_sdk.model.fusion import AttentionFusion, TransformerBlock, TransformerFusion
 from mdanet_sdk.data.preprocess import PreprocessConfig
+from mdanet_sdk.train.ablation import TABLES, VARIANTS, AblationResult, variants_for
 from mdanet_sdk.train.checkpoint import load_checkpoint, save_checkpoint
 
 # -- the transformer bottleneck (Table 5) ----------------------------------------------------------------------
@@ -66,3 +67,57 @@ def test_old_transformer_checkpoint_is_refused_as_not_fitting(tmp_path: Path) ->
     path = save_checkpoint(tmp_path / "old.pt", old, cfg, PreprocessConfig(size=32))
     with pytest.raises(CheckpointError, match=r"do not fit its model config \(missing \['bottleneck\.position'"):
         load_checkpoint(path)
+
+
+# -- the tables ------------------------------------------------------------------------------------------------
+
+
+def _summary(dsc: float, precision: float, recall: float) -> dict[str, tuple[float, float]]:
+    return {"dsc": (dsc, 0.01), "precision": (precision, 0.02), "recall": (recall, 0.03)}
+
+
+def test_every_table_prints_the_papers_figures_beside_ours() -> None:
+    """Tables 3-6 in the paper's format; ours first, then the paper's, with "–" where a figure is missing."""
+    names = [v.name for v in variants_for(["3", "4", "5", "6"])]
+    summaries = {n: _summary(0.4 + i / 100, 0.5, 0.6) for i, n in enumerate(names)}
+    models = {n: {"params_m": 1.234, "gflops": 0.5, "size": 64} for n in names if n != "bottleneck-nonlocal"}
+    result = AblationResult(summaries, dict.fromkeys(names, 2), ("3", "4", "5", "6"), [], models)
+    md = result.markdown()
+    # Table 3: the U-Net row (no marks), ours 40.00 ± 1.00 ..., F1 of the means 2·0.5·0.6/1.1, then the paper's.
+    assert (
+        "|  |  |  |  | 40.00 ± 1.00 | 50.00 ± 2.00 | 60.00 ± 3.00 | 0.5455 | 53.34 ± 0.85 | 57.09 ± 3.99 | "
+        "56.90 ± 3.40 | 0.5680 |" in md
+    )
+    i = names.index("skip-add")
+    assert (
+        f"| Add | {40 + i}.00 ± 1.00 | 50.00 ± 2.00 | 60.00 ± 3.00 | 56.22 ± 1.27 | 58.32 ± 2.71 | 60.06 ± 0.50 |" in md
+    )
+    assert "| Method | DSC (%) | Param (M) | FLOPs (G) | Paper DSC (%) | Paper Param (M) | Paper FLOPs (G) |" in md
+    i = names.index("bottleneck-nonlocal")
+    assert f"| Non-local | {40 + i}.00 ± 1.00 | – | – | 56.98 ± 1.60 | 27.60 | 11.22 |" in md
+    i = names.index("mdanet")
+    assert f"| GCFB (ours) | {40 + i}.00 ± 1.00 | 1.23 | 0.50 | 58.34 ± 2.11 | 25.30 | 11.22 |" in md
+    assert "one 64×64 slice" in md
+    assert "| λ | DSC (%) | Precision (%) | Recall (%) | F1 score | Paper DSC (%) |" in md
+    i = names.index("lambda-0.75")
+    assert f"| 0.75 | {40 + i}.00 ± 1.00 | 50.00 ± 2.00 | 60.00 ± 3.00 | 0.5455 | 58.25 ± 2.21 | 61.54 ± 3.96 |" in md
+    assert "| 0 | " in md and "| 1 | " in md
+    assert md.count("| Subtract | ") == 1 and md.count("## Table") == 4
+
+
+def test_tables_share_variants_and_refuse_unknown_tables() -> None:
+    names = [v.name for v in variants_for(["3", "4", "5", "6"])]
+    assert len(names) == len(set(names)) == 13  # 5 + 2 + 3 + 3: the full MDANet and "every component, λ = 0" once each
+    assert [v.name for v in variants_for(["6", "5"])][:2] == ["dasc-msc-gcfb", "lambda-0.25"]
+    assert [VARIANTS[n].lam for n in TABLES["6"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert VARIANTS["dasc-msc-gcfb"].overrides.get("bottleneck") == "gcfb"  # Table 6's λ = 0 is the full MDANet
+    assert {VARIANTS[n].overrides.get("bottleneck", "gcfb") for n in TABLES["5"]} == {
+        "none",
+        "nonlocal",
+        "transformer",
+        "gcfb",
+    }
+    assert all(VARIANTS[n].lam == 1.0 for n in TABLES["5"])
+    for bad, message in (([], "Name at least one"), (["7"], "Unknown ablation table '7'"), (["5", "x"], "'x'")):
+        with pytest.raises(InputError, match=message):
+            variants_for(bad)

@@ -1,4 +1,4 @@
-"""The paper's ablations on any dataset and budget: Table 3 (components) and Table 4 (skip fusion).
+"""The paper's ablations on any dataset and budget: Tables 3 (components), 4 (skip fusion), 5 (bottleneck), 6 (λ).
 
 Each variant is an ordinary cross-validated training run (:func:`~mdanet_sdk.train.trainer.train`) in its own
 folder ``OUT/<variant>/``, started from the same base :class:`~mdanet_sdk.train.trainer.TrainConfig` (dataset,
@@ -7,13 +7,19 @@ U-Net baseline one by one (section 4.5.1): DASC (dual path + difference-aware sk
 convolutions), GCFB (graph-convolution bottleneck), SL (similarity loss, λ = 1; λ = 0 before). The U-Net row is
 MDANet with every component switched off, the same network (parameter names included) as the Table 1 baseline
 :class:`~mdanet_sdk.model.UNet`; it keeps ``architecture="mdanet"`` so that every row is one config of the same
-ablation space and earlier ablation folders resume. Table 4 swaps
-the skip fusion of the full MDANet (subtract, the paper's) for add and concat; its "Subtract" row is the last
-row of Table 3 and is trained once.
+ablation space and earlier ablation folders resume. Table 4 swaps the skip fusion of the full MDANet
+(subtract, the paper's) for add and concat. Table 5 swaps its GCFB bottleneck for none (the groups' maps
+subtracted), a non-local and a transformer fusion (section 4.5.3), with λ = 1 as the full MDANet. Table 6
+sweeps λ of the similarity loss over 0, 0.25, 0.5, 0.75, 1. A variant several tables share is trained once:
+the full MDANet (λ = 1) is the last row of Tables 3, 4 and 5 and of Table 6, and Table 3's fourth row (every
+component, λ = 0) is Table 6's first.
 
 Scores are the validation metrics of each fold's best weights on the native grid; a table cell is the
 mean ± std over the fold means (:func:`~mdanet_sdk.metrics.summarize_folds`) in percent, and the F1 column
 is F1 (Eq. 16) of the mean precision and the mean recall, as the paper's F1 column (which has no std).
+Parameters and FLOPs are those of the network a variant trained, for one slice of the run's size
+(:func:`~mdanet_sdk.model.model_summary`). Every table prints the paper's figures
+(:data:`~mdanet_sdk.train.paper_figures.PAPER_FIGURES`) beside ours.
 
 Runs always resume (``resume=True``): calling the ablation again continues unfinished variants and reuses
 finished ones, so a long ablation can be interrupted safely.
@@ -27,15 +33,16 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import f1_score
 from mdanet_sdk.train.events import ProgressFn
+from mdanet_sdk.train.paper_figures import PAPER_FIGURES, paper_figure
 from mdanet_sdk.train.trainer import TrainConfig, train
 
-__all__ = ["Variant", "VARIANTS", "TABLES", "AblationResult", "run_ablation", "variants_for"]
+__all__ = ["Variant", "VARIANTS", "TABLES", "AblationResult", "run_ablation", "row_label", "variants_for"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class Variant:
 
     Attributes:
         name: folder name of its run.
-        label: the row's label in Table 4 (Table 3 rows are labelled by check marks).
+        label: the row's label in Tables 4 and 5 (Table 3 rows are labelled by check marks, Table 6 rows by λ).
         overrides: :class:`~mdanet_sdk.config.MDANetConfig` fields.
         lam: λ of the similarity loss.
     """
@@ -62,6 +69,7 @@ class Variant:
 
 
 _BASE = {"dasc": False, "msc": False, "bottleneck": "none"}
+_FULL = {"skip_fusion": "subtract"}
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -69,25 +77,80 @@ VARIANTS: dict[str, Variant] = {
         Variant("dasc", "+DASC", {**_BASE, "dasc": True}),
         Variant("dasc-msc", "+MSC", {"dasc": True, "msc": True, "bottleneck": "none"}),
         Variant("dasc-msc-gcfb", "+GCFB", {"dasc": True, "msc": True, "bottleneck": "gcfb"}),
-        Variant("mdanet", "Subtract", {"skip_fusion": "subtract"}, lam=1.0),
+        Variant("mdanet", "Subtract", _FULL, lam=1.0),
         Variant("skip-add", "Add", {"skip_fusion": "add"}, lam=1.0),
         Variant("skip-concat", "Concat", {"skip_fusion": "concat"}, lam=1.0),
+        Variant("bottleneck-none", "Baseline", {"bottleneck": "none"}, lam=1.0),
+        Variant("bottleneck-nonlocal", "Non-local", {"bottleneck": "nonlocal"}, lam=1.0),
+        Variant("bottleneck-transformer", "Transformer", {"bottleneck": "transformer"}, lam=1.0),
+        *(Variant(f"lambda-{lam:g}", f"λ = {lam:g}", _FULL, lam=lam) for lam in (0.25, 0.5, 0.75)),
     )
 }
 #: Table → its variants in the paper's row order.
 TABLES: dict[str, tuple[str, ...]] = {
     "3": ("unet", "dasc", "dasc-msc", "dasc-msc-gcfb", "mdanet"),
     "4": ("skip-add", "skip-concat", "mdanet"),
+    "5": ("bottleneck-none", "bottleneck-nonlocal", "bottleneck-transformer", "mdanet"),
+    "6": ("dasc-msc-gcfb", "lambda-0.25", "lambda-0.5", "lambda-0.75", "mdanet"),
 }
+_TITLES = {
+    "3": "Table 3: components ablation",
+    "4": "Table 4: skip-connection fusion",
+    "5": "Table 5: global fusion and modeling at the bottleneck",
+    "6": "Table 6: weight λ of the similarity loss",
+}
+#: Table → its leading (row label) columns and its figure columns, as the paper prints them.
+_LEAD = {"3": ("DASC", "MSC", "GCFB", "SL"), "4": ("Method",), "5": ("Method",), "6": ("λ",)}
+_FIGURES = {
+    "3": ("dsc", "precision", "recall", "f1"),
+    "4": ("dsc", "precision", "recall"),
+    "5": ("dsc", "params_m", "gflops"),
+    "6": ("dsc", "precision", "recall", "f1"),
+}
+_HEADERS = {
+    "dsc": "DSC (%)",
+    "precision": "Precision (%)",
+    "recall": "Recall (%)",
+    "f1": "F1 score",
+    "params_m": "Param (M)",
+    "gflops": "FLOPs (G)",
+}
+_PERCENT = ("dsc", "precision", "recall")
 
 
 def variants_for(tables: Sequence[str]) -> list[Variant]:
-    """The distinct variants the given tables need, in training order."""
+    """The distinct variants the given tables need, in training order (a shared variant once).
+
+    Raises:
+        InputError: no table, or one that is none of :data:`TABLES`.
+    """
+    if not tables:
+        raise InputError(f"Name at least one ablation table: {', '.join(TABLES)}.")
     unknown = [t for t in tables if t not in TABLES]
-    if unknown or not tables:
-        raise InputError(f"tables must be among {', '.join(TABLES)}; got {list(tables)!r}.")
+    if unknown:
+        raise InputError(
+            f"Unknown ablation table {unknown[0]!r:.40}: choose among {', '.join(TABLES)} (the paper's Tables 3-6)."
+        )
     names = list(dict.fromkeys(name for t in tables for name in TABLES[t]))
     return [VARIANTS[name] for name in names]
+
+
+def row_label(table: str, name: str) -> str:
+    """The label of variant ``name``'s row in ``table`` (Table 6: its λ; Table 5: the paper's "ours" is GCFB)."""
+    if table == "6":
+        return f"{VARIANTS[name].lam:g}"
+    if table == "5" and name == "mdanet":
+        return "GCFB (ours)"
+    return VARIANTS[name].label
+
+
+def _cell(figure: str, value: Any) -> str:
+    """A figure as the paper prints it; ``value`` is percent (mean, std), F1 or M / G, ``None`` for none."""
+    if value is None:
+        return "–"
+    if figure in _PERCENT:
+        return f"{value[0]:.2f} ± {value[1]:.2f}"
+    return f"{value:.4f}" if figure == "f1" else f"{value:.2f}"
 
 
 @dataclass
@@ -99,89 +162,102 @@ class AblationResult:
         folds: variant name → number of folds summarised.
         tables: the tables produced.
         files: the markdown, CSV and JSON files written.
+        models: variant name → ``{"params_m", "gflops", "size"}`` of the network it trained, for one
+            ``size × size`` slice (:func:`~mdanet_sdk.model.model_summary`); a variant without a finished
+            fold is absent.
     """
 
     summaries: dict[str, dict[str, tuple[float, float]]]
     folds: dict[str, int]
     tables: tuple[str, ...]
     files: list[Path]
+    models: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def ours(self, name: str, figure: str) -> Any:
+        """This run's ``figure`` for variant ``name``, in the paper's units (percent for the scores)."""
+        s = self.summaries[name]
+        if figure in _PERCENT:
+            return 100 * s[figure][0], 100 * s[figure][1]
+        if figure == "f1":
+            return f1_score(s["precision"][0], s["recall"][0])
+        return self.models.get(name, {}).get(figure)
 
     def markdown(self, title: str = "") -> str:
-        """The tables in the paper's format (percent, mean ± std over folds)."""
+        """The tables in the paper's format (percent, mean ± std over folds), the paper's figures beside ours."""
         lines = [f"# {title}", ""] if title else []
-        pct = lambda s, k: f"{100 * s[k][0]:.2f} ± {100 * s[k][1]:.2f}"  # noqa: E731
+        lines += ["Columns named Paper hold the paper's figures (ISLES 2018, 5-fold cross-validation).", ""]
         for table in self.tables:
-            if table == "3":
-                lines += [
-                    "## Table 3: components ablation",
-                    "",
-                    "| DASC | MSC | GCFB | SL | DSC (%) | Precision (%) | Recall (%) | F1 score |",
-                    "|:-:|:-:|:-:|:-:|---|---|---|---|",
-                ]
-            else:
-                lines += [
-                    "## Table 4: skip-connection fusion",
-                    "",
-                    "| Method | DSC (%) | Precision (%) | Recall (%) |",
-                    "|---|---|---|---|",
-                ]
+            figures = _FIGURES[table]
+            headers = [*_LEAD[table], *(_HEADERS[f] for f in figures), *(f"Paper {_HEADERS[f]}" for f in figures)]
+            lines += [f"## {_TITLES[table]}", "", "| " + " | ".join(headers) + " |"]
+            lines.append(
+                "|" + "".join(":-:|" if table == "3" else "---|" for _ in _LEAD[table]) + "---|" * 2 * len(figures)
+            )
             for name in TABLES[table]:
-                s = self.summaries[name]
-                cells = [pct(s, "dsc"), pct(s, "precision"), pct(s, "recall")]
-                if table == "3":
-                    marks = ["✓" if m else "" for m in VARIANTS[name].marks]
-                    lines.append("| " + " | ".join(marks + cells + [f"{_f1(s):.4f}"]) + " |")
-                else:
-                    lines.append("| " + " | ".join([VARIANTS[name].label] + cells) + " |")
+                lead = ["✓" if m else "" for m in VARIANTS[name].marks] if table == "3" else [row_label(table, name)]
+                cells = [_cell(f, self.ours(name, f)) for f in figures]
+                cells += [_cell(f, paper_figure(table, name, f)) for f in figures]
+                lines.append("| " + " | ".join(lead + cells) + " |")
+            if table == "5":
+                sizes = sorted({int(m["size"]) for n in TABLES[table] if (m := self.models.get(n))})
+                where = f"one {sizes[0]}×{sizes[0]} slice" if len(sizes) == 1 else "one slice"
+                lines += ["", f"Param and FLOPs of ours: the network trained, {where} (a multiply-add counts 2)."]
             lines.append("")
         return "\n".join(lines)
 
     def csv(self) -> str:
-        """One row per (table, variant): switches, means and stds (fractions) and the F1 of the means."""
+        """One row per (table, variant): switches, λ, means and stds (fractions), F1 of the means, parameters
+        (M) and FLOPs (G) per slice, and the paper's figures (fractions too; empty where it gives none)."""
+        scores = [f"{k}_{m}" for k in _PERCENT for m in ("mean", "std")]
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(
-            [
-                "table",
-                "variant",
-                "label",
-                "dasc",
-                "msc",
-                "gcfb",
-                "sl",
-                "folds",
-                "dsc_mean",
-                "dsc_std",
-                "precision_mean",
-                "precision_std",
-                "recall_mean",
-                "recall_std",
-                "f1",
-            ]
-        )
+        ours = ["table", "variant", "label", "dasc", "msc", "gcfb", "sl", "lam", "folds", *scores, "f1", "params_m"]
+        writer.writerow([*ours, "gflops", *(f"paper_{c}" for c in [*scores, "f1", "params_m", "gflops"])])
         for table in self.tables:
             for name in TABLES[table]:
-                s, v = self.summaries[name], VARIANTS[name]
+                s, v, model = self.summaries[name], VARIANTS[name], self.models.get(name, {})
+                paper = PAPER_FIGURES[table].get(name, {})
+                paper_scores = [paper[k][i] / 100 if k in paper else None for k in _PERCENT for i in (0, 1)]
                 writer.writerow(
-                    [
-                        table,
-                        name,
-                        v.label,
-                        *(int(m) for m in v.marks),
-                        self.folds[name],
-                        *(f"{x:.6f}" for k in ("dsc", "precision", "recall") for x in s[k]),
-                        f"{_f1(s):.6f}",
-                    ]
+                    [table, name, row_label(table, name), *(int(m) for m in v.marks), f"{v.lam:g}", self.folds[name]]
+                    + [f"{x:.6f}" for k in _PERCENT for x in s[k]]
+                    + [f"{self.ours(name, 'f1'):.6f}", model.get("params_m", ""), model.get("gflops", "")]
+                    + ["" if x is None else f"{x:.4f}" for x in paper_scores]
+                    + [paper.get(k, "") for k in ("f1", "params_m", "gflops")]
                 )
         return buf.getvalue()
 
+    def to_json(self, budget: dict[str, Any]) -> str:
+        """``budget`` (the base training config), folds, summaries (fractions), models and the paper's figures."""
+        doc = {
+            "budget": budget,
+            "tables": list(self.tables),
+            "folds": self.folds,
+            "summaries": {n: {k: list(v) for k, v in s.items()} for n, s in self.summaries.items()},
+            "models": self.models,
+            "paper": {t: PAPER_FIGURES[t] for t in self.tables},
+        }
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
-def _f1(summary: dict[str, tuple[float, float]]) -> float:
-    return f1_score(summary["precision"][0], summary["recall"][0])
+
+def _model_stats(run_dir: Path, size: int, trust: bool) -> dict[str, float] | None:
+    """Parameters and FLOPs per slice of the network a variant trained (that of its first finished fold)."""
+    from mdanet_sdk.model import model_summary
+    from mdanet_sdk.train.checkpoint import load_checkpoint
+
+    best = sorted(run_dir.glob("fold_*/best.pt"))
+    if not best:
+        return None
+    summary = model_summary(load_checkpoint(best[0], trust=trust).model_config, size)
+    return {
+        "params_m": cast(float, summary["params_m"]),
+        "gflops": cast(float, summary["gflops_per_slice"]),
+        "size": size,
+    }
 
 
 def _write(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def run_ablation(
@@ -196,15 +272,19 @@ def run_ablation(
     Args:
         base: dataset, preset, budget (epochs, folds, ``fold`` subset) and seed shared by all variants;
             ``out_dir`` is the ablation folder. Its ``model_overrides`` are kept unless a variant sets them.
-        tables: ``"3"`` and/or ``"4"``.
+        tables: any of ``"3"``, ``"4"``, ``"5"``, ``"6"`` (:data:`TABLES`).
         progress: the training progress callback of every variant (:func:`~mdanet_sdk.train.trainer.train`).
         announce: called with one line naming each variant before it trains.
 
     Returns:
         the :class:`AblationResult`.
+
+    Raises:
+        InputError: no table, or an unknown one (before anything trains).
     """
     out = Path(base.out_dir)
-    summaries, folds = {}, {}
+    tables = tuple(dict.fromkeys(tables))  # a table named twice is printed once
+    summaries, folds, models = {}, {}, {}
     for variant in variants_for(tables):
         if announce is not None:
             announce(f"ablation: {variant.name} ({variant.label})")
@@ -218,7 +298,10 @@ def run_ablation(
         results = train(cfg, progress)
         summaries[variant.name] = results.summary
         folds[variant.name] = len(list((out / variant.name).glob("fold_*/val_metrics.json")))
-    result = AblationResult(summaries, folds, tuple(tables), [])
+        stats = _model_stats(out / variant.name, base.size, base.trust)
+        if stats is not None:
+            models[variant.name] = stats
+    result = AblationResult(summaries, folds, tables, [], models)
     budget = (
         f"{Path(base.data_dir).name}: preset {base.preset}, size {base.size}, {base.epochs} epochs, "
         f"folds {base.fold} of {base.folds}, seed {base.seed}"
@@ -226,18 +309,6 @@ def run_ablation(
     result.files = [
         _write(out / "ablation.md", result.markdown(f"MDANet ablation ({budget})")),
         _write(out / "ablation.csv", result.csv()),
-        _write(
-            out / "ablation.json",
-            json.dumps(
-                {
-                    "budget": base.to_dict(),
-                    "tables": list(tables),
-                    "folds": folds,
-                    "summaries": {n: {k: list(v) for k, v in s.items()} for n, s in summaries.items()},
-                },
-                indent=2,
-            )
-            + "\n",
-        ),
+        _write(out / "ablation.json", result.to_json(base.to_dict())),
     ]
     return result
