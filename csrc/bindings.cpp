@@ -1,11 +1,98 @@
-// mdanet_sdk._C: importing it loads the op library (linked, so its TORCH_LIBRARY registrations run) and
-// reports how that library was built. The ops themselves are torch.ops.mdanet.*, never pybind11 functions,
-// so TorchScript, torch.export and the C++ runner see them too.
+// mdanet_sdk._C: importing it loads the op library (linked, so its TORCH_LIBRARY registrations run), reports
+// how that library was built, and binds the C API's engine (libmdanet, mdanet/mdanet.h) for Python, through
+// the C functions themselves, so Python runs exactly what a C caller runs. The ops are torch.ops.mdanet.*,
+// never pybind11 functions, so TorchScript, torch.export and C programs see them too.
 #include "mdanet/build_info.h"
+#include "mdanet/mdanet.h"
 
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <stdexcept>
+#include <string>
+
 namespace py = pybind11;
+
+namespace {
+
+// A failed C call: "STATUS_NAME: message" (mdanet_sdk.export.engine maps the status to the package's errors).
+class EngineError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+void check(mdanet_status status) {
+  if (status != MDANET_OK) throw EngineError(std::string(mdanet_status_name(status)) + ": " + mdanet_last_error());
+}
+
+// One mdanet_model handle, closed with the Python object.
+class Engine {
+ public:
+  Engine(const std::string& path, const std::string& device) {
+    check(mdanet_open(path.c_str(), device.c_str(), &model_));
+  }
+  ~Engine() { mdanet_close(model_); }
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  py::tuple input_shape() const {
+    int64_t c = 0, h = 0, w = 0;
+    check(mdanet_model_input_shape(model_, &c, &h, &w));
+    return py::make_tuple(c, h, w);
+  }
+
+  int64_t num_classes() const {
+    int64_t k = 0;
+    check(mdanet_model_num_classes(model_, &k));
+    return k;
+  }
+
+  py::list modalities() const {
+    int64_t c = 0, h = 0, w = 0;
+    check(mdanet_model_input_shape(model_, &c, &h, &w));
+    py::list names;
+    for (int64_t i = 0; i < c; ++i) {
+      const char* name = nullptr;
+      check(mdanet_model_modality(model_, i, &name));
+      names.append(name);
+    }
+    return names;
+  }
+
+  py::tuple batch_range() const {
+    int64_t lo = 0, opt = 0, hi = 0;
+    check(mdanet_model_batch_range(model_, &lo, &opt, &hi));
+    return py::make_tuple(lo, opt, hi);
+  }
+
+  std::string text(mdanet_status (*query)(const mdanet_model*, const char**)) const {
+    const char* value = nullptr;
+    check(query(model_, &value));
+    return value;
+  }
+
+  // Logits (B, K, H, W) of float32 slices (B, C, H, W); the forward runs without the GIL.
+  py::array_t<float> run(const py::array_t<float, py::array::c_style | py::array::forcecast>& slices) {
+    if (slices.ndim() != 4) throw std::invalid_argument("slices must be (B, C, H, W)");
+    const int64_t batch = slices.shape(0), k = num_classes();
+    py::array_t<float> logits({batch, k, static_cast<int64_t>(slices.shape(2)), static_cast<int64_t>(slices.shape(3))});
+    const float* in = slices.data();
+    float* out = logits.mutable_data();
+    const int64_t in_len = slices.size(), out_len = logits.size();
+    mdanet_status status;
+    {
+      py::gil_scoped_release released;
+      status = mdanet_run_slices(model_, in, batch, in_len, out, out_len);
+    }
+    check(status);
+    return logits;
+  }
+
+ private:
+  mdanet_model* model_ = nullptr;
+};
+
+}  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Build information of the mdanet op library (the ops are torch.ops.mdanet.*).";
@@ -31,4 +118,19 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "library_path", [] { return mdanet::build_info().library_path; },
       "Path of the op library (for torch.ops.load_library or a C++ program).");
+
+  py::register_exception<EngineError>(m, "EngineError");
+  m.def("c_api_version", [] { return mdanet_api_version(); }, "MDANET_API_VERSION of libmdanet.");
+  m.def("c_library_version", [] { return std::string(mdanet_version()); }, "Release libmdanet was built from.");
+  py::class_<Engine>(m, "Engine", "An artefact opened through libmdanet's C API (mdanet_open).")
+      .def(py::init<const std::string&, const std::string&>(), py::arg("path"), py::arg("device") = "cpu")
+      .def_property_readonly("input_shape", &Engine::input_shape)
+      .def_property_readonly("num_classes", &Engine::num_classes)
+      .def_property_readonly("modalities", &Engine::modalities)
+      .def_property_readonly("batch_range", &Engine::batch_range)
+      .def_property_readonly("precision", [](const Engine& e) { return e.text(mdanet_model_precision); })
+      .def_property_readonly("device", [](const Engine& e) { return e.text(mdanet_model_device); })
+      .def_property_readonly("meta_json", [](const Engine& e) { return e.text(mdanet_model_meta_json); })
+      .def_property_readonly("preprocess_json", [](const Engine& e) { return e.text(mdanet_model_preprocess_json); })
+      .def("run", &Engine::run, py::arg("slices"), "Logits (B, K, H, W) of float32 slices (B, C, H, W).");
 }

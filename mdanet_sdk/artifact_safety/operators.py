@@ -3,8 +3,9 @@
 :func:`check_torchscript_ops` walks every method and hook of every submodule of a TorchScript module (calls
 inlined) and :func:`check_graph_ops` every node of every ``torch.fx`` graph of an ExportedProgram; both refuse
 any operator outside an allowlist: ATen without its file, console and process-state operators, the structural
-``prim`` operators, the two ``mdanet::`` ops (and ``tensorrt::`` ops in TensorRT artefacts), and for torch.export
-graphs the few Python functions used for tuple outputs and symbolic sizes.
+``prim`` operators, the two ``mdanet::`` ops (:data:`POLICY_FILE`, which libmdanet compiles in too), ``tensorrt::``
+ops in TensorRT artefacts, and for torch.export graphs the few Python functions used for tuple outputs and
+symbolic sizes.
 """
 
 from __future__ import annotations
@@ -16,58 +17,25 @@ from pathlib import Path
 import torch
 
 from mdanet_sdk.errors import CheckpointError
-from mdanet_sdk.ops import QUALIFIED_OPS
 
-#: ATen operators that reach outside the tensors: files, the console, process-wide state, threads, streams.
-_ATEN_DENIED = frozenset(
-    {
-        "aten::save",
-        "aten::from_file",
-        "aten::_print",
-        "aten::warn",
-        "aten::manual_seed",
-        "aten::seed",
-        "aten::set_grad_enabled",
-        "aten::wait",
-        "aten::record_stream",
-        "aten::_cufft_set_plan_cache_max_size",
-        "aten::_cufft_clear_plan_cache",
-    }
-)
-#: The structural ``prim`` operators (constants, attributes, containers, control flow, shape and type queries).
-#: Not allowed, among others: ``prim::Print`` (a network has nothing to say on the console), ``prim::PythonOp``
-#: (calls Python), ``prim::CallFunction`` / ``prim::CallMethod`` left after inlining (dynamic dispatch),
-#: ``prim::fork``, ``prim::rpc_*``, ``prim::Enter`` / ``prim::Exit``, ``prim::SetAttr``.
-_PRIM_ALLOWED = frozenset(
-    {
-        "prim::Constant",
-        "prim::GetAttr",
-        "prim::ListConstruct",
-        "prim::ListUnpack",
-        "prim::TupleConstruct",
-        "prim::TupleUnpack",
-        "prim::TupleIndex",
-        "prim::DictConstruct",
-        "prim::If",
-        "prim::Loop",
-        "prim::NumToTensor",
-        "prim::device",
-        "prim::dtype",
-        "prim::layout",
-        "prim::Uninitialized",
-        "prim::unchecked_cast",
-        "prim::RaiseException",
-        "prim::min",
-        "prim::max",
-        "prim::abs",
-        "prim::isinstance",
-        "prim::is_cuda",
-        "prim::requires_grad",
-        "prim::data",
-        "prim::shape",
-    }
-)
-_MDANET_ALLOWED = frozenset(QUALIFIED_OPS)
+#: The operator policy of TorchScript artefacts, shared with libmdanet (the C API compiles the same file in).
+POLICY_FILE = Path(__file__).with_name("torchscript_operators.txt")
+
+
+def _read_policy(path: Path) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """``(namespaces, denied, allowed)`` of the policy file (its header says the rules)."""
+    rules: dict[str, set[str]] = {"namespace": set(), "deny": set(), "allow": set()}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) != 2 or words[0] not in rules:
+            raise RuntimeError(f"{path}:{number}: expected 'namespace NS', 'deny OP' or 'allow OP', got {line!r}")
+        rules[words[0]].add(words[1])
+    return frozenset(rules["namespace"]), frozenset(rules["deny"]), frozenset(rules["allow"])
+
+
+_NAMESPACES, _DENIED, _ALLOWED = _read_policy(POLICY_FILE)
 #: Python functions a torch.export graph calls for tuple outputs and symbolic sizes.
 _PYTHON_ALLOWED = (
     operator.getitem,
@@ -98,10 +66,9 @@ _PYTHON_ALLOWED = (
 
 def _operator_allowed(name: str, fmt: str) -> bool:
     namespace = name.split("::", 1)[0]
-    return name not in _ATEN_DENIED and (
-        namespace == "aten"
-        or name in _PRIM_ALLOWED
-        or name in _MDANET_ALLOWED
+    return name not in _DENIED and (
+        namespace in _NAMESPACES
+        or name in _ALLOWED
         or (fmt == "tensorrt" and namespace == "tensorrt")  # tensorrt::execute_engine runs the engine
     )
 

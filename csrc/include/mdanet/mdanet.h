@@ -1,0 +1,120 @@
+/*
+ * mdanet.h: the C API of the mdanet-sdk inference engine (libmdanet.so).
+ *
+ * Callable from C99, C++ and any language with a C FFI (ctypes, P/Invoke, JNA/Panama, cgo). Only C types cross
+ * the boundary: opaque handles, fixed-width integers, float buffers owned by the caller, and NUL-terminated
+ * strings owned by the library. No C++ exception and no exit() ever leaves a function of this header: every
+ * failure is a status code, and mdanet_last_error() says what happened and what to do, in one sentence.
+ *
+ * A model is an artefact of `mdanet-sdk export --format torchscript` (any precision, --ops native or
+ * reference). Opening it checks, before anything runs: that it is an mdanet-sdk artefact of a version this
+ * library reads, its metadata, and every operator of its program against the allowlist the Python loader uses
+ * (the same file compiled in); a program that could touch files, the console or the process is refused.
+ *
+ * Threads: a handle may be shared between threads; calls on one handle are serialised (one forward at a time).
+ * Open one handle per thread to run in parallel. mdanet_last_error() is per thread.
+ *
+ * Memory: the caller owns every buffer it passes. Strings returned by the library stay valid until the handle
+ * is closed (metadata) or forever (version, status names). mdanet_close(NULL) does nothing.
+ *
+ * Example (export/cpp/mdanet_run.c is the complete program):
+ *
+ *     mdanet_model* model = NULL;
+ *     if (mdanet_open("model.ts", "cpu", &model) != MDANET_OK) {
+ *       fprintf(stderr, "error: %s\n", mdanet_last_error());
+ *       return 1;
+ *     }
+ *     int64_t c, h, w;
+ *     mdanet_model_input_shape(model, &c, &h, &w);
+ *     // slices: float32 (batch, c, h, w), preprocessed as the artefact's preprocess.json says
+ *     mdanet_run_slices(model, slices, batch, batch * c * h * w, logits, batch * classes * h * w);
+ *     mdanet_close(model);
+ */
+#ifndef MDANET_MDANET_H
+#define MDANET_MDANET_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define MDANET_EXPORT __declspec(dllexport)
+#else
+#define MDANET_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* Version of this header's API. A library answers mdanet_api_version() >= the header's for the same major. */
+#define MDANET_API_VERSION 1
+
+/* What a call returned. MDANET_OK is 0; every other value is a failure explained by mdanet_last_error(). */
+typedef enum mdanet_status {
+  MDANET_OK = 0,
+  MDANET_INVALID_ARGUMENT = 1,   /* a null pointer, a wrong size or count, an unknown device name */
+  MDANET_FILE_ERROR = 2,         /* the artefact cannot be opened or read */
+  MDANET_INVALID_ARTIFACT = 3,   /* not an mdanet-sdk TorchScript artefact, damaged, refused, or from a newer
+                                    mdanet-sdk than this library reads */
+  MDANET_UNAVAILABLE = 4,        /* what it needs is missing here: CUDA, that GPU, a TensorRT runtime */
+  MDANET_RUNTIME_ERROR = 5,      /* the model failed on this input, or gave NaN/Inf (damaged weights) */
+  MDANET_OUT_OF_MEMORY = 6,      /* host or device memory ran out */
+  MDANET_INTERNAL_ERROR = 7      /* a bug of libmdanet: please report it with the message */
+} mdanet_status;
+
+/* An opened model. Opaque: only pointers to it exist outside the library. */
+typedef struct mdanet_model mdanet_model;
+
+/* --- library ------------------------------------------------------------------------------------------- */
+
+/* Version of the mdanet-sdk release this library was built from, e.g. "0.9.0". */
+MDANET_EXPORT const char* mdanet_version(void);
+/* MDANET_API_VERSION of the library. */
+MDANET_EXPORT int32_t mdanet_api_version(void);
+/* Newest artefact layout (meta.json artifact_version) this library reads. */
+MDANET_EXPORT int32_t mdanet_artifact_version(void);
+/* Message of the last failed call on this thread ("" when none has failed yet), as errno: a successful call
+   leaves it as it was. Valid until the next failed call on this thread. */
+MDANET_EXPORT const char* mdanet_last_error(void);
+/* Name of a status, e.g. "MDANET_INVALID_ARGUMENT"; "MDANET_UNKNOWN_STATUS" for other values. */
+MDANET_EXPORT const char* mdanet_status_name(mdanet_status status);
+
+/* --- models -------------------------------------------------------------------------------------------- */
+
+/* Open the artefact at `path` on `device` ("cpu", "cuda" or "cuda:N"; NULL means "cpu") into *model.
+   On failure *model is set to NULL. */
+MDANET_EXPORT mdanet_status mdanet_open(const char* path, const char* device, mdanet_model** model);
+/* Release a model (NULL: nothing). No call may use the handle afterwards. */
+MDANET_EXPORT void mdanet_close(mdanet_model* model);
+
+/* Input slice shape (C, H, W): C modalities in channel order, H x W the model grid. */
+MDANET_EXPORT mdanet_status mdanet_model_input_shape(const mdanet_model* model, int64_t* channels, int64_t* height,
+                                                     int64_t* width);
+/* Output classes K of the logits (2: background, lesion). */
+MDANET_EXPORT mdanet_status mdanet_model_num_classes(const mdanet_model* model, int64_t* classes);
+/* Name of input channel `index` (0 <= index < C), e.g. "dwi", "adc", "cbf". */
+MDANET_EXPORT mdanet_status mdanet_model_modality(const mdanet_model* model, int64_t index, const char** name);
+/* Batch range the artefact was exported for. mdanet_run_slices takes any batch: bigger ones run in chunks of
+   `max`, smaller ones than `min` are zero-padded. */
+MDANET_EXPORT mdanet_status mdanet_model_batch_range(const mdanet_model* model, int64_t* min, int64_t* opt,
+                                                     int64_t* max);
+/* Precision the artefact computes in: "fp32", "fp16" or "bf16". */
+MDANET_EXPORT mdanet_status mdanet_model_precision(const mdanet_model* model, const char** precision);
+/* Device the model runs on, e.g. "cpu", "cuda:0". */
+MDANET_EXPORT mdanet_status mdanet_model_device(const mdanet_model* model, const char** device);
+/* The artefact's preprocess.json (how volumes become slices: size, multiple, normalization, clip_percentiles)
+   and meta.json (everything else), as JSON text. */
+MDANET_EXPORT mdanet_status mdanet_model_preprocess_json(const mdanet_model* model, const char** json);
+MDANET_EXPORT mdanet_status mdanet_model_meta_json(const mdanet_model* model, const char** json);
+
+/* Logits of `batch` preprocessed slices.
+   slices: float32 (batch, C, H, W), C-contiguous, slices_len = batch * C * H * W values.
+   logits: float32 (batch, K, H, W) written by the call, logits_len = batch * K * H * W values. Left untouched
+   when the call fails. */
+MDANET_EXPORT mdanet_status mdanet_run_slices(mdanet_model* model, const float* slices, int64_t batch,
+                                              int64_t slices_len, float* logits, int64_t logits_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MDANET_MDANET_H */
