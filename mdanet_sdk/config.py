@@ -20,6 +20,7 @@ __all__ = [
     "MODALITY_GROUPS",
     "PRESETS",
     "ARCHITECTURES",
+    "BASELINE_PRESETS",
     "BOTTLENECK_STRIDE",
     "DEFAULT_MODEL_SIZE",
     "MAX_PARAMETERS",
@@ -40,7 +41,10 @@ PRESETS: dict[str, tuple[int, ...]] = {
     "small": (16, 32, 64, 128, 256),
 }
 
-ARCHITECTURES = ("mdanet", "unet", "attention-unet")
+ARCHITECTURES = ("mdanet", "unet", "attention-unet", "unetpp", "msnet", "transunet", "swin-unet")
+#: The baselines of Tables 1-2: each preset of that name builds the architecture of that name at paper width.
+#: How each network reads ``widths`` is in its class docstring (``mdanet_sdk.model``).
+BASELINE_PRESETS = ARCHITECTURES[1:]
 SKIP_FUSIONS = ("subtract", "add", "concat")
 BOTTLENECKS = ("gcfb", "nonlocal", "transformer", "none")
 #: Bottleneck side = input side / BOTTLENECK_STRIDE (4 poolings by 2).
@@ -78,9 +82,11 @@ class MDANetConfig:
         groups: modality names of the two groups, e.g. ``(("cbf", "cbv"), ("mtt", "tmax"))``. The input
             tensor stacks them in this order along the channel axis: ``C = len(groups[0]) + len(groups[1])``.
         widths: channel widths of the 5 encoder levels.
-        architecture: ``"mdanet"``, or a baseline of Table 1: ``"unet"``, ``"attention-unet"``. The ablation
-            switches below (``dasc``, ``msc``, ``skip_fusion``, ``bottleneck``, ``gcn_*``) apply to ``"mdanet"``
-            only; a baseline is the same network whatever they say.
+        architecture: ``"mdanet"``, or a baseline of Tables 1-2: ``"unet"``, ``"attention-unet"``,
+            ``"unetpp"`` (U-Net++), ``"msnet"``, ``"transunet"``, ``"swin-unet"``. The ablation switches below
+            (``dasc``, ``msc``, ``skip_fusion``, ``bottleneck``, ``gcn_*``) apply to ``"mdanet"`` only; a
+            baseline is the same network whatever they say. The transformers size their position embeddings
+            by ``space_grid`` (below).
         dasc: dual-path encoder with difference-aware skips (Table 3). ``False`` gives a single encoder on the
             stacked input with concatenation skips (the U-Net baseline plus whatever else is switched on).
         msc: multi-scale convolution encoder blocks (Fig. 3a) instead of plain double convolutions.
@@ -89,7 +95,8 @@ class MDANetConfig:
             ``"transformer"`` or ``"none"`` (the groups' bottleneck features are subtracted directly).
         gcn_nodes: N, nodes per group in the GCFB channel embedding (default ``widths[-1] // 4``).
         gcn_embed: E, features per node in the GCFB channel embedding (default ``widths[-1] // 2``).
-        space_grid: side of the node grid of the GCFB space embedding (nodes per group = side²). ``None``
+        space_grid: side of the node grid of the GCFB space embedding (nodes per group = side²); for TransUNet
+            and Swin-UNet, the model grid's side / 16 their position embeddings are built for. ``None``
             (default): the paper's ``N = H·W``, every bottleneck position a node, i.e. the side of the bottleneck
             of the model grid the network is trained on (``size // 16``); :meth:`resolved` fixes it once that
             size is known (the trainer does, so checkpoints store the integer). A network built while it is
@@ -180,8 +187,10 @@ class MDANetConfig:
         """A named configuration.
 
         Args:
-            preset: ``"paper"`` (widths 64..1024), ``"small"`` (widths 16..256, for CPU demos and tests),
-                ``"unet"`` / ``"attention-unet"`` (the baselines at paper width).
+            preset: ``"paper"`` (widths 64..1024), ``"small"`` (widths 16..256, for CPU demos and tests), or a
+                baseline of Tables 1-2 at paper width (:data:`BASELINE_PRESETS`: ``"unet"``,
+                ``"attention-unet"``, ``"unetpp"``, ``"msnet"``, ``"transunet"``, ``"swin-unet"``); pass
+                ``widths=PRESETS["small"]`` for a small baseline.
             kind: ``"mri"`` (ISLES 2022: DWI | ADC) or ``"ctp"`` (ISLES 2018: CBF, CBV | MTT, Tmax).
             overrides: any field, e.g. ``msc=False`` or ``groups=(("a",), ("b", "c"))``.
         """
@@ -189,12 +198,13 @@ class MDANetConfig:
             hint = " (that is a folder layout: pass it as the layout)" if kind in ("isles22", "isles18") else ""
             raise InputError(f"kind must be one of {', '.join(MODALITY_GROUPS)}; got {kind!r}{hint}.")
         base: dict[str, Any] = {"groups": MODALITY_GROUPS[kind], "preset": preset}
-        if preset in ("unet", "attention-unet"):
+        if preset in BASELINE_PRESETS:
             base.update(architecture=preset, widths=PRESETS["paper"])
         elif preset in PRESETS:
             base.update(widths=PRESETS[preset])
         else:
-            raise InputError(f"Unknown preset {preset!r}: use one of paper, small, unet, attention-unet.")
+            names = ", ".join((*PRESETS, *BASELINE_PRESETS))
+            raise InputError(f"Unknown preset {preset!r:.80}: use one of {names}.")
         base.update(overrides)
         return cls(**base)
 
@@ -294,22 +304,23 @@ def estimate_parameters(config: MDANetConfig) -> int:
     """An upper estimate of the parameter count of the network ``config`` describes, from the config alone.
 
     Computed in closed form (no tensor is allocated), so a config of a huge network is refused before it is
-    built. It counts every block as the U-Net double convolution (the MSC block has fewer parameters) and is
-    within ~1.5x of the real count for the presets (paper: ~26 M real).
+    built. For MDANet and the U-Nets it counts every block as the U-Net double convolution (the MSC block has
+    fewer parameters) and is within ~1.5x of the real count for the presets (paper: ~26 M real); for the other
+    baselines of Tables 1-2 it counts their layers: exact for U-Net++, MSNet and TransUNet, and for Swin-UNet
+    with its relative position tables at one column per feature instead of one per head (2 % above the real
+    count at paper width, at most 25 % for the smallest widths).
     """
+    if config.architecture in _BASELINE_ESTIMATES:
+        return _BASELINE_ESTIMATES[config.architecture](config)
     w, classes = config.widths, config.num_classes
-    if config.architecture != "mdanet":  # the baselines ignore the switches (mdanet_sdk.model.unet)
+    if config.architecture != "mdanet":  # the U-Nets ignore the switches (mdanet_sdk.model.unet)
         dasc, bottleneck = False, "none"
     else:
         dasc, bottleneck = config.dasc, config.bottleneck
     paths = 2 if dasc else 1
-
-    def block(c_in: int, c_out: int) -> int:  # double conv 3x3 without bias + two batch norms
-        return 9 * (c_in * c_out + c_out * c_out) + 4 * c_out
-
-    total = paths * block(config.in_channels, w[0])  # stems
-    total += sum(block(w[i], w[i + 1]) for i in range(LEVELS - 1))  # shared encoder
-    total += sum(4 * w[i + 1] * w[i] + w[i] + block(2 * w[i], w[i]) for i in range(LEVELS - 1))  # decoder
+    total = paths * _double_conv(config.in_channels, w[0])  # stems
+    total += sum(_double_conv(w[i], w[i + 1]) for i in range(LEVELS - 1))  # shared encoder
+    total += sum(4 * w[i + 1] * w[i] + w[i] + _double_conv(2 * w[i], w[i]) for i in range(LEVELS - 1))  # decoder
     total += w[0] * classes + classes  # head
     total += sum(4 * w[i] * w[i] + 4 * w[i] for i in range(LEVELS - 1))  # skips (gates, concat merges)
     c = w[-1]
@@ -322,3 +333,79 @@ def estimate_parameters(config: MDANetConfig) -> int:
     elif bottleneck == "transformer":
         total += 2 * (12 * c * c + 20 * c)
     return total
+
+
+def _double_conv(c_in: int, c_out: int) -> int:
+    """Parameters of a double 3x3 convolution without bias and its two batch norms."""
+    return 9 * (c_in * c_out + c_out * c_out) + 4 * c_out
+
+
+def _unet_encoder(config: MDANetConfig) -> int:
+    """The U-Net encoder (stem and four levels) U-Net++ and MSNet share."""
+    w = config.widths
+    return _double_conv(config.in_channels, w[0]) + sum(_double_conv(w[i], w[i + 1]) for i in range(LEVELS - 1))
+
+
+def _estimate_unetpp(config: MDANetConfig) -> int:
+    """U-Net++ (mdanet_sdk.model.unetpp): encoder, node X^{i,j} = transposed conv + double conv, head."""
+    w, k = config.widths, config.num_classes
+    nodes = sum(
+        _double_conv((j + 1) * w[i], w[i]) + 4 * w[i + 1] * w[i] + w[i]
+        for i in range(LEVELS - 1)
+        for j in range(1, LEVELS - i)
+    )
+    return _unet_encoder(config) + nodes + w[0] * k + k
+
+
+def _estimate_msnet(config: MDANetConfig) -> int:
+    """MSNet (mdanet_sdk.model.msnet): encoder, reductions to C = widths[0], 18 C->C convs, 3x3 head."""
+    w, k, c = config.widths, config.num_classes, config.widths[0]
+    reductions = sum(9 * width * c + 2 * c for width in (*w[1:], w[-1]))  # levels 1-4 and the decoder's entry
+    units = 10 + 4 + 4  # subtraction pyramid, complementary enhancement, decoder
+    return _unet_encoder(config) + reductions + units * (9 * c * c + 2 * c) + 9 * c * k + k
+
+
+def _transformer_layer(d: int) -> int:
+    """A ViT or Swin layer of width d: attention (4 d x d), MLP (d -> 4d -> d), two LayerNorms, biases."""
+    return 12 * d * d + 13 * d
+
+
+def _estimate_transunet(config: MDANetConfig) -> int:
+    """TransUNet (mdanet_sdk.model.transunet): ResNet-50 stages, ViT on the 1/16 map, cascaded upsampler."""
+    w, k, d = config.widths, config.num_classes, config.widths[-1]
+    total, c_in = 49 * config.in_channels * w[0] + 2 * w[0], w[0]  # root
+    for mid, units in zip(w[:3], (3, 4, 9)):  # mdanet_sdk.model.transunet.RESNET_UNITS
+        out = 4 * mid
+        total += c_in * out + 2 * out  # projected residual of the first unit
+        total += units * (2 * mid * out + 9 * mid * mid + 4 * mid + 2 * out) + (c_in - out) * mid
+        c_in = out
+    total += 4 * w[2] * d + d + config.grid**2 * d  # patch and position embeddings
+    total += 12 * _transformer_layer(d) + 2 * d  # mdanet_sdk.model.transunet.VIT_LAYERS, final norm
+    outs = (w[2], w[1], w[0], max(1, w[0] // 4))
+    ins, skips = (w[3], *outs[:3]), (4 * w[1], 4 * w[0], w[0], 0)
+    total += 9 * d * w[3] + 2 * w[3]  # conv_more
+    total += sum(9 * (i + s) * o + 9 * o * o + 4 * o for i, s, o in zip(ins, skips, outs))
+    return total + 9 * outs[-1] * k + k
+
+
+def _estimate_swin_unet(config: MDANetConfig) -> int:
+    """Swin-UNet (mdanet_sdk.model.swinunet): dims 3 * widths[0..3], two blocks per stage on either side."""
+    d, k = [3 * width for width in config.widths[:4]], config.num_classes
+    grid = 4 * config.grid  # patch size 4: tokens at 1/4
+
+    def stage(dim: int) -> int:  # two Swin blocks; relative position table of 15 x 15 offsets, <= dim heads
+        return 2 * (_transformer_layer(dim) + 225 * dim)
+
+    total = 16 * config.in_channels * d[0] + 3 * d[0] + grid * grid * d[0]  # patch and position embeddings
+    total += sum(stage(dim) for dim in d) + 2 * d[3]  # encoder, bottleneck norm
+    total += sum(8 * d[s] + 4 * d[s] * d[s + 1] for s in range(3))  # patch merging
+    total += sum(4 * d[s] * d[s + 1] + 2 * d[s] + 2 * d[s] * d[s] + d[s] + stage(d[s]) for s in range(3))  # decoder
+    return total + 2 * d[0] + 16 * d[0] * d[0] + 2 * d[0] + d[0] * k  # norm, final x4 expand, head
+
+
+_BASELINE_ESTIMATES = {
+    "unetpp": _estimate_unetpp,
+    "msnet": _estimate_msnet,
+    "transunet": _estimate_transunet,
+    "swin-unet": _estimate_swin_unet,
+}

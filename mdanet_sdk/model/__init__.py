@@ -10,12 +10,20 @@ from mdanet_sdk.model.blocks import MultiScaleConv
 from mdanet_sdk.model.dasc import DifferenceAwareSkip
 from mdanet_sdk.model.gcfb import GraphConv, GraphConvFusion
 from mdanet_sdk.model.mdanet import MDANet
+from mdanet_sdk.model.msnet import MSNet
+from mdanet_sdk.model.swinunet import SwinUNet
+from mdanet_sdk.model.transunet import TransUNet
 from mdanet_sdk.model.unet import AttentionUNet, UNet
+from mdanet_sdk.model.unetpp import UNetPlusPlus
 
 __all__ = [
     "MDANet",
     "UNet",
     "AttentionUNet",
+    "UNetPlusPlus",
+    "MSNet",
+    "TransUNet",
+    "SwinUNet",
     "SegmentationModel",
     "MultiScaleConv",
     "DifferenceAwareSkip",
@@ -30,11 +38,19 @@ __all__ = [
 ]
 
 #: ``MDANetConfig.architecture`` → the network class.
-NETWORKS: dict[str, type[SegmentationModel]] = {"mdanet": MDANet, "unet": UNet, "attention-unet": AttentionUNet}
+NETWORKS: dict[str, type[SegmentationModel]] = {
+    "mdanet": MDANet,
+    "unet": UNet,
+    "attention-unet": AttentionUNet,
+    "unetpp": UNetPlusPlus,
+    "msnet": MSNet,
+    "transunet": TransUNet,
+    "swin-unet": SwinUNet,
+}
 
 
 def build_model(config: MDANetConfig, ops: str = "auto") -> SegmentationModel:
-    """The network ``config`` describes: MDANet, or a baseline for ``architecture`` unet / attention-unet.
+    """The network ``config`` describes: MDANet, or the baseline its ``architecture`` names (:data:`NETWORKS`).
 
     Args:
         config: the network description (weights are not loaded here).
