@@ -124,12 +124,17 @@ def test_five_folds_validate_every_case_once_and_evaluate(tiny_mri: Path, tmp_pa
     ids = [s.case_id for s in find_cases(tiny_mri)]
     assert sorted(val) == sorted(ids) and len(set(val)) == len(ids)
     for k in range(5):
-        # The final pass with best.pt reproduces the validation Dice it was selected with.
+        # By default an inner split of the training cases chose best.pt; the validation cases only report.
         fold = results.folds[k]
-        assert np.mean([c["dsc"] for c in fold.val_cases]) == pytest.approx(fold.best_val_dsc, abs=1e-12)
+        assert fold.selected_on == "inner" and fold.selection_dsc is not None
+        assert np.mean([c["dsc"] for c in fold.val_cases]) == pytest.approx(fold.val_dsc, abs=1e-12)
         ckpt = load_checkpoint(run / f"fold_{k}" / "best.pt")
         assert ckpt.meta["fold"] == k and ckpt.model_config.preset == "small" and ckpt.preprocess.size == 32
         assert sorted(ckpt.meta["val_cases"]) == sorted(c["case_id"] for c in results.folds[k].val_cases)
+        # 8 training cases: round(15 %) = 1 held out, 7 trained on; none of them is validated.
+        assert len(ckpt.meta["inner_cases"]) == 1 and ckpt.meta["n_train_cases"] == 7
+        assert not set(ckpt.meta["inner_cases"]) & set(ckpt.meta["val_cases"])
+        assert ckpt.meta["inner_dsc"] == pytest.approx(fold.selection_dsc) and ckpt.meta["val_dsc"] is None
         assert "synthetic" in ckpt.meta["training_data"]  # tiny_mri is written by the phantom writer
     # The run folder evaluates against the dataset: the same per-case scores, mean ± std over folds.
     report = evaluate(run, tiny_mri)
@@ -223,7 +228,7 @@ def test_init_starts_from_given_weights(tiny_mri: Path, tmp_path: Path) -> None:
 
 def test_bf16_autocast_step(tiny_mri: Path, tmp_path: Path) -> None:
     result = train(TrainConfig(tiny_mri, tmp_path / "bf16", epochs=1, fold=0, precision="bf16", **TINY))
-    history = json.loads((tmp_path / "bf16" / "fold_0" / "metrics.json").read_text())
+    history = json.loads((tmp_path / "bf16" / "fold_0" / "metrics.json").read_text())["history"]
     assert np.isfinite(history[0]["loss"]) and history[0]["loss"] > 0
     weights = _weights(Path(result.folds[0].checkpoint))
     assert all(w.dtype != torch.bfloat16 for w in weights.values())  # autocast never changes the stored weights

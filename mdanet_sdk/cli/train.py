@@ -43,10 +43,46 @@ Fold = Annotated[str, typer.Option(help="Folds to train: all, an index, or a lis
 Folds = Annotated[int, typer.Option(help="Number of cross-validation folds.")]
 Epochs = Annotated[int, typer.Option(help="Maximum epochs per fold.")]
 Steps = Annotated[int | None, typer.Option(help="Steps per epoch (default: one pass over the training slices).")]
-Batch = Annotated[int, typer.Option(help="Slices per step (and per process under torchrun).")]
+Batch = Annotated[
+    int,
+    typer.Option(
+        help="Slices per optimizer step, the global batch (the paper's 16): under torchrun each of N processes "
+        "draws batch/N (must divide)."
+    ),
+]
 Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
 Schedule = Annotated[str, typer.Option(help="cosine, plateau or constant.")]
-Patience = Annotated[int, typer.Option(help="Early-stopping patience in epochs (0: off).")]
+Patience = Annotated[int, typer.Option(help="Early-stopping patience in epochs, on the --select split (0: off).")]
+Groups = Annotated[
+    Path | None,
+    typer.Option(
+        help="Table of case → patient (CSV 'case,patient' lines, header optional, or JSON {case: patient}): "
+        "folds and the inner split keep each patient's cases together (GroupKFold)."
+    ),
+]
+Select = Annotated[
+    str,
+    typer.Option(
+        help="What chooses best.pt, the fold's reported weights. inner: the best epoch on an inner split "
+        "(--inner-fraction of the training cases, whole patients with --groups, held out of training; also "
+        "drives early stopping); the validation cases are predicted once, at the end. last: the last epoch, "
+        "trained on all training cases, no early stopping. val: the best epoch on the validation cases "
+        "themselves (earlier versions): the reported scores are optimistic."
+    ),
+]
+InnerFraction = Annotated[
+    float, typer.Option(help="Share of each fold's training cases held out by --select inner (at least one case).")
+]
+PaperPlain = Annotated[
+    bool,
+    typer.Option(
+        "--paper-plain",
+        help="Only what the paper describes: uniform slice sampling (lesion fraction 0), constant learning rate, "
+        "no early stopping, no intensity augmentation, batch Dice. --lesion-fraction, --schedule, --patience, "
+        "--intensity-aug and --dice then keep these values; giving one another value than its default is "
+        "refused. --epochs and --select stay yours (--select last: every training case, the last epoch).",
+    ),
+]
 LesionFraction = Annotated[float, typer.Option(help="Share of batch entries drawn from lesion slices.")]
 Amp = Annotated[str | None, typer.Option(hidden=True, help="Deprecated: use --precision (off = fp32).")]
 Workers = Annotated[int | None, typer.Option(help="Data-loader workers (default 4 on GPU, 0 on CPU).")]
@@ -73,12 +109,13 @@ def precision_option(precision: str, amp: str | None) -> str:
 def print_results(results, title: str) -> None:  # noqa: ANN001 - a TrainResults
     """Rich table of the folds of a :class:`~mdanet_sdk.train.trainer.TrainResults` and its summary."""
     table = Table(title=title)
-    for name in ("fold", "best val DSC %", "best epoch", "epochs", "early stop", "checkpoint"):
+    for name in ("fold", "val DSC %", "chosen on", "epoch", "epochs", "early stop", "checkpoint"):
         table.add_column(name, justify="left" if name == "checkpoint" else "right")
     for f in results.folds:
         table.add_row(
             str(f.fold),
-            f"{100 * f.best_val_dsc:.2f}",
+            f"{100 * f.val_dsc:.2f}",
+            f.selected_on + (" (optimistic)" if f.selected_on == "val" else ""),
             str(f.best_epoch + 1),
             str(f.epochs_run),
             "yes" if f.stopped_early else "no",
@@ -112,6 +149,7 @@ def train_command(
     ] = None,
     fold: Fold = "all",
     folds: Folds = 5,
+    groups: Groups = None,
     epochs: Epochs = 100,
     steps_per_epoch: Steps = None,
     batch_size: Batch = 16,
@@ -125,6 +163,9 @@ def train_command(
     ] = "batch",
     schedule: Schedule = "cosine",
     patience: Patience = 20,
+    select: Select = "inner",
+    inner_fraction: InnerFraction = 0.15,
+    paper_plain: PaperPlain = False,
     lesion_fraction: LesionFraction = 0.33,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Paper augmentations.")] = True,
     normalization: Annotated[
@@ -156,7 +197,7 @@ def train_command(
     ] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train MDANet with k-fold cross-validation by case; best.pt / last.pt per fold.
+    """Train MDANet with k-fold cross-validation by case (or patient, --groups); best.pt / last.pt per fold.
 
     Works unchanged under torchrun --nproc_per_node N --no-python mdanet-sdk train ... (DDP).
     """
@@ -173,6 +214,7 @@ def train_command(
         size=size,
         fold=fold,
         folds=folds,
+        groups=None if groups is None else str(groups),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         batch_size=batch_size,
@@ -181,6 +223,9 @@ def train_command(
         dice=dice,
         schedule=schedule,
         patience=patience,
+        select=select,
+        inner_fraction=inner_fraction,
+        paper_plain=paper_plain,
         lesion_fraction=lesion_fraction,
         augment=augment,
         intensity_augment=intensity_aug,
@@ -194,7 +239,7 @@ def train_command(
         trust=trust,
         quiet=quiet,
     )
-    with train_bars(quiet or not _is_main_process(), patience) as progress:
+    with train_bars(quiet or not _is_main_process(), cfg.patience) as progress:
         results = train(cfg, progress)
     if _is_main_process():
         print_results(results, f"mdanet-sdk train: {out}")

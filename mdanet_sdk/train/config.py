@@ -13,9 +13,20 @@ from mdanet_sdk.data.preprocess import NORMALIZATIONS
 from mdanet_sdk.device import PRECISIONS
 from mdanet_sdk.errors import InputError
 
-__all__ = ["TrainConfig", "FoldResult", "TrainResults", "SCHEDULES"]
+__all__ = ["TrainConfig", "FoldResult", "TrainResults", "SCHEDULES", "SELECTIONS", "PAPER_PLAIN"]
 
 SCHEDULES = ("cosine", "plateau", "constant")
+#: How a fold's checkpoint (``best.pt``) is chosen; see :class:`TrainConfig` ``select``.
+SELECTIONS = ("inner", "last", "val")
+#: What ``paper_plain`` sets: the paper (section 4.2) gives Adam, lr 1e-3, batch 16, flips, rotations and
+#: scaling, and no schedule, stopping rule, slice sampling or intensity augmentation.
+PAPER_PLAIN: dict[str, Any] = {
+    "lesion_fraction": 0.0,
+    "schedule": "constant",
+    "patience": 0,
+    "intensity_augment": False,
+    "dice": "batch",
+}
 # The ``amp`` values of earlier versions that name a precision differently.
 _AMP_PRECISION = {"off": "fp32"}
 
@@ -45,17 +56,32 @@ class TrainConfig:
         normalization: ``"relative"`` (each modality over its median in the head) or ``"zscore"``
             (:class:`~mdanet_sdk.data.preprocess.PreprocessConfig` ``normalization``).
         folds: number of cross-validation folds (k).
+        groups: a table of case id → patient (CSV ``case,patient`` lines or a JSON object,
+            :func:`~mdanet_sdk.data.dataset.read_groups`); the folds and the inner split then keep each patient's
+            cases together (GroupKFold), so no patient is both trained and validated on. ``None``: one case, one
+            patient.
         fold: which folds to train: ``"all"``, one index, or a list of indices.
         epochs: maximum number of epochs per fold.
         steps_per_epoch: optimizer steps per epoch (default: one pass over the training slices).
-        batch_size: slices per step and rank.
+        batch_size: slices per optimizer step over all ranks (the paper's 16); under DDP each of the ``N``
+            ranks draws ``batch_size / N`` of them (it must divide).
         lr, betas, weight_decay: Adam settings.
         lam: λ, weight of the similarity loss (0 switches it off).
         dice: ``"batch"`` (one soft Dice over the batch) or ``"slice"`` (mean over the lesion slices, so small
             lesions weigh as much as large ones; :func:`~mdanet_sdk.train.losses.dice_loss`).
         schedule: ``"cosine"``, ``"plateau"`` or ``"constant"`` (:mod:`mdanet_sdk.train.trainer`).
         min_lr_ratio: final learning rate of the cosine schedule, as a fraction of ``lr``.
-        patience: early-stopping patience in epochs (0: never stop early).
+        patience: early-stopping patience in epochs, counted on the selection split (0: never stop early).
+        select: which weights become ``best.pt``, the fold's reported weights. ``"inner"`` (default): the
+            epoch with the best mean Dice on an inner validation split held out of the fold's training cases
+            (``inner_fraction`` of them, whole patients with ``groups``); it also drives early stopping and the
+            plateau schedule, and the fold's validation cases are predicted once, at the end, so its reported
+            scores are not the ones that chose it. ``"last"``: the last epoch's weights, trained on all the
+            training cases, no early stopping (``patience`` becomes 0; another patience is refused) and no
+            plateau schedule; the validation cases are still scored after every epoch, for the curve only.
+            ``"val"``: the best epoch on the validation cases themselves (the behaviour of earlier versions,
+            and of run configs without ``select``): the reported scores are optimistic, since they chose it.
+        inner_fraction: share of a fold's training cases held out by ``select="inner"`` (at least one case).
         lesion_fraction: probability that a batch entry is drawn from the lesion slices.
         augment: the paper's augmentations on training slices.
         intensity_augment: with ``augment``, also the intensity augmentation (bias field, gamma, contrast,
@@ -75,6 +101,11 @@ class TrainConfig:
             mdanet-sdk); damaged files are refused either way.
         quiet: the CLI shows no progress bars or messages (the library never prints; it reports to the
             ``progress`` callback of :func:`~mdanet_sdk.train.trainer.train`).
+        paper_plain: turn off what the paper does not describe (:data:`PAPER_PLAIN`): uniform slice sampling
+            (``lesion_fraction`` 0), a constant learning rate (the paper names only the initial one), no early
+            stopping, no intensity augmentation, the batch Dice. Fields at their defaults are set to these
+            values; a field given another value than both is refused, since the run would then not be plain.
+            The epochs (the paper gives none) and ``select`` stay as given.
         deterministic: deterministic cuDNN kernels on GPU (slower), and a warning from every kernel that cannot be
             (``torch.use_deterministic_algorithms(warn_only=True)``; e.g. the native DASC backward's float
             atomics on CUDA); CPU training is always deterministic.
@@ -91,6 +122,7 @@ class TrainConfig:
     normalization: str = "relative"
     folds: int = 5
     fold: int | str | list[int] = "all"
+    groups: str | None = None
     epochs: int = 100
     steps_per_epoch: int | None = None
     batch_size: int = 16
@@ -102,6 +134,8 @@ class TrainConfig:
     schedule: str = "cosine"
     min_lr_ratio: float = 0.01
     patience: int = 20
+    select: str = "inner"
+    inner_fraction: float = 0.15
     lesion_fraction: float = 0.33
     augment: bool = True
     intensity_augment: bool = True
@@ -114,9 +148,11 @@ class TrainConfig:
     trust: bool = False
     quiet: bool = False
     deterministic: bool = False
+    paper_plain: bool = False
 
     def __post_init__(self) -> None:
         self.data_dir, self.out_dir = str(self.data_dir), str(self.out_dir)
+        self.groups = None if self.groups is None else str(self.groups)
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.model_overrides = dict(self.model_overrides)
         checks = (
@@ -141,11 +177,34 @@ class TrainConfig:
                 f"precision must be auto, {', '.join(PRECISIONS)}; got {self.precision!r}",
             ),
             (self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.select in SELECTIONS, f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}"),
+            (0 < self.inner_fraction <= 0.5, f"inner_fraction must be in (0, 0.5], got {self.inner_fraction}"),
         )
         for ok, message in checks:
             if not ok:
                 raise InputError(message + ".")
         self.fold_indices()  # validates `fold`
+        if self.paper_plain:
+            self._resolve({**PAPER_PLAIN}, "paper_plain (--paper-plain) turns off what the paper does not describe")
+        if self.select == "last":
+            self._resolve({"patience": 0}, "select='last' (--select last) keeps the last epoch and never stops early")
+            if self.schedule == "plateau":
+                raise InputError(
+                    "the plateau schedule needs a score to follow, which select='last' does not keep; choose "
+                    "--schedule cosine or constant, or --select inner."
+                )
+
+    def _resolve(self, values: dict[str, Any], why: str) -> None:
+        """Set the fields of ``values``: a field still at its default takes the value, one given another value
+        than both is refused with a sentence naming ``why``."""
+        defaults = {f.name: f.default for f in fields(self)}
+        for name, value in values.items():
+            current = getattr(self, name)
+            if current != value and current != defaults[name]:
+                raise InputError(
+                    f"{why}, which sets {name} to {value!r}, but {name} = {current!r} was given; drop one of the two."
+                )
+            setattr(self, name, value)
 
     def fold_indices(self) -> list[int]:
         """The folds to train, e.g. ``[0, 1, 2, 3, 4]`` for ``fold="all"``."""
@@ -172,9 +231,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """The config of :meth:`to_dict` (``config.json``, a checkpoint's ``trainer["config"]``); unknown keys
-        are ignored, and the ``amp`` of earlier versions becomes ``precision`` (``off`` -> ``fp32``), so their
-        runs still resume."""
+        are ignored, the ``amp`` of earlier versions becomes ``precision`` (``off`` -> ``fp32``) and a config
+        without ``select`` chose on the validation cases (``"val"``), so their runs still resume."""
         d = dict(d)
+        d.setdefault("select", "val")  # what runs written before `select` existed did
         if "amp" in d and "precision" not in d:
             amp = d.pop("amp")
             d["precision"] = precision_from_amp(amp)
@@ -188,8 +248,12 @@ class FoldResult:
 
     Attributes:
         fold: fold index.
-        best_epoch: epoch (0-based) of the best validation Dice.
-        best_val_dsc: mean per-case DSC of the best epoch.
+        best_epoch: epoch (0-based) of the weights in ``best.pt``.
+        val_dsc: mean per-case DSC of those weights on the fold's validation cases: the fold's reported score.
+        selected_on: what chose them (:data:`SELECTIONS`): ``"inner"``, ``"last"`` or ``"val"`` (then
+            ``val_dsc`` is optimistic: the validation cases chose the epoch).
+        selection_dsc: the mean DSC that chose them (on the inner split, or on the validation cases for
+            ``"val"``); ``None`` for ``"last"``.
         epochs_run: epochs trained (fewer than ``epochs`` when stopped early).
         stopped_early: whether early stopping ended the fold.
         val_cases: per-case metrics of the best weights (:func:`~mdanet_sdk.metrics.case_metrics` plus
@@ -199,11 +263,18 @@ class FoldResult:
 
     fold: int
     best_epoch: int
-    best_val_dsc: float
+    val_dsc: float
+    selected_on: str
+    selection_dsc: float | None
     epochs_run: int
     stopped_early: bool
     val_cases: list[dict[str, Any]]
     checkpoint: str
+
+    @property
+    def best_val_dsc(self) -> float:
+        """``val_dsc`` under the name of earlier versions (when the validation cases always chose the epoch)."""
+        return self.val_dsc
 
 
 @dataclass

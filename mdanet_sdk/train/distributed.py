@@ -12,7 +12,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Dist"]
+from mdanet_sdk.errors import InputError
+
+__all__ = ["Dist", "per_rank_batch"]
+
+
+def per_rank_batch(batch_size: int, world: int) -> int:
+    """The slices each of ``world`` ranks draws per optimizer step when ``batch_size`` is the global batch.
+
+    DDP averages the ranks' gradients, so ``world`` ranks of ``batch_size / world`` slices take the step one
+    process would take with ``batch_size`` slices (up to batch-norm statistics, which stay per rank).
+
+    Raises:
+        InputError: ``batch_size`` does not divide among the ranks.
+    """
+    if batch_size % world:
+        raise InputError(
+            f"--batch-size {batch_size} is the global batch, split evenly among the {world} processes; choose a "
+            f"multiple of {world} (e.g. {max(world, batch_size - batch_size % world)})."
+        )
+    return batch_size // world
 
 
 class Dist:

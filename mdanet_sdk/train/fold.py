@@ -1,9 +1,11 @@
 """One fold of a cross-validated run: its network, optimizer state, data and bookkeeping, trained epoch by epoch.
 
-A :class:`Fold` is built from the settings every fold of a run shares (:class:`RunContext`), its cases and the
-:class:`FoldState` it continues from (fresh, or read from ``last.pt``). :meth:`Fold.fit` trains the remaining
-epochs, writing ``best.pt``, ``last.pt``, ``metrics.csv`` and ``metrics.json`` after every epoch (rank 0
-only); :meth:`Fold.finish` predicts the validation cases once more with the best weights.
+A :class:`Fold` is built from the settings every fold of a run shares (:class:`RunContext`), its cases
+(:class:`~mdanet_sdk.train.selection.FoldCases`: trained, inner, validation) and the :class:`FoldState` it
+continues from (fresh, or read from ``last.pt``). :meth:`Fold.fit` trains the remaining epochs, scoring the
+selection split after each one (the inner cases for ``select="inner"``, else the validation cases) and writing
+``best.pt``, ``last.pt``, ``metrics.csv`` and ``metrics.json`` (rank 0 only); :meth:`Fold.finish` predicts the
+validation cases with ``best.pt``: the fold's reported scores.
 """
 
 from __future__ import annotations
@@ -30,16 +32,17 @@ from mdanet_sdk.errors import CheckpointError
 from mdanet_sdk.model import build_model
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mdanet_sdk.train.config import FoldResult, TrainConfig
-from mdanet_sdk.train.distributed import Dist
+from mdanet_sdk.train.distributed import Dist, per_rank_batch
 from mdanet_sdk.train.epoch import EpochTotals, TrainForward, epoch_loader, epoch_seed, seed_everything
 from mdanet_sdk.train.events import EpochStats, EventName, ProgressFn, TrainEvent
 from mdanet_sdk.train.losses import MDANetLoss
 from mdanet_sdk.train.sampling import LesionSampler
+from mdanet_sdk.train.selection import FoldCases, selection_record
 from mdanet_sdk.train.validation import Validation, mean_scores
 
 __all__ = ["RunContext", "FoldState", "Fold"]
 
-_MIN_DELTA = 1e-4  # smallest validation-Dice gain that counts as an improvement
+_MIN_DELTA = 1e-4  # smallest gain of the selection split's Dice that counts as an improvement
 _PLATEAU_PATIENCE = 5
 _CSV_FIELDS = (
     "epoch",
@@ -49,10 +52,13 @@ _CSV_FIELDS = (
     "ce",
     "sim",
     "train_dsc",
+    "inner_dsc",
+    "inner_precision",
+    "inner_recall",
     "val_dsc",
     "val_precision",
     "val_recall",
-    "best_val_dsc",
+    "best_dsc",
     "seconds",
 )
 
@@ -83,25 +89,42 @@ class RunContext:
 
 @dataclass
 class FoldState:
-    """Trainer bookkeeping of a fold, stored in ``last.pt`` under ``"trainer"``."""
+    """Trainer bookkeeping of a fold, stored in ``last.pt`` under ``"trainer"``.
+
+    ``best_score`` is the selection split's mean Dice of ``best_epoch`` (:class:`~mdanet_sdk.train.config.TrainConfig`
+    ``select``: the inner split, the validation cases, or the last epoch's validation Dice for ``"last"``).
+    """
 
     epoch: int = -1  # last finished epoch
-    best_val_dsc: float = -1.0
+    best_score: float = -1.0
     best_epoch: int = -1
     bad_epochs: int = 0
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FoldState":
+        """The state of ``asdict`` (``last.pt``); earlier versions' ``best_val_dsc`` is read as ``best_score``."""
+        d = dict(d)
+        if "best_val_dsc" in d:
+            d.setdefault("best_score", d.pop("best_val_dsc"))
+        d["history"] = [
+            {("best_dsc" if k == "best_val_dsc" else k): v for k, v in row.items()} for row in d.get("history", [])
+        ]
+        return cls(**d)
+
     def finished(self, epochs: int) -> bool:
         """Whether nothing is left to train (early stop, or ``epochs`` epochs done)."""
         return self.stopped_early or self.epoch + 1 >= epochs
 
-    def result(self, fold: int, fold_dir: Path, cases: list[dict[str, Any]]) -> FoldResult:
-        """The fold's outcome with the per-case metrics ``cases`` of its best weights."""
+    def result(self, fold: int, fold_dir: Path, cases: list[dict[str, Any]], select: str) -> FoldResult:
+        """The fold's outcome with the per-case validation metrics ``cases`` of ``best.pt``, chosen by ``select``."""
         return FoldResult(
             fold=fold,
             best_epoch=self.best_epoch,
-            best_val_dsc=self.best_val_dsc,
+            val_dsc=mean_scores(cases)["dsc"],
+            selected_on=select,
+            selection_dsc=None if select == "last" else self.best_score,
             epochs_run=self.epoch + 1,
             stopped_early=self.stopped_early,
             val_cases=cases,
@@ -111,12 +134,13 @@ class FoldState:
 
 class Fold:
     """One fold: the network (seeded from ``(seed, index)``), Adam, the schedule, the gradient scaler, the
-    training cases, the :class:`~mdanet_sdk.train.validation.Validation` of the held-out cases and the state.
+    training cases, the :class:`~mdanet_sdk.train.validation.Validation` of the validation cases (and of the
+    inner cases with ``select="inner"``) and the state.
 
     Args:
         run: the shared settings.
         index: fold index ``K``; the fold's files go to ``out_dir/fold_K``.
-        train_cases, val_cases: the fold's cases.
+        cases: the fold's training, inner and validation cases.
         state: where training continues from.
         resume: the ``last.pt`` that ``state`` came from (its weights, optimizer, schedule and scaler are
             loaded), or ``None`` to start from a random initialisation or ``cfg.init``.
@@ -129,15 +153,14 @@ class Fold:
         self,
         run: RunContext,
         index: int,
-        train_cases: list[Case],
-        val_cases: list[Case],
+        cases: FoldCases,
         state: FoldState,
         resume: Checkpoint | None = None,
     ) -> None:
         cfg = run.cfg
         self.run, self.index, self.state = run, index, state
         self.dir = Path(cfg.out_dir) / f"fold_{index}"
-        self.train_cases = train_cases
+        self.cases = cases
         seed_everything((cfg.seed, index))  # the initial weights depend on the fold only
         self.model = build_model(run.model_config).to(run.device)
         self.loss_fn = MDANetLoss(lam=cfg.lam, per_slice=cfg.dice == "slice")
@@ -154,27 +177,34 @@ class Fold:
             self.scheduler.load_state_dict(resume.resume["scheduler"])
             if "scaler" in resume.resume:
                 self.scaler.load_state_dict(resume.resume["scaler"])
-        self.validation = Validation(
-            index,
-            val_cases,
-            run.model_config.modalities,
-            run.preprocess,
-            run.dist,
-            run.device,
-            run.precision,
-            cfg.batch_size,
-        )
+        self.validation = self._validation(cases.val)
+        # The split whose Dice chooses best.pt and stops early ("val" and "last" score the validation cases).
+        self.selection = self._validation(cases.inner) if cfg.select == "inner" else self.validation
+        self.split = cases.describe()
         self.meta_base = {
             "fold": index,
             "folds": cfg.folds,
             "seed": cfg.seed,
-            "val_cases": [c.case_id for c in val_cases],
-            "n_train_cases": len(train_cases),
+            "selected_on": cfg.select,
+            **self.split,
             "kind": run.kind,
             "note": f"mdanet-sdk train on {cfg.data_dir} (fold {index} of {cfg.folds})",
         }
         if _synthetic(Path(cfg.data_dir)):  # the report of every segmentation with these weights says so
             self.meta_base["training_data"] = "synthetic phantoms (mdanet-sdk synth)"
+
+    def _validation(self, cases: list[Case]) -> Validation:
+        run = self.run
+        return Validation(
+            self.index,
+            cases,
+            run.model_config.modalities,
+            run.preprocess,
+            run.dist,
+            run.device,
+            run.precision,
+            run.cfg.batch_size,
+        )
 
     # -- training ------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -183,17 +213,19 @@ class Fold:
         cfg, run = self.run.cfg, self.run
         fold_seed = cfg.seed * 1000 + self.index
         dataset = SliceDataset(
-            self.train_cases,
+            self.cases.train,
             run.model_config.modalities,
             run.preprocess,
             augment=cfg.augment,
             seed=fold_seed,
             intensity=cfg.intensity_augment,
         )
-        steps = cfg.steps_per_epoch or max(1, math.ceil(len(dataset) / (cfg.batch_size * run.dist.world)))
+        # batch_size is the global batch: each rank draws its share, DDP averages their gradients.
+        batch = per_rank_batch(cfg.batch_size, run.dist.world)
+        steps = cfg.steps_per_epoch or max(1, math.ceil(len(dataset) / cfg.batch_size))
         sampler = LesionSampler(
             dataset.has_lesion(),
-            steps * cfg.batch_size,
+            steps * batch,
             cfg.lesion_fraction,
             seed=fold_seed,
             rank=run.dist.rank,
@@ -214,7 +246,7 @@ class Fold:
             self._report("epoch", epoch, steps)
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            loader = epoch_loader(dataset, sampler, cfg.batch_size, workers, run.device, seed)
+            loader = epoch_loader(dataset, sampler, batch, workers, run.device, seed)
             stats = self.run_epoch(epoch, net, loader, steps)
             self._end_epoch(epoch, lr, stats, start)
             self._report(
@@ -222,8 +254,8 @@ class Fold:
                 epoch,
                 steps,
                 stats=stats,
-                val_dsc=self.state.history[-1]["val_dsc"],
-                best_val_dsc=self.state.best_val_dsc,
+                val_dsc=self.state.history[-1][f"{self._split_name}_dsc"],
+                best_val_dsc=self.state.best_score,
                 best_epoch=self.state.best_epoch,
             )
             if self.state.stopped_early:
@@ -251,18 +283,25 @@ class Fold:
                 self._report("step", epoch, steps, step=step, stats=EpochTotals.from_tensor(sums).stats())
         return EpochTotals.from_tensor(self.run.dist.sum(sums)).stats()
 
+    @property
+    def _split_name(self) -> str:
+        """``"inner"`` or ``"val"``: the cases :attr:`selection` scores (their history columns)."""
+        return "inner" if self.run.cfg.select == "inner" else "val"
+
     def _end_epoch(self, epoch: int, lr: float, stats: EpochStats, start: float) -> None:
-        """Validate, step the schedule, keep the best weights, check early stopping, write last.pt and logs."""
-        cfg, state = self.run.cfg, self.state
-        val = mean_scores(self.validation.run(self.model))
-        if cfg.schedule == "plateau":
-            self.scheduler.step(val["dsc"])
+        """Score the selection split, step the schedule, keep the chosen weights, check early stopping, write
+        last.pt and logs."""
+        cfg, state, name = self.run.cfg, self.state, self._split_name
+        scores = mean_scores(self.selection.run(self.model))
+        if cfg.schedule == "plateau":  # never with select="last" (refused by TrainConfig)
+            self.scheduler.step(scores["dsc"])
         else:
             self.scheduler.step()
         state.epoch = epoch
-        if val["dsc"] > state.best_val_dsc + _MIN_DELTA:
-            state.best_val_dsc, state.best_epoch, state.bad_epochs = val["dsc"], epoch, 0
-            self.save("best.pt", val["dsc"], resumable=False)
+        epoch_scores = {f"{name}_dsc": scores["dsc"]}
+        if cfg.select == "last" or scores["dsc"] > state.best_score + _MIN_DELTA:
+            state.best_score, state.best_epoch, state.bad_epochs = scores["dsc"], epoch, 0
+            self.save("best.pt", epoch_scores, resumable=False)
         else:
             state.bad_epochs += 1
         state.stopped_early = cfg.patience > 0 and state.bad_epochs >= cfg.patience
@@ -271,14 +310,12 @@ class Fold:
                 "epoch": epoch,
                 "lr": lr,
                 **asdict(stats),
-                "val_dsc": val["dsc"],
-                "val_precision": val["precision"],
-                "val_recall": val["recall"],
-                "best_val_dsc": state.best_val_dsc,
+                **{f"{name}_{k}": scores[k] for k in ("dsc", "precision", "recall")},
+                "best_dsc": state.best_score,
                 "seconds": time.perf_counter() - start,
             }
         )
-        self.save("last.pt", val["dsc"], resumable=True)
+        self.save("last.pt", epoch_scores, resumable=True)
         self._write_logs()
 
     @property
@@ -290,17 +327,19 @@ class Fold:
             self.run.progress(TrainEvent(what, self.index, epoch, self.run.cfg.epochs, steps, **details))
 
     # -- files ---------------------------------------------------------------------------------------
-    def save(self, name: str, val_dsc: float, *, resumable: bool) -> None:
-        """Write ``fold_K/name`` (rank 0 only): the weights and metadata, plus with ``resumable`` the
-        optimizer, schedule, scaler and :class:`FoldState` that resuming needs."""
+    def save(self, name: str, scores: dict[str, float], *, resumable: bool) -> None:
+        """Write ``fold_K/name`` (rank 0 only): the weights and metadata (with this epoch's ``scores``, e.g.
+        ``{"inner_dsc": 0.71}``), plus with ``resumable`` the optimizer, schedule, scaler and :class:`FoldState`
+        that resuming needs."""
         run, state = self.run, self.state
         if not run.dist.main:
             return
         meta = {
             **self.meta_base,
             "epoch": state.epoch,
-            "val_dsc": val_dsc,
-            "best_val_dsc": state.best_val_dsc,
+            "val_dsc": scores.get("val_dsc"),
+            "inner_dsc": scores.get("inner_dsc"),
+            "best_dsc": state.best_score,
             "best_epoch": state.best_epoch,
         }
         path = self.dir / name
@@ -327,22 +366,31 @@ class Fold:
         writer.writeheader()
         writer.writerows(self.state.history)
         atomic_write(self.dir / "metrics.csv", lambda tmp: tmp.write_text(buf.getvalue()))
-        write_json(self.dir / "metrics.json", self.state.history)
+        write_json(self.dir / "metrics.json", {**self._record(), "history": self.state.history})
+
+    def _record(self) -> dict[str, Any]:
+        """What a reader of ``metrics.json`` / ``val_metrics.json`` needs to trust the scores: the split (grouped
+        or not, which cases of which patients) and how ``best.pt`` was chosen."""
+        selection = selection_record(self.run.cfg, self.state.best_epoch, self.state.best_score)
+        return {"fold": self.index, "selection": selection, "split": self.split}
 
     def finish(self) -> FoldResult:
-        """Predict the validation cases with ``best.pt``: masks to ``fold_K/predictions/``, per-case metrics to
-        ``fold_K/val_metrics.json``; returns the fold's result."""
+        """Predict the validation cases with ``best.pt`` (the fold's reported scores): masks to
+        ``fold_K/predictions/``, per-case metrics and how the weights were chosen to ``fold_K/val_metrics.json``;
+        returns the fold's result."""
         dist = self.run.dist
         dist.barrier()  # rank 0 has written best.pt before any rank reads it
         best = load_checkpoint(self.dir / "best.pt", trust=self.run.cfg.trust)
         self.model.load_state_dict(best.state_dict)
         cases = self.validation.run(self.model, self.dir / "predictions")
         if dist.main:
+            record = self._record()
             write_json(
-                self.dir / "val_metrics.json", {"fold": self.index, "best_epoch": self.state.best_epoch, "cases": cases}
+                self.dir / "val_metrics.json",
+                {**record, "best_epoch": self.state.best_epoch, "val_dsc": mean_scores(cases)["dsc"], "cases": cases},
             )
         dist.barrier()
-        return self.state.result(self.index, self.dir, cases)
+        return self.state.result(self.index, self.dir, cases, self.run.cfg.select)
 
 
 def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:

@@ -1,7 +1,8 @@
-"""The fit loop: k-fold cross-validation by case, validation on the native grid, early stopping, resume, DDP.
+"""The fit loop: k-fold cross-validation by case (or patient), checkpoint selection that does not reuse the
+reported scores, validation on the native grid, early stopping, resume, DDP.
 
 :func:`train` / :class:`Trainer` run a :class:`~mdanet_sdk.train.config.TrainConfig`: they load the dataset
-once, split it by case and train each requested fold (:class:`~mdanet_sdk.train.fold.Fold`). Progress goes to
+once, split it by case (by patient with ``groups``) and train each requested fold (:class:`~mdanet_sdk.train.fold.Fold`). Progress goes to
 an optional ``progress`` callback as :class:`~mdanet_sdk.train.events.TrainEvent` records; the library
 prints nothing (``mdanet-sdk train`` draws the bars).
 
@@ -10,22 +11,34 @@ augmentations of :class:`~mdanet_sdk.data.dataset.SliceDataset` (flip, rotation 
 loss ``Dice + CE + λ·similarity`` with λ = 1 (:class:`~mdanet_sdk.train.losses.MDANetLoss`). The paper does not
 give a schedule, a stopping rule or the number of epochs; ours (all options of :class:`TrainConfig`):
 
-- **Epoch** = ``ceil(training slices / (batch × ranks))`` steps, unless ``steps_per_epoch`` is set. Each batch
-  entry is, with probability ``lesion_fraction`` (0.33), a slice holding lesion, else any slice
+- **Folds**: ``folds`` folds of whole cases (:func:`~mdanet_sdk.data.dataset.kfold_split`); with ``groups``
+  (case → patient) of whole patients, balanced by case count (GroupKFold), so no patient is trained and
+  validated on.
+- **Epoch** = ``ceil(training slices / batch)`` optimizer steps of ``batch`` slices (the global batch: under DDP
+  each of ``N`` ranks draws ``batch / N``), unless ``steps_per_epoch`` is set. Each batch entry is, with
+  probability ``lesion_fraction`` (0.33), a slice holding lesion, else any slice
   (:class:`~mdanet_sdk.train.sampling.LesionSampler`).
 - **Learning rate**: ``schedule="cosine"`` anneals per epoch from ``lr`` to ``lr × min_lr_ratio`` (0.01) over
-  ``epochs``; ``"plateau"`` halves it after 5 epochs without a better validation Dice; ``"constant"``.
-- **Validation** after every epoch on the fold's held-out cases (:mod:`~mdanet_sdk.train.validation`): each
-  case is predicted by :class:`~mdanet_sdk.inference.Predictor`, as ``mdanet-sdk segment`` would, its lesion
-  probabilities restored to the case's native voxel grid, thresholded (> 0.5) and scored against the original
-  label with :func:`mdanet_sdk.metrics.case_metrics`; the validation Dice is the mean over cases of the
-  per-case DSC, as the paper reports it.
-- **Early stopping**: training stops when the validation Dice has not improved by more than 1e-4 for
-  ``patience`` (20) epochs (0 disables it). ``best.pt`` holds the weights of the best validation Dice,
-  ``last.pt`` those of the last epoch plus everything needed to resume.
-- At the end of a fold the best weights predict every validation case once more; the masks are written to
-  ``fold_K/predictions/<case_id>_seg.nii.gz`` (the input's own geometry) and the per-case metrics to
-  ``fold_K/val_metrics.json``. ``RUN_DIR/results.json`` summarises every finished fold (mean ± std over folds).
+  ``epochs``; ``"plateau"`` halves it after 5 epochs without a better selection Dice; ``"constant"``.
+- **Scoring** (:mod:`~mdanet_sdk.train.validation`): each case is predicted by
+  :class:`~mdanet_sdk.inference.Predictor`, as ``mdanet-sdk segment`` would, its lesion probabilities restored
+  to the case's native voxel grid, thresholded (> 0.5) and scored against the original label with
+  :func:`mdanet_sdk.metrics.case_metrics`; a split's Dice is the mean over cases of the per-case DSC, as the
+  paper reports it.
+- **Checkpoint selection** (``select``, :mod:`~mdanet_sdk.train.selection`): ``"inner"`` (default) holds
+  ``inner_fraction`` (15 %) of the fold's training cases (whole patients with ``groups``) out of training and
+  scores them after every epoch: their Dice chooses ``best.pt`` and stops early, and the validation cases are
+  predicted only at the end. ``"last"`` trains on all the training cases and keeps the last epoch (no early
+  stopping); ``"val"`` chooses on the validation cases themselves (optimistic scores; earlier versions).
+- **Early stopping**: training stops when the selection Dice has not improved by more than 1e-4 for
+  ``patience`` (20) epochs (0 disables it). ``best.pt`` holds the chosen weights, ``last.pt`` those of the last
+  epoch plus everything needed to resume.
+- At the end of a fold ``best.pt`` predicts every validation case: the fold's reported scores. The masks are
+  written to ``fold_K/predictions/<case_id>_seg.nii.gz`` (the input's own geometry), the per-case metrics to
+  ``fold_K/val_metrics.json`` with how the weights were chosen and the split (``metrics.json`` too).
+  ``RUN_DIR/results.json`` summarises every finished fold (mean ± std over folds).
+- ``paper_plain`` turns off what the paper does not describe (lesion oversampling, the schedule, early
+  stopping, intensity augmentation; :data:`~mdanet_sdk.train.config.PAPER_PLAIN`).
 
 Run folder::
 
@@ -38,8 +51,9 @@ on what ran before it in the process. Resuming from ``last.pt`` (written after e
 bit-identical weights on the CPU; a run killed mid-epoch repeats that epoch from its start.
 
 DDP: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) the trainer joins the process group (NCCL on
-GPU, Gloo on CPU), each rank draws its own slices for the same number of steps, validation cases are split
-between ranks and gathered, and only rank 0 writes logs and checkpoints.
+GPU, Gloo on CPU), each rank draws its own ``batch / N`` slices for the same number of steps (so a step sees the
+global batch, as one process would), scored cases are split between ranks and gathered, and only rank 0
+writes logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -52,17 +66,18 @@ from mdanet_sdk._files import write_json
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.cases import Case, detect_layout, find_cases
 from mdanet_sdk.data.layouts import LAYOUT_KIND
-from mdanet_sdk.data.dataset import kfold_split
+from mdanet_sdk.data.dataset import kfold_split, read_groups
 from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.device import resolve_device, resolve_precision
 from mdanet_sdk.errors import CheckpointError, InputError
 from mdanet_sdk.metrics import summarize_folds
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
 from mdanet_sdk.train.config import FoldResult, TrainConfig, TrainResults
-from mdanet_sdk.train.distributed import Dist
+from mdanet_sdk.train.distributed import Dist, per_rank_batch
 from mdanet_sdk.train.epoch import seed_everything
 from mdanet_sdk.train.events import EpochStats, ProgressFn, TrainEvent
 from mdanet_sdk.train.fold import Fold, FoldState, RunContext
+from mdanet_sdk.train.selection import FoldCases, fold_cases
 
 __all__ = [
     "TrainConfig",
@@ -89,7 +104,7 @@ class Trainer:
             raises aborts training as an interruption would.
 
     Raises:
-        InputError: an unknown device or precision.
+        InputError: an unknown device or precision, or a batch that does not divide among the DDP ranks.
         BackendUnavailableError: CUDA was asked for but is not available.
     """
 
@@ -100,6 +115,7 @@ class Trainer:
         self.out = Path(config.out_dir)
         self.device = self.dist.pin(resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
+        per_rank_batch(config.batch_size, self.dist.world)  # refused before any work
 
     # -- setup -----------------------------------------------------------------------------------
     def _kind(self) -> tuple[str, str]:
@@ -176,15 +192,17 @@ class Trainer:
                 self.preprocess_config(),
                 self.progress,
             )
+            patients = None if self.cfg.groups is None else read_groups(self.cfg.groups)
             cases = self._load_cases(layout, model_config.modalities)
             by_id = {c.case_id: c for c in cases}
-            splits = kfold_split(list(by_id), k=self.cfg.folds, seed=self.cfg.seed)
+            splits = kfold_split(list(by_id), k=self.cfg.folds, seed=self.cfg.seed, groups=patients)
             if self.dist.main:
                 write_json(self.out / "config.json", self.cfg.to_dict())
             results = []
             for k in self.cfg.fold_indices():
                 train_ids, val_ids = splits[k]
-                results.append(self._fit_fold(run, k, [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]))
+                parts = fold_cases(self.cfg, k, [by_id[i] for i in train_ids], [by_id[i] for i in val_ids], patients)
+                results.append(self._fit_fold(run, k, parts))
             out = TrainResults(str(self.out), results, self._summarize())
             if self.dist.main:
                 write_json(self.out / "results.json", out.to_dict())
@@ -199,7 +217,7 @@ class Trainer:
             per_fold.append(json.loads(path.read_text())["cases"])
         return summarize_folds(per_fold) if per_fold else {}
 
-    def _fit_fold(self, run: RunContext, fold: int, train_cases: list[Case], val_cases: list[Case]) -> FoldResult:
+    def _fit_fold(self, run: RunContext, fold: int, cases: FoldCases) -> FoldResult:
         """Train fold ``fold`` from scratch, ``--init`` or its ``last.pt``; a finished fold is only read back."""
         fold_dir = self.out / f"fold_{fold}"
         state, resume = FoldState(), None
@@ -208,19 +226,20 @@ class Trainer:
                 raise InputError(
                     f"{fold_dir} already holds a training run; pass --resume to continue it, or choose another --out."
                 )
-            resume = self._check_resumable(fold_dir / "last.pt", run, [c.case_id for c in val_cases])
-            state = FoldState(**resume.resume["trainer"]["state"])
+            resume = self._check_resumable(fold_dir / "last.pt", run, cases)
+            state = FoldState.from_dict(resume.resume["trainer"]["state"])
         finished = state.finished(self.cfg.epochs)
         if finished and (fold_dir / "val_metrics.json").exists():
             saved = json.loads((fold_dir / "val_metrics.json").read_text())
-            return state.result(fold, fold_dir, saved["cases"])
-        unit = Fold(run, fold, train_cases, val_cases, state, resume)
+            return state.result(fold, fold_dir, saved["cases"], self.cfg.select)
+        unit = Fold(run, fold, cases, state, resume)
         if not finished:
             unit.fit()
         return unit.finish()
 
-    def _check_resumable(self, path: Path, run: RunContext, val_ids: list[str]) -> Checkpoint:
-        """``path`` loaded, after checking that it continues this run: same network, preprocessing and split."""
+    def _check_resumable(self, path: Path, run: RunContext, cases: FoldCases) -> Checkpoint:
+        """``path`` loaded, after checking that it continues this run: same network, preprocessing, split and
+        checkpoint selection."""
         ck = load_checkpoint(path, trust=self.cfg.trust)
         if "trainer" not in ck.resume or "optimizer" not in ck.resume:
             raise CheckpointError(f"{path} holds no training state to resume from; start a new run in another --out.")
@@ -235,10 +254,22 @@ class Trainer:
                 f"{path} was trained with another preprocessing ({ck.preprocess.to_dict()}); resume with the same "
                 "--size and --normalization."
             )
-        if list(ck.meta.get("val_cases", [])) != val_ids:
+        if list(ck.meta.get("val_cases", [])) != cases.ids("val"):
             raise CheckpointError(
-                f"{path} was trained on another split (different cases, --folds or --seed); resume with the same "
-                "data and settings, or choose another --out."
+                f"{path} was trained on another split (different cases, --folds, --seed or --groups); resume with "
+                "the same data and settings, or choose another --out."
+            )
+        config = ck.resume["trainer"].get("config")
+        theirs = config.get("select", "val") if isinstance(config, dict) else "val"  # "val": before `select`
+        if theirs != self.cfg.select:
+            raise CheckpointError(
+                f"{path} chose its checkpoint with --select {theirs}, this run with --select {self.cfg.select}; "
+                f"resume with --select {theirs}, or choose another --out."
+            )
+        if list(ck.meta.get("inner_cases", [])) != cases.ids("inner"):
+            raise CheckpointError(
+                f"{path} held out other inner cases (another --inner-fraction or --groups); resume with the same "
+                "settings, or choose another --out."
             )
         return ck
 
