@@ -34,9 +34,13 @@ TOL = {
 }
 ACC_TOL = {torch.float64: (1e-10, 1e-12), torch.float32: (1e-4, 1e-4)}  # sums over all pixels, acc dtype
 THREADS = 256  # csrc/cuda/common.cuh kThreads
-# (B, C, C_de, H, W): one partial block; 3 pixel blocks with a partial last and 2 row iterations with a partial
-# second; no decoder channels (the backward_de launch is skipped) with 4 pixel blocks.
-DASC_SHAPES = [(1, 3, 2, 5, 7), (2, 5, 3, 16, 19), (3, 1, 0, 9, 30)]
+# (B, C, C_de, H, W), with the paths each takes (test_dasc_shapes_cover_every_path holds them to it):
+#  - one partial tile, scalar loads (35 pixels are no whole number of vectors);
+#  - several tiles and row segments with a partial last, 128-bit loads for every dtype (304 pixels);
+#  - no decoder channels, 3 images, scalar loads except fp64 (270 pixels);
+#  - C + C_de = 44 channels on 2 tiles at most: the channel reduction split over 2 blocks (partial sums and
+#    finalize_kernel), scalar loads except fp64 (66 pixels).
+DASC_SHAPES = [(1, 3, 2, 5, 7), (2, 5, 3, 16, 19), (3, 1, 0, 9, 30), (1, 24, 20, 6, 11)]
 # (B, M, E): one partial block; 3 blocks with a partial last.
 GRAPH_SHAPES = [(1, 4, 6), (3, 10, 19)]
 SCHEDULES = {
@@ -102,7 +106,7 @@ def test_launch_rewrite_changes_only_the_launch_syntax():
         assert rewritten.count("\n") == text.count("\n"), source.name
         assert rewritten.count("::cuda_emu::Launch(") == text.count("<<<"), source.name
         # Undo the rewrite: what remains is the original file.
-        undone = re.sub(r"::cuda_emu::Launch\((.*?)\)\(([\w:]+(?:<\w+>)?), ", r"\2<<<\1>>>(", rewritten)
+        undone = re.sub(r"::cuda_emu::Launch\((.*?)\)\(([\w:]+(?:<[^<>]*>)?), ", r"\2<<<\1>>>(", rewritten)
         assert " ".join(undone.split()) == " ".join(text.split()), source.name
 
 
@@ -173,7 +177,10 @@ def test_dasc_gate_forward_matches_the_reference(emu, dtype, shape):
     out, scale = emu.dasc_gate_forward(f_m1.to(dtype), f_m2.to(dtype), f_de.to(dtype), coef)
     expected = reference.dasc_gate(f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att)
     _assert_close(out, expected, TOL[dtype], f"dasc_gate {dtype} {shape}")
-    assert bool(((scale > 1) & (scale < 2)).all()), "scale = 1 + sigmoid(s) for every pixel"
+    # The workspace as kernels.h defines it: scale = 1 + σ(s), s = v_d·(f_m1 - f_m2) + v_de·f_de + c.
+    v = coef.double()
+    s = torch.einsum("bchw,c->bhw", f_m1 - f_m2, v[:c]) + torch.einsum("bchw,c->bhw", f_de, v[c : c + c_de]) + v[-1]
+    _assert_close(scale, 1 + torch.sigmoid(s), ACC_TOL[acc_dtype(dtype)], "scale")
 
 
 def _dasc_backward_expected(
@@ -200,18 +207,31 @@ def _dasc_backward_expected(
     return [f_m1, f_m2, f_de, grad], coef, expected
 
 
-def _check_dasc_backward(emu: Emulator, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+def _check_dasc_backward(
+    emu: Emulator,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    *,
+    deterministic: bool = False,
+    row_grid: int = 0,
+    misalign: bool = False,
+) -> dict[str, Tensor]:
+    """Runs the emulated backward (options as Emulator.dasc_gate_backward), checks it against float64 autograd
+    and returns its results."""
     (f_m1, f_m2, f_de, grad), coef, expected = _dasc_backward_expected(shape, dtype)
-    got = emu.dasc_gate_backward(grad.to(dtype), f_m1.to(dtype), f_m2.to(dtype), f_de.to(dtype), coef)
+    inputs = (grad.to(dtype), f_m1.to(dtype), f_m2.to(dtype), f_de.to(dtype), coef)
+    got = emu.dasc_gate_backward(*inputs, deterministic=deterministic, row_grid=row_grid, misalign=misalign)
     for key in ("grad_m1", "grad_m2", "grad_de"):
         _assert_close(got[key], expected[key], TOL[dtype], f"{key} {dtype} {shape}")
     _assert_close(got["grad_coef"], expected["grad_coef"], ACC_TOL[acc_dtype(dtype)], f"grad_coef {dtype} {shape}")
+    return got
 
 
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
 @pytest.mark.parametrize("shape", DASC_SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_dasc_gate_backward_matches_float64_autograd(emu, dtype, shape):
-    _check_dasc_backward(emu, shape, dtype)
+def test_dasc_gate_backward_matches_float64_autograd(emu, dtype, shape, deterministic):
+    _check_dasc_backward(emu, shape, dtype, deterministic=deterministic)
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -221,39 +241,106 @@ def test_dasc_gate_backward_does_not_depend_on_the_thread_order(emu, dtype, sche
     _check_dasc_backward(emu, DASC_SHAPES[1], dtype)
 
 
-def test_dasc_gate_backward_without_feature_channels_writes_zero_gradients(emu):
+def _bits(tensors: dict[str, Tensor]) -> dict[str, bytes]:
+    return {key: value.contiguous().view(torch.uint8).numpy().tobytes() for key, value in tensors.items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_dasc_gate_backward_deterministic_is_bitwise_reproducible(emu, dtype):
+    # Different thread orders, block orders, worker counts and row-kernel grids (which warp takes which unit):
+    # the deterministic path's partial sums have fixed slots and a fixed summation order, so every bit agrees.
+    shape = DASC_SHAPES[1]
+    runs = []
+    for (workers, policy, reverse_blocks), row_grid in zip(SCHEDULES.values(), (0, 1, 3), strict=True):
+        emu.schedule(workers, policy, reverse_blocks)
+        runs.append(_bits(_check_dasc_backward(emu, shape, dtype, deterministic=True, row_grid=row_grid)))
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_dasc_gate_backward_atomic_order_shows_in_the_bits(emu):
+    # The check above can fail: the atomic path, run with the blocks in the opposite order (one worker each, so
+    # each run is itself repeatable), adds the same partial sums in another order and the weight gradient's last
+    # bits change. The feature gradients, written without atomics, do not.
+    shape = DASC_SHAPES[1]
+    runs = []
+    for reverse_blocks in (False, True):
+        emu.schedule(1, "round-robin", reverse_blocks)
+        runs.append(_bits(_check_dasc_backward(emu, shape, torch.float32)))
+    assert runs[0]["grad_coef"] != runs[1]["grad_coef"]
+    assert all(runs[0][key] == runs[1][key] for key in ("grad_m1", "grad_m2", "grad_de"))
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+def test_dasc_gate_backward_without_feature_channels_writes_zero_gradients(emu, deterministic):
     # C = 0 with decoder channels: the upstream gradient is empty, so every gradient is zero, and the launcher
     # (reusable outside torch, kernels.h) must write them.
     shape = (2, 0, 3, 6, 50)
     (f_m1, f_m2, f_de, grad), coef, _ = _dasc_backward_expected(shape, torch.float32)
-    got = emu.dasc_gate_backward(grad.float(), f_m1.float(), f_m2.float(), f_de.float(), coef)
+    got = emu.dasc_gate_backward(
+        grad.float(), f_m1.float(), f_m2.float(), f_de.float(), coef, deterministic=deterministic
+    )
     assert torch.equal(got["grad_de"], torch.zeros_like(f_de).float())
     assert torch.equal(got["grad_coef"], torch.zeros(4))
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
-@pytest.mark.parametrize("grid", [1, 2])
+@pytest.mark.parametrize("row_grid", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64], ids=str)
-def test_dasc_pixel_kernel_grid_stride_loop(emu, dtype, grid, schedule):
-    # 810 pixels on 1 or 2 blocks of 256 threads: 4 or 2 rounds of the loop, each ending in a block reduction
-    # whose shared memory the next round reuses (the schedules let warps run ahead into that next round).
+def test_dasc_row_kernel_grid_stride_loop(emu, dtype, row_grid, schedule):
+    # The backward's row kernel on 1 or 2 blocks of 8 warps for 32-80 units (row segments): each warp takes
+    # several units in turn, each ending in a shuffle reduction (the schedules let warps run ahead).
     emu.schedule(*SCHEDULES[schedule])
-    shape = DASC_SHAPES[2]
-    b, c, c_de, h, w = shape
-    (f_m1, f_m2, f_de, grad), coef, expected = _dasc_backward_expected(shape, dtype, seed=5)
-    assert b * h * w > grid * THREADS * 3 // 2
-    scale, gs, gs_total = emu.dasc_pixel_kernel(
-        grid, grad.to(dtype), f_m1.to(dtype), f_m2.to(dtype), f_de.to(dtype), coef
-    )
-    # The workspaces as kernels.h defines them: s = v_d·(f_m1 - f_m2) + v_de·f_de + c, scale = 1 + σ(s),
-    # gs = σ(s)(1 - σ(s)) Σ_c grad·(f_m1 - f_m2).
+    shape = DASC_SHAPES[1]
+    b, c, c_de, _, _ = shape
+    assert b * (c + c_de) * emu.dasc_plan(dtype, shape, backward=True)["segs"] >= row_grid * THREADS // 32 * 2
+    _check_dasc_backward(emu, shape, dtype, row_grid=row_grid)
+    _check_dasc_backward(emu, shape, dtype, row_grid=row_grid, deterministic=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_dasc_shapes_cover_every_path(emu, dtype):
+    # What the shapes above are said to exercise, read from the launchers' own plan and the vector-access count.
+    plans = [emu.dasc_plan(dtype, shape, backward=True) for shape in DASC_SHAPES]
+    assert plans[0]["chunks"] == 1 and plans[3]["chunks"] == 2, "one and two channel-reduction blocks per tile"
+    assert plans[1]["segs"] > 1 and (16 * 19) % plans[1]["seg"] != 0, "several row segments, the last partial"
+    assert (5 * 7) % plans[0]["tile"] != 0, "a partial tile"
+    vector = []
+    for shape in DASC_SHAPES:
+        emu.vector_accesses()
+        _check_dasc_backward(emu, shape, dtype)
+        vector.append(emu.vector_accesses() > 0)
+    width = 16 // torch.empty(0, dtype=dtype).element_size()
+    assert vector == [shape[3] * shape[4] % width == 0 for shape in DASC_SHAPES]
+    assert vector[1] and not vector[0], "both the 128-bit and the scalar loads"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_dasc_gate_misaligned_buffers_take_the_scalar_path(emu, dtype):
+    # Every pointer one element off a 16-byte boundary (a view with a storage offset): the launchers must fall
+    # back to scalar loads (a vector access there is a launch error on the GPU, and in the emulator) and still be
+    # right, forward and backward.
+    shape = b, c, c_de, h, w = DASC_SHAPES[1]
+    (f_m1, f_m2, f_de, grad), coef, _ = _dasc_backward_expected(shape, dtype)
+    emu.vector_accesses()
+    out, _ = emu.dasc_gate_forward(f_m1.to(dtype), f_m2.to(dtype), f_de.to(dtype), coef, misalign=True)
     v = coef.double()
     s = torch.einsum("bchw,c->bhw", f_m1 - f_m2, v[:c]) + torch.einsum("bchw,c->bhw", f_de, v[c : c + c_de]) + v[-1]
-    att = torch.sigmoid(s)
-    acc_tol = ACC_TOL[acc_dtype(dtype)]
-    _assert_close(scale, 1 + att, acc_tol, "scale")
-    _assert_close(gs, att * (1 - att) * (grad * (f_m1 - f_m2)).sum(1), acc_tol, "gs")
-    _assert_close(gs_total, expected["grad_coef"][-1:], acc_tol, "sum of gs")
+    _assert_close(out, (f_m1 - f_m2) * (1 + torch.sigmoid(s)).unsqueeze(1), TOL[dtype], "forward")
+    _check_dasc_backward(emu, shape, dtype, misalign=True)
+    assert emu.vector_accesses() == 0
+
+
+def test_a_misaligned_vector_access_is_a_launch_error(emu):
+    data = torch.arange(64, dtype=torch.float32)
+    for offset, ok in ((4, True), (1, False)):
+        buf = emulator.Buffers()
+        ptrs = [buf.put(data, torch.float32), buf.put(None, torch.float32, 32)]
+        if ok:
+            emu.call("emu_selftest_vector_load", ptrs[0], offset, ptrs[1], buffers=buf)
+            assert torch.equal(buf.last(), data[offset : offset + 4].repeat(8))
+        else:
+            with pytest.raises(EmulationError, match="misaligned address"):
+                emu.call("emu_selftest_vector_load", ptrs[0], offset, ptrs[1], buffers=buf)
 
 
 # ---- graph_conv ----
@@ -310,17 +397,20 @@ def test_graph_conv_backward_matches_float64_autograd(emu, dtype, shape):
     assert bool((expected == 0).any() and (expected != 0).any())
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["int32", "int64"])
 @pytest.mark.parametrize("grid", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_graph_conv_kernels_grid_stride_loop(emu, dtype, grid):
-    # 1710 elements on 1 or 3 blocks of 256 threads: several rounds of both kernels' loops.
+def test_graph_conv_kernels_grid_stride_loop(emu, dtype, grid, wide):
+    # 1710 elements on 1 or 3 blocks of 256 threads: several rounds of both kernels' loops, each round stepping
+    # the (node, feature) pair by the stride (768 = 20·38 + 8: a feature carry and a node wrap) instead of
+    # dividing; with 32-bit and 64-bit indices.
     shape = (3, 15, 38)
     g, a, a_bias, w, w_bias = _graph_inputs(shape, seed=6)
     acc = acc_dtype(dtype)
     g = g.to(dtype).double()
     q = ((torch.eye(shape[1], dtype=torch.float64) - a) @ g @ w.t()).to(dtype)
     grad = _randn(torch.Generator().manual_seed(7), *shape).to(dtype)
-    out, grad_y = emu.graph_conv_kernels(grid, q, a_bias.to(acc), w.to(acc).sum(1), w_bias.to(acc), grad)
+    out, grad_y = emu.graph_conv_kernels(grid, q, a_bias.to(acc), w.to(acc).sum(1), w_bias.to(acc), grad, wide)
     expected = reference.graph_conv(g, a, a_bias, w, w_bias)
     eps = torch.finfo(dtype).eps
     torch.testing.assert_close(out.double(), expected, rtol=TOL[dtype][0], atol=eps * float(q.double().abs().max()))

@@ -35,13 +35,20 @@ void check_launch(int status, const char* kernel) {
 
 cuda::DascShape shape_of(const DascDims& d) { return {d.batch, d.channels, d.de_channels, d.pixels}; }
 
+// The kernels' acc workspace (mdanet/kernels.h), from torch's caching allocator (256-byte aligned).
+at::Tensor dasc_workspace(const DascDims& d, const at::Tensor& features, bool backward, bool deterministic) {
+  const std::size_t bytes = cuda::dasc_gate_workspace_bytes(kernel_dtype(features.scalar_type()), shape_of(d),
+                                                            backward, deterministic);
+  return at::empty({static_cast<int64_t>(bytes)}, features.options().dtype(at::kByte));
+}
+
 void dasc_forward_cuda(const DascDims& d, const at::Tensor& f_m1, const at::Tensor& f_m2, const at::Tensor& f_de,
                        const at::Tensor& coef, at::Tensor& out) {
   const c10::cuda::CUDAGuard guard(f_m1.device());
-  at::Tensor scale = at::empty({d.batch * d.pixels}, coef.options());
+  at::Tensor workspace = dasc_workspace(d, f_m1, false, false);
   check_launch(cuda::dasc_gate_forward(kernel_dtype(f_m1.scalar_type()), shape_of(d), f_m1.const_data_ptr(),
                                        f_m2.const_data_ptr(), f_de.const_data_ptr(), coef.const_data_ptr(),
-                                       scale.mutable_data_ptr(), out.mutable_data_ptr(),
+                                       workspace.mutable_data_ptr(), out.mutable_data_ptr(),
                                        c10::cuda::getCurrentCUDAStream()),
                "mdanet::dasc_gate");
 }
@@ -49,17 +56,16 @@ void dasc_forward_cuda(const DascDims& d, const at::Tensor& f_m1, const at::Tens
 void dasc_backward_cuda(const DascDims& d, const at::Tensor& grad, const at::Tensor& f_m1, const at::Tensor& f_m2,
                         const at::Tensor& f_de, const at::Tensor& coef, at::Tensor& grad_m1, at::Tensor& grad_m2,
                         at::Tensor& grad_de, at::Tensor& grad_coef) {
-  // The coefficient gradients are float atomicAdds over pixels: their order, so their rounding, varies from run
-  // to run. Said the way torch's own kernels say it (an error or warning under use_deterministic_algorithms).
-  at::globalContext().alertNotDeterministic("mdanet::dasc_gate_backward (CUDA)");
+  // Under torch.use_deterministic_algorithms the coefficient gradients are summed in a fixed order (bitwise
+  // reproducible); otherwise with float atomics, whose order varies in the last bits from run to run.
+  const bool deterministic = at::globalContext().deterministicAlgorithms();
   const c10::cuda::CUDAGuard guard(f_m1.device());
-  at::Tensor scale = at::empty({d.batch * d.pixels}, coef.options());
-  at::Tensor gs = at::empty_like(scale);
+  at::Tensor workspace = dasc_workspace(d, f_m1, true, deterministic);
   check_launch(cuda::dasc_gate_backward(kernel_dtype(f_m1.scalar_type()), shape_of(d), grad.const_data_ptr(),
                                         f_m1.const_data_ptr(), f_m2.const_data_ptr(), f_de.const_data_ptr(),
-                                        coef.const_data_ptr(), scale.mutable_data_ptr(), gs.mutable_data_ptr(),
+                                        coef.const_data_ptr(), workspace.mutable_data_ptr(),
                                         grad_m1.mutable_data_ptr(), grad_m2.mutable_data_ptr(),
-                                        grad_de.mutable_data_ptr(), grad_coef.mutable_data_ptr(),
+                                        grad_de.mutable_data_ptr(), grad_coef.mutable_data_ptr(), deterministic,
                                         c10::cuda::getCurrentCUDAStream()),
                "mdanet::dasc_gate_backward");
 }

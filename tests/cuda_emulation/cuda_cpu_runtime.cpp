@@ -46,6 +46,7 @@ struct Block {
 std::atomic<int> g_workers{2};
 std::atomic<int> g_policy{0};  // 0 lanes round-robin up, 1 round-robin down, 2 warps run ahead (highest first)
 std::atomic<bool> g_reverse_blocks{false};
+std::atomic<std::uint64_t> g_vector_accesses{0};
 std::mutex g_error_mutex;
 cudaError_t g_last_error = cudaSuccess;
 std::string g_last_message;
@@ -208,6 +209,15 @@ void fail(const char* message) {
   std::abort();  // never resumed
 }
 
+void check_aligned(const void* pointer, std::size_t bytes) {
+  if (reinterpret_cast<std::uintptr_t>(pointer) % bytes != 0) {
+    fail("misaligned address: a vector access not aligned to its size");
+  }
+  if (bytes >= 16) {
+    g_vector_accesses.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 void run_grid(dim3 grid, dim3 block, std::size_t shmem, const std::function<void()>& body) {
   const std::uint64_t blocks = std::uint64_t(grid.x) * grid.y * grid.z;
   const std::uint64_t threads = std::uint64_t(block.x) * block.y * block.z;
@@ -344,6 +354,9 @@ void emu_set_schedule(int workers, int policy, int reverse_blocks) {
 
 // The message of the last failed launch ("" when none); cleared by the next launcher status read.
 const char* emu_last_message() { return cuda_emu::g_last_message.c_str(); }
+
+// 16-byte-or-wider accesses since the last call (then reset): whether a launch took its vector path.
+std::uint64_t emu_vector_accesses() { return cuda_emu::g_vector_accesses.exchange(0); }
 
 void emu_clear_error() {
   const std::lock_guard<std::mutex> lock(cuda_emu::g_error_mutex);

@@ -67,6 +67,9 @@ void fail(const char* message);                   // ends the launch with cudaEr
 void run_grid(dim3 grid, dim3 block, std::size_t shmem, const std::function<void()>& body);
 cudaError_t take_last_error();
 void set_last_error(cudaError_t error);
+// A vector access of `bytes` at `pointer` (MDANET_ASSERT_ALIGNED in csrc/cuda/common.cuh): fails the launch when
+// misaligned, as the GPU does ("misaligned address"); counts the 16-byte-or-wider ones (emu_vector_accesses).
+void check_aligned(const void* pointer, std::size_t bytes);
 
 // `kernel<<<grid, block, shmem, stream>>>(args...)` after the harness's rewrite. The arguments are converted to the
 // kernel's parameter types once, as the CUDA runtime copies them at launch, and every fiber calls the kernel.
@@ -89,6 +92,9 @@ inline cudaError_t cudaGetLastError() { return cuda_emu::take_last_error(); }
 inline const char* cudaGetErrorString(cudaError_t error) {
   return error == cudaSuccess ? "no error" : "emulated CUDA error";
 }
+
+// The kernels' alignment hook (csrc/cuda/common.cuh), checked here instead of ignored.
+#define MDANET_ASSERT_ALIGNED(pointer, bytes) ::cuda_emu::check_aligned((pointer), (bytes))
 
 // ---- synchronisation, warp shuffles, atomics, loads ----
 inline void __syncthreads() { cuda_emu::block_barrier(); }

@@ -37,13 +37,15 @@ POLICIES = {"round-robin": 0, "round-robin-down": 1, "warps-run-ahead": 2}
 
 # C signatures of the entry points: i int, I unsigned int, q int64_t, p pointer.
 _SIGNATURES = {
+    "emu_dasc_gate_workspace_bytes": "iqqqqii",
+    "emu_dasc_gate_plan": "iqqqqip",
     "emu_dasc_gate_forward": "iqqqq" + "p" * 6,
-    "emu_dasc_gate_backward": "iqqqq" + "p" * 11,
-    "emu_dasc_pixel_kernel": "iIqqqq" + "p" * 8,
+    "emu_dasc_gate_backward": "iIqqqq" + "p" * 10 + "i",
     "emu_graph_conv_bias_relu": "iqqq" + "p" * 4,
     "emu_graph_conv_relu_mask": "iq" + "p" * 3,
-    "emu_graph_conv_kernels": "iIqqq" + "p" * 6,
+    "emu_graph_conv_kernels": "iIiqqq" + "p" * 6,
     "emu_selftest_reverse": "pIIi",
+    "emu_selftest_vector_load": "pip",
     "emu_selftest_divergent_barrier": "pI",
     "emu_selftest_warp_total": "pppII",
     "emu_set_schedule": "iii",
@@ -126,6 +128,7 @@ class _Guarded:
     raw: Tensor
     data: Tensor  # the (n,) interior the kernel may touch
     guards: Tensor  # both guard zones' bits as first written
+    start: int  # elements before the interior
 
 
 @dataclass
@@ -134,30 +137,33 @@ class Buffers:
 
     items: list[_Guarded] = field(default_factory=list)
 
+    misalign: bool = False  # every buffer starts one element past a 16-byte boundary (no vector accesses)
+
     def put(self, values: Tensor | None, dtype: torch.dtype, numel: int | None = None) -> int:
         """A guarded copy of ``values`` (any shape; NaN-filled with ``numel`` elements when None) as ``dtype``;
-        returns its device pointer."""
+        returns its device pointer (16-byte aligned, as torch's allocations are, unless ``misalign``)."""
         n = values.numel() if values is not None else int(numel or 0)
-        raw = torch.full((GUARD + n + GUARD,), float("nan"), dtype=dtype)
+        start = GUARD + int(self.misalign)
+        raw = torch.full((start + n + GUARD,), float("nan"), dtype=dtype)
         if values is not None:
-            raw[GUARD : GUARD + n] = values.reshape(-1).to(dtype)
-        item = _Guarded(raw, raw[GUARD : GUARD + n], self._guard_bits(raw).clone())
+            raw[start : start + n] = values.reshape(-1).to(dtype)
+        item = _Guarded(raw, raw[start : start + n], self._guard_bits(raw, start).clone(), start)
         self.items.append(item)
-        return raw.data_ptr() + GUARD * raw.element_size()
+        return raw.data_ptr() + start * raw.element_size()
 
     def last(self) -> Tensor:
         """The interior of the buffer put last (a view: what the kernel wrote)."""
         return self.items[-1].data
 
     @staticmethod
-    def _guard_bits(raw: Tensor) -> Tensor:
+    def _guard_bits(raw: Tensor, start: int) -> Tensor:
         bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[raw.element_size()]
         as_int = raw.view(bits)
-        return torch.cat([as_int[:GUARD], as_int[-GUARD:]])
+        return torch.cat([as_int[:start], as_int[-GUARD:]])
 
     def check_guards(self, what: str) -> None:
         for index, item in enumerate(self.items):
-            if not torch.equal(self._guard_bits(item.raw), item.guards):
+            if not torch.equal(self._guard_bits(item.raw, item.start), item.guards):
                 raise EmulationError(f"{what}: buffer {index} was written outside its bounds")
 
 
@@ -172,6 +178,8 @@ class Emulator:
     def __init__(self, library: Path) -> None:
         self.lib = ctypes.CDLL(str(library))
         self.lib.emu_last_message.restype = ctypes.c_char_p
+        self.lib.emu_vector_accesses.restype = ctypes.c_uint64
+        self.lib.emu_dasc_gate_workspace_bytes.restype = ctypes.c_int64
         for name, signature in _SIGNATURES.items():
             getattr(self.lib, name).argtypes = [_CTYPES[code] for code in signature]
         self.schedule()
@@ -191,55 +199,69 @@ class Emulator:
             raise EmulationError(f"{name}: CUDA error {status}: {message}")
         buffers.check_guards(name)
 
-    def dasc_gate_forward(self, f_m1: Tensor, f_m2: Tensor, f_de: Tensor, coef: Tensor) -> tuple[Tensor, Tensor]:
+    def vector_accesses(self) -> int:
+        """16-byte-or-wider accesses the kernels made since the last call: > 0 when a launch took its vector path."""
+        return int(self.lib.emu_vector_accesses())
+
+    def dasc_plan(self, dtype: torch.dtype, shape: tuple[int, ...], backward: bool) -> dict[str, int]:
+        """How the launchers split ``shape`` (B, C, C_de, H, W): pixels per tile, channel chunks (> 1: partial sums
+        and a finalize kernel), pixels per row segment and segments per row."""
+        b, c, c_de, h, w = shape
+        out = (ctypes.c_int64 * 4)()
+        self.lib.emu_dasc_gate_plan(DTYPE_CODES[dtype], b, c, c_de, h * w, int(backward), out)
+        return dict(zip(("tile", "chunks", "seg", "segs"), out, strict=True))
+
+    def _workspace(self, buf: Buffers, dtype: torch.dtype, dims: tuple[int, ...], backward: bool, det: bool) -> int:
+        acc = acc_dtype(dtype)
+        size = self.lib.emu_dasc_gate_workspace_bytes(DTYPE_CODES[dtype], *dims, int(backward), int(det))
+        return buf.put(None, acc, size // torch.empty(0, dtype=acc).element_size())
+
+    def dasc_gate_forward(
+        self, f_m1: Tensor, f_m2: Tensor, f_de: Tensor, coef: Tensor, misalign: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """f_m1, f_m2 ``(B, C, H, W)``, f_de ``(B, C_de, H, W)`` of the kernel dtype; coef ``(C + C_de + 1,)``.
-        Returns out ``(B, C, H, W)`` and the scale workspace ``(B, H, W)``."""
-        dtype, acc = f_m1.dtype, acc_dtype(f_m1.dtype)
+        Returns out ``(B, C, H, W)`` and the workspace's scale ``(B, H, W)``."""
+        dtype = f_m1.dtype
         (b, c, h, w), c_de = f_m1.shape, f_de.shape[1]
-        buf = Buffers()
-        ptrs = [buf.put(t, dtype) for t in (f_m1, f_m2, f_de)] + [buf.put(coef, acc)]
-        scale_ptr = buf.put(None, acc, b * h * w)
-        scale = buf.last()
+        buf = Buffers(misalign=misalign)
+        dims = (b, c, c_de, h * w)
+        ptrs = [buf.put(t, dtype) for t in (f_m1, f_m2, f_de)] + [buf.put(coef, acc_dtype(dtype))]
+        ptrs.append(self._workspace(buf, dtype, dims, False, False))
+        workspace = buf.last()
         out_ptr = buf.put(None, dtype, f_m1.numel())
-        dims = (DTYPE_CODES[dtype], b, c, c_de, h * w)
-        self.call("emu_dasc_gate_forward", *dims, *ptrs, scale_ptr, out_ptr, buffers=buf)
-        return buf.last().view(f_m1.shape).clone(), scale.view(b, h, w).clone()
+        self.call("emu_dasc_gate_forward", DTYPE_CODES[dtype], *dims, *ptrs, out_ptr, buffers=buf)
+        return buf.last().view(f_m1.shape).clone(), workspace[: b * h * w].view(b, h, w).clone()
 
     def dasc_gate_backward(
-        self, grad: Tensor, f_m1: Tensor, f_m2: Tensor, f_de: Tensor, coef: Tensor
+        self,
+        grad: Tensor,
+        f_m1: Tensor,
+        f_m2: Tensor,
+        f_de: Tensor,
+        coef: Tensor,
+        *,
+        deterministic: bool = False,
+        row_grid: int = 0,
+        misalign: bool = False,
     ) -> dict[str, Tensor]:
         """Shapes as in the forward, grad like f_m1. Returns grad_m1, grad_m2, grad_de (feature dtype) and
-        grad_coef ``(C + C_de + 1,)`` (acc dtype) = the gradient of [v_d, v_de, c]."""
+        grad_coef ``(C + C_de + 1,)`` (acc dtype) = the gradient of [v_d, v_de, c]. ``row_grid`` > 0 runs the row
+        kernel on that many blocks (grid-stride rounds); ``misalign`` shifts every buffer off 16 bytes."""
         dtype, acc = f_m1.dtype, acc_dtype(f_m1.dtype)
         (b, c, h, w), c_de = f_m1.shape, f_de.shape[1]
-        buf = Buffers()
+        buf = Buffers(misalign=misalign)
+        dims = (b, c, c_de, h * w)
         ptrs = [buf.put(t, dtype) for t in (grad, f_m1, f_m2, f_de)] + [buf.put(coef, acc)]
-        ptrs += [buf.put(None, acc, b * h * w) for _ in range(2)]  # scale, gs workspaces
+        ptrs.append(self._workspace(buf, dtype, dims, True, deterministic))
         outs: dict[str, tuple[Tensor, tuple[int, ...]]] = {}
         for key, like in (("grad_m1", f_m1), ("grad_m2", f_m1), ("grad_de", f_de)):
             ptrs.append(buf.put(None, dtype, like.numel()))
             outs[key] = (buf.last(), tuple(like.shape))
         ptrs.append(buf.put(torch.zeros(c + c_de + 1), acc))  # zeroed by the caller, as kernels.h requires
         outs["grad_coef"] = (buf.last(), (c + c_de + 1,))
-        self.call("emu_dasc_gate_backward", DTYPE_CODES[dtype], b, c, c_de, h * w, *ptrs, buffers=buf)
+        args = (DTYPE_CODES[dtype], row_grid, *dims, *ptrs, int(deterministic))
+        self.call("emu_dasc_gate_backward", *args, buffers=buf)
         return {key: data.view(shape).clone() for key, (data, shape) in outs.items()}
-
-    def dasc_pixel_kernel(
-        self, grid: int, grad: Tensor, f_m1: Tensor, f_m2: Tensor, f_de: Tensor, coef: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """The backward's pixel_kernel alone on ``grid`` blocks: returns scale and gs ``(B, H, W)`` and Σ gs
-        ``(1,)`` (acc dtype)."""
-        dtype, acc = f_m1.dtype, acc_dtype(f_m1.dtype)
-        (b, c, h, w), c_de = f_m1.shape, f_de.shape[1]
-        buf = Buffers()
-        inputs = [buf.put(t, dtype) for t in (f_m1, f_m2, f_de)] + [buf.put(coef, acc), buf.put(grad, dtype)]
-        outs = []
-        for values in (None, None, torch.zeros(1)):
-            inputs.append(buf.put(values, acc, b * h * w))
-            outs.append(buf.last())
-        dims = (DTYPE_CODES[dtype], grid, b, c, c_de, h * w)
-        self.call("emu_dasc_pixel_kernel", *dims, *inputs, buffers=buf)
-        return outs[0].view(b, h, w).clone(), outs[1].view(b, h, w).clone(), outs[2].clone()
 
     def graph_conv_bias_relu(self, q: Tensor, a_bias: Tensor, w_rowsum: Tensor, w_bias: Tensor) -> Tensor:
         """q ``(B, M, E)`` of the kernel dtype; a_bias ``(M,)``, w_rowsum and w_bias ``(E,)`` (acc). Returns the
@@ -260,15 +282,16 @@ class Emulator:
         return buf.last().view(grad.shape).clone()
 
     def graph_conv_kernels(
-        self, grid: int, q: Tensor, a_bias: Tensor, w_rowsum: Tensor, w_bias: Tensor, grad: Tensor
+        self, grid: int, q: Tensor, a_bias: Tensor, w_rowsum: Tensor, w_bias: Tensor, grad: Tensor, wide: bool
     ) -> tuple[Tensor, Tensor]:
-        """bias_relu then relu_mask (on its result), both on ``grid`` blocks: returns (out, grad_y)."""
+        """bias_relu then relu_mask (on its result, scalar form), both on ``grid`` blocks with 64-bit (``wide``)
+        or 32-bit indices: returns (out, grad_y)."""
         dtype, acc = q.dtype, acc_dtype(q.dtype)
         buf = Buffers()
         q_ptr = buf.put(q, dtype)
         result = buf.last()
         ptrs = [buf.put(t, acc) for t in (a_bias, w_rowsum, w_bias)] + [buf.put(grad, dtype)]
         grad_y_ptr = buf.put(None, dtype, q.numel())
-        dims = (DTYPE_CODES[dtype], grid, *q.shape)
+        dims = (DTYPE_CODES[dtype], grid, int(wide), *q.shape)
         self.call("emu_graph_conv_kernels", *dims, q_ptr, *ptrs, grad_y_ptr, buffers=buf)
         return result.view(q.shape).clone(), buf.last().view(q.shape).clone()

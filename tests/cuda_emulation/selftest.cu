@@ -2,6 +2,8 @@
 // without it, a barrier in divergent code, warp shuffles and atomics. Built through the same rewrite as csrc/cuda.
 #include <cuda_runtime.h>
 
+#include "common.cuh"
+
 namespace {
 
 // Reverses each block's slice of `data` through shared memory; `sync` = 0 drops the barrier (a race).
@@ -39,9 +41,22 @@ __global__ void warp_total_kernel(const double* data, double* out, int* mismatch
   }
 }
 
+// Each thread reads data[offset .. offset + 4) as one 16-byte access (csrc/cuda/common.cuh load_vec): misaligned
+// unless offset is a multiple of 4.
+__global__ void vector_load_kernel(const float* data, int offset, float* out) {
+  const auto x = mdanet::cuda::detail::load_vec<4>(data + offset);
+  out[threadIdx.x] = x.v[threadIdx.x % 4];
+}
+
 }  // namespace
 
 extern "C" {
+
+int emu_selftest_vector_load(const float* data, int offset, float* out) {
+  vector_load_kernel<<<1, 32>>>(data, offset, out);
+  return static_cast<int>(cudaGetLastError());
+}
+
 
 int emu_selftest_reverse(float* data, unsigned int blocks, unsigned int threads, int sync) {
   reverse_kernel<<<blocks, threads>>>(data, sync);
