@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import csv
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner, Result
 
+from mdanet_sdk.cli import app
 from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.data.phantom import write_dataset
 from mdanet_sdk.errors import CheckpointError, InputError
 from mdanet_sdk.model import MDANet, build_model, count_parameters
 from mdanet_sdk.model.fusion import AttentionFusion, TransformerBlock, TransformerFusion
@@ -121,3 +126,85 @@ def test_tables_share_variants_and_refuse_unknown_tables() -> None:
     for bad, message in (([], "Name at least one"), (["7"], "Unknown ablation table '7'"), (["5", "x"], "'x'")):
         with pytest.raises(InputError, match=message):
             variants_for(bad)
+
+
+# -- mdanet-sdk ablate --table 5 / 6 on phantoms ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 ISLES'22-like phantoms of 32×32×4 voxels."""
+    return write_dataset(tmp_path_factory.mktemp("tables") / "isles22", "isles22", 8, seed=5, shape=(32, 32, 4))
+
+
+def _ablate(data: Path, out: Path, *args: str) -> Result:
+    tiny = ["--preset", "small", "--size", "32", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4"]
+    return CliRunner().invoke(app, ["ablate", str(data), "--out", str(out), *tiny, "--workers", "0", "--quiet", *args])
+
+
+def _row(md: str, label: str) -> list[str]:
+    line = next(line for line in md.splitlines() if line.startswith(f"| {label} | "))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_ablate_tables_5_and_6_train_once_and_print_ours_beside_the_papers(phantoms: Path, tmp_path: Path) -> None:
+    out = tmp_path / "abl"
+    res = _ablate(phantoms, out, "--table", "5", "--folds", "4", "--fold", "0")
+    assert res.exit_code == 0, res.output
+    folders = {"bottleneck-none": "none", "bottleneck-nonlocal": "nonlocal", "bottleneck-transformer": "transformer"}
+    for name, bottleneck in {**folders, "mdanet": "gcfb"}.items():
+        ckpt = load_checkpoint(out / name / "fold_0" / "best.pt")
+        assert (ckpt.model_config.bottleneck, json.loads((out / name / "config.json").read_text())["lam"]) == (
+            bottleneck,
+            1.0,
+        )
+    assert (
+        "| Method | DSC (%) | Param (M) | FLOPs (G) | Paper DSC (%) | Paper Param (M) | Paper FLOPs (G) |" in res.output
+    )
+    md = (out / "ablation.md").read_text(encoding="utf-8")
+    transformer = _row(md, "Transformer")
+    results = json.loads((out / "bottleneck-transformer" / "results.json").read_text())
+    mean, std = (100 * x for x in results["summary"]["dsc"])
+    params = count_parameters(load_checkpoint(out / "bottleneck-transformer" / "fold_0" / "best.pt").build_model())
+    assert transformer[1:] == [f"{mean:.2f} ± {std:.2f}", f"{params / 1e6:.2f}", transformer[3], "57.14 ± 1.48"] + [
+        "61.70",
+        "15.83",
+    ]
+    assert float(transformer[3]) > float(_row(md, "Baseline")[3]) > 0  # attention adds FLOPs
+    assert _row(md, "GCFB (ours)")[-3:] == ["58.34 ± 2.11", "25.30", "11.22"] and "one 32×32 slice" in md
+    assert all(line in res.output for line in md.splitlines() if line.startswith("| "))  # printed as written
+    best = out / "mdanet" / "fold_0" / "best.pt"
+    trained = best.stat().st_mtime_ns
+
+    res = _ablate(phantoms, out, "--table", "6", "--folds", "4", "--fold", "0")
+    assert res.exit_code == 0, res.output
+    assert best.stat().st_mtime_ns == trained  # the full MDANet (λ = 1) of Table 5 is Table 6's last row
+    assert "| λ | DSC (%) | Precision (%) | Recall (%) | F1 score | Paper DSC (%) |" in res.output
+    lams = {n: json.loads((out / n / "config.json").read_text())["lam"] for n in ("dasc-msc-gcfb", "lambda-0.5")}
+    assert lams == {"dasc-msc-gcfb": 0.0, "lambda-0.5": 0.5}
+    md = (out / "ablation.md").read_text(encoding="utf-8")
+    assert _row(md, "0.25")[-4:] == ["58.19 ± 2.38", "61.67 ± 4.80", "61.16 ± 2.88", "0.6142"]
+    assert "## Table 5" not in md and "| Baseline |" not in res.output
+    rows = list(csv.DictReader((out / "ablation.csv").open(encoding="utf-8")))
+    assert [(r["variant"], r["lam"], r["folds"]) for r in rows] == [
+        ("dasc-msc-gcfb", "0", "1"),
+        ("lambda-0.25", "0.25", "1"),
+        ("lambda-0.5", "0.5", "1"),
+        ("lambda-0.75", "0.75", "1"),
+        ("mdanet", "1", "1"),
+    ]
+    summary = json.loads((out / "lambda-0.75" / "results.json").read_text())["summary"]
+    precision, recall = summary["precision"][0], summary["recall"][0]
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    assert float(rows[3]["f1"]) == pytest.approx(f1, abs=1e-6) and rows[3]["paper_f1"] == "0.6236"
+    assert float(rows[3]["dsc_mean"]) == pytest.approx(summary["dsc"][0], abs=1e-6)
+    doc = json.loads((out / "ablation.json").read_text(encoding="utf-8"))
+    assert doc["tables"] == ["6"] and doc["paper"]["6"]["mdanet"]["f1"] == 0.6195
+    assert doc["models"]["lambda-0.5"]["params_m"] == doc["models"]["mdanet"]["params_m"]  # λ changes no weight
+
+
+def test_ablate_refuses_an_unknown_table_before_any_work(phantoms: Path, tmp_path: Path) -> None:
+    res = _ablate(phantoms, tmp_path / "abl", "--table", "5,7")
+    assert res.exit_code == 2
+    assert "Unknown ablation table '7': choose among 3, 4, 5, 6" in res.output
+    assert not (tmp_path / "abl").exists()
