@@ -208,3 +208,5 @@ def test_ablate_refuses_an_unknown_table_before_any_work(phantoms: Path, tmp_pat
     assert res.exit_code == 2
     assert "Unknown ablation table '7': choose among 3, 4, 5, 6" in res.output
     assert not (tmp_path / "abl").exists()
+    res = _ablate(phantoms, tmp_path / "abl", "--table", " , ")
+    assert res.exit_code == 2 and "Name at least one ablation table: 3, 4, 5, 6." in res.output

@@ -87,7 +87,8 @@ def ablate_command(
     from mdanet_sdk.train.ablation import run_ablation, variants_for
     from mdanet_sdk.train.trainer import TrainConfig
 
-    tables = tuple(dict.fromkeys(t.strip() for value in (table or ["3,4"]) for t in value.split(",")))
+    named = [t.strip() for value in (table or ["3,4"]) for t in value.split(",")]
+    tables = tuple(dict.fromkeys(t for t in named if t))
     variants_for(tables)  # an unknown table is refused before any dataset work
 
     base = TrainConfig(
