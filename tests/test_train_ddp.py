@@ -62,11 +62,15 @@ def test_torchrun_two_processes_write_one_checkpoint(data: Path, tmp_path: Path)
     ckpt = load_checkpoint(fold / "last.pt")
     assert ckpt.meta["epoch"] == 0 and ckpt.model_config.groups == (("cbf", "cbv"), ("mtt", "tmax"))
     assert "module." not in next(iter(ckpt.state_dict))
-    # Rank 0 wrote one log row; validation gathered the fold's cases from both ranks.
-    assert len(json.loads((fold / "metrics.json").read_text())) == 1
+    # Rank 0 wrote one log row; scoring gathered the inner and validation cases from both ranks.
+    metrics = json.loads((fold / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and metrics["selection"]["select"] == "inner"
+    # --batch-size 4 is the global batch: 2 steps of 2 slices on each of the 2 ranks (not 2 × 4 per rank).
+    assert metrics["history"][0]["slices"] == 2 * 4
+    assert len(metrics["split"]["inner_cases"]) == 1 and 0 <= metrics["history"][0]["inner_dsc"] <= 1
     val = json.loads((fold / "val_metrics.json").read_text())["cases"]
     assert len(val) == 1 and len(list((fold / "predictions").glob("*_seg.nii.gz"))) == 1
-    assert proc.stdout.count("best val DSC") == 1  # only rank 0 prints the result table
+    assert proc.stdout.count("val DSC %") == 1  # only rank 0 prints the result table
 
 
 @pytest.mark.skipif(not CLI.exists(), reason="the mdanet-sdk console script is not installed")
@@ -102,5 +106,5 @@ def test_sigkill_mid_epoch_then_resume(data: Path, tmp_path: Path) -> None:
     )
     result = train(cfg)
     assert result.folds[0].epochs_run == 3
-    history = json.loads((run / "fold_0" / "metrics.json").read_text())
+    history = json.loads((run / "fold_0" / "metrics.json").read_text())["history"]
     assert [row["epoch"] for row in history] == [0, 1, 2]

@@ -51,6 +51,7 @@ _CSV_FIELDS = (
     "dice_loss",
     "ce",
     "sim",
+    "slices",
     "train_dsc",
     "inner_dsc",
     "inner_precision",
@@ -247,8 +248,9 @@ class Fold:
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             loader = epoch_loader(dataset, sampler, batch, workers, run.device, seed)
-            stats = self.run_epoch(epoch, net, loader, steps)
-            self._end_epoch(epoch, lr, stats, start)
+            totals = self.run_epoch(epoch, net, loader, steps)
+            stats = totals.stats()
+            self._end_epoch(epoch, lr, stats, int(totals.samples), start)
             self._report(
                 "validated",
                 epoch,
@@ -262,9 +264,9 @@ class Fold:
                 self._report("stopped", epoch, steps)
                 break
 
-    def run_epoch(self, epoch: int, net: nn.Module, loader: DataLoader, steps: int) -> EpochStats:
+    def run_epoch(self, epoch: int, net: nn.Module, loader: DataLoader, steps: int) -> EpochTotals:
         """One pass of ``loader`` through ``net`` (the training forward, DDP-wrapped under torchrun), one
-        optimizer step per batch; the statistics are summed over all ranks."""
+        optimizer step per batch; the sums over all ranks."""
         device = self.run.device
         net.train()
         sums = EpochTotals.zeros(device)
@@ -281,16 +283,16 @@ class Fold:
             sums += EpochTotals.of_batch(logits, y, parts)
             if self._reporting:  # running means cost a device sync: only when someone listens
                 self._report("step", epoch, steps, step=step, stats=EpochTotals.from_tensor(sums).stats())
-        return EpochTotals.from_tensor(self.run.dist.sum(sums)).stats()
+        return EpochTotals.from_tensor(self.run.dist.sum(sums))
 
     @property
     def _split_name(self) -> str:
         """``"inner"`` or ``"val"``: the cases :attr:`selection` scores (their history columns)."""
         return "inner" if self.run.cfg.select == "inner" else "val"
 
-    def _end_epoch(self, epoch: int, lr: float, stats: EpochStats, start: float) -> None:
+    def _end_epoch(self, epoch: int, lr: float, stats: EpochStats, slices: int, start: float) -> None:
         """Score the selection split, step the schedule, keep the chosen weights, check early stopping, write
-        last.pt and logs."""
+        last.pt and logs (``slices``: training slices the epoch drew over all ranks)."""
         cfg, state, name = self.run.cfg, self.state, self._split_name
         scores = mean_scores(self.selection.run(self.model))
         if cfg.schedule == "plateau":  # never with select="last" (refused by TrainConfig)
@@ -310,6 +312,7 @@ class Fold:
                 "epoch": epoch,
                 "lr": lr,
                 **asdict(stats),
+                "slices": slices,
                 **{f"{name}_{k}": scores[k] for k in ("dsc", "precision", "recall")},
                 "best_dsc": state.best_score,
                 "seconds": time.perf_counter() - start,
