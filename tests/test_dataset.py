@@ -294,6 +294,8 @@ def test_read_groups_formats(tmp_path, name: str, text: str) -> None:
         ("a,p1\na,p2\n", "two patients"),
         ('{"a": "p1", "b": null}', "patient None"),
         ('{"a": true}', "patient True"),
+        ('{"a": 1.5}', "patient 1.5 .* not a string or an integer"),
+        ("a," + "x" * 200_000 + "\n", "not a CSV table"),
         ('{"a": "p1",', "not valid JSON"),
         ('["a", "p1"]', "not an object"),
     ],

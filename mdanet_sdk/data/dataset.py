@@ -374,7 +374,7 @@ def _json_pairs(text: str, fix: str) -> list[tuple[str, str]]:
     for case, patient in data.items():
         if isinstance(patient, bool) or not isinstance(patient, (str, int)) or not str(patient).strip():
             raise InputError(
-                f"case {case!r} has patient {patient!r:.40} in the groups table, not a name or number; {fix}."
+                f"case {case!r} has patient {patient!r:.40} in the groups table, not a string or an integer; {fix}."
             )
         pairs.append((case.strip(), str(patient).strip()))
     return pairs
@@ -390,12 +390,16 @@ def _csv_pairs(text: str, fix: str) -> list[tuple[str, str]]:
         return []
     sample = lines[0][1]
     delimiter = "," if "," in sample else "\t" if "\t" in sample else ";" if ";" in sample else ","
+    rows = csv.reader([line for _, line in lines], delimiter=delimiter)
     pairs = []
-    for (n, line), row in zip(lines, csv.reader([line for _, line in lines], delimiter=delimiter)):
-        cells = [cell.strip() for cell in row]
-        if len(cells) != 2 or not all(cells):
-            raise InputError(f"line {n} of the groups table ({line.strip()[:60]!r}) is not 'case,patient'; {fix}.")
-        pairs.append((cells[0], cells[1]))
+    try:
+        for (n, line), row in zip(lines, rows):
+            cells = [cell.strip() for cell in row]
+            if len(cells) != 2 or not all(cells):
+                raise InputError(f"line {n} of the groups table ({line.strip()[:60]!r}) is not 'case,patient'; {fix}.")
+            pairs.append((cells[0], cells[1]))
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise InputError(f"the groups table is not a CSV table ({exc}); {fix}.") from None
     if pairs[0][0].lower() in _HEADER_CASE and pairs[0][1].lower() in _HEADER_GROUP:
         pairs = pairs[1:]
     return pairs
