@@ -163,8 +163,11 @@ GraphGrads graph_conv_backward(const at::Tensor& grad, const at::Tensor& out, co
   const at::Tensor grad_h = at::mm(gy2, w.to(dtype)).view({batch, nodes, features});
   at::Tensor h = mix_nodes(ia, gc);
   h.sub_(a_bias.to(dtype).view({nodes, 1}));
-  // dL/dA = -Σ_b grad_h[b] g[b]ᵀ
-  const at::Tensor grad_a = at::bmm(grad_h, gc.transpose(1, 2)).sum(0, false, acc).neg_();
+  // dL/dA = -Σ_b grad_h[b] g[b]ᵀ = -(grad_h as (M, B·E)) (g as (M, B·E))ᵀ: one product, no B×M×M temporary.
+  const at::Tensor grad_a = at::mm(grad_h.permute({1, 0, 2}).reshape({nodes, batch * features}),
+                                   gc.permute({1, 0, 2}).reshape({nodes, batch * features}).t())
+                                .to(acc)
+                                .neg_();
   return {mix_nodes(ia.t(), grad_h),
           grad_a.to(a.scalar_type()),
           grad_h.sum({0, 2}, false, acc).neg().to(a_bias.scalar_type()),
