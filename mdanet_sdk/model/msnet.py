@@ -61,7 +61,8 @@ class MultiScaleSubtraction(nn.Module):
         previous = features
         for units in self.orders:
             previous = [unit(previous[i], previous[i + 1]) for i, unit in enumerate(cast(nn.ModuleList, units))]
-            sums = [s + f for s, f in zip(sums, previous)] + previous[len(sums) :]
+            # order n holds levels 0 .. 4-n: it adds to the first sums, the deeper ones are complete
+            sums = [s + f for s, f in zip(sums, previous)] + sums[len(previous) :] if sums else previous
         return [conv(s) for conv, s in zip(self.enhance, sums)]
 
 

@@ -236,7 +236,8 @@ class SwinUNet(SegmentationModel):
         super().__init__(config or MDANetConfig(architecture=self.architecture), ops)
         dims = [3 * width for width in self.config.widths[:4]]
         grid = PATCH_SIZE * (self.config.space_grid or DEFAULT_MODEL_SIZE // SIZE_MULTIPLE)
-        rates = torch.linspace(0, DROP_PATH, DEPTH * len(dims)).tolist()
+        blocks = DEPTH * len(dims)  # in Python: a tensor would have no values when built on the meta device
+        rates = [DROP_PATH * i / (blocks - 1) for i in range(blocks)]
         paths = [rates[DEPTH * s : DEPTH * (s + 1)] for s in range(len(dims))]
         self.patch_embed = PatchEmbed(self.config.in_channels, dims[0])
         self.absolute_pos_embed = nn.Parameter(trunc_normal_(torch.empty(1, grid, grid, dims[0])))

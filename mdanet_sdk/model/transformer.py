@@ -124,14 +124,17 @@ def trunc_normal_(tensor: Tensor, std: float = 0.02) -> Tensor:
     """ViT's and Swin's initialisation of position embeddings and linear weights: normal with ``std``, cut at
     ±2 std, in place.
 
-    By rejection (the values drawn outside are drawn again), which is exact and, on the CPU, several times
-    faster than ``nn.init.trunc_normal_``'s inverse-CDF sampling, which took most of the time a 100 M network
-    took to build.
+    By rejection: 6 % more values than needed are drawn (95.4 % fall inside), those inside kept, and drawn
+    again in the rare case that they are too few. Exact, and on the CPU several times faster than
+    ``nn.init.trunc_normal_``'s inverse-CDF sampling, which took most of the time a 100 M network took to
+    build; a handful of tensor operations per weight, whatever its size.
     """
+    if tensor.is_meta:  # no values to draw: checkpoint checks build networks on the meta device for the shapes
+        return tensor
     with torch.no_grad():
-        tensor.normal_(0.0, std)
-        outside = tensor.abs() > 2 * std
-        while bool(outside.any()):  # 4.6 % of the values the first time, 4.6 % of those the next...
-            tensor.copy_(torch.where(outside, torch.empty_like(tensor).normal_(0.0, std), tensor))
-            outside = tensor.abs() > 2 * std
+        kept = tensor.new_empty(0)
+        while kept.numel() < tensor.numel():
+            draw = tensor.new_empty(int(tensor.numel() * 1.06) + 64).normal_(0.0, std)
+            kept = torch.cat([kept, draw[draw.abs() <= 2 * std]])
+        tensor.copy_(kept[: tensor.numel()].view_as(tensor))
     return tensor
