@@ -25,6 +25,7 @@ from mdanet_sdk.model import (
     count_parameters,
     model_summary,
 )
+from mdanet_sdk.model.base import SegmentationModel
 from mdanet_sdk.train.checkpoint import load_checkpoint
 from mdanet_sdk.train.trainer import TrainConfig, train
 
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit:DeprecationWarning
 
 NEW = {"unetpp": UNetPlusPlus, "msnet": MSNet, "transunet": TransUNet, "swin-unet": SwinUNet}
 SMALL = PRESETS["small"]
+#: Widths of the networks trained and exported here (0.2-2 M parameters: what is tested is the path, not the fit).
+TINY = (8, 16, 32, 64, 64)
 #: The MDANet paper's parameter counts in M (Tables 1-2): (ISLES 2018, CTP; ISLES 2022, MRI).
 PAPER_M = {"unetpp": (35.0, 35.0), "msnet": (20.3, 20.3), "transunet": (175.3, 175.3), "swin-unet": (106.0, 105.4)}
 #: The slice size of each dataset in the paper (what the two Swin-UNet counts differ by says).
@@ -40,6 +43,17 @@ SIZES = {"ctp": 256, "mri": 128}
 
 def _small(preset: str, kind: str = "mri", **overrides: object) -> MDANetConfig:
     return MDANetConfig.from_preset(preset, kind, widths=SMALL, **overrides)
+
+
+@pytest.fixture(scope="module")
+def small_models() -> dict[tuple[str, str], SegmentationModel]:
+    """``(preset, kind) → `` the small-width network, seeded with 0 (built once for the tests that only run it)."""
+    models = {}
+    for preset in NEW:
+        for kind in ("mri", "ctp"):
+            torch.manual_seed(0)
+            models[preset, kind] = build_model(_small(preset, kind))
+    return models
 
 
 #: The paper-width networks built for their counts: every baseline on ISLES 2018 (CTP, 256 px), and Swin-UNet on
@@ -119,9 +133,8 @@ def test_estimates_refuse_huge_configs_before_building():
 
 @pytest.mark.parametrize("preset", list(NEW))
 @pytest.mark.parametrize("kind", ["mri", "ctp"])
-def test_forward_shapes(preset, kind):
-    torch.manual_seed(0)
-    model = build_model(_small(preset, kind)).eval()
+def test_forward_shapes(small_models, preset, kind):
+    model = small_models[preset, kind].eval()
     channels = 2 if kind == "mri" else 4
     for size in (32, 64):
         x = torch.randn(2, channels, size, size)
@@ -139,17 +152,17 @@ def test_forward_shapes(preset, kind):
 
 
 @pytest.mark.parametrize("size", [48, 96])
-def test_swin_unet_refuses_sizes_its_windows_do_not_divide(size):
-    model = build_model(_small("swin-unet")).eval()
+def test_swin_unet_refuses_sizes_its_windows_do_not_divide(small_models, size):
+    model = small_models["swin-unet", "mri"].eval()
     with pytest.raises(InputError, match="windows"):
         model(torch.randn(1, 2, size, size))
 
 
-def test_every_parameter_learns():
+def test_every_parameter_learns(small_models):
     # 64 px: at 32 Swin-UNet's bottleneck is one token, whose attention (a softmax over one key) has no gradient.
     for preset in NEW:
-        torch.manual_seed(0)
-        model = build_model(_small(preset, "ctp"))
+        model = small_models[preset, "ctp"].train()
+        model.zero_grad(set_to_none=True)
         model(torch.randn(2, 4, 64, 64)).square().mean().backward()
         missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
         assert not missing, (preset, missing[:5])
@@ -158,7 +171,7 @@ def test_every_parameter_learns():
 @pytest.mark.parametrize("preset", list(NEW))
 def test_config_round_trip_rebuilds_the_network(preset):
     torch.manual_seed(0)
-    model = build_model(_small(preset, "ctp").resolved(64)).eval()
+    model = build_model(MDANetConfig.from_preset(preset, "ctp", widths=TINY).resolved(64)).eval()
     stored = json.loads(json.dumps(model.config.to_dict()))
     config = MDANetConfig.from_dict(stored)
     assert config == model.config and config.architecture == preset
@@ -185,9 +198,11 @@ def test_position_embeddings_follow_the_model_grid():
 def test_summary_counts_the_baselines():
     for preset in NEW:
         config = _small(preset)
-        info = model_summary(config, size=64)
-        assert info["architecture"] == preset and info["params"] == count_parameters(build_model(config.resolved(64)))
-        assert info["gflops_per_slice"] > 0
+        info = model_summary(config, size=32)
+        params, estimate = info["params"], estimate_parameters(config.resolved(32))
+        assert info["architecture"] == preset and isinstance(params, int) and info["gflops_per_slice"] > 0
+        # the estimate is exact but for Swin-UNet's relative position tables (counted one column per feature)
+        assert params == estimate if preset != "swin-unet" else params < estimate < 1.1 * params
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +219,7 @@ def test_trains_one_epoch_and_exports_to_torchscript(preset, tiny_mri, tmp_path)
             tiny_mri,
             run,
             preset=preset,
-            model_overrides={"widths": list(SMALL)},
+            model_overrides={"widths": list(TINY)},
             epochs=1,
             fold=0,
             size=32,
@@ -216,7 +231,7 @@ def test_trains_one_epoch_and_exports_to_torchscript(preset, tiny_mri, tmp_path)
     )
     assert result.folds[0].epochs_run == 1 and result.folds[0].val_cases
     checkpoint = load_checkpoint(run / "fold_0" / "best.pt")
-    assert checkpoint.model_config.architecture == preset and checkpoint.model_config.widths == SMALL
+    assert checkpoint.model_config.architecture == preset and checkpoint.model_config.widths == TINY
     model = checkpoint.build_model().eval()
     assert type(model) is NEW[preset]
     exported = export_model(

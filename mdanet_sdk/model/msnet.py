@@ -78,7 +78,7 @@ class MSNet(SegmentationModel):
     Zhao et al. use a Res2Net-50 encoder (ImageNet weights, features at 1/2..1/32) and 64 channels; the MDANet
     paper's 20.3 M parameters (Tables 1-2) are instead what this network has with the U-Net encoder (double
     convolutions, widths 64..1024, full resolution down to 1/16, as its other baselines): 21.2 M with CTP
-    input, 4 % above, the gap being within the details the paper leaves out (e.g. which of the convolutions
+    input, 4.5 % above, the gap being within the details the paper leaves out (e.g. which of the convolutions
     carry batch norms). ``widths`` are the encoder widths; ``widths[0]`` is also MSNet's channel width ``C``.
 
     Args:

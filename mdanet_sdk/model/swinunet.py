@@ -209,10 +209,12 @@ class SwinUNet(SegmentationModel):
     :data:`DEPTH` Swin blocks. Inputs get a learned absolute position embedding for the model grid (``H/4 =
     4 · space_grid`` tokens per side, resized bilinearly for other grids).
 
-    At widths 32..256 this is Swin-UNet as published (embedding 96, Swin-T's heads 3..24, 27 M parameters).
+    At widths 32..256 this is Swin-UNet as published (embedding 96, Swin-T's heads 3..24): 27.17 M parameters
+    without the position embedding and with 7×7 windows (their relative position tables are 7392 smaller),
+    as Cao et al. report.
     The MDANet paper reports 106.0 M (ISLES 2018) and 105.4 M (ISLES 2022): four times that, i.e. embedding
     192 (Swin-L's width, heads 6..48) at Swin-UNet's depths, which the paper preset (widths 64..1024 → dims
-    192..1536) builds: 109.1 M at 256 px and 108.5 M at 128 px, 3 % above. The 0.6 M the paper's two counts
+    192..1536) builds: 109.3 M at 256 px (CTP) and 108.7 M at 128 px (MRI), 3 % above. The 0.6 M the paper's two counts
     differ by is what the absolute position embedding of 192 features differs by between a 64² and a 32²
     token grid (ISLES 2018 slices at 256 px, ISLES 2022 at 128 px), which is why it is kept here though
     Swin-UNet's default leaves it off.

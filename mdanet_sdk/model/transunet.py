@@ -154,11 +154,14 @@ class TransUNet(SegmentationModel):
 
     How ``widths`` map: ResNet middle widths ``widths[0..2]`` (outputs 4×), decoder widths ``widths[3]`` (CUP
     head) to ``widths[0] // 4``, ViT hidden size ``D = widths[4]`` with heads of 64 features and an MLP of
-    ``4 D``. At widths 64..512 with ``D = 768`` this is R50-ViT-B/16, TransUNet's base model (105 M
-    parameters). The MDANet paper reports 175.3 M (Tables 1-2), which no TransUNet configuration has: R50-ViT-B
-    is 40 % below, R50-ViT-L/16 (D = 1024, 24 layers) twice above. The paper preset (widths 64..1024) is ViT-L's
-    width at ViT-B's depth, D = 1024, 16 heads, 12 layers: 173 M (at a 256 grid), 1 % below the paper's count,
-    the closest the paper's figure allows to reproduce; the gap is within the position embedding's size.
+    ``4 D``. At widths 64..512 with ``D = 768`` this is R50-ViT-B/16, TransUNet's base model: 105,277,081
+    parameters for 3 input channels, 9 classes and a 224 px grid, the 105.28 M reported for it.
+
+    The MDANet paper reports 175.3 M (Tables 1-2), which no published TransUNet configuration has: R50-ViT-B/16
+    is 40 % below, R50-ViT-L/16 (D = 1024, 24 layers) about twice above. The paper preset (widths 64..1024) is
+    ViT-L's width at ViT-B's depth, D = 1024, 16 heads, 12 layers: 172.9 M at a 256 px grid (CTP), 1.4 %
+    below the paper's count, the only combination of TransUNet's hidden sizes and depths that comes near it;
+    what the remaining 2.4 M are, the paper does not say.
 
     Args:
         config: groups (input channels), widths, ``space_grid`` and ``num_classes``; ``architecture`` must be

@@ -54,7 +54,8 @@ class UNetPlusPlus(SegmentationModel):
 
     ``widths`` are the encoder widths, shared by the nested nodes of each level. At the paper widths (64..1024)
     it has 36.2 M parameters (CTP input), 3 % above the 35.0 M of the MDANet paper's Tables 1-2; Zhou et al.'s
-    own network is the same at widths 32..512 (9.0 M). The paper does not say which upsampling its
+    own network is the same at widths 32..512 (9.05 M with one input channel and one output, the 9.04 M of their
+    Table 2). The paper does not say which upsampling its
     implementation used: with bilinear upsampling in place of the transposed convolutions it would be 36.9 M.
 
     Args:
