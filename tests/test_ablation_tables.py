@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 
 from mdanet_sdk.cli import app
 from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.data.cases import find_cases
 from mdanet_sdk.data.phantom import write_dataset
 from mdanet_sdk.errors import CheckpointError, InputError
 from mdanet_sdk.model import MDANet, build_model, count_parameters
@@ -70,8 +71,55 @@ def test_old_transformer_checkpoint_is_refused_as_not_fitting(tmp_path: Path) ->
     old = MDANet(cfg)
     old.bottleneck = AttentionFusion(TransformerBlock(256), TransformerBlock(256))  # the earlier layout
     path = save_checkpoint(tmp_path / "old.pt", old, cfg, PreprocessConfig(size=32))
-    with pytest.raises(CheckpointError, match=r"do not fit its model config \(missing \['bottleneck\.position'"):
+    with pytest.raises(CheckpointError) as refused:
         load_checkpoint(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path} comes from an earlier mdanet-sdk whose transformer bottleneck differed")
+    assert "missing ['bottleneck.position'" in message and "unexpected ['bottleneck.self_layer." in message
+    assert message.endswith("re-train it with this version.")
+    # Either sign alone names the earlier bottleneck: here only the position embedding is missing...
+    state = MDANet(cfg).state_dict()
+    del state["bottleneck.position"]
+    with pytest.raises(CheckpointError, match="comes from an earlier mdanet-sdk"):
+        load_checkpoint(save_checkpoint(tmp_path / "position.pt", state, cfg, PreprocessConfig(size=32)))
+    # ... while other weights that do not fit are an inconsistent file, as before.
+    state = MDANet(cfg).state_dict()
+    state["bottleneck.extra"] = torch.zeros(1)
+    with pytest.raises(
+        CheckpointError, match=r"do not fit its model config \(missing \[\], unexpected \['bottleneck\.extra'"
+    ):
+        load_checkpoint(save_checkpoint(tmp_path / "extra.pt", state, cfg, PreprocessConfig(size=32)))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "wanted"),
+    [
+        ("inner_cases", ["a", 3], "a list of strings"),
+        ("val_patients", "p1", "a list of strings"),
+        ("inner_dsc", "0.7", "a number or null"),
+        ("best_dsc", True, "a number or null"),
+        ("selected_on", 1, "a string"),
+        ("grouped", 1, "true or false"),
+        ("n_train_patients", 2.0, "an integer"),
+    ],
+)
+def test_checkpoint_meta_of_the_fold_split_is_typed(key: str, value: object, wanted: str, tmp_path: Path) -> None:
+    """The split and selection fields the trainer writes (select, groups) are checked as the older ones are."""
+    cfg = MDANetConfig.from_preset("small", "mri")
+    good = {
+        "selected_on": "inner",
+        "grouped": True,
+        "inner_cases": ["a"],
+        "val_patients": ["p1"],
+        "n_train_patients": 2,
+        "inner_dsc": 0.7,
+        "best_dsc": None,
+    }
+    state = MDANet(cfg).state_dict()
+    meta = load_checkpoint(save_checkpoint(tmp_path / "good.pt", state, cfg, PreprocessConfig(size=32), good)).meta
+    assert good.items() <= meta.items()
+    with pytest.raises(CheckpointError, match=rf"meta\['{key}'\] = .*, which is not {wanted};"):
+        load_checkpoint(save_checkpoint(tmp_path / "bad.pt", state, cfg, PreprocessConfig(size=32), {key: value}))
 
 
 # -- the tables ------------------------------------------------------------------------------------------------
@@ -210,3 +258,36 @@ def test_ablate_refuses_an_unknown_table_before_any_work(phantoms: Path, tmp_pat
     assert not (tmp_path / "abl").exists()
     res = _ablate(phantoms, tmp_path / "abl", "--table", " , ")
     assert res.exit_code == 2 and "Name at least one ablation table: 3, 4, 5, 6." in res.output
+
+
+def test_ablate_forwards_the_cross_validation_options_as_train_does(phantoms: Path, tmp_path: Path) -> None:
+    """--select, --paper-plain, --groups and --inner-fraction reach every variant's run, as with `train`."""
+    cases = [c.case_id for c in find_cases(phantoms)]
+    assert len(cases) == 8
+    patient = {c: f"p{i // 2}" for i, c in enumerate(cases)}  # two cases per patient
+    groups = tmp_path / "groups.csv"
+    groups.write_text("case,patient\n" + "".join(f"{c},{p}\n" for c, p in patient.items()))
+    out = tmp_path / "abl"
+    args = ("--table", "4", "--folds", "4", "--fold", "0", "--select", "last", "--paper-plain", "--groups", str(groups))
+    res = _ablate(phantoms, out, *args)
+    assert res.exit_code == 0, res.output
+    for name in ("skip-add", "skip-concat", "mdanet"):
+        config = json.loads((out / name / "config.json").read_text())
+        plain = {k: config[k] for k in ("select", "paper_plain", "lesion_fraction", "schedule", "patience", "groups")}
+        assert plain == {"select": "last", "paper_plain": True, "lesion_fraction": 0.0, "schedule": "constant"} | {
+            "patience": 0,
+            "groups": str(groups),
+        }
+        metrics = json.loads((out / name / "fold_0" / "metrics.json").read_text())
+        assert (metrics["selection"]["select"], metrics["selection"]["selection_dsc"]) == ("last", None)
+        split = metrics["split"]
+        assert split["grouped"] and split["inner_cases"] == [] and split["n_train_patients"] == 3
+        (held_out,) = split["val_patients"]  # the validation cases are one whole patient: both its cases
+        assert sorted(split["val_cases"]) == sorted(c for c, p in patient.items() if p == held_out)
+    # Values `train` refuses are refused here too, before any work: --inner-fraction reaches the config...
+    res = _ablate(phantoms, tmp_path / "bad", "--table", "4", "--inner-fraction", "0.9")
+    assert res.exit_code == 2 and "inner_fraction must be in (0, 0.5], got 0.9" in res.output
+    # ... and so does --paper-plain, which refuses a schedule it would override.
+    res = _ablate(phantoms, tmp_path / "bad", "--table", "4", "--paper-plain", "--schedule", "plateau")
+    assert res.exit_code == 2 and "paper_plain (--paper-plain)" in res.output
+    assert not (tmp_path / "bad").exists()

@@ -21,6 +21,7 @@ from mdanet_sdk.train.ablation import run_ablation
 from mdanet_sdk.train.checkpoint import load_checkpoint
 from mdanet_sdk.train.sampling import LesionSampler
 from mdanet_sdk.train.epoch import EpochTotals
+from mdanet_sdk.train.events import SplitName
 from mdanet_sdk.train.trainer import TrainConfig, TrainEvent, train
 
 #: Tiny budget: 32×32 slices, a few steps per epoch.
@@ -345,3 +346,35 @@ def test_ablation_smoke(tiny_mri: Path, tmp_path: Path) -> None:
     ]
     dsc = result.summaries["mdanet"]["dsc"][0]
     assert float(rows[4]["dsc_mean"]) == pytest.approx(dsc, abs=1e-6) and rows[4]["folds"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("split", "label", "phrase"),
+    [
+        ("inner", "inner DSC", "no better inner-split Dice for 3 epochs"),
+        ("val", "val DSC", "no better validation Dice for 3 epochs"),
+        (None, "DSC", "no better Dice on the selection split for 3 epochs"),  # a producer that does not say
+    ],
+)
+def test_progress_bar_names_the_split_it_scored(
+    split: SplitName | None, label: str, phrase: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under --select inner the epoch's Dice is the inner split's: the bar and the stop line say so."""
+    from mdanet_sdk.cli._app import console
+    from mdanet_sdk.cli._progress import train_bars
+    from mdanet_sdk.train.events import EpochStats
+
+    monkeypatch.setattr(console, "_width", 160)  # the whole bar on one line
+    stats = EpochStats(loss=0.5, dice_loss=0.3, ce=0.1, sim=0.1, train_dsc=0.42)
+    with console.capture() as captured, train_bars(False, 3) as progress:
+        assert progress is not None
+        progress(TrainEvent("epoch", 2, 4, 10, 2))
+        progress(TrainEvent("step", 2, 4, 10, 2, step=1, stats=stats))
+        progress(
+            TrainEvent("validated", 2, 4, 10, 2, stats=stats, val_dsc=0.61, best_val_dsc=0.7, best_epoch=1, split=split)
+        )
+        progress(TrainEvent("stopped", 2, 4, 10, 2, split=split))
+    text = captured.get()
+    assert f"loss 0.5000  dice 0.420  {label} 0.610 (best 0.700 @ 2)" in text
+    assert f"fold 2: {phrase}, stopping." in text
+    assert (" val DSC" in text) == (split == "val") and ("inner" in text) == (split == "inner")

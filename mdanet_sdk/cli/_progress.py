@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mdanet_sdk.cli._app import console, err_console
+from mdanet_sdk.train.events import SPLIT_LABELS
 
 if TYPE_CHECKING:
     from mdanet_sdk.train.events import EpochStats, TrainEvent
@@ -97,9 +98,10 @@ def _stats_text(stats: EpochStats) -> str:
 @contextmanager
 def train_bars(quiet: bool, patience: int) -> Iterator[Callable[[TrainEvent], None] | None]:
     """One bar per epoch on stdout (kept after it ends), driven by the ``progress`` callback of
-    :func:`mdanet_sdk.train.trainer.train`: steps with the running loss and train Dice, then the validation
-    Dice; a line when early stopping (``patience`` epochs without a better Dice) ends a fold. Yields ``None``
-    when ``quiet`` (no callback: the trainer then skips its per-step statistics)."""
+    :func:`mdanet_sdk.train.trainer.train`: steps with the running loss and train Dice, then the Dice of the
+    split the event names (``inner DSC`` or ``val DSC``); a line when early stopping (``patience`` epochs
+    without a better Dice on that split) ends a fold. Yields ``None`` when ``quiet`` (no callback: the trainer
+    then skips its per-step statistics)."""
     if quiet:
         yield None
         return
@@ -128,10 +130,13 @@ def train_bars(quiet: bool, patience: int) -> Iterator[Callable[[TrainEvent], No
                 best = event.best_epoch if event.best_epoch is not None else event.epoch
                 bar.update(
                     task,
-                    stats=f"{_stats_text(event.stats)}  val DSC {event.val_dsc:.3f} "
+                    stats=f"{_stats_text(event.stats)}  {SPLIT_LABELS[event.split][0]} {event.val_dsc:.3f} "
                     f"(best {event.best_val_dsc:.3f} @ {best + 1})",
                 )
             elif event.what == "stopped":
-                console.print(f"fold {event.fold}: no better validation Dice for {patience} epochs, stopping.")
+                console.print(
+                    f"fold {event.fold}: no better {SPLIT_LABELS[event.split][1]} for {patience} epochs, stopping.",
+                    highlight=False,
+                )
 
         yield update

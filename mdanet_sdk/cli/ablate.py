@@ -22,16 +22,20 @@ from mdanet_sdk.cli.train import (
     Epochs,
     Fold,
     Folds,
+    Groups,
+    InnerFraction,
     Kind,
     Layout,
     LesionFraction,
     Lr,
+    PaperPlain,
     Patience,
     Precision,
     Preset,
     Quiet,
     Schedule,
     Seed,
+    Select,
     Size,
     Steps,
     Workers,
@@ -64,12 +68,16 @@ def ablate_command(
     size: Size = 128,
     fold: Fold = "all",
     folds: Folds = 5,
+    groups: Groups = None,
     epochs: Epochs = 100,
     steps_per_epoch: Steps = None,
     batch_size: Batch = 16,
     lr: Lr = 1e-3,
     schedule: Schedule = "cosine",
     patience: Patience = 20,
+    select: Select = "inner",
+    inner_fraction: InnerFraction = 0.15,
+    paper_plain: PaperPlain = False,
     lesion_fraction: LesionFraction = 0.33,
     precision: Precision = "auto",
     amp: Amp = None,
@@ -81,8 +89,9 @@ def ablate_command(
     """Train every variant of the chosen paper tables with the same budget; write ablation.md/.csv/.json in OUT.
 
     Each table is printed in the paper's format with the paper's figures beside ours. A variant several
-    tables share (the full MDANet) is trained once. Interrupted ablations continue where they stopped when run
-    again with the same options.
+    tables share (the full MDANet) is trained once, and every variant as `mdanet-sdk train` would with the
+    same options (--groups, --select, --inner-fraction and --paper-plain included). Interrupted ablations
+    continue where they stopped when run again with the same options.
     """
     from mdanet_sdk.train.ablation import run_ablation, variants_for
     from mdanet_sdk.train.trainer import TrainConfig
@@ -101,12 +110,16 @@ def ablate_command(
         size=size,
         fold=fold,
         folds=folds,
+        groups=None if groups is None else str(groups),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         batch_size=batch_size,
         lr=lr,
         schedule=schedule,
         patience=patience,
+        select=select,
+        inner_fraction=inner_fraction,
+        paper_plain=paper_plain,
         lesion_fraction=lesion_fraction,
         precision=precision_option(precision, amp),
         device=device,
@@ -114,7 +127,8 @@ def ablate_command(
         seed=seed,
         quiet=quiet,
     )
-    with train_bars(quiet, patience) as progress:
+    # cfg.patience: what --select last and --paper-plain resolved it to (0: no early stopping)
+    with train_bars(quiet, base.patience) as progress:
         result = run_ablation(base, tables, progress=progress, announce=None if quiet else console.rule)
     for line in result.markdown().splitlines():  # line by line: the console escapes newlines inside a string
         console.print(line, markup=False, highlight=False, soft_wrap=True)

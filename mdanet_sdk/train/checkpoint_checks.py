@@ -91,14 +91,25 @@ def _is_finite(v: Any) -> bool:
 
 _STR = (lambda v: isinstance(v, str), "a string")
 _INT = (_is_int, "an integer")
-#: (test, description) of the ``meta`` fields this package writes and reads; other fields are free-form.
+_STRINGS = (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v), "a list of strings")
+#: (test, description) of the ``meta`` fields this package writes and reads; other fields are free-form. The
+#: trainer's fold split (:meth:`~mdanet_sdk.train.selection.FoldCases.describe`) and selection are among them.
 _META_TYPES = {
-    **dict.fromkeys(("package_version", "torch_version", "created", "note", "name", "kind"), _STR),
-    **dict.fromkeys(("epoch", "fold", "folds", "seed", "n_train_cases", "best_epoch"), _INT),
-    **dict.fromkeys(("val_dsc", "best_val_dsc"), (lambda v: v is None or _is_real(v), "a number or null")),
-    "val_cases": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v), "a list of strings"),
+    **dict.fromkeys(
+        ("package_version", "torch_version", "created", "note", "name", "kind", "selected_on", "groups_file"), _STR
+    ),
+    **dict.fromkeys(("epoch", "fold", "folds", "seed", "n_train_cases", "n_train_patients", "best_epoch"), _INT),
+    **dict.fromkeys(
+        ("val_dsc", "best_val_dsc", "inner_dsc", "best_dsc"), (lambda v: v is None or _is_real(v), "a number or null")
+    ),
+    **dict.fromkeys(("val_cases", "inner_cases", "val_patients", "inner_patients"), _STRINGS),
+    "grouped": (lambda v: isinstance(v, bool), "true or false"),
     "inference": (lambda v: isinstance(v, dict), "a dict"),
 }
+#: Weights that only the transformer bottleneck of earlier mdanet-sdk versions had (one self-attention layer
+#: shared by the groups), and that only today's, the paper's, has (a learned position embedding).
+_OLD_TRANSFORMER_ONLY = "bottleneck.self_layer."
+_NEW_TRANSFORMER_ONLY = "bottleneck.position"
 #: The post-processing settings a checkpoint may recommend (the keys of
 #: ``mdanet_sdk.inference.POSTPROCESSING_DEFAULTS``) → what each must be.
 INFERENCE_SETTINGS: dict[str, str] = {
@@ -342,6 +353,14 @@ def check_weights(path: Path, state: dict[str, Tensor], config: MDANetConfig) ->
             None,
         )
     )
+    if any(k.startswith(_OLD_TRANSFORMER_ONLY) for k in unexpected) or any(
+        k.startswith(_NEW_TRANSFORMER_ONLY) for k in missing
+    ):
+        raise CheckpointError(
+            f"{path} comes from an earlier mdanet-sdk whose transformer bottleneck differed from the paper's (one "
+            f"self-attention layer shared by the groups, no position embedding: {problem}); its weights cannot "
+            "load into today's network, re-train it with this version."
+        )
     if problem:
         raise CheckpointError(
             f"{path} holds weights that do not fit its model config ({problem}); the file is inconsistent, "

@@ -107,8 +107,8 @@ class TrainConfig:
             values; a field given another value than both is refused, since the run would then not be plain.
             The epochs (the paper gives none) and ``select`` stay as given.
         deterministic: deterministic cuDNN kernels on GPU (slower), and a warning from every kernel that cannot be
-            (``torch.use_deterministic_algorithms(warn_only=True)``; e.g. the native DASC backward's float
-            atomics on CUDA); CPU training is always deterministic.
+            (``torch.use_deterministic_algorithms(warn_only=True)``); on GPU the native DASC backward then sums
+            its weight gradients in a fixed order (bitwise reproducible). CPU training is always deterministic.
     """
 
     data_dir: str

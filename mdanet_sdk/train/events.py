@@ -11,11 +11,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["EpochStats", "TrainEvent", "ProgressFn", "EventName"]
+__all__ = ["EpochStats", "TrainEvent", "ProgressFn", "EventName", "SplitName", "SPLIT_LABELS"]
 
 
 #: What a :class:`TrainEvent` reports.
 EventName = Literal["epoch", "step", "validated", "stopped"]
+#: The cases an epoch's Dice was scored on: the inner split (``select="inner"``) or the validation cases.
+SplitName = Literal["inner", "val"]
+#: How a split is named to a reader: a short label (progress bar) and a phrase (messages). ``None``: a
+#: producer that does not say which split it scored.
+SPLIT_LABELS: dict[SplitName | None, tuple[str, str]] = {
+    "inner": ("inner DSC", "inner-split Dice"),
+    "val": ("val DSC", "validation Dice"),
+    None: ("DSC", "Dice on the selection split"),
+}
 
 
 @dataclass(frozen=True)
@@ -43,16 +52,20 @@ class TrainEvent:
     Attributes:
         what: ``"epoch"`` (an epoch starts; ``steps`` steps follow), ``"step"`` (optimizer step ``step``
             finished; ``stats`` are this rank's running means), ``"validated"`` (the epoch ended: ``stats``
-            over all ranks, ``val_dsc``, ``best_val_dsc``, ``best_epoch``) or ``"stopped"`` (early stopping
-            ends the fold after ``epoch``).
+            over all ranks, ``val_dsc``, ``best_val_dsc``, ``best_epoch``, ``split``) or ``"stopped"`` (early
+            stopping ends the fold after ``epoch``; ``split``: the cases whose Dice stopped improving).
         fold: fold index.
         epoch: epoch index, 0-based.
         epochs: the run's maximum number of epochs.
         steps: optimizer steps per epoch.
         step: steps done in this epoch (counts from 1; 0 before the first).
         stats: the epoch's training statistics (``"step"`` and ``"validated"``).
-        val_dsc: mean per-case validation Dice of this epoch (``"validated"``).
-        best_val_dsc, best_epoch: the best validation Dice of the fold so far and its epoch (``"validated"``).
+        val_dsc: mean per-case Dice of this epoch on the selection split, the cases ``split`` names
+            (``"validated"``); the name is that of earlier versions, which always scored the validation cases.
+        best_val_dsc, best_epoch: the best Dice of the fold so far on that split and its epoch (``"validated"``).
+        split: ``"inner"`` (the inner split of the training cases, ``select="inner"``) or ``"val"`` (the
+            validation cases, ``select="val"`` or ``"last"``) for ``"validated"`` and ``"stopped"``; ``None``
+            for the other events, or from a producer that does not say.
     """
 
     what: EventName
@@ -65,6 +78,7 @@ class TrainEvent:
     val_dsc: float | None = None
     best_val_dsc: float | None = None
     best_epoch: int | None = None
+    split: SplitName | None = None
 
 
 #: The ``progress`` callback of :func:`~mdanet_sdk.train.trainer.train`.
