@@ -7,6 +7,9 @@
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
 
 #include <stdexcept>
 #include <string>
@@ -71,6 +74,55 @@ class Engine {
     return value;
   }
 
+  py::dict recommended() const {
+    mdanet_postprocess p{};
+    check(mdanet_model_postprocess(model_, &p));
+    py::dict d;
+    d["tta"] = p.tta != 0;
+    d["threshold"] = p.threshold;
+    d["min_size"] = p.min_size;
+    d["max_adc_ratio"] = p.max_adc_ratio;
+    return d;
+  }
+
+  // Mask and probabilities of one case: volumes float32 (C, Z, Y, X) C-order (NIfTI order per modality), affine
+  // (4, 4), brain mask uint8 (Z, Y, X) or None, settings (tta, threshold, min_size, max_adc_ratio) or None.
+  py::tuple segment(const py::array_t<float, py::array::c_style | py::array::forcecast>& volumes,
+                    const py::array_t<double, py::array::c_style | py::array::forcecast>& affine,
+                    const std::optional<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>>& brain,
+                    const std::optional<py::tuple>& settings) {
+    if (volumes.ndim() != 4) throw std::invalid_argument("volumes must be (C, Z, Y, X)");
+    if (affine.ndim() != 2 || affine.shape(0) != 4 || affine.shape(1) != 4) {
+      throw std::invalid_argument("affine must be 4 x 4");
+    }
+    const int64_t c = volumes.shape(0), z = volumes.shape(1), y = volumes.shape(2), x = volumes.shape(3);
+    if (brain && (brain->ndim() != 3 || brain->shape(0) != z || brain->shape(1) != y || brain->shape(2) != x)) {
+      throw std::invalid_argument("the brain mask must be on the images' grid");
+    }
+    mdanet_postprocess chosen{};
+    if (settings) {
+      chosen.tta = (*settings)[0].cast<bool>() ? 1 : 0;
+      chosen.threshold = (*settings)[1].cast<double>();
+      chosen.min_size = (*settings)[2].cast<int64_t>();
+      chosen.max_adc_ratio = (*settings)[3].cast<double>();
+    }
+    py::array_t<uint8_t> mask({z, y, x});
+    py::array_t<float> probability({z, y, x});
+    const float* in = volumes.data();
+    const double* matrix = affine.data();
+    const uint8_t* brain_data = brain ? brain->data() : nullptr;
+    uint8_t* mask_data = mask.mutable_data();
+    float* prob_data = probability.mutable_data();
+    mdanet_status status;
+    {
+      py::gil_scoped_release released;
+      status = mdanet_segment_volume(model_, in, c, x, y, z, matrix, brain_data, settings ? &chosen : nullptr,
+                                     mask_data, prob_data);
+    }
+    check(status);
+    return py::make_tuple(mask, probability);
+  }
+
   // Logits (B, K, H, W) of float32 slices (B, C, H, W); the forward runs without the GIL.
   py::array_t<float> run(const py::array_t<float, py::array::c_style | py::array::forcecast>& slices) {
     if (slices.ndim() != 4) throw std::invalid_argument("slices must be (B, C, H, W)");
@@ -132,5 +184,9 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("device", [](const Engine& e) { return e.text(mdanet_model_device); })
       .def_property_readonly("meta_json", [](const Engine& e) { return e.text(mdanet_model_meta_json); })
       .def_property_readonly("preprocess_json", [](const Engine& e) { return e.text(mdanet_model_preprocess_json); })
+      .def_property_readonly("postprocess", &Engine::recommended)
+      .def("segment", &Engine::segment, py::arg("volumes"), py::arg("affine"), py::arg("brain_mask") = py::none(),
+           py::arg("settings") = py::none(),
+           "(mask, probability) (Z, Y, X) of volumes (C, Z, Y, X) in NIfTI order (mdanet_segment_volume).")
       .def("run", &Engine::run, py::arg("slices"), "Logits (B, K, H, W) of float32 slices (B, C, H, W).");
 }

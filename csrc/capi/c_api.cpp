@@ -176,6 +176,37 @@ mdanet_status mdanet_model_meta_json(const mdanet_model* model, const char** jso
   });
 }
 
+mdanet_status mdanet_model_postprocess(const mdanet_model* model, mdanet_postprocess* settings) {
+  return guarded([&] {
+    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require(settings != nullptr, "settings is NULL.");
+    *settings = model->engine.recommended();
+  });
+}
+
+mdanet_status mdanet_segment_volume(mdanet_model* model, const float* volumes, int64_t channels, int64_t x,
+                                    int64_t y, int64_t z, const double* affine, const uint8_t* brain_mask,
+                                    const mdanet_postprocess* settings, uint8_t* mask, float* probability) {
+  return guarded([&] {
+    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require(volumes != nullptr && affine != nullptr && mask != nullptr, "volumes, affine or mask is NULL.");
+    const auto& m = model->engine.metadata();
+    if (channels != m.channels) {
+      throw ApiError(MDANET_INVALID_ARGUMENT, "the model reads " + std::to_string(m.channels) +
+                                                  " modalities, given " + std::to_string(channels) +
+                                                  "; pass them in mdanet_model_modality order.");
+    }
+    require(x > 0 && y > 0 && z > 0, "x, y and z must be at least 1.");
+    product({channels, x, y, z});  // refuses sizes whose product overflows
+    const mdanet_postprocess chosen = settings != nullptr ? *settings : model->engine.recommended();
+    require(chosen.threshold > 0.0 && chosen.threshold < 1.0, "settings.threshold must be between 0 and 1.");
+    require(chosen.min_size >= 0, "settings.min_size must be 0 or more voxels.");
+    require(chosen.max_adc_ratio >= 0.0 && chosen.max_adc_ratio <= 10.0,
+            "settings.max_adc_ratio must be 0 (off) or positive, up to 10.");
+    model->engine.segment(volumes, channels, x, y, z, affine, brain_mask, chosen, mask, probability);
+  });
+}
+
 mdanet_status mdanet_run_slices(mdanet_model* model, const float* slices, int64_t batch, int64_t slices_len,
                                 float* logits, int64_t logits_len) {
   return guarded([&] {

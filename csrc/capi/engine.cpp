@@ -5,6 +5,7 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/runtime/jit_exception.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
@@ -250,6 +251,58 @@ torch::Tensor Model::forward_chunk(const torch::Tensor& chunk) {
                                              std::string(kRedo) + ".");
   }
   return logits.slice(0, 0, n).to(torch::kCPU, torch::kFloat32);
+}
+
+void Model::require_pipeline() const {
+  if (!module_.find_method("segment")) {
+    throw ApiError(MDANET_INVALID_ARTIFACT, "this artefact was exported before whole-volume segmentation existed; " +
+                                                std::string(kRedo) + " with this mdanet-sdk.");
+  }
+}
+
+mdanet_postprocess Model::recommended() const {
+  require_pipeline();
+  mdanet_postprocess settings{};
+  settings.tta = module_.attr("tta").toBool() ? 1 : 0;
+  settings.threshold = module_.attr("threshold").toDouble();
+  settings.min_size = module_.attr("min_size").toInt();
+  settings.max_adc_ratio = module_.attr("max_adc_ratio").toDouble();
+  return settings;
+}
+
+void Model::segment(const float* volumes, int64_t channels, int64_t x, int64_t y, int64_t z, const double* affine,
+                    const uint8_t* brain_mask, const mdanet_postprocess& settings, uint8_t* mask,
+                    float* probability) {
+  require_pipeline();
+  std::lock_guard<std::mutex> lock(mutex_);
+  c10::InferenceMode guard;
+  // NIfTI order (x fastest) is the C-order array (C, Z, Y, X); the pipeline takes (C, X, Y, Z).
+  const torch::Tensor images =
+      torch::from_blob(const_cast<float*>(volumes), {channels, z, y, x}, torch::kFloat32).permute({0, 3, 2, 1});
+  const torch::Tensor matrix = torch::from_blob(const_cast<double*>(affine), {4, 4}, torch::kFloat64);
+  c10::IValue brain;  // None
+  if (brain_mask != nullptr) {
+    brain = torch::from_blob(const_cast<uint8_t*>(brain_mask), {z, y, x}, torch::kUInt8).permute({2, 1, 0});
+  }
+  c10::IValue out;
+  try {
+    out = module_.get_method("segment")({images, matrix, brain, settings.threshold, settings.min_size,
+                                         settings.max_adc_ratio, settings.tta != 0, meta_.batch_max});
+  } catch (const torch::jit::JITException& e) {
+    // The pipeline's own refusals are ValueErrors with a sentence; anything else is the model failing.
+    const std::string sentence = e.getOriginalMsg().value_or(e.what());
+    const bool refused = e.getPythonClassName().value_or("") == "builtins.ValueError";
+    throw ApiError(refused ? MDANET_INVALID_ARGUMENT : MDANET_RUNTIME_ERROR,
+                   sentence.substr(0, sentence.find('\n')) + ".");
+  }
+  const auto results = out.toTuple()->elements();
+  // Back to NIfTI order: (X, Y, Z) -> C-order (Z, Y, X).
+  const torch::Tensor result_mask = results[0].toTensor().permute({2, 1, 0}).contiguous().to(torch::kUInt8);
+  const torch::Tensor result_prob = results[1].toTensor().permute({2, 1, 0}).contiguous().to(torch::kFloat32);
+  std::memcpy(mask, result_mask.data_ptr<uint8_t>(), static_cast<size_t>(result_mask.numel()));
+  if (probability != nullptr) {
+    std::memcpy(probability, result_prob.data_ptr<float>(), static_cast<size_t>(result_prob.numel()) * sizeof(float));
+  }
 }
 
 void Model::run(const float* slices, int64_t batch, float* logits) {

@@ -41,12 +41,21 @@ class Model {
   const Metadata& metadata() const { return meta_; }
   const std::string& device_name() const { return device_name_; }
 
+  // The post-processing the artefact recommends; throws ApiError when it has no volume pipeline.
+  mdanet_postprocess recommended() const;
+
+  // Mask (and, when `probability` is not null, probabilities) of one case; see mdanet_segment_volume. Buffers
+  // of the caller, in NIfTI voxel order; written only on success. Serialised per model.
+  void segment(const float* volumes, int64_t channels, int64_t x, int64_t y, int64_t z, const double* affine,
+               const uint8_t* brain_mask, const mdanet_postprocess& settings, uint8_t* mask, float* probability);
+
   // Logits (batch, K, H, W) of slices (batch, C, H, W), float32 buffers of the caller; `logits` is written only
   // when every chunk succeeded. Serialised per model.
   void run(const float* slices, int64_t batch, float* logits);
 
  private:
   torch::Tensor forward_chunk(const torch::Tensor& chunk);
+  void require_pipeline() const;
 
   Metadata meta_;
   torch::Device device_;

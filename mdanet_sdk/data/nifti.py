@@ -43,20 +43,15 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
-from nibabel.orientations import (
-    aff2axcodes,
-    apply_orientation,
-    axcodes2ornt,
-    inv_ornt_aff,
-    io_orientation,
-    ornt_transform,
-)
+import torch
+from nibabel.orientations import aff2axcodes, apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 from nibabel.spatialimages import HeaderDataError
 
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.data.formats import ITK_SUFFIXES, dicom_as_nifti, is_dicom_folder, is_itk, itk_shape, read_itk
 from mdanet_sdk.data.validate import check_declared_size, check_dtype, check_image, check_label, check_regular_file
 from mdanet_sdk.errors import InputError
+from mdanet_sdk.pipeline import orientation
 
 __all__ = [
     "Volume",
@@ -278,10 +273,10 @@ def load_volume(
     else:
         data, warnings = check_image(data, what)
 
-    ornt = io_orientation(affine)
+    canonical, canonical_affine = to_canonical(data, affine)
     return Volume(
-        data=np.ascontiguousarray(apply_orientation(data, ornt)),
-        affine=affine @ inv_ornt_aff(ornt, data.shape[:3]),
+        data=canonical,
+        affine=canonical_affine,
         header=img.header.copy(),
         original_affine=affine,
         original_shape=tuple(int(n) for n in data.shape),
@@ -289,6 +284,19 @@ def load_volume(
         path=path,
         warnings=warnings,
     )
+
+
+def io_orientation(affine: np.ndarray) -> np.ndarray:
+    """nibabel's orientation array (voxel axis → world axis and direction) of a ``(4, 4)`` affine, by the rule of
+    :func:`mdanet_sdk.pipeline.orientation.io_orientation` (nibabel's own), which exported artefacts apply to the
+    C API's volumes: one rule for files and arrays."""
+    return np.array(orientation.io_orientation(torch.from_numpy(np.asarray(affine, dtype=np.float64))), dtype=float)
+
+
+def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` ``(X, Y, Z, ...)`` in canonical RAS+ voxel order, and the affine of that order."""
+    ornt = io_orientation(affine)
+    return np.ascontiguousarray(apply_orientation(array, ornt)), affine @ inv_ornt_aff(ornt, array.shape[:3])
 
 
 def to_original(array_canonical: np.ndarray, ref: Volume) -> np.ndarray:

@@ -8,8 +8,8 @@ the slices the model was trained on:
    both on the native grid: :mod:`mdanet_sdk.data.normalize`.
 3. **Axial slicing** along Z: ``(X, Y, Z)`` volumes → ``(Z, C, X, Y)``; a slice ``(X, Y)`` is ``(H, W)``.
 4. **In-plane resampling** (only when ``size`` is set) so that the longer in-plane side becomes ``size``,
-   keeping the aspect ratio: :func:`scipy.ndimage.zoom` with ``grid_mode=True`` (pixel areas map onto pixel
-   areas, as ``align_corners=False``), linear for images, nearest for labels.
+   keeping the aspect ratio: bilinear with the pixel-area convention of :func:`scipy.ndimage.zoom`'s
+   ``grid_mode=True`` (pixel areas map onto pixel areas, as ``align_corners=False``), linear for images, nearest for labels.
 5. **Padding** (centred) to multiples of ``multiple`` (16: the network halves the grid four times), with
    each channel's lowest value (the background) for images and 0 for labels.
 
@@ -21,6 +21,9 @@ with the same pixel-area convention (linear for probabilities, nearest for integ
 Without resampling the round trip is the identity; with it, nearest-label round trips are exact when the
 grid is enlarged and lose only boundary pixels when it is shrunk.
 
+The computations are :mod:`mdanet_sdk.pipeline` (torch, scriptable, carried by exported artefacts so that the C
+API preprocesses as Python does); this module takes and returns numpy arrays and adds the checks a user sees.
+
 Bounded memory: :func:`slice_stack` does 1-2 on the native grid and returns a :class:`SliceStack` that does 3-5
 for any range of slices (:func:`preprocess_images` takes all of them); :func:`restore_probability_into`
 restores a range into a native-grid array. The Segmenter walks both a batch at a time, so a case costs
@@ -29,7 +32,6 @@ O(native volume), not O(Z × model grid). Volumes of more than :data:`MAX_SLICES
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
@@ -37,7 +39,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+import torch
 
 from mdanet_sdk.data.normalize import (
     NORMALIZATIONS,
@@ -52,6 +54,7 @@ from mdanet_sdk.data.normalize import (
     normalize_volumes,
 )
 from mdanet_sdk.errors import InputError
+from mdanet_sdk.pipeline import slicing
 
 __all__ = [
     "PreprocessConfig",
@@ -76,8 +79,6 @@ __all__ = [
     "RELATIVE_MAX",
 ]
 
-# Lesions are kept within this many voxels of the automatic head mask: its edge may miss dark tissue.
-_LESION_MARGIN = 2
 #: Most slices along the slicing axis (Z) a case may hold: 4-10x a whole-brain thin-slice scan; more is not
 #: one head (a concatenation, a time series stored as Z) and would only cost minutes of model time.
 MAX_SLICES = 2048
@@ -195,9 +196,9 @@ class SliceGeometry:
         """Where lesions may be: a given brain mask as it is; the automatic head mask grown by 2 voxels (its
         edge may miss dark tissue next to a noisy background). Bool ``(X, Y, Z)``, computed once: the
         Segmenter restores a case slice range by slice range and a 3D dilation per range would cost O(Z²)."""
-        if self.head is None or self.given_mask:
-            return self.head
-        return ndimage.binary_dilation(self.head, iterations=_LESION_MARGIN)
+        if self.head is None:
+            return None
+        return slicing.lesion_support(torch.from_numpy(self.head), self.given_mask).numpy()
 
     def to_dict(self) -> dict[str, list[int]]:
         """Plain dict of lists of the grid sizes (for logs and reports)."""
@@ -206,28 +207,8 @@ class SliceGeometry:
 
 def _geometry(shape: Sequence[int], cfg: PreprocessConfig) -> SliceGeometry:
     x, y, z = (int(n) for n in shape)
-    if cfg.size is None:
-        h, w = x, y
-    else:
-        factor = cfg.size / max(x, y)
-        h, w = max(1, round(x * factor)), max(1, round(y * factor))
-    big_h, big_w = (math.ceil(max(n, cfg.size or 0) / cfg.multiple) * cfg.multiple for n in (h, w))
-    return SliceGeometry((x, y, z), (h, w), (big_h, big_w), ((big_h - h) // 2, (big_w - w) // 2))
-
-
-def _zoom(stack: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
-    """Resample the last two axes of ``(N, A, B)`` to ``shape`` (pixel-area convention)."""
-    factors = (1.0, shape[0] / stack.shape[1], shape[1] / stack.shape[2])
-    return ndimage.zoom(stack, factors, order=order, mode="nearest", grid_mode=True)
-
-
-def _pad(stack: np.ndarray, geom: SliceGeometry, values: np.ndarray | float) -> np.ndarray:
-    """Place ``(..., h, w)`` at ``geom.offset`` inside ``(..., H, W)`` filled with ``values`` (per leading index)."""
-    out = np.empty(stack.shape[:-2] + geom.padded, dtype=stack.dtype)
-    out[...] = np.reshape(values, np.shape(values) + (1, 1))
-    top, left = geom.offset
-    out[..., top : top + geom.resampled[0], left : left + geom.resampled[1]] = stack
-    return out
+    resampled, padded, offset = slicing.model_grid([x, y, z], cfg.size, cfg.multiple)
+    return SliceGeometry((x, y, z), (resampled[0], resampled[1]), (padded[0], padded[1]), (offset[0], offset[1]))
 
 
 class SliceStack:
@@ -244,10 +225,10 @@ class SliceStack:
     """
 
     def __init__(self, normalised: np.ndarray, geometry: SliceGeometry) -> None:
-        self._volumes = normalised  # (C, X, Y, Z) float32 on the native grid
+        self._volumes = torch.from_numpy(normalised)  # (C, X, Y, Z) float32 on the native grid
         # The padding value is each channel's lowest value over the whole volume (the background), as when
         # the stack was padded in one piece: it must not depend on how the slices are cut into chunks.
-        self._lowest = normalised.reshape(len(normalised), -1).min(axis=1)
+        self._lowest = slicing.lowest_values(self._volumes)
         self.geometry = geometry
         self.shape: tuple[int, int, int, int] = (geometry.native_shape[2], len(normalised), *geometry.padded)
 
@@ -261,12 +242,9 @@ class SliceStack:
                 f"slice range {start}..{end} is outside this case's {len(self)} slices; ask for a range inside it."
             )
         geom = self.geometry
-        slices = np.ascontiguousarray(self._volumes[..., start:end].transpose(3, 0, 1, 2))  # (n, C, X, Y)
-        if geom.resamples:
-            n, c = slices.shape[:2]
-            flat = slices.reshape(n * c, *geom.native_shape[:2])
-            slices = _zoom(flat, geom.resampled, order=1).reshape(n, c, *geom.resampled)
-        return _pad(slices, geom, self._lowest)
+        return slicing.to_model_grid(
+            self._volumes, self._lowest, start, end, list(geom.resampled), list(geom.padded), list(geom.offset)
+        ).numpy()
 
 
 def _volumes(images: Mapping[str, np.ndarray], modalities: Sequence[str]) -> list[np.ndarray]:
@@ -364,10 +342,9 @@ def preprocess_label(label: np.ndarray, geom: SliceGeometry) -> np.ndarray:
         raise InputError(
             f"label of shape {label.shape} does not match the images {geom.native_shape}; use the case's own label."
         )
-    slices = np.ascontiguousarray(label.astype(np.uint8).transpose(2, 0, 1))  # (Z, X, Y)
-    if geom.resamples:
-        slices = _zoom(slices, geom.resampled, order=0)
-    return _pad(slices, geom, 0)
+    return slicing.label_to_model_grid(
+        torch.from_numpy(label.astype(np.uint8)), list(geom.resampled), list(geom.padded), list(geom.offset)
+    ).numpy()
 
 
 def preprocess_case(
@@ -426,11 +403,11 @@ def _restore_range(slices: np.ndarray, geom: SliceGeometry) -> np.ndarray:
         slices = slices.astype(np.uint8) if slices.dtype == bool else slices
     else:
         slices = slices.astype(np.float32, copy=False)
-    top, left = geom.offset
-    crop = slices[:, top : top + geom.resampled[0], left : left + geom.resampled[1]]
-    if geom.resamples:
-        crop = _zoom(np.ascontiguousarray(crop), geom.native_shape[:2], order=0 if labels else 1)
-    return np.ascontiguousarray(crop.transpose(1, 2, 0))
+    native = [geom.native_shape[0], geom.native_shape[1]]
+    restored = slicing.restore_range(
+        torch.from_numpy(np.ascontiguousarray(slices)), native, list(geom.resampled), list(geom.offset)
+    )
+    return restored.numpy()
 
 
 def restore_probability(slices: np.ndarray, geom: SliceGeometry) -> np.ndarray:
@@ -469,9 +446,13 @@ def restore_probability_into(out: np.ndarray, slices: np.ndarray, geom: SliceGeo
     slices = np.asarray(slices, dtype=np.float32)
     _check_slices(slices, geom, start)
     end = start + slices.shape[0]
-    part = np.clip(_restore_range(slices, geom), 0.0, 1.0)
     support = geom.lesion_support
-    if support is not None:
-        part[~support[..., start:end]] = 0.0
-    out[..., start:end] = part
+    part = slicing.restore_probability_range(
+        torch.from_numpy(np.ascontiguousarray(slices)),
+        [geom.native_shape[0], geom.native_shape[1]],
+        list(geom.resampled),
+        list(geom.offset),
+        None if support is None else torch.from_numpy(support[..., start:end]),
+    )
+    out[..., start:end] = part.numpy()
     return out

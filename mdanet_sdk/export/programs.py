@@ -7,6 +7,7 @@ to a temporary file that :func:`~mdanet_sdk.export.writers.export_model` validat
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mdanet_sdk.artifact_safety import META, PREPROCESS
+from mdanet_sdk.data.preprocess import MAX_SLICES
 from mdanet_sdk.errors import ExportError, InputError
+from mdanet_sdk.inference.postprocess import PostprocessConfig
+from mdanet_sdk.pipeline.volume import VolumePipeline
 
 __all__ = [
     "BatchRange",
@@ -104,10 +109,20 @@ def quiet_torchscript() -> Iterator[None]:
 
 
 def write_torchscript(model: nn.Module, example: Tensor, files: dict[str, str], tmp: Path) -> None:
-    """Trace ``model`` on ``example`` ``(B, C, H, W)`` and save it with ``files`` attached to ``tmp``."""
+    """Trace ``model`` on ``example`` ``(B, C, H, W)``, script it inside a
+    :class:`~mdanet_sdk.pipeline.volume.VolumePipeline` made from the metadata ``files`` (its ``forward`` is
+    the traced network's; ``segment`` adds the whole-case pipeline the C API runs), and save it with ``files``
+    attached to ``tmp``."""
+    meta = json.loads(files[META])
+    preprocess = json.loads(files[PREPROCESS])
+    inference = PostprocessConfig.from_dict(meta.get("checkpoint", {}).get("inference", {})).to_dict()
+    batch = (int(meta["batch"]["min"]), int(meta["batch"]["max"]))
     with quiet_torchscript():
         traced = torch.jit.trace(model, example, check_trace=False, _store_inputs=False)
-        torch.jit.save(traced, str(tmp), _extra_files=files)
+        pipeline = VolumePipeline(
+            traced, list(meta["modalities"]), preprocess, inference, batch, example.dtype, MAX_SLICES
+        )
+        torch.jit.save(torch.jit.script(pipeline), str(tmp), _extra_files=files)
 
 
 def write_exported(model: nn.Module, example: Tensor, batch: BatchRange, files: dict[str, str], tmp: Path) -> None:

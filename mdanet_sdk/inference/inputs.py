@@ -13,7 +13,7 @@ import numpy as np
 
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource
-from mdanet_sdk.data.nifti import Volume, header_shape, nifti_stem
+from mdanet_sdk.data.nifti import Volume, header_shape, nifti_stem, to_canonical
 from mdanet_sdk.data.validate import check_image
 from mdanet_sdk.errors import InputError
 
@@ -102,18 +102,17 @@ def case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_
             raise InputError(
                 f"the brain mask has shape {brain_mask.shape}; it must be on the images' grid {first.shape}."
             )
-        mask_image = nib.Nifti1Image((brain_mask != 0).astype(np.uint8), affine)
-        brain_mask = np.asarray(nib.as_closest_canonical(mask_image).dataobj) != 0
+        brain_mask = to_canonical(np.asarray(brain_mask) != 0, affine)[0]
     for name, array in arrays.items():
         array, repaired = check_image(array, name)  # the checks and repairs of data.nifti.load_volume
         warnings += repaired
-        # nibabel's own reorientation, the same io_orientation that data.nifti.to_original inverts.
-        canonical[name] = nib.as_closest_canonical(nib.Nifti1Image(array, affine))
-    images = {name: np.ascontiguousarray(img.dataobj, dtype=np.float32) for name, img in canonical.items()}
+        # the reorientation of data.nifti.load_volume, which data.nifti.to_original inverts
+        canonical[name] = to_canonical(np.asarray(array, dtype=np.float32), affine)
+    images = {name: data for name, (data, _) in canonical.items()}
     first_name = next(iter(images))
     ref = Volume(
         data=images[first_name],
-        affine=canonical[first_name].affine,
+        affine=canonical[first_name][1],
         header=nib.Nifti1Image(first.astype(np.float32), affine).header,
         original_affine=affine,
         original_shape=tuple(int(n) for n in first.shape),

@@ -3,7 +3,9 @@
 The one post-processing of the package: :meth:`PostprocessConfig.apply` thresholds a native-grid probability
 map, removes lesions under ``min_size`` voxels (26-connectivity) and, for models with an ADC input, lesions
 without restricted diffusion (:func:`keep_restricted_lesions`). The Segmenter, training validation and the
-benchmark all call it through :class:`~mdanet_sdk.inference.predictor.Predictor`.
+benchmark all call it through :class:`~mdanet_sdk.inference.predictor.Predictor`. The computations are
+:mod:`mdanet_sdk.pipeline.lesions` (torch, scriptable, carried by exported artefacts so that the C API
+post-processes as Python does); this module takes and returns numpy arrays.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+import torch
 
 from mdanet_sdk.errors import InputError
-from mdanet_sdk.metrics import dsc, label_lesions
+from mdanet_sdk.metrics import dsc
+from mdanet_sdk.pipeline import lesions
+from mdanet_sdk.pipeline.morphology import label
 
 __all__ = [
     "PostprocessConfig",
@@ -106,6 +110,10 @@ class PostprocessConfig:
 POSTPROCESSING_DEFAULTS: dict[str, Any] = PostprocessConfig().to_dict()
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
 def remove_small_lesions(mask: np.ndarray, min_size: int) -> np.ndarray:
     """Drop connected lesions (26-connectivity) of fewer than ``min_size`` voxels.
 
@@ -116,13 +124,7 @@ def remove_small_lesions(mask: np.ndarray, min_size: int) -> np.ndarray:
     Returns:
         uint8 ``(X, Y, Z)`` mask.
     """
-    mask = np.asarray(mask).astype(np.uint8)
-    if min_size <= 1 or not mask.any():
-        return mask
-    labels, _ = label_lesions(mask)
-    keep = np.bincount(labels.ravel()) >= min_size
-    keep[0] = False
-    return keep[labels].astype(np.uint8)
+    return lesions.remove_small_lesions(_tensor(np.asarray(mask) != 0), int(min_size)).numpy()
 
 
 def tissue_adc(adc: np.ndarray) -> float:
@@ -137,10 +139,7 @@ def tissue_adc(adc: np.ndarray) -> float:
     Returns:
         the reference ADC in the map's unit (0.0 for a map without positive voxels).
     """
-    values = adc[adc > 0]
-    if values.size == 0:
-        return 0.0
-    return float(np.median(values[values <= 1.5 * np.median(values)]))
+    return lesions.tissue_adc(_tensor(np.asarray(adc, dtype=np.float32)))
 
 
 def adc_in_head(adc: np.ndarray, head: np.ndarray) -> np.ndarray:
@@ -165,25 +164,26 @@ def keep_restricted_lesions(mask: np.ndarray, adc: np.ndarray, max_ratio: float)
     Returns:
         uint8 ``(X, Y, Z)`` mask.
     """
-    mask = np.asarray(mask).astype(np.uint8)
-    if max_ratio <= 0 or not mask.any():
-        return mask
-    return _restricted(mask, *_lesion_adc_ratios(mask, adc, tissue_adc(adc)), max_ratio)
+    adc_t = _tensor(np.asarray(adc, dtype=np.float32))
+    return lesions.keep_restricted_lesions(_tensor(np.asarray(mask) != 0), adc_t, float(max_ratio)).numpy()
 
 
 def _lesion_adc_ratios(mask: np.ndarray, adc: np.ndarray, reference: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """Lesion labels and, per label (index 0 = background, ratio inf), median ADC / ``reference``;
-    ``None`` for an empty mask or a map without tissue (``reference <= 0``)."""
-    labels, n = label_lesions(mask)
-    if reference <= 0 or n == 0:
-        return labels, None
-    median = np.asarray(ndimage.median(adc, labels, np.arange(1, n + 1)), dtype=np.float64)
-    return labels, np.concatenate([[np.inf], median / reference])
+    """Lesion labels and, per label value (index 0 = background, ratio inf), median ADC / ``reference``;
+    ``None`` for an empty mask or a map without tissue (``reference <= 0``). The ratios of
+    :func:`keep_restricted_lesions`, computed once for several gates."""
+    labels = label(_tensor(np.asarray(mask) != 0), full=True)
+    if reference <= 0 or not bool(labels.any()):
+        return labels.numpy(), None
+    names, medians = lesions.lesion_medians(_tensor(np.asarray(adc, dtype=np.float32)), labels)
+    ratios = torch.full((labels.numel() + 1,), float("inf"), dtype=torch.float64)
+    ratios[names] = medians / reference
+    return labels.numpy(), ratios.numpy()
 
 
 def _restricted(mask: np.ndarray, labels: np.ndarray, ratios: np.ndarray | None, max_ratio: float) -> np.ndarray:
     """``mask`` without the lesions whose ADC ratio exceeds ``max_ratio`` (all of it when ``ratios`` is None)."""
-    return mask if ratios is None else (ratios <= max_ratio)[labels].astype(np.uint8)
+    return np.asarray(mask).astype(np.uint8) if ratios is None else (ratios <= max_ratio)[labels].astype(np.uint8)
 
 
 def postprocess(
@@ -199,10 +199,9 @@ def postprocess(
     Returns:
         uint8 ``(X, Y, Z)`` mask.
     """
-    mask = remove_small_lesions(probability > threshold, min_size)
-    if adc is not None and max_adc_ratio > 0:
-        mask = keep_restricted_lesions(mask, adc, max_adc_ratio)
-    return mask
+    adc_t = None if adc is None else _tensor(np.asarray(adc, dtype=np.float32))
+    probability_t = _tensor(np.asarray(probability, dtype=np.float32))
+    return lesions.postprocess(probability_t, float(threshold), int(min_size), adc_t, float(max_adc_ratio)).numpy()
 
 
 def choose_postprocessing(

@@ -21,11 +21,9 @@ from mdanet_sdk.errors import CheckpointError, InputError
 from mdanet_sdk.inference.optimize import MAX_AUTO_BATCH, auto_batch_size
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.transfer import HostStaging
+from mdanet_sdk.pipeline.volume import lesion_probability, tta_flips
 
-__all__ = ["Predictor", "TTA_FLIPS"]
-
-#: Flip sets of the test-time augmentation, as tensor dims of ``(B, C, H, W)``: none, H, W, both.
-TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
+__all__ = ["Predictor"]
 
 
 class Predictor:
@@ -91,7 +89,7 @@ class Predictor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         total = torch.zeros((x.shape[0], *x.shape[2:]), dtype=torch.float32, device=self.device)
-        flips = TTA_FLIPS if self.settings.tta else TTA_FLIPS[:1]
+        flips = tta_flips(self.settings.tta)
         for model, name in zip(self.models, self.names):
             finite = torch.ones((), dtype=torch.bool, device=self.device)
             for dims in flips:
@@ -100,7 +98,7 @@ class Predictor:
                 # NaN logits give NaN probabilities, which pass no threshold: a silent "0 lesions". One
                 # reduction per forward, read once per model (one device sync, not one per flip).
                 finite &= torch.isfinite(logits).all()
-                lesion = logits.float().softmax(dim=1)[:, 1]  # (B, H, W)
+                lesion = lesion_probability(logits)  # (B, H, W)
                 total += lesion.flip(dims) if dims else lesion
             if not finite:
                 self._refuse_non_finite(x, name, source)

@@ -326,6 +326,7 @@ class Segmenter:
         precision: str = "auto",
         *,
         trust: bool = False,
+        engine: str = "torch",
         **options: Any,
     ) -> "Segmenter":
         """Run an artefact of ``mdanet-sdk export`` (TorchScript, ExportedProgram or TensorRT).
@@ -338,6 +339,8 @@ class Segmenter:
             device: see :class:`Segmenter` (TensorRT artefacts need CUDA).
             precision: ``"auto"`` or the artefact's own precision, which it always computes in.
             trust: load an artefact that carries no integrity record (see :func:`mdanet_sdk.export.load_artifact`).
+            engine: ``"torch"`` (in this process) or ``"libmdanet"`` (TorchScript artefacts through the C API's
+                engine, :mod:`mdanet_sdk.export.engine`: the same masks).
             options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``, ``prefetch``.
 
         Raises:
@@ -345,9 +348,9 @@ class Segmenter:
             BackendUnavailableError: it needs the native ops, CUDA or TensorRT, which are missing here.
             InputError: ``precision`` differs from the artefact's.
         """
-        from mdanet_sdk.export import load_artifact
+        from mdanet_sdk.export.engine import open_artifact
 
-        artifact = load_artifact(path, resolve_device(device), trust=trust)
+        artifact = open_artifact(path, resolve_device(device), trust=trust, engine=engine)
         if precision not in ("auto", artifact.precision):
             raise InputError(
                 f"{artifact.path.name} computes in {artifact.precision}; drop --precision or export it again with "

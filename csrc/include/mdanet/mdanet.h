@@ -17,17 +17,16 @@
  * Memory: the caller owns every buffer it passes. Strings returned by the library stay valid until the handle
  * is closed (metadata) or forever (version, status names). mdanet_close(NULL) does nothing.
  *
- * Example (export/cpp/mdanet_run.c is the complete program):
+ * Example (export/cpp/mdanet_segment.c is the complete program):
  *
  *     mdanet_model* model = NULL;
  *     if (mdanet_open("model.ts", "cpu", &model) != MDANET_OK) {
  *       fprintf(stderr, "error: %s\n", mdanet_last_error());
  *       return 1;
  *     }
- *     int64_t c, h, w;
- *     mdanet_model_input_shape(model, &c, &h, &w);
- *     // slices: float32 (batch, c, h, w), preprocessed as the artefact's preprocess.json says
- *     mdanet_run_slices(model, slices, batch, batch * c * h * w, logits, batch * classes * h * w);
+ *     // volumes: float32, the modalities one after another, each X x Y x Z in NIfTI order (x fastest)
+ *     if (mdanet_segment_volume(model, volumes, channels, x, y, z, affine, NULL, NULL, mask, NULL) != MDANET_OK)
+ *       fprintf(stderr, "error: %s\n", mdanet_last_error());
  *     mdanet_close(model);
  */
 #ifndef MDANET_MDANET_H
@@ -105,6 +104,36 @@ MDANET_EXPORT mdanet_status mdanet_model_device(const mdanet_model* model, const
    and meta.json (everything else), as JSON text. */
 MDANET_EXPORT mdanet_status mdanet_model_preprocess_json(const mdanet_model* model, const char** json);
 MDANET_EXPORT mdanet_status mdanet_model_meta_json(const mdanet_model* model, const char** json);
+
+/* How a probability map becomes a mask (the settings of `mdanet-sdk segment --tta --threshold --min-size
+   --max-adc-ratio`). */
+typedef struct mdanet_postprocess {
+  int32_t tta;           /* 1: average over the 4 in-plane flips (4x the model time); 0: no flips */
+  double threshold;      /* a voxel is lesion when its probability is above this; in (0, 1) */
+  int64_t min_size;      /* lesions of fewer voxels are removed (26-connectivity); 0 keeps all */
+  double max_adc_ratio;  /* lesions whose median ADC is above this multiple of the parenchymal ADC are removed
+                            (models with an adc input); 0 keeps all */
+} mdanet_postprocess;
+
+/* The post-processing the artefact recommends (chosen at training on held-out cases), what
+   mdanet_segment_volume uses when given NULL. */
+MDANET_EXPORT mdanet_status mdanet_model_postprocess(const mdanet_model* model, mdanet_postprocess* settings);
+
+/* Segment one case, as `mdanet-sdk segment --model ARTEFACT` segments its files: head mask (or brain_mask),
+   normalisation, slices on the model grid, lesion probability, back to the native grid, post-processing.
+   volumes: float32, the C modalities in mdanet_model_modality order, each an X x Y x Z volume in NIfTI voxel
+            order (x fastest: value (c, x, y, z) at [x + X*(y + Y*(z + Z*c))]); NaN/Inf voxels count as 0.
+   affine: the 4 x 4 voxel-to-world matrix in mm, row-major (a NIfTI sform/qform); it gives the voxel spacing
+           and the orientation (volumes in any orientation are turned to RAS+ and the mask back).
+   brain_mask: NULL (an automatic head mask), or uint8 X x Y x Z (non-zero = brain), same order.
+   settings: NULL for the artefact's recommendation (mdanet_model_postprocess).
+   mask: uint8 X x Y x Z written by the call (1 = lesion), same voxel order; probability: NULL, or float32
+   X x Y x Z lesion probabilities. Both are left untouched when the call fails.
+   An artefact exported before the volume pipeline existed gives MDANET_INVALID_ARTIFACT: export it again. */
+MDANET_EXPORT mdanet_status mdanet_segment_volume(mdanet_model* model, const float* volumes, int64_t channels,
+                                                  int64_t x, int64_t y, int64_t z, const double* affine,
+                                                  const uint8_t* brain_mask, const mdanet_postprocess* settings,
+                                                  uint8_t* mask, float* probability);
 
 /* Logits of `batch` preprocessed slices.
    slices: float32 (batch, C, H, W), C-contiguous, slices_len = batch * C * H * W values.

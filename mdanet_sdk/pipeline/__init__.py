@@ -1,0 +1,13 @@
+"""The one implementation of pre- and post-processing, in TorchScript-compatible torch.
+
+Python calls these functions through :mod:`mdanet_sdk.data.preprocess`, :mod:`mdanet_sdk.data.normalize`,
+:mod:`mdanet_sdk.data.nifti` and :mod:`mdanet_sdk.inference.postprocess` (numpy in, numpy out, plus the checks and
+warnings a user sees); TorchScript artefacts carry them scripted in :class:`~mdanet_sdk.pipeline.volume.VolumePipeline`,
+so that the C API (libmdanet, ``mdanet_segment_volume``) segments a case exactly as ``mdanet-sdk segment`` does,
+without Python. Nothing here knows files or the network's internals.
+
+Modules: :mod:`.stats` (quantiles as numpy computes them), :mod:`.morphology` (components, hole filling,
+dilation), :mod:`.intensity` (head mask, normalisation), :mod:`.slicing` (model grid and back), :mod:`.lesions`
+(threshold, lesion size, ADC gate), :mod:`.orientation` (stored voxel order ↔ RAS+), :mod:`.volume` (the whole
+case, for export).
+"""

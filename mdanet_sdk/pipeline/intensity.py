@@ -1,0 +1,174 @@
+"""The head region and per-modality normalisation of co-registered volumes (steps 1-2 of preprocessing).
+
+TorchScript-compatible: :mod:`mdanet_sdk.data.normalize` calls these functions in Python and exported artefacts
+carry them scripted, so the C API normalises as Python does. Volumes are float32 ``(X, Y, Z)``; masks bool.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+from torch import Tensor
+
+from mdanet_sdk.pipeline.morphology import component_sizes, fill_holes_planar, keep_components, label
+from mdanet_sdk.pipeline.stats import median, quantiles
+
+__all__ = [
+    "HEAD_TOLERANCE",
+    "MIN_HEAD_FRACTION",
+    "RELATIVE_MAX",
+    "support",
+    "clean_head",
+    "head_support",
+    "not_a_ratio_scale",
+    "normalize_zscore",
+    "normalize_relative",
+    "normalize_volumes",
+]
+
+#: A voxel is head when it differs from the background by more than this share of the volume's largest difference.
+HEAD_TOLERANCE = 0.01
+#: Below this fraction of head voxels the automatic mask is not trusted (all voxels are taken instead).
+MIN_HEAD_FRACTION = 1e-3
+#: Relative normalisation clips at this multiple of the tissue value (minus 1).
+RELATIVE_MAX = 10.0
+# A border noise sigma above this share of the head's range makes a background "noisy" (not skull-stripped).
+_NOISY_BACKGROUND = 0.001
+# A border "noise" above this share of the head's range is head tissue on the border, not noise.
+_TISSUE_LEVEL_NOISE = 0.05
+# 3D components (faces) smaller than this share of the largest are specks, not head.
+_SPECK_FRACTION = 0.01
+
+
+def _border(volume: Tensor) -> Tensor:
+    """The voxels of the in-plane border of every axial slice (a slab's top and bottom slices are tissue)."""
+    return torch.cat(
+        [volume[0].reshape(-1), volume[-1].reshape(-1), volume[:, 0].reshape(-1), volume[:, -1].reshape(-1)]
+    )
+
+
+def support(
+    volume: Tensor,
+    tolerance: float = HEAD_TOLERANCE,
+    tissue_noise: float = _TISSUE_LEVEL_NOISE,
+    noisy_background: float = _NOISY_BACKGROUND,
+) -> Tuple[Tensor, bool]:
+    """Voxels that stand out from this volume's background, and whether that background is noisy.
+
+    The background value is the median of the in-plane border; a voxel stands out when it differs from it by
+    more than 1 % of the volume's largest difference (its 99.9th percentile) and by more than 8 robust noise
+    sigmas (1.4826 × the border's median absolute deviation), so that Gaussian or Rician noise stays
+    background. Where the head touches the border so much that the "noise" is at tissue level (over 5 % of
+    that difference), only the 1 % rule applies.
+    """
+    border = _border(volume)
+    middle = median(border)
+    offset = (volume - middle).abs()
+    noise = 1.4826 * median((border - middle).abs())
+    top = quantiles(offset, [0.999])[0]
+    if noise > tissue_noise * top:
+        return offset > tolerance * top, False
+    return offset > max(tolerance * top, 8.0 * noise), noise > noisy_background * top
+
+
+def clean_head(mask: Tensor, speck_fraction: float = _SPECK_FRACTION) -> Tensor:
+    """Fill each axial slice's holes (CSF is ~0 in perfusion maps) and drop specks: 3D components (faces)
+    smaller than 1 % of the largest."""
+    filled = fill_holes_planar(mask)
+    labels = label(filled)
+    sizes = component_sizes(labels)
+    sizes[0] = 0
+    if int((sizes > 0).sum().item()) <= 1:
+        return filled
+    return keep_components(labels, sizes >= speck_fraction * float(sizes.max().item()))
+
+
+def head_support(volumes: List[Tensor], min_fraction: float = MIN_HEAD_FRACTION) -> Tuple[Tensor, bool]:
+    """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy.
+
+    A voxel is head when it stands out from the background in any volume (:func:`support`), then
+    :func:`clean_head`. The background may be zero (skull-stripped MRI, perfusion maps), a constant (-1000 HU)
+    or noise (an MRI that is not skull-stripped).
+
+    Returns:
+        ``(mask, noisy)``: bool ``(X, Y, Z)``, all True when fewer than 0.1 % of the voxels would be head
+        (nothing to trust).
+    """
+    mask = torch.zeros(volumes[0].shape, dtype=torch.bool)
+    noisy = False
+    for volume in volumes:
+        found, noise = support(volume.to(torch.float32))
+        mask = mask | found
+        noisy = noisy or noise
+    mask = clean_head(mask)
+    if float(mask.to(torch.float32).mean().item()) < min_fraction:
+        return torch.ones_like(mask), noisy
+    return mask, noisy
+
+
+def not_a_ratio_scale(inside: Tensor) -> bool:
+    """Whether values are not a non-negative physical quantity (over 5 % negative) or have no positive one."""
+    negative = float((inside < 0).to(torch.float32).mean().item())
+    return negative > 0.05 or not bool((inside > 0).any().item())
+
+
+def normalize_zscore(volume: Tensor, mask: Tensor, clip_low: float = 0.5, clip_high: float = 99.5) -> Tensor:
+    """Clip to percentiles inside ``mask`` and robust-z-score (median, IQR / 1.349) with the same statistics.
+
+    Outside the mask every background (zero, -1000 HU, noise, skull) becomes the clipped low end: the network
+    never sees what lies outside the head. Returns float32 of ``volume``'s shape.
+    """
+    inside = volume[mask]
+    low, q25, middle, q75, high = quantiles(inside, [clip_low / 100.0, 0.25, 0.5, 0.75, clip_high / 100.0])
+    # Clipping at the outer percentiles leaves the quartiles and the median unchanged.
+    scale = (q75 - q25) / 1.349
+    if scale <= 0:
+        scale = float(torch.std(inside.clamp(low, high).to(torch.float64), unbiased=False).item())
+    if not scale > 0:
+        scale = 1.0
+    out = torch.where(mask, volume.clamp(low, high), torch.full_like(volume, low))
+    return ((out - middle) / scale).to(torch.float32)
+
+
+def normalize_relative(
+    volume: Tensor, mask: Tensor, clip_low: float = 0.5, clip_high: float = 99.5, ceiling: float = RELATIVE_MAX
+) -> Tensor:
+    """Divide by the modality's median in ``mask`` (its positive voxels), minus 1; clip to -1..:data:`RELATIVE_MAX`.
+
+    Tissue becomes ~0, a voxel at half the tissue value -0.5 (an ischaemic core's CBF), at twice 1 (a DWI
+    lesion), and everything outside ``mask`` -1. Falls back to :func:`normalize_zscore` for a map that is not a
+    non-negative physical quantity (:func:`not_a_ratio_scale`). Returns float32 of ``volume``'s shape.
+    """
+    inside = volume[mask]
+    if not_a_ratio_scale(inside):
+        return normalize_zscore(volume, mask, clip_low, clip_high)
+    reference = median(inside[inside > 0])
+    ratio = (volume / reference).clamp(0.0, ceiling + 1.0)
+    return (torch.where(mask, ratio, torch.zeros_like(ratio)) - 1.0).to(torch.float32)
+
+
+def normalize_volumes(
+    volumes: List[Tensor], mask: Tensor, normalization: str, clip_low: float, clip_high: float
+) -> Tuple[Tensor, bool]:
+    """Normalise each modality with its statistics inside ``mask``.
+
+    Args:
+        volumes: float32 ``(X, Y, Z)`` volumes in channel order.
+        mask: bool ``(X, Y, Z)``, not empty.
+        normalization: ``"relative"`` or ``"zscore"``.
+        clip_low, clip_high: percentiles (0-100) for z-scores.
+
+    Returns:
+        ``(normalised (C, X, Y, Z) float32, fell_back)``: ``fell_back`` when a modality asked to be normalised
+        relatively was z-scored instead.
+    """
+    out: List[Tensor] = []
+    fell_back = False
+    for volume in volumes:
+        if normalization == "relative":
+            fell_back = fell_back or not_a_ratio_scale(volume[mask])
+            out.append(normalize_relative(volume, mask, clip_low, clip_high))
+        else:
+            out.append(normalize_zscore(volume, mask, clip_low, clip_high))
+    return torch.stack(out), fell_back

@@ -1,0 +1,321 @@
+"""The C API (libmdanet, mdanet/mdanet.h): C99 programs built by the system compiler against the header alone,
+the same masks as `mdanet-sdk segment --model`, and every bad argument answered with a status and a sentence."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import shutil
+import subprocess
+import threading
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from mdanet_sdk import ops
+from mdanet_sdk.cli import app
+from mdanet_sdk.cli.demo import DEMO_SEED
+from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.data.phantom import write_dataset
+from mdanet_sdk.errors import CheckpointError, InputError
+from mdanet_sdk.export import BatchRange, export_checkpoint, export_model, load_artifact, probe_batch
+from mdanet_sdk.export.engine import c_api_root, open_engine, segment_volume
+from mdanet_sdk.inference import Segmenter
+from mdanet_sdk.inference.postprocess import PostprocessConfig
+from mdanet_sdk.model import build_model
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "export" / "c"
+SIZE = 64
+CC = shutil.which("cc")
+
+pytestmark = [
+    pytest.mark.skipif(not ops.native_available(), reason="the native build (libmdanet) is not installed"),
+    pytest.mark.skipif(CC is None, reason="no C compiler (cc) on PATH"),
+    pytest.mark.filterwarnings(r"ignore:.*torch\.jit:DeprecationWarning"),
+]
+
+# status codes of mdanet.h
+OK, INVALID_ARGUMENT, FILE_ERROR, INVALID_ARTIFACT, UNAVAILABLE = 0, 1, 2, 3, 4
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    return c_api_root()
+
+
+@pytest.fixture(scope="module")
+def programs(root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The two examples, compiled as strict C99 with every warning an error: the header is plain C."""
+    build = tmp_path_factory.mktemp("c-examples")
+    built = {}
+    for name, extra in (("mdanet_segment", ["nifti1_io.c"]), ("mdanet_run", [])):
+        sources = [str(EXAMPLES / f"{name}.c"), *(str(EXAMPLES / e) for e in extra)]
+        command = [CC, "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O1", f"-I{root / 'include'}"]
+        command += [*sources, f"-L{root / 'lib'}", "-lmdanet", "-lm", f"-Wl,-rpath,{root / 'lib'}"]
+        command += ["-o", str(build / name)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        built[name] = build / name
+    return built
+
+
+@pytest.fixture(scope="module")
+def lib(root: Path) -> ctypes.CDLL:
+    """libmdanet through ctypes: a foreign caller with nothing but the C ABI."""
+    c = ctypes.CDLL(str(root / "lib" / "libmdanet.so"))
+    c.mdanet_last_error.restype = ctypes.c_char_p
+    c.mdanet_version.restype = ctypes.c_char_p
+    c.mdanet_status_name.restype = ctypes.c_char_p
+    c.mdanet_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+    c.mdanet_close.argtypes = [ctypes.c_void_p]
+    c.mdanet_run_slices.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+    c.mdanet_run_slices.argtypes += [ctypes.c_void_p, ctypes.c_int64]
+    c.mdanet_segment_volume.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4
+    c.mdanet_segment_volume.argtypes += [ctypes.c_void_p] * 5
+    c.mdanet_model_modality.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_char_p)]
+    c.mdanet_model_input_shape.argtypes = [ctypes.c_void_p] + [ctypes.POINTER(ctypes.c_int64)] * 3
+    return c
+
+
+@pytest.fixture(scope="module")
+def small_artefact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small model as TorchScript (mdanet:: op calls kept), max batch 4."""
+    torch.manual_seed(0)
+    model = build_model(MDANetConfig.from_preset("small", "mri"), ops="native").eval()
+    out = tmp_path_factory.mktemp("c-artefact") / "m.ts"
+    return export_model(model, "torchscript", out, preprocess={"size": SIZE}, batch=BatchRange(1, 4, 4)).path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The bundled MRI model exported, and the demo's phantom case (smaller grid) as gz and plain .nii."""
+    folder = tmp_path_factory.mktemp("c-demo")
+    model = export_checkpoint("default-mri", "torchscript", folder / "mri.ts", batch=BatchRange(1, 16, 16)).path
+    data = write_dataset(
+        folder / "data", "isles22", n_cases=1, seed=DEMO_SEED, pattern="territorial", shape=(96, 96, 24)
+    )
+    files = {"model": model, "data": data}
+    for name in ("dwi", "adc"):
+        (gz,) = data.rglob(f"*_{name}.nii.gz")
+        image = nib.load(gz)
+        nib.save(image, folder / f"{name}.nii")
+        files[name] = folder / f"{name}.nii"
+    return files
+
+
+def _open(lib: ctypes.CDLL, path: Path | str, device: str = "cpu") -> tuple[int, ctypes.c_void_p]:
+    handle = ctypes.c_void_p()
+    status = lib.mdanet_open(str(path).encode(), device.encode(), ctypes.byref(handle))
+    return status, handle
+
+
+def _error(lib: ctypes.CDLL) -> str:
+    return lib.mdanet_last_error().decode()
+
+
+def test_c_program_writes_the_mask_of_mdanet_sdk_segment(programs, demo, tmp_path):
+    from typer.testing import CliRunner
+
+    out = tmp_path / "mask.nii"
+    done = subprocess.run(
+        [str(programs["mdanet_segment"]), str(demo["model"]), str(out), str(demo["dwi"]), str(demo["adc"])],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    ours = np.asarray(nib.load(out).dataobj)
+    result = CliRunner().invoke(
+        app, ["segment", str(demo["data"]), "--model", str(demo["model"]), "-o", str(tmp_path / "py")]
+    )
+    assert result.exit_code == 0, result.stdout
+    (written,) = (tmp_path / "py").rglob("*_seg.nii.gz")
+    expected = np.asarray(nib.load(written).dataobj)
+    assert ours.shape == expected.shape == (96, 96, 24)
+    assert expected.sum() > 100  # a lesion was found: the comparison is not of two empty masks
+    assert np.array_equal(ours, expected)
+    assert np.allclose(nib.load(out).affine, nib.load(written).affine, atol=1e-5)
+
+
+def test_segmenter_through_libmdanet_gives_identical_masks(demo):
+    case = {"dwi": str(demo["dwi"]), "adc": str(demo["adc"])}
+    torch_path = Segmenter.from_exported(demo["model"], tta=False).predict(case)
+    engine_path = Segmenter.from_exported(demo["model"], engine="libmdanet", tta=False).predict(case)
+    assert np.array_equal(torch_path.mask, engine_path.mask) and torch_path.mask.sum() > 100
+    assert np.abs(torch_path.probability - engine_path.probability).max() < 1e-5
+
+
+def test_segment_volume_from_python_turns_any_orientation_back(demo):
+    engine = open_engine(demo["model"])
+    settings = PostprocessConfig.from_dict(engine.meta["checkpoint"].get("inference", {})).updated(tta=False)
+    dwi, adc = (nib.load(demo[m]) for m in ("dwi", "adc"))
+    images = {"dwi": np.asarray(dwi.dataobj), "adc": np.asarray(adc.dataobj)}
+    mask, probability = segment_volume(engine, images, dwi.affine, settings=settings)
+    # The same case stored with its first axis reversed (and the affine saying so) gives the same mask, reversed.
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = images["dwi"].shape[0] - 1
+    flipped = {m: a[::-1] for m, a in images.items()}
+    mask_f, _ = segment_volume(engine, flipped, dwi.affine @ flip, settings=settings)
+    assert mask.sum() > 100 and np.array_equal(mask_f[::-1], mask)
+    assert probability.dtype == np.float32 and 0.0 <= probability.min() and probability.max() <= 1.0
+    brain = np.zeros(mask.shape, np.uint8)
+    brain[:, :, :12] = 1  # lesions only where the given brain mask is
+    masked, _ = segment_volume(engine, images, dwi.affine, brain_mask=brain, settings=settings)
+    assert mask[:, :, 12:].sum() > 0 and masked[:, :, 12:].sum() == 0  # there was a lesion there before
+    with pytest.raises(InputError, match="empty or constant"):
+        segment_volume(engine, {"dwi": np.zeros((8, 8, 4)), "adc": np.ones((8, 8, 4))}, np.eye(4))
+    with pytest.raises(InputError, match="no 'adc' image"):
+        segment_volume(engine, {"dwi": images["dwi"]}, dwi.affine)
+
+
+def test_slices_runner_matches_python(programs, small_artefact, tmp_path):
+    x = probe_batch(7, 2, SIZE, SIZE, seed=11)  # 7 > max batch 4: two chunks, in C as in Python
+    x.numpy().tofile(tmp_path / "in.f32")
+    run = [str(programs["mdanet_run"]), str(small_artefact), str(tmp_path / "in.f32"), str(tmp_path / "out.f32")]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "7 slice(s) 2x64x64 -> logits [7, 2, 64, 64]" in done.stderr
+    got = np.fromfile(tmp_path / "out.f32", dtype=np.float32).reshape(7, 2, SIZE, SIZE)
+    expected = load_artifact(small_artefact)(x).numpy()
+    assert np.abs(got - expected).max() <= 1e-4
+    np.zeros(2 * SIZE * SIZE + 5, dtype=np.float32).tofile(tmp_path / "bad.f32")
+    run[2:4] = [str(tmp_path / "bad.f32"), str(tmp_path / "out2.f32")]
+    bad = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "not a whole number of slices of 2x64x64" in bad.stderr
+    assert not (tmp_path / "out2.f32").exists()
+
+
+def test_library_exports_only_the_c_api(root):
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm is not installed")
+    listed = subprocess.run(
+        [nm, "-D", "--defined-only", str(root / "lib" / "libmdanet.so")], capture_output=True, text=True
+    )
+    names = [line.split()[-1] for line in listed.stdout.splitlines() if line.strip()]
+    header = (root / "include" / "mdanet" / "mdanet.h").read_text()
+    assert names and all(n.startswith("mdanet_") for n in names), names
+    assert all(f" {n}(" in header for n in names)  # every exported function is declared in the header
+
+
+def test_metadata_and_bad_arguments_through_ctypes(lib, small_artefact, tmp_path):
+    assert lib.mdanet_version().decode() and lib.mdanet_api_version() == 1 and lib.mdanet_artifact_version() == 1
+    status, model = _open(lib, small_artefact)
+    assert status == OK, _error(lib)
+    try:
+        name = ctypes.c_char_p()
+        assert lib.mdanet_model_modality(model, 1, ctypes.byref(name)) == OK and name.value == b"adc"
+        assert lib.mdanet_model_modality(model, 2, ctypes.byref(name)) == INVALID_ARGUMENT
+        assert "outside 0..1" in _error(lib)
+        c, h, w = (ctypes.c_int64() for _ in range(3))
+        assert lib.mdanet_model_input_shape(model, ctypes.byref(c), ctypes.byref(h), ctypes.byref(w)) == OK
+        assert (c.value, h.value, w.value) == (2, SIZE, SIZE)
+        assert lib.mdanet_model_input_shape(model, None, ctypes.byref(h), ctypes.byref(w)) == INVALID_ARGUMENT
+        x = np.zeros((1, 2, SIZE, SIZE), np.float32)
+        out = np.zeros((1, 2, SIZE, SIZE), np.float32)
+        assert lib.mdanet_run_slices(model, x.ctypes.data, 1, x.size - 1, out.ctypes.data, out.size) == INVALID_ARGUMENT
+        assert "slices_len is" in _error(lib)
+        assert lib.mdanet_run_slices(model, None, 1, x.size, out.ctypes.data, out.size) == INVALID_ARGUMENT
+        assert lib.mdanet_run_slices(model, x.ctypes.data, 0, 0, out.ctypes.data, 0) == INVALID_ARGUMENT
+        assert lib.mdanet_run_slices(model, x.ctypes.data, 2**62, x.size, out.ctypes.data, out.size) == INVALID_ARGUMENT
+        x[0, 0, 0, 0] = np.nan
+        assert lib.mdanet_run_slices(model, x.ctypes.data, 1, x.size, out.ctypes.data, out.size) == INVALID_ARGUMENT
+        assert "NaN/Inf" in _error(lib) and not out.any()  # left untouched on failure
+        volume = np.ones((3, 8, 8, 8), np.float32)
+        mask = np.zeros((8, 8, 8), np.uint8)
+        affine = np.eye(4)
+        args = (volume.ctypes.data, 3, 8, 8, 8, affine.ctypes.data, None, None, mask.ctypes.data, None)
+        assert lib.mdanet_segment_volume(model, *args) == INVALID_ARGUMENT
+        assert "reads 2 modalities, given 3" in _error(lib)
+        args = (volume.ctypes.data, 2, 8, 8, 8, None, None, None, mask.ctypes.data, None)
+        assert lib.mdanet_segment_volume(model, *args) == INVALID_ARGUMENT
+    finally:
+        lib.mdanet_close(model)
+    lib.mdanet_close(None)  # a no-op
+    assert _open(lib, tmp_path / "missing.ts")[0] == FILE_ERROR
+    (tmp_path / "text.ts").write_text("not a model")
+    assert _open(lib, tmp_path / "text.ts")[0] == INVALID_ARTIFACT and "not a TorchScript archive" in _error(lib)
+    assert _open(lib, small_artefact, "cuda:0")[0] == (OK if torch.cuda.is_available() else UNAVAILABLE)
+    assert _open(lib, small_artefact, "tpu")[0] == INVALID_ARGUMENT
+    assert lib.mdanet_open(None, None, None) == INVALID_ARGUMENT and "model is NULL" in _error(lib)
+
+
+def _rewrite(source: Path, target: Path, member: str, change) -> Path:
+    """A copy of the archive ``source`` with ``member`` (a path ending) replaced by ``change(old bytes)``."""
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            zout.writestr(info, change(data) if info.filename.endswith(member) else data)
+    return target
+
+
+def test_newer_and_crafted_artefacts_are_refused(lib, small_artefact, tmp_path):
+    def newer(data: bytes) -> bytes:
+        meta = json.loads(data)
+        meta["artifact_version"] = 99
+        return json.dumps(meta).encode()
+
+    status, _ = _open(lib, _rewrite(small_artefact, tmp_path / "newer.ts", "extra/mdanet/meta.json", newer))
+    assert status == INVALID_ARTIFACT and "newer than this libmdanet" in _error(lib)
+    broken = _rewrite(small_artefact, tmp_path / "broken.ts", "extra/mdanet/meta.json", lambda d: d[:-5])
+    assert _open(lib, broken)[0] == INVALID_ARTIFACT and "damaged" in _error(lib)
+
+    class Talks(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            print("I run code")
+            return x
+
+    with zipfile.ZipFile(small_artefact) as z:
+        files = {n.split("extra/", 1)[1]: z.read(n).decode() for n in z.namelist() if "/extra/mdanet/" in n}
+    crafted = tmp_path / "crafted.ts"
+    torch.jit.save(torch.jit.script(Talks()), str(crafted), _extra_files=files)
+    assert _open(lib, crafted)[0] == INVALID_ARTIFACT and "prim::Print" in _error(lib)
+    # An artefact of the network alone (no volume pipeline) still runs slices, but cannot segment volumes.
+    old = tmp_path / "old.ts"
+    traced = torch.jit.trace(
+        build_model(MDANetConfig.from_preset("small", "mri"), ops="reference").eval(), probe_batch(1, 2, SIZE, SIZE)
+    )
+    torch.jit.save(traced, str(old), _extra_files=files)
+    status, model = _open(lib, old)
+    assert status == OK, _error(lib)
+    mask = np.zeros((8, 8, 8), np.uint8)
+    volume, affine = np.ones((2, 8, 8, 8), np.float32), np.eye(4)
+    args = (volume.ctypes.data, 2, 8, 8, 8, affine.ctypes.data, None, None, mask.ctypes.data, None)
+    assert lib.mdanet_segment_volume(model, *args) == INVALID_ARTIFACT and "export it again" in _error(lib)
+    lib.mdanet_close(model)
+
+
+def test_one_handle_serves_several_threads(lib, small_artefact):
+    status, model = _open(lib, small_artefact)
+    assert status == OK
+    x = probe_batch(3, 2, SIZE, SIZE, seed=5).numpy()
+    expected = load_artifact(small_artefact)(torch.from_numpy(x)).numpy()
+    results: list[np.ndarray] = []
+    errors: list[str] = []
+
+    def work() -> None:
+        out = np.zeros((3, 2, SIZE, SIZE), np.float32)
+        if lib.mdanet_run_slices(model, x.ctypes.data, 3, x.size, out.ctypes.data, out.size) != OK:
+            errors.append(_error(lib))
+        results.append(out)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lib.mdanet_close(model)
+    assert not errors and len(results) == 4
+    assert all(np.abs(r - expected).max() <= 1e-4 for r in results)
+
+
+def test_engine_errors_are_the_package_errors(small_artefact, tmp_path):
+    with pytest.raises(CheckpointError):
+        open_engine(tmp_path / "missing.ts")
+    engine = open_engine(small_artefact)
+    with pytest.raises(InputError, match="takes slices"):
+        engine(torch.zeros(1, 3, SIZE, SIZE))
