@@ -55,7 +55,7 @@ DEFAULT_MODEL_SIZE = 128
 
 # Bounds of the config fields. A config comes from a checkpoint or an export artefact as much as from code, so
 # a damaged or hostile file must be refused here, before a network is built: unbounded widths or graph sizes
-# make ``build_model`` allocate tens of GB. The paper preset is ~26 M parameters, its transformer variant 48 M.
+# make ``build_model`` allocate tens of GB. The paper preset is ~26 M parameters, its transformer variant 61 M.
 #: Encoder levels (4 poolings by 2 between them).
 LEVELS = 5
 _WIDTH_RANGE = (4, 4096)
@@ -331,7 +331,7 @@ def estimate_parameters(config: MDANetConfig) -> int:
     elif bottleneck == "nonlocal":
         total += 2 * (4 * c * c + 8 * c)
     elif bottleneck == "transformer":
-        total += 2 * (12 * c * c + 20 * c)
+        total += (paths + 1) * (12 * c * c + 20 * c) + config.grid**2 * c  # per-group self, cross, position
     return total
 
 

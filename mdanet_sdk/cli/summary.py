@@ -29,7 +29,9 @@ def _groups(spec: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 @command("summary")
 def summary(
-    preset: Annotated[str, typer.Option(help="paper, small, unet or attention-unet.")] = "paper",
+    preset: Annotated[
+        str, typer.Option(help="paper, small, unet, attention-unet, unetpp, msnet, transunet or swin-unet.")
+    ] = "paper",
     groups: Annotated[str, typer.Option(help="Channels per modality group, e.g. 2,2 (CTP) or 1,1 (MRI).")] = "2,2",
     size: Annotated[int, typer.Option(help="Slice side in pixels (the model grid trained at).")] = 256,
     space_grid: Annotated[

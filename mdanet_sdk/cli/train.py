@@ -37,7 +37,13 @@ def kind_option(kind: str | None) -> str | None:
     return LAYOUT_KIND.get(kind, kind) if kind is not None else None
 
 
-Preset = Annotated[str, typer.Option(help="Model preset: paper, small, unet, attention-unet.")]
+Preset = Annotated[
+    str,
+    typer.Option(
+        help="Model preset: paper, small (MDANet); unet, attention-unet, unetpp, msnet, transunet, swin-unet (the "
+        "baselines of Tables 1-2 at paper width)."
+    ),
+]
 Size = Annotated[int, typer.Option(help="In-plane side of the model grid (multiple of 16).")]
 Fold = Annotated[str, typer.Option(help="Folds to train: all, an index, or a list like 0,2.")]
 Folds = Annotated[int, typer.Option(help="Number of cross-validation folds.")]

@@ -94,7 +94,11 @@ def model_summary(config: MDANetConfig, size: int = 256) -> dict[str, object]:
         "architecture": config.architecture,
         "groups": [list(g) for g in config.groups],
         "size": size,
-        "space_grid": model.config.space_grid if isinstance(model, MDANet) and model.config.gcfb else None,
+        "space_grid": (
+            model.config.space_grid
+            if isinstance(model, MDANet) and model.config.bottleneck in ("gcfb", "transformer")
+            else None
+        ),
         "params": params,
         "params_m": round(params / 1e6, 3),
         "gflops_per_slice": round(flops / 1e9, 3),
