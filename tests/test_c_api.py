@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from mdanet_sdk import ops
+from mdanet_sdk.artifact_safety import seal
 from mdanet_sdk.cli import app
 from mdanet_sdk.cli.demo import DEMO_SEED
 from mdanet_sdk.config import MDANetConfig
@@ -263,6 +264,11 @@ def test_newer_and_crafted_artefacts_are_refused(lib, small_artefact, tmp_path):
     assert status == INVALID_ARTIFACT and "newer than this libmdanet" in _error(lib)
     broken = _rewrite(small_artefact, tmp_path / "broken.ts", "extra/mdanet/meta.json", lambda d: d[:-5])
     assert _open(lib, broken)[0] == INVALID_ARTIFACT and "damaged" in _error(lib)
+    # Weights changed after export (a flipped byte in a tensor file) are refused, never run.
+    with zipfile.ZipFile(small_artefact) as z:
+        weights = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size).filename
+    flipped = _rewrite(small_artefact, tmp_path / "flipped.ts", weights, lambda d: bytes([d[0] ^ 0xFF]) + d[1:])
+    assert _open(lib, flipped)[0] == INVALID_ARTIFACT and "changed since export" in _error(lib)
 
     class Talks(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -271,8 +277,11 @@ def test_newer_and_crafted_artefacts_are_refused(lib, small_artefact, tmp_path):
 
     with zipfile.ZipFile(small_artefact) as z:
         files = {n.split("extra/", 1)[1]: z.read(n).decode() for n in z.namelist() if "/extra/mdanet/" in n}
+    del files["mdanet/integrity.json"]
     crafted = tmp_path / "crafted.ts"
     torch.jit.save(torch.jit.script(Talks()), str(crafted), _extra_files=files)
+    assert _open(lib, crafted)[0] == INVALID_ARTIFACT and "no integrity record" in _error(lib)
+    seal(crafted)  # whoever crafts a file can seal it: the record detects damage, the operator check the rest
     assert _open(lib, crafted)[0] == INVALID_ARTIFACT and "prim::Print" in _error(lib)
     # An artefact of the network alone (no volume pipeline) still runs slices, but cannot segment volumes.
     old = tmp_path / "old.ts"
@@ -280,6 +289,7 @@ def test_newer_and_crafted_artefacts_are_refused(lib, small_artefact, tmp_path):
         build_model(MDANetConfig.from_preset("small", "mri"), ops="reference").eval(), probe_batch(1, 2, SIZE, SIZE)
     )
     torch.jit.save(traced, str(old), _extra_files=files)
+    seal(old)
     status, model = _open(lib, old)
     assert status == OK, _error(lib)
     mask = np.zeros((8, 8, 8), np.uint8)

@@ -7,9 +7,10 @@
  * failure is a status code, and mdanet_last_error() says what happened and what to do, in one sentence.
  *
  * A model is an artefact of `mdanet-sdk export --format torchscript` (any precision, --ops native or
- * reference). Opening it checks, before anything runs: that it is an mdanet-sdk artefact of a version this
- * library reads, its metadata, and every operator of its program against the allowlist the Python loader uses
- * (the same file compiled in); a program that could touch files, the console or the process is refused.
+ * reference). Opening it checks, before anything runs, what the Python loader checks: that it is an mdanet-sdk
+ * artefact of a version this library reads, every member against its integrity record (SHA-256; damage, not
+ * forgery), its metadata, and every operator of its program against the same allowlist (the same file compiled
+ * in): a program that could touch files, the console or the process is refused.
  *
  * Threads: a handle may be shared between threads; calls on one handle are serialised (one forward at a time).
  * Open one handle per thread to run in parallel. mdanet_last_error() is per thread.
