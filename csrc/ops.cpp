@@ -46,6 +46,10 @@ TORCH_LIBRARY(mdanet, m) {
       "graph_conv_backward(Tensor grad, Tensor out, Tensor g, Tensor a, Tensor a_bias, Tensor w, Tensor w_bias) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // Connected components of a bool (X, Y, Z) mask (pre- and post-processing, mdanet_sdk.pipeline.morphology):
+  // int64 labels, 0 outside, each component its smallest flat index + 1; faces or the whole cube (`full`),
+  // within axial planes (`planar`). CPU only: the volume pipeline runs on the CPU.
+  m.def("label_components(Tensor mask, bool full, bool planar) -> Tensor");
 }
 
 namespace mdanet {

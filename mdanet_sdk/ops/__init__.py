@@ -154,3 +154,13 @@ def _own_dtype() -> contextlib.AbstractContextManager[object]:
     if torch.is_grad_enabled() or not torch.is_autocast_enabled("cpu"):
         return contextlib.nullcontext()
     return torch.autocast("cpu", enabled=False)
+
+
+# mdanet::label_components (the volume pipeline's connected components, mdanet_sdk.pipeline.morphology) exists
+# whether or not the op library is built: without it, the reference is registered under the same name, so eager
+# Python, scripted artefacts and libmdanet all call one operator.
+_LABEL_FALLBACK: torch.library.Library | None = None
+if not native.available() and not hasattr(torch.ops.mdanet, "label_components"):
+    _LABEL_FALLBACK = torch.library.Library("mdanet", "FRAGMENT")
+    _LABEL_FALLBACK.define("label_components(Tensor mask, bool full, bool planar) -> Tensor")
+    _LABEL_FALLBACK.impl("label_components", reference.label_components, "CPU")

@@ -127,6 +127,10 @@ def _graph_conv_backward_fake(
     return tuple(t.new_empty(t.shape) for t in (g, a, a_bias, w, w_bias))
 
 
+def _label_components_fake(mask: Tensor, full: bool, planar: bool) -> Tensor:
+    return mask.new_empty(mask.shape, dtype=torch.int64)
+
+
 def _dasc_gate_setup(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
     ctx.save_for_backward(*inputs)
 
@@ -191,6 +195,7 @@ def _register() -> None:
     torch.library.register_fake("mdanet::dasc_gate_backward", _dasc_gate_backward_fake)
     torch.library.register_fake("mdanet::graph_conv", _graph_conv_fake)
     torch.library.register_fake("mdanet::graph_conv_backward", _graph_conv_backward_fake)
+    torch.library.register_fake("mdanet::label_components", _label_components_fake)
     torch.library.register_autograd("mdanet::dasc_gate", _dasc_gate_grad, setup_context=_dasc_gate_setup)
     torch.library.register_autograd("mdanet::graph_conv", _graph_conv_grad, setup_context=_graph_conv_setup)
     # Under autocast (mixed-precision training) the inputs arrive in mixed dtypes: run the kernels in float32.

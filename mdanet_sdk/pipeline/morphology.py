@@ -1,10 +1,8 @@
 """Binary morphology on voxel masks: connected components, hole filling, dilation.
 
 TorchScript-compatible (the same functions run eagerly in Python and inside exported artefacts), and without
-SciPy: components are found by hooking and pointer jumping (a union-find made of whole-array steps). Every
-voxel starts as its own root (its parent is its own index); each round, every voxel's root is hooked under the
-smallest root among its neighbours in the mask, then parents are shortcut to their roots. Roots only decrease
-and stay inside one component, so the rounds end with one root per component, in about log(size) rounds.
+SciPy: components come from the op ``mdanet::label_components`` (a native union-find, or its pure-PyTorch
+reference in :mod:`mdanet_sdk.ops.reference`), which TorchScript artefacts call too.
 
 Connectivity as SciPy names it: 1 (faces: 6 in 3D, 4 in 2D), or ``ndim`` (full: 26 in 3D, 8 in 2D). 2D
 operations on a 3D ``(X, Y, Z)`` volume act on each axial slice (``planar=True``: neighbours in X and Y only).
@@ -12,46 +10,18 @@ operations on a 3D ``(X, Y, Z)`` volume act on each axial slice (``planar=True``
 
 from __future__ import annotations
 
-from typing import List
-
 import torch
 from torch import Tensor
+
+from mdanet_sdk import ops  # registers mdanet::label_components (native, or the reference when not built)
+from mdanet_sdk.ops.reference import neighbour_min
 
 __all__ = ["label", "component_sizes", "keep_components", "fill_holes_planar", "dilate"]
 
 
-def _neighbour_min(x: Tensor, dims: List[int], full: bool) -> Tensor:
-    """The smallest value among each voxel of 3D ``x`` and its neighbours along ``dims``: the faces only, or
-    (``full``) the whole 3^k cube, which is separable (one pass per axis). Max-pooling of the negated values in
-    float64, exact for integers below 2^53 (any voxel index); beyond the edges nothing comes in."""
-    v = -x.to(torch.float64).unsqueeze(0).unsqueeze(0)
-    out = v
-    for d in dims:
-        kernel = [1, 1, 1]
-        kernel[d] = 3
-        padding = [k // 2 for k in kernel]
-        if full:
-            out = torch.nn.functional.max_pool3d(out, kernel, [1, 1, 1], padding)
-        else:
-            out = torch.maximum(out, torch.nn.functional.max_pool3d(v, kernel, [1, 1, 1], padding))
-    return (-out).squeeze(0).squeeze(0).to(x.dtype)
-
-
-def _dims(ndim: int, planar: bool) -> List[int]:
-    return [0, 1] if planar else list(range(ndim))
-
-
-def _roots(parent: Tensor) -> Tensor:
-    """Follow parents to their roots (pointer jumping: halves every path per step)."""
-    jumped = parent[parent]
-    while not bool(torch.equal(jumped, parent)):
-        parent = jumped
-        jumped = parent[parent]
-    return parent
-
-
 def label(mask: Tensor, full: bool = False, planar: bool = False) -> Tensor:
-    """Connected components of ``mask``.
+    """Connected components of ``mask``: ``mdanet::label_components`` (the native union-find when the op
+    library is built, else :func:`mdanet_sdk.ops.reference.label_components`, the same labels).
 
     Args:
         mask: bool ``(X, Y, Z)``.
@@ -59,25 +29,10 @@ def label(mask: Tensor, full: bool = False, planar: bool = False) -> Tensor:
         planar: components within each axial slice (neighbours along the first two axes only).
 
     Returns:
-        int64 labels of ``mask``'s shape: 0 outside, and one positive label per component (its smallest voxel
-        index + 1: not consecutive; :func:`component_sizes` counts them).
+        int64 labels of ``mask``'s shape: 0 outside, and one positive label per component (its smallest flat
+        voxel index + 1: not consecutive; :func:`component_sizes` counts them).
     """
-    dims = _dims(mask.dim(), planar)
-    inside = mask.to(torch.bool)
-    n = inside.numel()
-    flat_inside = inside.reshape(-1)
-    # Parents as flat voxel indices; the outside points at the sentinel n, larger than any voxel.
-    parent = torch.where(flat_inside, torch.arange(n, dtype=torch.int64), n)
-    parent = torch.cat([parent, torch.full([1], n, dtype=torch.int64)])
-    changed = True
-    while changed:
-        roots = parent[:n].reshape(inside.shape)
-        smallest = torch.where(inside, _neighbour_min(roots, dims, full), n).reshape(-1)
-        # Hook each root under the smallest root next to any of its voxels.
-        hooked = _roots(parent.scatter_reduce(0, parent[:n][flat_inside], smallest[flat_inside], "amin"))
-        changed = not bool(torch.equal(hooked, parent))
-        parent = hooked
-    return torch.where(inside, parent[:n].reshape(inside.shape) + 1, 0)
+    return torch.ops.mdanet.label_components(mask.to(torch.bool).contiguous(), full, planar)
 
 
 def component_sizes(labels: Tensor) -> Tensor:
@@ -116,5 +71,5 @@ def dilate(mask: Tensor, iterations: int = 1) -> Tensor:
     out = (~mask.to(torch.bool)).to(torch.uint8)
     dims = list(range(mask.dim()))
     for _ in range(iterations):
-        out = _neighbour_min(out, dims, False)
+        out = neighbour_min(out, dims, False)
     return out == 0
