@@ -9,8 +9,10 @@ returns an :class:`Artifact`, a callable ``(B, C, H, W) -> logits`` that the
 
 Formats:
 
-* ``torchscript`` (``.ts``): a traced module. With the native ops (the default) the graph keeps
-  ``mdanet::dasc_gate`` / ``mdanet::graph_conv`` as calls, so it runs from C++ (``export/cpp``) with
+* ``torchscript`` (``.ts``): the traced network inside a scripted
+  :class:`~mdanet_sdk.pipeline.volume.VolumePipeline` (``forward``: the network; ``segment``: a whole case with
+  the package's pre- and post-processing, for the C API). With the native ops (the default) the graph keeps
+  ``mdanet::dasc_gate`` / ``mdanet::graph_conv`` as calls, so it runs from C (libmdanet, ``export/c``) with
   libtorch and the op library; with ``ops="reference"`` the reference math is inlined instead.
 * ``exported`` (``.pt2``): a ``torch.export`` ExportedProgram with a dynamic batch dimension.
 * ``tensorrt`` (``.pt2``, needs a CUDA GPU and the ``[trt]`` extra): the ExportedProgram compiled by
