@@ -259,9 +259,10 @@ class Fold:
                 val_dsc=self.state.history[-1][f"{self._split_name}_dsc"],
                 best_val_dsc=self.state.best_score,
                 best_epoch=self.state.best_epoch,
+                split=self._split_name,
             )
             if self.state.stopped_early:
-                self._report("stopped", epoch, steps)
+                self._report("stopped", epoch, steps, split=self._split_name)
                 break
 
     def run_epoch(self, epoch: int, net: nn.Module, loader: DataLoader, steps: int) -> EpochTotals:
