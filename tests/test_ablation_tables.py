@@ -1,4 +1,5 @@
-"""Tables 5 and 6 of the paper's ablations, the paper's figures beside ours, and the transformer bottleneck."""
+"""Tables 1-2 (the baselines) and 5-6 (ablations) of the paper, the paper's figures beside ours, and the
+transformer bottleneck."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ import torch
 from typer.testing import CliRunner, Result
 
 from mdanet_sdk.cli import app
-from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.config import PRESETS, MDANetConfig
 from mdanet_sdk.data.cases import find_cases
 from mdanet_sdk.data.phantom import write_dataset
 from mdanet_sdk.errors import CheckpointError, InputError
 from mdanet_sdk.model import MDANet, build_model, count_parameters
 from mdanet_sdk.model.fusion import AttentionFusion, TransformerBlock, TransformerFusion
 from mdanet_sdk.data.preprocess import PreprocessConfig
-from mdanet_sdk.train.ablation import TABLES, VARIANTS, AblationResult, variants_for
+from mdanet_sdk.train.ablation import TABLES, VARIANTS, AblationResult, run_ablation, variants_for
 from mdanet_sdk.train.checkpoint import load_checkpoint, save_checkpoint
+from mdanet_sdk.train.trainer import TrainConfig
 
 # -- the transformer bottleneck (Table 5) ----------------------------------------------------------------------
 
@@ -185,6 +187,16 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("tables") / "isles22", "isles22", 8, seed=5, shape=(32, 32, 4))
 
 
+@pytest.fixture
+def one_thread() -> object:
+    """One intra-op thread: on a few shared cores, two OpenMP threads waiting on each other make the tiny
+    trainings of this module ten times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _ablate(data: Path, out: Path, *args: str) -> Result:
     tiny = ["--preset", "small", "--size", "32", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4"]
     return CliRunner().invoke(app, ["ablate", str(data), "--out", str(out), *tiny, "--workers", "0", "--quiet", *args])
@@ -195,7 +207,9 @@ def _row(md: str, label: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-def test_ablate_tables_5_and_6_train_once_and_print_ours_beside_the_papers(phantoms: Path, tmp_path: Path) -> None:
+def test_ablate_tables_5_and_6_train_once_and_print_ours_beside_the_papers(
+    phantoms: Path, tmp_path: Path, one_thread: object
+) -> None:
     out = tmp_path / "abl"
     res = _ablate(phantoms, out, "--table", "5", "--folds", "4", "--fold", "0")
     assert res.exit_code == 0, res.output
@@ -254,13 +268,15 @@ def test_ablate_tables_5_and_6_train_once_and_print_ours_beside_the_papers(phant
 def test_ablate_refuses_an_unknown_table_before_any_work(phantoms: Path, tmp_path: Path) -> None:
     res = _ablate(phantoms, tmp_path / "abl", "--table", "5,7")
     assert res.exit_code == 2
-    assert "Unknown ablation table '7': choose among 3, 4, 5, 6" in res.output
+    assert "Unknown ablation table '7': choose among 1, 2, 3, 4, 5, 6 (the paper's Tables 1-6)." in res.output
     assert not (tmp_path / "abl").exists()
     res = _ablate(phantoms, tmp_path / "abl", "--table", " , ")
-    assert res.exit_code == 2 and "Name at least one ablation table: 3, 4, 5, 6." in res.output
+    assert res.exit_code == 2 and "Name at least one ablation table: 1, 2, 3, 4, 5, 6." in res.output
 
 
-def test_ablate_forwards_the_cross_validation_options_as_train_does(phantoms: Path, tmp_path: Path) -> None:
+def test_ablate_forwards_the_cross_validation_options_as_train_does(
+    phantoms: Path, tmp_path: Path, one_thread: object
+) -> None:
     """--select, --paper-plain, --groups and --inner-fraction reach every variant's run, as with `train`."""
     cases = [c.case_id for c in find_cases(phantoms)]
     assert len(cases) == 8
@@ -291,3 +307,122 @@ def test_ablate_forwards_the_cross_validation_options_as_train_does(phantoms: Pa
     res = _ablate(phantoms, tmp_path / "bad", "--table", "4", "--paper-plain", "--schedule", "plateau")
     assert res.exit_code == 2 and "paper_plain (--paper-plain)" in res.output
     assert not (tmp_path / "bad").exists()
+
+
+# -- Tables 1-2: the baselines beside MDANet --------------------------------------------------------------------
+
+
+def test_comparison_tables_share_the_unet_and_mdanet_rows() -> None:
+    """Tables 1-2: the six baselines at the run's widths, then the full MDANet; U-Net is Table 3's network."""
+    assert (
+        TABLES["1"]
+        == TABLES["2"]
+        == (
+            "unet",
+            "attention-unet",
+            "unetpp",
+            "msnet",
+            "transunet",
+            "swin-unet",
+            "mdanet",
+        )
+    )
+    assert len(variants_for(["1", "2", "3", "4", "5", "6"])) == 13 + 5  # the five new networks only
+    assert [VARIANTS[n].architecture for n in TABLES["2"]][1:-1] == list(TABLES["2"][1:-1])
+    assert all(VARIANTS[n].marks == (False,) * 4 and VARIANTS[n].lam == 0 for n in TABLES["1"][:-1])
+    with torch.device("meta"):
+        ablated = build_model(MDANetConfig.from_preset("small", "mri", **VARIANTS["unet"].overrides))
+        baseline = build_model(MDANetConfig.from_preset("small", "mri", architecture="unet"))
+    assert [(k, tuple(v.shape)) for k, v in ablated.state_dict().items()] == [
+        (k, tuple(v.shape)) for k, v in baseline.state_dict().items()
+    ]
+
+
+def test_table_1_prints_the_isles_2018_figures_and_says_which_rows_are_left_out() -> None:
+    names = list(TABLES["1"])
+    summaries = {n: _summary(0.3 + i / 100, 0.4, 0.5) for i, n in enumerate(names)}
+    models = {n: {"params_m": 2.5 + i, "gflops": 0.125, "size": 32} for i, n in enumerate(names)}
+    md = AblationResult(summaries, dict.fromkeys(names, 1), ("1",), [], models).markdown()
+    assert "## Table 1: comparison with other networks (the paper's figures: ISLES 2018, CTP)" in md
+    assert "| Method | DSC (%) | Precision (%) | Recall (%) | F1 score | Param (M) | FLOPs (G) | Paper DSC (%) |" in md
+    # ours: 35.00 ± 1.00, 40.00 ± 2.00, 50.00 ± 3.00, F1 of the means 2·0.4·0.5/0.9, 7.50 M, 0.12 G
+    assert (
+        "| TransUNet | 34.00 ± 1.00 | 40.00 ± 2.00 | 50.00 ± 3.00 | 0.4444 | 6.50 | 0.12 | 52.34 ± 3.73 | "
+        "53.42 ± 6.64 | 59.05 ± 5.11 | 0.5571 | 175.30 | 19.19 |" in md
+    )
+    assert _row(md, "Swin-UNet")[-6:] == ["48.50 ± 3.85", "51.42 ± 5.01", "55.25 ± 8.27", "0.5275", "106.00", "6.14"]
+    assert _row(md, "MDANet")[-6:] == ["58.34 ± 2.11", "60.22 ± 3.69", "64.03 ± 2.89", "0.6195", "25.30", "11.22"]
+    assert "OctopusNet, Abulnaga et al., Pool-UNet and Perf-UNet" in md and "they are omitted" in md
+    assert "(ISLES 2018; 5-fold cross-validation)" in md and "| Perf-UNet |" not in md
+
+
+def test_ablate_table_2_trains_every_network_and_prints_ours_beside_the_papers(
+    phantoms: Path, tmp_path: Path, one_thread: object
+) -> None:
+    out = tmp_path / "abl"
+    res = _ablate(phantoms, out, "--table", "2", "--folds", "4", "--fold", "0", "--select", "last")
+    assert res.exit_code == 0, res.output
+    md = (out / "ablation.md").read_text(encoding="utf-8")
+    assert "## Table 2: comparison with other networks (the paper's figures: ISLES 2022, MRI)" in res.output
+    labels = ["U-Net", "Attention U-Net", "U-Net++", "MSNet", "TransUNet", "Swin-UNet", "MDANet"]
+    table = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
+    assert [line.split(" | ")[0][2:] for line in table] == labels
+    assert all(line in res.output for line in table)  # printed as written
+    paper = {  # the paper's Table 2, as printed
+        "U-Net": ["63.93 ± 3.26", "74.55 ± 1.98", "62.11 ± 5.07", "0.6764", "30.00", "2.69"],
+        "Attention U-Net": ["68.20 ± 0.86", "72.95 ± 2.47", "70.65 ± 2.01", "0.7173", "29.90", "2.47"],
+        "U-Net++": ["69.57 ± 1.24", "74.94 ± 1.19", "70.91 ± 1.53", "0.7286", "35.00", "6.66"],
+        "MSNet": ["68.66 ± 1.30", "74.59 ± 2.65", "69.42 ± 2.69", "0.7184", "20.30", "1.73"],
+        "TransUNet": ["69.75 ± 1.23", "75.03 ± 2.11", "69.80 ± 1.90", "0.7228", "175.30", "4.61"],
+        "Swin-UNet": ["55.08 ± 3.02", "56.36 ± 4.00", "65.40 ± 3.69", "0.6039", "105.40", "6.10"],
+        "MDANet": ["70.44 ± 0.97", "75.30 ± 2.71", "72.22 ± 1.63", "0.7368", "25.30", "3.57"],
+    }
+    rows = {r["variant"]: r for r in csv.DictReader((out / "ablation.csv").open(encoding="utf-8"))}
+    assert list(rows) == list(TABLES["2"])
+    widths = {}
+    for name, label in zip(TABLES["2"], labels, strict=True):
+        ckpt = load_checkpoint(out / name / "fold_0" / "best.pt")
+        arch = "mdanet" if name == "unet" else name
+        assert (ckpt.model_config.architecture, ckpt.model_config.widths) == (arch, PRESETS["small"])
+        summary = json.loads((out / name / "results.json").read_text())["summary"]
+        ours = [f"{100 * summary[k][0]:.2f} ± {100 * summary[k][1]:.2f}" for k in ("dsc", "precision", "recall")]
+        params = count_parameters(ckpt.build_model()) / 1e6
+        cells = _row(md, label)
+        assert cells[1:4] == ours and cells[5] == f"{params:.2f}" and float(cells[6]) > 0
+        assert cells[7:] == paper[label]
+        assert (rows[name]["architecture"], float(rows[name]["params_m"])) == (arch, pytest.approx(params, abs=1e-3))
+        assert float(rows[name]["dsc_mean"]) == pytest.approx(summary["dsc"][0], abs=1e-6)
+        widths[name] = params
+    assert widths["transunet"] > widths["unetpp"] > widths["unet"] > widths["msnet"]  # the paper's order
+    assert rows["swin-unet"]["paper_params_m"] == "105.4" and rows["mdanet"]["lam"] == "1"
+    doc = json.loads((out / "ablation.json").read_text(encoding="utf-8"))
+    assert doc["tables"] == ["2"] and doc["paper"]["2"]["unetpp"]["gflops"] == 6.66
+    assert set(doc["models"]) == set(TABLES["2"]) and doc["models"]["msnet"]["size"] == 32
+
+    # Table 1 is the same networks: nothing trains again, only the paper's figures change.
+    best = {n: (out / n / "fold_0" / "best.pt").stat().st_mtime_ns for n in TABLES["1"]}
+    res = _ablate(phantoms, out, "--table", "1", "--folds", "4", "--fold", "0", "--select", "last")
+    assert res.exit_code == 0, res.output
+    assert {n: (out / n / "fold_0" / "best.pt").stat().st_mtime_ns for n in TABLES["1"]} == best
+    assert _row(res.output, "U-Net++")[1:4] == _row(md, "U-Net++")[1:4]
+    assert _row(res.output, "U-Net++")[7:] == ["55.04 ± 2.61", "55.96 ± 5.03", "62.47 ± 3.06", "0.5886", "35.00"] + [
+        "26.69"
+    ]
+
+
+@pytest.mark.parametrize("size", [48, 96])
+def test_tables_1_and_2_refuse_a_size_swin_unet_cannot_take_before_training(
+    phantoms: Path, tmp_path: Path, size: int
+) -> None:
+    res = _ablate(phantoms, tmp_path / "abl", "--table", "3,2", "--size", str(size))
+    assert res.exit_code == 2
+    assert f"Swin-UNet (Tables 1-2) cuts its token grids into 8×8 windows, which --size {size} does not" in res.output
+    assert not (tmp_path / "abl").exists()
+
+
+def test_ablations_refuse_a_baseline_preset(phantoms: Path, tmp_path: Path) -> None:
+    """With a baseline preset every MDANet row would train that baseline."""
+    base = TrainConfig(data_dir=str(phantoms), out_dir=str(tmp_path / "abl"), preset="msnet", size=32)
+    with pytest.raises(InputError, match=r"start from --preset paper or small, not 'msnet'"):
+        run_ablation(base, ("1",))
+    assert not (tmp_path / "abl").exists()

@@ -57,8 +57,9 @@ def ablate_command(
         typer.Option(
             "--table",
             "-t",
-            help="Paper table(s) to reproduce: 3 (components), 4 (skip fusion), 5 (bottleneck), 6 (λ sweep); "
-            "repeat or comma-separate (default 3 and 4).",
+            help="Paper table(s) to reproduce: 1 / 2 (the baselines vs MDANet, paper figures of ISLES 2018 / "
+            "2022), 3 (components), 4 (skip fusion), 5 (bottleneck), 6 (λ sweep); repeat or comma-separate "
+            "(default 3 and 4).",
         ),
     ] = None,
     layout: Layout = "auto",
