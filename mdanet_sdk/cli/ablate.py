@@ -1,7 +1,8 @@
-"""``mdanet-sdk ablate DATA_DIR``: the paper's ablation Tables 3-6 on a budget, the paper's figures beside ours.
+"""``mdanet-sdk ablate DATA_DIR``: the paper's Tables 1-6 on a budget, the paper's figures beside ours.
 
-Table 3 (components), 4 (skip fusion), 5 (bottleneck: none, non-local, transformer, GCFB) and 6 (λ of the
-similarity loss); ``--table`` picks them (repeated or comma-separated), Tables 3 and 4 by default.
+Tables 1 / 2 (the baselines against MDANet), 3 (components), 4 (skip fusion), 5 (bottleneck: none, non-local,
+transformer, GCFB) and 6 (λ of the similarity loss); ``--table`` picks them (repeated or comma-separated),
+Tables 3 and 4 by default.
 """
 
 from __future__ import annotations
