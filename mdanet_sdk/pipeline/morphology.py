@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mdanet_sdk import ops  # registers mdanet::label_components (native, or the reference when not built)
+import mdanet_sdk.ops  # noqa: F401  (registers mdanet::label_components: native, or the reference when not built)
 from mdanet_sdk.ops.reference import neighbour_min
 
 __all__ = ["label", "component_sizes", "keep_components", "fill_holes_planar", "dilate"]
