@@ -233,11 +233,14 @@ def test_metadata_and_bad_arguments_through_ctypes(lib, small_artefact, tmp_path
         assert lib.mdanet_segment_volume(model, *args) == INVALID_ARGUMENT
         assert "reads 2 modalities, given 3" in _error(lib)
         args = (volume.ctypes.data, 2, 8, 8, 8, None, None, None, mask.ctypes.data, None)
-        assert lib.mdanet_segment_volume(model, *args) == INVALID_ARGUMENT
+        assert lib.mdanet_segment_volume(model, *args) == INVALID_ARGUMENT and "affine is NULL" in _error(lib)
+        args = (volume.ctypes.data, 2, 8, 8, 8, affine.ctypes.data, None, None, None, None)
+        assert lib.mdanet_segment_volume(model, *args) == INVALID_ARGUMENT and "mask is NULL" in _error(lib)
     finally:
         lib.mdanet_close(model)
     lib.mdanet_close(None)  # a no-op
     assert _open(lib, tmp_path / "missing.ts")[0] == FILE_ERROR
+    assert _open(lib, tmp_path)[0] == FILE_ERROR and "is a folder" in _error(lib)
     (tmp_path / "text.ts").write_text("not a model")
     assert _open(lib, tmp_path / "text.ts")[0] == INVALID_ARTIFACT and "not a TorchScript archive" in _error(lib)
     assert _open(lib, small_artefact, "cuda:0")[0] == (OK if torch.cuda.is_available() else UNAVAILABLE)

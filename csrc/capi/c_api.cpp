@@ -189,7 +189,9 @@ mdanet_status mdanet_segment_volume(mdanet_model* model, const float* volumes, i
                                     const mdanet_postprocess* settings, uint8_t* mask, float* probability) {
   return guarded([&] {
     require(model != nullptr, "model is NULL; open it with mdanet_open first.");
-    require(volumes != nullptr && affine != nullptr && mask != nullptr, "volumes, affine or mask is NULL.");
+    require(volumes != nullptr, "volumes is NULL; pass the modalities' voxels (C x X x Y x Z float32).");
+    require(affine != nullptr, "affine is NULL; pass the 16 values of the 4x4 voxel-to-world matrix.");
+    require(mask != nullptr, "mask is NULL; pass a uint8 buffer of X x Y x Z values for the result.");
     const auto& m = model->engine.metadata();
     if (channels != m.channels) {
       throw ApiError(MDANET_INVALID_ARGUMENT, "the model reads " + std::to_string(m.channels) +

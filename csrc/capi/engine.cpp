@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <utility>
@@ -256,6 +257,10 @@ c10::ScalarType dtype_of(const std::string& precision) {
 }  // namespace
 
 Model::Model(const std::string& path, const std::string& device) : device_(parse_device(device)) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    throw ApiError(MDANET_FILE_ERROR, path + " is a folder; pass the artefact file (.ts) in it.");
+  }
   if (!std::ifstream(path, std::ios::binary)) {
     throw ApiError(MDANET_FILE_ERROR, "cannot open " + path + ": check that the file exists and is readable.");
   }
