@@ -84,14 +84,19 @@ at::Tensor identity_minus(const at::Tensor& a, at::ScalarType dtype) {
 
 at::Tensor dasc_gate_forward(const at::Tensor& f_m1, const at::Tensor& f_m2, const at::Tensor& f_de,
                              const at::Tensor& w_d, const at::Tensor& w_de, const at::Tensor& b_in,
-                             const at::Tensor& w_att, const at::Tensor& b_att, DascForwardKernel kernel) {
-  const DascDims dims = check_dasc_gate(f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att);
+                             const at::Tensor& w_att, const at::Tensor& b_att, DascForwardKernel kernel,
+                             bool reads_channels_last) {
+  DascDims dims = check_dasc_gate(f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att);
   const at::Tensor coef = dasc_coefficients(w_d, w_de, b_in, w_att, b_att, at::toOpMathType(f_m1.scalar_type()));
-  at::Tensor out = at::empty(f_m1.sizes(), f_m1.options().memory_format(at::MemoryFormat::Contiguous));
+  const at::MemoryFormat layout = f_m1.suggest_memory_format();
+  dims.channels_last = reads_channels_last && layout == at::MemoryFormat::ChannelsLast;
+  const at::MemoryFormat kernel_layout = dims.channels_last ? layout : at::MemoryFormat::Contiguous;
+  at::Tensor out = at::empty(f_m1.sizes(), f_m1.options().memory_format(kernel_layout));
   if (out.numel() > 0) {
-    kernel(dims, f_m1.contiguous(), f_m2.contiguous(), f_de.contiguous(), coef, out);
+    kernel(dims, f_m1.contiguous(kernel_layout), f_m2.contiguous(kernel_layout), f_de.contiguous(kernel_layout), coef,
+           out);
   }
-  return out;
+  return out.contiguous(layout);
 }
 
 DascGrads dasc_gate_backward(const at::Tensor& grad, const at::Tensor& f_m1, const at::Tensor& f_m2,

@@ -165,8 +165,10 @@ def test_segment_volume_from_python_turns_any_orientation_back(demo):
     assert probability.dtype == np.float32 and 0.0 <= probability.min() and probability.max() <= 1.0
     brain = np.zeros(mask.shape, np.uint8)
     brain[:, :, :12] = 1  # lesions only where the given brain mask is
-    masked, _ = segment_volume(engine, images, dwi.affine, brain_mask=brain, settings=settings)
+    masked, masked_probability = segment_volume(engine, images, dwi.affine, brain_mask=brain, settings=settings)
     assert mask[:, :, 12:].sum() > 0 and masked[:, :, 12:].sum() == 0  # there was a lesion there before
+    # Slices 12+ lie outside the brain mask: not predicted (slice_runs), probability 0; the others predicted.
+    assert not masked_probability[:, :, 12:].any() and masked_probability[:, :, :12].max() > 0.5
     with pytest.raises(InputError, match="empty or constant"):
         segment_volume(engine, {"dwi": np.zeros((8, 8, 4)), "adc": np.ones((8, 8, 4))}, np.eye(4))
     with pytest.raises(InputError, match="no 'adc' image"):

@@ -261,9 +261,17 @@ def test_native_dasc_gate_keeps_channels_last_and_bf16() -> None:
     a, b, de = (torch.randn(2, 8, 12, 10).contiguous(memory_format=torch.channels_last) for _ in range(3))
     w = (torch.randn(4, 8), torch.randn(4, 8), torch.randn(4), torch.randn(4), torch.randn(1))
     expected = reference.dasc_gate(a.contiguous(), b.contiguous(), de.contiguous(), *w)
-    out = ops.dasc_gate(a, b, de, *w, impl="native")
+    with torch.profiler.profile() as prof:
+        out = ops.dasc_gate(a, b, de, *w, impl="native")
     assert out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # The CPU kernel reads channels_last maps as they are: no layout copy in or out.
+    copies = [e.key for e in prof.key_averages() if e.key in ("aten::copy_", "aten::clone", "aten::contiguous")]
+    assert copies == []
+    # An NCHW map among channels_last ones is copied to the output's layout, and the result is the same.
+    mixed = ops.dasc_gate(a, b, de.contiguous(), *w, impl="native")
+    assert mixed.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(mixed, expected, rtol=1e-5, atol=1e-5)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         half = ops.dasc_gate(a.bfloat16(), b.bfloat16(), de.bfloat16(), *w, impl="native")
         adj, adj_bias, feat, feat_bias = torch.randn(6, 6), torch.randn(6), torch.randn(5, 5), torch.randn(5)

@@ -30,6 +30,10 @@ def _uniform(*shape: int, fan_in: int, **kw) -> Tensor:
     return torch.empty(*shape, **kw).uniform_(-bound, bound)
 
 
+def _channels_last(args: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a for a in args]
+
+
 def dasc_args(
     b: int,
     c: int,
@@ -141,6 +145,10 @@ def test_dasc_gate_matches_reference_at_paper_levels(channels, size, batch):
     out = ops.dasc_gate(*args, impl="native")
     assert out.shape == (batch, channels, size, size) and out.dtype == torch.float32
     torch.testing.assert_close(out, reference.dasc_gate(*args), rtol=1e-5, atol=1e-5)
+    # The channels_last kernel (the CPU inference layout) at the same shapes.
+    out_cl = ops.dasc_gate(*_channels_last(args), impl="native")
+    assert out_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out_cl, reference.dasc_gate(*args), rtol=1e-5, atol=1e-5)
 
 
 @needs_native
@@ -160,6 +168,9 @@ def test_graph_conv_matches_reference_at_bottleneck_graphs(nodes, features, batc
 def test_dasc_gate_odd_shapes(shape, c_de, c_i):
     args = dasc_args(*shape, c_de=c_de, c_i=c_i)
     torch.testing.assert_close(ops.dasc_gate(*args, impl="native"), reference.dasc_gate(*args), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        ops.dasc_gate(*_channels_last(args), impl="native"), reference.dasc_gate(*args), rtol=1e-5, atol=1e-5
+    )
 
 
 @needs_native
@@ -183,9 +194,10 @@ def test_non_contiguous_inputs():
 def test_low_precision_cpu(dtype):
     args = dasc_args(2, 32, 16, 16, dtype=dtype)
     expected = reference.dasc_gate(*[a.float() for a in args])
-    out = ops.dasc_gate(*args, impl="native")
-    assert out.dtype == dtype
-    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+    for layout_args in (args, _channels_last(args)):
+        out = ops.dasc_gate(*layout_args, impl="native")
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
     g_args = graph_args(2, 32, 48, dtype=dtype)
     out = ops.graph_conv(*g_args, impl="native")
     assert out.dtype == dtype
@@ -268,9 +280,12 @@ def test_gradients_match_reference_fp32():
 
 
 @needs_native
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    d_args = [a.requires_grad_(requires_grad) for a in dasc_args(2, 6, 4, 5, c_de=4, c_i=3)]
+def test_opcheck(requires_grad, layout):
+    d_args = dasc_args(2, 6, 4, 5, c_de=4, c_i=3)
+    d_args = [a.requires_grad_(requires_grad) for a in (_channels_last(d_args) if layout != "nchw" else d_args)]
+    # opcheck also holds the fake kernel's output strides to the real one (the layout follows f_m1).
     torch.library.opcheck(torch.ops.mdanet.dasc_gate.default, d_args)
     g_args = [a.requires_grad_(requires_grad) for a in graph_args(2, 7, 5)]
     torch.library.opcheck(torch.ops.mdanet.graph_conv.default, g_args)

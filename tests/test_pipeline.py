@@ -128,3 +128,13 @@ def test_every_function_scripts():
             function = getattr(module, name)
             if callable(function):
                 torch.jit.script(function)
+
+
+def test_slice_runs_are_the_slices_with_support():
+    support = torch.zeros(4, 3, 10, dtype=torch.bool)
+    support[1, 2, [0, 1, 4, 7, 8, 9]] = True
+    expected = [(0, 2), (4, 5), (7, 10)]
+    assert slicing.slice_runs(support, 10) == expected
+    assert torch.jit.script(slicing.slice_runs)(support, 10) == expected
+    assert slicing.slice_runs(torch.zeros(4, 3, 10, dtype=torch.bool), 10) == []
+    assert slicing.slice_runs(None, 10) == [(0, 10)] and slicing.slice_runs(None, 0) == []

@@ -4,6 +4,7 @@ a memory peak that does not grow with the number of slices times the model grid.
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 
 import nibabel as nib
@@ -13,7 +14,13 @@ import torch
 
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.phantom import make_phantom
-from mdanet_sdk.data.preprocess import MAX_SLICES, PreprocessConfig, preprocess_images, restore_probability
+from mdanet_sdk.data.preprocess import (
+    MAX_SLICES,
+    PreprocessConfig,
+    preprocess_images,
+    restore_probability,
+    slice_stack,
+)
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.inference import FailedCase, Segmenter
 from mdanet_sdk.model import build_model
@@ -61,6 +68,35 @@ def test_streamed_segmenter_matches_whole_case_preprocessing(grid, tmp_path) -> 
         mask = seg.postprocess(probability, case.images, geometry.head)
         np.testing.assert_array_equal(result.mask_canonical, mask)
     assert 0 < results[0].mask_canonical.sum() < results[0].mask_canonical.size
+
+
+def test_slices_without_head_are_not_predicted(tmp_path) -> None:
+    """A phantom with 5 empty slices above and below: those the lesion support (the head grown by 2 voxels)
+    does not reach never go through the network, and the probabilities and mask are those of predicting
+    every slice (their probability is 0 either way)."""
+    torch.manual_seed(0)
+    config = MDANetConfig.from_preset("small", "mri")
+    ckpt = save_checkpoint(tmp_path / "c.pt", build_model(config), config, GRIDS["padded"], {})
+    phantom = make_phantom("isles22", 5, shape=(40, 36, 8))
+    padded = dataclasses.replace(
+        phantom, images={k: np.pad(v, ((0, 0), (0, 0), (5, 5))) for k, v in phantom.images.items()}, label=None
+    )
+    seg = Segmenter.from_checkpoint(ckpt, batch_size=4)
+    seen: list[int] = []
+    seg.predictor.models[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    expected = _full_path(seg, [padded])[0]
+    assert sum(seen) == 18  # the whole-case path runs every slice
+    seen.clear()
+    result = seg.predict(padded)
+    stack = slice_stack(padded.images, seg.modalities, seg.preprocess)
+    support = stack.geometry.lesion_support
+    assert support is not None
+    needed = np.flatnonzero(support.any((0, 1)))
+    assert stack.runs() == [(int(needed[0]), int(needed[-1]) + 1)] and 8 <= len(needed) < 18
+    assert sum(seen) == len(needed)
+    assert np.abs(result.probability_canonical - expected).max() <= 1e-6
+    assert not result.probability_canonical[..., :3].any() and not result.probability_canonical[..., -3:].any()
+    np.testing.assert_allclose(seg.predictor.case_probability(stack), expected, atol=1e-6)
 
 
 def _stand_in_segmenter(size: int) -> Segmenter:

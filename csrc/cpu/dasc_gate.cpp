@@ -167,12 +167,46 @@ void backward_kernel(const DascDims& d, const scalar_t* grad, const scalar_t* f_
   });
 }
 
+// channels_last (NHWC) features: each pixel's channels are contiguous, so a pixel is two dot products over its
+// channel row, then one scaled pass over the same row (still in L1). No layout copy on either side.
+template <typename scalar_t>
+void forward_kernel_channels_last(const DascDims& d, const scalar_t* f_m1, const scalar_t* f_m2,
+                                  const scalar_t* f_de, const at::opmath_type<scalar_t>* coef, scalar_t* out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t channels = d.channels, de_channels = d.de_channels;
+  const acc_t* v_d = coef;
+  const acc_t* v_de = coef + channels;
+  const acc_t bias = coef[channels + de_channels];
+  at::parallel_for(0, d.batch * d.pixels, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const scalar_t* x1 = f_m1 + p * channels;
+      const scalar_t* x2 = f_m2 + p * channels;
+      const scalar_t* de = f_de + p * de_channels;
+      acc_t s = bias;
+#pragma omp simd reduction(+ : s)
+      for (int64_t c = 0; c < channels; ++c) {
+        s += v_d[c] * (static_cast<acc_t>(x1[c]) - static_cast<acc_t>(x2[c]));
+      }
+#pragma omp simd reduction(+ : s)
+      for (int64_t c = 0; c < de_channels; ++c) {
+        s += v_de[c] * static_cast<acc_t>(de[c]);
+      }
+      const acc_t scale = acc_t(1) + sigmoid(s);
+      scalar_t* y = out + p * channels;
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) {
+        y[c] = static_cast<scalar_t>((static_cast<acc_t>(x1[c]) - static_cast<acc_t>(x2[c])) * scale);
+      }
+    }
+  });
+}
+
 void forward_cpu(const DascDims& d, const at::Tensor& f_m1, const at::Tensor& f_m2, const at::Tensor& f_de,
                  const at::Tensor& coef, at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f_m1.scalar_type(), "mdanet::dasc_gate", [&] {
-    forward_kernel<scalar_t>(d, f_m1.const_data_ptr<scalar_t>(), f_m2.const_data_ptr<scalar_t>(),
-                             f_de.const_data_ptr<scalar_t>(), coef.const_data_ptr<at::opmath_type<scalar_t>>(),
-                             out.mutable_data_ptr<scalar_t>());
+    const auto kernel = d.channels_last ? forward_kernel_channels_last<scalar_t> : forward_kernel<scalar_t>;
+    kernel(d, f_m1.const_data_ptr<scalar_t>(), f_m2.const_data_ptr<scalar_t>(), f_de.const_data_ptr<scalar_t>(),
+           coef.const_data_ptr<at::opmath_type<scalar_t>>(), out.mutable_data_ptr<scalar_t>());
   });
 }
 
@@ -196,7 +230,8 @@ void backward_cpu(const DascDims& d, const at::Tensor& grad, const at::Tensor& f
 at::Tensor dasc_gate_cpu(const at::Tensor& f_m1, const at::Tensor& f_m2, const at::Tensor& f_de,
                          const at::Tensor& w_d, const at::Tensor& w_de, const at::Tensor& b_in,
                          const at::Tensor& w_att, const at::Tensor& b_att) {
-  return dasc_gate_forward(f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att, forward_cpu);
+  return dasc_gate_forward(f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att, forward_cpu,
+                           /*reads_channels_last=*/true);
 }
 
 DascGrads dasc_gate_backward_cpu(const at::Tensor& grad, const at::Tensor& f_m1, const at::Tensor& f_m2,

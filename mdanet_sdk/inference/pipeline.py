@@ -4,7 +4,8 @@
    :class:`~mdanet_sdk.data.preprocess.SliceStack`) and hands it over through a bounded queue, so at most
    ``prefetch`` cases wait and loading the next case overlaps with the model's work.
 2. The calling thread cuts the slices of consecutive cases into batches of ``batch_size`` (slices of several
-   cases share a batch when their model grid agrees). A batch's slices are resampled and padded to the model
+   cases share a batch when their model grid agrees); slices without head are skipped, their probability is 0
+   (:meth:`SliceStack.runs`). A batch's slices are resampled and padded to the model
    grid only when it runs (:meth:`SliceStack.chunk`), and its lesion probabilities are restored to each
    case's native grid right away (:func:`~mdanet_sdk.data.preprocess.restore_probability_into`).
 3. A case whose slices are all done is finished (mask, report) and yielded, in input order.
@@ -148,8 +149,8 @@ class CaseStream:
                     raise item.exception
                 waiting.append(item)
             else:
-                # Every slice range is written before the case is done, so the array need not be zeroed.
-                pending = Pending(item, np.empty(item.geometry.native_shape, np.float32), len(item.stack))
+                # Slices without head are never predicted: their probability is 0 (SliceStack.runs).
+                pending = Pending(item, np.zeros(item.geometry.native_shape, np.float32), len(item.stack))
                 waiting.append(pending)
                 notify("loaded", item.case.case_id, len(item.stack))
                 batch = self._schedule(pending, batch, notify)
@@ -166,18 +167,23 @@ class CaseStream:
         if batch and batch[0][0].loaded.stack.shape[1:] != pending.loaded.stack.shape[1:]:
             self._forward(batch, notify)  # slices of another model grid cannot share a batch
             batch = []
-        shape = pending.loaded.stack.shape
-        size = self.batch_for((shape[2], shape[3]))
+        stack = pending.loaded.stack
+        size = self.batch_for((stack.shape[2], stack.shape[3]))
         filled = sum(end - start for _, start, end in batch)
-        start, depth = 0, pending.remaining
-        while start < depth:
-            end = min(depth, start + size - filled)
-            batch.append((pending, start, end))
-            filled += end - start
-            start = end
-            if filled == size:
-                self._forward(batch, notify)
-                batch, filled = [], 0
+        runs = stack.runs()
+        skipped = len(stack) - sum(last - first for first, last in runs)
+        if skipped:
+            pending.remaining -= skipped
+            notify("slices", pending.loaded.case.case_id, skipped)
+        for start, last in runs:
+            while start < last:
+                end = min(last, start + size - filled)
+                batch.append((pending, start, end))
+                filled += end - start
+                start = end
+                if filled == size:
+                    self._forward(batch, notify)
+                    batch, filled = [], 0
         return batch
 
     def _finished(self, waiting: deque[Any], notify: Notify) -> Iterator[Any]:

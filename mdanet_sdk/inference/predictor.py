@@ -127,14 +127,16 @@ class Predictor:
 
         Returns:
             float32 ``(X, Y, Z)`` in [0, 1]: padding cropped, resampled back, clipped, 0 outside the head
-            (:func:`~mdanet_sdk.data.preprocess.restore_probability_into`, as the Segmenter's stream does).
+            (:func:`~mdanet_sdk.data.preprocess.restore_probability_into`, as the Segmenter's stream does);
+            slices without head are 0 without running the network (:meth:`SliceStack.runs`).
         """
-        out = np.empty(stack.geometry.native_shape, np.float32)
+        out = np.zeros(stack.geometry.native_shape, np.float32)
         batch = self.batch_for((stack.shape[2], stack.shape[3]))
-        for start in range(0, len(stack), batch):
-            end = min(len(stack), start + batch)
-            x = torch.from_numpy(stack.chunk(start, end))
-            restore_probability_into(out, self.probabilities(x, source).numpy(), stack.geometry, start)
+        for first, last in stack.runs():
+            for start in range(first, last, batch):
+                end = min(last, start + batch)
+                x = torch.from_numpy(stack.chunk(start, end))
+                restore_probability_into(out, self.probabilities(x, source).numpy(), stack.geometry, start)
         return out
 
     def mask(

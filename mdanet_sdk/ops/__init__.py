@@ -115,13 +115,10 @@ def dasc_gate(
         # in different precisions (the weights may differ: they are folded in the accumulation type).
         dtype = torch.promote_types(torch.promote_types(f_m1.dtype, f_m2.dtype), f_de.dtype)
         features = [f.to(dtype) for f in (f_m1, f_m2, f_de)]
-        # The kernels read NCHW rows: channels_last maps are copied to NCHW (explicitly, here) and the output
-        # goes back to channels_last, so the layers after it (a concatenation, then a convolution) stay in
-        # the fast layout; converting back costs one copy, less than leaving the rest of the decoder in NCHW.
-        channels_last = _channels_last(f_m1)
+        # The output keeps f_m1's layout. The CPU kernel reads channels_last maps as they are (no copy); the
+        # CUDA kernel reads NCHW, so there the op copies channels_last maps to NCHW and its output back.
         with _own_dtype():
-            out = torch.ops.mdanet.dasc_gate(*(f.contiguous() for f in features), w_d, w_de, b_in, w_att, b_att)
-        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+            return torch.ops.mdanet.dasc_gate(*features, w_d, w_de, b_in, w_att, b_att)
     return reference.dasc_gate(f_m1, f_m2, f_de, w_d, w_de, b_in, w_att, b_att)
 
 
@@ -140,11 +137,6 @@ def graph_conv(g: Tensor, a: Tensor, a_bias: Tensor, w: Tensor, w_bias: Tensor, 
         with _own_dtype():
             return torch.ops.mdanet.graph_conv(g, a, a_bias, w, w_bias)
     return reference.graph_conv(g, a, a_bias, w, w_bias)
-
-
-def _channels_last(x: Tensor) -> bool:
-    """Whether a 4-D map is stored channels_last and not also NCHW-contiguous (as 1×1 maps are both)."""
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _own_dtype() -> contextlib.AbstractContextManager[object]:

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor
+from torch._prims_common import suggest_memory_format
 from torch.utils.flop_counter import register_flop_formula
 
 __all__ = ["load", "available", "cuda_built", "load_error", "library_path", "build_info"]
@@ -98,7 +99,8 @@ def _dasc_gate_fake(
         w_d.shape[1] == f_m1.shape[1] and w_de.shape[1] == f_de.shape[1],
         lambda: "w_d must be (C_i, C) and w_de (C_i, C_de)",
     )
-    return f_m1.new_empty(f_m1.shape)
+    # The kernels' output has f_m1's memory format (csrc/common.cpp, dasc_gate_forward).
+    return torch.empty_like(f_m1, memory_format=suggest_memory_format(f_m1))
 
 
 def _dasc_gate_backward_fake(

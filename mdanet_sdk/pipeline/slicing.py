@@ -26,6 +26,7 @@ __all__ = [
     "restore_range",
     "restore_probability_range",
     "lesion_support",
+    "slice_runs",
 ]
 
 #: Lesions are kept within this many voxels of the automatic head mask: its edge may miss dark tissue.
@@ -125,3 +126,25 @@ def lesion_support(head: Tensor, given: bool, margin: int = LESION_MARGIN) -> Te
     """Where lesions may lie: a brain mask the caller gave, or the automatic head mask grown by
     :data:`LESION_MARGIN` voxels (its edge may miss dark tissue)."""
     return head if given else dilate(head, margin)
+
+
+def slice_runs(support: Optional[Tensor], depth: int) -> List[Tuple[int, int]]:
+    """The slices the network must see: maximal runs ``(start, end)`` of consecutive slices (last axis) that
+    hold any voxel of ``support`` (bool ``(X, Y, Z)``). A slice outside them has probability 0 whatever the
+    network says (:func:`restore_probability_range` zeroes it), so skipping it changes nothing but the time.
+    ``[(0, depth)]`` when ``support`` is None."""
+    if support is None:
+        return [(0, depth)] if depth > 0 else []
+    needed = support.flatten(0, 1).any(0)
+    runs: List[Tuple[int, int]] = []
+    start = -1
+    for z in range(depth):
+        if bool(needed[z]):
+            if start < 0:
+                start = z
+        elif start >= 0:
+            runs.append((start, z))
+            start = -1
+    if start >= 0:
+        runs.append((start, depth))
+    return runs

@@ -25,6 +25,7 @@ from mdanet_sdk.pipeline.slicing import (
     lowest_values,
     model_grid,
     restore_probability_range,
+    slice_runs,
     to_model_grid,
 )
 
@@ -180,14 +181,15 @@ class VolumePipeline(nn.Module):
         resampled, padded, offset = model_grid(shape, self.size, self.multiple)
         lowest = lowest_values(normalised)
         support = lesion_support(head, brain_mask is not None)
-        probability = torch.zeros(shape, dtype=torch.float32)
+        probability = torch.zeros(shape, dtype=torch.float32)  # slices without head stay 0, unpredicted
         step = max(1, batch_size)
-        for start in range(0, shape[2], step):
-            end = min(shape[2], start + step)
-            x = to_model_grid(normalised, lowest, start, end, resampled, padded, offset)
-            probability[..., start:end] = restore_probability_range(
-                self.probability(x, tta), shape[:2], resampled, offset, support[..., start:end]
-            )
+        for first, last in slice_runs(support, shape[2]):
+            for start in range(first, last, step):
+                end = min(last, start + step)
+                x = to_model_grid(normalised, lowest, start, end, resampled, padded, offset)
+                probability[..., start:end] = restore_probability_range(
+                    self.probability(x, tta), shape[:2], resampled, offset, support[..., start:end]
+                )
         adc: Optional[Tensor] = None
         if max_adc_ratio > 0 and "adc" in self.modalities:
             adc = torch.where(head, images[self.modalities.index("adc")], torch.zeros_like(images[0]))

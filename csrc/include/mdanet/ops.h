@@ -16,9 +16,13 @@ struct DascDims {
   int64_t channels;     // C of f_m1/f_m2
   int64_t de_channels;  // C_de of f_de
   int64_t pixels;       // H*W
+  // Features and output are channels_last (NHWC: a pixel's channels contiguous) rather than NCHW; only for
+  // kernels that read that layout (dasc_gate_forward's reads_channels_last).
+  bool channels_last = false;
 };
 
-// Fills `out` (B, C, H, W), contiguous, from contiguous features and `coef` = [v_d, v_de, c] in the
+// Fills `out` (B, C, H, W), contiguous (or channels_last with dims.channels_last), from features in that layout
+// and `coef` = [v_d, v_de, c] in the
 // accumulation dtype (see dasc_coefficients).
 using DascForwardKernel = void (*)(const DascDims& dims, const at::Tensor& f_m1, const at::Tensor& f_m2,
                                    const at::Tensor& f_de, const at::Tensor& coef, at::Tensor& out);
@@ -43,10 +47,13 @@ using DascGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at:
 using GraphGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // mdanet::dasc_gate on one backend: checks, collapses θ1·θ2 and θ1·θ3 to the vectors v_d, v_de and the
-// constant c, and runs `kernel`.
+// constant c, and runs `kernel`. The output has f_m1's memory format (suggest_memory_format): a kernel that
+// reads channels_last (`reads_channels_last`) gets channels_last features as they are; otherwise they are
+// copied to NCHW and the output back.
 at::Tensor dasc_gate_forward(const at::Tensor& f_m1, const at::Tensor& f_m2, const at::Tensor& f_de,
                              const at::Tensor& w_d, const at::Tensor& w_de, const at::Tensor& b_in,
-                             const at::Tensor& w_att, const at::Tensor& b_att, DascForwardKernel kernel);
+                             const at::Tensor& w_att, const at::Tensor& b_att, DascForwardKernel kernel,
+                             bool reads_channels_last = false);
 
 // mdanet::dasc_gate_backward on one backend: the feature gradients from `kernel`, then the weight gradients
 // by the chain rule through v_d = w_dᵀ w_att, v_de = w_deᵀ w_att, c = w_att·b_in + b_att.
