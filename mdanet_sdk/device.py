@@ -5,13 +5,15 @@ and precisions ``auto | fp32 | fp16 | bf16``. ``auto`` is CUDA when available; i
 where the GPU lacks bf16) on CUDA; on a CPU it is fp32, except for inference on a CPU that computes bf16
 natively (:func:`cpu_has_native_bf16`), where it is bf16 (elsewhere bf16 is emulated and slower than fp32).
 Lower precisions run under :func:`torch.autocast`, so weights stay fp32 and only the matrix products are
-reduced.
+reduced. On a CPU, :func:`retain_cpu_memory` keeps freed tensor memory in the process for the next batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,15 @@ import torch
 
 from mdanet_sdk.errors import BackendUnavailableError, InputError
 
-__all__ = ["PRECISIONS", "DTYPES", "cpu_has_native_bf16", "resolve_device", "resolve_precision", "autocast"]
+__all__ = [
+    "PRECISIONS",
+    "DTYPES",
+    "cpu_has_native_bf16",
+    "resolve_device",
+    "resolve_precision",
+    "autocast",
+    "retain_cpu_memory",
+]
 
 #: Accepted precision names (besides ``"auto"``).
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -93,3 +103,33 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=DTYPES[precision])
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+@functools.lru_cache(maxsize=1)
+def retain_cpu_memory() -> bool:
+    """Keep the memory of freed CPU tensors in this process for the next ones (glibc's malloc, Linux).
+
+    By default glibc gives each large allocation fresh pages from the kernel (``mmap``) and returns them when
+    it is freed, so every batch of a CPU forward page-faults all its activations again. Here large
+    allocations come from the heap and freed memory is not trimmed, as allocators such as jemalloc or tcmalloc
+    do (Intel recommends those for PyTorch on CPUs): measured 1.2x faster for a whole ``segment`` of the real
+    ISLES'22 case on 2 cores, with the same peak memory. The process keeps its peak memory until it exits.
+
+    Process-wide and permanent; done once, later calls return the first call's result.
+
+    Returns:
+        whether it is in effect (``False`` without glibc: other systems, musl).
+    """
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # No per-allocation mmap (large blocks come from the heap), and never hand freed heap memory back.
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

@@ -279,7 +279,8 @@ class DefaultsRecord:
     behaviour and by the Segmenter's defaults, alternately in one run (:mod:`mdanet_sdk.bench.defaults`).
 
     ``variants`` maps ``today`` and ``defaults`` → ``{"options": the Segmenter options passed, "precision",
-    "batch", "memory_format" (``contiguous``/``channels_last``, of the weights), "compiled", "total_ms": Stats
+    "batch", "memory_format" (``contiguous``/``channels_last``, of the weights), "compiled", "retain_memory"
+    (freed memory kept in the process), "total_ms": Stats
     of predict + save, "slices_per_s"}``. ``ratio`` is today's median over the defaults' median (> 1: the
     defaults are faster); ``round_ratio`` the Stats of the per-round ratios; ``mask_dice`` the Dice between
     the two variants' masks (1.0 when both are empty).

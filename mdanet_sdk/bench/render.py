@@ -145,8 +145,11 @@ def _segment_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[s
 
 
 def _variant_label(variant: dict[str, Any]) -> str:
-    """A variant of the today/defaults comparison in a few words: ``fp32 contiguous`` (+ ``compiled``)."""
-    return f"{variant['memory_format']}{' compiled' if variant['compiled'] else ''}"
+    """A variant of the today/defaults comparison in a few words: ``contiguous`` (+ ``compiled``, + ``memory
+    kept``)."""
+    compiled = " compiled" if variant["compiled"] else ""
+    kept = " memory kept" if variant.get("retain_memory") else ""  # absent in schema-3 files before it
+    return f"{variant['memory_format']}{compiled}{kept}"
 
 
 def _defaults_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[str, str]]:

@@ -39,7 +39,7 @@ import torch
 
 from mdanet_sdk.data.cases import Case, CaseSource, read_case
 from mdanet_sdk.data.preprocess import PreprocessConfig, slice_stack
-from mdanet_sdk.device import resolve_device, resolve_precision
+from mdanet_sdk.device import resolve_device, resolve_precision, retain_cpu_memory
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.inference.ensemble import check_ensemble, checkpoint_name
 from mdanet_sdk.inference.inputs import CaseInput, case_from_arrays, input_name, refuse_single_3d
@@ -81,6 +81,9 @@ class Segmenter:
             to networks built here, not to ``models`` given.
         compile: ``torch.compile`` the networks built here: tens of seconds of compilation on a CPU before the
             first batch (once per batch shape), then faster; pays for many cases, not for one.
+        retain_memory: keep freed tensor memory in the process for the next batch instead of returning it to
+            the kernel (:func:`~mdanet_sdk.device.retain_cpu_memory`, process-wide, glibc); ``None`` (default):
+            on a CPU.
         tta: average over the 4 in-plane flips (none, H, W, both).
         threshold: a voxel is lesion when its probability is above this.
         min_size: lesions of fewer voxels are removed (26-connectivity); 0 keeps all.
@@ -99,6 +102,8 @@ class Segmenter:
         device: the :class:`torch.device` used (also logged at INFO level).
         precision: the precision used.
         precision_note: why ``precision="auto"`` fell back to fp32 (the probe check), else ``""``.
+        retains_memory: whether this Segmenter made the process keep freed memory
+            (:func:`~mdanet_sdk.device.retain_cpu_memory`).
         modalities: the model's input modalities in channel order, e.g. ``("dwi", "adc")``.
         model_config: the :class:`~mdanet_sdk.config.MDANetConfig` of the (first) checkpoint.
         preprocess: the checkpoint's :class:`~mdanet_sdk.data.preprocess.PreprocessConfig`.
@@ -127,6 +132,7 @@ class Segmenter:
         channels_last: bool | None = None,
         optimize: bool = True,
         compile: bool = False,
+        retain_memory: bool | None = None,
     ) -> None:
         if not checkpoints:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
@@ -149,6 +155,9 @@ class Segmenter:
         synthetic = any(trained_on_synthetic(c.meta, c.path) for c in checkpoints)
         self.notice = SYNTHETIC_NOTICE if synthetic else ""
         channels_last = device_.type == "cpu" if channels_last is None else channels_last
+        self.retains_memory = (
+            device_.type == "cpu" if retain_memory is None else retain_memory
+        ) and retain_cpu_memory()
         if models is not None:
             nets = list(models)
         else:
@@ -297,7 +306,7 @@ class Segmenter:
             trust: load a checkpoint that carries no integrity record (written by an older mdanet-sdk or by
                 hand); damaged files are refused either way (:func:`~mdanet_sdk.train.checkpoint.load_checkpoint`).
             options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``, ``prefetch``, ``ops``,
-                ``channels_last``, ``optimize``, ``compile``.
+                ``channels_last``, ``optimize``, ``compile``, ``retain_memory``.
 
         Raises:
             CheckpointError: a file is missing, damaged, not a checkpoint, or the folds are incompatible.
