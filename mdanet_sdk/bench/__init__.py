@@ -13,8 +13,9 @@ Sections (``BenchSettings.sections``):
   slices/s per GFLOP can be compared.
 - ``segment``: one phantom case end to end through the Segmenter's :class:`~mdanet_sdk.inference.Predictor`
   (load → preprocess → predict → postprocess → write) with the share of time in each stage.
-  Beside it, today's behaviour (fp32, contiguous, batch 16, no compile) against the Segmenter's defaults on the
-  bundled weights of each kind, alternately in one run, as a ratio (:mod:`.defaults`).
+  Beside it, today's behaviour (fp32, contiguous, batch 16, no compile, memory handed back) against the
+  Segmenter's defaults on the bundled weights of each kind, each in its own process, alternately in one run, as
+  a ratio (:mod:`.defaults`).
 - ``many``: ``Segmenter.predict_many`` over N cases, one fresh process per N: cases/s and peak memory.
 - ``ops``: the two native operators against their eager composite, at the shapes a paper-preset forward pass
   actually hands them.

@@ -40,8 +40,9 @@ __all__ = [
 ]
 
 #: The Segmenter options that reproduce today's behaviour (before issue 17): fp32, batch 16, contiguous memory,
-#: batch norms not folded, not compiled, freed memory handed back to the kernel. The defaults' optimisations are each switched off here by name, so a new
-#: one needs a line here too (the test of this module checks that today stays contiguous, fp32, batch 16, eager).
+#: batch norms not folded, not compiled, freed memory handed back to the kernel. The defaults' optimisations are
+#: each switched off here by name, so a new one needs a line here too (the test of this module checks that today
+#: stays contiguous, fp32, batch 16, eager, memory handed back).
 TODAY_OPTIONS: dict[str, Any] = {
     "precision": "fp32",
     "batch_size": 16,

@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,7 +23,17 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from mdanet_sdk.config import MDANetConfig
 
-__all__ = ["ACTIVATION_BUDGET", "MAX_AUTO_BATCH", "auto_batch_size", "fold_batchnorm", "optimize_for_inference"]
+if TYPE_CHECKING:
+    from mdanet_sdk.train.checkpoint import Checkpoint
+
+__all__ = [
+    "ACTIVATION_BUDGET",
+    "MAX_AUTO_BATCH",
+    "auto_batch_size",
+    "build_networks",
+    "fold_batchnorm",
+    "optimize_for_inference",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +118,22 @@ def optimize_for_inference(
         # batch) recompiles once with a dynamic batch size, which then serves every remainder.
         return torch.compile(model)
     return model
+
+
+def build_networks(
+    checkpoints: Sequence[Checkpoint],
+    device: torch.device,
+    *,
+    ops: str = "auto",
+    fold: bool = True,
+    channels_last: bool = False,
+    compile: bool = False,
+) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """Each checkpoint's network built with op implementation ``ops``, on ``device``, in eval mode, and made
+    faster for inference (:func:`optimize_for_inference` with ``fold``, ``channels_last``, ``compile``)."""
+    return [
+        optimize_for_inference(
+            c.build_model(ops=ops).to(device).eval(), device, fold=fold, channels_last=channels_last, compile=compile
+        )
+        for c in checkpoints
+    ]

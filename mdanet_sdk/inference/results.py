@@ -4,10 +4,11 @@ and the plausibility warnings a result carries."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -15,9 +16,20 @@ from mdanet_sdk.data.cases import Case
 from mdanet_sdk.data.nifti import save_like, to_original
 from mdanet_sdk.data.preprocess import NOT_SKULL_STRIPPED, SliceGeometry
 from mdanet_sdk.errors import InputError, MDANetError
-from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, save_overlay
+from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay
 
-__all__ = ["SegmentationResult", "FailedCase", "volume_warnings", "IMPLAUSIBLE_LESION_SHARE", "LARGEST_BRAIN_ML"]
+if TYPE_CHECKING:
+    from mdanet_sdk.inference.pipeline import Loaded
+    from mdanet_sdk.inference.segmenter import Segmenter
+
+__all__ = [
+    "SegmentationResult",
+    "FailedCase",
+    "finish_case",
+    "volume_warnings",
+    "IMPLAUSIBLE_LESION_SHARE",
+    "LARGEST_BRAIN_ML",
+]
 
 
 @dataclass
@@ -144,3 +156,36 @@ def volume_warnings(mask: np.ndarray, geometry: SliceGeometry, voxel_ml: float) 
             "check the input's modalities, orientation and skull-stripping."
         )
     return warnings
+
+
+def finish_case(segmenter: Segmenter, loaded: Loaded, mask: np.ndarray, probability: np.ndarray) -> SegmentationResult:
+    """The result of a case whose mask is made: its :class:`~mdanet_sdk.report.CaseReport` says what was found
+    (volumes, counts, the warnings of its input, geometry and volume) and what produced it (``segmenter``'s
+    model, weights, device, precision and settings).
+
+    Args:
+        segmenter: the :class:`~mdanet_sdk.inference.Segmenter` that segmented it.
+        loaded: the case as loaded (``case``, ``geometry``, ``started``).
+        mask: uint8 ``(X, Y, Z)`` canonical mask.
+        probability: float32 ``(X, Y, Z)`` canonical lesion probability.
+    """
+    case, geometry = loaded.case, loaded.geometry
+    ref = case.reference
+    warnings = [*case.warnings, *geometry.warnings, *volume_warnings(mask, geometry, ref.voxel_volume_ml)]
+    report = CaseReport(
+        case_id=case.case_id,
+        **lesion_stats(mask, ref.voxel_volume_ml),
+        shape=tuple(ref.original_shape[:3]),
+        voxel_size_mm=ref.zooms,
+        runtime_s=time.perf_counter() - loaded.started,
+        device=str(segmenter.device),
+        precision=segmenter.precision,
+        model=segmenter.name,
+        model_version=segmenter.model_version,
+        modalities=segmenter.modalities,
+        **segmenter.settings.to_dict(),
+        warnings=warnings,
+        weights_sha256=list(segmenter.weights_sha256),
+        notice=segmenter.notice,
+    )
+    return SegmentationResult(case, mask, probability, report)

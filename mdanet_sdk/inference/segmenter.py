@@ -17,7 +17,8 @@ One core runs every entry point (:meth:`Segmenter.predict`, :meth:`Segmenter.pre
    finished case is thresholded, cleaned of lesions smaller than ``min_size`` voxels (26-connectivity) and,
    for MRI models with ``max_adc_ratio`` set, of lesions without restricted diffusion (:mod:`.postprocess`),
    summarised in a :class:`~mdanet_sdk.report.CaseReport` (with what produced it: :mod:`.provenance`) and
-   yielded; :meth:`SegmentationResult.save` writes it back in the input's own orientation and geometry (:func:`~mdanet_sdk.data.nifti.save_like`).
+   yielded; :meth:`SegmentationResult.save` writes it back in the input's own orientation and geometry
+   (:func:`~mdanet_sdk.data.nifti.save_like`).
 
 Cases are yielded one by one in input order, and at most ``prefetch`` loaded cases wait in the queue, so
 memory does not grow with the number of cases; within a case it is O(native volume + one batch on the model
@@ -43,14 +44,13 @@ from mdanet_sdk.device import resolve_device, resolve_precision, retain_cpu_memo
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.inference.ensemble import check_ensemble, checkpoint_name
 from mdanet_sdk.inference.inputs import CaseInput, case_from_arrays, input_name, refuse_single_3d
-from mdanet_sdk.inference.optimize import optimize_for_inference
+from mdanet_sdk.inference.optimize import build_networks
 from mdanet_sdk.inference.pipeline import CaseStream, Loaded, Pending
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.precision_check import MIN_PROBE_DICE, reduced_precision_agrees
 from mdanet_sdk.inference.predictor import Predictor
 from mdanet_sdk.inference.provenance import SYNTHETIC_NOTICE, file_sha256, trained_on_synthetic
-from mdanet_sdk.inference.results import FailedCase, SegmentationResult, volume_warnings
-from mdanet_sdk.report import CaseReport, lesion_stats
+from mdanet_sdk.inference.results import FailedCase, SegmentationResult, finish_case
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
 
 __all__ = ["Segmenter"]
@@ -158,19 +158,13 @@ class Segmenter:
         self.retains_memory = (
             device_.type == "cpu" if retain_memory is None else retain_memory
         ) and retain_cpu_memory()
-        if models is not None:
-            nets = list(models)
-        else:
-            nets = [
-                optimize_for_inference(
-                    c.build_model(ops=ops).to(device_).eval(),
-                    device_,
-                    fold=optimize,
-                    channels_last=channels_last,
-                    compile=compile,
-                )
-                for c in checkpoints
-            ]
+        nets = (
+            list(models)
+            if models is not None
+            else build_networks(
+                checkpoints, device_, ops=ops, fold=optimize, channels_last=channels_last, compile=compile
+            )
+        )
         # One name per model, to say which one is broken (numbered when models were given without one each).
         numbered = [f"{self.name} #{i + 1}" for i in range(len(nets))]
         self.predictor = Predictor(
@@ -495,29 +489,5 @@ class Segmenter:
     def _finish(self, pending: Pending) -> SegmentationResult:
         """Mask and report of a case whose slices are all predicted (and restored to its native grid)."""
         loaded = pending.loaded
-        case = loaded.case
-        probability = pending.probability
-        mask = self.postprocess(probability, case.images, loaded.geometry.head)
-        ref = case.reference
-        warnings = [
-            *case.warnings,
-            *loaded.geometry.warnings,
-            *volume_warnings(mask, loaded.geometry, case.reference.voxel_volume_ml),
-        ]
-        report = CaseReport(
-            case_id=case.case_id,
-            **lesion_stats(mask, ref.voxel_volume_ml),
-            shape=tuple(ref.original_shape[:3]),
-            voxel_size_mm=ref.zooms,
-            runtime_s=time.perf_counter() - loaded.started,
-            device=str(self.device),
-            precision=self.precision,
-            model=self.name,
-            model_version=self.model_version,
-            modalities=self.modalities,
-            **self.settings.to_dict(),
-            warnings=warnings,
-            weights_sha256=list(self.weights_sha256),
-            notice=self.notice,
-        )
-        return SegmentationResult(case, mask, probability, report)
+        mask = self.postprocess(pending.probability, loaded.case.images, loaded.geometry.head)
+        return finish_case(self, loaded, mask, pending.probability)
