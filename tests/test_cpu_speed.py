@@ -328,7 +328,7 @@ _FAULTS = """
 import resource, sys, torch
 from mdanet_sdk.device import retain_cpu_memory
 applied = retain_cpu_memory() if sys.argv[1] == "retain" else False
-for _ in range(2):
+for _ in range(10):  # the heap settles within about 6 (thread arenas, small blocks between the large ones)
     torch.ones(16 * 2**20).sum()  # 64 MB: past glibc's largest mmap threshold
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
@@ -340,15 +340,14 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(not retain_available, reason="needs glibc's mallopt (Linux)")
 def test_retained_memory_is_reused_without_page_faults() -> None:
     """Ten 64 MB tensors after a warm-up: glibc maps and faults in fresh pages for each (16384 pages of 4 KiB
-    each time); with the memory kept, pages already in the process serve them (measured: 2 of the 10 faulted
-    in)."""
+    each time); with the memory kept, pages already in the process serve them all (measured: no fault)."""
     faults = {}
     for mode in ("system", "retain"):
         out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
         applied, count = out.stdout.split()
         assert applied == str(mode == "retain")
         faults[mode] = int(count)
-    assert faults["system"] > 10 * 16384 * 0.9 and faults["retain"] < faults["system"] / 4, faults
+    assert faults["system"] > 10 * 16384 * 0.9 and faults["retain"] < 16384, faults
 
 
 def test_segmenter_keeps_memory_on_cpu_unless_told(monkeypatch, tmp_path) -> None:
