@@ -138,3 +138,7 @@ def test_slice_runs_are_the_slices_with_support():
     assert torch.jit.script(slicing.slice_runs)(support, 10) == expected
     assert slicing.slice_runs(torch.zeros(4, 3, 10, dtype=torch.bool), 10) == []
     assert slicing.slice_runs(None, 10) == [(0, 10)] and slicing.slice_runs(None, 0) == []
+    # cut into forward passes of at most `step` slices, never across a gap
+    assert slicing.slice_runs(support, 10, 2) == [(0, 2), (4, 5), (7, 9), (9, 10)]
+    assert torch.jit.script(slicing.slice_runs)(support, 10, 2) == [(0, 2), (4, 5), (7, 9), (9, 10)]
+    assert slicing.slice_runs(None, 5, 2) == [(0, 2), (2, 4), (4, 5)]

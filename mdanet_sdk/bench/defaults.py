@@ -71,8 +71,6 @@ def _serve(conn: Any, spec: dict[str, Any]) -> None:
     """The child side of a :class:`VariantProcess`: build the variant, then one ``predict(...).save(...)`` per
     ``"run"`` received, answering ``("ok", mask)``, until ``"stop"``. Failures are answered, not raised:
     ``("unavailable", message)`` for the user's kind of error, ``("error", one line)`` for any other."""
-    from mdanet_sdk.data.cases import CaseSource
-
     torch.set_num_threads(spec["threads"])
     try:
         segmenter = variant_segmenter(spec["kind"], torch.device(spec["device"]), spec["name"], **spec["common"])
@@ -80,10 +78,9 @@ def _serve(conn: Any, spec: dict[str, Any]) -> None:
     except MDANetError as exc:
         conn.send(("unavailable", str(exc)))
         return
-    source: CaseSource = spec["source"]
     while conn.recv() == "run":
         try:
-            result = segmenter.predict(source)
+            result = segmenter.predict(spec["source"])
             result.save(Path(spec["out"]))
             conn.send(("ok", result.mask))
         except Exception as exc:  # noqa: BLE001 - answered to the parent, which records it
@@ -197,7 +194,7 @@ def describe_segmenter(segmenter: Any) -> dict[str, Any]:
         "batch": "auto" if segmenter.batch_size is None else segmenter.batch_size,  # None: chosen by footprint
         "memory_format": "channels_last" if channels_last else "contiguous",
         "compiled": "Optimized" in type(model).__name__,
-        "retain_memory": bool(getattr(segmenter, "retains_memory", False)),
+        "retain_memory": segmenter.retains_memory,
     }
 
 

@@ -235,12 +235,13 @@ class SliceStack:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def runs(self) -> list[tuple[int, int]]:
-        """The slice ranges the network must see: consecutive slices that hold any of the lesion support
-        (:func:`mdanet_sdk.pipeline.slicing.slice_runs`). A slice outside them (no head in it) has lesion
-        probability 0 whatever the network says, so predictors skip it."""
+    def runs(self, step: int | None = None) -> list[tuple[int, int]]:
+        """The slice ranges the network must see: consecutive slices that hold any of the lesion support, cut
+        into ranges of at most ``step`` slices when given (:func:`mdanet_sdk.pipeline.slicing.slice_runs`). A
+        slice outside them (no head in it) has lesion probability 0 whatever the network says, so predictors
+        skip it."""
         support = self.geometry.lesion_support
-        return slicing.slice_runs(None if support is None else torch.from_numpy(support), len(self))
+        return slicing.slice_runs(None if support is None else torch.from_numpy(support), len(self), step)
 
     def chunk(self, start: int, end: int) -> np.ndarray:
         """Slices ``start..end-1`` on the model grid: float32 ``(end - start, C, H, W)``."""

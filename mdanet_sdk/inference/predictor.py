@@ -131,12 +131,9 @@ class Predictor:
             slices without head are 0 without running the network (:meth:`SliceStack.runs`).
         """
         out = np.zeros(stack.geometry.native_shape, np.float32)
-        batch = self.batch_for((stack.shape[2], stack.shape[3]))
-        for first, last in stack.runs():
-            for start in range(first, last, batch):
-                end = min(last, start + batch)
-                x = torch.from_numpy(stack.chunk(start, end))
-                restore_probability_into(out, self.probabilities(x, source).numpy(), stack.geometry, start)
+        for start, end in stack.runs(self.batch_for((stack.shape[2], stack.shape[3]))):
+            x = torch.from_numpy(stack.chunk(start, end))
+            restore_probability_into(out, self.probabilities(x, source).numpy(), stack.geometry, start)
         return out
 
     def mask(

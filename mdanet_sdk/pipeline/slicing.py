@@ -128,23 +128,32 @@ def lesion_support(head: Tensor, given: bool, margin: int = LESION_MARGIN) -> Te
     return head if given else dilate(head, margin)
 
 
-def slice_runs(support: Optional[Tensor], depth: int) -> List[Tuple[int, int]]:
+def slice_runs(support: Optional[Tensor], depth: int, step: Optional[int] = None) -> List[Tuple[int, int]]:
     """The slices the network must see: maximal runs ``(start, end)`` of consecutive slices (last axis) that
-    hold any voxel of ``support`` (bool ``(X, Y, Z)``). A slice outside them has probability 0 whatever the
-    network says (:func:`restore_probability_range` zeroes it), so skipping it changes nothing but the time.
-    ``[(0, depth)]`` when ``support`` is None."""
-    if support is None:
-        return [(0, depth)] if depth > 0 else []
-    needed = support.flatten(0, 1).any(0)
+    hold any voxel of ``support`` (bool ``(X, Y, Z)``), each cut into ranges of at most ``step`` slices when
+    given (one forward pass each). A slice outside them has probability 0 whatever the network says
+    (:func:`restore_probability_range` zeroes it), so skipping it changes nothing but the time. All ``depth``
+    slices when ``support`` is None."""
     runs: List[Tuple[int, int]] = []
-    start = -1
-    for z in range(depth):
-        if bool(needed[z]):
-            if start < 0:
-                start = z
-        elif start >= 0:
-            runs.append((start, z))
-            start = -1
-    if start >= 0:
-        runs.append((start, depth))
-    return runs
+    if support is None:
+        if depth > 0:
+            runs.append((0, depth))
+    else:
+        needed = support.flatten(0, 1).any(0)
+        start = -1
+        for z in range(depth):
+            if bool(needed[z]):
+                if start < 0:
+                    start = z
+            elif start >= 0:
+                runs.append((start, z))
+                start = -1
+        if start >= 0:
+            runs.append((start, depth))
+    if step is None:
+        return runs
+    cut: List[Tuple[int, int]] = []
+    for first, last in runs:
+        for start in range(first, last, max(1, step)):
+            cut.append((start, min(last, start + max(1, step))))
+    return cut

@@ -182,14 +182,11 @@ class VolumePipeline(nn.Module):
         lowest = lowest_values(normalised)
         support = lesion_support(head, brain_mask is not None)
         probability = torch.zeros(shape, dtype=torch.float32)  # slices without head stay 0, unpredicted
-        step = max(1, batch_size)
-        for first, last in slice_runs(support, shape[2]):
-            for start in range(first, last, step):
-                end = min(last, start + step)
-                x = to_model_grid(normalised, lowest, start, end, resampled, padded, offset)
-                probability[..., start:end] = restore_probability_range(
-                    self.probability(x, tta), shape[:2], resampled, offset, support[..., start:end]
-                )
+        for start, end in slice_runs(support, shape[2], batch_size):
+            x = to_model_grid(normalised, lowest, start, end, resampled, padded, offset)
+            probability[..., start:end] = restore_probability_range(
+                self.probability(x, tta), shape[:2], resampled, offset, support[..., start:end]
+            )
         adc: Optional[Tensor] = None
         if max_adc_ratio > 0 and "adc" in self.modalities:
             adc = torch.where(head, images[self.modalities.index("adc")], torch.zeros_like(images[0]))
