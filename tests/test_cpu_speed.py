@@ -340,14 +340,15 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(not retain_available, reason="needs glibc's mallopt (Linux)")
 def test_retained_memory_is_reused_without_page_faults() -> None:
     """Ten 64 MB tensors after a warm-up: glibc maps and faults in fresh pages for each (16384 pages of 4 KiB
-    each time); with the memory kept, pages already in the process serve them all (measured: no fault)."""
+    each time); with the memory kept, pages already in the process serve them."""
     faults = {}
     for mode in ("system", "retain"):
         out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
         applied, count = out.stdout.split()
         assert applied == str(mode == "retain")
         faults[mode] = int(count)
-    assert faults["system"] > 10 * 16384 * 0.9 and faults["retain"] < 16384, faults
+    # With the memory kept, at most 2 of the 10 (a heap still settling) fault in fresh pages: measured 0 or 1.
+    assert faults["system"] > 10 * 16384 * 0.9 and faults["retain"] <= 2 * 16384, faults
 
 
 def test_segmenter_keeps_memory_on_cpu_unless_told(monkeypatch, tmp_path) -> None:
