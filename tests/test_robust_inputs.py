@@ -45,6 +45,23 @@ def test_head_support_is_the_brain_whatever_the_background(background) -> None:
     assert noisy == (background == "noise")
 
 
+@pytest.mark.parametrize("adc_background", ["salt", "fitted-noise"])
+def test_an_adc_background_of_zeros_and_noise_does_not_become_head(adc_background) -> None:
+    """Outside the head an ADC map is often half 0 (clipped negative fits) and half noise: its border's MAD is 0,
+    so on its own it would call half the air head. The DWI's clean support decides; the warning is given."""
+    images, brain, lesion = _ellipsoid_case(4, "noise")
+    rng = np.random.default_rng(4)
+    hit = rng.random(brain.shape) < 0.5
+    values = 2.4 if adc_background == "salt" else rng.uniform(0.0, 3.0, brain.shape)
+    images["adc"] = np.where(brain, images["adc"], np.where(hit, values, 0.0)).astype(np.float32)
+    mask, noisy = head_support([images[m] for m in MRI])
+    assert (mask & brain).sum() / (mask | brain).sum() > 0.99 and noisy
+    slices, geom = preprocess_images(images, MRI, PreprocessConfig())
+    adc = restore(slices[:, 1], geom)
+    # Tissue is the reference (~0), the lesion 0.55× of it: the air did not enter the statistics.
+    assert abs(np.median(adc[brain & ~lesion])) < 0.05 and abs(np.median(adc[lesion]) + 0.45) < 0.05
+
+
 def test_perfusion_maps_with_zero_csf_keep_the_ventricles_in_the_head() -> None:
     cbf = np.zeros((64, 64, 4), np.float32)
     cbf[10:54, 12:52] = 50.0

@@ -39,6 +39,9 @@ _NOISY_BACKGROUND = 0.001
 _TISSUE_LEVEL_NOISE = 0.05
 # 3D components (faces) smaller than this share of the largest are specks, not head.
 _SPECK_FRACTION = 0.01
+# A volume whose support covers this much more of the slices' border than the cleanest volume's cannot tell its
+# background from head (an ADC map that is half 0, half fitted noise: its border MAD is 0); it is left out.
+_LEAKY_BORDER = 0.1
 
 
 def _border(volume: Tensor) -> Tensor:
@@ -84,23 +87,37 @@ def clean_head(mask: Tensor, speck_fraction: float = _SPECK_FRACTION) -> Tensor:
     return keep_components(labels, sizes >= speck_fraction * float(sizes.max().item()))
 
 
-def head_support(volumes: List[Tensor], min_fraction: float = MIN_HEAD_FRACTION) -> Tuple[Tensor, bool]:
+def head_support(
+    volumes: List[Tensor], min_fraction: float = MIN_HEAD_FRACTION, leaky_border: float = _LEAKY_BORDER
+) -> Tuple[Tensor, bool]:
     """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy.
 
     A voxel is head when it stands out from the background in any volume (:func:`support`), then
     :func:`clean_head`. The background may be zero (skull-stripped MRI, perfusion maps), a constant (-1000 HU)
-    or noise (an MRI that is not skull-stripped).
+    or noise (an MRI that is not skull-stripped). A volume whose support covers over 10 % more of the slices'
+    border than the cleanest volume's is left out of the union and counts as a noisy background: its
+    background is neither a constant nor noise the rule can model (an ADC map outside the head is often half
+    0, half fitted noise), while the border is background in the others.
 
     Returns:
         ``(mask, noisy)``: bool ``(X, Y, Z)``, all True when fewer than 0.1 % of the voxels would be head
         (nothing to trust).
     """
-    mask = torch.zeros(volumes[0].shape, dtype=torch.bool)
+    found: List[Tensor] = []
+    leaks: List[float] = []
     noisy = False
     for volume in volumes:
-        found, noise = support(volume.to(torch.float32))
-        mask = mask | found
+        support_of_volume, noise = support(volume.to(torch.float32))
+        found.append(support_of_volume)
+        leaks.append(float(_border(support_of_volume).to(torch.float32).mean().item()))
         noisy = noisy or noise
+    cleanest = min(leaks)
+    mask = torch.zeros(volumes[0].shape, dtype=torch.bool)
+    for i in range(len(found)):
+        if leaks[i] > cleanest + leaky_border:
+            noisy = True
+        else:
+            mask = mask | found[i]
     mask = clean_head(mask)
     if float(mask.to(torch.float32).mean().item()) < min_fraction:
         return torch.ones_like(mask), noisy
