@@ -64,6 +64,13 @@ Compile = Annotated[
         help="torch.compile the model: about 30 s once on a CPU, then about 1.2x faster; pays for many cases.",
     ),
 ]
+CudaGraphs = Annotated[
+    bool | None,
+    typer.Option(
+        "--cuda-graphs/--no-cuda-graphs",
+        help="Replay each batch shape's forward from a CUDA graph (default: on a GPU, unless --compile).",
+    ),
+]
 Threshold = Annotated[float | None, typer.Option(help=f"Lesion probability threshold. {_DEFAULT} 0.5.")]
 MinSize = Annotated[
     int | None, typer.Option("--min-size", min=0, help=f"Drop lesions smaller than this (voxels). {_DEFAULT} 0.")

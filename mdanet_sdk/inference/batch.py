@@ -178,6 +178,7 @@ SEGMENTER_OPTIONS = (
     "channels_last",
     "optimize",
     "compile",
+    "cuda_graphs",
 )
 
 

@@ -5,7 +5,8 @@
   feature map fewer, the same function up to float rounding (~1e-6 relative).
 * :func:`optimize_for_inference`: the folding, then the weights in ``channels_last`` (NHWC) order, the layout
   oneDNN's CPU convolutions run fastest in (the inputs are made channels_last by the
-  :class:`~mdanet_sdk.inference.predictor.Predictor`); optionally ``torch.compile``.
+  :class:`~mdanet_sdk.inference.predictor.Predictor`); optionally ``torch.compile``, or on CUDA the forward
+  replayed from CUDA graphs (:class:`~mdanet_sdk.inference.cuda_graphs.GraphedNetwork`).
 * :func:`auto_batch_size`: slices per forward pass from the activation footprint of one slice, since on a
   CPU a batch whose activations leave the cache is slower per slice (measured: the ``paper`` preset at 256²
   runs 2.1 slices/s at batch 1 and 1.4 at batch 4).
@@ -22,6 +23,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.inference.cuda_graphs import GraphedNetwork
 
 if TYPE_CHECKING:
     from mdanet_sdk.train.checkpoint import Checkpoint
@@ -93,7 +95,13 @@ def fold_batchnorm(model: nn.Module) -> int:
 
 
 def optimize_for_inference(
-    model: nn.Module, device: torch.device, *, fold: bool = True, channels_last: bool = False, compile: bool = False
+    model: nn.Module,
+    device: torch.device,
+    *,
+    fold: bool = True,
+    channels_last: bool = False,
+    compile: bool = False,
+    cuda_graphs: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``model`` (in eval mode, on ``device``) made faster for inference, in place where it is a module.
 
@@ -104,9 +112,11 @@ def optimize_for_inference(
         channels_last: store the 4-D weights in channels_last order.
         compile: wrap it in ``torch.compile`` (inductor): compiled on the first batch (~28 s on a 2-core CPU
             for the ``small`` preset) and once more for the first shorter batch, then ~1.2x faster per batch.
+        cuda_graphs: on CUDA and without ``compile``, replay each batch shape's forward from a CUDA graph
+            (:class:`~mdanet_sdk.inference.cuda_graphs.GraphedNetwork`); ignored elsewhere.
 
     Returns:
-        the module, or its compiled wrapper.
+        the module, or its compiled or graphed wrapper.
     """
     if fold:
         folded = fold_batchnorm(model)
@@ -117,6 +127,8 @@ def optimize_for_inference(
         # Default dynamism: the first batch shape compiles a static graph; a second one (a case's last, shorter
         # batch) recompiles once with a dynamic batch size, which then serves every remainder.
         return torch.compile(model)
+    if cuda_graphs and device.type == "cuda":
+        return GraphedNetwork(model)
     return model
 
 
@@ -128,12 +140,10 @@ def build_networks(
     fold: bool = True,
     channels_last: bool = False,
     compile: bool = False,
+    cuda_graphs: bool = False,
 ) -> list[Callable[[torch.Tensor], torch.Tensor]]:
     """Each checkpoint's network built with op implementation ``ops``, on ``device``, in eval mode, and made
-    faster for inference (:func:`optimize_for_inference` with ``fold``, ``channels_last``, ``compile``)."""
-    return [
-        optimize_for_inference(
-            c.build_model(ops=ops).to(device).eval(), device, fold=fold, channels_last=channels_last, compile=compile
-        )
-        for c in checkpoints
-    ]
+    faster for inference (:func:`optimize_for_inference` with ``fold``, ``channels_last``, ``compile``,
+    ``cuda_graphs``)."""
+    options = {"fold": fold, "channels_last": channels_last, "compile": compile, "cuda_graphs": cuda_graphs}
+    return [optimize_for_inference(c.build_model(ops=ops).to(device).eval(), device, **options) for c in checkpoints]

@@ -81,6 +81,9 @@ class Segmenter:
             to networks built here, not to ``models`` given.
         compile: ``torch.compile`` the networks built here: tens of seconds of compilation on a CPU before the
             first batch (once per batch shape), then faster; pays for many cases, not for one.
+        cuda_graphs: replay each batch shape's forward from a CUDA graph (:mod:`~mdanet_sdk.inference.cuda_graphs`;
+            a network that cannot be captured runs eagerly, with a warning); ``None`` (default): on CUDA unless
+            ``compile``.
         retain_memory: keep freed tensor memory in the process for the next batch instead of returning it to
             the kernel (:func:`~mdanet_sdk.device.retain_cpu_memory`, process-wide, glibc); ``None`` (default):
             on a CPU.
@@ -133,6 +136,7 @@ class Segmenter:
         optimize: bool = True,
         compile: bool = False,
         retain_memory: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         if not checkpoints:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
@@ -158,13 +162,9 @@ class Segmenter:
         self.retains_memory = (
             device_.type == "cpu" if retain_memory is None else retain_memory
         ) and retain_cpu_memory()
-        nets = (
-            list(models)
-            if models is not None
-            else build_networks(
-                checkpoints, device_, ops=ops, fold=optimize, channels_last=channels_last, compile=compile
-            )
-        )
+        built = {"fold": optimize, "channels_last": channels_last, "compile": compile}
+        built["cuda_graphs"] = not compile if cuda_graphs is None else cuda_graphs
+        nets = list(models) if models is not None else build_networks(checkpoints, device_, ops=ops, **built)
         # One name per model, to say which one is broken (numbered when models were given without one each).
         numbered = [f"{self.name} #{i + 1}" for i in range(len(nets))]
         self.predictor = Predictor(
@@ -300,7 +300,7 @@ class Segmenter:
             trust: load a checkpoint that carries no integrity record (written by an older mdanet-sdk or by
                 hand); damaged files are refused either way (:func:`~mdanet_sdk.train.checkpoint.load_checkpoint`).
             options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``, ``prefetch``, ``ops``,
-                ``channels_last``, ``optimize``, ``compile``, ``retain_memory``.
+                ``channels_last``, ``optimize``, ``compile``, ``retain_memory``, ``cuda_graphs``.
 
         Raises:
             CheckpointError: a file is missing, damaged, not a checkpoint, or the folds are incompatible.
