@@ -30,6 +30,12 @@ def test_quantiles_are_numpys(n):
     got = stats.quantiles(torch.from_numpy(values), [0.005, 0.25, 0.5, 0.75, 0.995])
     assert np.allclose(got, np.percentile(values, [0.5, 25, 50, 75, 99.5]), rtol=1e-6, atol=1e-7)
     assert stats.median(torch.from_numpy(values)) == pytest.approx(float(np.median(values)), abs=1e-6)
+    # One or two at a time (selection; near the top through topk), also with ties.
+    ties = np.round(values * 2) / 2
+    for data in (values, ties):
+        for qs in ([0.999], [0.96, 0.5], [0.0], [1.0], [0.95, 0.05]):
+            got = stats.quantiles(torch.from_numpy(data), qs)
+            assert np.allclose(got, np.percentile(data, [100 * q for q in qs]), rtol=1e-6, atol=1e-7), qs
 
 
 @pytest.mark.parametrize("index", range(len(MASKS)))

@@ -157,16 +157,32 @@ def normalize_relative(
     lesion), and everything outside ``mask`` -1. Falls back to :func:`normalize_zscore` for a map that is not a
     non-negative physical quantity (:func:`not_a_ratio_scale`). Returns float32 of ``volume``'s shape.
     """
+    out = torch.empty(volume.shape, dtype=torch.float32, device=volume.device)
+    _relative_into(out, volume, mask, clip_low, clip_high, ceiling)
+    return out
+
+
+def _relative_into(
+    out: Tensor, volume: Tensor, mask: Tensor, clip_low: float, clip_high: float, ceiling: float
+) -> bool:
+    """:func:`normalize_relative` written into ``out`` (in place: no temporaries of the volume's size);
+    returns whether it fell back to z-scores."""
     inside = volume[mask]
     if not_a_ratio_scale(inside):
-        return normalize_zscore(volume, mask, clip_low, clip_high)
+        out.copy_(normalize_zscore(volume, mask, clip_low, clip_high))
+        return True
     reference = median(inside[inside > 0])
-    ratio = (volume / reference).clamp(0.0, ceiling + 1.0)
-    return (torch.where(mask, ratio, torch.zeros_like(ratio)) - 1.0).to(torch.float32)
+    out.copy_(volume).div_(reference).clamp_(0.0, ceiling + 1.0).masked_fill_(~mask, 0.0).sub_(1.0)
+    return False
 
 
 def normalize_volumes(
-    volumes: List[Tensor], mask: Tensor, normalization: str, clip_low: float, clip_high: float
+    volumes: List[Tensor],
+    mask: Tensor,
+    normalization: str,
+    clip_low: float,
+    clip_high: float,
+    ceiling: float = RELATIVE_MAX,
 ) -> Tuple[Tensor, bool]:
     """Normalise each modality with its statistics inside ``mask``.
 
@@ -175,17 +191,17 @@ def normalize_volumes(
         mask: bool ``(X, Y, Z)``, not empty.
         normalization: ``"relative"`` or ``"zscore"``.
         clip_low, clip_high: percentiles (0-100) for z-scores.
+        ceiling: the relative normalisation's clip (:data:`RELATIVE_MAX`).
 
     Returns:
         ``(normalised (C, X, Y, Z) float32, fell_back)``: ``fell_back`` when a modality asked to be normalised
         relatively was z-scored instead.
     """
-    out: List[Tensor] = []
+    out = torch.empty([len(volumes)] + list(volumes[0].shape), dtype=torch.float32, device=volumes[0].device)
     fell_back = False
-    for volume in volumes:
+    for c, volume in enumerate(volumes):
         if normalization == "relative":
-            fell_back = fell_back or not_a_ratio_scale(volume[mask])
-            out.append(normalize_relative(volume, mask, clip_low, clip_high))
+            fell_back = _relative_into(out[c], volume, mask, clip_low, clip_high, ceiling) or fell_back
         else:
-            out.append(normalize_zscore(volume, mask, clip_low, clip_high))
-    return torch.stack(out), fell_back
+            out[c].copy_(normalize_zscore(volume, mask, clip_low, clip_high))
+    return out, fell_back

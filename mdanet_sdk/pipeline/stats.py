@@ -5,7 +5,7 @@ TorchScript-compatible: the same functions run eagerly in Python and inside expo
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 import torch
 from torch import Tensor
@@ -30,22 +30,37 @@ def quantiles(values: Tensor, qs: List[float]) -> List[float]:
     n = flat.numel()
     if n == 0:
         raise ValueError("quantiles of an empty set of values")
-    positions: List[int] = []
-    for q in qs:
-        position = q * (n - 1)
-        positions.append(int(position))
-        positions.append(min(int(position) + 1, n - 1))
-    if len(qs) <= 2:  # a few order statistics: selection, O(n) each
-        picked = [float(torch.kthvalue(flat, k + 1).values.item()) for k in positions]
-    else:
-        ordered = torch.sort(flat).values
-        picked = [float(ordered[k].item()) for k in positions]
+    many = len(qs) > 2  # many order statistics: one sort; a few: selection, O(n) each
+    ordered = torch.sort(flat).values if many else flat
     out: List[float] = []
-    for i, q in enumerate(qs):
-        low, high = picked[2 * i], picked[2 * i + 1]
-        fraction = q * (n - 1) - int(q * (n - 1))
-        out.append(low + (high - low) * fraction)
+    for q in qs:
+        low = int(q * (n - 1))
+        fraction = q * (n - 1) - low
+        high = min(low + 1, n - 1)
+        if many:
+            a, b = float(ordered[low].item()), float(ordered[high].item())
+        else:
+            a, b = _order_statistics(flat, low, high, fraction == 0.0)
+        out.append(a if fraction == 0.0 else a + (b - a) * fraction)
     return out
+
+
+def _order_statistics(flat: Tensor, low: int, high: int, low_only: bool) -> Tuple[float, float]:
+    """The ``low``-th and ``high``-th smallest values (0-based, ``high`` = ``low`` or ``low + 1``) by selection.
+
+    Near the top (the head mask's 99.9th percentile of a whole volume) one ``topk`` keeps the few values from
+    ``low`` up and both come from them; elsewhere a ``kthvalue`` each (one when ``low_only``).
+    """
+    n = flat.numel()
+    above = n - low
+    if above * 20 <= n:  # at most 5 % of the values from ``low`` up
+        top = torch.topk(flat, above, largest=True, sorted=False).values
+        two = torch.topk(top, min(2, above), largest=False, sorted=True).values
+        return float(two[0].item()), float(two[-1].item())
+    a = float(torch.kthvalue(flat, low + 1).values.item())
+    if low_only or high == low:
+        return a, a
+    return a, float(torch.kthvalue(flat, high + 1).values.item())
 
 
 def median(values: Tensor) -> float:
