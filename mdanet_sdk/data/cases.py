@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,11 @@ class CaseSource:
                     f"case {self.case_id} has no {name} image (found: {', '.join(self.paths) or 'none'}); "
                     f"add the {name} file or choose other modalities."
                 )
-        volumes = {name: load_volume(self.paths[name], name=f"{name} ({self.paths[name]})") for name in names}
+        # Decompressing and checking each file mostly releases the GIL: read them side by side (the first
+        # failing modality in order raises, as one after the other would).
+        with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1))) as pool:
+            read = pool.map(lambda name: load_volume(self.paths[name], name=f"{name} ({self.paths[name]})"), names)
+            volumes = dict(zip(names, read))
         reference = volumes[names[0]]
         for name, volume in volumes.items():
             if volume.data.ndim != 3:
