@@ -259,7 +259,14 @@ def test_staged_mask_is_the_segmenters_bit_for_bit(tmp_path, kind):
     assert 0 < result.mask.sum() < result.mask.size
 
 
-TODAY = {"precision": "fp32", "batch": 16, "memory_format": "contiguous", "compiled": False, "retain_memory": False}
+TODAY = {
+    "precision": "fp32",
+    "batch": 16,
+    "memory_format": "contiguous",
+    "compiled": False,
+    "retain_memory": False,
+    "tta_screen": False,
+}
 
 
 def test_defaults_comparison_alternates_today_and_defaults(tmp_path):
@@ -275,7 +282,7 @@ def test_defaults_comparison_alternates_today_and_defaults(tmp_path):
         # today is fp32 + contiguous + batch 16 + eager + memory handed back, whatever the defaults become; each
         # variant ran in its own process, so the defaults' process-wide memory setting did not reach today's
         assert {k: today[k] for k in TODAY} == TODAY
-        assert new["retain_memory"] is True and new["memory_format"] == "channels_last"
+        assert new["retain_memory"] is True and new["memory_format"] == "channels_last" and new["tta_screen"] is True
         assert today["options"] == {"tta": False, **defaults.TODAY_OPTIONS} and new["options"] == {"tta": False}
         assert today["total_ms"].n == new["total_ms"].n == 3 and r.round_ratio.n == 3
         assert r.ratio == pytest.approx(today["total_ms"].median / new["total_ms"].median)
@@ -316,6 +323,7 @@ def test_describe_segmenter_reads_what_runs():
     segmenter = random_segmenter("small", "mri", batch=3)
     model = segmenter.predictor.models[0]
     model.to(memory_format=torch.contiguous_format)
+    segmenter.predictor.tta_screen = 0.0
     assert defaults.describe_segmenter(segmenter) == {**TODAY, "batch": 3, "retain_memory": segmenter.retains_memory}
     model.to(memory_format=torch.channels_last)
     assert defaults.describe_segmenter(segmenter)["memory_format"] == "channels_last"

@@ -30,6 +30,8 @@ from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.inference import Segmenter, precision_check
 from mdanet_sdk.inference.inputs import case_from_arrays
+from mdanet_sdk.inference.postprocess import PostprocessConfig
+from mdanet_sdk.inference.predictor import TTA_SCREEN, Predictor
 from mdanet_sdk.inference.optimize import auto_batch_size, fold_batchnorm, optimize_for_inference
 from mdanet_sdk.inference.transfer import MAX_BUFFERS, HostStaging
 from mdanet_sdk.metrics import dsc
@@ -106,6 +108,71 @@ def test_defaults_keep_the_mask_of_the_real_case() -> None:
     a, b = today.predict(REAL), new.predict(REAL)
     assert a.mask.sum() > 0
     assert np.abs(a.probability - b.probability).max() < 1e-4 and dsc(a.mask, b.mask) >= 0.999
+
+
+# -- TTA screen: flips only for slices with a lesion candidate ----------------------------------------------------
+class _SpotModel(torch.nn.Module):
+    """Logits whose lesion probability is high where channel 0 is above 0.5, with a left-right bias so that
+    the flips disagree (their average differs from the un-flipped pass); records each batch size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        ramp = torch.linspace(0.0, 2.0, x.shape[-1])
+        lesion = 12.0 * (x[:, 0] - 0.5) + ramp
+        return torch.stack([torch.zeros_like(lesion), lesion], dim=1)
+
+
+def test_tta_screen_flips_only_the_slices_with_a_candidate() -> None:
+    x = torch.zeros(4, 1, 16, 16)
+    x[1, 0, 4:8, 4:8] = 1.0  # slices 1 and 3 hold a bright spot, 0 and 2 nothing
+    x[3, 0, 10:14, 2:6] = 1.0
+    settings = PostprocessConfig(tta=True, threshold=0.5)
+    model = _SpotModel()
+    full = Predictor([model], ["m"], CPU, "fp32", settings, 4, tta_screen=0.0).probabilities(x)
+    assert model.batches == [4, 4, 4, 4]
+    model.batches.clear()
+    screened = Predictor([model], ["m"], CPU, "fp32", settings, 4, tta_screen=TTA_SCREEN).probabilities(x)
+    assert model.batches == [4, 2, 2, 2]  # the un-flipped pass on all four, the flips on the two with a spot
+    torch.testing.assert_close(screened[[1, 3]], full[[1, 3]])
+    plain = torch.sigmoid(12.0 * (x[[0, 2], 0] - 0.5) + torch.linspace(0.0, 2.0, 16))
+    torch.testing.assert_close(screened[[0, 2]], plain)  # the un-flipped probability, far under the threshold
+    assert float(screened[[0, 2]].max()) < TTA_SCREEN * settings.threshold
+    assert not torch.allclose(full[[0, 2]], plain)  # the flips did differ there: the screen skipped real work
+
+
+def _screen_dice(seg: Segmenter, case: object) -> float:
+    masks = []
+    for screen in (0.0, TTA_SCREEN):
+        seg.predictor.tta_screen = screen
+        if hasattr(case, "affine"):
+            result = seg.predict_arrays(case.images, case.affine)  # type: ignore[attr-defined]
+        else:
+            result = seg.predict(case)  # type: ignore[arg-type]
+        masks.append(result.mask)
+    return 1.0 if not masks[0].any() and not masks[1].any() else dsc(masks[0], masks[1])
+
+
+@bundled
+@pytest.mark.parametrize("kind", ["mri", "ctp"])
+def test_tta_screen_keeps_the_masks_of_unseen_phantoms(kind: Kind) -> None:
+    from mdanet_sdk.data.phantom import make_phantom
+
+    seg = Segmenter.default(kind, device="cpu", tta=True)
+    layout = "isles22" if kind == "mri" else "isles18"
+    cases = [make_phantom(layout, 9100 + i, domain=d) for i, d in enumerate(("classic", "randomised"))]
+    for case in [*cases, ood_case(kind, 0), ood_case(kind, 1)]:
+        assert _screen_dice(seg, case) >= 0.99
+
+
+@bundled
+@real_case
+def test_tta_screen_keeps_the_mask_of_the_real_case() -> None:
+    seg = Segmenter.default("mri", device="cpu", tta=True)
+    assert _screen_dice(seg, REAL) >= 0.99
 
 
 # -- bf16 against fp32 ----------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: The Segmenter options that reproduce today's behaviour (before issue 17): fp32, batch 16, contiguous memory,
-#: batch norms not folded, not compiled, freed memory handed back to the kernel. The defaults' optimisations are
+#: batch norms not folded, not compiled, freed memory handed back to the kernel, every slice flipped for TTA. The defaults' optimisations are
 #: each switched off here by name, so a new one needs a line here too (the test of this module checks that today
 #: stays contiguous, fp32, batch 16, eager, memory handed back).
 TODAY_OPTIONS: dict[str, Any] = {
@@ -50,6 +50,7 @@ TODAY_OPTIONS: dict[str, Any] = {
     "optimize": False,
     "compile": False,
     "retain_memory": False,
+    "tta_screen": False,
 }
 
 
@@ -174,8 +175,9 @@ def start_variants(kind: str, device: torch.device, common: dict[str, Any], sour
 def describe_segmenter(segmenter: Any) -> dict[str, Any]:
     """What ``segmenter`` runs with, read from it: ``precision``, ``batch`` (``auto`` when chosen per model grid
     by footprint), ``memory_format`` of its first model's convolution weights (``channels_last`` or
-    ``contiguous``), ``compiled`` (a ``torch.compile`` wrapper) and ``retain_memory`` (freed memory kept in the
-    process, :func:`~mdanet_sdk.device.retain_cpu_memory`)."""
+    ``contiguous``), ``compiled`` (a ``torch.compile`` wrapper), ``retain_memory`` (freed memory kept in the
+    process, :func:`~mdanet_sdk.device.retain_cpu_memory`) and ``tta_screen`` (TTA flips only the slices with a
+    lesion candidate)."""
     model = segmenter.predictor.models[0]
     # A weight whose two layouts differ in memory: 1×1 kernels or a single input channel are both at once.
     weight = next(
@@ -195,6 +197,7 @@ def describe_segmenter(segmenter: Any) -> dict[str, Any]:
         "memory_format": "channels_last" if channels_last else "contiguous",
         "compiled": "Optimized" in type(model).__name__,
         "retain_memory": segmenter.retains_memory,
+        "tta_screen": segmenter.predictor.tta_screen > 0,
     }
 
 

@@ -280,8 +280,8 @@ class DefaultsRecord:
 
     ``variants`` maps ``today`` and ``defaults`` → ``{"options": the Segmenter options passed, "precision",
     "batch", "memory_format" (``contiguous``/``channels_last``, of the weights), "compiled", "retain_memory"
-    (freed memory kept in the process), "total_ms": Stats
-    of predict + save, "slices_per_s"}``. ``ratio`` is today's median over the defaults' median (> 1: the
+    (freed memory kept in the process), "tta_screen" (TTA flips only slices with a lesion candidate),
+    "total_ms": Stats of predict + save, "slices_per_s"}``. ``ratio`` is today's median over the defaults' median (> 1: the
     defaults are faster); ``round_ratio`` the Stats of the per-round ratios; ``mask_dice`` the Dice between
     the two variants' masks (1.0 when both are empty).
     """

@@ -146,10 +146,11 @@ def _segment_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[s
 
 def _variant_label(variant: dict[str, Any]) -> str:
     """A variant of the today/defaults comparison in a few words: ``contiguous`` (+ ``compiled``, + ``memory
-    kept``)."""
+    kept``, + ``TTA screened``)."""
     compiled = " compiled" if variant["compiled"] else ""
     kept = " memory kept" if variant.get("retain_memory") else ""  # absent in schema-3 files before it
-    return f"{variant['memory_format']}{compiled}{kept}"
+    screened = " TTA screened" if variant.get("tta_screen") else ""  # absent in files before the screen
+    return f"{variant['memory_format']}{compiled}{kept}{screened}"
 
 
 def _defaults_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[str, str]]:

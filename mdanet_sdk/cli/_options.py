@@ -71,6 +71,13 @@ CudaGraphs = Annotated[
         help="Replay each batch shape's forward from a CUDA graph (default: on a GPU, unless --compile).",
     ),
 ]
+TtaScreen = Annotated[
+    bool,
+    typer.Option(
+        "--tta-screen/--no-tta-screen",
+        help="With TTA, flip only the slices where the model sees a lesion candidate (same mask, less work).",
+    ),
+]
 Threshold = Annotated[float | None, typer.Option(help=f"Lesion probability threshold. {_DEFAULT} 0.5.")]
 MinSize = Annotated[
     int | None, typer.Option("--min-size", min=0, help=f"Drop lesions smaller than this (voxels). {_DEFAULT} 0.")

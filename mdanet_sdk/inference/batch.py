@@ -179,6 +179,7 @@ SEGMENTER_OPTIONS = (
     "optimize",
     "compile",
     "cuda_graphs",
+    "tta_screen",
 )
 
 

@@ -23,7 +23,12 @@ from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.transfer import HostStaging
 from mdanet_sdk.pipeline.volume import lesion_probability, tta_flips
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "TTA_SCREEN"]
+
+#: The default TTA screen of the Segmenter: flips only for slices whose un-flipped probability reaches a quarter
+#: of the threshold somewhere. A voxel of a screened-out slice would need the three flips to average above
+#: 1.25x the threshold, while its own un-flipped probability is under a quarter of it, to change the mask.
+TTA_SCREEN = 0.25
 
 
 class Predictor:
@@ -40,6 +45,10 @@ class Predictor:
         channels_last: give the models their input in channels_last order (for models whose weights are
             channels_last, :func:`~mdanet_sdk.inference.optimize.optimize_for_inference`).
         config: the network's config, for the automatic batch size (``None``: 16 slices when automatic).
+        tta_screen: with TTA, run the three flipped passes only on the slices whose un-flipped probability
+            reaches ``tta_screen * threshold`` somewhere (:data:`TTA_SCREEN`); the other slices keep their
+            un-flipped probability, far below the threshold, so the mask is the same in substance for a
+            fraction of the work (most slices of a case hold no lesion). 0 runs every flip on every slice.
     """
 
     def __init__(
@@ -53,12 +62,16 @@ class Predictor:
         *,
         channels_last: bool = False,
         config: MDANetConfig | None = None,
+        tta_screen: float = 0.0,
     ) -> None:
         if len(names) != len(models):
             raise ValueError("Predictor needs one name per model.")
         self.models, self.names = list(models), list(names)
         self.device, self.precision, self.settings, self.batch_size = device, precision, settings, batch_size
         self.channels_last, self.config = channels_last, config
+        if not 0.0 <= tta_screen <= 1.0:
+            raise ValueError(f"tta_screen is a fraction of the threshold in [0, 1], got {tta_screen}.")
+        self.tta_screen = tta_screen
         self._staging = HostStaging(device)
 
     def batch_for(self, grid: tuple[int, int]) -> int:
@@ -72,7 +85,8 @@ class Predictor:
     def probabilities(self, x: torch.Tensor, source: str = "these slices") -> torch.Tensor:
         """Lesion probability of preprocessed slices, averaged over the models and (with TTA) the flips.
 
-        ``p = 1 / (M F) * sum_m sum_f flip_f(softmax(model_m(flip_f(x)))[:, 1])``.
+        ``p = 1 / (M F) * sum_m sum_f flip_f(softmax(model_m(flip_f(x)))[:, 1])``, with ``F = 1`` (un-flipped
+        only) on the slices the TTA screen leaves out (``tta_screen``).
 
         Args:
             x: ``(B, C, H, W)`` float32 slices on the model grid (H, W multiples of 16), on any device.
@@ -89,20 +103,55 @@ class Predictor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         total = torch.zeros((x.shape[0], *x.shape[2:]), dtype=torch.float32, device=self.device)
-        flips = tta_flips(self.settings.tta)
         for model, name in zip(self.models, self.names):
-            finite = torch.ones((), dtype=torch.bool, device=self.device)
-            for dims in flips:
-                with autocast(self.device, self.precision):
-                    logits = model(x.flip(dims) if dims else x)
-                # NaN logits give NaN probabilities, which pass no threshold: a silent "0 lesions". One
-                # reduction per forward, read once per model (one device sync, not one per flip).
-                finite &= torch.isfinite(logits).all()
-                lesion = lesion_probability(logits)  # (B, H, W)
-                total += lesion.flip(dims) if dims else lesion
-            if not finite:
-                self._refuse_non_finite(x, name, source)
-        return (total / (len(self.models) * len(flips))).cpu()
+            total += self._model_probability(model, name, x, source)
+        return (total / len(self.models)).cpu()
+
+    def _model_probability(
+        self, model: Callable[[torch.Tensor], torch.Tensor], name: str, x: torch.Tensor, source: str
+    ) -> torch.Tensor:
+        """One model's lesion probability ``(B, H, W)`` of ``x``, averaged over the flips of the slices that pass
+        the TTA screen (all slices when ``tta_screen`` is 0), un-flipped elsewhere."""
+        lesion, finite = self._forward(model, x, [])
+        flips = tta_flips(self.settings.tta)[1:]
+        if flips:
+            screened = self._screened(lesion)
+            sub = x if screened is None else x[screened]
+            if self.channels_last:  # indexing may hand back contiguous slices
+                sub = sub.contiguous(memory_format=torch.channels_last)
+            if sub.shape[0]:
+                total = lesion if screened is None else lesion[screened]
+                for dims in flips:
+                    flipped, ok = self._forward(model, sub.flip(dims), dims)
+                    total = total + flipped
+                    finite &= ok
+                average = total / (len(flips) + 1)
+                if screened is None:
+                    lesion = average
+                else:
+                    lesion[screened] = average
+        # NaN logits give NaN probabilities, which pass no threshold: a silent "0 lesions". One reduction per
+        # forward, read once per model (one device sync, not one per flip).
+        if not finite:
+            self._refuse_non_finite(x, name, source)
+        return lesion
+
+    def _forward(
+        self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, dims: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(probability (B, H, W) flipped back along dims, whether the logits are all finite)``."""
+        with autocast(self.device, self.precision):
+            logits = model(x)
+        lesion = lesion_probability(logits)
+        return (lesion.flip(dims) if dims else lesion), torch.isfinite(logits).all()
+
+    def _screened(self, lesion: torch.Tensor) -> torch.Tensor | None:
+        """Indices of the slices whose un-flipped probability reaches the screen; ``None``: every slice (no
+        screen)."""
+        if not self.tta_screen:
+            return None
+        peak = lesion.flatten(1).amax(dim=1)
+        return torch.nonzero(peak >= self.tta_screen * self.settings.threshold).flatten()
 
     def _refuse_non_finite(self, x: torch.Tensor, name: str, source: str) -> None:
         """Raise the error for non-finite logits of model ``name``: the input's fault only if it is not finite."""

@@ -48,7 +48,7 @@ from mdanet_sdk.inference.optimize import build_networks
 from mdanet_sdk.inference.pipeline import CaseStream, Loaded, Pending
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.precision_check import MIN_PROBE_DICE, reduced_precision_agrees
-from mdanet_sdk.inference.predictor import Predictor
+from mdanet_sdk.inference.predictor import TTA_SCREEN, Predictor
 from mdanet_sdk.inference.provenance import SYNTHETIC_NOTICE, file_sha256, trained_on_synthetic
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult, finish_case
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
@@ -88,6 +88,10 @@ class Segmenter:
             the kernel (:func:`~mdanet_sdk.device.retain_cpu_memory`, process-wide, glibc); ``None`` (default):
             on a CPU.
         tta: average over the 4 in-plane flips (none, H, W, both).
+        tta_screen: with TTA, flip only the slices whose un-flipped probability reaches a quarter of the
+            threshold somewhere (:data:`~mdanet_sdk.inference.predictor.TTA_SCREEN`); the others keep their
+            un-flipped probability, far below the threshold: the same mask in substance for less work (most
+            slices hold no lesion). ``False`` flips every slice.
         threshold: a voxel is lesion when its probability is above this.
         min_size: lesions of fewer voxels are removed (26-connectivity); 0 keeps all.
         max_adc_ratio: lesions whose median ADC is above this multiple of the case's parenchymal ADC are
@@ -137,6 +141,7 @@ class Segmenter:
         compile: bool = False,
         retain_memory: bool | None = None,
         cuda_graphs: bool | None = None,
+        tta_screen: bool = True,
     ) -> None:
         if not checkpoints:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
@@ -176,6 +181,7 @@ class Segmenter:
             batch_size,
             channels_last=channels_last,
             config=first.model_config,
+            tta_screen=TTA_SCREEN if tta_screen else 0.0,
         )
         self.settings = settings  # checked against the model's inputs
         self.precision_note = ""
@@ -300,7 +306,7 @@ class Segmenter:
             trust: load a checkpoint that carries no integrity record (written by an older mdanet-sdk or by
                 hand); damaged files are refused either way (:func:`~mdanet_sdk.train.checkpoint.load_checkpoint`).
             options: ``batch_size``, ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``, ``prefetch``, ``ops``,
-                ``channels_last``, ``optimize``, ``compile``, ``retain_memory``, ``cuda_graphs``.
+                ``channels_last``, ``optimize``, ``compile``, ``retain_memory``, ``cuda_graphs``, ``tta_screen``.
 
         Raises:
             CheckpointError: a file is missing, damaged, not a checkpoint, or the folds are incompatible.
