@@ -304,6 +304,31 @@ def test_defaults_comparison_alternates_today_and_defaults(tmp_path):
     assert "mask Dice vs today" in rows[1]["notes"]
 
 
+def test_defaults_comparison_on_a_users_case(tmp_path, monkeypatch):
+    """--case adds a record per case found, with the bundled weights of its kind, named by its id."""
+    from mdanet_sdk.data.phantom import write_dataset
+
+    data = write_dataset(tmp_path / "mine", "isles22", n_cases=1, seed=5, shape=(48, 48, 3))
+    monkeypatch.setattr(defaults, "VOLUMES", {})  # the phantoms are the test above's
+    settings = BenchSettings.quick_run(sections=("segment",), warmup=0, repeats=3, device="cpu", cases=(str(data),))
+    (record,) = bench_defaults(settings, tmp_path / "work")
+    (source,) = find_cases(data)
+    assert (record.case, record.kind, record.weights, record.shape, record.status) == (
+        source.case_id,
+        "mri",
+        "default-mri",
+        (48, 48, 3),
+        "ok",
+    )
+    assert record.ratio is not None and record.ratio > 0 and record.mask_dice is not None
+    assert nib.load(tmp_path / "work" / f"case-{source.case_id}" / "defaults-mri-defaults.nii.gz").shape == (48, 48, 3)
+    report = BenchmarkReport(machine=machine_info("cpu"), settings=settings, segment_defaults=[record])
+    rows = [row for row in summary_rows(report) if row["backend"] in ("today", "defaults")]
+    assert rows[0]["what"] == f"mri {source.case_id} 48×48×3 default-mri"
+    with pytest.raises(InputError, match="does not exist"):
+        bench_defaults(BenchSettings.quick_run(cases=(str(tmp_path / "nowhere"),)), tmp_path / "w2")
+
+
 def test_defaults_comparison_reports_missing_weights(tmp_path, monkeypatch):
     def missing(kind, device, common, source, workdir):
         raise CheckpointError(f"default-{kind} is not bundled with this installation.")

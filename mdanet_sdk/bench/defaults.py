@@ -27,7 +27,7 @@ from mdanet_sdk.bench.records import VOLUMES, BenchSettings, DefaultsRecord
 from mdanet_sdk.bench.runners import Progress, one_line, quiet
 from mdanet_sdk.bench.segment import phantom_dataset
 from mdanet_sdk.bench.timing import Stats, measure_interleaved
-from mdanet_sdk.errors import MDANetError
+from mdanet_sdk.errors import InputError, MDANetError
 
 __all__ = [
     "TODAY_OPTIONS",
@@ -208,18 +208,26 @@ def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
-def _compare(kind: str, source: Any, settings: BenchSettings, workdir: Path, progress: Progress) -> DefaultsRecord:
-    """The record of one modality kind: both variants started, timed round-robin, masks compared."""
+def _compare(
+    kind: str,
+    source: Any,
+    shape: tuple[int, int, int],
+    settings: BenchSettings,
+    workdir: Path,
+    progress: Progress,
+    case: str = "phantom",
+) -> DefaultsRecord:
+    """The record of one case (of modality kind ``kind`` and grid ``shape``): both variants started, timed
+    round-robin, masks compared."""
     device = settings.resolved_device()
-    shape = settings.volume_shape(kind)
-    record = DefaultsRecord(kind=kind, shape=shape, weights=f"default-{kind}", device=str(device))
+    record = DefaultsRecord(kind=kind, shape=shape, weights=f"default-{kind}", device=str(device), case=case)
     common: dict[str, Any] = {"tta": False} if settings.quick else {}
     try:
         variants = start_variants(kind, device, common, source, workdir)
     except MDANetError as exc:
         record.status, record.reason = "unavailable", str(exc)
         return record
-    progress(f"segment {kind}: today vs defaults ({record.weights}), each in its own process")
+    progress(f"segment {kind} {case}: today vs defaults ({record.weights}), each in its own process")
     try:
         # Each call waits for its process's answer, so the device work is done when it returns.
         times = measure_interleaved(variants, warmup=max(1, settings.warmup), repeats=max(3, settings.repeats))
@@ -247,11 +255,35 @@ def _compare(kind: str, source: Any, settings: BenchSettings, workdir: Path, pro
 
 def bench_defaults(settings: BenchSettings, workdir: Path, progress: Progress = quiet) -> list[DefaultsRecord]:
     """Today's behaviour against the defaults, one record per modality kind (its phantom of
-    :meth:`BenchSettings.volume_shape`, the bundled weights of that kind)."""
+    :meth:`BenchSettings.volume_shape`, the bundled weights of that kind), then one per case found under each
+    of :attr:`BenchSettings.cases` (the bundled weights of its kind: ``mri`` when it holds a DWI, else ``ctp``).
+
+    Raises:
+        InputError: a path of ``settings.cases`` holds no case this package can read.
+    """
     from mdanet_sdk.data.cases import find_cases
 
     records = []
     for kind in VOLUMES:
         source = find_cases(phantom_dataset(kind, settings.volume_shape(kind), 1, workdir / "phantoms"))[0]
-        records.append(_compare(kind, source, settings, workdir, progress))
+        records.append(_compare(kind, source, settings.volume_shape(kind), settings, workdir, progress))
+    for path in settings.cases:
+        for source in _user_cases(Path(path)):
+            kind = "mri" if "dwi" in (source.modalities or tuple(source.paths)) else "ctp"
+            shape = next(iter(source.load(label=False).images.values())).shape
+            out = workdir / f"case-{source.case_id}"
+            out.mkdir(parents=True, exist_ok=True)
+            records.append(_compare(kind, source, shape, settings, out, progress, case=source.case_id))
     return records
+
+
+def _user_cases(path: Path) -> list[Any]:
+    """The cases under ``path`` (a dataset or case folder), refused with a sentence when there is none."""
+    from mdanet_sdk.data.cases import find_cases
+
+    if not path.exists():
+        raise InputError(f"benchmark case {path} does not exist; pass a case or dataset folder.")
+    sources = find_cases(path)
+    if not sources:
+        raise InputError(f"no case found under {path}; pass a case or dataset folder in a layout segment reads.")
+    return sources

@@ -68,6 +68,8 @@ class BenchSettings:
         segment_batch: slices per forward call in the segment and many sections.
         many_counts: case counts of the many section (one fresh process each).
         quick: label of a ``--quick`` run (stored in the JSON).
+        cases: case or dataset folders whose cases the segment section also segments by today's behaviour
+            and by the defaults (:mod:`~mdanet_sdk.bench.defaults`), besides its phantoms.
     """
 
     presets: tuple[str, ...] = ("paper", "small")
@@ -85,6 +87,7 @@ class BenchSettings:
     segment_batch: int = 8
     many_counts: tuple[int, ...] = (1, 2, 4, 8)
     quick: bool = False
+    cases: tuple[str, ...] = ()
 
     @classmethod
     def quick_run(cls, **overrides: Any) -> "BenchSettings":
@@ -283,7 +286,8 @@ class DefaultsRecord:
     (freed memory kept in the process), "tta_screen" (TTA flips only slices with a lesion candidate),
     "total_ms": Stats of predict + save, "slices_per_s"}``. ``ratio`` is today's median over the defaults' median (> 1: the
     defaults are faster); ``round_ratio`` the Stats of the per-round ratios; ``mask_dice`` the Dice between
-    the two variants' masks (1.0 when both are empty).
+    the two variants' masks (1.0 when both are empty). ``case`` is ``"phantom"``, or the id of a case of
+    :attr:`BenchSettings.cases`.
     """
 
     kind: str
@@ -296,6 +300,7 @@ class DefaultsRecord:
     ratio: float | None = None
     round_ratio: Stats | None = None
     mask_dice: float | None = None
+    case: str = "phantom"
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self)

@@ -157,7 +157,8 @@ def _defaults_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[
     """Rows of the today → defaults comparison: today's row, then the defaults' row with the ratio to today."""
     rows: list[dict[str, str]] = []
     for d in report.segment_defaults:
-        what = f"{d.kind} {'×'.join(map(str, d.shape))} {d.weights}"
+        case = "" if d.case == "phantom" else f" {d.case}"
+        what = f"{d.kind}{case} {'×'.join(map(str, d.shape))} {d.weights}"
         if d.status != "ok":
             rows.append(
                 {

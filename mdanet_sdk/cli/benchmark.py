@@ -87,6 +87,14 @@ def benchmark(
     device: Device = "auto",
     repeats: Annotated[int | None, typer.Option(help="Timed repeats per measurement (full: 5; quick: 3).")] = None,
     warmup: Annotated[int | None, typer.Option(help="Untimed warm-up rounds (1).")] = None,
+    case: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="PATH",
+            help="A case or dataset folder of yours, also segmented by today's behaviour and the defaults "
+            "(segment section; repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Measure throughput and latency per backend and batch size, end-to-end segmentation, predict_many
     scaling, the native ops and peer networks; print one table with ratios to eager."""
@@ -103,6 +111,7 @@ def benchmark(
         "device": device,
         "repeats": repeats,
         "warmup": warmup,
+        "cases": tuple(str(p) for p in case) if case else None,
     }
     options = {k: v for k, v in options.items() if v is not None}
     settings = BenchSettings.quick_run(**options) if quick else BenchSettings(**options)
