@@ -152,7 +152,7 @@ def test_peers_are_compared_with_eager_mdanet(tiny_report):
 def test_json_schema_is_stable(tiny_report, tmp_path):
     path = write_json(tiny_report, tmp_path / "out" / "bench.json")
     data = json.loads(path.read_text())
-    assert data["schema"] == "mdanet-sdk-benchmark" and data["schema_version"] == 3
+    assert data["schema"] == "mdanet-sdk-benchmark" and data["schema_version"] == 4
     assert set(data) == {
         "schema",
         "schema_version",

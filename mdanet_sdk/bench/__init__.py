@@ -32,7 +32,7 @@ Modules, one job each:
 - :mod:`.run`: :func:`run_benchmark`, the sections in order.
 - :mod:`.render`: the CLI table's rows, :func:`write_json`, :func:`plot_throughput`.
 
-The JSON layout written by :func:`write_json` is documented in ``benchmarks/README.md`` (``schema_version`` 3).
+The JSON layout written by :func:`write_json` is documented in ``benchmarks/README.md`` (``schema_version`` 4).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a benchmark run measures and what it found: :class:`BenchSettings`, one record type per section, and
 :class:`BenchmarkReport`, whose :meth:`~BenchmarkReport.to_dict` is the JSON layout documented in
-``benchmarks/README.md`` (``schema_version`` 3)."""
+``benchmarks/README.md`` (``schema_version`` 4)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ SCHEMA = "mdanet-sdk-benchmark"
 #: postprocess, write (1 had a restore stage holding restore and post-processing); the segment and predict_many
 #: records name the phantom's modality kind ``kind``, as the forward records do (1 called it ``volume``).
 #: 3: ``segment_defaults``, today's behaviour against the Segmenter's defaults (:class:`DefaultsRecord`).
-SCHEMA_VERSION = 3
+#: 4: a :class:`DefaultsRecord` names its ``case`` (``phantom`` or a ``--case`` id); its variants say ``tta_screen``.
+SCHEMA_VERSION = 4
 
 #: Forward backends, in table order. ``eager`` is the baseline every ratio refers to.
 BACKENDS = ("eager", "native", "torchscript", "exported", "tensorrt")
