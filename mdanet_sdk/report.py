@@ -65,6 +65,8 @@ class CaseReport:
         max_adc_ratio: lesions with a median ADC above this multiple of the parenchymal ADC were removed
             (0: no such gate).
         tta: whether flip test-time augmentation was used.
+        tta_screen: whether the flips ran only on the slices with a lesion candidate (the others' probability is
+            their un-flipped pass).
         warnings: sentences about repaired input problems.
         weights_sha256: the SHA-256 (hex) of each weights file, in the order of ``model`` (checkpoint files of an
             ensemble, the export artefact, or the bundled file); ``None`` for weights that came from no file.
@@ -90,6 +92,7 @@ class CaseReport:
     min_size: int
     tta: bool
     max_adc_ratio: float = 0.0
+    tta_screen: bool = False
     warnings: list[str] = field(default_factory=list)
     weights_sha256: list[str | None] = field(default_factory=list)
     package_version: str = __version__
@@ -156,8 +159,9 @@ def format_slices(slices: Sequence[int]) -> str:
 
 
 #: Version of the JSON report's layout: 2 added ``schema_version``, ``notices`` and, per case,
-#: ``weights_sha256``, ``package_version``, ``postprocess`` and ``notice`` (schema 1 keys are all kept).
-REPORT_SCHEMA_VERSION = 2
+#: ``weights_sha256``, ``package_version``, ``postprocess`` and ``notice`` (schema 1 keys are all kept); 3 added,
+#: per case, ``tta_screen`` (TTA flipped only the slices with a lesion candidate).
+REPORT_SCHEMA_VERSION = 3
 _DOCUMENT_KEYS = ("schema_version", "mdanet_sdk_version", "notices", "cases", "failed")
 
 

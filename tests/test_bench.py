@@ -282,7 +282,8 @@ def test_defaults_comparison_alternates_today_and_defaults(tmp_path):
         # today is fp32 + contiguous + batch 16 + eager + memory handed back, whatever the defaults become; each
         # variant ran in its own process, so the defaults' process-wide memory setting did not reach today's
         assert {k: today[k] for k in TODAY} == TODAY
-        assert new["retain_memory"] is True and new["memory_format"] == "channels_last" and new["tta_screen"] is True
+        assert new["retain_memory"] is True and new["memory_format"] == "channels_last"
+        assert new["tta_screen"] is False  # on by default, but --quick turns TTA off, so there is nothing to screen
         assert today["options"] == {"tta": False, **defaults.TODAY_OPTIONS} and new["options"] == {"tta": False}
         assert today["total_ms"].n == new["total_ms"].n == 3 and r.round_ratio.n == 3
         assert r.ratio == pytest.approx(today["total_ms"].median / new["total_ms"].median)
@@ -321,12 +322,30 @@ def test_defaults_comparison_on_a_users_case(tmp_path, monkeypatch):
         "ok",
     )
     assert record.ratio is not None and record.ratio > 0 and record.mask_dice is not None
-    assert nib.load(tmp_path / "work" / f"case-{source.case_id}" / "defaults-mri-defaults.nii.gz").shape == (48, 48, 3)
+    assert nib.load(tmp_path / "work" / "case-0" / "defaults-mri-defaults.nii.gz").shape == (48, 48, 3)
     report = BenchmarkReport(machine=machine_info("cpu"), settings=settings, segment_defaults=[record])
     rows = [row for row in summary_rows(report) if row["backend"] in ("today", "defaults")]
     assert rows[0]["what"] == f"mri {source.case_id} 48×48×3 default-mri"
-    with pytest.raises(InputError, match="does not exist"):
-        bench_defaults(BenchSettings.quick_run(cases=(str(tmp_path / "nowhere"),)), tmp_path / "w2")
+    with pytest.raises(InputError, match="does not exist"):  # refused before any section runs
+        run_benchmark(BenchSettings.quick_run(sections=("segment",), cases=(str(tmp_path / "nowhere"),)), tmp_path)
+    with pytest.raises(InputError, match="add segment to --sections"):
+        run_benchmark(BenchSettings.quick_run(sections=("ops",), cases=(str(data),)), tmp_path)
+
+
+def test_defaults_comparison_records_a_case_it_cannot_read(tmp_path, monkeypatch):
+    from mdanet_sdk.data.phantom import write_dataset
+
+    data = write_dataset(tmp_path / "mine", "isles22", n_cases=1, seed=5, shape=(48, 48, 3))
+    (source,) = find_cases(data)
+    next(iter(source.paths.values())).write_bytes(b"not a NIfTI file")
+    monkeypatch.setattr(defaults, "VOLUMES", {})
+    settings = BenchSettings.quick_run(sections=("segment",), warmup=0, device="cpu", cases=(str(data),))
+    (record,) = bench_defaults(settings, tmp_path / "work")
+    assert (record.case, record.status, record.ratio) == (source.case_id, "unavailable", None)
+    assert record.reason
+    report = BenchmarkReport(machine=machine_info("cpu"), settings=settings, segment_defaults=[record])
+    (row,) = [row for row in summary_rows(report) if row["backend"] == "today → defaults"]
+    assert row["what"] == source.case_id and row["notes"].startswith("unavailable: ")
 
 
 def test_defaults_comparison_reports_missing_weights(tmp_path, monkeypatch):
@@ -348,8 +367,9 @@ def test_describe_segmenter_reads_what_runs():
     segmenter = random_segmenter("small", "mri", batch=3)
     model = segmenter.predictor.models[0]
     model.to(memory_format=torch.contiguous_format)
-    segmenter.predictor.tta_screen = 0.0
     assert defaults.describe_segmenter(segmenter) == {**TODAY, "batch": 3, "retain_memory": segmenter.retains_memory}
+    segmenter.tta = True  # the screen (on by default) shows once there are flips to screen
+    assert defaults.describe_segmenter(segmenter)["tta_screen"] is True
     model.to(memory_format=torch.channels_last)
     assert defaults.describe_segmenter(segmenter)["memory_format"] == "channels_last"
     segmenter.predictor.models[0] = torch.compile(model, backend="eager")  # a wrapper, not compiled until called

@@ -144,6 +144,30 @@ def test_tta_screen_flips_only_the_slices_with_a_candidate() -> None:
     assert not torch.allclose(full[[0, 2]], plain)  # the flips did differ there: the screen skipped real work
 
 
+class _ConstantModel(torch.nn.Module):
+    """Lesion probability 0.75 everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lesion = torch.full_like(x[:, 0], float(torch.logit(torch.tensor(0.75))))
+        return torch.stack([torch.zeros_like(lesion), lesion], dim=1)
+
+
+def test_tta_screen_of_an_ensemble_reads_the_models_mean() -> None:
+    """A fold that sees nothing in a slice does not screen it out while another fold sees a lesion there: the
+    screen reads the ensemble's un-flipped mean, so the ensemble's probability is the full TTA one."""
+    x = torch.zeros(4, 1, 16, 16)
+    x[1, 0, 4:8, 4:8] = 1.0
+    settings = PostprocessConfig(tta=True, threshold=0.5)
+    models = [_SpotModel(), _ConstantModel()]
+    full = Predictor(models, ["a", "b"], CPU, "fp32", settings, 4, tta_screen=0.0).probabilities(x)
+    models[0].batches.clear()
+    screened = Predictor(models, ["a", "b"], CPU, "fp32", settings, 4, tta_screen=TTA_SCREEN).probabilities(x)
+    assert models[0].batches == [4, 4, 4, 4]  # every slice passes on the mean, so every slice is flipped
+    torch.testing.assert_close(screened, full)
+    alone = torch.sigmoid(12.0 * (x[0, 0] - 0.5) + torch.linspace(0.0, 2.0, 16))
+    assert float(alone.max()) < TTA_SCREEN * settings.threshold  # fold a alone would have screened slice 0 out
+
+
 def _screen_dice(seg: Segmenter, case: object) -> float:
     masks = []
     for screen in (0.0, TTA_SCREEN):

@@ -27,6 +27,7 @@ from mdanet_sdk.bench.records import VOLUMES, BenchSettings, DefaultsRecord
 from mdanet_sdk.bench.runners import Progress, one_line, quiet
 from mdanet_sdk.bench.segment import phantom_dataset
 from mdanet_sdk.bench.timing import Stats, measure_interleaved
+from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.errors import InputError, MDANetError
 
 __all__ = [
@@ -176,8 +177,8 @@ def describe_segmenter(segmenter: Any) -> dict[str, Any]:
     """What ``segmenter`` runs with, read from it: ``precision``, ``batch`` (``auto`` when chosen per model grid
     by footprint), ``memory_format`` of its first model's convolution weights (``channels_last`` or
     ``contiguous``), ``compiled`` (a ``torch.compile`` wrapper), ``retain_memory`` (freed memory kept in the
-    process, :func:`~mdanet_sdk.device.retain_cpu_memory`) and ``tta_screen`` (TTA flips only the slices with a
-    lesion candidate)."""
+    process, :func:`~mdanet_sdk.device.retain_cpu_memory`) and ``tta_screen`` (TTA on, flipping only the slices
+    with a lesion candidate)."""
     model = segmenter.predictor.models[0]
     # A weight whose two layouts differ in memory: 1×1 kernels or a single input channel are both at once.
     weight = next(
@@ -197,7 +198,7 @@ def describe_segmenter(segmenter: Any) -> dict[str, Any]:
         "memory_format": "channels_last" if channels_last else "contiguous",
         "compiled": "Optimized" in type(model).__name__,
         "retain_memory": segmenter.retains_memory,
-        "tta_screen": segmenter.predictor.tta_screen > 0,
+        "tta_screen": segmenter.tta_screen and segmenter.tta,  # a screen without TTA changes nothing
     }
 
 
@@ -256,34 +257,61 @@ def _compare(
 def bench_defaults(settings: BenchSettings, workdir: Path, progress: Progress = quiet) -> list[DefaultsRecord]:
     """Today's behaviour against the defaults, one record per modality kind (its phantom of
     :meth:`BenchSettings.volume_shape`, the bundled weights of that kind), then one per case found under each
-    of :attr:`BenchSettings.cases` (the bundled weights of its kind: ``mri`` when it holds a DWI, else ``ctp``).
-
-    Raises:
-        InputError: a path of ``settings.cases`` holds no case this package can read.
-    """
+    of :attr:`BenchSettings.cases` (:func:`user_cases`; a case that cannot be read or segmented is recorded as
+    ``unavailable`` with the reason)."""
     from mdanet_sdk.data.cases import find_cases
 
     records = []
     for kind in VOLUMES:
         source = find_cases(phantom_dataset(kind, settings.volume_shape(kind), 1, workdir / "phantoms"))[0]
         records.append(_compare(kind, source, settings.volume_shape(kind), settings, workdir, progress))
-    for path in settings.cases:
-        for source in _user_cases(Path(path)):
-            kind = "mri" if "dwi" in (source.modalities or tuple(source.paths)) else "ctp"
-            shape = next(iter(source.load(label=False).images.values())).shape
-            out = workdir / f"case-{source.case_id}"
-            out.mkdir(parents=True, exist_ok=True)
-            records.append(_compare(kind, source, shape, settings, out, progress, case=source.case_id))
+    for i, source in enumerate(user_cases(settings.cases)):
+        records.append(_compare_user_case(source, settings, workdir / f"case-{i}", progress))
     return records
 
 
-def _user_cases(path: Path) -> list[Any]:
-    """The cases under ``path`` (a dataset or case folder), refused with a sentence when there is none."""
+def user_cases(paths: tuple[str, ...]) -> list[Any]:
+    """The cases under each case or dataset folder of ``paths`` (:func:`~mdanet_sdk.data.cases.find_cases`).
+
+    Raises:
+        InputError: a path does not exist or holds no case this package can read.
+    """
     from mdanet_sdk.data.cases import find_cases
 
-    if not path.exists():
-        raise InputError(f"benchmark case {path} does not exist; pass a case or dataset folder.")
-    sources = find_cases(path)
-    if not sources:
-        raise InputError(f"no case found under {path}; pass a case or dataset folder in a layout segment reads.")
+    sources = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise InputError(f"benchmark case {path} does not exist; pass a case or dataset folder.")
+        sources += find_cases(path)
     return sources
+
+
+def _case_kind(source: Any) -> str:
+    """The modality kind whose bundled weights read every input of ``source`` (MRI first)."""
+    held = set(source.modalities or source.paths)
+    for kind in ("mri", "ctp"):
+        if set(MDANetConfig.from_preset("small", kind).modalities) <= held:
+            return kind
+    raise InputError(f"case {source.case_id} holds {', '.join(sorted(held))}: neither DWI+ADC nor CTP maps.")
+
+
+def _compare_user_case(source: Any, settings: BenchSettings, workdir: Path, progress: Progress) -> DefaultsRecord:
+    """The record of one case of :attr:`BenchSettings.cases` (``unavailable`` when it cannot be read)."""
+    try:
+        if source.problem:
+            raise InputError(source.problem)
+        kind = _case_kind(source)
+        shape = next(iter(source.load(label=False).images.values())).shape
+    except MDANetError as exc:
+        device = str(settings.resolved_device())
+        return DefaultsRecord(
+            kind="?",
+            shape=(0, 0, 0),
+            weights="",
+            device=device,
+            status="unavailable",
+            reason=str(exc),
+            case=source.case_id,
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    return _compare(kind, source, shape, settings, workdir, progress, case=source.case_id)

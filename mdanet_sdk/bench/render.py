@@ -158,7 +158,7 @@ def _defaults_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[
     rows: list[dict[str, str]] = []
     for d in report.segment_defaults:
         case = "" if d.case == "phantom" else f" {d.case}"
-        what = f"{d.kind}{case} {'×'.join(map(str, d.shape))} {d.weights}"
+        what = f"{d.kind}{case} {'×'.join(map(str, d.shape))} {d.weights}" if d.weights else d.case
         if d.status != "ok":
             rows.append(
                 {

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mdanet_sdk.bench.defaults import bench_defaults
+from mdanet_sdk.bench.defaults import bench_defaults, user_cases
 from mdanet_sdk.bench.forward import bench_forward
 from mdanet_sdk.bench.machine import machine_info
 from mdanet_sdk.bench.many import bench_many
@@ -18,6 +18,7 @@ from mdanet_sdk.bench.native_ops import bench_ops
 from mdanet_sdk.bench.records import BenchmarkReport, BenchSettings
 from mdanet_sdk.bench.runners import Progress, quiet
 from mdanet_sdk.bench.segment import bench_segment
+from mdanet_sdk.errors import InputError
 
 __all__ = ["run_benchmark"]
 
@@ -36,7 +37,15 @@ def run_benchmark(
         progress: called with one short line before each step.
         on_section: called with the report so far after each section (the CLI writes the JSON there, so an
             interrupted long run keeps the sections it finished); what it returns is ignored.
+
+    Raises:
+        InputError: ``settings.cases`` without the segment section, or a path of it that holds no case (checked
+            before anything runs).
     """
+    if settings.cases:
+        if "segment" not in settings.sections:
+            raise InputError("--case is measured in the segment section; add segment to --sections.")
+        user_cases(settings.cases)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if workdir is None:

@@ -75,7 +75,7 @@ TtaScreen = Annotated[
     bool,
     typer.Option(
         "--tta-screen/--no-tta-screen",
-        help="With TTA, flip only the slices where the model sees a lesion candidate (same mask, less work).",
+        help="With TTA, flip only the slices where the model sees a lesion candidate (same mask in practice).",
     ),
 ]
 Threshold = Annotated[float | None, typer.Option(help=f"Lesion probability threshold. {_DEFAULT} 0.5.")]

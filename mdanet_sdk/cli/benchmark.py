@@ -57,7 +57,7 @@ def render_table(report: BenchmarkReport) -> Table:
             f"{m['torch']}; load {m['load_avg_1m']} → {report.load_avg_end}; {report.seconds:.0f} s. "
             "Median over repeats after warm-up; spread = quartiles; × base = ratio to the baseline measured "
             "alternately in this run (> 1 is faster): eager, or for the today/defaults rows today's behaviour "
-            "(fp32, contiguous, batch 16, no compile, memory handed back; its own process)."
+            "(fp32, contiguous, batch 16, no compile, memory handed back, every slice flipped for TTA; its own process)."
         ),
     )
     for column in SUMMARY_COLUMNS:
@@ -92,7 +92,7 @@ def benchmark(
         typer.Option(
             metavar="PATH",
             help="A case or dataset folder of yours, also segmented by today's behaviour and the defaults "
-            "(segment section; repeatable).",
+            "(segment section; every case of a dataset folder, each a full comparison; repeatable).",
         ),
     ] = None,
 ) -> None:

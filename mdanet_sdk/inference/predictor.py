@@ -25,9 +25,10 @@ from mdanet_sdk.pipeline.volume import lesion_probability, tta_flips
 
 __all__ = ["Predictor", "TTA_SCREEN"]
 
-#: The default TTA screen of the Segmenter: flips only for slices whose un-flipped probability reaches a quarter
-#: of the threshold somewhere. A voxel of a screened-out slice would need the three flips to average above
-#: 1.25x the threshold, while its own un-flipped probability is under a quarter of it, to change the mask.
+#: The default TTA screen of the Segmenter: flips only for slices whose un-flipped probability (the models'
+#: mean) reaches a quarter of the threshold somewhere. A voxel of a screened-out slice would need the three flips
+#: to average above 1.25x the threshold, while its own un-flipped probability is under a quarter of it, to change
+#: the mask.
 TTA_SCREEN = 0.25
 
 
@@ -86,7 +87,8 @@ class Predictor:
         """Lesion probability of preprocessed slices, averaged over the models and (with TTA) the flips.
 
         ``p = 1 / (M F) * sum_m sum_f flip_f(softmax(model_m(flip_f(x)))[:, 1])``, with ``F = 1`` (un-flipped
-        only) on the slices the TTA screen leaves out (``tta_screen``).
+        only, for every model) on the slices the TTA screen leaves out: those whose un-flipped ``p`` stays under
+        ``tta_screen * threshold`` everywhere.
 
         Args:
             x: ``(B, C, H, W)`` float32 slices on the model grid (H, W multiples of 16), on any device.
@@ -102,39 +104,38 @@ class Predictor:
         x = self._staging.to_device(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        total = torch.zeros((x.shape[0], *x.shape[2:]), dtype=torch.float32, device=self.device)
-        for model, name in zip(self.models, self.names):
-            total += self._model_probability(model, name, x, source)
-        return (total / len(self.models)).cpu()
-
-    def _model_probability(
-        self, model: Callable[[torch.Tensor], torch.Tensor], name: str, x: torch.Tensor, source: str
-    ) -> torch.Tensor:
-        """One model's lesion probability ``(B, H, W)`` of ``x``, averaged over the flips of the slices that pass
-        the TTA screen (all slices when ``tta_screen`` is 0), un-flipped elsewhere."""
-        lesion, finite = self._forward(model, x, [])
+        # One finiteness flag per model, read once after the un-flipped passes and once after the flips: one device
+        # sync each, not one per forward.
+        passes = [self._forward(model, x, []) for model in self.models]
+        plain = [lesion for lesion, _ in passes]
+        finite = [ok for _, ok in passes]
+        self._check_finite(finite, x, source)
+        total = torch.stack(plain).mean(dim=0)
         flips = tta_flips(self.settings.tta)[1:]
-        if flips:
-            screened = self._screened(lesion)
+        screened = self._screened(total) if flips else None
+        if flips and (screened is None or screened.numel()):
             sub = x if screened is None else x[screened]
-            if self.channels_last:  # indexing may hand back contiguous slices
-                sub = sub.contiguous(memory_format=torch.channels_last)
-            if sub.shape[0]:
-                total = lesion if screened is None else lesion[screened]
+            flipped = torch.zeros((sub.shape[0], *x.shape[2:]), dtype=torch.float32, device=self.device)
+            for i, (model, first) in enumerate(zip(self.models, plain)):
+                flipped += first if screened is None else first[screened]
                 for dims in flips:
-                    flipped, ok = self._forward(model, sub.flip(dims), dims)
-                    total = total + flipped
-                    finite &= ok
-                average = total / (len(flips) + 1)
-                if screened is None:
-                    lesion = average
-                else:
-                    lesion[screened] = average
-        # NaN logits give NaN probabilities, which pass no threshold: a silent "0 lesions". One reduction per
-        # forward, read once per model (one device sync, not one per flip).
-        if not finite:
-            self._refuse_non_finite(x, name, source)
-        return lesion
+                    lesion, ok = self._forward(model, sub.flip(dims), dims)
+                    flipped += lesion
+                    finite[i] = finite[i] & ok
+            self._check_finite(finite, x, source)
+            flipped /= len(self.models) * (len(flips) + 1)
+            if screened is None:
+                total = flipped
+            else:
+                total[screened] = flipped
+        return total.cpu()
+
+    def _check_finite(self, finite: list[torch.Tensor], x: torch.Tensor, source: str) -> None:
+        """Refuse the first model whose logits were not all finite: NaN logits give NaN probabilities, which pass
+        no threshold, a silent "0 lesions"."""
+        flags = torch.stack(finite).cpu()
+        if not flags.all():
+            self._refuse_non_finite(x, self.names[int((~flags).nonzero()[0])], source)
 
     def _forward(
         self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, dims: list[int]
@@ -145,13 +146,14 @@ class Predictor:
         lesion = lesion_probability(logits)
         return (lesion.flip(dims) if dims else lesion), torch.isfinite(logits).all()
 
-    def _screened(self, lesion: torch.Tensor) -> torch.Tensor | None:
-        """Indices of the slices whose un-flipped probability reaches the screen; ``None``: every slice (no
-        screen)."""
+    def _screened(self, plain: torch.Tensor) -> torch.Tensor | None:
+        """Indices of the slices whose un-flipped probability ``plain (B, H, W)`` (the models' mean) reaches the
+        screen; ``None``: every slice (no screen, or every slice passes it)."""
         if not self.tta_screen:
             return None
-        peak = lesion.flatten(1).amax(dim=1)
-        return torch.nonzero(peak >= self.tta_screen * self.settings.threshold).flatten()
+        peak = plain.flatten(1).amax(dim=1)
+        passed = torch.nonzero(peak >= self.tta_screen * self.settings.threshold).flatten()
+        return None if passed.numel() == plain.shape[0] else passed
 
     def _refuse_non_finite(self, x: torch.Tensor, name: str, source: str) -> None:
         """Raise the error for non-finite logits of model ``name``: the input's fault only if it is not finite."""

@@ -184,6 +184,7 @@ def finish_case(segmenter: Segmenter, loaded: Loaded, mask: np.ndarray, probabil
         model_version=segmenter.model_version,
         modalities=segmenter.modalities,
         **segmenter.settings.to_dict(),
+        tta_screen=segmenter.tta_screen and segmenter.tta,
         warnings=warnings,
         weights_sha256=list(segmenter.weights_sha256),
         notice=segmenter.notice,

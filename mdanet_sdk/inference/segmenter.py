@@ -3,26 +3,21 @@
 One core runs every entry point (:meth:`Segmenter.predict`, :meth:`Segmenter.predict_arrays`,
 :meth:`Segmenter.predict_many`):
 
-1. a background thread reads each case (:func:`mdanet_sdk.data.cases.read_case`) and normalises it with the
-   checkpoint's :class:`~mdanet_sdk.data.preprocess.PreprocessConfig` (the one implementation training used)
-   into a lazy :class:`~mdanet_sdk.data.preprocess.SliceStack`, and hands it over through a bounded queue, so
-   loading the next case overlaps with the model's work;
-2. the calling thread cuts the slices ``(Z, C, H, W)`` of consecutive cases into batches (slices of several
-   cases share a batch when their in-plane size agrees), makes each batch's slices on the model grid only
-   when it runs, and runs every model (fold ensemble) on every flip (test-time augmentation) under
-   :func:`torch.inference_mode`, averaging the softmax lesion probabilities; logits with NaN/Inf (damaged
-   weights) raise :class:`~mdanet_sdk.errors.CheckpointError` instead of reporting an empty mask;
-3. each batch's probabilities are restored to their case's native grid right away
-   (:func:`~mdanet_sdk.data.preprocess.restore_probability_into`; :mod:`.pipeline` does 1-3); each
-   finished case is thresholded, cleaned of lesions smaller than ``min_size`` voxels (26-connectivity) and,
-   for MRI models with ``max_adc_ratio`` set, of lesions without restricted diffusion (:mod:`.postprocess`),
-   summarised in a :class:`~mdanet_sdk.report.CaseReport` (with what produced it: :mod:`.provenance`) and
-   yielded; :meth:`SegmentationResult.save` writes it back in the input's own orientation and geometry
-   (:func:`~mdanet_sdk.data.nifti.save_like`).
+1. a background thread reads each case (:func:`mdanet_sdk.data.cases.read_case`), normalises it with the
+   checkpoint's :class:`~mdanet_sdk.data.preprocess.PreprocessConfig` (as in training) into a lazy
+   :class:`~mdanet_sdk.data.preprocess.SliceStack` and hands it over through a bounded queue, so loading the next
+   case overlaps with the model's work;
+2. the calling thread cuts the slices of consecutive cases into batches, makes each batch on the model grid only
+   when it runs, and averages the softmax lesion probabilities of every model (fold ensemble) and, with TTA, of
+   the flips of the slices with a lesion candidate (:class:`~mdanet_sdk.inference.predictor.Predictor`); logits
+   with NaN/Inf (damaged weights) raise :class:`~mdanet_sdk.errors.CheckpointError`, never an empty mask;
+3. each batch's probabilities are restored to their case's native grid right away (:mod:`.pipeline` does
+   1-3); each finished case is post-processed (:mod:`.postprocess`), summarised in a
+   :class:`~mdanet_sdk.report.CaseReport` and yielded; :meth:`SegmentationResult.save` writes it back in the
+   input's own orientation and geometry.
 
-Cases are yielded one by one in input order, and at most ``prefetch`` loaded cases wait in the queue, so
-memory does not grow with the number of cases; within a case it is O(native volume + one batch on the model
-grid), so it does not grow with the model grid times the number of slices either (at most
+Cases are yielded in input order and at most ``prefetch`` loaded cases wait, so memory does not grow with the
+number of cases; within a case it is O(native volume + one batch on the model grid) (at most
 :data:`~mdanet_sdk.data.preprocess.MAX_SLICES` slices are accepted).
 """
 
@@ -58,6 +53,18 @@ __all__ = ["Segmenter"]
 logger = logging.getLogger(__name__)
 
 
+def _setting(name: str, doc: str) -> Any:
+    """A property of :class:`Segmenter` that reads, and on assignment updates, one of its :attr:`settings`."""
+
+    def get(self: "Segmenter") -> Any:
+        return getattr(self.settings, name)
+
+    def update(self: "Segmenter", value: Any) -> None:
+        self.settings = self.settings.updated(**{name: value})
+
+    return property(get, update, doc=doc)
+
+
 class Segmenter:
     """Lesion segmentation with one checkpoint, or a fold ensemble of compatible checkpoints.
 
@@ -88,10 +95,9 @@ class Segmenter:
             the kernel (:func:`~mdanet_sdk.device.retain_cpu_memory`, process-wide, glibc); ``None`` (default):
             on a CPU.
         tta: average over the 4 in-plane flips (none, H, W, both).
-        tta_screen: with TTA, flip only the slices whose un-flipped probability reaches a quarter of the
-            threshold somewhere (:data:`~mdanet_sdk.inference.predictor.TTA_SCREEN`); the others keep their
-            un-flipped probability, far below the threshold: the same mask in substance for less work (most
-            slices hold no lesion). ``False`` flips every slice.
+        tta_screen: with TTA, flip only the slices whose un-flipped probability reaches a quarter of the threshold
+            somewhere (:data:`~mdanet_sdk.inference.predictor.TTA_SCREEN`; the others keep it: the same mask in
+            practice, less work). ``False`` flips every slice.
         threshold: a voxel is lesion when its probability is above this.
         min_size: lesions of fewer voxels are removed (26-connectivity); 0 keeps all.
         max_adc_ratio: lesions whose median ADC is above this multiple of the case's parenchymal ADC are
@@ -145,8 +151,11 @@ class Segmenter:
     ) -> None:
         if not checkpoints:
             raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
-        if (batch_size is not None and batch_size < 1) or prefetch < 1:
-            raise InputError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}.")
+        if (batch_size is not None and batch_size < 1) or prefetch < 1 or not isinstance(tta_screen, bool):
+            raise InputError(
+                f"pass batch_size and prefetch >= 1 and tta_screen True or False; got {batch_size}, {prefetch}, "
+                f"{tta_screen!r}."
+            )
         first = checkpoints[0]
         settings = PostprocessConfig.from_dict(first.meta.get("inference", {})).updated(
             tta=tta, threshold=threshold, min_size=min_size, max_adc_ratio=max_adc_ratio
@@ -188,12 +197,13 @@ class Segmenter:
         if precision == "auto" and self.precision != "fp32":
             self._check_auto_precision()
         logger.info(
-            "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), %s",
+            "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), %s, TTA screen %s",
             self.name,
             self.device,
             self.precision,
             len(nets),
             settings,
+            "on" if tta_screen else "off",
         )
 
     def _check_auto_precision(self) -> None:
@@ -240,6 +250,11 @@ class Segmenter:
         return self.predictor.channels_last
 
     @property
+    def tta_screen(self) -> bool:
+        """Whether TTA flips only the slices with a lesion candidate (see the ``tta_screen`` argument)."""
+        return self.predictor.tta_screen > 0
+
+    @property
     def settings(self) -> PostprocessConfig:
         """TTA and post-processing in use (the checkpoint's recommendation overridden by the caller's); assign a
         new one, or one setting (``seg.threshold = 0.4``), to change them; values are checked either way."""
@@ -254,37 +269,10 @@ class Segmenter:
             )
         self.predictor.settings = settings
 
-    @property
-    def tta(self) -> bool:
-        return self.settings.tta
-
-    @tta.setter
-    def tta(self, value: bool) -> None:
-        self.settings = self.settings.updated(tta=value)
-
-    @property
-    def threshold(self) -> float:
-        return self.settings.threshold
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        self.settings = self.settings.updated(threshold=value)
-
-    @property
-    def min_size(self) -> int:
-        return self.settings.min_size
-
-    @min_size.setter
-    def min_size(self, value: int) -> None:
-        self.settings = self.settings.updated(min_size=value)
-
-    @property
-    def max_adc_ratio(self) -> float:
-        return self.settings.max_adc_ratio
-
-    @max_adc_ratio.setter
-    def max_adc_ratio(self, value: float) -> None:
-        self.settings = self.settings.updated(max_adc_ratio=value)
+    tta = _setting("tta", "Whether TTA averages the 4 in-plane flips; assign to change it.")
+    threshold = _setting("threshold", "A voxel is lesion when its probability is above this; assign to change it.")
+    min_size = _setting("min_size", "Lesions of fewer voxels are removed; assign to change it.")
+    max_adc_ratio = _setting("max_adc_ratio", "The restricted-diffusion gate (0: off); assign to change it.")
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -379,7 +367,7 @@ class Segmenter:
         return (
             f"Segmenter({self.name!r}, modalities={self.modalities}, device={str(self.device)!r}, "
             f"precision={self.precision!r}, batch_size={self.batch_size}, channels_last={self.channels_last}, "
-            f"tta={self.tta})"
+            f"tta={self.tta}, tta_screen={self.tta_screen})"
         )
 
     # -- entry points -----------------------------------------------------------------------------------
