@@ -175,9 +175,9 @@ GraphGrads graph_conv_backward(const at::Tensor& grad, const at::Tensor& out, co
                                 .neg_();
   return {mix_nodes(ia.t(), grad_h),
           grad_a.to(a.scalar_type()),
-          grad_h.sum({0, 2}, false, acc).neg().to(a_bias.scalar_type()),
+          grad_h.sum(at::IntArrayRef{0, 2}, false, acc).neg().to(a_bias.scalar_type()),
           at::mm(gy2.t(), h.view({batch * nodes, features})).to(w.scalar_type()),
-          gy.sum({0, 1}, false, acc).to(w_bias.scalar_type())};
+          gy.sum(at::IntArrayRef{0, 1}, false, acc).to(w_bias.scalar_type())};
 }
 
 }  // namespace mdanet

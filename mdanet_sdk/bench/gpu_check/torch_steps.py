@@ -111,6 +111,11 @@ def _contenders(config: CheckConfig, device: torch.device) -> tuple[dict[str, An
             impl,
         ),
     }
+    if impl == "native":  # what the native ops buy, in the same run
+        reference_net = build_network(config.preset, _KIND, ops_impl="reference", size=config.size).to(
+            device
+        )  # same seed, same weights
+        ready["eager fp32, reference ops"] = (reference_net, "fp32", False, "reference")
     missing: dict[str, str] = {}
     path = trt_artifact_path(config, "decomposition")
     if (reason := _tensorrt_reason()) is not None:
