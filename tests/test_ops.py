@@ -11,7 +11,6 @@ from torch import Tensor
 from mdanet_sdk import ops
 from mdanet_sdk.errors import BackendUnavailableError, InputError
 from mdanet_sdk.ops import native, reference
-from mdanet_sdk.ops.native import _reference_grads
 
 needs_native = pytest.mark.skipif(not ops.native_available(), reason="native ops not built")
 needs_cuda = pytest.mark.skipif(
@@ -77,12 +76,14 @@ def graph_args(
     ]
 
 
-def _grads(fn, args: list[Tensor], seed: int = 1) -> tuple[Tensor, list[Tensor]]:
+def _grads(fn, args: list[Tensor], seed: int = 1, keep: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+    """``fn(*args)`` and the input gradients for a seeded upstream gradient (0 where ``keep`` is False)."""
     leaves = [a.detach().clone().requires_grad_() for a in args]
     out = fn(*leaves)
     torch.manual_seed(seed)
     # drawn in float32 and cast: the same upstream gradient for a float64 reference as for the op under test
-    out.backward(torch.randn(out.shape, device=out.device).to(out.dtype))
+    upstream = torch.randn(out.shape, device=out.device)
+    out.backward((upstream if keep is None else upstream * keep).to(out.dtype))
     return out.detach(), [leaf.grad for leaf in leaves]
 
 
@@ -386,44 +387,17 @@ def test_cuda_dasc_gate_matches_reference(channels, size, batch):
 @pytest.mark.gpu
 @pytest.mark.parametrize(("nodes", "features", "batch"), [*[(m, e, 8) for m, e in GRAPHS], (7, 5, 2)])
 def test_cuda_graph_conv_matches_reference(nodes, features, batch):
-    """What autograd gives on CUDA (native forward; the reference's backward, native.GRAPH_CONV_REFERENCE_BACKWARD)."""
+    """At the paper's sizes a few of the millions of outputs round to opposite sides of the ReLU's kink in the two
+    implementations, each moving a whole row of gradients by its upstream gradient (seen on an H200): the upstream
+    gradient is 0 within 1e-4 of the kink."""
     args = graph_args(batch, nodes, features, device="cuda")
-    out, grads = _grads(lambda *x: ops.graph_conv(*x, impl="native"), args)
-    ref_out, ref_grads = _grads(reference.graph_conv, args)
+    out = ops.graph_conv(*args, impl="native")
+    away = out.abs() > 1e-4 * out.abs().max()
+    out, grads = _grads(lambda *x: ops.graph_conv(*x, impl="native"), args, keep=away)
+    ref_out, ref_grads = _grads(reference.graph_conv, args, keep=away)
     torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
-
-
-@needs_cuda
-@pytest.mark.gpu
-@pytest.mark.xfail(
-    reason="H200 2026-12-04: ~1 % off at batch 8/16 with 512 nodes (cause not found); autograd uses the reference",
-    strict=False,
-)
-@pytest.mark.parametrize(("nodes", "features", "batch"), [(512, 1024, 8), (512, 512, 16)])
-def test_cuda_graph_conv_backward_kernel_matches_float64(nodes, features, batch, monkeypatch):
-    monkeypatch.setattr(native, "GRAPH_CONV_REFERENCE_BACKWARD", frozenset())
-    args = graph_args(batch, nodes, features, device="cuda")
-    _, grads = _grads(lambda *x: ops.graph_conv(*x, impl="native"), args)
-    _, exact = _grads(reference.graph_conv, [a.double() for a in args])
-    for got, want in zip(grads, exact):
-        assert float((got.double() - want).abs().max() / want.abs().max()) < 1e-4
-
-
-@needs_native
-def test_graph_conv_reference_backward_gives_the_kernel_gradients(monkeypatch):
-    """The fallback CUDA autograd takes (the reference's backward over the saved inputs), run on the CPU: the
-    same gradients as the CPU backward kernel."""
-    args = graph_args(3, 10, 7)
-    _, kernel = _grads(lambda *x: ops.graph_conv(*x, impl="native"), args)
-    monkeypatch.setattr(native, "GRAPH_CONV_REFERENCE_BACKWARD", frozenset({"cpu"}))
-    calls = []
-    monkeypatch.setattr(native, "_reference_grads", lambda *a: calls.append(1) or _reference_grads(*a))
-    _, fallback = _grads(lambda *x: ops.graph_conv(*x, impl="native"), args)
-    assert calls == [1]
-    for got, want in zip(fallback, kernel):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 @needs_cuda

@@ -18,14 +18,12 @@ even when the library was loaded with ``torch.ops.load_library``.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 from torch.utils.flop_counter import register_flop_formula
-
-from mdanet_sdk.ops import reference
 
 __all__ = ["load", "available", "cuda_built", "load_error", "library_path", "build_info"]
 
@@ -135,21 +133,6 @@ def _label_components_fake(mask: Tensor, full: bool, planar: bool) -> Tensor:
     return mask.new_empty(mask.shape, dtype=torch.int64)
 
 
-#: Device types on which graph_conv's gradients do not come from its backward kernel. The CUDA one's first GPU run (H200, torch 2.11, CUDA 13; 2026-12-04) gave
-#: gradients ~1 % off at batch >= 8 (1024 features) and batch 16 of the paper preset's calls, while its forward and
-#: both dasc_gate kernels matched the reference at every paper-preset call. Until its gpu test passes, graph_conv's
-#: gradients on CUDA come from the reference's autograd over the saved inputs (the forward recomputed).
-GRAPH_CONV_REFERENCE_BACKWARD = frozenset({"cuda"})
-
-
-def _reference_grads(fn: Callable[..., Tensor], inputs: Sequence[Tensor], grad: Tensor) -> tuple[Tensor | None, ...]:
-    """The gradients of ``fn`` (a :mod:`~mdanet_sdk.ops.reference` function) at ``inputs`` for ``grad``."""
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_() for t in inputs]
-        out = fn(*leaves)
-    return torch.autograd.grad(out, leaves, grad, allow_unused=True)
-
-
 def _dasc_gate_setup(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
     ctx.save_for_backward(*inputs)
 
@@ -163,9 +146,7 @@ def _graph_conv_setup(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> N
     ctx.save_for_backward(output, *inputs)
 
 
-def _graph_conv_grad(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-    if grad.device.type in GRAPH_CONV_REFERENCE_BACKWARD:
-        return _reference_grads(reference.graph_conv, ctx.saved_tensors[1:], grad)
+def _graph_conv_grad(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:
     return tuple(torch.ops.mdanet.graph_conv_backward(grad, *ctx.saved_tensors))
 
 

@@ -31,6 +31,8 @@ __all__ = ["paper_calls", "check_call", "compare_ops"]
 
 #: Largest error relative to the reference's largest magnitude: fp32 values, fp32 gradients.
 _FP32_TOL = {"value": 1e-4, "grad": 1e-3}
+#: Outputs within this fraction of the largest of 0 get no upstream gradient (a ReLU's kink).
+_KINK = 1e-4
 #: Error floors of the reduced precisions (relative to the largest magnitude).
 _LOW_TOL = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
@@ -63,19 +65,25 @@ def _error(got: Tensor, want: Tensor) -> float:
 
 
 def _with_grads(
-    fn: Callable[..., Tensor], args: tuple[Tensor, ...], seed: int = 0
+    fn: Callable[..., Tensor], args: tuple[Tensor, ...], keep: Tensor, seed: int = 0
 ) -> tuple[Tensor, list[Tensor | None]]:
-    """``fn(*args)`` and the gradient of each input for a seeded random output gradient."""
+    """``fn(*args)`` and the gradient of each input for a seeded random output gradient, 0 where not ``keep``."""
     leaves = [a.clone().requires_grad_(a.is_floating_point()) for a in args]
     out = fn(*leaves)
     generator = torch.Generator(device=out.device).manual_seed(seed)
-    out.backward(torch.randn(out.shape, generator=generator, device=out.device, dtype=out.dtype))
+    upstream = torch.randn(out.shape, generator=generator, device=out.device, dtype=out.dtype)
+    out.backward(upstream * keep)
     return out.detach(), [leaf.grad for leaf in leaves]
 
 
 def _check_fp32(native: Callable[..., Tensor], ref: Callable[..., Tensor], args: tuple[Tensor, ...]) -> dict[str, Any]:
-    out, grads = _with_grads(native, args)
-    ref_out, ref_grads = _with_grads(ref, args)
+    # graph_conv ends in a ReLU: the few outputs (of millions) that the two implementations round to opposite sides
+    # of 0 would each move a whole row of gradients by their upstream gradient, so those near 0 get none.
+    with torch.no_grad():
+        probe = native(*args)
+    keep = probe.abs() > _KINK * probe.abs().max()
+    out, grads = _with_grads(native, args, keep)
+    ref_out, ref_grads = _with_grads(ref, args, keep)
     grad_errors = [_error(g, r) for g, r in zip(grads, ref_grads) if g is not None and r is not None]
     value, grad = _error(out, ref_out), max(grad_errors, default=0.0)
     return {"ok": value <= _FP32_TOL["value"] and grad <= _FP32_TOL["grad"], "value_error": value, "grad_error": grad}
