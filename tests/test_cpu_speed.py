@@ -32,6 +32,7 @@ from mdanet_sdk.inference import Segmenter, precision_check
 from mdanet_sdk.inference.inputs import case_from_arrays
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.predictor import TTA_SCREEN, Predictor
+from mdanet_sdk.inference.results import SegmentationResult
 from mdanet_sdk.inference.optimize import auto_batch_size, fold_batchnorm, optimize_for_inference
 from mdanet_sdk.inference.transfer import MAX_BUFFERS, HostStaging
 from mdanet_sdk.metrics import dsc
@@ -72,13 +73,19 @@ def test_defaults_are_the_optimised_cpu_path() -> None:
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
+def _assert_alike(a: SegmentationResult, b: SegmentationResult, new: Segmenter) -> None:
+    """Today's result ``a`` against the defaults' ``b``."""
+    if new.precision == "fp32":
+        # Folding and the layout change float rounding only: probabilities within 1e-4, masks identical up to a
+        # voxel sitting on the threshold (Dice >= 0.999).
+        assert np.abs(a.probability - b.probability).max() < 1e-4
+        assert a.mask.sum() == 0 and b.mask.sum() == 0 or dsc(a.mask, b.mask) >= 0.999
+    else:  # bf16 on a CPU with native bf16: the masks must not change in substance (issue 17)
+        assert a.mask.sum() == 0 and b.mask.sum() == 0 or dsc(a.mask, b.mask) >= 0.99
+
+
 def _assert_same_masks(today: Segmenter, new: Segmenter, images: dict, affine: np.ndarray) -> None:
-    a = today.predict_arrays(images, affine)
-    b = new.predict_arrays(images, affine)
-    # Folding and the layout change float rounding only: probabilities within 1e-4, masks identical up to a
-    # voxel sitting on the threshold (Dice >= 0.999).
-    assert np.abs(a.probability - b.probability).max() < 1e-4
-    assert a.mask.sum() == 0 and b.mask.sum() == 0 or dsc(a.mask, b.mask) >= 0.999
+    _assert_alike(today.predict_arrays(images, affine), new.predict_arrays(images, affine), new)
 
 
 @bundled
@@ -98,7 +105,7 @@ def test_defaults_keep_the_mask_of_the_demo_phantom(tmp_path) -> None:
     today, new = _segmenters("mri", tta=False)
     a, b = today.predict(source), new.predict(source)
     assert a.mask.sum() > 100  # the territorial infarct is found
-    assert np.abs(a.probability - b.probability).max() < 1e-4 and dsc(a.mask, b.mask) >= 0.999
+    _assert_alike(a, b, new)
 
 
 @bundled
@@ -107,7 +114,7 @@ def test_defaults_keep_the_mask_of_the_real_case() -> None:
     today, new = _segmenters("mri", tta=False)
     a, b = today.predict(REAL), new.predict(REAL)
     assert a.mask.sum() > 0
-    assert np.abs(a.probability - b.probability).max() < 1e-4 and dsc(a.mask, b.mask) >= 0.999
+    _assert_alike(a, b, new)
 
 
 # -- TTA screen: flips only for slices with a lesion candidate ----------------------------------------------------
@@ -335,8 +342,8 @@ def test_batch_size_by_footprint_and_explicit_honoured(ckpt_random, tmp_path) ->
 
 def test_channels_last_input_gives_the_same_probabilities(ckpt_random, tmp_path) -> None:
     ckpt = ckpt_random(tmp_path / "r.pt")
-    plain = Segmenter.from_checkpoint(ckpt, device="cpu", channels_last=False, optimize=False)
-    fast = Segmenter.from_checkpoint(ckpt, device="cpu")
+    plain = Segmenter.from_checkpoint(ckpt, device="cpu", precision="fp32", channels_last=False, optimize=False)
+    fast = Segmenter.from_checkpoint(ckpt, device="cpu", precision="fp32")
     assert fast.channels_last and not plain.channels_last
     x = torch.randn(5, 2, 64, 48)
     np.testing.assert_allclose(fast.probabilities(x).numpy(), plain.probabilities(x).numpy(), atol=1e-5)

@@ -277,7 +277,7 @@ def test_exported_segmenter_matches_the_checkpoint(checkpoint_file, artefacts, p
     _, _, meta = read_metadata(tmp_path / "cli.ts")
     assert meta["checkpoint"]["note"] == "random small" and meta["checkpoint"]["source"] == str(checkpoint_file)
 
-    eager = Segmenter.from_checkpoint(checkpoint_file, device="cpu").predict(phantom_case)
+    eager = Segmenter.from_checkpoint(checkpoint_file, device="cpu", precision="fp32").predict(phantom_case)
     for path in (tmp_path / "cli.ts", artefacts["exported"]):
         segmenter = Segmenter.from_exported(path, device="cpu")
         assert segmenter.modalities == ("dwi", "adc") and segmenter.preprocess == PreprocessConfig(**PREPROCESS)
@@ -299,7 +299,7 @@ def test_exported_segmenter_matches_the_checkpoint(checkpoint_file, artefacts, p
 def test_bundled_weights_export_and_segment_alike(phantom_case, tmp_path):
     result = runner.invoke(app, ["export", "default-mri", "-o", str(tmp_path / "mri.ts")])
     assert result.exit_code == 0, result.output
-    eager = Segmenter.from_checkpoint("default-mri", device="cpu").predict(phantom_case)
+    eager = Segmenter.from_checkpoint("default-mri", device="cpu", precision="fp32").predict(phantom_case)
     exported = Segmenter.from_exported(tmp_path / "mri.ts", device="cpu").predict(phantom_case)
     np.testing.assert_allclose(exported.probability, eager.probability, rtol=0, atol=1e-4)
     assert np.array_equal(exported.mask, eager.mask)

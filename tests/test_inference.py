@@ -20,6 +20,7 @@ from nibabel.orientations import axcodes2ornt, ornt_transform
 from mdanet_sdk import Segmenter
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.phantom import make_phantom
+from mdanet_sdk.device import cpu_has_native_bf16
 from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError
 from mdanet_sdk.inference import (
@@ -203,8 +204,10 @@ def test_device_and_precision_auto_on_cpu(inf_checkpoints, caplog) -> None:
         pytest.skip("checks the CPU fallback")
     with caplog.at_level(logging.INFO, logger="mdanet_sdk.inference"):
         seg = Segmenter.from_checkpoint(inf_checkpoints[0])
-    assert seg.device == torch.device("cpu") and seg.precision == "fp32"
-    assert "on cpu (fp32)" in caplog.text
+    # bf16 only where the CPU has native bf16 and the probe found the same mask (inference.precision_check)
+    expected = "bf16" if cpu_has_native_bf16() and seg.precision == "bf16" else "fp32"
+    assert seg.device == torch.device("cpu") and seg.precision == expected
+    assert f"on cpu ({expected})" in caplog.text
     with pytest.raises(BackendUnavailableError, match="CUDA is not available"):
         resolve_device("cuda")
     with pytest.raises(InputError, match="unknown precision"):

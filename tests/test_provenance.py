@@ -83,7 +83,7 @@ def test_each_case_of_an_ensemble_names_each_fold_file_by_its_digest(folds, monk
         assert d["package_version"] == mdanet_sdk.__version__
         assert d["postprocess"] == {"tta": False, "threshold": 0.4, "min_size": 3, "max_adc_ratio": 0.0}
         assert d["postprocess"] == seg.settings.to_dict()
-        assert (d["device"], d["precision"]) == ("cpu", "fp32")
+        assert (d["device"], d["precision"]) == ("cpu", seg.precision)
         assert d["notice"] == ""
 
 
