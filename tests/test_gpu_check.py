@@ -217,3 +217,6 @@ def test_dry_run_end_to_end(tmp_path, capsys):
     mri = steps["segment"]["result"]["mri"]
     assert mri["cli"]["exit_status"] == 0 and mri["cli"]["masks"] == 1 and mri["api"]["cases_per_s"] > 0
     assert "step      status" in printed and "eager bf16 channels_last" in printed and str(out) in printed
+    # what a device machine hands back is at most 8 files: the JSON and one log per step, nothing else
+    handed = sorted(str(p.relative_to(out.parent)) for p in out.parent.rglob("*") if p.is_file())
+    assert handed == [out.name, *(f"{out.stem}-logs/{name}.log" for name in sorted(STEP_NAMES))]

@@ -14,7 +14,7 @@ __all__ = ["parse_args", "main"]
 _EPILOG = """\
 exit status: 0 when no step failed, crashed or ran out of time (skipped steps, e.g. without TensorRT, are not
 failures); 1 otherwise; 2 for wrong arguments. The JSON is rewritten as results arrive: a run stopped early
-keeps what it measured. Step logs: <out stem>-logs/ beside the JSON.
+keeps what it measured. Step logs: <out stem>-logs/ beside the JSON (nothing else is written there).
 """
 
 

@@ -83,8 +83,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def _run_child(
     step: Step, config_path: Path, logdir: Path, limit: float, on_poll: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
-    """Run ``step`` in a child process for at most ``limit`` seconds; its record (status, summary, result...)."""
-    result_path = logdir / f"{step.name}.result.json"
+    """Run ``step`` in a child process for at most ``limit`` seconds; its record (status, summary, result...).
+    Its log goes to ``logdir``; its result file beside the config, in the scratch folder."""
+    result_path = config_path.parent / f"{step.name}.result.json"
     log_path = logdir / f"{step.name}.log"
     result_path.unlink(missing_ok=True)
     command = [
@@ -143,7 +144,8 @@ def run_check(
     logdir = out.parent / f"{out.stem}-logs"
     logdir.mkdir(parents=True, exist_ok=True)
     Path(config.workdir).mkdir(parents=True, exist_ok=True)
-    config_path = logdir / "config.json"
+    # Only the JSON and one log per step beside it: what a GPU machine hands back is few files (7 here).
+    config_path = Path(config.workdir) / "gpu-check-config.json"
     config.save(config_path)
     deadline = time.monotonic() + config.budget_s
     report: dict[str, Any] = {
