@@ -219,4 +219,4 @@ def test_dry_run_end_to_end(tmp_path, capsys):
     assert "step      status" in printed and "eager bf16 channels_last" in printed and str(out) in printed
     # what a device machine hands back is at most 8 files: the JSON and one log per step, nothing else
     handed = sorted(str(p.relative_to(out.parent)) for p in out.parent.rglob("*") if p.is_file())
-    assert handed == [out.name, *(f"{out.stem}-logs/{name}.log" for name in sorted(STEP_NAMES))]
+    assert handed == sorted([out.name, *(f"{out.stem}-logs/{name}.log" for name in STEP_NAMES)])
