@@ -4,6 +4,7 @@ JSON, skip messages, step time limits, failing steps that do not stop the others
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -70,14 +71,14 @@ def _config(tmp_path: Path, **kw) -> CheckConfig:
 def test_arguments_defaults_and_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("OUT", str(tmp_path))
     config, steps = parse_args([])
-    assert steps == STEP_NAMES == ("build", "tests", "ops", "tensorrt", "bench", "segment")
+    assert steps == STEP_NAMES == ("build", "tests", "ops", "tensorrt", "bench", "segment", "train")
     assert config.out == str(tmp_path / "gpu-check.json") and not config.dry_run
     assert (config.device, config.size, config.batch_sizes, config.preset) == ("cuda", 256, (1, 16, 64), "paper")
     assert config.budget_s < 8 * 60  # the slot: under 8 minutes
     config, steps = parse_args(
         ["--skip", "build,tests", "--limit", "bench=200", "--batch-sizes", "2,4", "--budget", "300"]
     )
-    assert steps == ("ops", "tensorrt", "bench", "segment")
+    assert steps == ("ops", "tensorrt", "bench", "segment", "train")
     assert config.limits["bench"] == 200 and config.limits["ops"] == 45 and config.batch_sizes == (2, 4)
     assert config.budget_s == 300
     dry, _ = parse_args(["--dry-run", "--size", "64"])
@@ -214,6 +215,9 @@ def test_dry_run_end_to_end(tmp_path, capsys):
     assert ok == [(c, b) for b in (1, 2) for c in contenders]
     assert [r["ratio"] for r in rows if r["contender"] == "eager fp32"] == [1.0, 1.0]
     assert rows[-1]["contender"] == "tensorrt fp16" and rows[-1]["status"] == "unavailable"
+    trained = steps["train"]["result"]
+    assert steps["train"]["status"] == "ok" and trained["steps"] == 4 and trained["step_s"] > 0
+    assert len(trained["losses"]) == 4 and all(math.isfinite(v) for v in trained["losses"])
     mri = steps["segment"]["result"]["mri"]
     assert mri["cli"]["exit_status"] == 0 and mri["cli"]["masks"] == 1 and mri["api"]["cases_per_s"] > 0
     assert "step      status" in printed and "eager bf16 channels_last" in printed and str(out) in printed

@@ -10,18 +10,19 @@ step in its own child process with its own time limit:
     from the model, not listed by hand): values (fp32, fp16, bf16, channels_last) and gradients;
 (d) ``tensorrt``: Torch-TensorRT fp16 artefacts with the reference decomposition and with the plugins,
     exported, validated and loaded back;
-(e) ``bench``: eager fp32 / eager bf16 + channels_last / ``torch.compile`` / TensorRT fp16 at batch 1, 16, 64
-    on 256² slices, timed round-robin;
-(f) ``segment``: ``mdanet-sdk segment`` of a phantom set per modality kind, plus the Segmenter's cases/s.
+(e) ``bench``: eager fp32 (native and reference ops) / eager bf16 + channels_last / ``torch.compile`` /
+    TensorRT fp16 at batch 1, 16, 64 on 256² slices, timed round-robin;
+(f) ``segment``: ``mdanet-sdk segment`` of a phantom set per modality kind, plus the Segmenter's cases/s;
+(g) ``train``: a short training run of the ``small`` preset on MRI phantoms: seconds per optimizer step.
 
-It writes one JSON (the machine from :func:`mdanet_sdk.info.collect_info`, each step's status, time, summary
+It writes one JSON beside one log per step (the machine from :func:`mdanet_sdk.info.collect_info`, each step's status, time, summary
 and data), rewritten atomically as results arrive, so a run cut short still leaves what it measured, and prints
 a summary table. A missing GPU, TensorRT or native build gives a one-line skip for the steps that need them.
 ``--dry-run`` runs the non-GPU parts of the whole pipeline on the CPU at tiny sizes.
 
 Modules: :mod:`.config` (:class:`CheckConfig`, :data:`STEPS`), :mod:`.runner` (child processes, limits, the
 JSON, the summary), :mod:`.child` (a step's :class:`Recorder`), :mod:`.tool_steps` (build, tests),
-:mod:`.torch_steps` (ops, tensorrt, bench, segment), :mod:`.cli` (the arguments).
+:mod:`.op_check` (ops), :mod:`.torch_steps` (tensorrt, bench, segment, train), :mod:`.cli` (the arguments).
 """
 
 from __future__ import annotations

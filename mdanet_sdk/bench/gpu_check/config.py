@@ -23,7 +23,7 @@ class Step:
 
 _TORCH_STEPS = "mdanet_sdk.bench.gpu_check.torch_steps"
 _TOOL_STEPS = "mdanet_sdk.bench.gpu_check.tool_steps"
-#: The steps, in order (issue 17's list (a)–(f)); later steps use what earlier ones left (the build, the artefacts).
+#: The steps, in order (issue 17's list (a)–(f), then (g) training); later steps use what earlier ones left (the build, the artefacts).
 STEPS = (
     Step("build", "build the CUDA kernels against the installed CUDA torch", f"{_TOOL_STEPS}:build"),
     Step("tests", "the gpu-marked tests", f"{_TOOL_STEPS}:gpu_tests"),
@@ -39,13 +39,14 @@ STEPS = (
     ),
     Step("bench", "forward: eager fp32 / eager bf16+channels_last / compiled / TensorRT fp16", f"{_TORCH_STEPS}:bench"),
     Step("segment", "end-to-end `mdanet-sdk segment` of a phantom set", f"{_TORCH_STEPS}:segment"),
+    Step("train", "a short training run: seconds per optimizer step, finite losses", f"{_TORCH_STEPS}:train"),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 #: Seconds each step may run on an H100/H200; together with the process start-ups they fit :data:`DEFAULT_BUDGET_S`
 #: only when the build is quick, so the budget, not these, bounds the whole run.
-DEFAULT_LIMITS = {"build": 150, "tests": 60, "ops": 45, "tensorrt": 100, "bench": 100, "segment": 45}
+DEFAULT_LIMITS = {"build": 150, "tests": 60, "ops": 45, "tensorrt": 100, "bench": 100, "segment": 45, "train": 90}
 #: The whole run's wall-clock budget: under 8 minutes with room for the summary.
-DEFAULT_BUDGET_S = 460
+DEFAULT_BUDGET_S = 470
 
 
 @dataclass
@@ -67,6 +68,9 @@ class CheckConfig:
         phantom_shape: ``(X, Y, Z)`` of the phantoms (None: the benchmark's ISLES-like volumes).
         n_cases: phantoms per kind.
         compile_backend: ``torch.compile`` backend (``eager`` in a dry run: traced by dynamo, no code generation).
+        train_cases: MRI phantoms of the training step (fold 0 of 3 folds validates on a third of them).
+        train_size: model grid of the training step (the bundled MRI recipe's 128).
+        train_epochs, train_steps: epochs and optimizer steps per epoch of the training step (batch 16).
         budget_s: wall-clock budget of the whole run; a step's limit is cut to what is left of it.
         limits: step name → its own time limit in seconds.
     """
@@ -85,6 +89,10 @@ class CheckConfig:
     phantom_shape: tuple[int, int, int] | None = None
     n_cases: int = 4
     compile_backend: str = "inductor"
+    train_cases: int = 6
+    train_size: int = 128
+    train_epochs: int = 2
+    train_steps: int = 30
     budget_s: float = DEFAULT_BUDGET_S
     limits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
@@ -103,6 +111,10 @@ class CheckConfig:
             phantom_shape=(48, 40, 3),
             n_cases=1,
             compile_backend="eager",
+            train_cases=3,
+            train_size=32,
+            train_epochs=1,
+            train_steps=4,
             # a CPU shared with other work: room for slow process starts, never the GPU run's tight limits
             budget_s=900.0,
             limits=dict.fromkeys(DEFAULT_LIMITS, 180.0),

@@ -1,9 +1,11 @@
-"""Steps (d), (e) and (f) of the GPU check: Torch-TensorRT artefacts, the forward benchmark, and end-to-end
-segmentation of a phantom set. Each is ``fn(config, recorder)`` run in a child process (:mod:`.child`)."""
+"""Steps (d)-(g) of the GPU check: Torch-TensorRT artefacts, the forward benchmark, end-to-end
+segmentation of a phantom set and a short training run. Each is ``fn(config, recorder)`` run in a child process (:mod:`.child`)."""
 
 from __future__ import annotations
 
 import copy
+import math
+import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from mdanet_sdk.bench.runners import build_network, kind_channels, one_line
 from mdanet_sdk.bench.timing import Stats, measure_interleaved, sync_for
 from mdanet_sdk.device import autocast
 
-__all__ = ["trt_artifact_path", "tensorrt", "bench", "segment"]
+__all__ = ["trt_artifact_path", "tensorrt", "bench", "segment", "train"]
 
 #: The op implementations of the two TensorRT artefacts: the reference decomposition, and the native plugins.
 _TRT_FLAVOURS = {"decomposition": "reference", "plugin": "native"}
@@ -266,3 +268,64 @@ def segment(config: CheckConfig, rec: Recorder) -> None:
         rec.put(kind, entry)
     parts = [f"{k}: {rec.data['result'][k]['api'].get('cases_per_s', 0):.2f} cases/s" for k in config.kinds]
     rec.finish("failed" if bad else "ok", ("failed for " + ", ".join(bad) + "; " if bad else "") + "; ".join(parts))
+
+
+def train(config: CheckConfig, rec: Recorder) -> None:
+    """(g) A short training run of the ``small`` preset on MRI phantoms: the steady seconds per optimizer step
+    (the first epoch's first steps, which compile and warm up, left out), finite losses, the fold's Dice; so a
+    GPU session knows how much of a recipe a slot holds."""
+    from mdanet_sdk.bench.segment import phantom_dataset
+    from mdanet_sdk.train.config import TrainConfig
+    from mdanet_sdk.train.events import TrainEvent
+    from mdanet_sdk.train.trainer import train as run_training
+
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise Skip("no CUDA device: torch.cuda.is_available() is False")
+    shape = config.phantom_shape or (112, 112, 24)
+    data = phantom_dataset("mri", shape, config.train_cases, Path(config.workdir) / "phantoms")
+    stamps: list[float] = []
+    losses: list[float] = []
+
+    def progress(event: TrainEvent) -> None:
+        if event.what == "step" and event.stats is not None:
+            stamps.append(time.perf_counter())
+            losses.append(event.stats.loss)
+
+    run = Path(config.workdir) / "train-run"
+    shutil.rmtree(run, ignore_errors=True)  # scratch: a rerun in the same workdir starts afresh
+    rec.put("ops", ops.implementation("auto", device))
+    started = time.perf_counter()
+    results = run_training(
+        TrainConfig(
+            data_dir=str(data),
+            out_dir=str(run),
+            layout="isles22",
+            kind="mri",
+            preset="small",
+            size=config.train_size,
+            folds=3,
+            fold=0,
+            epochs=config.train_epochs,
+            steps_per_epoch=config.train_steps,
+            batch_size=16,
+            patience=0,
+            device=config.device,
+            seed=0,
+        ),
+        progress=progress,
+    )
+    warm = stamps[min(3, len(stamps) // 2) :]  # after the first steps' compilation and warm-up
+    gaps = [b - a for a, b in zip(warm, warm[1:])]
+    step_s = sorted(gaps)[len(gaps) // 2] if gaps else float("nan")
+    fold = results.folds[0]
+    finite = bool(losses) and all(math.isfinite(v) for v in losses)
+    rec.put("size", config.train_size)
+    rec.put("steps", len(stamps))
+    rec.put("seconds", round(time.perf_counter() - started, 1))
+    rec.put("step_s", step_s)
+    rec.put("slices_per_s", 16 / step_s if gaps else None)
+    rec.put("losses", [round(v, 4) for v in losses[:: max(1, len(losses) // 10)]])
+    rec.put("val_dsc", fold.val_dsc)
+    summary = f"{len(stamps)} steps, {step_s:.3f} s/step ({16 / step_s:.0f} slices/s), val DSC {fold.val_dsc:.3f}"
+    rec.finish("ok" if finite and len(stamps) == config.train_epochs * config.train_steps else "failed", summary)
