@@ -1,5 +1,5 @@
-"""Steps (d)-(g) of the GPU check: Torch-TensorRT artefacts, the forward benchmark, end-to-end
-segmentation of a phantom set and a short training run. Each is ``fn(config, recorder)`` run in a child process (:mod:`.child`)."""
+"""Steps (d)-(g) of the GPU check: Torch-TensorRT artefacts, the forward benchmark, end-to-end segmentation of a
+phantom set and a short training run. Each is ``fn(config, recorder)`` run in a child process (:mod:`.child`)."""
 
 from __future__ import annotations
 
@@ -113,11 +113,9 @@ def _contenders(config: CheckConfig, device: torch.device) -> tuple[dict[str, An
             impl,
         ),
     }
-    if impl == "native":  # what the native ops buy, in the same run
-        reference_net = build_network(config.preset, _KIND, ops_impl="reference", size=config.size).to(
-            device
-        )  # same seed, same weights
-        ready["eager fp32, reference ops"] = (reference_net, "fp32", False, "reference")
+    if impl == "native":  # what the native ops buy, in the same run (same seed, so the same weights)
+        reference_net = build_network(config.preset, _KIND, ops_impl="reference", size=config.size)
+        ready["eager fp32, reference ops"] = (reference_net.to(device), "fp32", False, "reference")
     missing: dict[str, str] = {}
     path = trt_artifact_path(config, "decomposition")
     if (reason := _tensorrt_reason()) is not None:
@@ -295,6 +293,7 @@ def train(config: CheckConfig, rec: Recorder) -> None:
     run = Path(config.workdir) / "train-run"
     shutil.rmtree(run, ignore_errors=True)  # scratch: a rerun in the same workdir starts afresh
     rec.put("ops", ops.implementation("auto", device))
+    batch = 16
     started = time.perf_counter()
     results = run_training(
         TrainConfig(
@@ -308,7 +307,7 @@ def train(config: CheckConfig, rec: Recorder) -> None:
             fold=0,
             epochs=config.train_epochs,
             steps_per_epoch=config.train_steps,
-            batch_size=16,
+            batch_size=batch,
             patience=0,
             device=config.device,
             seed=0,
@@ -324,8 +323,8 @@ def train(config: CheckConfig, rec: Recorder) -> None:
     rec.put("steps", len(stamps))
     rec.put("seconds", round(time.perf_counter() - started, 1))
     rec.put("step_s", step_s)
-    rec.put("slices_per_s", 16 / step_s if gaps else None)
+    rec.put("slices_per_s", batch / step_s if gaps else None)
     rec.put("losses", [round(v, 4) for v in losses[:: max(1, len(losses) // 10)]])
     rec.put("val_dsc", fold.val_dsc)
-    summary = f"{len(stamps)} steps, {step_s:.3f} s/step ({16 / step_s:.0f} slices/s), val DSC {fold.val_dsc:.3f}"
+    summary = f"{len(stamps)} steps, {step_s:.3f} s/step ({batch / step_s:.0f} slices/s), val DSC {fold.val_dsc:.3f}"
     rec.finish("ok" if finite and len(stamps) == config.train_epochs * config.train_steps else "failed", summary)
