@@ -29,7 +29,7 @@ import torch
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.data.phantom import make_phantom, write_dataset
 from mdanet_sdk.data.preprocess import head_mask
-from mdanet_sdk.inference import Segmenter, adc_in_head, choose_postprocessing
+from mdanet_sdk.inference import PostprocessConfig, Segmenter, adc_in_head, choose_postprocessing
 from mdanet_sdk.train.checkpoint import BUNDLED, load_checkpoint, save_checkpoint
 from mdanet_sdk.train.trainer import TrainConfig, train
 
@@ -162,7 +162,7 @@ def _compact(tensor: torch.Tensor) -> torch.Tensor:
     return half if torch.isfinite(half).all() else tensor
 
 
-def tune(kind: str, path: Path) -> tuple[dict, float]:
+def tune(kind: str, path: Path | str) -> tuple[PostprocessConfig, float]:
     """Post-processing (TTA, threshold, minimum lesion size, for MRI the ADC gate) for ``path``, chosen on the
     held-out tuning phantoms."""
     segmenters = {tta: Segmenter.from_checkpoint(path, device="cpu", tta=tta) for tta in (False, True)}

@@ -191,9 +191,26 @@ def test_invalid_options_raise_input_error(tmp_path) -> None:
         make_phantom("isles22", 0, n_lesions=0)
     with pytest.raises(InputError, match="n_cases"):
         write_dataset(tmp_path / "x", "isles22", 0)
+    with pytest.raises(InputError, match="workers"):
+        write_dataset(tmp_path / "x", "isles22", 2, workers=0)
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="is a file"):
         write_dataset(tmp_path / "file", "isles22", 1)
+
+
+def test_write_dataset_in_parallel_writes_the_same_dataset(tmp_path) -> None:
+    """Cases written by worker processes hold the same voxels and records as cases written one by one."""
+    options = {"shape": (24, 24, 6), "domain": "mixed"}
+    serial = write_dataset(tmp_path / "serial", "isles22", 5, seed=7, **options)
+    parallel = write_dataset(tmp_path / "parallel", "isles22", 5, seed=7, workers=2, **options)
+    assert (serial / "phantoms.json").read_text() == (parallel / "phantoms.json").read_text()
+    domains = [c["info"]["domain"] for c in json.loads((parallel / "phantoms.json").read_text())["cases"]]
+    assert domains == ["classic", "randomised", "classic", "randomised", "classic"]
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*.nii.gz"))
+    assert len(files) == 15
+    for rel in files:
+        a, b = nib.load(serial / rel), nib.load(parallel / rel)
+        assert np.array_equal(a.get_fdata(), b.get_fdata()) and np.array_equal(a.affine, b.affine)
 
 
 def test_write_dataset_isles22_layout(tmp_path) -> None:
@@ -250,7 +267,9 @@ def test_cli_synth_writes_n_cases(tmp_path) -> None:
     assert [s.case_id for s in sources] == ["sub-strokecase0001", "sub-strokecase0002", "sub-strokecase0003"]
     assert all(s.label_path is not None for s in sources)
     assert sources[0].load().shape[:2] == (32, 32)
-    result = runner.invoke(app, ["synth", str(tmp_path / "ctp"), "--kind", "ctp", "--cases", "2", "--shape", "32x32x2"])
+    result = runner.invoke(
+        app, ["synth", str(tmp_path / "ctp"), "--kind", "ctp", "--cases", "2", "--shape", "32x32x2", "--workers", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert [s.case_id for s in find_cases(tmp_path / "ctp")] == ["case_1", "case_2"]
     result = runner.invoke(app, ["synth", str(tmp_path / "bad"), "--shape", "32x32"])

@@ -54,15 +54,17 @@ def synth(
     domain: Annotated[
         str,
         typer.Option(
-            help="classic, or randomised (wider contrast, noise, bias, background, resolution and unit ranges)."
+            help="classic, randomised (wider contrast, noise, bias, background, resolution and unit ranges), or "
+            "mixed (classic and randomised cases alternately)."
         ),
     ] = "classic",
+    workers: Annotated[int, typer.Option(help="Processes that write cases in parallel.", min=1)] = 1,
 ) -> None:
     """Write synthetic stroke phantoms (with lesion labels) as a real ISLES-layout NIfTI dataset."""
     from mdanet_sdk.data.phantom import write_dataset
 
     kind, layout = _kind_and_layout(kind)
-    root = write_dataset(out_dir, layout, cases, seed, shape=parse_shape(shape), domain=domain)
+    root = write_dataset(out_dir, layout, cases, seed, workers=workers, shape=parse_shape(shape), domain=domain)
     console.print(
         f"wrote {cases} synthetic {domain} {kind} case(s) in the {layout} layout to {root}",
         highlight=False,

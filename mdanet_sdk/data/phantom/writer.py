@@ -4,6 +4,7 @@ datasets, stored in the orientations those datasets use."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,13 @@ def _write_isles18(out: Path, ph: Phantom, name: str, index: int) -> None:
 
 
 def write_dataset(
-    out_dir: str | os.PathLike[str], layout: str = "isles22", n_cases: int = 10, seed: int = 0, **options: Any
+    out_dir: str | os.PathLike[str],
+    layout: str = "isles22",
+    n_cases: int = 10,
+    seed: int = 0,
+    *,
+    workers: int = 1,
+    **options: Any,
 ) -> Path:
     """Write ``n_cases`` phantoms as real NIfTI files in the folder layout of the real dataset.
 
@@ -91,13 +98,14 @@ def write_dataset(
         layout: ``"isles22"`` or ``"isles18"`` (:data:`KIND_LAYOUT` maps a modality kind to it).
         n_cases: number of cases (>= 1).
         seed: dataset seed.
+        workers: processes that draw and write cases in parallel (the files do not depend on it).
         **options: passed to :func:`make_phantom` (``shape``, ``spacing``, ``pattern``, ``n_lesions``, ``domain``).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
 
     Raises:
-        InputError: ``n_cases < 1``, ``out_dir`` is a file, or an invalid phantom option.
+        InputError: ``n_cases < 1``, ``workers < 1``, ``out_dir`` is a file, or an invalid phantom option.
     """
     out = Path(out_dir)
     if n_cases < 1:
@@ -107,18 +115,28 @@ def write_dataset(
     check_options(
         layout, options.get("shape"), options.get("pattern"), options.get("n_lesions"), options.get("domain", "classic")
     )
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, got {workers}.")
     out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for i in range(n_cases):
-        name, case_s = case_name(layout, i), case_seed(seed, i)
-        ph = make_phantom(layout, case_s, case_id=name, **options)
-        if layout == "isles22":
-            _write_isles22(out, ph, name)
-        else:
-            _write_isles18(out, ph, name, i)
-        records.append({"case_id": name, "seed": case_s, "info": ph.info})
+    jobs = [(out, layout, seed, i, options) for i in range(n_cases)]
+    if workers == 1 or n_cases == 1:
+        records = [_write_case(*job) for job in jobs]
+    else:  # each case is drawn from its own seed, so the files are the same as written one by one
+        with ProcessPoolExecutor(min(workers, n_cases)) as pool:
+            records = list(pool.map(_write_case, *zip(*jobs), chunksize=max(1, n_cases // (4 * workers))))
     _write_index(out, layout, seed, records)
     return out
+
+
+def _write_case(out: Path, layout: str, seed: int, index: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Draw and write case ``index`` of the dataset; its ``phantoms.json`` record."""
+    name, case_s = case_name(layout, index), case_seed(seed, index)
+    ph = make_phantom(layout, case_s, case_id=name, **options)
+    if layout == "isles22":
+        _write_isles22(out, ph, name)
+    else:
+        _write_isles18(out, ph, name, index)
+    return {"case_id": name, "seed": case_s, "info": ph.info}
 
 
 def _write_index(out: Path, layout: str, seed: int, records: list[dict[str, Any]]) -> None:
