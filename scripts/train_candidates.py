@@ -176,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {"cases": args.cases, "probe": {}, "runs": {}}
     runs = {}
     for n in names:
+        if not (work / f"probe-{n}.json").is_file():  # its log above says why; the others still run
+            print(f"{time.time() - T0:6.0f}s {n}: the probe failed, not trained", flush=True)
+            summary["probe"][n] = {"failed": True}
+            continue
         probe = json.loads((work / f"probe-{n}.json").read_text())
         run = plan(work / "data", n, 0, args.steps, INNER_FRACTION)
         epochs = min(args.max_epochs, epochs_that_fit(probe, args.probe_steps, run, args.cases, args.deadline))
