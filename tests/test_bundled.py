@@ -1,5 +1,5 @@
 """The bundled demo weights on what they never saw: own phantoms (dataset seeds 9000+; training used 103, 105,
-111, 202 and 211), phantoms of a different, test-only generator (``ood_phantoms.py``) and the real ISLES'22
+111, 151, 202 and 211), phantoms of a different, test-only generator (``ood_phantoms.py``) and the real ISLES'22
 example case with its expert mask."""
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "isles22-exampl
 
 
 # Measured with each checkpoint's own post-processing (meta["inference"], chosen on seeds 8000-8035): default-mri
-# 0.716, default-ctp 0.737. Issue 14 asks 0.75 / 0.65: CTP meets it; the MRI weights, trained to hold up beyond
-# this generator, lost 0.09 here (0.809 before) and are held to what they measure.
-@pytest.mark.parametrize(("name", "kind", "threshold"), [("mri", "isles22", 0.70), ("ctp", "isles18", 0.65)])
+# 0.805, default-ctp 0.737; issue 14's 0.75 / 0.65.
+@pytest.mark.parametrize(("name", "kind", "threshold"), [("mri", "isles22", 0.75), ("ctp", "isles18", 0.65)])
 def test_bundled_weights_segment_unseen_phantoms(name, kind, threshold):
     from mdanet_sdk import Segmenter
 
@@ -42,7 +41,7 @@ def test_bundled_weights_segment_unseen_phantoms(name, kind, threshold):
 
 
 # Randomised own MRI phantoms whose air is Rician noise and whose ADC outside the head is half 0, half noise
-# (seeds 9003, 9004, 9011, 9013, 9021 of 9000-9023): per-case DSC 0.73, 0.94, 0.49, 0.07, 0.92 (mean 0.63) since
+# (seeds 9003, 9004, 9011, 9013, 9021 of 9000-9023): per-case DSC 0.80, 0.97, 0.57, 0.24, 0.96 (mean 0.70) since
 # the head mask leaves such an ADC background out and the weights were retrained on such masks; 0.00-0.07 when
 # the mask called the air head.
 def test_bundled_mri_weights_segment_phantoms_with_a_noisy_background():
@@ -54,7 +53,7 @@ def test_bundled_mri_weights_segment_phantoms_with_a_noisy_background():
         case = make_phantom("isles22", seed, domain="randomised")
         assert case.info["background"] == "noise"
         scores.append(dsc(seg.predict(case).mask_canonical, case.label))
-    assert np.mean(scores) >= 0.55, f"per-case DSC {np.round(scores, 3).tolist()}"
+    assert np.mean(scores) >= 0.6, f"per-case DSC {np.round(scores, 3).tolist()}"
 
 
 @pytest.mark.parametrize("name", ["default-mri", "default-ctp"])
@@ -90,18 +89,18 @@ def test_bundled_weights_segment_out_of_distribution_phantoms(name, threshold):
 def test_bundled_mri_weights_on_the_real_isles22_case():
     """Dice, lesion-wise F1 and volume against the expert mask (835 voxels, 6.68 mL, ~31 embolic foci).
 
-    Measured: Dice 0.326, lesion-wise F1 0.270 (7 components predicted, the phantom-chosen minimum lesion size
-    10 drops the specks), 1.86 mL found. Issue 14's targets (Dice and F1 >= 0.5, volume within 30 %) are NOT
-    met: most foci are a few voxels with DWI 1.1-1.6x tissue. The test holds the weights to what they measure,
-    so that a change that loses the lesions they find fails here.
+    Measured (fp32 and bf16 alike): Dice 0.375, lesion-wise F1 0.400 (10 components predicted), 1.93 mL found,
+    voxel precision 0.84. Issue 14's targets (Dice and F1 >= 0.5, volume within 30 %) are NOT met: most foci are a
+    few voxels with DWI 1.1-1.6x tissue. The test holds the weights to what they measure, so that a change that
+    loses the lesions they find fails here.
     """
     from mdanet_sdk import Segmenter
 
     case = read_case(REAL)
     result = Segmenter.default("mri").predict(case)
     scores = case_metrics(result.mask_canonical, case.label, case.reference.voxel_volume_ml)
-    assert scores["dsc"] >= 0.3 and scores["lesion_f1"] >= 0.25, scores
-    assert 1.4 <= scores["volume_pred_ml"] <= scores["volume_gt_ml"], scores  # under-segments, no false blobs
+    assert scores["dsc"] >= 0.35 and scores["lesion_f1"] >= 0.35, scores
+    assert 1.6 <= scores["volume_pred_ml"] <= scores["volume_gt_ml"], scores  # under-segments, no false blobs
 
 
 def _shifted(images, case):
