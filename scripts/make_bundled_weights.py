@@ -23,7 +23,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -132,6 +132,34 @@ def _start(kind: str, work: Path, i: int, first: int) -> str | None:
     return str(previous)
 
 
+def stage_config(kind: str, st: Stage, data: Path, out: Path, init: str | None, **runtime: Any) -> TrainConfig:
+    """The training run of stage ``st`` (fold 0, the ``small`` preset, batch 16, no early stopping) on the dataset
+    ``data``, into ``out``, from ``init``; ``runtime``: further :class:`TrainConfig` fields (device, workers,
+    resume)."""
+    return TrainConfig(
+        data_dir=str(data),
+        out_dir=str(out),
+        layout=RECIPES[kind].layout,
+        kind=kind,
+        preset="small",
+        size=st.size,
+        folds=st.folds,
+        fold=0,
+        epochs=st.epochs,
+        steps_per_epoch=st.steps,
+        batch_size=16,
+        lr=st.lr,
+        patience=0,
+        lesion_fraction=st.lesion_fraction,
+        dice=st.dice,
+        inner_fraction=st.inner_fraction,
+        precision=st.precision,
+        seed=st.train_seed,
+        init=init,
+        **runtime,
+    )
+
+
 def make(kind: str, work: Path, first: int = 0) -> Path:
     r = RECIPES[kind]
     for i, st in enumerate(r.stages):
@@ -140,30 +168,7 @@ def make(kind: str, work: Path, first: int = 0) -> Path:
         data = work / f"data-{kind}-{st.seed}"
         if not (data / "phantoms.json").is_file():  # written last: a dataset cut short is written again
             write_dataset(data, r.layout, st.cases, st.seed, workers=os.cpu_count() or 1, domain=st.domain)
-        results = train(
-            TrainConfig(
-                data_dir=str(data),
-                out_dir=str(run_dir(kind, work, i)),
-                layout=r.layout,
-                kind=kind,
-                preset="small",
-                size=st.size,
-                folds=st.folds,
-                fold=0,
-                epochs=st.epochs,
-                steps_per_epoch=st.steps,
-                batch_size=16,
-                lr=st.lr,
-                patience=0,
-                lesion_fraction=st.lesion_fraction,
-                dice=st.dice,
-                inner_fraction=st.inner_fraction,
-                precision=st.precision,
-                seed=st.train_seed,
-                resume=True,
-                init=_start(kind, work, i, first),
-            )
-        )
+        results = train(stage_config(kind, st, data, run_dir(kind, work, i), _start(kind, work, i, first), resume=True))
         print(f"default-{kind} stage {i + 1}: {results.to_dict().get('summary', '')}")
     return ship(kind, work)
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from make_bundled_weights import _compact
+from make_bundled_weights import Stage, _compact, stage_config
 
 #: The script's start (children read the parent's, so every log line counts from the same moment).
 T0 = float(os.environ.setdefault("MDANET_CANDIDATES_T0", str(time.time())))
@@ -65,32 +65,12 @@ class Plan(NamedTuple):
 
 
 def train_config(name: str, plan: Plan) -> Any:
-    """The :class:`TrainConfig` of candidate ``name`` under ``plan`` (the ``small`` preset at 128², batch 16)."""
-    from mdanet_sdk.train.config import TrainConfig
-
+    """The :class:`TrainConfig` of candidate ``name`` under ``plan``: a recipe stage (the ``small`` preset at 128²,
+    batch 16) on ``plan.data``."""
     c = CANDIDATES[name]
-    return TrainConfig(
-        data_dir=str(plan.data),
-        out_dir=str(plan.out),
-        layout="isles22",
-        kind="mri",
-        preset="small",
-        size=128,
-        folds=FOLDS,
-        fold=0,
-        epochs=plan.epochs,
-        steps_per_epoch=plan.steps,
-        batch_size=16,
-        lr=c.lr,
-        patience=0,
-        lesion_fraction=0.6,
-        dice=c.dice,
-        seed=c.seed,
-        init=c.init,
-        inner_fraction=plan.inner_fraction,
-        device=plan.device,
-        workers=plan.workers,
-    )
+    stage = Stage(DATA_SEED, 0, FOLDS, 128, plan.steps, plan.epochs, 0.6, c.lr, c.seed, "mixed", c.init, c.dice)
+    stage = stage._replace(inner_fraction=plan.inner_fraction)
+    return stage_config("mri", stage, plan.data, plan.out, c.init, device=plan.device, workers=plan.workers)
 
 
 def _child(name: str, plan: Plan, report: Path, timed_steps: bool) -> None:
