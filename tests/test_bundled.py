@@ -221,3 +221,31 @@ def test_bundled_mri_probability_is_high_on_lesions_and_low_elsewhere_on_shifted
     assert probability[lesion].mean() > 0.5
     # Confident false positives (before any post-processing) stay a small fraction of the lesion's volume.
     assert (probability[elsewhere] > 0.5).sum() < 0.25 * lesion.sum()
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="shared/data/isles22-example is not available")
+def test_real_case_in_fp16_matches_fp32(real_as_stored):
+    """fp16 (GPUs without bf16 take it under ``precision="auto"``) gives the fp32 lesions: the graph fusion's
+    back-projection reaches ~1e5 on this scan, beyond fp16's range, and must not be formed there (measured on
+    CPU autocast: mask Dice 0.998 against fp32; before the fix the run failed with non-finite values)."""
+    from mdanet_sdk import Segmenter
+
+    _, arrays, affine, reference = real_as_stored
+    fp16 = Segmenter.default("mri", tta=False, precision="fp16")
+    mask = fp16.predict_arrays({m: arrays[m] for m in ("dwi", "adc")}, affine).mask
+    assert dsc(mask, reference) >= 0.98
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="shared/data/isles22-example is not available")
+def test_fp16_artefact_of_the_mri_weights_finds_the_fp32_lesions(real_as_stored, tmp_path):
+    """An fp16 TorchScript artefact of default-mri (the TensorRT fp16 deployment's precision) segments the real
+    case as the checkpoint does. Its running variances (up to 1.25e9) do not fit fp16, so the export folds the
+    batch norms first; before, the export refused itself (artefact off by 13.1 on the probe batch). Measured:
+    the same 241 voxels as the fp32 artefact."""
+    from mdanet_sdk import Segmenter
+    from mdanet_sdk.export import export_checkpoint
+
+    _, arrays, affine, reference = real_as_stored
+    artefact = export_checkpoint("default-mri", "torchscript", tmp_path / "mri16.ts", precision="fp16").path
+    mask = Segmenter.from_exported(artefact, tta=False).predict_arrays({m: arrays[m] for m in ("dwi", "adc")}, affine)
+    assert dsc(mask.mask, reference) >= 0.98

@@ -31,6 +31,7 @@ from mdanet_sdk._files import atomic_write
 from mdanet_sdk.artifact_safety import ARTIFACT_VERSION, FORMATS
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, ExportError, InputError
+from mdanet_sdk.inference.optimize import fold_batchnorm
 from mdanet_sdk.export.artifact import PRECISIONS, load_artifact
 from mdanet_sdk.export.programs import BatchRange, probe_batch, write_exported, write_torchscript
 from mdanet_sdk.export.tensorrt import check_tensorrt_request, tensorrt_unavailable_reason, write_tensorrt
@@ -161,7 +162,10 @@ def _capture(
 ) -> None:
     """Capture a copy of ``reference`` in ``example``'s dtype and write it in ``fmt`` with the metadata
     ``files`` to ``tmp``."""
-    captured = copy.deepcopy(reference).to(example.dtype)
+    captured = copy.deepcopy(reference)
+    if example.dtype == torch.float16:  # running variances reach ~1e9, beyond fp16: fold them in fp32 first
+        fold_batchnorm(captured)
+    captured = captured.to(example.dtype)
     with torch.no_grad():
         if fmt == "torchscript":
             write_torchscript(captured, example, files, tmp)

@@ -74,11 +74,37 @@ class ChannelGraphFusion(nn.Module):
         f = stack_groups(features)  # (G·B, C, H, W)
         f_theta = self.theta(f).flatten(2)  # (G·B, N, HW)
         f_phi = self.phi(f).flatten(2)  # (G·B, E, HW)
-        graphs = torch.bmm(f_theta, f_phi.transpose(1, 2)) / f_theta.shape[-1]  # G_i, (G·B, N, E), Eq. 4
+        if f_theta.dtype == torch.float16:  # the sum over HW positions would overflow before the division
+            graphs = torch.bmm(f_theta / f_theta.shape[-1], f_phi.transpose(1, 2))  # G_i, (G·B, N, E), Eq. 4
+        else:
+            graphs = torch.bmm(f_theta, f_phi.transpose(1, 2)) / f_theta.shape[-1]
         g_concat = torch.cat(split_groups(graphs, groups), dim=1)  # (B, G·N, E)
         updated = stack_groups(self.gcn(g_concat).split(self.nodes, dim=1))  # Ĝ_i, (G·B, N, E)
-        back = torch.bmm(updated.transpose(1, 2), f_theta).view(f.shape[0], -1, f.shape[2], f.shape[3])  # Eq. 5
-        return split_groups(f + self.extend(back), groups)
+        return split_groups(f + self.reproject(updated, f_theta).view(f.shape), groups)
+
+    def reproject(self, updated: Tensor, f_theta: Tensor) -> Tensor:
+        """Eq. 5 and the conv-BN: ``BN(W Ĝᵀ F_θ)``, ``(G·B, N, E), (G·B, N, HW) → (G·B, C, HW)``.
+
+        ``Ĝᵀ F_θ`` reaches ~1e5 on real scans, beyond fp16's 65504. So in fp16 evaluation, where the batch norm
+        is an affine map ``a ⊙ y + b`` (or already folded into the conv by
+        :func:`~mdanet_sdk.inference.optimize.fold_batchnorm`), the product is taken as ``((a W) Ĝᵀ) F_θ + b``,
+        which never forms it. fp32 and bf16 keep the plain order: the folded one subtracts two large terms, so
+        its last bits would depend on the batch size.
+        """
+        conv, norm = cast(nn.Conv2d, self.extend[0]), self.extend[1]
+        batch_norm = isinstance(norm, nn.BatchNorm2d) and norm.running_mean is not None
+        if self.training or f_theta.dtype != torch.float16 or not (batch_norm or isinstance(norm, nn.Identity)):
+            back = torch.bmm(updated.transpose(1, 2), f_theta)  # (G·B, E, HW)
+            return cast(Tensor, self.extend(back.unsqueeze(-1))).squeeze(-1)
+        weight = conv.weight[:, :, 0, 0]  # W, (C, E)
+        shift = conv.bias if conv.bias is not None else torch.zeros_like(weight[:, 0])
+        if batch_norm:
+            bn = cast(nn.BatchNorm2d, norm)
+            scale = bn.weight * torch.rsqrt(cast(Tensor, bn.running_var) + bn.eps)  # a
+            weight = weight * scale[:, None]
+            shift = (shift - cast(Tensor, bn.running_mean)) * scale + bn.bias  # b
+        folded = torch.bmm(weight.expand(updated.shape[0], -1, -1), updated.transpose(1, 2))  # (G·B, C, N)
+        return torch.bmm(folded, f_theta) + shift[:, None]
 
 
 class SpaceGraphFusion(nn.Module):
