@@ -183,3 +183,36 @@ def test_speed_options_reach_the_segmenter_and_are_checked(tmp_path, monkeypatch
     assert result.ok and seen["batch_size"] is None and seen["channels_last"] is False and seen["optimize"] is False
     with pytest.raises(InputError, match="batch_size must be a whole number"):
         mdanet_sdk.segment(case, tmp_path / "out2", batch_size=0)
+
+
+def _saved_case(tmp_path: Path) -> tuple[SegmentationResult, Path, bytes]:
+    """A segmented two-file case and its DWI file with that file's bytes."""
+    data = volumes(2, seed=3)
+    files = {m: tmp_path / f"case_{m}.nii.gz" for m in ("dwi", "adc")}
+    for i, path in enumerate(files.values()):
+        write(path, data[..., i])
+    result = Segmenter.default("mri", tta=False).predict({m: str(p) for m, p in files.items()})
+    return result, files["dwi"], files["dwi"].read_bytes()
+
+
+def test_save_never_replaces_an_input_or_writes_two_outputs_to_one_file(tmp_path) -> None:
+    """``result.save`` refuses, before writing anything, a name holding an image it did not write (the input's
+    DWI, directly or through a link), a non-NIfTI probability name after a valid mask name (which used to write
+    the mask over the input, then delete it), and one file for both outputs."""
+    result, dwi, original = _saved_case(tmp_path)
+    link = tmp_path / "link.nii.gz"
+    link.symlink_to(dwi)
+    for mask, prob in ((dwi, None), (link, None), (dwi, tmp_path / "prob.mha"), (tmp_path / "m.nii.gz",) * 2):
+        with pytest.raises(InputError, match="did not write|must end in|both be"):
+            result.save(mask, prob)
+        assert dwi.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case_adc.nii.gz", "case_dwi.nii.gz", "link.nii.gz"]
+
+
+def test_save_replaces_an_earlier_prediction_and_an_unreadable_leftover(tmp_path) -> None:
+    result, _, _ = _saved_case(tmp_path)
+    mask, prob = result.save(tmp_path / "m.nii.gz", tmp_path / "p.nii.gz")
+    result.save(mask, prob)  # a rerun over its own outputs
+    (tmp_path / "left.nii.gz").write_bytes(b"\x1f\x8b cut short")
+    result.save(tmp_path / "left.nii.gz")
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "left.nii.gz").dataobj), result.mask)

@@ -59,6 +59,7 @@ __all__ = [
     "load_volume",
     "to_original",
     "save_like",
+    "check_output_file",
     "is_prediction",
     "is_own_output",
     "NIFTI_SUFFIXES",
@@ -338,6 +339,27 @@ def _as_output(array: np.ndarray, output: str) -> np.ndarray:
     return array.astype(np.uint8)
 
 
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if a result may be written there: a ``.nii``/``.nii.gz`` name that is
+    not a folder and does not hold an image other than an earlier prediction (an input scan or an expert mask
+    is never replaced; an unreadable leftover may be).
+
+    Raises:
+        InputError: what is wrong, and what to do.
+    """
+    path = Path(path)
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise InputError(f"output {path} must end in .nii or .nii.gz; choose such a file name.")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file name ending in .nii.gz.")
+    if path.exists() and header_shape(path) is not None and not is_prediction(path):
+        raise InputError(
+            f"output {path} is an existing image that mdanet-sdk did not write (an input or a label?); "
+            "choose another output name, or remove that file first."
+        )
+    return path
+
+
 def save_like(
     array_canonical: np.ndarray,
     ref: Volume,
@@ -362,9 +384,7 @@ def save_like(
     Raises:
         InputError: bad file name, output, shape or values; nothing is written then.
     """
-    path = Path(path)
-    if not path.name.endswith(NIFTI_SUFFIXES):
-        raise InputError(f"output {path} must end in .nii or .nii.gz; choose such a file name.")
+    path = check_output_file(path)
     data = _as_output(to_original(array_canonical, ref), output)
     header = ref.header.copy()
     header.set_data_dtype(data.dtype)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from mdanet_sdk.data.cases import Case
-from mdanet_sdk.data.nifti import save_like, to_original
+from mdanet_sdk.data.nifti import check_output_file, save_like, to_original
 from mdanet_sdk.data.preprocess import NOT_SKULL_STRIPPED, SliceGeometry
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay
@@ -81,13 +81,23 @@ class SegmentationResult:
     ) -> tuple[Path, Path | None]:
         """Write the mask (uint8) and optionally the probability map (float32) with the input's geometry.
 
-        Both files get the input's affine, orientation and header (qform/sform codes kept). Writes are atomic,
-        and if the probability map cannot be written the mask just written is removed again, so a failure
-        leaves no partial output.
+        Both files get the input's affine, orientation and header (qform/sform codes kept). Both names are
+        checked before anything is written (:func:`~mdanet_sdk.data.nifti.check_output_file`: an input scan or
+        a label is never replaced), writes are atomic, and if the probability map cannot be written the mask
+        just written is removed again, so a failure leaves no partial output.
 
         Returns:
             ``(mask_path, prob_path or None)``.
+
+        Raises:
+            InputError: a name that is not ``.nii``/``.nii.gz``, names an existing image that is not an earlier
+                prediction, or one file for both outputs; nothing is written then.
         """
+        mask_path = check_output_file(mask_path)
+        if prob_path is not None:
+            prob_path = check_output_file(prob_path)
+            if prob_path.absolute() == mask_path.absolute() or (prob_path.exists() and mask_path.exists() and prob_path.samefile(mask_path)):
+                raise InputError(f"the mask and the probability map would both be {mask_path}; give two file names.")
         mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, output="mask")
         if prob_path is None:
             return mask_path, None
