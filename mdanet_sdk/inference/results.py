@@ -96,7 +96,9 @@ class SegmentationResult:
         mask_path = check_output_file(mask_path)
         if prob_path is not None:
             prob_path = check_output_file(prob_path)
-            if prob_path.absolute() == mask_path.absolute() or (prob_path.exists() and mask_path.exists() and prob_path.samefile(mask_path)):
+            if prob_path.absolute() == mask_path.absolute() or (
+                prob_path.exists() and mask_path.exists() and prob_path.samefile(mask_path)
+            ):
                 raise InputError(f"the mask and the probability map would both be {mask_path}; give two file names.")
         mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, output="mask")
         if prob_path is None:
