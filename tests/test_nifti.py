@@ -103,14 +103,17 @@ def test_save_like_keeps_codes_and_units_but_not_scaling(tmp_path) -> None:
     assert nib.load(tmp_path / "m.nii.gz").get_fdata()[to_original(mask, vol) == 1].tolist() == [1.0]
 
 
-def test_4d_keeps_modalities_last_and_drops_a_trailing_singleton(tmp_path, io_write_nifti, io_voxels) -> None:
+def test_4d_keeps_modalities_last_and_drops_singleton_axes_after_the_third(tmp_path, io_write_nifti, io_voxels) -> None:
     stacked = np.stack([io_voxels, -io_voxels - 1], axis=-1)
     vol = load_volume(io_write_nifti(tmp_path / "4d.nii.gz", stacked, AFFINES["LPS"]))
     assert vol.data.shape == (*SHAPE, 2)
     np.testing.assert_array_equal(vol.data[..., 1], -vol.data[..., 0] - 1)
     np.testing.assert_array_equal(to_original(vol.data, vol), stacked)
-    single = load_volume(io_write_nifti(tmp_path / "1.nii.gz", io_voxels[..., None] + 1, AFFINES["RAS"]))
-    assert single.data.shape == SHAPE and single.original_shape == SHAPE
+    for extra in ((1,), (1, 1)):  # (X, Y, Z, 1) and (X, Y, Z, 1, 1) are 3D volumes
+        single = io_write_nifti(tmp_path / "1.nii.gz", (io_voxels + 1).reshape(SHAPE + extra), AFFINES["RAS"])
+        assert load_volume(single).data.shape == SHAPE and load_volume(single).original_shape == SHAPE
+    vector = load_volume(io_write_nifti(tmp_path / "v.nii.gz", stacked[..., None, :], AFFINES["LPS"]))
+    np.testing.assert_array_equal(vector.data, vol.data)  # (X, Y, Z, 1, C): NIfTI's components axis
 
 
 def test_nan_and_inf_are_zeroed_with_a_warning(tmp_path, io_write_nifti, io_voxels) -> None:
@@ -147,7 +150,7 @@ def _singular_affine(path: Path) -> Path:
         (lambda p, w: _file(p / "bad.nii.gz", b"not gzip at all" * 40), "not a gzip"),
         (lambda p, w: _file(p / "cut.nii.gz", w(p / "a.nii.gz", NOISE).read_bytes()[:600]), "not a readable"),
         (lambda p, w: w(p / "2d.nii.gz", np.ones((8, 8), np.float32)), "has 2 dimensions"),
-        (lambda p, w: w(p / "5d.nii.gz", np.ones((4, 4, 3, 1, 2), np.float32)), "has 5 dimensions"),
+        (lambda p, w: w(p / "5d.nii.gz", np.ones((4, 4, 3, 2, 2), np.float32)), "has 5 dimensions"),
         (lambda p, w: w(p / "empty.nii.gz", np.zeros((4, 4, 3), np.float32)), "is empty"),
         (lambda p, w: w(p / "nosize.nii.gz", np.ones((4, 0, 3), np.float32)), "zero-length axis"),
         (lambda p, w: _singular_affine(p / "flat.nii"), "degenerate affine"),

@@ -187,6 +187,21 @@ def test_usage_errors_exit_2(bundled, tmp_path) -> None:
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["-o", "MASK.NII.GZ"], "ending in .nii.gz (lower case)"),  # used to become a folder of that name
+        (["-o", "mask.mha"], "ending in .nii.gz (lower case)"),
+        (["-o", "out/m.nii.gz", "--overlay", "out/m.nii.gz"], "give a .png name or a folder"),
+    ],
+)
+def test_output_names_that_cannot_be_folders_are_refused(bundled, tmp_path, option, message) -> None:
+    a = write(tmp_path / "a.nii.gz", volumes(2))
+    result = runner.invoke(app, ["segment", str(a), *[str(tmp_path / o) if "." in o else o for o in option]])
+    assert result.exit_code == 2 and message in result.stderr
+    assert files_in(tmp_path) == ["a.nii.gz"]
+
+
 @pytest.mark.skipif(not ISLES22_EXAMPLE.is_dir(), reason="shared ISLES'22 example case not available")
 def test_real_isles22_case_end_to_end(bundled, tmp_path) -> None:
     out = tmp_path / "out"

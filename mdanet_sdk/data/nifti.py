@@ -111,7 +111,7 @@ class Volume:
         affine: 4x4 voxel-to-world (mm) matrix of ``data``.
         header: the original nibabel header (a copy; its shape and dtype are those of the file).
         original_affine: 4x4 affine of the file as stored.
-        original_shape: shape of the file as stored (after dropping a trailing length-1 axis).
+        original_shape: shape of the file as stored (length-1 axes after the third dropped: :func:`image_shape`).
         orientation: axis codes of the stored voxel axes, e.g. ``("L", "A", "S")``.
         path: the file it was read from, or ``None``.
         warnings: sentences about repaired problems (e.g. NaN voxels set to 0).
@@ -192,14 +192,21 @@ def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
     return img, data
 
 
+def image_shape(shape: Iterable[int]) -> tuple[int, ...]:
+    """A stored shape without its length-1 axes after the third: ``(X, Y, Z, 1)`` and ``(X, Y, Z, 1, 1)`` are
+    3D volumes, ``(X, Y, Z, 1, C)`` (NIfTI's 5th axis for components) is 4D."""
+    shape = tuple(int(n) for n in shape)
+    return shape[:3] + tuple(n for n in shape[3:] if n != 1)
+
+
 def header_shape(path: str | os.PathLike[str]) -> tuple[int, ...] | None:
-    """The voxel shape an image file's header declares (NIfTI, MetaImage or NRRD), reading no voxel; ``None``
-    when the header cannot be read (:func:`load_volume` then says why)."""
+    """The voxel shape an image file's header declares (NIfTI, MetaImage or NRRD; :func:`image_shape`),
+    reading no voxel; ``None`` when the header cannot be read (:func:`load_volume` then says why)."""
     try:
         if is_itk(path):
-            return itk_shape(path)
+            return image_shape(itk_shape(path))
         check_regular_file(path)
-        return tuple(int(n) for n in nib.load(path).shape)  # type: ignore[attr-defined]
+        return image_shape(nib.load(path).shape)  # type: ignore[attr-defined]
     except (InputError, *_READ_ERRORS):
         return None
 
@@ -257,8 +264,7 @@ def load_volume(
     img, data = read_itk(path) if is_itk(path) else _read(path)
     if data.size == 0:
         raise InputError(f"{path} has a zero-length axis {data.shape}; it holds no voxels, re-export it.")
-    if data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
+    data = data.reshape(image_shape(data.shape))
     if data.ndim not in (3, 4):
         raise InputError(
             f"{path} has {data.ndim} dimensions {data.shape}; expected a 3D volume (X, Y, Z) or a 4D image "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource
+from mdanet_sdk.data.formats import ITK_SUFFIXES
 from mdanet_sdk.data.layouts import detect_layout, find_cases
 from mdanet_sdk.data.layouts.nnunet import channels_named
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, nifti_stem, output_name
@@ -289,6 +290,11 @@ def refuse_clobbering(jobs: list[Job], reports: Sequence[Path] = ()) -> None:
             break
 
 
+def _image_name(path: Path) -> bool:
+    """Whether ``path``'s name ends like an image file (any case), so that it cannot be meant as a folder."""
+    return path.name.lower().endswith((*NIFTI_SUFFIXES, *ITK_SUFFIXES))
+
+
 def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | None) -> None:
     """Fill each job's ``outputs`` (see the module docstring for the naming rules).
 
@@ -297,6 +303,13 @@ def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | 
     """
     single = len(jobs) == 1
     out_is_file = out is not None and out.name.endswith(NIFTI_SUFFIXES)
+    if out is not None and not out_is_file and _image_name(out):
+        raise InputError(
+            f"-o {out} names an image file that mdanet-sdk does not write; masks are NIfTI: give a name ending in "
+            ".nii.gz (lower case) or a folder."
+        )
+    if overlay is not None and overlay.suffix.lower() != ".png" and _image_name(overlay):
+        raise InputError(f"--overlay {overlay} names an image file; give a .png name or a folder for the overlays.")
     if out_is_file and not single:
         raise InputError(f"-o {out} names one file but {len(jobs)} cases were given; pass a folder instead.")
     for job in jobs:
