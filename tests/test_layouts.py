@@ -362,9 +362,9 @@ def test_symlink_loops_and_flipped_storage(tmp_path) -> None:
     flip = np.diag([-1.0, 1.0, 1.0, 1.0])
     flip[0, 3] = SHAPE[0] - 1
     _write(folder / "dwi.nii.gz", data)
-    _write(folder / "adc.nii.gz", data[::-1], flip)
+    _write(folder / "adc.nii.gz", 2 * data[::-1], flip)  # another image: one file for both is refused
     case = read_case(folder)
-    np.testing.assert_array_equal(case.images["adc"], case.images["dwi"])
+    np.testing.assert_array_equal(case.images["adc"], 2 * case.images["dwi"])
 
 
 # ---------------------------------------------------------------------------------------------- formats

@@ -135,6 +135,14 @@ def _file(path: Path, content: bytes) -> Path:
     return path
 
 
+def _bad_checksum(path: Path) -> Path:
+    """A .nii.gz whose voxels decompress fine but whose gzip CRC does not match them (one flipped byte)."""
+    raw = bytearray(path.read_bytes())
+    raw[-6] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def _singular_affine(path: Path) -> Path:
     img = nib.Nifti1Image(np.ones((4, 4, 3), np.float32), None)  # no affine: nibabel keeps the header's
     img.header.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)  # a flattened Z axis
@@ -149,13 +157,14 @@ def _singular_affine(path: Path) -> Path:
         (lambda p, w: _file(p / "notes.nii", b"hello " * 100), "not a readable NIfTI"),
         (lambda p, w: _file(p / "bad.nii.gz", b"not gzip at all" * 40), "not a gzip"),
         (lambda p, w: _file(p / "cut.nii.gz", w(p / "a.nii.gz", NOISE).read_bytes()[:600]), "not a readable"),
+        (lambda p, w: _bad_checksum(w(p / "crc.nii.gz", NOISE)), "CRC check failed"),
         (lambda p, w: w(p / "2d.nii.gz", np.ones((8, 8), np.float32)), "has 2 dimensions"),
         (lambda p, w: w(p / "5d.nii.gz", np.ones((4, 4, 3, 2, 2), np.float32)), "has 5 dimensions"),
         (lambda p, w: w(p / "empty.nii.gz", np.zeros((4, 4, 3), np.float32)), "is empty"),
         (lambda p, w: w(p / "nosize.nii.gz", np.ones((4, 0, 3), np.float32)), "zero-length axis"),
         (lambda p, w: _singular_affine(p / "flat.nii"), "degenerate affine"),
     ],
-    ids=["missing", "not-nifti", "not-gzip", "truncated", "2d", "5d", "all-zero", "zero-size", "singular"],
+    ids=["missing", "not-nifti", "not-gzip", "truncated", "checksum", "2d", "5d", "all-zero", "zero-size", "singular"],
 )
 def test_invalid_inputs_raise_input_error(make, message, tmp_path, io_write_nifti) -> None:
     with pytest.raises(InputError, match=message):

@@ -216,3 +216,14 @@ def test_save_replaces_an_earlier_prediction_and_an_unreadable_leftover(tmp_path
     (tmp_path / "left.nii.gz").write_bytes(b"\x1f\x8b cut short")
     result.save(tmp_path / "left.nii.gz")
     assert np.array_equal(np.asarray(nib.load(tmp_path / "left.nii.gz").dataobj), result.mask)
+
+
+def test_one_image_given_for_two_modalities_is_refused(tmp_path) -> None:
+    """The same file as DWI and ADC used to give a confident "no lesion"; each input form now refuses it."""
+    dwi = write(tmp_path / "case_dwi.nii.gz", volumes(2)[..., 0])
+    (failed,) = mdanet_sdk.segment({"dwi": dwi, "adc": dwi}, tmp_path / "out")
+    assert not failed.ok and "the dwi and adc images are identical" in failed.error
+    assert not (tmp_path / "out").exists()
+    array = np.asarray(nib.load(dwi).dataobj)
+    with pytest.raises(InputError, match="identical"):
+        Segmenter.default("mri").predict_arrays({"dwi": array, "adc": array.copy()}, np.eye(4))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mdanet_sdk.data.nifti import Volume, load_volume, nifti_stem
-from mdanet_sdk.data.validate import check_image
+from mdanet_sdk.data.validate import check_distinct_images, check_image
 from mdanet_sdk.errors import InputError
 
 __all__ = [
@@ -167,6 +167,7 @@ class CaseSource:
             mask_volume = load_volume(self.brain_mask_path, label=True)
             _check_same_grid(self.case_id, "brain mask", mask_volume, reference)
             brain_mask = np.asarray(mask_volume.data) != 0
+        check_distinct_images(images, self.case_id)
         return Case(self.case_id, images, lesion, reference, warnings, brain_mask)
 
     def _load_files(self) -> tuple[dict[str, np.ndarray], Volume, list[str]]:

@@ -32,6 +32,7 @@ that dataset readers can tell the SDK's own outputs from ground truth (:func:`is
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
 import zlib
@@ -178,6 +179,7 @@ def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
             )
         _check_header(path, img)
         data = np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
+        _check_gzip_stream(Path(str(img.file_map["image"].filename)))
     except InputError:
         raise
     except MemoryError:
@@ -192,6 +194,16 @@ def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
     return img, data
 
 
+def _check_gzip_stream(path: Path) -> None:
+    """Decompress a gzip file to its end, which checks its CRC and length: nibabel reads only the voxels, so a
+    damaged byte that still decompresses would otherwise pass unnoticed (raises OSError / EOFError)."""
+    if not path.name.lower().endswith(".gz"):
+        return
+    with gzip.open(path, "rb") as stream:
+        while stream.read(1 << 24):
+            pass
+
+
 def image_shape(shape: Iterable[int]) -> tuple[int, ...]:
     """A stored shape without its length-1 axes after the third: ``(X, Y, Z, 1)`` and ``(X, Y, Z, 1, 1)`` are
     3D volumes, ``(X, Y, Z, 1, C)`` (NIfTI's 5th axis for components) is 4D."""
@@ -204,9 +216,11 @@ def header_shape(path: str | os.PathLike[str]) -> tuple[int, ...] | None:
     reading no voxel; ``None`` when the header cannot be read (:func:`load_volume` then says why)."""
     try:
         if is_itk(path):
-            return image_shape(itk_shape(path))
-        check_regular_file(path)
-        return image_shape(nib.load(path).shape)  # type: ignore[attr-defined]
+            shape = tuple(itk_shape(path))
+        else:
+            check_regular_file(path)
+            shape = tuple(nib.load(path).shape)  # type: ignore[attr-defined]
+        return image_shape(shape) if all(n >= 1 for n in shape) else None
     except (InputError, *_READ_ERRORS):
         return None
 

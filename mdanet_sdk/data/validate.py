@@ -32,6 +32,7 @@ import numpy as np
 from mdanet_sdk.errors import InputError
 
 __all__ = [
+    "check_distinct_images",
     "MAX_VOXELS",
     "MAX_DIM",
     "MAX_VOLUMES",
@@ -156,6 +157,22 @@ def check_image(array: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
             :data:`MAX_ABS_VALUE`, no finite voxel, or every finite voxel 0 (empty) or one value (constant).
     """
     return _check_values(array, name, image=True, allow_empty=False)
+
+
+def check_distinct_images(images: dict[str, np.ndarray], case: str) -> None:
+    """Refuse a case whose modalities include the same image twice (one file given for two modalities): the
+    model would answer confidently and wrongly.
+
+    Raises:
+        InputError: names the two modalities.
+    """
+    names = list(images)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            if images[first].shape == images[second].shape and np.array_equal(images[first], images[second]):
+                raise InputError(
+                    f"case {case}: the {first} and {second} images are identical; give each modality its own file."
+                )
 
 
 def check_label(array: np.ndarray, name: str, *, allow_empty: bool = True) -> tuple[np.ndarray, list[str]]:

@@ -14,7 +14,7 @@ import numpy as np
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource
 from mdanet_sdk.data.nifti import Volume, header_shape, nifti_stem, to_canonical
-from mdanet_sdk.data.validate import check_image
+from mdanet_sdk.data.validate import check_distinct_images, check_image
 from mdanet_sdk.errors import InputError
 
 __all__ = [
@@ -119,4 +119,5 @@ def case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_
         orientation=tuple(nib.aff2axcodes(affine)),
         warnings=list(warnings),
     )
+    check_distinct_images(images, case_id)
     return Case(case_id, images, None, ref, warnings, brain_mask)
