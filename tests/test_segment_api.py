@@ -227,3 +227,12 @@ def test_one_image_given_for_two_modalities_is_refused(tmp_path) -> None:
     array = np.asarray(nib.load(dwi).dataobj)
     with pytest.raises(InputError, match="identical"):
         Segmenter.default("mri").predict_arrays({"dwi": array, "adc": array.copy()}, np.eye(4))
+
+
+def test_an_output_folder_that_cannot_be_made_fails_its_cases_before_the_model_runs(tmp_path, monkeypatch) -> None:
+    """Used to surface as a raw errno after the prediction; now each case fails at once, in one sentence."""
+    case = write(tmp_path / "a.nii.gz", volumes(2))
+    (tmp_path / "taken").write_text("a file where a folder is wanted")
+    monkeypatch.setattr(Segmenter, "predict_many", lambda *a, **k: pytest.fail("the model ran"))
+    (failed,) = mdanet_sdk.segment(case, tmp_path / "taken" / "masks")
+    assert not failed.ok and "cannot be written" in failed.error and "taken is not a folder" in failed.error

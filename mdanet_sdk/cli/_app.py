@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import signal
 from pathlib import Path
 from types import FrameType
@@ -29,6 +30,9 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """MDANet brain-stroke lesion segmentation: train, segment, evaluate, export, benchmark."""
+    # nibabel prints its header repairs ("pixdim[1,2,3] should be non-zero ...") to stderr itself; the CLI says
+    # in one line what is wrong with a file, so those lines would only contradict or repeat it.
+    logging.getLogger("nibabel.global").setLevel(logging.ERROR)
 
 
 class SafeConsole(Console):

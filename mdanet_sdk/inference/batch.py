@@ -26,6 +26,7 @@ from mdanet_sdk.inference.planning import (
     parse_modalities,
     plan_jobs,
     refuse_clobbering,
+    refuse_unwritable,
 )
 from mdanet_sdk.inference.resume import SkippedCase, outputs_complete, run_document
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult
@@ -129,6 +130,7 @@ def segment(
     settings.update(checkpoint=checkpoint, model=model, prob=prob, overlay=overlay, modalities=modalities)
     target = _Target(Path(report) if report is not None else None, split, jobs, settings)
     refuse_clobbering(jobs, target.paths)
+    refuse_unwritable(jobs)
     mine = select(jobs, split) if split is not None else jobs
     return _run(mine, segmenters, options, progress or _silent, target, skip_existing)
 

@@ -34,6 +34,7 @@ __all__ = [
     "plan_jobs",
     "output_paths",
     "refuse_clobbering",
+    "refuse_unwritable",
     "parse_modalities",
     "attach_brain_mask",
     "mapping_text",
@@ -84,12 +85,13 @@ def _name(path: Path) -> str:
 
 def _mapping_job(mapping: dict[str, Path], wanted: tuple[str, ...] | None) -> Job:
     """The case of a mapping modality -> file; ``"sub-7_dwi.nii.gz"`` names it ``"sub-7"`` (the modality suffix
-    of its first file dropped)."""
+    of its first file dropped), ``"sub-7/dwi.nii.gz"`` after its folder."""
     images = {m: p for m, p in mapping.items() if m != BRAIN_MASK_KEY}
     if not images:
         raise InputError("the mapping names only a brain mask; add the images, e.g. -m dwi=a.nii.gz -m adc=b.nii.gz.")
     first, path = next(iter(images.items()))
-    case_id = nifti_stem(path).removesuffix(f"_{first}") or _name(path)
+    stem = nifti_stem(path)
+    case_id = (stem.removesuffix(f"_{first}") if stem != first else "") or _name(path.parent)
     source = CaseSource(case_id, images, None, wanted or tuple(images), mapping.get(BRAIN_MASK_KEY))
     return Job(case_id, source)
 
@@ -293,6 +295,35 @@ def refuse_clobbering(jobs: list[Job], reports: Sequence[Path] = ()) -> None:
 def _image_name(path: Path) -> bool:
     """Whether ``path``'s name ends like an image file (any case), so that it cannot be meant as a folder."""
     return path.name.lower().endswith((*NIFTI_SUFFIXES, *ITK_SUFFIXES))
+
+
+def refuse_unwritable(jobs: list[Job]) -> None:
+    """Fail (``job.error``) each case whose output folder cannot be made or written, before any model runs (a
+    missing folder is made later; its nearest existing ancestor must be a writable folder)."""
+    reasons: dict[Path, str | None] = {}
+    for job in jobs:
+        if job.error is not None:
+            continue
+        for role, path in job.outputs.items():
+            if path.parent not in reasons:
+                reasons[path.parent] = _unwritable(path.parent)
+            if reasons[path.parent] is not None:
+                job.error = (
+                    f"its {role} output {path} cannot be written: {reasons[path.parent]}; choose another folder."
+                )
+                break
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be created in ``folder`` or the folders that would be made for it; ``None`` if they can."""
+    probe = folder.absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
 
 
 def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | None) -> None:

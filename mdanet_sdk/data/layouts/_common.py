@@ -113,8 +113,8 @@ def pick(case_id: str, name: str, found: Mapping[str, list[Path]], where: Path) 
         listing = ", ".join(str(f) for f in files)
         what = name.replace("_", " ")
         raise InputError(
-            f"case {case_id}: several {what} files under {where} ({listing}); keep one, or pass the files "
-            "by name to read_case({modality: path})."
+            f"case {case_id}: several {what} files under {where} ({listing}); keep one, or name the files (CLI: "
+            f"-m {name}=FILE per modality; Python: a mapping {{modality: path}})."
         )
     return files[0] if files else None
 
