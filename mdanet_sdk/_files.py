@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "write_json", "temp_prefix", "remove_stale_temps"]
+__all__ = ["atomic_write", "write_json", "temp_prefix", "remove_stale_temps", "file_key"]
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
 
@@ -107,3 +107,13 @@ def remove_stale_temps(path: Path) -> list[Path]:
 def write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=indent) + "\n"))
+
+
+def file_key(path: Path) -> tuple[Any, ...]:
+    """One key per file: the inode of an existing file (hard links, symlinks and ``..`` agree), else the
+    resolved path, case-folded where the file system folds case."""
+    try:
+        st = path.stat()
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.normcase(os.path.realpath(path)))

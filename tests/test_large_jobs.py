@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 import mdanet_sdk
 from mdanet_sdk.cli import app
+from mdanet_sdk.data.nifti import PREDICTION_MARK
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.inference import SegmentationResult
 from mdanet_sdk.inference.resume import nifti_complete
@@ -57,7 +58,9 @@ def test_skip_existing_keeps_complete_outputs_and_redoes_incomplete_ones(tmp_pat
     whole = (out / "b_seg.nii.gz").read_bytes()
     (out / "b_seg.nii.gz").write_bytes(whole[: len(whole) // 2])  # a copy cut short
     (out / "c_prob.nii.gz").unlink()  # --prob asked, the probability map is missing
-    write(out / "d_seg.nii.gz", np.zeros((5, 5, 5), np.uint8))  # whole, but of another grid
+    stale = nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4))
+    stale.header["descrip"] = PREDICTION_MARK  # an own output, whole, but of another grid
+    nib.save(stale, out / "d_seg.nii.gz")
     kept = (out / "a_seg.nii.gz").stat()
     events: list[tuple[str, str]] = []
     second = list(

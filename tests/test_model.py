@@ -319,16 +319,19 @@ def test_paper_model_native_ops_equal_reference():
         assert torch.allclose(nat(x), ref(x), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("folded", [False, True])
-def test_channel_graph_fusion_stays_finite_in_fp16_where_its_products_exceed_fp16(folded) -> None:
+@pytest.mark.parametrize("norm", ["batch norm", "folded", "no affine"])
+def test_channel_graph_fusion_stays_finite_in_fp16_where_its_products_exceed_fp16(norm) -> None:
     """Real scans drive the GCFB's back-projection ``Ĝᵀ F_θ`` to ~1e5 (fp16 ends at 65504): in fp16 evaluation
-    (autocast, with the batch norm or with it folded into the conv) the block gives the fp32 result, not inf."""
+    (autocast; with the batch norm, with it folded into the conv, or without its affine part) the block gives
+    the fp32 result, not inf."""
     from mdanet_sdk.inference.optimize import fold_batchnorm
     from mdanet_sdk.model.blocks import split_groups, stack_groups
     from mdanet_sdk.model.gcfb import ChannelGraphFusion
 
     torch.manual_seed(0)
     block = ChannelGraphFusion(32, 8, 16, impl="reference")
+    if norm == "no affine":
+        block.extend[1] = torch.nn.BatchNorm2d(32, affine=False)
     x = [torch.randn(2, 32, 8, 8) * 80 + 5, torch.randn(2, 32, 8, 8) * 80]
     with torch.no_grad():
         for _ in range(30):  # settle the running statistics
@@ -339,7 +342,7 @@ def test_channel_graph_fusion_stays_finite_in_fp16_where_its_products_exceed_fp1
         updated = stack_groups(block.gcn(torch.cat(split_groups(graphs, 2), dim=1)).split(8, dim=1))
         assert torch.bmm(updated.transpose(1, 2), f_theta).abs().max() > 2 * 65504  # the case this is about
         expected = block(x)
-        if folded:
+        if norm == "folded":
             fold_batchnorm(block)
         with torch.autocast("cpu", dtype=torch.float16):
             got = block(x)

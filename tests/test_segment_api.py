@@ -197,16 +197,34 @@ def _saved_case(tmp_path: Path) -> tuple[SegmentationResult, Path, bytes]:
 
 def test_save_never_replaces_an_input_or_writes_two_outputs_to_one_file(tmp_path) -> None:
     """``result.save`` refuses, before writing anything, a name holding an image it did not write (the input's
-    DWI, directly or through a link), a non-NIfTI probability name after a valid mask name (which used to write
-    the mask over the input, then delete it), and one file for both outputs."""
+    DWI, directly or through a link; an expert mask named like an output), a non-NIfTI probability name after
+    a valid mask name (which used to write the mask over the input, then delete it), and one file for both
+    outputs, also through ``..``."""
     result, dwi, original = _saved_case(tmp_path)
     link = tmp_path / "link.nii.gz"
     link.symlink_to(dwi)
-    for mask, prob in ((dwi, None), (link, None), (dwi, tmp_path / "prob.mha"), (tmp_path / "m.nii.gz",) * 2):
-        with pytest.raises(InputError, match="did not write|must end in|both be"):
+    expert = write(tmp_path / "case_seg.nii.gz", (volumes(1)[..., 0] > 1).astype(np.uint8))
+    (tmp_path / "sub").mkdir()
+    fresh = tmp_path / "m.nii.gz"
+    for mask, prob, message in (
+        (dwi, None, "did not write"),
+        (link, None, "did not write"),
+        (expert, None, "did not write"),
+        (fresh, tmp_path / "p.mha", "must end in"),
+        (dwi, tmp_path / "p.mha", "did not write"),  # used to write over the input, then delete it
+        (fresh, fresh, "both be"),
+        (fresh, tmp_path / "sub" / ".." / "m.nii.gz", "both be"),
+    ):
+        with pytest.raises(InputError, match=message):
             result.save(mask, prob)
-        assert dwi.read_bytes() == original
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["case_adc.nii.gz", "case_dwi.nii.gz", "link.nii.gz"]
+        assert dwi.read_bytes() == original and not fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "case_adc.nii.gz",
+        "case_dwi.nii.gz",
+        "case_seg.nii.gz",
+        "link.nii.gz",
+        "sub",
+    ]
 
 
 def test_save_replaces_an_earlier_prediction_and_an_unreadable_leftover(tmp_path) -> None:
@@ -236,3 +254,13 @@ def test_an_output_folder_that_cannot_be_made_fails_its_cases_before_the_model_r
     monkeypatch.setattr(Segmenter, "predict_many", lambda *a, **k: pytest.fail("the model ran"))
     (failed,) = mdanet_sdk.segment(case, tmp_path / "taken" / "masks")
     assert not failed.ok and "cannot be written" in failed.error and "taken is not a folder" in failed.error
+
+
+@pytest.mark.parametrize("name", ["dwi.nii.gz", "DWI.nii.gz"])
+def test_files_named_after_their_modality_take_their_folders_name(tmp_path, name) -> None:
+    data = volumes(2)
+    dwi = write(tmp_path / "sub-42" / name, data[..., 0])
+    adc = write(tmp_path / "sub-42" / "adc.nii.gz", data[..., 1])
+    (result,) = mdanet_sdk.segment({"dwi": dwi, "adc": adc}, tmp_path / "out")
+    assert result.ok and result.case_id == "sub-42"
+    assert (tmp_path / "out" / "sub-42_seg.nii.gz").is_file()

@@ -32,7 +32,7 @@ def _root() -> None:
     """MDANet brain-stroke lesion segmentation: train, segment, evaluate, export, benchmark."""
     # nibabel prints its header repairs ("pixdim[1,2,3] should be non-zero ...") to stderr itself; the CLI says
     # in one line what is wrong with a file, so those lines would only contradict or repeat it.
-    logging.getLogger("nibabel.global").setLevel(logging.ERROR)
+    logging.getLogger("nibabel.global").setLevel(logging.CRITICAL + 1)
 
 
 class SafeConsole(Console):

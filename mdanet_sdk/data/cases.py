@@ -156,6 +156,7 @@ class CaseSource:
             raise InputError(self.problem)
         load = self._load_4d if FOURD_KEY in self.paths else self._load_files
         images, reference, warnings = load()
+        check_distinct_images(images, self.case_id)
         lesion = None
         if label and self.label_path is not None:
             label_volume = load_volume(self.label_path, allow_empty=True)
@@ -167,7 +168,6 @@ class CaseSource:
             mask_volume = load_volume(self.brain_mask_path, label=True)
             _check_same_grid(self.case_id, "brain mask", mask_volume, reference)
             brain_mask = np.asarray(mask_volume.data) != 0
-        check_distinct_images(images, self.case_id)
         return Case(self.case_id, images, lesion, reference, warnings, brain_mask)
 
     def _load_files(self) -> tuple[dict[str, np.ndarray], Volume, list[str]]:

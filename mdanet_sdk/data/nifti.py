@@ -359,11 +359,11 @@ def _as_output(array: np.ndarray, output: str) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def check_output_file(path: str | os.PathLike[str], own_names: Iterable[str] = ()) -> Path:
+def check_output_file(path: str | os.PathLike[str]) -> Path:
     """``path`` as a :class:`~pathlib.Path` if a result may be written there: a ``.nii``/``.nii.gz`` name that is
-    not a folder and does not hold an image other than an earlier prediction or a file named as the SDK names
-    its outputs (``own_names``, e.g. ``case_seg.nii.gz``). So an input scan or an expert mask is never
-    replaced; an unreadable leftover may be.
+    not a folder and does not hold an image other than an earlier prediction (:func:`is_prediction`; every file
+    :func:`save_like` writes is marked). So an input scan or an expert mask is never replaced, whatever its
+    name; an unreadable leftover may be.
 
     Raises:
         InputError: what is wrong, and what to do.
@@ -373,7 +373,7 @@ def check_output_file(path: str | os.PathLike[str], own_names: Iterable[str] = (
         raise InputError(f"output {path} must end in .nii or .nii.gz; choose such a file name.")
     if path.is_dir():
         raise InputError(f"output {path} is a folder; give a file name ending in .nii.gz.")
-    if path.exists() and path.name not in set(own_names) and header_shape(path) is not None and not is_prediction(path):
+    if path.exists() and header_shape(path) is not None and not is_prediction(path):
         raise InputError(
             f"output {path} is an existing image that mdanet-sdk did not write (an input or a label?); "
             "choose another output name, or remove that file first."

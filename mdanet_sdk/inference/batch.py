@@ -130,7 +130,6 @@ def segment(
     settings.update(checkpoint=checkpoint, model=model, prob=prob, overlay=overlay, modalities=modalities)
     target = _Target(Path(report) if report is not None else None, split, jobs, settings)
     refuse_clobbering(jobs, target.paths)
-    refuse_unwritable(jobs)
     mine = select(jobs, split) if split is not None else jobs
     return _run(mine, segmenters, options, progress or _silent, target, skip_existing)
 
@@ -225,7 +224,9 @@ def _run(
         yield case
     reports = []
     failed: dict[str, str] = {}
-    for outcome in _outcomes([job for job in jobs if job.case_id not in done], segmenters, options, progress):
+    todo = [job for job in jobs if job.case_id not in done]
+    refuse_unwritable(todo)  # after the skips: a finished read-only folder is skipped, not failed
+    for outcome in _outcomes(todo, segmenters, options, progress):
         if isinstance(outcome, SegmentationResult):
             reports.append(outcome.report)
             progress("done", outcome.case_id, round(outcome.report.runtime_s * 1000))

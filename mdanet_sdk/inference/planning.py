@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from mdanet_sdk._files import file_key
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource
 from mdanet_sdk.data.formats import ITK_SUFFIXES
 from mdanet_sdk.data.layouts import detect_layout, find_cases
@@ -91,7 +92,7 @@ def _mapping_job(mapping: dict[str, Path], wanted: tuple[str, ...] | None) -> Jo
         raise InputError("the mapping names only a brain mask; add the images, e.g. -m dwi=a.nii.gz -m adc=b.nii.gz.")
     first, path = next(iter(images.items()))
     stem = nifti_stem(path)
-    case_id = (stem.removesuffix(f"_{first}") if stem != first else "") or _name(path.parent)
+    case_id = (stem.removesuffix(f"_{first}") if stem.lower() != first.lower() else "") or _name(path.parent)
     source = CaseSource(case_id, images, None, wanted or tuple(images), mapping.get(BRAIN_MASK_KEY))
     return Job(case_id, source)
 
@@ -241,16 +242,6 @@ def _make_unique(jobs: list[Job]) -> None:
         seen.add(job.case_id.casefold())
 
 
-def _file_key(path: Path) -> tuple[Any, ...]:
-    """One key per file: the inode of an existing file (hard links, symlinks and ``..`` agree), else the
-    resolved path, case-folded where the file system folds case."""
-    try:
-        st = path.stat()
-        return ("inode", st.st_dev, st.st_ino)
-    except OSError:
-        return ("path", os.path.normcase(os.path.realpath(path)))
-
-
 def _inputs(job: Job) -> list[Path]:
     """The files of a case, or, for a path that failed planning, that file or the files in that folder."""
     if job.source is not None:
@@ -267,17 +258,17 @@ def _inputs(job: Job) -> list[Path]:
 def refuse_clobbering(jobs: list[Job], reports: Sequence[Path] = ()) -> None:
     """Fail (``job.error``) each case whose output would overwrite an input of any case, another output of the
     run or a report (the run's, or a shard's); the inputs are never touched and no output is written twice."""
-    inputs = {_file_key(p): (job.case_id, p) for job in jobs for p in _inputs(job)}
+    inputs = {file_key(p): (job.case_id, p) for job in jobs for p in _inputs(job)}
     planned: dict[tuple[Any, ...], str] = {}
     for report in reports:
-        if _file_key(report) in inputs:
+        if file_key(report) in inputs:
             raise InputError(f"the report {report} is an input file; choose another name for the report.")
-        planned[_file_key(report)] = f"the report {report}"
+        planned[file_key(report)] = f"the report {report}"
     for job in jobs:
         if job.error is not None:
             continue
         for role, path in job.outputs.items():
-            key = _file_key(path)
+            key = file_key(path)
             if key in inputs:
                 case_id, given = inputs[key]
                 job.error = (
@@ -317,8 +308,10 @@ def refuse_unwritable(jobs: list[Job]) -> None:
 def _unwritable(folder: Path) -> str | None:
     """Why files cannot be created in ``folder`` or the folders that would be made for it; ``None`` if they can."""
     probe = folder.absolute()
-    while not probe.exists() and probe.parent != probe:
+    while not os.path.lexists(probe) and probe.parent != probe:
         probe = probe.parent
+    if probe.is_symlink() and not probe.exists():
+        return f"{probe} is a broken link"
     if not probe.is_dir():
         return f"{probe} is not a folder"
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -330,7 +323,8 @@ def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | 
     """Fill each job's ``outputs`` (see the module docstring for the naming rules).
 
     Raises:
-        InputError: ``-o`` or ``--overlay`` names one file but there are several cases.
+        InputError: ``-o`` or ``--overlay`` names one file but there are several cases, ``-o`` names an image
+            file other than a lower-case ``.nii``/``.nii.gz``, or ``--overlay`` names an image file.
     """
     single = len(jobs) == 1
     out_is_file = out is not None and out.name.endswith(NIFTI_SUFFIXES)

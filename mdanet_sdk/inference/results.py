@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from mdanet_sdk.data.cases import Case
-from mdanet_sdk.data.nifti import check_output_file, output_name, save_like, to_original
+from mdanet_sdk._files import file_key
+from mdanet_sdk.data.nifti import check_output_file, save_like, to_original
 from mdanet_sdk.data.preprocess import NOT_SKULL_STRIPPED, SliceGeometry
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay
@@ -90,17 +91,14 @@ class SegmentationResult:
             ``(mask_path, prob_path or None)``.
 
         Raises:
-            InputError: a name that is not ``.nii``/``.nii.gz``, names an existing image that is neither an
-                earlier prediction nor named ``<case>_seg``/``<case>_prob``, or one file for both outputs;
-                nothing is written then.
+            InputError: a name that is not ``.nii``/``.nii.gz``, names an existing image that is not an earlier
+                prediction, or one file for both outputs (also through links or ``..``); nothing is written
+                then.
         """
-        own = [output_name(self.case_id, output) for output in ("mask", "prob")]
-        mask_path = check_output_file(mask_path, own)
+        mask_path = check_output_file(mask_path)
         if prob_path is not None:
-            prob_path = check_output_file(prob_path, own)
-            if prob_path.absolute() == mask_path.absolute() or (
-                prob_path.exists() and mask_path.exists() and prob_path.samefile(mask_path)
-            ):
+            prob_path = check_output_file(prob_path)
+            if file_key(prob_path) == file_key(mask_path):
                 raise InputError(f"the mask and the probability map would both be {mask_path}; give two file names.")
         mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, output="mask")
         if prob_path is None:

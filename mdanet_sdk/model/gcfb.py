@@ -87,7 +87,7 @@ class ChannelGraphFusion(nn.Module):
 
         ``Ĝᵀ F_θ`` reaches ~1e5 on real scans, beyond fp16's 65504. So in fp16 evaluation, where the batch norm
         is an affine map ``a ⊙ y + b`` (or already folded into the conv by
-        :func:`~mdanet_sdk.inference.optimize.fold_batchnorm`), the product is taken as ``((a W) Ĝᵀ) F_θ + b``,
+        :func:`~mdanet_sdk.inference.optimize.fold_batchnorm`), the product is taken as ``(a ⊙ (W Ĝᵀ)) F_θ + b``,
         which never forms it. fp32 and bf16 keep the plain order: the folded one subtracts two large terms, so
         its last bits would depend on the batch size.
         """
@@ -97,14 +97,19 @@ class ChannelGraphFusion(nn.Module):
             back = torch.bmm(updated.transpose(1, 2), f_theta)  # (G·B, E, HW)
             return cast(Tensor, self.extend(back.unsqueeze(-1))).squeeze(-1)
         weight = conv.weight[:, :, 0, 0]  # W, (C, E)
-        shift = conv.bias if conv.bias is not None else torch.zeros_like(weight[:, 0])
+        scale = torch.ones_like(weight[:, 0])
+        shift = conv.bias if conv.bias is not None else torch.zeros_like(scale)
         if batch_norm:
             bn = cast(nn.BatchNorm2d, norm)
-            scale = bn.weight * torch.rsqrt(cast(Tensor, bn.running_var) + bn.eps)  # a
-            weight = weight * scale[:, None]
-            shift = (shift - cast(Tensor, bn.running_mean)) * scale + bn.bias  # b
-        folded = torch.bmm(weight.expand(updated.shape[0], -1, -1), updated.transpose(1, 2))  # (G·B, C, N)
-        return torch.bmm(folded, f_theta) + shift[:, None]
+            scale = torch.rsqrt(cast(Tensor, bn.running_var) + bn.eps)
+            shift = (shift - cast(Tensor, bn.running_mean)) * scale
+            if bn.weight is not None:
+                scale, shift = scale * bn.weight, shift * bn.weight
+            if bn.bias is not None:
+                shift = shift + bn.bias
+        # a (W Ĝᵀ) rather than (a W) Ĝᵀ: a W (~1e-7) would be subnormal in fp16.
+        folded = torch.bmm(weight.expand(updated.shape[0], -1, -1), updated.transpose(1, 2)) * scale[:, None]
+        return torch.bmm(folded, f_theta) + shift[:, None]  # (G·B, C, HW)
 
 
 class SpaceGraphFusion(nn.Module):
