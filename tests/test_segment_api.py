@@ -264,3 +264,12 @@ def test_files_named_after_their_modality_take_their_folders_name(tmp_path, name
     (result,) = mdanet_sdk.segment({"dwi": dwi, "adc": adc}, tmp_path / "out")
     assert result.ok and result.case_id == "sub-42"
     assert (tmp_path / "out" / "sub-42_seg.nii.gz").is_file()
+
+
+def test_a_foreign_image_named_like_an_output_fails_its_case_before_the_model_runs(tmp_path, monkeypatch) -> None:
+    case = write(tmp_path / "a.nii.gz", volumes(2))
+    label = write(tmp_path / "out" / "a_seg.nii.gz", (volumes(1)[..., 0] > 1).astype(np.uint8))  # e.g. a label
+    kept = label.read_bytes()
+    monkeypatch.setattr(Segmenter, "predict_many", lambda *a, **k: pytest.fail("the model ran"))
+    (failed,) = mdanet_sdk.segment(case, tmp_path / "out")
+    assert not failed.ok and "did not write" in failed.error and label.read_bytes() == kept

@@ -25,7 +25,7 @@ from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource
 from mdanet_sdk.data.formats import ITK_SUFFIXES
 from mdanet_sdk.data.layouts import detect_layout, find_cases
 from mdanet_sdk.data.layouts.nnunet import channels_named
-from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, nifti_stem, output_name
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, check_output_file, load_volume, nifti_stem, output_name
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.inference.inputs import BUNDLED_MODALITIES, kind_for_modalities, refuse_single_3d, volume_count
 
@@ -289,8 +289,9 @@ def _image_name(path: Path) -> bool:
 
 
 def refuse_unwritable(jobs: list[Job]) -> None:
-    """Fail (``job.error``) each case whose output folder cannot be made or written, before any model runs (a
-    missing folder is made later; its nearest existing ancestor must be a writable folder)."""
+    """Fail (``job.error``) each case whose output folder cannot be made or written, or whose mask or
+    probability file would replace an image mdanet-sdk did not write (:func:`check_output_file`), before any
+    model runs (a missing folder is made later; its nearest existing ancestor must be a writable folder)."""
     reasons: dict[Path, str | None] = {}
     for job in jobs:
         if job.error is not None:
@@ -303,6 +304,12 @@ def refuse_unwritable(jobs: list[Job]) -> None:
                     f"its {role} output {path} cannot be written: {reasons[path.parent]}; choose another folder."
                 )
                 break
+            if role in ("mask", "prob"):
+                try:
+                    check_output_file(path)
+                except InputError as exc:
+                    job.error = str(exc)
+                    break
 
 
 def _unwritable(folder: Path) -> str | None:
