@@ -205,3 +205,19 @@ def test_cli_json_option_and_its_deprecated_alias(folders, tmp_path) -> None:
     both = CliRunner().invoke(app, ["evaluate", str(run), str(gt), "--json", "x.json", "-o", "y.json"])
     assert both.exit_code == 2 and "give only --json" in both.output
     assert "--json" in CliRunner().invoke(app, ["evaluate", "--help"]).output
+
+
+def test_cli_never_writes_scores_over_an_image_or_scores_a_label_against_itself(folders, tmp_path) -> None:
+    flat, _, gt = folders
+    runner = CliRunner()
+    before = (flat / "A_seg.nii.gz").read_bytes()
+    onto = runner.invoke(app, ["evaluate", str(flat), str(gt), "--json", str(flat / "A_seg.nii.gz")])
+    assert onto.exit_code == 2 and "is an image" in onto.output  # used to replace the prediction with JSON
+    assert (flat / "A_seg.nii.gz").read_bytes() == before
+    csv = runner.invoke(app, ["evaluate", str(flat), str(gt), "--json", str(tmp_path / "scores.csv")])
+    assert csv.exit_code == 2 and "name it .json" in csv.output and not (tmp_path / "scores.csv").exists()
+    labels = tmp_path / "labels"
+    for case_id, (g, _) in _masks().items():
+        _save(labels / f"{case_id}.nii.gz", g)
+    itself = runner.invoke(app, ["evaluate", str(labels), str(labels)])  # used to score DSC 1.0 for every case
+    assert itself.exit_code == 1 and "is its label file" in itself.output

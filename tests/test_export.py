@@ -351,3 +351,17 @@ def test_tensorrt_plugins_round_trip(tmp_path):
     result = export_model(model, "tensorrt", tmp_path / "p.pt2", preprocess=PREPROCESS, batch=BatchRange(1, 4, 8))
     assert result.ops == "plugin" and result.max_abs_diff <= result.tolerance
     assert load_artifact(result.path, "cuda")(probe_batch(5, 2, SIZE, SIZE).cuda()).shape == (5, 2, SIZE, SIZE)
+
+
+def test_export_never_writes_over_its_checkpoint_and_says_why_a_path_fails(checkpoint_file, tmp_path):
+    """``-o`` naming the checkpoint itself used to replace the trained weights with the artefact; a folder as
+    ``-o`` used to end in an IsADirectoryError traceback. Both are one ``error:`` line now."""
+    own = tmp_path / "own.pt"
+    own.write_bytes(checkpoint_file.read_bytes())
+    same = runner.invoke(app, ["export", str(own), "-o", str(own)])
+    assert same.exit_code == 2 and "is the checkpoint being exported" in same.output
+    assert own.read_bytes() == checkpoint_file.read_bytes()
+    (tmp_path / "folder").mkdir()
+    folder = runner.invoke(app, ["export", str(own), "-o", str(tmp_path / "folder")])
+    assert folder.exit_code == 1 and "error:" in folder.output and "Traceback" not in folder.output
+    assert folder.exception is None or isinstance(folder.exception, SystemExit)

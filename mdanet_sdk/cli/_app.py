@@ -89,7 +89,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``app.command`` that turns an :class:`MDANetError` into one line on stderr and exit code 2."""
+    """``app.command`` that turns an :class:`MDANetError` into one line on stderr and exit code 2, and an
+    ``OSError`` (a path that cannot be used) into one line and exit code 1."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)
@@ -98,6 +99,10 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
                 return func(*a, **kw)
             except MDANetError as exc:
                 raise fail(str(exc)) from None
+            except OSError as exc:  # a path the user gave: missing, a folder, a file, read-only, disk full
+                where = f"{exc.filename}: " if exc.filename else ""
+                reason = exc.strerror or type(exc).__name__
+                raise fail(f"{where}{reason}; check the path and its permissions, then run again.", 1) from None
             except KeyboardInterrupt as exc:  # the outputs being written were removed on the way here
                 terminated = isinstance(exc, Terminated)
                 what = "terminated (SIGTERM)" if terminated else "interrupted"

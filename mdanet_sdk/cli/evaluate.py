@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from mdanet_sdk.data.nifti import header_shape
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console, fail, plain
 from mdanet_sdk.cli._options import LabelPattern
 from mdanet_sdk.errors import MDANetError
@@ -162,8 +163,14 @@ def evaluate_command(
         summary.add_row(name, value)
     console.print(summary)
     _print_lists(result)
+    csv_path = json_path.with_suffix(".csv")
+    if csv_path == json_path:
+        raise fail(f"--json {json_path} would be overwritten by the CSV written beside it; name it .json.")
+    for path in (json_path, csv_path):
+        if header_shape(path) is not None:  # never replace a prediction or a label with the scores
+            raise fail(f"{path} is an image (a prediction or a label?); choose another --json name.")
     try:
-        written = result.save(json_path, json_path.with_suffix(".csv"))
+        written = result.save(json_path, csv_path)
     except OSError as exc:
         raise fail(
             f"cannot write {json_path} ({exc.strerror or type(exc).__name__}); choose a writable file.", 1

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mdanet_sdk._files import file_key
 from mdanet_sdk.data.cases import AFFINE_TOL_MM
 from mdanet_sdk.data.nifti import load_volume
 from mdanet_sdk.errors import InputError
@@ -27,6 +28,10 @@ def _score(pred_path: Path | None, gt_path: Path, case_id: str, threshold: float
         raise InputError(f"label {gt_path} of case {case_id} is not a 3D volume ({gt.data.shape}); give a 3D mask.")
     if pred_path is None:
         mask = np.zeros(gt.shape, dtype=bool)
+    elif file_key(pred_path) == file_key(gt_path):
+        raise InputError(
+            f"the prediction of case {case_id} is its label file {gt_path}; give the folder of predictions as PRED."
+        )
     else:
         pred = load_volume(pred_path, allow_empty=True)
         if pred.data.ndim != 3 or pred.shape != gt.shape or not np.allclose(pred.affine, gt.affine, atol=AFFINE_TOL_MM):

@@ -27,7 +27,7 @@ from torch import nn
 from mdanet_sdk import __version__
 from mdanet_sdk import ops as _ops  # export_checkpoint's `ops` argument takes the plain name
 from mdanet_sdk import artifact_safety as safety
-from mdanet_sdk._files import atomic_write
+from mdanet_sdk._files import atomic_write, file_key
 from mdanet_sdk.artifact_safety import ARTIFACT_VERSION, FORMATS
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, ExportError, InputError
@@ -347,6 +347,10 @@ def export_checkpoint(
     from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
 
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, trust=trust)
+    if ckpt.path is not None and file_key(Path(output)) == file_key(Path(ckpt.path)):
+        raise InputError(
+            f"output {output} is the checkpoint being exported; choose another file name for the artefact."
+        )
     source = {**ckpt.meta, "source": str(ckpt.path) if ckpt.path is not None else None}
     return export_model(
         ckpt.build_model(ops=ops),
