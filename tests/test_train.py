@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -378,3 +379,30 @@ def test_progress_bar_names_the_split_it_scored(
     assert f"loss 0.5000  dice 0.420  {label} 0.610 (best 0.700 @ 2)" in text
     assert f"fold 2: {phrase}, stopping." in text
     assert (" val DSC" in text) == (split == "val") and ("inner" in text) == (split == "inner")
+
+
+def test_folds_added_to_a_run_must_share_its_settings(tiny_mri: Path, tmp_path: Path) -> None:
+    """Another split (``folds``) or other settings added to a run folder used to be accepted (and a refused call
+    rewrote the run's config.json first); now refused before anything is written, while a fold with the same
+    settings is added."""
+    cfg = dict(epochs=1, seed=5, lesion_fraction=0.5, folds=2, **TINY)
+    train(TrainConfig(tiny_mri, tmp_path / "run", fold=0, **cfg))
+    config = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(InputError, match="other settings"):
+        train(TrainConfig(tiny_mri, tmp_path / "run", fold=1, **{**cfg, "folds": 3}))
+    with pytest.raises(InputError, match="other settings"):
+        train(TrainConfig(tiny_mri, tmp_path / "run", fold=0, **{**cfg, "lr": 0.05}))
+    assert (tmp_path / "run" / "config.json").read_text() == config and not (tmp_path / "run" / "fold_1").exists()
+    train(TrainConfig(tiny_mri, tmp_path / "run", fold=1, **cfg))
+    assert (tmp_path / "run" / "fold_1" / "best.pt").is_file()
+
+
+def test_a_dataset_without_any_lesion_is_refused(tmp_path: Path) -> None:
+    """All-empty labels used to train and report a validation DSC of 100 %."""
+    root = write_dataset(tmp_path / "isles22", "isles22", 3, seed=3, shape=(32, 32, 6))
+    for mask in root.rglob("*_msk.nii.gz"):
+        image = nib.load(mask)
+        nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), mask)
+    with pytest.raises(InputError, match="has a lesion voxel"):
+        train(TrainConfig(root, tmp_path / "run", epochs=1, folds=2, fold=0, **TINY))
+    assert not (tmp_path / "run" / "config.json").exists()

@@ -94,6 +94,13 @@ __all__ = [
 #: Dataset layout → model kind (modality groups).
 
 
+#: Settings that may differ between the calls that train the folds of one run: which folds, and how this
+#: process runs them; the rest decide the split and the weights.
+PER_CALL_SETTINGS = frozenset(
+    {"fold", "resume", "trust", "quiet", "device", "workers", "out_dir", "deterministic", "precision"}
+)
+
+
 class Trainer:
     """Runs :class:`TrainConfig`: loads the dataset once, then trains the requested folds one after another.
 
@@ -173,7 +180,13 @@ class Trainer:
                 f"{self.cfg.data_dir} holds {len(sources)} cases, fewer than the {self.cfg.folds} folds; "
                 "lower --folds or add cases."
             )
-        return [s.load() for s in sources]
+        cases = [s.load() for s in sources]
+        if not any(c.label is not None and c.label.any() for c in cases):  # every Dice would be a perfect 1
+            raise InputError(
+                f"none of the {len(cases)} cases of {self.cfg.data_dir} has a lesion voxel in its label: there is "
+                "nothing to learn or score; check the labels (or --label-pattern)."
+            )
+        return cases
 
     # -- entry point -----------------------------------------------------------------------------
     def fit(self) -> TrainResults:
@@ -196,7 +209,8 @@ class Trainer:
             cases = self._load_cases(layout, model_config.modalities)
             by_id = {c.case_id: c for c in cases}
             splits = kfold_split(list(by_id), k=self.cfg.folds, seed=self.cfg.seed, groups=patients)
-            if self.dist.main:
+            stored = self._check_run_folder()
+            if self.dist.main and not (self.cfg.resume and stored):
                 write_json(self.out / "config.json", self.cfg.to_dict())
             results = []
             for k in self.cfg.fold_indices():
@@ -209,6 +223,31 @@ class Trainer:
             return out
         finally:
             self.dist.teardown()
+
+    def _check_run_folder(self) -> bool:
+        """Whether the run folder already holds a run's ``config.json``; refuse (before anything is written) to
+        add folds to it with other settings, which would mix splits or settings in one run and make its
+        ``config.json`` describe weights it did not train. A resumed run keeps its own ``config.json``."""
+        path = self.out / "config.json"
+        if not path.is_file():
+            return False
+        if self.cfg.resume:  # each fold's checkpoint is checked against the run (_check_resumable)
+            return True
+        try:
+            stored = json.loads(json.dumps(TrainConfig.from_dict(json.loads(path.read_text())).to_dict()))
+        except (OSError, ValueError, TypeError, InputError):
+            raise InputError(f"{path} is not a readable run config; choose another --out.") from None
+        current = json.loads(json.dumps(self.cfg.to_dict()))  # as stored: tuples become lists
+        for config in (stored, current):
+            config["data_dir"] = str(Path(config["data_dir"]).resolve())
+        differ = [k for k in current if k not in PER_CALL_SETTINGS and stored.get(k) != current[k]]
+        if differ:
+            shown = ", ".join(f"{k} {stored.get(k)!r} there, {current[k]!r} now" for k in differ[:4])
+            raise InputError(
+                f"{self.out} holds a run with other settings ({shown}); add folds with the same settings, or "
+                "choose another --out."
+            )
+        return True
 
     def _summarize(self) -> dict[str, tuple[float, float]]:
         """Mean ± std over the fold means of every finished fold in the run folder."""
