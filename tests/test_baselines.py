@@ -249,3 +249,10 @@ def test_trains_one_epoch_and_exports_to_torchscript(preset, tiny_mri, tmp_path)
     got = artifact(x)
     assert got.shape == expected.shape == (4, 2, 32, 32)
     assert (got - expected).abs().max().item() <= 1e-4
+
+
+def test_summary_of_a_size_the_network_cannot_run_is_one_error():
+    """TransUNet's 1×1 bottleneck at 16² has one value per channel for its batch norm: a sentence, not a
+    traceback (``mdanet-sdk summary --preset transunet --size 16`` used to crash)."""
+    with pytest.raises(InputError, match="cannot run on 16×16 slices"):
+        model_summary(MDANetConfig.from_preset("transunet", "mri"), size=16)

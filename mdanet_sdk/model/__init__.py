@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from mdanet_sdk.errors import InputError
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.model.base import IMPLEMENTATIONS, SegmentationModel, upgrade_state_dict
 from mdanet_sdk.model.blocks import MultiScaleConv
@@ -85,8 +86,13 @@ def model_summary(config: MDANetConfig, size: int = 256) -> dict[str, object]:
 
     model = build_model(config.resolved(size), ops="reference").eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, config.in_channels, size, size))
+    try:
+        with torch.no_grad(), counter:
+            model(torch.zeros(1, config.in_channels, size, size))
+    except (ValueError, RuntimeError) as exc:  # e.g. a bottleneck of 1×1 with one value per channel
+        raise InputError(
+            f"the {config.preset} network cannot run on {size}×{size} slices ({str(exc)[:120]}); choose a larger size."
+        ) from None
     params = count_parameters(model)
     flops = counter.get_total_flops()
     return {
