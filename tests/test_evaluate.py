@@ -221,3 +221,20 @@ def test_cli_never_writes_scores_over_an_image_or_scores_a_label_against_itself(
         _save(labels / f"{case_id}.nii.gz", g)
     itself = runner.invoke(app, ["evaluate", str(labels), str(labels)])  # used to score DSC 1.0 for every case
     assert itself.exit_code == 1 and "is its label file" in itself.output
+
+
+def test_integer_masks_count_any_non_zero_value_and_thresholds_are_probabilities(folders, tmp_path) -> None:
+    """0/255 masks (prediction and label) score as their 0/1 versions, as documented; they used to be refused
+    without naming a file. A threshold outside [0, 1) (NaN, inf, -1) used to empty or fill every prediction."""
+    flat, _, gt = folders
+    scaled_pred, scaled_gt = tmp_path / "pred255", tmp_path / "gt255"
+    for source, target in ((flat, scaled_pred), (gt, scaled_gt)):
+        for path in source.glob("*.nii.gz"):
+            image = nib.load(path)
+            if image.get_data_dtype().kind in "iu":
+                _save(target / path.name, (np.asarray(image.dataobj) != 0).astype(np.uint8) * 255)
+    plain = evaluate(flat, gt).to_dict()["summary"]["dsc"]
+    assert evaluate(scaled_pred, scaled_gt).to_dict()["summary"]["dsc"] == pytest.approx(plain)
+    for bad in (float("nan"), float("inf"), -1.0, 1.0):
+        with pytest.raises(InputError, match="threshold must be"):
+            evaluate(flat, gt, threshold=bad)

@@ -11,7 +11,7 @@ import numpy as np
 
 from mdanet_sdk._files import file_key
 from mdanet_sdk.data.cases import AFFINE_TOL_MM
-from mdanet_sdk.data.nifti import load_volume
+from mdanet_sdk.data.nifti import Volume, load_volume
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.evaluate.matching import find_ground_truth, find_predictions, fold_of_cases
 from mdanet_sdk.evaluate.result import MISSING_POLICIES, EvaluationResult
@@ -39,10 +39,23 @@ def _score(pred_path: Path | None, gt_path: Path, case_id: str, threshold: float
                 f"prediction {pred_path} of case {case_id} is not on its ground truth's voxel grid "
                 f"({pred.data.shape} vs {gt.shape}, or another affine); predict on the original image."
             )
-        mask = pred.data > threshold if threshold is not None else pred.data
-    scores = case_metrics(mask, gt.data, gt.voxel_volume_ml)
-    scores.update(surface_metrics(mask, gt.data, gt.zooms))  # canonical (X, Y, Z) data, so its zooms
+        mask = pred.data > threshold if threshold is not None else _as_mask(pred)
+    label = _as_mask(gt)
+    try:
+        scores = case_metrics(mask, label, gt.voxel_volume_ml)
+    except InputError as exc:
+        raise InputError(f"case {case_id} ({pred_path} against {gt_path}): {exc}") from None
+    scores.update(surface_metrics(mask, label, gt.zooms))  # canonical (X, Y, Z) data, so its zooms
     return scores
+
+
+def _as_mask(volume: Volume) -> np.ndarray:
+    """A mask stored as integers counts any non-zero value as lesion (0/255 and 0/2 masks are common); a
+    floating-point file must hold 0 and 1 (or be a probability map scored with a threshold)."""
+    get_dtype = getattr(volume.header, "get_data_dtype", None)
+    if get_dtype is not None and np.dtype(get_dtype()).kind in "iub":
+        return volume.data != 0
+    return volume.data
 
 
 def _summarise(
@@ -119,6 +132,8 @@ def evaluate(
         InputError: nothing to match, two predictions of one case, a prediction on another grid,
             non-binary predictions without ``threshold``, or a missing case under ``missing="fail"``.
     """
+    if threshold is not None and not 0.0 <= threshold < 1.0:  # NaN fails too
+        raise InputError(f"threshold must be at least 0 and below 1 (a probability), got {threshold}.")
     labels = find_ground_truth(gt, layout, label_pattern)
     predictions = find_predictions(pred, pattern=pred_pattern, case_ids=labels)
     predicted = {case_id for fold in predictions.values() for case_id in fold}
