@@ -10,9 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mdanet_sdk.data.nifti import header_shape
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console, fail, plain
 from mdanet_sdk.cli._options import LabelPattern
+from mdanet_sdk.data.nifti import header_shape
 from mdanet_sdk.errors import MDANetError
 
 if TYPE_CHECKING:
