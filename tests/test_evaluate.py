@@ -238,3 +238,13 @@ def test_integer_masks_count_any_non_zero_value_and_thresholds_are_probabilities
     for bad in (float("nan"), float("inf"), -1.0, 1.0):
         with pytest.raises(InputError, match="threshold must be"):
             evaluate(flat, gt, threshold=bad)
+
+
+def test_a_prediction_with_nan_voxels_is_refused_not_scored_as_empty(folders, tmp_path) -> None:
+    flat, _, gt = folders
+    nan_pred = tmp_path / "nan"
+    for path in flat.glob("*_seg.nii.gz"):
+        data = np.asarray(nib.load(path).dataobj).astype(np.float32)
+        _save(nan_pred / path.name, np.where(data > 0, np.nan, data).astype(np.float32))  # lesions marked NaN
+    with pytest.raises(InputError, match="NaN/Inf voxels were set to 0"):
+        evaluate(nan_pred, gt)

@@ -406,3 +406,12 @@ def test_a_dataset_without_any_lesion_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="has a lesion voxel"):
         train(TrainConfig(root, tmp_path / "run", epochs=1, folds=2, fold=0, **TINY))
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_split_that_cannot_be_made_writes_nothing(tmp_path: Path) -> None:
+    """Two cases in two folds leave one training case, none for the inner split that picks best.pt: refused
+    before config.json is written (it used to be left in the fresh run folder)."""
+    root = write_dataset(tmp_path / "isles22", "isles22", 2, seed=3, shape=(32, 32, 6))
+    with pytest.raises(InputError):
+        train(TrainConfig(root, tmp_path / "run", epochs=1, folds=2, fold=0, **TINY))
+    assert not (tmp_path / "run" / "config.json").exists()

@@ -39,6 +39,8 @@ def _score(pred_path: Path | None, gt_path: Path, case_id: str, threshold: float
                 f"prediction {pred_path} of case {case_id} is not on its ground truth's voxel grid "
                 f"({pred.data.shape} vs {gt.shape}, or another affine); predict on the original image."
             )
+        if pred.warnings:  # NaN/Inf voxels, set to 0: a lesion the prediction marked NaN would score as missed
+            raise InputError(f"prediction {pred_path} of case {case_id}: {pred.warnings[0]} Give a finite mask.")
         mask = pred.data > threshold if threshold is not None else _as_mask(pred)
     label = _as_mask(gt)
     try:

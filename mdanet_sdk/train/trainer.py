@@ -210,13 +210,13 @@ class Trainer:
             by_id = {c.case_id: c for c in cases}
             splits = kfold_split(list(by_id), k=self.cfg.folds, seed=self.cfg.seed, groups=patients)
             stored = self._check_run_folder()
+            parts = {  # every fold's split first: a split that cannot be made is refused before anything is written
+                k: fold_cases(self.cfg, k, [by_id[i] for i in splits[k][0]], [by_id[i] for i in splits[k][1]], patients)
+                for k in self.cfg.fold_indices()
+            }
             if self.dist.main and not (self.cfg.resume and stored):
                 write_json(self.out / "config.json", self.cfg.to_dict())
-            results = []
-            for k in self.cfg.fold_indices():
-                train_ids, val_ids = splits[k]
-                parts = fold_cases(self.cfg, k, [by_id[i] for i in train_ids], [by_id[i] for i in val_ids], patients)
-                results.append(self._fit_fold(run, k, parts))
+            results = [self._fit_fold(run, k, cases) for k, cases in parts.items()]
             out = TrainResults(str(self.out), results, self._summarize())
             if self.dist.main:
                 write_json(self.out / "results.json", out.to_dict())
