@@ -85,11 +85,18 @@ def test_mask_and_probability_map_cannot_share_a_name(weights, tmp_path) -> None
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_a_report_that_cannot_be_written_fails_alone(weights, tmp_path) -> None:
+def test_a_report_that_cannot_be_written_fails_alone(weights, tmp_path, monkeypatch) -> None:
     inputs = [case_4d(tmp_path / "in" / f"case{i}.nii.gz", i) for i in range(2)]
     out = tmp_path / "out"
-    (tmp_path / "report.json").mkdir()  # a folder where the report should go
+    (tmp_path / "report.json").mkdir()  # a folder where the report should go: refused before anything runs
     result = segment(*map(str, inputs), "-o", str(out), "-c", str(weights), "--report", str(tmp_path / "report.json"))
+    assert result.exit_code == 2 and "is a folder" in error_lines(result)[0] and not out.exists()
+
+    def disk_full(path, obj):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("mdanet_sdk.inference.batch.write_json", disk_full)
+    result = segment(*map(str, inputs), "-o", str(out), "-c", str(weights), "--report", str(tmp_path / "r.json"))
     assert result.exit_code == 1
     assert sorted(p.name for p in out.iterdir()) == ["case0_seg.nii.gz", "case1_seg.nii.gz"]
     (line,) = error_lines(result)
@@ -235,3 +242,19 @@ def test_headers_whose_dims_overflow_or_are_negative_fail_alone(weights, tmp_pat
     assert result.exit_code == 1 and [p.name for p in out.iterdir()] == ["good_seg.nii.gz"]
     (line,) = error_lines(result)
     assert line.startswith("error: bad") and ("negative" in line or "volumes" in line)
+
+
+def test_a_report_never_replaces_a_scan_or_its_sidecar(weights, tmp_path) -> None:
+    case = case_4d(tmp_path / "case.nii.gz")
+    scan = case_4d(tmp_path / "other" / "scan.nii.gz", 1)
+    sidecar = tmp_path / "other" / "scan.json"
+    sidecar.write_text('{"EchoTime": 0.08}')
+    scan_bytes = scan.read_bytes()
+    for report, expected in ((scan, "like an image"), (sidecar, "sidecar")):
+        result = segment(str(case), "-o", str(tmp_path / "out"), "-c", str(weights), "--report", str(report))
+        assert result.exit_code == 2 and expected in error_lines(result)[0]
+    assert scan.read_bytes() == scan_bytes and sidecar.read_text() == '{"EchoTime": 0.08}'
+    assert not (tmp_path / "out").exists()  # refused before any model ran
+    result = runner.invoke(app, ["info", "--json", str(sidecar)])  # every --json option has the same rule
+    assert result.exit_code == 2 and "sidecar" in error_lines(result)[0]
+    assert sidecar.read_text() == '{"EchoTime": 0.08}'

@@ -77,7 +77,7 @@ def test_usage_errors_raise_before_anything_runs(tmp_path) -> None:
         mdanet_sdk.segment([])
     with pytest.raises(InputError, match="one file"):
         mdanet_sdk.segment([a, b], tmp_path / "one_seg.nii.gz")
-    with pytest.raises(InputError, match="report .* is an input"):
+    with pytest.raises(InputError, match="report .* like an image"):
         mdanet_sdk.segment(a, tmp_path / "out", report=a)
     assert not (tmp_path / "out").exists()
 

@@ -69,11 +69,15 @@ def emit_json(obj: Any, path: Path) -> None:
     """``--json FILE``: write ``obj`` to ``path`` atomically, or print it when ``path`` is ``-``.
 
     Raises:
-        InputError: the file cannot be written (a folder, a missing parent, no permission).
+        InputError: the file cannot be written (a folder, a missing parent, no permission), or it is an image
+            or an image's sidecar (:func:`~mdanet_sdk.data.nifti.check_report_file`).
     """
     if str(path) == "-":
         console.print_json(json.dumps(obj))
         return
+    from mdanet_sdk.data.nifti import check_report_file  # the CLI starts without nibabel and torch
+
+    check_report_file(path)
     try:
         write_json(path, obj)
     except OSError as exc:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console, fail, plain
 from mdanet_sdk.cli._options import LabelPattern
-from mdanet_sdk.data.nifti import header_shape
+from mdanet_sdk.data.nifti import check_report_file
 from mdanet_sdk.errors import MDANetError
 
 if TYPE_CHECKING:
@@ -138,6 +138,13 @@ def evaluate_command(
             raise fail(f"{name} {folder} is not a folder; check the path.")
     if pred_pattern is not None:
         check_pred_pattern(pred_pattern)  # a wrong argument: exit 2 through @command
+    json_path = json_out or out or pred / "evaluation.json"
+    csv_path = json_path.with_suffix(".csv")
+    if str(json_path) != "-":  # checked before scoring: never replace a prediction, a label or a sidecar
+        if csv_path == json_path:
+            raise fail(f"--json {json_path} would be overwritten by the CSV written beside it; name it .json.")
+        for path in (json_path, csv_path):
+            check_report_file(path)
     try:
         result = evaluate(
             pred,
@@ -150,7 +157,6 @@ def evaluate_command(
         )
     except MDANetError as exc:  # the arguments were right; the data cannot be scored
         raise fail(str(exc), 1) from None
-    json_path = json_out or out or pred / "evaluation.json"
     if str(json_path) == "-":  # the JSON alone on stdout (no tables, no CSV), for pipes
         emit_json(result.to_dict(), json_path)
         return
@@ -163,12 +169,6 @@ def evaluate_command(
         summary.add_row(name, value)
     console.print(summary)
     _print_lists(result)
-    csv_path = json_path.with_suffix(".csv")
-    if csv_path == json_path:
-        raise fail(f"--json {json_path} would be overwritten by the CSV written beside it; name it .json.")
-    for path in (json_path, csv_path):
-        if header_shape(path) is not None:  # never replace a prediction or a label with the scores
-            raise fail(f"{path} is an image (a prediction or a label?); choose another --json name.")
     try:
         written = result.save(json_path, csv_path)
     except OSError as exc:

@@ -381,6 +381,34 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+#: Names of image files, Analyze pairs included, that a report must never take or shadow.
+_IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, ".hdr", ".img", *ITK_SUFFIXES)
+
+
+def check_report_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if a JSON or CSV report may be written there: not a folder, not named
+    or readable like an image, and not the sidecar of an image beside it (``sub-01_dwi.json`` next to
+    ``sub-01_dwi.nii.gz``: BIDS keeps the acquisition's parameters there). A scan, a mask or its metadata is never
+    replaced by a report.
+
+    Raises:
+        InputError: what is wrong, and what to do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"report {path} is a folder; give a file name such as report.json.")
+    if path.name.lower().endswith(_IMAGE_SUFFIXES) or (path.exists() and header_shape(path) is not None):
+        raise InputError(f"report {path} is named or stored like an image; choose a name such as report.json.")
+    if path.exists():
+        stem = path.name.rsplit(".", 1)[0]
+        images = [path.with_name(stem + s) for s in _IMAGE_SUFFIXES]
+        if any(p.exists() for p in images):
+            raise InputError(
+                f"report {path} is the metadata sidecar of the image beside it; choose another report name."
+            )
+    return path
+
+
 def save_like(
     array_canonical: np.ndarray,
     ref: Volume,

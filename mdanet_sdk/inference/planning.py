@@ -25,7 +25,14 @@ from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource
 from mdanet_sdk.data.formats import ITK_SUFFIXES
 from mdanet_sdk.data.layouts import detect_layout, find_cases
 from mdanet_sdk.data.layouts.nnunet import channels_named
-from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, check_output_file, load_volume, nifti_stem, output_name
+from mdanet_sdk.data.nifti import (
+    NIFTI_SUFFIXES,
+    check_output_file,
+    check_report_file,
+    load_volume,
+    nifti_stem,
+    output_name,
+)
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.inference.inputs import BUNDLED_MODALITIES, kind_for_modalities, refuse_single_3d, volume_count
 
@@ -257,10 +264,15 @@ def _inputs(job: Job) -> list[Path]:
 
 def refuse_clobbering(jobs: list[Job], reports: Sequence[Path] = ()) -> None:
     """Fail (``job.error``) each case whose output would overwrite an input of any case, another output of the
-    run or a report (the run's, or a shard's); the inputs are never touched and no output is written twice."""
+    run or a report (the run's, or a shard's); the inputs are never touched and no output is written twice.
+
+    Raises:
+        InputError: a report would replace an input, an image or an image's sidecar (:func:`check_report_file`).
+    """
     inputs = {file_key(p): (job.case_id, p) for job in jobs for p in _inputs(job)}
     planned: dict[tuple[Any, ...], str] = {}
     for report in reports:
+        check_report_file(report)
         if file_key(report) in inputs:
             raise InputError(f"the report {report} is an input file; choose another name for the report.")
         planned[file_key(report)] = f"the report {report}"
