@@ -188,7 +188,7 @@ def test_cli_writes_json_and_csv(folders) -> None:
     assert (report["missing"], report["skipped"], report["missing_policy"]) == (["D"], ["D"], "empty")
     rows = (run / "evaluation.csv").read_text().splitlines()
     assert rows[0].startswith("case_id,fold,dsc") and "hd95_mm,asd_mm" in rows[0] and len(rows) == 5
-    assert rows[-1].startswith("D,,") and rows[-1].endswith(",True")
+    assert rows[-1].startswith("D,,") and rows[-1].endswith(",True,")
     bad = CliRunner().invoke(app, ["evaluate", str(run / "nope"), str(gt)])
     assert bad.exit_code == 2 and "not a folder" in bad.output
 
@@ -246,5 +246,23 @@ def test_a_prediction_with_nan_voxels_is_refused_not_scored_as_empty(folders, tm
     for path in flat.glob("*_seg.nii.gz"):
         data = np.asarray(nib.load(path).dataobj).astype(np.float32)
         _save(nan_pred / path.name, np.where(data > 0, np.nan, data).astype(np.float32))  # lesions marked NaN
-    with pytest.raises(InputError, match="NaN/Inf voxels were set to 0"):
-        evaluate(nan_pred, gt)
+    result = evaluate(nan_pred, gt)
+    assert sorted(result.failed) == ["A", "B"]  # C marks no lesion, so it has no NaN and is scored
+    assert all("NaN/Inf voxels were set to 0" in error for error in result.failed.values())
+    assert [c["case_id"] for c in result.cases] == ["C", "D"]
+
+
+def test_one_case_that_cannot_be_scored_fails_alone(folders) -> None:
+    flat, _, gt = folders
+    _save(flat / "B_seg.nii.gz", np.zeros((8, 10, 4), np.uint8))  # B predicted on another grid
+    result = evaluate(flat, gt)
+    assert [c["case_id"] for c in result.cases] == ["A", "C", "D"]
+    assert list(result.failed) == ["B"] and "voxel grid" in result.failed["B"]
+    assert result.summary["dsc"][0] == pytest.approx((1 / 3 + 1 + 0) / 3)  # B is in no mean
+    res = CliRunner().invoke(app, ["evaluate", str(flat), str(gt)])
+    assert res.exit_code == 1
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert "case B" in line and "voxel grid" in line
+    report = json.loads((flat / "evaluation.json").read_text())
+    assert list(report["failed"]) == ["B"] and len(report["cases"]) == 3
+    assert (flat / "evaluation.csv").read_text().splitlines()[-1].startswith("B,")

@@ -179,7 +179,9 @@ def test_cli_bad_data_exits_1_with_one_error_line(gt: Path, tmp_path: Path) -> N
     (pred / "B_seg.nii.gz").write_bytes(b"\x1f\x8b not a gzip stream")
     res = CliRunner().invoke(app, ["evaluate", str(pred), str(gt)])
     assert res.exit_code == 1 and len(error_lines(res)) == 1 and "B_seg.nii.gz" in error_lines(res)[0]
-    (pred / "B_seg.nii.gz").unlink()
+    assert list(json.loads((pred / "evaluation.json").read_text())["failed"]) == ["B"]  # the others are scored
+    for name in ("B_seg.nii.gz", "evaluation.json", "evaluation.csv"):
+        (pred / name).unlink()
     res = CliRunner().invoke(app, ["evaluate", str(pred), str(gt), "--missing", "fail"])
     assert res.exit_code == 1 and len(error_lines(res)) == 1 and "B, C" in error_lines(res)[0]
     _save(pred / "A.nii.gz", _cube())

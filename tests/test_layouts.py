@@ -192,7 +192,11 @@ def test_label_pattern(tmp_path) -> None:
     several = find_cases(root / "cases", label_pattern="*l*.nii.gz")  # label.nii.gz and ... none else: one
     assert all(s.problem is None for s in several)
     broken = find_cases(root / "cases", label_pattern="*.nii.gz")  # matches the seg and the label file
-    assert all(s.problem is not None and "matches several files" in s.problem for s in broken)
+    assert all(s.label_problem is not None and "matches several files" in s.label_problem for s in broken)
+    assert all(s.problem is None for s in broken)  # the images can still be segmented
+    with pytest.raises(InputError, match="matches several files"):
+        broken[0].load()
+    assert broken[0].load(label=False).label is None
     # A prediction of ours never becomes ground truth, whatever the pattern.
     reference = load_volume(root / "cases/c1/dwi.nii.gz")
     save_like(_label(1), reference, root / "cases/c1/c1_pred.nii.gz")
@@ -313,6 +317,31 @@ def test_msk_in_rawdata_is_not_a_label(tmp_path) -> None:
     assert [s.label_path for s in find_cases(root / "rawdata/sub-02")] == [
         root / "derivatives/sub-02/ses-01/sub-02_ses-01_msk.nii.gz"
     ]
+
+
+def test_a_single_session_subject_takes_its_own_session_label_only(tmp_path) -> None:
+    root = _bids(tmp_path)
+    _write(root / "derivatives/sub-02/ses-02/sub-02_ses-02_msk.nii.gz", _label(5))  # a session not in rawdata
+    _write(root / "derivatives/sub-02/sub-02_ses-03_msk.nii.gz", _label(6))  # named for another session
+    (single,) = find_cases(root / "rawdata/sub-02")
+    assert single.label_path == root / "derivatives/sub-02/ses-01/sub-02_ses-01_msk.nii.gz"
+    (root / "derivatives/sub-02/ses-01/sub-02_ses-01_msk.nii.gz").unlink()
+    (orphan,) = find_cases(root / "rawdata/sub-02")  # only other sessions' labels: none of them is its label
+    assert orphan.label_path is None and orphan.label_problem is None
+    _write(root / "derivatives/sub-02/ses-01/a_msk.nii.gz", _label(1))
+    _write(root / "derivatives/sub-02/ses-01/b_msk.nii.gz", _label(2))
+    (twice,) = find_cases(root / "rawdata/sub-02")  # two labels of its session: the label is refused, not the case
+    assert twice.problem is None and "several msk files" in twice.label_problem
+    assert twice.load(label=False).images["dwi"].shape == SHAPE
+
+
+def test_a_linked_session_folder_is_followed(tmp_path) -> None:
+    root = _bids(tmp_path / "data")
+    elsewhere = tmp_path / "store" / "ses-01"
+    (root / "rawdata/sub-02/ses-01").rename(elsewhere.parent.mkdir() or elsewhere)
+    (root / "rawdata/sub-02/ses-01").symlink_to(elsewhere, target_is_directory=True)
+    (linked,) = find_cases(root / "rawdata/sub-02")
+    assert linked.problem is None and linked.paths["dwi"] == root / "rawdata/sub-02/ses-01/dwi/sub-02_ses-01_dwi.nii.gz"
 
 
 # --------------------------------------------------------------------------------------- robust detection

@@ -69,6 +69,14 @@ def _print_lists(result: EvaluationResult) -> None:
         )
 
 
+def _fail_cases(result: EvaluationResult) -> None:
+    """One error: line per case that could not be scored, and exit code 1 if there was one."""
+    for error in result.failed.values():
+        fail(error)
+    if result.failed:
+        raise typer.Exit(1)
+
+
 @command("evaluate")
 def evaluate_command(
     pred: Annotated[
@@ -120,7 +128,10 @@ def evaluate_command(
 
     HD95 and ASD are in mm; a case with exactly one mask empty has none and is left out of their means.
 
-    Exit codes: 0 scored; 1 the data cannot be scored (one error: line); 2 a wrong argument.
+    A case that cannot be scored (an unreadable file, a prediction on another grid) fails alone: the others are
+    scored and written, then one error: line per failed case.
+
+    Exit codes: 0 scored; 1 the data, or some cases, cannot be scored (one error: line each); 2 a wrong argument.
     """
     from mdanet_sdk.data.layouts import LAYOUTS
     from mdanet_sdk.evaluate import MISSING_POLICIES, check_pred_pattern, evaluate, summary_rows
@@ -159,6 +170,7 @@ def evaluate_command(
         raise fail(str(exc), 1) from None
     if str(json_path) == "-":  # the JSON alone on stdout (no tables, no CSV), for pipes
         emit_json(result.to_dict(), json_path)
+        _fail_cases(result)
         return
     if cases:
         console.print(_case_table(result))
@@ -176,3 +188,4 @@ def evaluate_command(
             f"cannot write {json_path} ({exc.strerror or type(exc).__name__}); choose a writable file.", 1
         ) from None
     console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, markup=False, soft_wrap=True)
+    _fail_cases(result)

@@ -128,6 +128,8 @@ class CaseSource:
         brain_mask_path: a brain mask on the images' grid (non-zero = brain), or ``None``.
         problem: why the case found on disk cannot be used (a modality missing or held twice), or ``None``;
             :meth:`load` raises it, so dataset readers list a broken case instead of failing the whole dataset.
+        label_problem: why the case's lesion label cannot be chosen (several candidates), or ``None``; only a
+            :meth:`load` that reads the label raises it, so inference, which reads none, is not stopped by it.
         folder: the folder the case was found in (a label pattern is relative to it), or ``None``.
     """
 
@@ -138,6 +140,7 @@ class CaseSource:
     brain_mask_path: Path | None = None
     problem: str | None = None
     folder: Path | None = None
+    label_problem: str | None = None
 
     def load(self, *, label: bool = True) -> Case:
         """Read, validate and reorient the images and label.
@@ -154,6 +157,8 @@ class CaseSource:
         """
         if self.problem is not None:
             raise InputError(self.problem)
+        if label and self.label_problem is not None:
+            raise InputError(self.label_problem)
         load = self._load_4d if FOURD_KEY in self.paths else self._load_files
         images, reference, warnings = load()
         check_distinct_images(images, self.case_id)

@@ -33,7 +33,7 @@ from mdanet_sdk.data.layouts import find_cases
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, OUTPUT_SUFFIXES, is_prediction, nifti_stem
 from mdanet_sdk.errors import InputError
 
-__all__ = ["PRED_SUFFIX", "find_predictions", "find_ground_truth", "fold_of_cases", "check_pred_pattern"]
+__all__ = ["PRED_SUFFIX", "find_predictions", "find_ground_truth", "find_labels", "fold_of_cases", "check_pred_pattern"]
 
 #: What ends the name of a predicted mask before its NIfTI suffix (:func:`mdanet_sdk.data.nifti.output_name`).
 PRED_SUFFIX = OUTPUT_SUFFIXES["mask"]
@@ -231,29 +231,37 @@ def find_ground_truth(
     ``label_pattern`` (``find_cases``'): where each case's label is, relative to its case folder.
 
     Returns:
-        ``{case_id: label path}``.
+        ``{case_id: label path}`` (:func:`find_labels` also says which cases' labels cannot be chosen).
 
     Raises:
         InputError: no labelled case found.
     """
+    return find_labels(gt, layout, label_pattern)[0]
+
+
+def find_labels(
+    gt: str | os.PathLike[str], layout: str = "auto", label_pattern: str | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """:func:`find_ground_truth`, and ``{case_id: why}`` for each case whose label cannot be chosen (several
+    candidates), so that evaluation fails that case alone."""
     root = Path(gt)
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; give the dataset folder holding the ground-truth labels.")
     try:
-        labels = {
-            s.case_id: s.label_path for s in find_cases(root, layout, label_pattern=label_pattern) if s.label_path
-        }
+        sources = find_cases(root, layout, label_pattern=label_pattern)
+        labels = {s.case_id: s.label_path for s in sources if s.label_path}
+        problems = {s.case_id: s.label_problem for s in sources if s.label_problem}
     except InputError:
         flat = [p for p in root.iterdir() if p.is_file() and _is_nifti(p) and not is_prediction(p)]  # never our masks
         if not flat or layout not in ("auto", "generic") or label_pattern is not None:
             raise
-        labels = {}
+        labels, problems = {}, {}
         for path in sorted(flat):
             stem = nifti_stem(path)
             case_id = next((stem[: -len(s)] for s in _LABEL_SUFFIXES if stem.endswith(s)), stem)
             if case_id in labels:
                 raise InputError(f"{root} holds two labels of case {case_id}; keep one of them.")
             labels[case_id] = path
-    if not labels:
+    if not labels and not problems:
         raise InputError(f"{root} holds no labelled case; give the folder with the ground-truth masks.")
-    return labels
+    return labels, problems

@@ -67,6 +67,7 @@ class EvaluationResult:
         unmatched: predicted case ids without ground truth (not scored).
         missing_policy: ``"empty"``, ``"skip"`` or ``"fail"``: how missing cases were treated.
         excluded: metric → how many scored cases hold NaN for it and were left out of its mean.
+        failed: case id → why it could not be scored (left out of every mean).
     """
 
     cases: list[dict[str, Any]]
@@ -78,6 +79,7 @@ class EvaluationResult:
     skipped: list[str] = field(default_factory=list)
     missing_policy: str = "empty"
     excluded: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def f1_of_means(self) -> float:
@@ -98,15 +100,17 @@ class EvaluationResult:
                 "missing": self.missing,
                 "skipped": self.skipped,
                 "unmatched": self.unmatched,
+                "failed": self.failed,
             }
         )
 
     def to_csv(self) -> str:
         """One row per scored case: ``case_id, fold``, every metric (an undefined one is an empty cell) and
-        ``missing``; then one row per skipped case with its metrics empty."""
+        ``missing``; then one row per skipped case with its metrics empty, and one per failed case with its
+        ``error``."""
         buf = io.StringIO()
         writer = csv.DictWriter(
-            buf, fieldnames=("case_id", "fold", *METRIC_NAMES, "missing"), extrasaction="ignore", restval=""
+            buf, fieldnames=("case_id", "fold", *METRIC_NAMES, "missing", "error"), extrasaction="ignore", restval=""
         )
         writer.writeheader()
         for case in self.cases:
@@ -114,6 +118,7 @@ class EvaluationResult:
                 {k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in case.items()}
             )
         writer.writerows({"case_id": case_id, "missing": True} for case_id in self.skipped)
+        writer.writerows({"case_id": case_id, "error": error} for case_id, error in self.failed.items())
         return buf.getvalue()
 
     def save(self, json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str] | None = None) -> list[Path]:

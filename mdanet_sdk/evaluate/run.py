@@ -13,7 +13,7 @@ from mdanet_sdk._files import file_key
 from mdanet_sdk.data.cases import AFFINE_TOL_MM
 from mdanet_sdk.data.nifti import Volume, load_volume
 from mdanet_sdk.errors import InputError
-from mdanet_sdk.evaluate.matching import find_ground_truth, find_predictions, fold_of_cases
+from mdanet_sdk.evaluate.matching import find_labels, find_predictions, fold_of_cases
 from mdanet_sdk.evaluate.result import MISSING_POLICIES, EvaluationResult
 from mdanet_sdk.metrics import aggregate, case_metrics, count_nan, summarize_folds
 from mdanet_sdk.surface import surface_metrics
@@ -130,18 +130,22 @@ def evaluate(
     Returns:
         the :class:`~mdanet_sdk.evaluate.result.EvaluationResult`.
 
+    A case that cannot be scored (an unreadable file, a prediction on another grid, non-binary values without
+    ``threshold``, several labels) is listed in :attr:`EvaluationResult.failed` and left out of every mean;
+    the others are scored.
+
     Raises:
-        InputError: nothing to match, two predictions of one case, a prediction on another grid,
-            non-binary predictions without ``threshold``, or a missing case under ``missing="fail"``.
+        InputError: nothing to match, two predictions of one case, no case that can be scored, or a missing
+            case under ``missing="fail"``.
     """
     if threshold is not None and not 0.0 <= threshold < 1.0:  # NaN fails too
         raise InputError(f"threshold must be at least 0 and below 1 (a probability), got {threshold}.")
-    labels = find_ground_truth(gt, layout, label_pattern)
-    predictions = find_predictions(pred, pattern=pred_pattern, case_ids=labels)
+    labels, failed = find_labels(gt, layout, label_pattern)
+    predictions = find_predictions(pred, pattern=pred_pattern, case_ids={*labels, *failed})
     predicted = {case_id for fold in predictions.values() for case_id in fold}
     missing_ids = sorted(set(labels) - predicted)
     _check_missing(missing_ids, missing, pred)
-    if not predicted & set(labels):
+    if not predicted & {*labels, *failed}:
         raise InputError(
             f"no prediction in {pred} matches a case of {gt} (predictions: {sorted(predicted)[:3]}..., "
             f"ground truth: {sorted(labels)[:3]}...); name them <case_id>_seg.nii.gz or give --pred-pattern."
@@ -162,9 +166,15 @@ def evaluate(
     for case_id, fold, path in sorted(todo, key=lambda t: (-1 if t[1] is None else t[1], t[0])):
         if progress is not None:
             progress(case_id)
-        scores = _score(path, labels[case_id], case_id, threshold)
+        try:
+            scores = _score(path, labels[case_id], case_id, threshold)
+        except InputError as exc:  # one unreadable or misaligned case never stops the others
+            failed[case_id] = str(exc)
+            continue
         record = {"case_id": case_id, "fold": fold, **scores, "missing": path is None}
         cases.append({**record, "prediction": None if path is None else str(path)})
+    if not cases:
+        raise InputError(next(iter(failed.values())))
     summary, over, per_fold = _summarise(cases, run_folder=None not in predictions)
     return EvaluationResult(
         cases=cases,
@@ -172,8 +182,9 @@ def evaluate(
         over=over,
         per_fold=per_fold,
         missing=missing_ids,
-        unmatched=sorted(predicted - set(labels)),
+        unmatched=sorted(predicted - set(labels) - set(failed)),
         skipped=skipped,
         missing_policy=missing,
         excluded=count_nan(cases),
+        failed=dict(sorted(failed.items())),
     )

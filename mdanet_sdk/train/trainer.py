@@ -163,11 +163,11 @@ class Trainer:
 
     def _load_cases(self, layout: str, modalities: Sequence[str]) -> list[Case]:
         sources = find_cases(self.cfg.data_dir, layout, modalities, label_pattern=self.cfg.label_pattern)
-        broken = [s for s in sources if s.problem is not None]
+        broken = [s.problem or s.label_problem for s in sources if s.problem or s.label_problem]
         if broken:  # training on a silently smaller dataset would change what the folds mean
             raise InputError(
-                f"{len(broken)} case(s) of {self.cfg.data_dir} cannot be read ({broken[0].problem}); fix or "
-                "remove them before training."
+                f"{len(broken)} case(s) of {self.cfg.data_dir} cannot be read ({broken[0]}); fix or remove them "
+                "before training."
             )
         unlabelled = [s.case_id for s in sources if s.label_path is None]
         if unlabelled:

@@ -152,22 +152,24 @@ def make_source(
         label: the key of ``found`` holding the lesion label, or None to take no label (a label pattern
             given by the user decides it instead).
 
-    A case that cannot be used (a modality missing, a modality, label or brain mask held twice) is still
-    returned, with its ``problem``: loading it raises that error, so one broken case fails alone and the
-    others of the dataset go on.
+    A case that cannot be used (a modality missing, a modality or brain mask held twice) is still returned,
+    with its ``problem``: loading it raises that error, so one broken case fails alone and the others of the
+    dataset go on. Several lesion labels make its ``label_problem`` instead: inference reads no label.
     """
+    label_path, label_problem = None, None
+    try:  # the label still counts for evaluation, which reads no image, when the images are broken
+        label_path = pick(case_id, label, found, where) if label is not None else None
+    except InputError as exc:
+        label_problem = str(exc)
     try:
         paths = _require(case_id, names, found, where, expected)
-        label_path = pick(case_id, label, found, where) if label is not None else None
         brain_mask = pick(case_id, BRAIN_MASK_KEY, found, where)
-        return CaseSource(case_id, paths, label_path, names, brain_mask, folder=where)
+        return CaseSource(case_id, paths, label_path, names, brain_mask, folder=where, label_problem=label_problem)
     except InputError as exc:
         paths = {name: files[0] for name, files in found.items() if name in names and files}
-        try:  # the label still counts for evaluation, which reads no image
-            label_path = pick(case_id, label, found, where) if label is not None else None
-        except InputError:
-            label_path = None
-        return CaseSource(case_id, paths, label_path, names, problem=str(exc), folder=where)
+        return CaseSource(
+            case_id, paths, label_path, names, problem=str(exc), folder=where, label_problem=label_problem
+        )
 
 
 def drop_outputs(found: dict[str, list[Path]], case_names: set[str]) -> dict[str, list[Path]]:
@@ -202,6 +204,6 @@ def apply_label_pattern(source: CaseSource, pattern: str) -> CaseSource:
             f"case {source.case_id}: the label pattern {pattern!r} matches several files ({listing}); "
             "make it match one file per case, e.g. with {case} for the case id."
         )
-        return replace(source, label_path=None, problem=source.problem or problem)
+        return replace(source, label_path=None, label_problem=problem)
     # A broken case keeps its label: evaluation reads no image.
     return replace(source, label_path=files[0] if files else None)

@@ -6,7 +6,8 @@ request) anywhere under the subject (or session) folder, so images directly in `
 mask (``*_desc-brain_mask``, ``*_brainmask``...) under the subject is the case's brain mask. Entry points: the
 dataset root (holding ``rawdata/`` or the ``sub-*`` folders themselves), ``rawdata/``, one ``sub-*`` folder or
 one of its ``ses-*`` folders; the label is looked for in ``derivatives/<subject>`` beside the subject folder or
-one level up.
+one level up, and a subject with one session never takes another session's label (under another ``ses-*``
+folder or named with another ``ses`` entity). Linked folders (a session stored elsewhere) are followed.
 
 Case ids: a subject with one session (or none) is one case, ``sub-X``; a subject with several ``ses-*``
 folders gives one case per session, ``sub-X_ses-Y``, its label from ``derivatives/sub-X/ses-Y``.
@@ -14,6 +15,7 @@ folders gives one case per session, ``sub-X_ses-Y``, its label from ``derivative
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, CaseSource
@@ -28,14 +30,32 @@ def _suffix(path: Path) -> str:
 
 
 def _files(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.rglob("*") if is_image(p) and not _hidden(p, folder))
-    except OSError:
-        return []
+    """The image files at any depth under ``folder``, hidden ones left out; linked folders are followed (a
+    session stored elsewhere and linked in), each real folder once, so a link loop ends."""
+    found, seen, root = [], set(), os.path.realpath(folder)
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen or root.startswith(real + os.sep):  # visited, or a link back up to an ancestor
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [p for p in (Path(top) / f for f in files) if is_image(p)]
+    return sorted(found)
 
 
-def _hidden(path: Path, top: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(top).parts)
+def _entity(path: Path, key: str) -> str | None:
+    """The value of a BIDS entity in a file name (``ses`` of ``sub-1_ses-2_msk.nii.gz`` is ``"ses-2"``)."""
+    return next((part for part in nifti_stem(path).split("_") if part.startswith(f"{key}-")), None)
+
+
+def _of_session(path: Path, top: Path, session: str | None) -> bool:
+    """Whether a label under ``top`` may belong to ``session`` (a subject's only session, or None): neither a
+    ``ses-*`` folder on its way nor its name's ``ses`` entity names another session."""
+    if session is None:
+        return True
+    named = [part for part in path.relative_to(top).parts[:-1] if part.startswith("ses-")]
+    return all(part == session for part in named) and _entity(path, "ses") in (None, session)
 
 
 def _sessions(subject: Path) -> list[Path]:
@@ -53,13 +73,27 @@ def isles22_subjects(root: Path) -> list[Path]:
 
 
 def _units(root: Path, subject: Path) -> list[tuple[str, Path, tuple[str, ...]]]:
-    """(case id, folder to search, path of its labels under derivatives/) of each case of ``subject``."""
+    """(case id, folder to search, path of its labels under derivatives/) of each case of ``subject``: a subject
+    with one session keeps that session in the path, so that it takes its own session's label."""
     sessions = _sessions(subject)
     if len(sessions) <= 1:
-        return [(subject.name, subject, (subject.name,))]
+        return [(subject.name, subject, (subject.name, *(s.name for s in sessions)))]
     if root.name.startswith("ses-"):  # one session asked for
         sessions = [s for s in sessions if s.name == root.name]
     return [(f"{subject.name}_{s.name}", s, (subject.name, s.name)) for s in sessions]
+
+
+def _labels(subject: Path, where: tuple[str, ...]) -> list[Path]:
+    """The ``*_msk`` files of one case in ``derivatives/`` beside the subject folder or one level up: under
+    ``derivatives/sub-X/ses-Y`` for a session, else anywhere under ``derivatives/sub-X`` but another session's."""
+    session = where[1] if len(where) > 1 else None
+    for derivatives in (subject.parent / "derivatives", subject.parent.parent / "derivatives"):
+        top = derivatives / where[0]
+        if top.is_dir():
+            labels = [p for p in _files(top) if _suffix(p) == _LABEL and _of_session(p, top, session)]
+            if labels:
+                return labels
+    return []
 
 
 def _found(case_id: str, folder: Path, subject: Path, where: tuple[str, ...], labels: bool) -> dict[str, list[Path]]:
@@ -71,10 +105,7 @@ def _found(case_id: str, folder: Path, subject: Path, where: tuple[str, ...], la
         found.setdefault(key, []).append(path)
     found.pop(_LABEL, None)  # lesion labels come from derivatives/ only
     if labels:
-        for derivatives in (subject.parent / "derivatives", subject.parent.parent / "derivatives"):
-            labelled = derivatives.joinpath(*where)
-            if labelled.is_dir():
-                found.setdefault(_LABEL, []).extend(p for p in _files(labelled) if _suffix(p) == _LABEL)
+        found[_LABEL] = _labels(subject, where)
     return drop_outputs(found, {case_id, subject.name, folder.name})
 
 
