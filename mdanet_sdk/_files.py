@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -78,7 +79,8 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temps(path: Path) -> list[Path]:
-    """Remove the temporary files for ``path`` that processes of this host which no longer run left behind.
+    """Remove the temporary files (or folders) for ``path`` that processes of this host which no longer run left
+    behind.
 
     Temporary files of live processes (a concurrent run writing the same target) and of other hosts (a shared
     file system) are kept.
@@ -97,7 +99,10 @@ def remove_stale_temps(path: Path) -> list[Path]:
         if found is None or found["host"] != _HOST or _alive(int(found["pid"])):
             continue
         try:
-            candidate.unlink()
+            if candidate.is_dir() and not candidate.is_symlink():  # a dataset folder written the same way
+                shutil.rmtree(candidate)
+            else:
+                candidate.unlink()
             removed.append(candidate)
         except OSError:  # removed meanwhile, or not ours to remove: not worth failing the write for
             pass

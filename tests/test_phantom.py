@@ -299,3 +299,47 @@ def test_cli_synth_kind_is_the_modality_kind(tmp_path) -> None:
     result = runner.invoke(app, ["synth", str(tmp_path / "bad"), "--kind", "pet"])
     assert result.exit_code == 2 and "--kind" in result.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_write_dataset_never_replaces_real_data_and_never_leaves_half_a_dataset(tmp_path, monkeypatch) -> None:
+    """synth used to write its cases over a real ISLES'22 copy of the same names (and mark the whole folder as
+    synthetic), and an interrupted run left complete-looking cases without phantoms.json."""
+    import mdanet_sdk.data.phantom.writer as writer
+    from typer.testing import CliRunner
+
+    from mdanet_sdk.cli import app
+
+    real = tmp_path / "real"
+    scan = real / "rawdata/sub-strokecase0001/ses-0001/dwi/sub-strokecase0001_ses-0001_dwi.nii.gz"
+    scan.parent.mkdir(parents=True)
+    scan.write_bytes(b"a real scan")
+    with pytest.raises(InputError, match="did not write"):
+        write_dataset(real, "isles22", 1, shape=(24, 24, 2))
+    assert scan.read_bytes() == b"a real scan" and not (real / "phantoms.json").exists()
+
+    ds = write_dataset(tmp_path / "ds", "isles22", 3, seed=1, shape=(24, 24, 2))
+    smaller = write_dataset(ds, "isles22", 1, seed=2, shape=(24, 24, 2))  # an earlier synth dataset: replaced whole
+    assert [s.case_id for s in find_cases(smaller)] == ["sub-strokecase0001"]
+    (ds / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="notes.txt"):
+        write_dataset(ds, "isles22", 1, shape=(24, 24, 2))
+
+    calls = []
+
+    def interrupted(*args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return real_write(*args)
+
+    real_write = writer._write_case
+    monkeypatch.setattr(writer, "_write_case", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path / "cut", "isles22", 3, shape=(24, 24, 2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "real"]  # no half dataset, no hidden leftover
+
+    runner = CliRunner()
+    for args, expected in ((["--seed", "-5"], "seed"), (["--shape", "100000x100000x1"], "shape must be")):
+        result = runner.invoke(app, ["synth", str(tmp_path / "bad"), *args])
+        assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "bad").exists()

@@ -84,14 +84,23 @@ class Phantom(Case):
         return self.reference.affine
 
 
+#: The largest side of a phantom: 1024³ float32 volumes are already 4 GiB each, beyond any scanner's matrix.
+MAX_SIDE = 1024
+
+
 def check_options(layout: str, shape, pattern: str | None, n_lesions: int | None, domain: str = "classic") -> None:
     """Raise :class:`InputError` for an option :func:`make_phantom` cannot honour."""
     if domain not in (*DOMAINS, "mixed"):
         raise InputError(f"domain must be one of {', '.join(DOMAINS)}, mixed; got {domain!r}.")
     if layout not in PHANTOM_LAYOUTS:
         raise InputError(f"layout must be one of {', '.join(PHANTOM_LAYOUTS)}, got {layout!r}.")
-    if shape is not None and (len(shape) != 3 or any(s is not None and int(s) < m for s, m in zip(shape, (16, 16, 1)))):
-        raise InputError(f"shape must be (X, Y, Z) with X, Y >= 16 and Z >= 1 (None keeps a default), got {shape!r}.")
+    if shape is not None and (
+        len(shape) != 3 or any(s is not None and not m <= int(s) <= MAX_SIDE for s, m in zip(shape, (16, 16, 1)))
+    ):
+        raise InputError(
+            f"shape must be (X, Y, Z) with 16 <= X, Y <= {MAX_SIDE} and 1 <= Z <= {MAX_SIDE} (None keeps a "
+            f"default), got {shape!r}."
+        )
     if pattern is not None and pattern not in PATTERNS[layout]:
         raise InputError(f"pattern for {layout} must be one of {', '.join(PATTERNS[layout])}, got {pattern!r}.")
     if n_lesions is not None and n_lesions < 1:

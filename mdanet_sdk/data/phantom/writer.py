@@ -4,6 +4,7 @@ datasets, stored in the orientations those datasets use."""
 from __future__ import annotations
 
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from mdanet_sdk._files import write_json
+from mdanet_sdk._files import remove_stale_temps, temp_prefix, write_json
 from mdanet_sdk.data.nifti import atomic_save
 from mdanet_sdk.data.phantom.generate import (
     PHANTOM_MODALITIES,
@@ -31,6 +32,8 @@ _SMIR_TOKENS = {"cbf": "CT_CBF", "cbv": "CT_CBV", "mtt": "CT_MTT", "tmax": "CT_T
 _FLIPS = {"RAS": (False, False, False), "LAS": (True, False, False), "LPS": (True, True, False)}
 # The generator named in phantoms.json and dataset_description.json (kept: the files stay as they were).
 _GENERATOR = "mdanet_sdk.data.phantom"
+#: What :func:`write_dataset` puts at a dataset's root: only a folder holding nothing else is replaced.
+_OWN_ENTRIES = {"rawdata", "derivatives", "TRAINING", "dataset_description.json", "phantoms.json"}
 
 
 def _stored(array: np.ndarray, affine: np.ndarray, orientation: str) -> tuple[np.ndarray, np.ndarray]:
@@ -90,14 +93,15 @@ def write_dataset(
     - ``"isles18"``: ``TRAINING/case_N/SMIR.Brain.XX.O.{CT_CBF,CT_CBV,CT_MTT,CT_Tmax,CT,OT}.NNNNNN/`` each with
       one same-named ``.nii``; stored LPS, LAS or RAS.
 
-    ``phantoms.json`` at the root records each case's id, seed and :attr:`Phantom.info`. Every file is
-    written atomically; existing files of the same names are replaced.
+    ``phantoms.json`` at the root records each case's id, seed and :attr:`Phantom.info`. The dataset is written
+    into a hidden folder beside ``out_dir`` and moved into place when complete, so an interrupted run leaves no
+    half dataset that would read as real data; an earlier synthetic dataset there is replaced as a whole.
 
     Args:
-        out_dir: dataset root (created).
+        out_dir: dataset root: a new or empty folder, or one that ``write_dataset`` wrote before.
         layout: ``"isles22"`` or ``"isles18"`` (:data:`KIND_LAYOUT` maps a modality kind to it).
         n_cases: number of cases (>= 1).
-        seed: dataset seed.
+        seed: dataset seed (>= 0).
         workers: processes that draw and write cases in parallel (the files do not depend on it).
         **options: passed to :func:`make_phantom` (``shape``, ``spacing``, ``pattern``, ``n_lesions``, ``domain``).
 
@@ -105,27 +109,63 @@ def write_dataset(
         ``out_dir`` as a :class:`~pathlib.Path`.
 
     Raises:
-        InputError: ``n_cases < 1``, ``workers < 1``, ``out_dir`` is a file, or an invalid phantom option.
+        InputError: ``n_cases < 1``, ``workers < 1``, a negative seed, ``out_dir`` is a file or holds anything
+            but an earlier synthetic dataset (real data is never replaced), or an invalid phantom option.
     """
     out = Path(out_dir)
     if n_cases < 1:
         raise InputError(f"n_cases must be at least 1, got {n_cases}.")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; give a folder to write the dataset into.")
+    if int(seed) < 0:
+        raise InputError(f"seed must be 0 or more, got {seed}.")
+    _check_target(out)
     check_options(
         layout, options.get("shape"), options.get("pattern"), options.get("n_lesions"), options.get("domain", "classic")
     )
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}.")
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [(out, layout, seed, i, options) for i in range(n_cases)]
-    if workers == 1 or n_cases == 1:
-        records = [_write_case(*job) for job in jobs]
-    else:  # each case is drawn from its own seed, so the files are the same as written one by one
-        with ProcessPoolExecutor(min(workers, n_cases)) as pool:
-            records = list(pool.map(_write_case, *zip(*jobs), chunksize=max(1, n_cases // (4 * workers))))
-    _write_index(out, layout, seed, records)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # folders that killed runs left
+    partial = out.parent / f"{temp_prefix(out)}synth.tmp"
+    try:
+        partial.mkdir()
+        jobs = [(partial, layout, seed, i, options) for i in range(n_cases)]
+        if workers == 1 or n_cases == 1:
+            records = [_write_case(*job) for job in jobs]
+        else:  # each case is drawn from its own seed, so the files are the same as written one by one
+            with ProcessPoolExecutor(min(workers, n_cases)) as pool:
+                records = list(pool.map(_write_case, *zip(*jobs), chunksize=max(1, n_cases // (4 * workers))))
+        _write_index(partial, layout, seed, records)
+        _move_into_place(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return out
+
+
+def _check_target(out: Path) -> None:
+    """Refuse a target that is a file or a folder holding anything but a dataset :func:`write_dataset` wrote."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give a folder to write the dataset into.")
+    if not out.is_dir():
+        return
+    entries = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    foreign = sorted(entries - _OWN_ENTRIES) if (out / "phantoms.json").is_file() else sorted(entries)
+    if foreign:
+        raise InputError(
+            f"{out} holds files that mdanet-sdk synth did not write ({', '.join(foreign[:3])}); synth replaces "
+            "a whole folder, so give a new or empty one."
+        )
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Rename the finished dataset to ``out``, replacing an earlier synthetic dataset there (checked)."""
+    if out.is_dir():
+        old = out.parent / f"{temp_prefix(out)}old.tmp"
+        os.rename(out, old)
+        os.rename(partial, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(partial, out)
 
 
 def _write_case(out: Path, layout: str, seed: int, index: int, options: dict[str, Any]) -> dict[str, Any]:
