@@ -180,12 +180,45 @@ def test_failed_validation_leaves_no_file(tmp_path, model, monkeypatch):
         return artifact
 
     target = tmp_path / "keep.ts"
-    target.write_bytes(b"previous artefact")
+    target.write_bytes(
+        export_model(model, "torchscript", tmp_path / "keep.ts", preprocess=PREPROCESS).path.read_bytes()
+    )
+    previous = target.read_bytes()
     monkeypatch.setattr(writers, "load_artifact", drifting)  # what validation reloads with
     with pytest.raises(ExportError, match="differs from the eager model by 0.001"):
         export_model(model, "torchscript", target, preprocess=PREPROCESS)
-    assert target.read_bytes() == b"previous artefact"  # the old file is untouched
+    assert target.read_bytes() == previous  # the old artefact is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.ts"]  # and no temporary is left
+
+
+def test_export_never_replaces_a_file_that_is_not_an_artefact(tmp_path, model, artefacts):
+    """``export -o`` used to write a TorchScript zip over a scan or another checkpoint, under any file name."""
+    scan, checkpoint = tmp_path / "victim_dwi.nii.gz", tmp_path / "other.pt"
+    scan.write_bytes(b"a scan")
+    checkpoint.write_bytes(b"PK a checkpoint")
+    for output, message in (
+        (scan, "is a .ts file"),
+        (tmp_path / "x.onnx", "is a .ts file"),
+        (tmp_path / "x.pt2", "is a .ts file"),
+        (tmp_path, "is a .ts file"),
+    ):
+        with pytest.raises(InputError, match=message):
+            export_model(model, "torchscript", output, preprocess=PREPROCESS)
+    (tmp_path / "folder.ts").mkdir()
+    with pytest.raises(InputError, match="is a folder"):
+        export_model(model, "torchscript", tmp_path / "folder.ts", preprocess=PREPROCESS)
+    stale = tmp_path / "old.ts"
+    stale.write_bytes(b"PK a checkpoint")
+    with pytest.raises(InputError, match="not an mdanet-sdk artefact"):
+        export_model(model, "torchscript", stale, preprocess=PREPROCESS)
+    result = runner.invoke(app, ["export", "default-mri", "-o", str(checkpoint)])
+    assert result.exit_code == 2 and "is a .ts file" in result.output
+    assert scan.read_bytes() == b"a scan" and checkpoint.read_bytes() == stale.read_bytes() == b"PK a checkpoint"
+    again = tmp_path / "again.ts"  # an earlier artefact is replaced
+    again.write_bytes(artefacts["torchscript"].read_bytes())
+    assert export_model(model, "torchscript", again, preprocess=PREPROCESS).warnings == ()
+    coarse = export_model(model, "torchscript", tmp_path / "coarse.ts", preprocess=PREPROCESS, size=(32, 32))
+    assert "trained on a 64x64 grid" in coarse.warnings[0]
 
 
 def test_size_is_required_without_a_preprocessing_size(tmp_path, model):
@@ -359,9 +392,13 @@ def test_export_never_writes_over_its_checkpoint_and_says_why_a_path_fails(check
     own = tmp_path / "own.pt"
     own.write_bytes(checkpoint_file.read_bytes())
     same = runner.invoke(app, ["export", str(own), "-o", str(own)])
-    assert same.exit_code == 2 and "is the checkpoint being exported" in same.output
-    assert own.read_bytes() == checkpoint_file.read_bytes()
-    (tmp_path / "folder").mkdir()
-    folder = runner.invoke(app, ["export", str(own), "-o", str(tmp_path / "folder")])
-    assert folder.exit_code == 1 and "error:" in folder.output and "Traceback" not in folder.output
+    assert same.exit_code == 2 and "is a .ts file" in same.output
+    renamed = tmp_path / "own.ts"  # a checkpoint under an artefact's name is still not an artefact
+    renamed.write_bytes(checkpoint_file.read_bytes())
+    same = runner.invoke(app, ["export", str(renamed), "-o", str(renamed)])
+    assert same.exit_code == 2 and "not an mdanet-sdk artefact" in same.output
+    assert own.read_bytes() == renamed.read_bytes() == checkpoint_file.read_bytes()
+    (tmp_path / "folder.ts").mkdir()
+    folder = runner.invoke(app, ["export", str(own), "-o", str(tmp_path / "folder.ts")])
+    assert folder.exit_code == 2 and "is a folder" in folder.output and "Traceback" not in folder.output
     assert folder.exception is None or isinstance(folder.exception, SystemExit)

@@ -250,10 +250,12 @@ def test_a_report_never_replaces_a_scan_or_its_sidecar(weights, tmp_path) -> Non
     sidecar = tmp_path / "other" / "scan.json"
     sidecar.write_text('{"EchoTime": 0.08}')
     scan_bytes = scan.read_bytes()
-    for report, expected in ((scan, "like an image"), (sidecar, "sidecar")):
+    weights_bytes = weights.read_bytes()
+    for report, expected in ((scan, "like an image"), (sidecar, "sidecar"), (weights, "binary data")):
         result = segment(str(case), "-o", str(tmp_path / "out"), "-c", str(weights), "--report", str(report))
         assert result.exit_code == 2 and expected in error_lines(result)[0]
     assert scan.read_bytes() == scan_bytes and sidecar.read_text() == '{"EchoTime": 0.08}'
+    assert weights.read_bytes() == weights_bytes  # the model being run used to become the report
     assert not (tmp_path / "out").exists()  # refused before any model ran
     result = runner.invoke(app, ["info", "--json", str(sidecar)])  # every --json option has the same rule
     assert result.exit_code == 2 and "sidecar" in error_lines(result)[0]

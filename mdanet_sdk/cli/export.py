@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mdanet_sdk.cli._app import command, console
+from mdanet_sdk.cli._app import command, console, err_console
 
 __all__ = ["export"]
 
@@ -70,3 +70,5 @@ def export(
         soft_wrap=True,
         markup=False,
     )
+    for warning in result.warnings:
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True, markup=False)

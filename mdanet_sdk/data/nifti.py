@@ -385,9 +385,25 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
 _IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, ".hdr", ".img", *ITK_SUFFIXES)
 
 
+def _is_text(path: Path) -> bool:
+    """Whether the start of a file reads as UTF-8 text without NUL bytes (a report, not a model or archive)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return True  # the write will say why it fails
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end of the 4 KiB read
+            return False
+    return b"\0" not in head
+
+
 def check_report_file(path: str | os.PathLike[str]) -> Path:
     """``path`` as a :class:`~pathlib.Path` if a JSON or CSV report may be written there: not a folder, not named
-    or readable like an image, and not the sidecar of an image beside it (``sub-01_dwi.json`` next to
+    or readable like an image, not an existing binary file (a checkpoint, an artefact), and not the sidecar of an
+    image beside it (``sub-01_dwi.json`` next to
     ``sub-01_dwi.nii.gz``: BIDS keeps the acquisition's parameters there). A scan, a mask or its metadata is never
     replaced by a report.
 
@@ -399,6 +415,10 @@ def check_report_file(path: str | os.PathLike[str]) -> Path:
         raise InputError(f"report {path} is a folder; give a file name such as report.json.")
     if path.name.lower().endswith(_IMAGE_SUFFIXES) or (path.exists() and header_shape(path) is not None):
         raise InputError(f"report {path} is named or stored like an image; choose a name such as report.json.")
+    if path.is_file() and not _is_text(path):
+        raise InputError(
+            f"report {path} exists and holds binary data (a model, an archive?); choose a name such as report.json."
+        )
     if path.exists():
         stem = path.name.rsplit(".", 1)[0]
         images = [path.with_name(stem + s) for s in _IMAGE_SUFFIXES]

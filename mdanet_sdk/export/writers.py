@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +27,7 @@ from torch import nn
 from mdanet_sdk import __version__
 from mdanet_sdk import ops as _ops  # export_checkpoint's `ops` argument takes the plain name
 from mdanet_sdk import artifact_safety as safety
-from mdanet_sdk._files import atomic_write, file_key
+from mdanet_sdk._files import atomic_write
 from mdanet_sdk.artifact_safety import ARTIFACT_VERSION, FORMATS
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, ExportError, InputError
@@ -56,6 +56,7 @@ class ExportResult:
         max_abs_diff: ``max |artefact - eager fp32|`` over the probe batches.
         tolerance: the accepted bound for that difference (absolute, already scaled).
         seconds: wall time of capture, save and validation.
+        warnings: sentences about the artefact the user should read (a grid other than the checkpoint's).
     """
 
     path: Path
@@ -67,6 +68,7 @@ class ExportResult:
     max_abs_diff: float
     tolerance: float
     seconds: float
+    warnings: tuple[str, ...] = ()
 
 
 def _extra_files(model_config: MDANetConfig, preprocess: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, str]:
@@ -76,6 +78,28 @@ def _extra_files(model_config: MDANetConfig, preprocess: Mapping[str, Any], meta
         safety.PREPROCESS: json.dumps(dict(preprocess)),
         safety.META: json.dumps(dict(meta)),
     }
+
+
+#: The file ending of each format's artefact (:func:`_check_output`).
+ARTEFACT_SUFFIXES = {"torchscript": ".ts", "exported": ".pt2", "tensorrt": ".pt2"}
+
+
+def _check_output(fmt: str, output: str | os.PathLike[str]) -> None:
+    """Refuse an output that is named for another format, is a folder, or would replace a file that is not an
+    mdanet-sdk artefact (a checkpoint, a scan): re-exporting over an earlier artefact is fine."""
+    path, suffix = Path(output), ARTEFACT_SUFFIXES[fmt]
+    if path.suffix.lower() != suffix:
+        raise InputError(f"a {fmt} artefact is a {suffix} file; name the output like model{suffix}.")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file name like {path / ('model' + suffix)}.")
+    if path.exists():
+        try:
+            safety.describe(path, trust=True)
+        except CheckpointError:
+            raise InputError(
+                f"output {path} exists and is not an mdanet-sdk artefact (a checkpoint, an image?); choose another "
+                "name, or remove that file first."
+            ) from None
 
 
 def _check_request(fmt: str, precision: str) -> None:
@@ -136,19 +160,29 @@ def export_model(
     """
     started = time.perf_counter()
     _check_request(fmt, precision)
+    _check_output(fmt, output)
     # nn.Module types unknown attributes as Tensor | Module; an MDANet's .config is its MDANetConfig.
     config = model_config or cast(MDANetConfig, model.config)
     preprocess = dict(preprocess)
+    grid = _model_grid(preprocess)
     height, width = _resolve_size(size, preprocess)
+    warnings: tuple[str, ...] = ()
+    if grid is not None and (height, width) != (grid, grid):
+        warnings = (
+            f"the model was trained on a {grid}x{grid} grid and this artefact resamples every slice to "
+            f"{height}x{width}, which changes its masks (small lesions can vanish); compare its masks with the "
+            "checkpoint's before deploying it.",
+        )
     dev = torch.device(device or ("cuda" if fmt == "tensorrt" else "cpu"))
     impl = _op_implementation(model, dev)
     ops_kind = "plugin" if fmt == "tensorrt" and impl == "native" else impl
     if fmt == "tensorrt":  # refused combinations and versions before any export work
         check_tensorrt_request(precision, plugins=ops_kind == "plugin")
     files = _extra_files(config, preprocess, _metadata(config, fmt, precision, ops_kind, (height, width), batch, meta))
-    return _write_validated(
+    result = _write_validated(
         model.eval().to(dev), output, fmt, precision, ops_kind, config, (height, width), batch, files, dev, started
     )
+    return replace(result, warnings=warnings)
 
 
 def _capture(
@@ -346,11 +380,8 @@ def export_checkpoint(
         )
     from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
 
+    _check_output(fmt, output)  # before the checkpoint is read
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, trust=trust)
-    if ckpt.path is not None and file_key(Path(output)) == file_key(Path(ckpt.path)):
-        raise InputError(
-            f"output {output} is the checkpoint being exported; choose another file name for the artefact."
-        )
     source = {**ckpt.meta, "source": str(ckpt.path) if ckpt.path is not None else None}
     return export_model(
         ckpt.build_model(ops=ops),
