@@ -40,7 +40,7 @@ from mdanet_sdk.train.sampling import LesionSampler
 from mdanet_sdk.train.selection import FoldCases, selection_record
 from mdanet_sdk.train.validation import Validation, mean_scores
 
-__all__ = ["RunContext", "FoldState", "Fold"]
+__all__ = ["RunContext", "FoldState", "Fold", "init_weights"]
 
 _MIN_DELTA = 1e-4  # smallest gain of the selection split's Dice that counts as an improvement
 _PLATEAU_PATIENCE = 5
@@ -171,7 +171,7 @@ class Fold:
         self.scheduler = _scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(run.device.type, enabled=run.precision == "fp16")
         if resume is None and cfg.init is not None:
-            self.model.load_state_dict(_init_weights(cfg, run.model_config))
+            self.model.load_state_dict(init_weights(cfg, run.model_config))
         if resume is not None:
             self.model.load_state_dict(resume.state_dict)
             self.optimizer.load_state_dict(resume.resume["optimizer"])
@@ -408,7 +408,7 @@ def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def _init_weights(cfg: TrainConfig, model_config: MDANetConfig) -> dict[str, torch.Tensor]:
+def init_weights(cfg: TrainConfig, model_config: MDANetConfig) -> dict[str, torch.Tensor]:
     """The state dict of ``cfg.init``, after checking that it fits ``model_config``."""
     assert cfg.init is not None  # only called for runs that start from a checkpoint
     init = load_checkpoint(cfg.init, trust=cfg.trust)

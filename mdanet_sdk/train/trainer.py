@@ -76,7 +76,7 @@ from mdanet_sdk.train.config import FoldResult, TrainConfig, TrainResults
 from mdanet_sdk.train.distributed import Dist, per_rank_batch
 from mdanet_sdk.train.epoch import seed_everything
 from mdanet_sdk.train.events import EpochStats, ProgressFn, TrainEvent
-from mdanet_sdk.train.fold import Fold, FoldState, RunContext
+from mdanet_sdk.train.fold import Fold, FoldState, RunContext, init_weights
 from mdanet_sdk.train.selection import FoldCases, fold_cases
 
 __all__ = [
@@ -210,6 +210,8 @@ class Trainer:
             by_id = {c.case_id: c for c in cases}
             splits = kfold_split(list(by_id), k=self.cfg.folds, seed=self.cfg.seed, groups=patients)
             stored = self._check_run_folder()
+            if self.cfg.init is not None:  # a network that does not fit is refused before anything is written
+                init_weights(self.cfg, model_config)
             parts = {  # every fold's split first: a split that cannot be made is refused before anything is written
                 k: fold_cases(self.cfg, k, [by_id[i] for i in splits[k][0]], [by_id[i] for i in splits[k][1]], patients)
                 for k in self.cfg.fold_indices()
