@@ -32,6 +32,7 @@ from mdanet_sdk.inference import (
     resolve_device,
     tissue_adc,
 )
+from mdanet_sdk.inference.postprocess import _lesion_adc_ratios, postprocess
 from mdanet_sdk.model import build_model
 from mdanet_sdk.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -308,6 +309,12 @@ def test_restricted_diffusion_gate_keeps_lesions_with_low_adc_in_any_unit() -> N
     np.testing.assert_array_equal(keep_restricted_lesions(mask, adc, 1.01), mask)  # B's ratio is 1.0
     np.testing.assert_array_equal(keep_restricted_lesions(mask, adc, 0.0), mask)  # 0: off
     np.testing.assert_array_equal(keep_restricted_lesions(mask, np.zeros_like(adc), 0.8), mask)  # no ADC: kept
+    outside = mask.copy()
+    outside[0:2, 0:2, 0:2] = 1  # a DWI-bright blob in the air around the brain, where ADC is 0
+    np.testing.assert_array_equal(keep_restricted_lesions(outside, adc, 0.8), only_a)
+    np.testing.assert_array_equal(postprocess(outside.astype(np.float32), 0.5, 0, adc, 0.8), only_a)
+    labels, ratios = _lesion_adc_ratios(outside, adc, tissue_adc(adc))  # what choosing the gate reads
+    assert ratios is not None and np.isinf(ratios[labels[0, 0, 0]])
 
 
 def test_choose_postprocessing_gates_on_adc_when_a_lookalike_costs_dice() -> None:

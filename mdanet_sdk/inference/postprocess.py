@@ -153,7 +153,7 @@ def keep_restricted_lesions(mask: np.ndarray, adc: np.ndarray, max_ratio: float)
     """Keep only the lesions that show restricted diffusion, as acute infarcts do.
 
     A connected lesion (26-connectivity) stays when its median ADC is at most ``max_ratio`` times the case's
-    parenchymal ADC (:func:`tissue_adc`); DWI-bright look-alikes with normal ADC (T2 shine-through,
+    parenchymal ADC (:func:`tissue_adc`) and above 0 (outside the brain, by the map's convention); DWI-bright look-alikes with normal ADC (T2 shine-through,
     susceptibility at the skull base) go. Acute infarcts lower ADC by 30-60 %, hence ratios around 0.75-0.85.
 
     Args:
@@ -177,7 +177,7 @@ def _lesion_adc_ratios(mask: np.ndarray, adc: np.ndarray, reference: float) -> t
         return labels.numpy(), None
     names, medians = lesions.lesion_medians(_tensor(np.asarray(adc, dtype=np.float32)), labels)
     ratios = torch.full((labels.numel() + 1,), float("inf"), dtype=torch.float64)
-    ratios[names] = medians / reference
+    ratios[names] = torch.where(medians > 0, medians / reference, float("inf"))  # ADC <= 0: outside the brain
     return labels.numpy(), ratios.numpy()
 
 

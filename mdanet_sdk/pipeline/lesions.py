@@ -61,7 +61,8 @@ def keep_restricted_lesions(mask: Tensor, adc: Tensor, max_ratio: float) -> Tens
     """Keep only the lesions that show restricted diffusion, as acute infarcts do.
 
     A connected lesion (26-connectivity) stays when its median ADC is at most ``max_ratio`` times the case's
-    parenchymal ADC (:func:`tissue_adc`); ``max_ratio <= 0`` keeps everything. Returns uint8.
+    parenchymal ADC (:func:`tissue_adc`) and above 0 (an ADC of 0 is outside the brain, not restriction);
+    ``max_ratio <= 0`` keeps everything. Returns uint8.
     """
     mask = mask.to(torch.bool)
     if max_ratio <= 0 or not bool(mask.any().item()):
@@ -72,7 +73,7 @@ def keep_restricted_lesions(mask: Tensor, adc: Tensor, max_ratio: float) -> Tens
     labels = label(mask, full=True)
     names, medians = lesion_medians(adc, labels)
     keep = torch.zeros(labels.numel() + 1, dtype=torch.bool)
-    keep[names] = medians / reference <= max_ratio
+    keep[names] = (medians > 0) & (medians / reference <= max_ratio)  # ADC <= 0 is outside the brain
     return keep_components(labels, keep).to(torch.uint8)
 
 
