@@ -22,7 +22,7 @@ import pytest
 from mdanet_sdk.data.cases import read_case
 from mdanet_sdk.data.layouts import LAYOUTS, detect_layout, find_cases
 from mdanet_sdk.data.layouts.nnunet import channel_name
-from mdanet_sdk.data.nifti import header_shape, load_volume, output_name, save_like
+from mdanet_sdk.data.nifti import header_shape, load_volume, nifti_stem, output_name, save_like
 from mdanet_sdk.errors import InputError
 
 SHAPE = (8, 8, 4)
@@ -333,6 +333,25 @@ def test_a_single_session_subject_takes_its_own_session_label_only(tmp_path) -> 
     (twice,) = find_cases(root / "rawdata/sub-02")  # two labels of its session: the label is refused, not the case
     assert twice.problem is None and "several msk files" in twice.label_problem
     assert twice.load(label=False).images["dwi"].shape == SHAPE
+
+
+def test_case_ids_of_dot_dotdot_and_datatype_folders(tmp_path, monkeypatch) -> None:
+    """``segment .`` inside a case named its outputs ``_seg.nii.gz``, ``sub-01/ses-01/dwi`` named every subject
+    ``dwi`` (so runs into one folder replaced each other's masks), and an Analyze pair kept its ``.hdr``."""
+    root = _bids(tmp_path / "data")
+    (by_datatype,) = find_cases(root / "rawdata/sub-02/ses-01/dwi")
+    assert by_datatype.case_id == "sub-02" and by_datatype.label_path is not None
+    assert [s.case_id for s in find_cases(root / "rawdata/sub-01/ses-02/dwi")] == ["sub-01_ses-02"]
+    monkeypatch.chdir(root / "rawdata/sub-02")
+    assert [s.case_id for s in find_cases(".")] == ["sub-02"]
+    monkeypatch.chdir(root / "rawdata/sub-02/ses-01/dwi")
+    assert [s.case_id for s in find_cases("../..")] == ["sub-02"]
+    folder = tmp_path / "patient7"
+    _write(folder / "dwi.nii.gz", _image(1))
+    _write(folder / "adc.nii.gz", _image(2))
+    monkeypatch.chdir(folder)
+    assert [s.case_id for s in find_cases(".")] == ["patient7"]
+    assert nifti_stem("pair_dwi.hdr") == nifti_stem("pair_dwi.IMG") == "pair_dwi"
 
 
 def test_a_linked_session_folder_is_followed(tmp_path) -> None:

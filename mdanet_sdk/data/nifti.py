@@ -83,11 +83,11 @@ OUTPUT_SUFFIXES = {"mask": "_seg", "prob": "_prob"}
 
 
 def nifti_stem(name: str | os.PathLike[str]) -> str:
-    """A file name without its image ending (any case, any of :data:`IMAGE_SUFFIXES`):
-    ``sub-01_dwi.nii.gz`` -> ``sub-01_dwi``, ``case1_adc.mha`` -> ``case1_adc``."""
+    """A file name without its image ending (any case, any of :data:`IMAGE_SUFFIXES` or an Analyze pair's
+    ``.hdr``/``.img``): ``sub-01_dwi.nii.gz`` -> ``sub-01_dwi``, ``case1_adc.mha`` -> ``case1_adc``."""
     name = Path(name).name
     lower = name.lower()
-    for suffix in (".nii.gz", ".nii", *ITK_SUFFIXES):
+    for suffix in (".nii.gz", ".nii", ".hdr", ".img", *ITK_SUFFIXES):
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return name

@@ -137,6 +137,8 @@ def find_cases(
             unknown (no ``dataset.json`` and no ``modalities``).
     """
     root = Path(root)
+    if root.name in ("", ".", ".."):  # "." or "..": the folder's own name names its case
+        root = Path(os.path.abspath(root))
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
     if layout == "auto":

@@ -62,8 +62,21 @@ def _sessions(subject: Path) -> list[Path]:
     return [p for p in sub_folders(subject) if p.name.startswith("ses-")]
 
 
+#: BIDS datatype folders inside a session (``sub-X/ses-Y/dwi``): given as a case, they mean their session.
+_DATATYPES = ("dwi", "anat", "perf", "func", "fmap")
+
+
+def _entry(root: Path) -> Path:
+    """``root``, or the session or subject folder of a BIDS datatype folder given instead."""
+    parent = root.parent.name
+    if root.name in _DATATYPES and (parent.startswith("ses-") or parent.startswith("sub-")):
+        return root.parent
+    return root
+
+
 def isles22_subjects(root: Path) -> list[Path]:
     """The ``sub-*`` folders at or under ``root`` (the folder itself, its ``rawdata/``, or itself listed)."""
+    root = _entry(root)
     if root.name.startswith("sub-"):
         return [root]
     if root.name.startswith("ses-") and root.parent.name.startswith("sub-"):
@@ -111,7 +124,7 @@ def _found(case_id: str, folder: Path, subject: Path, where: tuple[str, ...], la
 
 def find_isles22(root: Path, modalities: tuple[str, ...], labels: bool) -> list[CaseSource]:
     """Every ISLES'22 case at or under ``root`` (module doc); ``labels``: take ``derivatives/*_msk`` labels."""
-    sources = []
+    sources, root = [], _entry(root)
     for subject in isles22_subjects(root):
         for case_id, folder, where in _units(root, subject):
             found = _found(case_id, folder, subject, where, labels)
