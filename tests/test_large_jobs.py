@@ -93,6 +93,26 @@ def test_skip_existing_keeps_complete_outputs_and_redoes_incomplete_ones(tmp_pat
     assert report["skipped"][0]["outputs"]["mask"] == str(out / "a_seg.nii.gz")
 
 
+def test_skip_existing_redoes_a_case_whose_input_moved_or_changed(tmp_path) -> None:
+    """A kept mask used to be judged by its shape alone: an input moved 20 mm kept its old, misaligned mask."""
+    (case,) = _cases(tmp_path / "in", ["a"])
+    out = tmp_path / "out"
+    list(mdanet_sdk.segment(case, out, device="cpu"))
+    image = nib.load(case)
+    moved = image.affine.copy()
+    moved[1, 3] += 20.0
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), moved), case)
+    (redone,) = mdanet_sdk.segment(case, out, skip_existing=True, device="cpu")
+    assert isinstance(redone, SegmentationResult)
+    assert np.allclose(nib.load(out / "a_seg.nii.gz").affine, moved)
+    (kept,) = mdanet_sdk.segment(case, out, skip_existing=True, device="cpu")
+    assert type(kept).__name__ == "SkippedCase"
+    later = (out / "a_seg.nii.gz").stat().st_mtime + 10
+    os.utime(case, (later, later))  # the input replaced after its mask was written (same grid)
+    (again,) = mdanet_sdk.segment(case, out, skip_existing=True, device="cpu")
+    assert isinstance(again, SegmentationResult)
+
+
 def test_skip_existing_from_the_cli_counts_the_skipped_cases(tmp_path) -> None:
     inputs = [str(p) for p in _cases(tmp_path / "in", ["a", "b"])]
     out = tmp_path / "out"

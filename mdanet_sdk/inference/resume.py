@@ -3,7 +3,7 @@
 Our own writes are atomic (a mask is there whole or not at all), but an output folder may hold files from
 elsewhere: a copy cut short, a file from another tool. So an existing output counts only when it is whole,
 judged cheaply from its header and size, without reading the voxels: a NIfTI whose header loads, which is 3D
-on the grid of the case's input, and whose data is all there (the file size of a ``.nii``; the length recorded
+on the grid (shape and affine) of the case's input, newer than every input file, and whose data is all there (the file size of a ``.nii``; the length recorded
 in the gzip trailer of a ``.nii.gz``); a PNG that ends with its ``IEND`` chunk.
 """
 
@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
-from mdanet_sdk.data.cases import FOURD_KEY
+from mdanet_sdk.data.cases import AFFINE_TOL_MM, FOURD_KEY
 from mdanet_sdk.inference.planning import Job
 from mdanet_sdk.report import CaseReport, report_document
 
@@ -53,8 +53,9 @@ def _gzip_size(path: Path) -> int | None:
         return int.from_bytes(f.read(4), "little")
 
 
-def nifti_complete(path: Path, shape: Sequence[int] | None = None) -> bool:
-    """Whether ``path`` is a whole 3D NIfTI (of ``shape``, when given), judged from its header and size.
+def nifti_complete(path: Path, shape: Sequence[int] | None = None, affine: np.ndarray | None = None) -> bool:
+    """Whether ``path`` is a whole 3D NIfTI (of ``shape`` and ``affine``, when given), judged from its header and
+    size.
 
     A ``.nii.gz`` cut short is caught by its trailer, whose recorded length then is compressed data that
     matches the expected length only by chance (1 in 2**32); a file written as several gzip members is not
@@ -65,6 +66,8 @@ def nifti_complete(path: Path, shape: Sequence[int] | None = None) -> bool:
         header = cast(Any, image.header)  # a NIfTI header (nib.load gave a NIfTI image)
         if len(image.shape) != 3 or (shape is not None and tuple(image.shape) != tuple(shape[:3])):
             return False
+        if affine is not None and not np.allclose(image.affine, affine, atol=AFFINE_TOL_MM):
+            return False  # the input was moved or stored otherwise since: the mask would not line up
         # The proxy's offset is where the voxels start in this file (the header copy may say 0).
         offset = int(cast(Any, image.dataobj).offset)
         expected = offset + int(np.prod(image.shape)) * header.get_data_dtype().itemsize
@@ -87,26 +90,42 @@ def _png_complete(path: Path) -> bool:
         return False
 
 
-def _input_shape(job: Job) -> tuple[int, ...] | None:
-    """The voxel grid of the case's first input file (header only), or ``None`` if it is no readable NIfTI."""
+def _input_grid(job: Job) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """The voxel grid (shape, affine) of the case's first input file (header only), or ``None`` if it is no
+    readable NIfTI."""
     if job.source is None or not job.source.paths:
         return None
     path = job.source.paths.get(FOURD_KEY) or next(iter(job.source.paths.values()))
     try:
-        shape = cast(SpatialImage, nib.load(path)).shape
+        image = cast(SpatialImage, nib.load(path))
     except Exception:  # noqa: BLE001 - other formats (DICOM, .mha): the mask is judged on its own
         return None
-    return tuple(int(n) for n in shape[:3])
+    return tuple(int(n) for n in image.shape[:3]), np.asarray(image.affine)
+
+
+def _newest_input(job: Job) -> float:
+    """When the case's newest input file was last changed (0 when unknown)."""
+    paths = list(job.source.paths.values()) if job.source is not None else []
+    try:
+        return max((p.stat().st_mtime for p in paths), default=0.0)
+    except OSError:
+        return 0.0
 
 
 def outputs_complete(job: Job) -> bool:
-    """Whether every output the job asks for (mask, probability map, overlay) exists and is whole."""
+    """Whether every output the job asks for (mask, probability map, overlay) exists, is whole, lies on the
+    input's grid and is newer than every input file (an input replaced since is segmented again)."""
     if job.error is not None or "mask" not in job.outputs:
         return False
-    shape = _input_shape(job)
+    grid = _input_grid(job)
+    shape, affine = grid if grid is not None else (None, None)
+    newest = _newest_input(job)
     for role, path in job.outputs.items():
-        whole = _png_complete(path) if role == "overlay" else nifti_complete(path, shape)
-        if not whole:
+        whole = _png_complete(path) if role == "overlay" else nifti_complete(path, shape, affine)
+        try:
+            if not whole or path.stat().st_mtime < newest:
+                return False
+        except OSError:
             return False
     return True
 
