@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import locale
 import os
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -352,6 +353,26 @@ def test_case_ids_of_dot_dotdot_and_datatype_folders(tmp_path, monkeypatch) -> N
     monkeypatch.chdir(folder)
     assert [s.case_id for s in find_cases(".")] == ["patient7"]
     assert nifti_stem("pair_dwi.hdr") == nifti_stem("pair_dwi.IMG") == "pair_dwi"
+
+
+def test_geometry_in_metres_or_with_a_zero_voxel_size_is_refused(tmp_path) -> None:
+    """nibabel reads an affine in metres as millimetres (volumes off by 1e9) and a qform-only zero voxel size as
+    1 mm (volumes halved for 2 mm slices), without a word."""
+    image = nib.Nifti1Image(_image(1.0), np.diag([0.002, 0.002, 0.002, 1.0]))
+    image.header.set_xyzt_units("meter")
+    nib.save(image, tmp_path / "metres.nii.gz")
+    with pytest.raises(InputError, match="in meters"):
+        load_volume(tmp_path / "metres.nii.gz")
+    image = nib.Nifti1Image(_image(1.0), None)
+    image.header.set_qform(np.diag([2.0, 2.0, 2.0, 1.0]), code=1)
+    image.header.set_sform(None, code=0)
+    nib.save(image, tmp_path / "ok.nii")
+    assert load_volume(tmp_path / "ok.nii").voxel_volume_ml == pytest.approx(0.008)
+    stored = bytearray((tmp_path / "ok.nii").read_bytes())
+    stored[88:92] = struct.pack("<f", 0.0)  # pixdim[3]: nibabel itself never writes a 0 there
+    (tmp_path / "flat.nii").write_bytes(bytes(stored))
+    with pytest.raises(InputError, match="voxel size of 0"):
+        load_volume(tmp_path / "flat.nii")
 
 
 def test_a_linked_session_folder_is_followed(tmp_path) -> None:

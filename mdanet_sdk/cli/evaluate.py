@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console, fail, plain
 from mdanet_sdk.cli._options import LabelPattern
-from mdanet_sdk.data.nifti import check_report_file
+from mdanet_sdk.data.targets import check_report_file
 from mdanet_sdk.errors import MDANetError
 
 if TYPE_CHECKING:

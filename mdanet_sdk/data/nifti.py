@@ -44,6 +44,7 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
+from nibabel.openers import ImageOpener
 import torch
 from nibabel.orientations import aff2axcodes, apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 from nibabel.spatialimages import HeaderDataError
@@ -60,7 +61,6 @@ __all__ = [
     "load_volume",
     "to_original",
     "save_like",
-    "check_output_file",
     "is_prediction",
     "is_own_output",
     "NIFTI_SUFFIXES",
@@ -163,9 +163,33 @@ def _check_header(path: Path, img: nib.Nifti1Pair) -> None:
     # A compressed stream's length is unknown without decompressing it: MAX_VOXELS bounds it instead, and
     # nibabel's own truncation errors become InputError in _read.
     compressed = data_file.name.lower().endswith((".gz", ".bz2", ".zst"))
+    _check_geometry(path, img)
     shape = tuple(int(n) for n in header.get_data_shape())
     offset = int(header.get_data_offset())
     check_declared_size(path, shape, header.get_data_dtype(), offset, None if compressed else data_file)
+
+
+def _check_geometry(path: Path, img: nib.Nifti1Pair) -> None:
+    """Refuse geometry that nibabel would read as millimetres wrongly: spatial units of metres or microns
+    (volumes would be off by 1e9), and a zero voxel size where the affine comes from ``pixdim`` (nibabel
+    takes 1 mm instead, so volumes in mL would be wrong without a word). Read from the header as stored:
+    nibabel's loaded copy has the zeros replaced already."""
+    name = img.file_map["header" if "header" in img.file_map else "image"].filename
+    assert name is not None  # nib.load names the file it read the header from
+    with ImageOpener(name) as f:
+        header = type(img.header).from_fileobj(f, check=False)
+    unit = header.get_xyzt_units()[0]
+    if unit in ("meter", "micron"):
+        raise InputError(
+            f"{path} gives its geometry in {unit}s (xyzt_units); mdanet-sdk reads millimetres, so volumes and "
+            "sizes would be wrong: store the affine in mm and set the units to mm."
+        )
+    spatial = min(3, int(header["dim"][0]))
+    if int(header["sform_code"]) == 0 and any(float(z) == 0.0 for z in header["pixdim"][1 : 1 + spatial]):
+        raise InputError(
+            f"{path} declares a voxel size of 0 (pixdim {[float(z) for z in header['pixdim'][1:4]]}) and no "
+            "sform; set the real voxel size in its header (e.g. with nibabel's set_zooms)."
+        )
 
 
 def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
@@ -357,76 +381,6 @@ def _as_output(array: np.ndarray, output: str) -> np.ndarray:
             "a mask must hold integer labels 0..255; threshold probabilities first or save with output='prob'."
         )
     return array.astype(np.uint8)
-
-
-def check_output_file(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a :class:`~pathlib.Path` if a result may be written there: a ``.nii``/``.nii.gz`` name that is
-    not a folder and does not hold an image other than an earlier prediction (:func:`is_prediction`; every file
-    :func:`save_like` writes is marked). So an input scan or an expert mask is never replaced, whatever its
-    name; an unreadable leftover may be.
-
-    Raises:
-        InputError: what is wrong, and what to do.
-    """
-    path = Path(path)
-    if not path.name.endswith(NIFTI_SUFFIXES):
-        raise InputError(f"output {path} must end in .nii or .nii.gz; choose such a file name.")
-    if path.is_dir():
-        raise InputError(f"output {path} is a folder; give a file name ending in .nii.gz.")
-    if path.exists() and header_shape(path) is not None and not is_prediction(path):
-        raise InputError(
-            f"output {path} is an existing image that mdanet-sdk did not write (an input or a label?); "
-            "choose another output name, or remove that file first."
-        )
-    return path
-
-
-#: Names of image files, Analyze pairs included, that a report must never take or shadow.
-_IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, ".hdr", ".img", *ITK_SUFFIXES)
-
-
-def _is_text(path: Path) -> bool:
-    """Whether the start of a file reads as UTF-8 text without NUL bytes (a report, not a model or archive)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return True  # the write will say why it fails
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 3:  # not just a character cut at the end of the 4 KiB read
-            return False
-    return b"\0" not in head
-
-
-def check_report_file(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a :class:`~pathlib.Path` if a JSON or CSV report may be written there: not a folder, not named
-    or readable like an image, not an existing binary file (a checkpoint, an artefact), and not the sidecar of an
-    image beside it (``sub-01_dwi.json`` next to
-    ``sub-01_dwi.nii.gz``: BIDS keeps the acquisition's parameters there). A scan, a mask or its metadata is never
-    replaced by a report.
-
-    Raises:
-        InputError: what is wrong, and what to do.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"report {path} is a folder; give a file name such as report.json.")
-    if path.name.lower().endswith(_IMAGE_SUFFIXES) or (path.exists() and header_shape(path) is not None):
-        raise InputError(f"report {path} is named or stored like an image; choose a name such as report.json.")
-    if path.is_file() and not _is_text(path):
-        raise InputError(
-            f"report {path} exists and holds binary data (a model, an archive?); choose a name such as report.json."
-        )
-    if path.exists():
-        stem = path.name.rsplit(".", 1)[0]
-        images = [path.with_name(stem + s) for s in _IMAGE_SUFFIXES]
-        if any(p.exists() for p in images):
-            raise InputError(
-                f"report {path} is the metadata sidecar of the image beside it; choose another report name."
-            )
-    return path
 
 
 def save_like(

@@ -25,14 +25,8 @@ from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource
 from mdanet_sdk.data.formats import ITK_SUFFIXES
 from mdanet_sdk.data.layouts import detect_layout, find_cases
 from mdanet_sdk.data.layouts.nnunet import channels_named
-from mdanet_sdk.data.nifti import (
-    NIFTI_SUFFIXES,
-    check_output_file,
-    check_report_file,
-    load_volume,
-    nifti_stem,
-    output_name,
-)
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, nifti_stem, output_name
+from mdanet_sdk.data.targets import check_output_file, check_report_file
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.inference.inputs import BUNDLED_MODALITIES, kind_for_modalities, refuse_single_3d, volume_count
 

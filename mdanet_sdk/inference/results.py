@@ -14,7 +14,8 @@ import numpy as np
 
 from mdanet_sdk.data.cases import Case
 from mdanet_sdk._files import file_key
-from mdanet_sdk.data.nifti import check_output_file, save_like, to_original
+from mdanet_sdk.data.nifti import save_like, to_original
+from mdanet_sdk.data.targets import check_output_file
 from mdanet_sdk.data.preprocess import NOT_SKULL_STRIPPED, SliceGeometry
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay

@@ -1,0 +1,83 @@
+"""Where results may be written: a mask or probability map never replaces an image mdanet-sdk did not write,
+and a JSON or CSV report never replaces an image, its metadata sidecar or a binary file (a model)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mdanet_sdk.data.formats import ITK_SUFFIXES
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, header_shape, is_prediction
+from mdanet_sdk.errors import InputError
+
+__all__ = ["check_output_file", "check_report_file"]
+
+
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if a result may be written there: a ``.nii``/``.nii.gz`` name that is
+    not a folder and does not hold an image other than an earlier prediction (:func:`is_prediction`; every file
+    :func:`save_like` writes is marked). So an input scan or an expert mask is never replaced, whatever its
+    name; an unreadable leftover may be.
+
+    Raises:
+        InputError: what is wrong, and what to do.
+    """
+    path = Path(path)
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise InputError(f"output {path} must end in .nii or .nii.gz; choose such a file name.")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file name ending in .nii.gz.")
+    if path.exists() and header_shape(path) is not None and not is_prediction(path):
+        raise InputError(
+            f"output {path} is an existing image that mdanet-sdk did not write (an input or a label?); "
+            "choose another output name, or remove that file first."
+        )
+    return path
+
+
+#: Names of image files, Analyze pairs included, that a report must never take or shadow.
+_IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, ".hdr", ".img", *ITK_SUFFIXES)
+
+
+def _is_text(path: Path) -> bool:
+    """Whether the start of a file reads as UTF-8 text without NUL bytes (a report, not a model or archive)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return True  # the write will say why it fails
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end of the 4 KiB read
+            return False
+    return b"\0" not in head
+
+
+def check_report_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if a JSON or CSV report may be written there: not a folder, not named
+    or readable like an image, not an existing binary file (a checkpoint, an artefact), and not the sidecar of an
+    image beside it (``sub-01_dwi.json`` next to
+    ``sub-01_dwi.nii.gz``: BIDS keeps the acquisition's parameters there). A scan, a mask or its metadata is never
+    replaced by a report.
+
+    Raises:
+        InputError: what is wrong, and what to do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"report {path} is a folder; give a file name such as report.json.")
+    if path.name.lower().endswith(_IMAGE_SUFFIXES) or (path.exists() and header_shape(path) is not None):
+        raise InputError(f"report {path} is named or stored like an image; choose a name such as report.json.")
+    if path.is_file() and not _is_text(path):
+        raise InputError(
+            f"report {path} exists and holds binary data (a model, an archive?); choose a name such as report.json."
+        )
+    if path.exists():
+        stem = path.name.rsplit(".", 1)[0]
+        images = [path.with_name(stem + s) for s in _IMAGE_SUFFIXES]
+        if any(p.exists() for p in images):
+            raise InputError(
+                f"report {path} is the metadata sidecar of the image beside it; choose another report name."
+            )
+    return path
