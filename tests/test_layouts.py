@@ -375,6 +375,21 @@ def test_geometry_in_metres_or_with_a_zero_voxel_size_is_refused(tmp_path) -> No
         load_volume(tmp_path / "flat.nii")
 
 
+def test_a_lesion_mask_is_never_taken_for_the_brain_mask(tmp_path) -> None:
+    """``infarct_mask.nii.gz`` beside the images used to become the brain mask: 0 lesions, no warning."""
+    folder = tmp_path / "p1"
+    _write(folder / "dwi.nii.gz", _image(1))
+    _write(folder / "adc.nii.gz", _image(2))
+    _write(folder / "infarct_mask.nii.gz", _label(1))
+    (source,) = find_cases(folder)
+    assert source.label_path == folder / "infarct_mask.nii.gz" and source.brain_mask_path is None
+    (folder / "infarct_mask.nii.gz").rename(folder / "p1_mask.nii.gz")  # still a brain mask by its name
+    (masked,) = find_cases(folder)
+    assert masked.brain_mask_path == folder / "p1_mask.nii.gz"
+    (warning,) = [w for w in masked.load().warnings if "brain mask" in w]
+    assert "covers only 1 %" in warning and "give it as the label" in warning
+
+
 def test_a_linked_session_folder_is_followed(tmp_path) -> None:
     root = _bids(tmp_path / "data")
     elsewhere = tmp_path / "store" / "ses-01"

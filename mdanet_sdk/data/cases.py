@@ -116,6 +116,19 @@ class Case:
         return np.stack([self.images[m] for m in modalities]).astype(np.float32, copy=False)
 
 
+def _small_brain_mask(brain_mask: np.ndarray, images: dict[str, np.ndarray], path: Path) -> list[str]:
+    """A warning when the brain mask covers under a fifth of the images' non-zero support: a lesion mask given
+    as the brain mask (every prediction outside it is dropped) looks like this."""
+    support = np.count_nonzero(np.any([image != 0 for image in images.values()], axis=0))
+    covered = np.count_nonzero(brain_mask)
+    if support and covered < 0.2 * support:
+        return [
+            f"the brain mask {path} covers only {100 * covered / support:.0f} % of the head; lesions are looked "
+            "for inside it only. If it is a lesion mask, give it as the label, not as the brain mask."
+        ]
+    return []
+
+
 @dataclass
 class CaseSource:
     """Where one case's files are; :meth:`load` reads them (finding a dataset reads no voxels).
@@ -173,6 +186,7 @@ class CaseSource:
             mask_volume = load_volume(self.brain_mask_path, label=True)
             _check_same_grid(self.case_id, "brain mask", mask_volume, reference)
             brain_mask = np.asarray(mask_volume.data) != 0
+            warnings += _small_brain_mask(brain_mask, images, self.brain_mask_path)
         return Case(self.case_id, images, lesion, reference, warnings, brain_mask)
 
     def _load_files(self) -> tuple[dict[str, np.ndarray], Volume, list[str]]:

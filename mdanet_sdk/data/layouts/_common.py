@@ -28,11 +28,12 @@ LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {k: g[0] + g[1] for k, g in LAYO
 #: Every modality a folder is searched for when none are named.
 KNOWN_MODALITIES: tuple[str, ...] = sum(LAYOUT_MODALITIES.values(), ())
 
-# Last name parts that mean a lesion label ("label.nii.gz", "case7_lesion.nii.gz", "case7_lesion_mask..."),
+# Last name parts that mean a lesion label ("label.nii.gz", "case7_lesion.nii.gz", "case7_lesion_mask...",
+# "infarct_mask.nii.gz": a lesion mask taken for the brain mask would empty every prediction),
 # and those that mean a brain mask written by a skull-stripping tool (BET's "_brain_mask", "_bet_mask",
 # FreeSurfer's "brainmask", BIDS "desc-brain_mask"). A bare "mask", "msk" or "seg" means neither: a tissue
 # segmentation or a brain mask taken for the lesion is worse than no label.
-_LABEL_WORDS = ("label", "lesion")
+_LABEL_WORDS = ("label", "lesion", "infarct", "stroke")
 _MASK_WORDS = ("mask", "msk", "seg")
 _BRAIN_MASK_ENDINGS = (("brain", "mask"), ("bet", "mask"), ("brainmask",), ("mask",))
 
