@@ -294,7 +294,7 @@ def test_without_a_terminal_each_finished_case_is_one_plain_line(tmp_path) -> No
 # -- 4D diffusion series, brain masks -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sidecar", ["dti.bval", "dti.bvec", "bvals"])
+@pytest.mark.parametrize("sidecar", ["dti.bval", "dti.bvec", "bvals", "dti.BVAL", "BVECS"])
 def test_a_4d_file_with_a_diffusion_sidecar_needs_modalities(tmp_path, sidecar) -> None:
     series = write(tmp_path / "dti.nii.gz", volumes(2))
     (tmp_path / sidecar).write_text("0 1000\n")

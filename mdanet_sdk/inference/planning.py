@@ -165,10 +165,12 @@ DIFFUSION_SIDECARS = (".bval", ".bvec", ".bvals", ".bvecs")
 def _refuse_diffusion_series(path: Path) -> None:
     """Raise InputError when a 4D file has a b-value/b-vector sidecar: its volumes are diffusion weightings, not
     DWI and ADC maps, and reading them as such would give a confident but meaningless mask."""
-    stem = nifti_stem(path)
-    beside = [path.with_name(stem + suffix) for suffix in DIFFUSION_SIDECARS]
-    beside += [path.with_name(name) for name in ("bvals", "bvecs")]
-    sidecar = next((p for p in beside if p.is_file()), None)
+    stem = nifti_stem(path).lower()
+    names = {stem + suffix for suffix in DIFFUSION_SIDECARS} | {"bvals", "bvecs"}
+    try:  # any case: "scan.BVAL" from a Windows or DICOM tool is a sidecar too
+        sidecar = next((p for p in sorted(path.parent.iterdir()) if p.name.lower() in names and p.is_file()), None)
+    except OSError:
+        sidecar = None
     if sidecar is not None:
         raise InputError(
             f"{path} is a diffusion series ({sidecar.name} beside it), not one volume per modality; segment its "
