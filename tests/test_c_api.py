@@ -175,6 +175,36 @@ def test_segment_volume_from_python_turns_any_orientation_back(demo):
         segment_volume(engine, {"dwi": np.zeros((8, 8, 4)), "adc": np.ones((8, 8, 4))}, np.eye(4))
     with pytest.raises(InputError, match="no 'adc' image"):
         segment_volume(engine, {"dwi": images["dwi"]}, dwi.affine)
+    # What mdanet-sdk segment refuses, the artefact's own pipeline refuses too (it answered "0 lesions").
+    with pytest.raises(InputError, match="identical"):
+        segment_volume(engine, {"dwi": images["dwi"], "adc": images["dwi"].copy()}, dwi.affine)
+    broken = images["dwi"].astype(np.float32)
+    broken[: broken.shape[0] // 3] = np.inf
+    with pytest.raises(InputError, match="infinite"):
+        segment_volume(engine, {"dwi": broken, "adc": images["adc"]}, dwi.affine)
+
+
+def test_c_program_refuses_misaligned_images_and_never_writes_over_an_input(programs, demo, tmp_path):
+    adc = nib.load(demo["adc"])
+    moved = adc.affine.copy()
+    moved[1, 3] += 5.0
+    shifted = tmp_path / "adc_moved.nii"
+    nib.save(nib.Nifti1Image(np.asarray(adc.dataobj), moved), shifted)
+    program, model = str(programs["mdanet_segment"]), str(demo["model"])
+    done = subprocess.run(
+        [program, model, str(tmp_path / "m.nii"), str(demo["dwi"]), str(shifted)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1 and "is not on the grid" in done.stderr and not (tmp_path / "m.nii").exists()
+    copy = tmp_path / "dwi_copy.nii"
+    copy.write_bytes(demo["dwi"].read_bytes())
+    done = subprocess.run(
+        [program, model, str(copy), str(copy), str(demo["adc"])], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 1 and "is an input file" in done.stderr
+    assert copy.read_bytes() == demo["dwi"].read_bytes()
 
 
 def test_slices_runner_matches_python(programs, small_artefact, tmp_path):

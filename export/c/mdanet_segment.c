@@ -7,11 +7,14 @@
  * mismatch; e.g. dwi then adc). MASK.nii: the lesion mask (uint8, 1 = lesion) on the images' grid, the mask
  * `mdanet-sdk segment --model MODEL.ts` writes. C99, no dependency but libmdanet.
  */
+#define _POSIX_C_SOURCE 200809L /* stat() under -std=c99 */
 #include <mdanet/mdanet.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "nifti1_io.h"
 
@@ -29,6 +32,22 @@ static void print_modalities(const mdanet_model* model, int64_t channels) {
     if (mdanet_model_modality(model, c, &name) == MDANET_OK) fprintf(stderr, " %s", name);
   }
   fprintf(stderr, "\n");
+}
+
+/* Whether two voxel-to-world matrices agree within 1e-3 mm (the tolerance of mdanet-sdk segment). */
+static int same_affine(const double* a, const double* b) {
+  int k;
+  for (k = 0; k < 16; ++k) {
+    if (fabs(a[k] - b[k]) > 1e-3) return 0;
+  }
+  return 1;
+}
+
+/* Whether two paths name the same existing file (also through links): the mask must never replace an input. */
+static int same_file(const char* a, const char* b) {
+  struct stat sa, sb;
+  if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 int main(int argc, char** argv) {
@@ -56,6 +75,13 @@ int main(int argc, char** argv) {
       images[n_images++] = argv[i];
     }
   }
+  for (i = 0; i < n_images; ++i) {
+    if (same_file(mask_path, images[i]) || (brain_path != NULL && same_file(mask_path, brain_path)) ||
+        same_file(mask_path, model_path)) {
+      fprintf(stderr, "error: the mask %s is an input file; choose another output name\n", mask_path);
+      return 1;
+    }
+  }
   if (mdanet_open(model_path, device, &model) != MDANET_OK) {
     fprintf(stderr, "error: %s\n", mdanet_last_error());
     return 1;
@@ -71,7 +97,8 @@ int main(int argc, char** argv) {
   memset(&brain, 0, sizeof brain);
   for (i = 0; i < n_images; ++i) {
     if (nifti_read(images[i], &volumes[i], error, sizeof error) != 0) goto fail_with_message;
-    if (memcmp(volumes[i].dim, volumes[0].dim, sizeof volumes[0].dim) != 0) {
+    if (memcmp(volumes[i].dim, volumes[0].dim, sizeof volumes[0].dim) != 0 ||
+        !same_affine(volumes[i].affine, volumes[0].affine)) {
       snprintf(error, sizeof error, "%s is not on the grid of %s", images[i], images[0]);
       goto fail_with_message;
     }
@@ -87,7 +114,8 @@ int main(int argc, char** argv) {
   if (brain_path != NULL) {
     if (nifti_read(brain_path, &brain, error, sizeof error) != 0) goto fail_with_message;
     brain_bytes = (uint8_t*)malloc((size_t)voxels);
-    if (brain_bytes == NULL || memcmp(brain.dim, volumes[0].dim, sizeof brain.dim) != 0) {
+    if (brain_bytes == NULL || memcmp(brain.dim, volumes[0].dim, sizeof brain.dim) != 0 ||
+        !same_affine(brain.affine, volumes[0].affine)) {
       snprintf(error, sizeof error, "%s is not on the images' grid", brain_path);
       goto fail_with_message;
     }

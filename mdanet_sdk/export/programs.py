@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from mdanet_sdk.artifact_safety import META, PREPROCESS
 from mdanet_sdk.data.preprocess import MAX_SLICES
+from mdanet_sdk.data.validate import MAX_ABS_VALUE, MAX_INF_SHARE
 from mdanet_sdk.errors import ExportError, InputError
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.pipeline.volume import VolumePipeline
@@ -120,7 +121,15 @@ def write_torchscript(model: nn.Module, example: Tensor, files: dict[str, str], 
     with quiet_torchscript():
         traced = torch.jit.trace(model, example, check_trace=False, _store_inputs=False)
         pipeline = VolumePipeline(
-            traced, list(meta["modalities"]), preprocess, inference, batch, example.dtype, MAX_SLICES
+            traced,
+            list(meta["modalities"]),
+            preprocess,
+            inference,
+            batch,
+            example.dtype,
+            MAX_SLICES,
+            MAX_INF_SHARE,
+            MAX_ABS_VALUE,
         )
         torch.jit.save(torch.jit.script(pipeline), str(tmp), _extra_files=files)
 

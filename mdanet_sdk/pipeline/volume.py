@@ -56,6 +56,9 @@ class VolumePipeline(nn.Module):
         batch: ``(min, max)`` batch the network was captured for.
         dtype: the dtype the network computes in.
         max_slices: most slices along Z a case may hold (:data:`mdanet_sdk.data.preprocess.MAX_SLICES`).
+        max_inf_share, max_abs_value: the share of infinite voxels and the magnitude an image may not exceed
+            (:data:`mdanet_sdk.data.validate.MAX_INF_SHARE`, ``MAX_ABS_VALUE``), so the C API refuses what
+            ``mdanet-sdk segment`` refuses.
     """
 
     def __init__(
@@ -67,6 +70,8 @@ class VolumePipeline(nn.Module):
         batch: Tuple[int, int],
         dtype: torch.dtype,
         max_slices: int = 2048,
+        max_inf_share: float = 0.01,
+        max_abs_value: float = 1e20,
     ) -> None:
         super().__init__()
         self.network = network
@@ -84,6 +89,7 @@ class VolumePipeline(nn.Module):
         self.batch_min, self.batch_max = int(batch[0]), int(batch[1])
         self.dtype = dtype
         self.max_slices = int(max_slices)
+        self.max_inf_share, self.max_abs_value = float(max_inf_share), float(max_abs_value)
         # Where the network's weights are (torch.jit.load's map_location moves it with them).
         self.register_buffer("anchor", torch.zeros(0, dtype=dtype), persistent=True)
 
@@ -132,9 +138,19 @@ class VolumePipeline(nn.Module):
         if abs(float(torch.linalg.det(affine[:3, :3].to(torch.float64)).item())) < 1e-12:
             raise ValueError("the affine is degenerate (singular); fix its qform/sform")
         for c in range(volumes.shape[0]):
+            name = self.modalities[c]
             finite = volumes[c][torch.isfinite(volumes[c])]
             if finite.numel() == 0 or bool((finite == finite[0]).all().item()):
-                raise ValueError("the " + self.modalities[c] + " image is empty or constant; give the real image")
+                raise ValueError("the " + name + " image is empty or constant; give the real image")
+            if int(torch.isinf(volumes[c]).sum().item()) > self.max_inf_share * volumes[c].numel():
+                raise ValueError("more than 1 % of the " + name + " image is infinite: it is damaged; re-export it")
+            if float(finite.abs().max().item()) > self.max_abs_value:
+                raise ValueError("the " + name + " image holds values above 1e20: it is damaged or badly scaled")
+            for d in range(c):
+                if bool(torch.equal(volumes[c], volumes[d])):
+                    raise ValueError(
+                        "the " + self.modalities[d] + " and " + name + " images are identical; give each its own image"
+                    )
         if brain_mask is not None:
             if brain_mask.shape != volumes.shape[1:]:
                 raise ValueError("the brain mask must be on the images' grid (X, Y, Z)")
