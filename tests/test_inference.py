@@ -200,6 +200,26 @@ def test_ensemble_refuses_folds_of_different_runs(inf_checkpoints, tmp_path, ckp
         Segmenter.from_checkpoint([inf_checkpoints[0], other])
 
 
+def test_an_ensemble_whose_folds_recommend_other_post_processing_must_be_told_which(inf_checkpoints, tmp_path) -> None:
+    """The first checkpoint's recommendation used to win silently: ``-c A -c B`` and ``-c B -c A`` differed."""
+    fold = load_checkpoint(inf_checkpoints[1])
+    strict = save_checkpoint(
+        tmp_path / "strict.pt",
+        fold.state_dict,
+        fold.model_config,
+        fold.preprocess,
+        {**fold.meta, "inference": {"tta": False, "threshold": 0.9, "min_size": 0, "max_adc_ratio": 0.0}},
+    )
+    for order in ([inf_checkpoints[0], strict], [strict, inf_checkpoints[0]]):
+        with pytest.raises(InputError, match="recommends"):
+            Segmenter.from_checkpoint(order)
+    told = [
+        Segmenter.from_checkpoint(o, threshold=0.5, tta=False)
+        for o in ([inf_checkpoints[0], strict], [strict, inf_checkpoints[0]])
+    ]
+    assert told[0].settings == told[1].settings and told[0].settings.threshold == 0.5
+
+
 def test_device_and_precision_auto_on_cpu(inf_checkpoints, caplog) -> None:
     if torch.cuda.is_available():
         pytest.skip("checks the CPU fallback")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from mdanet_sdk.errors import CheckpointError
+from mdanet_sdk.errors import CheckpointError, InputError
+from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.train.checkpoint import Checkpoint
 
-__all__ = ["check_ensemble", "checkpoint_name"]
+__all__ = ["check_ensemble", "checkpoint_name", "ensemble_postprocessing"]
 
 
 def check_ensemble(checkpoints: Sequence[Checkpoint]) -> None:
@@ -27,6 +29,25 @@ def check_ensemble(checkpoints: Sequence[Checkpoint]) -> None:
             f"{first.path} predicts {first.model_config.num_classes} classes; the Segmenter needs a "
             "two-class (background, lesion) model."
         )
+
+
+def ensemble_postprocessing(checkpoints: Sequence[Checkpoint], given: dict[str, Any]) -> PostprocessConfig:
+    """The post-processing of an ensemble: what its checkpoints recommend (``meta["inference"]``), with the
+    caller's settings (``given``, ``None`` = not set) applied.
+
+    Raises:
+        InputError: the checkpoints recommend different settings that the caller did not set (which one won
+            used to depend on the order of the checkpoints).
+    """
+    settings = [PostprocessConfig.from_dict(c.meta.get("inference", {})).updated(**given) for c in checkpoints]
+    for checkpoint, other in zip(checkpoints[1:], settings[1:]):
+        if other != settings[0]:
+            raise InputError(
+                f"{checkpoint_name(checkpoints[0])} recommends {settings[0].to_dict()} and "
+                f"{checkpoint_name(checkpoint)} {other.to_dict()}; set the post-processing for the ensemble "
+                "(CLI: --tta/--no-tta, --threshold, --min-size, --max-adc-ratio)."
+            )
+    return settings[0]
 
 
 def checkpoint_name(ckpt: Checkpoint) -> str:

@@ -37,7 +37,7 @@ from mdanet_sdk.data.cases import Case, CaseSource, read_case
 from mdanet_sdk.data.preprocess import PreprocessConfig, slice_stack
 from mdanet_sdk.device import resolve_device, resolve_precision, retain_cpu_memory
 from mdanet_sdk.errors import InputError, MDANetError
-from mdanet_sdk.inference.ensemble import check_ensemble, checkpoint_name
+from mdanet_sdk.inference.ensemble import check_ensemble, checkpoint_name, ensemble_postprocessing
 from mdanet_sdk.inference.inputs import CaseInput, case_from_arrays, input_name, refuse_single_3d
 from mdanet_sdk.inference.optimize import build_networks
 from mdanet_sdk.inference.pipeline import CaseStream, Loaded, Pending
@@ -157,9 +157,8 @@ class Segmenter:
                 f"{tta_screen!r}."
             )
         first = checkpoints[0]
-        settings = PostprocessConfig.from_dict(first.meta.get("inference", {})).updated(
-            tta=tta, threshold=threshold, min_size=min_size, max_adc_ratio=max_adc_ratio
-        )
+        given = {"tta": tta, "threshold": threshold, "min_size": min_size, "max_adc_ratio": max_adc_ratio}
+        settings = ensemble_postprocessing(checkpoints, given)
         check_ensemble(checkpoints)
         device_ = resolve_device(device)
         self.prefetch = prefetch
