@@ -221,6 +221,14 @@ def test_export_never_replaces_a_file_that_is_not_an_artefact(tmp_path, model, a
     assert "trained on a 64x64 grid" in coarse.warnings[0]
 
 
+def test_options_an_artefact_cannot_honour_are_refused(artefacts):
+    """``--model X.ts --compile`` ran uncompiled without a word; ``ops`` and ``optimize`` were ignored too."""
+    for option in ({"compile": True}, {"ops": "reference"}, {"optimize": False}):
+        with pytest.raises(InputError, match="apply to checkpoints"):
+            Segmenter.from_exported(artefacts["torchscript"], **option)
+    assert Segmenter.from_exported(artefacts["torchscript"], ops="auto", compile=False).modalities == ("dwi", "adc")
+
+
 def test_size_is_required_without_a_preprocessing_size(tmp_path, model):
     with pytest.raises(InputError, match="--size H W"):
         export_model(model, "torchscript", tmp_path / "x.ts", preprocess={"size": None})

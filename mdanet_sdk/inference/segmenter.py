@@ -65,6 +65,10 @@ def _setting(name: str, doc: str) -> Any:
     return property(get, update, doc=doc)
 
 
+#: Segmenter options that build an eager network, with their defaults: an artefact cannot honour them.
+_EAGER_ONLY: dict[str, Any] = {"compile": False, "ops": "auto", "optimize": True, "channels_last": None}
+
+
 class Segmenter:
     """Lesion segmentation with one checkpoint, or a fold ensemble of compatible checkpoints.
 
@@ -346,6 +350,12 @@ class Segmenter:
         """
         from mdanet_sdk.export.engine import open_artifact
 
+        ignored = [k for k, default in _EAGER_ONLY.items() if k in options and options[k] != default]
+        if ignored:  # they shape an eager network; an artefact's is fixed inside it
+            raise InputError(
+                f"{', '.join(ignored)} apply to checkpoints, not to an exported artefact, whose network is fixed "
+                "inside it; drop them (export the checkpoint again to change its ops or precision)."
+            )
         artifact = open_artifact(path, resolve_device(device), trust=trust, engine=engine)
         if precision not in ("auto", artifact.precision):
             raise InputError(
