@@ -227,6 +227,9 @@ def test_options_an_artefact_cannot_honour_are_refused(artefacts):
         with pytest.raises(InputError, match="apply to checkpoints"):
             Segmenter.from_exported(artefacts["torchscript"], **option)
     assert Segmenter.from_exported(artefacts["torchscript"], ops="auto", compile=False).modalities == ("dwi", "adc")
+    for artefact in artefacts.values():  # given where a checkpoint belongs: said so, not torch's weights_only text
+        with pytest.raises(CheckpointError, match="is an exported artefact, not a checkpoint; run it with --model"):
+            Segmenter.from_checkpoint(artefact)
 
 
 def test_size_is_required_without_a_preprocessing_size(tmp_path, model):

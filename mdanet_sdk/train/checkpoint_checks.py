@@ -209,6 +209,7 @@ def check_container(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
+            artefact = any(name.endswith("/mdanet/meta.json") for name in archive.namelist())
         reason = f"member {bad} fails its CRC check" if bad else None
     except MemoryError:
         raise
@@ -216,6 +217,11 @@ def check_container(path: Path) -> None:
         reason = f"{type(exc).__name__}: {str(exc)[:120]}"
     if reason:
         raise CheckpointError(f"{path} is damaged ({reason}); re-download or re-save it.")
+    if artefact:  # what `mdanet-sdk export` writes: torch.load would explain weights_only instead
+        raise CheckpointError(
+            f"{path} is an exported artefact, not a checkpoint; run it with --model {path} (Python: "
+            "Segmenter.from_exported), or give the checkpoint it was exported from."
+        )
 
 
 def check_structure(path: Path, payload: Any) -> None:
