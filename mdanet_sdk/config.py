@@ -8,6 +8,8 @@ chosen when the network is built (``build_model(config, ops=...)``).
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from numbers import Integral
@@ -62,6 +64,8 @@ _WIDTH_RANGE = (4, 4096)
 #: Modalities per group, and characters per modality name.
 _GROUP_RANGE = (1, 16)
 _NAME_MAX = 64
+#: A modality name: it becomes a file name part (``-m dwi=...``, ``*_dwi.nii.gz``), so no path characters.
+_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{_NAME_MAX - 1}}}")
 #: GCFB channel-embedding nodes N and features E.
 _GCN_RANGE = (1, 4096)
 #: GCFB space grid side: the bottleneck of the largest model grid a preprocessing config allows (1024 / 16).
@@ -280,12 +284,16 @@ def _checked_groups(groups: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
         and all(
             isinstance(g, (list, tuple))
             and low <= len(g) <= high
-            and all(isinstance(m, str) and 0 < len(m) <= _NAME_MAX for m in g)
+            and all(isinstance(m, str) and _NAME.fullmatch(m) for m in g)
             for g in groups
         )
     )
-    if not ok:
-        raise InputError(f"groups must be two lists of {low} to {high} modality names (strings), got {groups!r:.200}.")
+    names = [m.lower() for g in groups for m in g] if ok else []
+    if not ok or len(set(names)) != len(names):
+        raise InputError(
+            f"groups must be two lists of {low} to {high} distinct modality names (letters, digits, _ or -), got "
+            f"{groups!r:.200}."
+        )
     return tuple(tuple(m.lower() for m in g) for g in groups)  # type: ignore[return-value]
 
 

@@ -108,6 +108,19 @@ def test_weights_that_overflow_the_network_dtype_are_refused(saved: Path, tmp_pa
     assert load_checkpoint(_write(payload, tmp_path / "f64ok.pt", seal=True)).state_dict
 
 
+def test_impossible_statistics_and_modality_names_are_refused(saved: Path, tmp_path: Path) -> None:
+    """A negative batch-norm variance loaded and failed each case later with "non-finite values"; modality
+    names "dwi, dwi" or "../adc" loaded too."""
+    payload = _raw(saved)
+    name = next(k for k in payload["state_dict"] if k.endswith("running_var"))
+    payload["state_dict"][name] = -payload["state_dict"][name].abs() - 1.0
+    _refused(_write(payload, tmp_path / "var.pt", seal=True), "negative batch-norm variance", trust=True)
+    for groups in ([["dwi"], ["dwi"]], [["dwi"], ["../adc"]], [["dwi"], ["adc/x"]]):
+        payload = _raw(saved)
+        payload["model_config"]["groups"] = groups
+        _refused(_write(payload, tmp_path / "groups.pt", seal=True), "distinct modality names", trust=True)
+
+
 def _nested(depth: int) -> dict[str, Any]:
     value: dict[str, Any] = {}
     for _ in range(depth):

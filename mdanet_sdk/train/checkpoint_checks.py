@@ -373,6 +373,10 @@ def check_weights(path: Path, state: dict[str, Tensor], config: MDANetConfig) ->
             "re-save it from the trained model."
         )
     for name, tensor in state.items():
+        if name.endswith("running_var") and bool((tensor < 0).any()):  # a variance is never negative
+            raise CheckpointError(
+                f"{path} has a negative batch-norm variance in {name}; the file is damaged, re-train or re-save it."
+            )
         # checked as the network will hold them: 1e300 in a float64 file is finite, and inf in a float32 network
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor.to(expected[name].dtype)).all()):
             raise CheckpointError(
