@@ -239,6 +239,10 @@ def test_size_is_required_without_a_preprocessing_size(tmp_path, model):
         export_model(model, "torchscript", tmp_path / "x.ts", preprocess=PREPROCESS, size=(100, 64))
     with pytest.raises(InputError, match="1 <= min <= opt <= max"):
         BatchRange(4, 2, 8)
+    with pytest.raises(InputError, match="<= 4096"):  # refused before any export work, not by the reload
+        BatchRange(1, 16, 5000)
+    with pytest.raises(InputError, match="from 16 to 1024"):
+        export_model(model, "torchscript", tmp_path / "x.ts", preprocess=PREPROCESS, size=(2048, 2048))
     for option, value, message in (("--format", "onnx", "format must be one of"), ("--precision", "fp8", "precision")):
         result = runner.invoke(app, ["export", "default-mri", option, value, "-o", str(tmp_path / "x.pt2")])
         assert result.exit_code == 2 and message in result.output

@@ -32,6 +32,8 @@ from mdanet_sdk.artifact_safety.metadata import (
     ARTIFACT_VERSION,
     CONFIG,
     FORMATS,
+    MAX_BATCH,
+    MAX_SIDE,
     META,
     PRECISION_NAMES,
     PREPROCESS,
@@ -42,6 +44,8 @@ from mdanet_sdk.artifact_safety.operators import check_graph_ops, check_torchscr
 __all__ = [
     "ARTIFACT_VERSION",
     "FORMATS",
+    "MAX_BATCH",
+    "MAX_SIDE",
     "PRECISION_NAMES",
     "META",
     "CONFIG",

@@ -27,6 +27,8 @@ ARTIFACT_VERSION = 1
 FORMATS = ("torchscript", "exported", "tensorrt")
 #: What an artefact may compute in: the precision names of :mod:`mdanet_sdk.device`.
 PRECISION_NAMES = PRECISIONS
+#: The largest batch and slice side an artefact may declare (a larger one is refused as crafted).
+MAX_BATCH, MAX_SIDE = 4096, 1024
 #: The metadata files, under ``<archive>/extra/``.
 META, CONFIG, PREPROCESS = "mdanet/meta.json", "mdanet/model_config.json", "mdanet/preprocess.json"
 _CONTAINER = {"torchscript": "torchscript", "exported": "pt2", "tensorrt": "pt2"}
@@ -46,7 +48,7 @@ def _is_text(v: Any) -> bool:
 
 
 def _batch_ok(v: Any) -> bool:
-    small = _is_int(1, 4096)
+    small = _is_int(1, MAX_BATCH)
     return (
         isinstance(v, dict)
         and v.keys() == {"min", "opt", "max"}
@@ -56,7 +58,7 @@ def _batch_ok(v: Any) -> bool:
 
 
 def _shape_ok(v: Any) -> bool:
-    return isinstance(v, list) and len(v) == 3 and _is_int(1, 64)(v[0]) and all(_is_int(1, 1024)(s) for s in v[1:])
+    return isinstance(v, list) and len(v) == 3 and _is_int(1, 64)(v[0]) and all(_is_int(1, MAX_SIDE)(s) for s in v[1:])
 
 
 #: (test, what it must be) for every field of ``meta.json`` this package reads; the first five are required.

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mdanet_sdk.artifact_safety import META, PREPROCESS
+from mdanet_sdk.artifact_safety import MAX_BATCH, META, PREPROCESS
 from mdanet_sdk.data.preprocess import MAX_SLICES
 from mdanet_sdk.data.validate import MAX_ABS_VALUE, MAX_INF_SHARE
 from mdanet_sdk.errors import ExportError, InputError
@@ -44,9 +44,10 @@ class BatchRange:
     max: int = 64
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
+        if not 1 <= self.min <= self.opt <= self.max <= MAX_BATCH:
             raise InputError(
-                f"batch sizes must satisfy 1 <= min <= opt <= max; got min={self.min}, opt={self.opt}, max={self.max}."
+                f"batch sizes must satisfy 1 <= min <= opt <= max <= {MAX_BATCH}; got min={self.min}, "
+                f"opt={self.opt}, max={self.max}."
             )
 
     @property

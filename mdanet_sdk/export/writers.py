@@ -295,8 +295,8 @@ def _resolve_size(size: tuple[int, int] | None, preprocess: dict[str, Any]) -> t
             )
         size = (grid, grid)
     height, width = (int(s) for s in size)
-    if height < 16 or width < 16 or height % 16 or width % 16:
-        raise InputError(f"--size must be two multiples of 16 (>= 16), got {height} {width}.")
+    if not 16 <= min(height, width) <= max(height, width) <= safety.MAX_SIDE or height % 16 or width % 16:
+        raise InputError(f"--size must be two multiples of 16 from 16 to {safety.MAX_SIDE}, got {height} {width}.")
     if height == width and grid != height:
         preprocess["size"] = height
     return height, width
