@@ -76,3 +76,18 @@ def test_json_file_means_the_same_in_every_command(tmp_path):
         assert result.exit_code == 0 and result.output == "", result.output
         printed = runner.invoke(app, [*command, "--json", "-"])
         assert json.loads(out.read_text()) == json.loads(printed.output)
+
+
+def test_summary_refuses_what_it_would_ignore_and_path_errors_exit_1(tmp_path):
+    """``--space-grid`` on a baseline was ignored, ``--size 100000`` failed on the space grid it implied, and an
+    unwritable ``--json`` exited 2 where every other path error exits 1."""
+    runner = CliRunner()
+    for args, message in (
+        (["--preset", "unet", "--space-grid", "3"], "--space-grid sets MDANet's GCFB"),
+        (["--preset", "small", "--size", "100000"], "--size must be from 16 to 1024"),
+    ):
+        result = runner.invoke(app, ["summary", *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+    (tmp_path / "file").write_text("x")
+    result = runner.invoke(app, ["summary", "--preset", "small", "--json", str(tmp_path / "file" / "s.json")])
+    assert result.exit_code == 1 and "cannot write" in result.output

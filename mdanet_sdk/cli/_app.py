@@ -17,7 +17,7 @@ from rich.text import Text
 
 from mdanet_sdk._files import write_json
 from mdanet_sdk._text import printable
-from mdanet_sdk.errors import InputError, MDANetError
+from mdanet_sdk.errors import MDANetError
 
 app = typer.Typer(
     name="mdanet-sdk",
@@ -69,8 +69,10 @@ def emit_json(obj: Any, path: Path) -> None:
     """``--json FILE``: write ``obj`` to ``path`` atomically, or print it when ``path`` is ``-``.
 
     Raises:
-        InputError: the file cannot be written (a folder, a missing parent, no permission), or it is an image
-            or an image's sidecar (:func:`~mdanet_sdk.data.nifti.check_report_file`).
+        InputError: it is a folder, an image, an image's sidecar or a binary file
+            (:func:`~mdanet_sdk.data.targets.check_report_file`).
+        typer.Exit: code 1 after one error: line, when the file cannot be written (a missing parent, no
+            permission).
     """
     if str(path) == "-":
         console.print_json(json.dumps(obj))
@@ -80,9 +82,9 @@ def emit_json(obj: Any, path: Path) -> None:
     check_report_file(path)
     try:
         write_json(path, obj)
-    except OSError as exc:
-        raise InputError(
-            f"cannot write {path} ({exc.strerror or type(exc).__name__}); choose a writable file name."
+    except OSError as exc:  # a path that cannot be used: exit 1, as every command's path errors
+        raise fail(
+            f"cannot write {path} ({exc.strerror or type(exc).__name__}); choose a writable file name.", 1
         ) from None
 
 

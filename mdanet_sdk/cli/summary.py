@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, plain
-from mdanet_sdk.config import MODALITY_GROUPS, MDANetConfig
+from mdanet_sdk.config import BASELINE_PRESETS, MODALITY_GROUPS, MDANetConfig
+from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.errors import InputError
 
 
@@ -43,6 +44,11 @@ def summary(
     """Print the parameter count and GFLOPs (and GMACs) per slice of a model preset."""
     from mdanet_sdk.model import model_summary
 
+    low, high = PreprocessConfig.SIZE_RANGE
+    if not low <= size <= high:
+        raise InputError(f"--size must be from {low} to {high} pixels (the model grids mdanet-sdk reads), got {size}.")
+    if space_grid is not None and preset in BASELINE_PRESETS:
+        raise InputError(f"--space-grid sets MDANet's GCFB, which the {preset} baseline has not; drop it.")
     config = MDANetConfig.from_preset(preset, groups=_groups(groups), space_grid=space_grid)
     info = model_summary(config, size)
     if as_json is not None:
