@@ -11,6 +11,7 @@ radiological convention: the patient's right is on the left of each panel, anter
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "report_document",
     "REPORT_SCHEMA_VERSION",
     "lesion_stats",
+    "results_digest",
     "format_slices",
     "write_json_report",
     "report_table",
@@ -108,6 +110,11 @@ class CaseReport:
             "max_adc_ratio": self.max_adc_ratio,
         }
 
+    @property
+    def made_with(self) -> str:
+        """:func:`results_digest` of the weights, inputs and post-processing that made this result."""
+        return results_digest(self.weights_sha256, self.modalities, self.postprocess)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (lists instead of tuples, volumes rounded to 0.001 mL), with the post-processing
         also grouped under ``"postprocess"`` (the flat keys stay for readers of schema 1)."""
@@ -122,6 +129,16 @@ class CaseReport:
             list(self.modalities),
         )
         return d
+
+
+def results_digest(
+    weights_sha256: Sequence[str | None], modalities: Sequence[str], postprocess: Mapping[str, Any]
+) -> str:
+    """16 hex digits naming what decides a mask: the weights files' digests, the modalities and the
+    post-processing. Written into each output's header, so ``--skip-existing`` keeps a mask only when the
+    same weights and settings would make it again (device and precision are left out)."""
+    text = json.dumps([list(weights_sha256), list(modalities), dict(postprocess)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def lesion_stats(mask: np.ndarray, voxel_volume_ml: float) -> dict[str, Any]:

@@ -94,7 +94,8 @@ def test_skip_existing_keeps_complete_outputs_and_redoes_incomplete_ones(tmp_pat
 
 
 def test_skip_existing_redoes_a_case_whose_input_moved_or_changed(tmp_path) -> None:
-    """A kept mask used to be judged by its shape alone: an input moved 20 mm kept its old, misaligned mask."""
+    """A kept mask used to be judged by its shape alone: an input moved 20 mm kept its old, misaligned mask, and
+    a rerun with another threshold kept the masks of the first."""
     (case,) = _cases(tmp_path / "in", ["a"])
     out = tmp_path / "out"
     list(mdanet_sdk.segment(case, out, device="cpu"))
@@ -107,9 +108,15 @@ def test_skip_existing_redoes_a_case_whose_input_moved_or_changed(tmp_path) -> N
     assert np.allclose(nib.load(out / "a_seg.nii.gz").affine, moved)
     (kept,) = mdanet_sdk.segment(case, out, skip_existing=True, device="cpu")
     assert type(kept).__name__ == "SkippedCase"
+    (other,) = mdanet_sdk.segment(case, out, skip_existing=True, device="cpu", threshold=0.9)
+    assert isinstance(other, SegmentationResult)  # another threshold makes another mask: not kept
+    (kept,) = mdanet_sdk.segment(case, out, skip_existing=True, device="cpu", threshold=0.9)
+    assert type(kept).__name__ == "SkippedCase"
+    descrip = nib.load(out / "a_seg.nii.gz").header["descrip"].item().decode()
+    assert descrip == f"{PREDICTION_MARK} {other.report.made_with}" and len(other.report.made_with) == 16
     later = (out / "a_seg.nii.gz").stat().st_mtime + 10
     os.utime(case, (later, later))  # the input replaced after its mask was written (same grid)
-    (again,) = mdanet_sdk.segment(case, out, skip_existing=True, device="cpu")
+    (again,) = mdanet_sdk.segment(case, out, skip_existing=True, device="cpu", threshold=0.9)
     assert isinstance(again, SegmentationResult)
 
 

@@ -388,18 +388,21 @@ def save_like(
     ref: Volume,
     path: str | os.PathLike[str],
     output: Literal["mask", "prob"] = "mask",
+    made_with: str = "",
 ) -> Path:
     """Write a canonical-order result in ``ref``'s stored orientation, affine and header, atomically.
 
     The header is a copy of ``ref``'s with the qform/sform codes and units kept, the data type set to
     uint8 (``output="mask"``) or float32 (``output="prob"``), intensity scaling and display range reset, and
-    ``descrip`` set to :data:`PREDICTION_MARK`.
+    ``descrip`` set to :data:`PREDICTION_MARK` followed by ``made_with`` (what made the result:
+    :func:`~mdanet_sdk.report.results_digest`), when given.
 
     Args:
         array_canonical: ``(X, Y, Z)`` result on ``ref``'s canonical grid.
         ref: the input volume (its geometry is used).
         path: output file; ``.nii.gz`` is gzip-compressed, ``.nii`` is not.
         output: ``"mask"`` (integer labels) or ``"prob"`` (probabilities).
+        made_with: up to 58 characters naming the weights and settings (``--skip-existing`` compares them).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -417,6 +420,6 @@ def save_like(
     header["cal_min"] = header["cal_max"] = 0  # the input's display window would hide a mask
     header.set_intent("none")
     # Marks the file as ours, so that a later evaluate/train never reads it back as ground truth.
-    header["descrip"] = PREDICTION_MARK
+    header["descrip"] = f"{PREDICTION_MARK} {made_with}"[:80].rstrip()
     img = nib.Nifti1Image(data, ref.original_affine, header)
     return atomic_save(img, path)

@@ -30,6 +30,7 @@ __all__ = [
     "open_artifact",
     "open_engine",
     "segment_volume",
+    "refuse_eager_options",
     "engine_unavailable_reason",
 ]
 
@@ -134,6 +135,21 @@ def open_artifact(
     if engine == "torch":
         return load_artifact(path, device, trust=trust)
     return open_engine(path, device, trust=trust)
+
+
+#: Segmenter options that build an eager network, with their defaults: an artefact cannot honour them.
+_EAGER_ONLY: dict[str, Any] = {"compile": False, "ops": "auto", "optimize": True, "channels_last": None}
+
+
+def refuse_eager_options(options: Mapping[str, Any]) -> None:
+    """Raise :class:`InputError` for a Segmenter option that shapes an eager network (``compile``, ``ops``,
+    ``optimize``, ``channels_last``) set for an artefact, whose network is fixed inside it (it was ignored)."""
+    ignored = [k for k, default in _EAGER_ONLY.items() if k in options and options[k] != default]
+    if ignored:
+        raise InputError(
+            f"{', '.join(ignored)} apply to checkpoints, not to an exported artefact, whose network is fixed "
+            "inside it; drop them (export the checkpoint again to change its ops or precision)."
+        )
 
 
 def segment_volume(

@@ -217,7 +217,11 @@ def _run(
     progress("cases", "", len(jobs))
     if target.shard is not None:
         progress("note", f"{target.shard.label}: {len(jobs)} of {len(target.order)} cases", 0)
-    skipped = [SkippedCase(job.case_id, dict(job.outputs)) for job in jobs if skip_existing and outputs_complete(job)]
+    skipped = [
+        SkippedCase(job.case_id, dict(job.outputs))
+        for job in jobs
+        if skip_existing and job.error is None and outputs_complete(job, _made_with(job, segmenters, options))
+    ]
     done = {case.case_id for case in skipped}
     for case in skipped:
         progress("skipped", case.case_id, 0)
@@ -240,6 +244,22 @@ def _run(
         _write_reports(target, run_document(reports, failed, skipped, extra), progress)
 
 
+def _segmenter(weights: str, segmenters: dict[str, Segmenter], options: dict[str, Any]) -> Segmenter:
+    """The Segmenter of ``weights`` (a bundled kind is loaded once, when first needed)."""
+    if weights not in segmenters:
+        segmenters[weights] = Segmenter.default(weights, **options)  # type: ignore[arg-type]
+    return segmenters[weights]
+
+
+def _made_with(job: Job, segmenters: dict[str, Segmenter], options: dict[str, Any]) -> str | None:
+    """What would make the job's outputs now (:attr:`Segmenter.results_digest`); None if its model cannot load
+    (the case then runs, and fails with the reason)."""
+    try:
+        return _segmenter(job.weights, segmenters, options).results_digest
+    except MDANetError:
+        return None
+
+
 def _outcomes(
     jobs: list[Job], segmenters: dict[str, Segmenter], options: dict[str, Any], progress: Progress
 ) -> Iterator[SegmentationResult | FailedCase]:
@@ -258,9 +278,9 @@ def _outcomes(
     for weights in dict.fromkeys(job.weights for job in jobs if job.error is None):
         group = [job for job in jobs if job.error is None and job.weights == weights]
         try:
-            if weights not in segmenters:
-                segmenters[weights] = Segmenter.default(weights, **options)  # type: ignore[arg-type]
-            outcomes: Iterator[SegmentationResult | FailedCase] = _run_group(segmenters[weights], group, progress)
+            outcomes: Iterator[SegmentationResult | FailedCase] = _run_group(
+                _segmenter(weights, segmenters, options), group, progress
+            )
         except MDANetError as exc:  # e.g. bundled weights missing: these cases fail, the others go on
             outcomes = iter([FailedCase(job.case_id, str(exc), exc) for job in group])
         for outcome in outcomes:

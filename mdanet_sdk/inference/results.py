@@ -101,11 +101,12 @@ class SegmentationResult:
             prob_path = check_output_file(prob_path)
             if file_key(prob_path) == file_key(mask_path):
                 raise InputError(f"the mask and the probability map would both be {mask_path}; give two file names.")
-        mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, output="mask")
+        made_with = self.report.made_with
+        mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, "mask", made_with)
         if prob_path is None:
             return mask_path, None
         try:
-            return mask_path, save_like(self.probability_canonical, self.case.reference, prob_path, output="prob")
+            return mask_path, save_like(self.probability_canonical, self.case.reference, prob_path, "prob", made_with)
         except BaseException:
             mask_path.unlink(missing_ok=True)
             raise

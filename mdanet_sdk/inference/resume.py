@@ -3,7 +3,8 @@
 Our own writes are atomic (a mask is there whole or not at all), but an output folder may hold files from
 elsewhere: a copy cut short, a file from another tool. So an existing output counts only when it is whole,
 judged cheaply from its header and size, without reading the voxels: a NIfTI whose header loads, which is 3D
-on the grid (shape and affine) of the case's input, newer than every input file, and whose data is all there (the file size of a ``.nii``; the length recorded
+on the grid (shape and affine) of the case's input, newer than every input file, marked as made by the same
+weights and post-processing as this run's (:func:`~mdanet_sdk.report.results_digest`), and whose data is all there (the file size of a ``.nii``; the length recorded
 in the gzip trailer of a ``.nii.gz``); a PNG that ends with its ``IEND`` chunk.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 
 from mdanet_sdk.data.cases import AFFINE_TOL_MM, FOURD_KEY
+from mdanet_sdk.data.nifti import PREDICTION_MARK
 from mdanet_sdk.inference.planning import Job
 from mdanet_sdk.report import CaseReport, report_document
 
@@ -53,9 +55,11 @@ def _gzip_size(path: Path) -> int | None:
         return int.from_bytes(f.read(4), "little")
 
 
-def nifti_complete(path: Path, shape: Sequence[int] | None = None, affine: np.ndarray | None = None) -> bool:
-    """Whether ``path`` is a whole 3D NIfTI (of ``shape`` and ``affine``, when given), judged from its header and
-    size.
+def nifti_complete(
+    path: Path, shape: Sequence[int] | None = None, affine: np.ndarray | None = None, made_with: str | None = None
+) -> bool:
+    """Whether ``path`` is a whole 3D NIfTI (of ``shape`` and ``affine``, and written by the weights and settings
+    ``made_with`` names (:func:`~mdanet_sdk.report.results_digest`), when given), judged from its header and size.
 
     A ``.nii.gz`` cut short is caught by its trailer, whose recorded length then is compressed data that
     matches the expected length only by chance (1 in 2**32); a file written as several gzip members is not
@@ -68,6 +72,8 @@ def nifti_complete(path: Path, shape: Sequence[int] | None = None, affine: np.nd
             return False
         if affine is not None and not np.allclose(image.affine, affine, atol=AFFINE_TOL_MM):
             return False  # the input was moved or stored otherwise since: the mask would not line up
+        if made_with is not None and _descrip(header) != f"{PREDICTION_MARK} {made_with}":
+            return False  # other weights or settings made it (or an older mdanet-sdk that did not say)
         # The proxy's offset is where the voxels start in this file (the header copy may say 0).
         offset = int(cast(Any, image.dataobj).offset)
         expected = offset + int(np.prod(image.shape)) * header.get_data_dtype().itemsize
@@ -77,6 +83,11 @@ def nifti_complete(path: Path, shape: Sequence[int] | None = None, affine: np.nd
         return recorded == expected % 2**32
     except Exception:  # noqa: BLE001 - any unreadable or odd file is simply not complete: it is redone
         return False
+
+
+def _descrip(header: Any) -> str:
+    descrip = np.asarray(header["descrip"]).item()
+    return descrip.decode("latin-1") if isinstance(descrip, bytes) else str(descrip)
 
 
 def _png_complete(path: Path) -> bool:
@@ -112,16 +123,17 @@ def _newest_input(job: Job) -> float:
         return 0.0
 
 
-def outputs_complete(job: Job) -> bool:
+def outputs_complete(job: Job, made_with: str | None) -> bool:
     """Whether every output the job asks for (mask, probability map, overlay) exists, is whole, lies on the
-    input's grid and is newer than every input file (an input replaced since is segmented again)."""
-    if job.error is not None or "mask" not in job.outputs:
+    input's grid, is newer than every input file (an input replaced since is segmented again) and, for the
+    NIfTI outputs, was made by the weights and settings ``made_with`` names (``None``: unknown, so not kept)."""
+    if job.error is not None or "mask" not in job.outputs or made_with is None:
         return False
     grid = _input_grid(job)
     shape, affine = grid if grid is not None else (None, None)
     newest = _newest_input(job)
     for role, path in job.outputs.items():
-        whole = _png_complete(path) if role == "overlay" else nifti_complete(path, shape, affine)
+        whole = _png_complete(path) if role == "overlay" else nifti_complete(path, shape, affine, made_with)
         try:
             if not whole or path.stat().st_mtime < newest:
                 return False

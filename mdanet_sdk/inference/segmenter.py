@@ -46,6 +46,7 @@ from mdanet_sdk.inference.precision_check import MIN_PROBE_DICE, reduced_precisi
 from mdanet_sdk.inference.predictor import TTA_SCREEN, Predictor
 from mdanet_sdk.inference.provenance import SYNTHETIC_NOTICE, file_sha256, trained_on_synthetic
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult, finish_case
+from mdanet_sdk.report import results_digest
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
 
 __all__ = ["Segmenter"]
@@ -63,10 +64,6 @@ def _setting(name: str, doc: str) -> Any:
         self.settings = self.settings.updated(**{name: value})
 
     return property(get, update, doc=doc)
-
-
-#: Segmenter options that build an eager network, with their defaults: an artefact cannot honour them.
-_EAGER_ONLY: dict[str, Any] = {"compile": False, "ops": "auto", "optimize": True, "channels_last": None}
 
 
 class Segmenter:
@@ -258,6 +255,12 @@ class Segmenter:
         return self.predictor.tta_screen > 0
 
     @property
+    def results_digest(self) -> str:
+        """What decides this Segmenter's masks (weights, modalities, post-processing), as each result's
+        :attr:`~mdanet_sdk.report.CaseReport.made_with` names it."""
+        return results_digest(self.weights_sha256, self.modalities, self.settings.to_dict())
+
+    @property
     def settings(self) -> PostprocessConfig:
         """TTA and post-processing in use (the checkpoint's recommendation overridden by the caller's); assign a
         new one, or one setting (``seg.threshold = 0.4``), to change them; values are checked either way."""
@@ -348,14 +351,9 @@ class Segmenter:
             BackendUnavailableError: it needs the native ops, CUDA or TensorRT, which are missing here.
             InputError: ``precision`` differs from the artefact's.
         """
-        from mdanet_sdk.export.engine import open_artifact
+        from mdanet_sdk.export.engine import open_artifact, refuse_eager_options
 
-        ignored = [k for k, default in _EAGER_ONLY.items() if k in options and options[k] != default]
-        if ignored:  # they shape an eager network; an artefact's is fixed inside it
-            raise InputError(
-                f"{', '.join(ignored)} apply to checkpoints, not to an exported artefact, whose network is fixed "
-                "inside it; drop them (export the checkpoint again to change its ops or precision)."
-            )
+        refuse_eager_options(options)
         artifact = open_artifact(path, resolve_device(device), trust=trust, engine=engine)
         if precision not in ("auto", artifact.precision):
             raise InputError(
