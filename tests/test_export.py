@@ -227,6 +227,11 @@ def test_options_an_artefact_cannot_honour_are_refused(artefacts):
         with pytest.raises(InputError, match="apply to checkpoints"):
             Segmenter.from_exported(artefacts["torchscript"], **option)
     assert Segmenter.from_exported(artefacts["torchscript"], ops="auto", compile=False).modalities == ("dwi", "adc")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        Segmenter.from_exported(artefacts["torchscript"].parent)
+    if not torch.cuda.is_available():  # said as a missing GPU, not as native ops built without CUDA
+        with pytest.raises(BackendUnavailableError, match="CUDA is not available"):
+            export_checkpoint("default-mri", "torchscript", artefacts["torchscript"].parent / "gpu.ts", device="cuda")
     for artefact in artefacts.values():  # given where a checkpoint belongs: said so, not torch's weights_only text
         with pytest.raises(CheckpointError, match="is an exported artefact, not a checkpoint; run it with --model"):
             Segmenter.from_checkpoint(artefact)

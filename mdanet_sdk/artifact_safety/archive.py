@@ -65,7 +65,8 @@ def open_archive(path: Path) -> Archive:
             member that does not match its CRC.
     """
     if not path.is_file():
-        raise CheckpointError(f"artefact {path} does not exist; pass a file written by `mdanet-sdk export`.")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"artefact {path} {what}; pass a file written by `mdanet-sdk export`.")
     if path.stat().st_size > MAX_ARCHIVE_BYTES:
         raise CheckpointError(f"{path} is larger than any mdanet-sdk artefact ({MAX_ARCHIVE_BYTES >> 30} GiB).")
     data = path.read_bytes()

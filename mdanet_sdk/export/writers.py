@@ -30,6 +30,7 @@ from mdanet_sdk import artifact_safety as safety
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.artifact_safety import ARTIFACT_VERSION, FORMATS
 from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.device import resolve_device
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, ExportError, InputError
 from mdanet_sdk.inference.optimize import fold_batchnorm
 from mdanet_sdk.export.artifact import PRECISIONS, load_artifact
@@ -370,6 +371,8 @@ def export_checkpoint(
     ops = ops or ("reference" if fmt == "tensorrt" else "native")
     if ops not in ("native", "reference"):
         raise InputError(f"ops must be native or reference; got {ops!r}.")
+    if device is not None:  # a missing GPU is said as such, not as native ops built without CUDA
+        resolve_device(device)
     if fmt == "tensorrt":  # a refused combination is refused on any machine, before the checkpoint is read
         check_tensorrt_request(precision, plugins=ops == "native")
     _check_request(fmt, precision)
