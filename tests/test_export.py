@@ -25,6 +25,7 @@ from mdanet_sdk.export import (
     TOLERANCES,
     Artifact,
     BatchRange,
+    export_checkpoint,
     export_model,
     load_artifact,
     probe_batch,
