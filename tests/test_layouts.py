@@ -334,6 +334,10 @@ def test_a_single_session_subject_takes_its_own_session_label_only(tmp_path) -> 
     (twice,) = find_cases(root / "rawdata/sub-02")  # two labels of its session: the label is refused, not the case
     assert twice.problem is None and "several msk files" in twice.label_problem
     assert twice.load(label=False).images["dwi"].shape == SHAPE
+    _write(root / "derivatives/sub-01/sub-01_msk.nii.gz", _label(4))  # names no session: not one of several
+    ses1, ses2 = find_cases(root / "rawdata/sub-01")
+    assert ses1.label_path == root / "derivatives/sub-01/ses-01/sub-01_ses-01_msk.nii.gz" and ses1.label_problem is None
+    assert ses2.label_path == root / "derivatives/sub-01/ses-02/sub-01_ses-02_msk.nii.gz" and ses2.label_problem is None
 
 
 def test_case_ids_of_dot_dotdot_and_datatype_folders(tmp_path, monkeypatch) -> None:
@@ -363,6 +367,10 @@ def test_geometry_in_metres_or_with_a_zero_voxel_size_is_refused(tmp_path) -> No
     nib.save(image, tmp_path / "metres.nii.gz")
     with pytest.raises(InputError, match="in meters"):
         load_volume(tmp_path / "metres.nii.gz")
+    image = nib.Nifti1Image(_image(1.0), np.diag([2.0, 2.0, 2.0, 1.0]))
+    image.header["xyzt_units"] = 7  # no NIfTI unit code: read as millimetres, as before (nibabel raises on it)
+    nib.save(image, tmp_path / "odd.nii.gz")
+    assert load_volume(tmp_path / "odd.nii.gz").voxel_volume_ml == pytest.approx(0.008)
     image = nib.Nifti1Image(_image(1.0), None)
     image.header.set_qform(np.diag([2.0, 2.0, 2.0, 1.0]), code=1)
     image.header.set_sform(None, code=0)
@@ -397,6 +405,10 @@ def test_a_linked_session_folder_is_followed(tmp_path) -> None:
     (root / "rawdata/sub-02/ses-01").symlink_to(elsewhere, target_is_directory=True)
     (linked,) = find_cases(root / "rawdata/sub-02")
     assert linked.problem is None and linked.paths["dwi"] == root / "rawdata/sub-02/ses-01/dwi/sub-02_ses-01_dwi.nii.gz"
+    (elsewhere / "to_root").symlink_to("/", target_is_directory=True)  # never a walk of the whole file system
+    (elsewhere / "up").symlink_to(root / "rawdata", target_is_directory=True)
+    (again,) = find_cases(root / "rawdata/sub-02")
+    assert again.problem is None and again.paths == linked.paths
 
 
 # --------------------------------------------------------------------------------------- robust detection

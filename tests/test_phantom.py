@@ -323,6 +323,11 @@ def test_write_dataset_never_replaces_real_data_and_never_leaves_half_a_dataset(
     (ds / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="notes.txt"):
         write_dataset(ds, "isles22", 1, shape=(24, 24, 2))
+    (ds / "notes.txt").unlink()
+    (ds / "rawdata" / "sub-real01").mkdir()  # a real case added to a synthetic dataset is never removed
+    with pytest.raises(InputError, match="sub-real01"):
+        write_dataset(ds, "isles22", 1, shape=(24, 24, 2))
+    assert (ds / "rawdata" / "sub-real01").is_dir()
 
     calls = []
 
@@ -336,7 +341,17 @@ def test_write_dataset_never_replaces_real_data_and_never_leaves_half_a_dataset(
     monkeypatch.setattr(writer, "_write_case", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path / "cut", "isles22", 3, shape=(24, 24, 2))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "real"]  # no half dataset, no hidden leftover
+    assert list((tmp_path / "cut").iterdir()) == []  # no half dataset, no hidden leftover
+
+    here, target = tmp_path / "here", tmp_path / "target"
+    here.mkdir()
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target, target_is_directory=True)
+    monkeypatch.chdir(here)
+    for out in (Path("."), tmp_path / "link"):  # the working folder (or a mount point) and a link stay in place
+        write_dataset(out, "isles22", 1, shape=(24, 24, 2))
+    assert [s.case_id for s in find_cases(here)] == [s.case_id for s in find_cases(target)] == ["sub-strokecase0001"]
+    assert (tmp_path / "link").is_symlink()
 
     runner = CliRunner()
     for args, expected in ((["--seed", "-5"], "seed"), (["--shape", "100000x100000x1"], "shape must be")):

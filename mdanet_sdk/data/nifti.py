@@ -178,8 +178,8 @@ def _check_geometry(path: Path, img: nib.Nifti1Pair) -> None:
     assert name is not None  # nib.load names the file it read the header from
     with ImageOpener(name) as f:
         header = type(img.header).from_fileobj(f, check=False)
-    unit = header.get_xyzt_units()[0]
-    if unit in ("meter", "micron"):
+    unit = {1: "meter", 3: "micron"}.get(int(header["xyzt_units"]) & 7)  # NIfTI codes; others read as mm
+    if unit is not None:
         raise InputError(
             f"{path} gives its geometry in {unit}s (xyzt_units); mdanet-sdk reads millimetres, so volumes and "
             "sizes would be wrong: store the affine in mm and set the units to mm."

@@ -35,7 +35,7 @@ def _files(folder: Path) -> list[Path]:
     found, seen, root = [], set(), os.path.realpath(folder)
     for top, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
-        if real in seen or root.startswith(real + os.sep):  # visited, or a link back up to an ancestor
+        if real in seen or os.path.commonpath([root, real]) == real != root:  # visited, or a link up to an ancestor
             dirs[:] = []
             continue
         seen.add(real)
@@ -49,13 +49,15 @@ def _entity(path: Path, key: str) -> str | None:
     return next((part for part in nifti_stem(path).split("_") if part.startswith(f"{key}-")), None)
 
 
-def _of_session(path: Path, top: Path, session: str | None) -> bool:
-    """Whether a label under ``top`` may belong to ``session`` (a subject's only session, or None): neither a
-    ``ses-*`` folder on its way nor its name's ``ses`` entity names another session."""
+def _of_session(path: Path, top: Path, session: str | None, only: bool) -> bool:
+    """Whether a label under ``top`` belongs to ``session`` (None: the subject has no session): neither a ``ses-*``
+    folder on its way nor its name's ``ses`` entity names another session; a label that names no session
+    belongs to the subject's ``only`` session, never to one of several."""
     if session is None:
         return True
     named = [part for part in path.relative_to(top).parts[:-1] if part.startswith("ses-")]
-    return all(part == session for part in named) and _entity(path, "ses") in (None, session)
+    named += [e for e in (_entity(path, "ses"),) if e is not None]
+    return all(part == session for part in named) and (only or bool(named))
 
 
 def _sessions(subject: Path) -> list[Path]:
@@ -99,11 +101,11 @@ def _units(root: Path, subject: Path) -> list[tuple[str, Path, tuple[str, ...]]]
 def _labels(subject: Path, where: tuple[str, ...]) -> list[Path]:
     """The ``*_msk`` files of one case in ``derivatives/`` beside the subject folder or one level up: under
     ``derivatives/sub-X/ses-Y`` for a session, else anywhere under ``derivatives/sub-X`` but another session's."""
-    session = where[1] if len(where) > 1 else None
+    session, only = (where[1] if len(where) > 1 else None), len(_sessions(subject)) <= 1
     for derivatives in (subject.parent / "derivatives", subject.parent.parent / "derivatives"):
         top = derivatives / where[0]
         if top.is_dir():
-            labels = [p for p in _files(top) if _suffix(p) == _LABEL and _of_session(p, top, session)]
+            labels = [p for p in _files(top) if _suffix(p) == _LABEL and _of_session(p, top, session, only)]
             if labels:
                 return labels
     return []

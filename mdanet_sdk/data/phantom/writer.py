@@ -3,6 +3,7 @@ datasets, stored in the orientations those datasets use."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -94,11 +95,13 @@ def write_dataset(
       one same-named ``.nii``; stored LPS, LAS or RAS.
 
     ``phantoms.json`` at the root records each case's id, seed and :attr:`Phantom.info`. The dataset is written
-    into a hidden folder beside ``out_dir`` and moved into place when complete, so an interrupted run leaves no
-    half dataset that would read as real data; an earlier synthetic dataset there is replaced as a whole.
+    into a hidden folder inside ``out_dir`` and its entries are moved into place when complete (``phantoms.json``
+    last), so an interrupted run leaves no half dataset that would read as real data; an earlier synthetic
+    dataset there is replaced.
 
     Args:
-        out_dir: dataset root: a new or empty folder, or one that ``write_dataset`` wrote before.
+        out_dir: dataset root: a new or empty folder, or one that ``write_dataset`` wrote before (every case folder
+            in it listed in its ``phantoms.json``).
         layout: ``"isles22"`` or ``"isles18"`` (:data:`KIND_LAYOUT` maps a modality kind to it).
         n_cases: number of cases (>= 1).
         seed: dataset seed (>= 0).
@@ -113,19 +116,18 @@ def write_dataset(
             but an earlier synthetic dataset (real data is never replaced), or an invalid phantom option.
     """
     out = Path(out_dir)
-    if n_cases < 1:
-        raise InputError(f"n_cases must be at least 1, got {n_cases}.")
-    if int(seed) < 0:
-        raise InputError(f"seed must be 0 or more, got {seed}.")
-    _check_target(out)
+    if n_cases < 1 or workers < 1 or int(seed) < 0:
+        raise InputError(
+            f"n_cases and workers must be at least 1 and seed 0 or more, got {n_cases}, {workers}, {seed}."
+        )
     check_options(
         layout, options.get("shape"), options.get("pattern"), options.get("n_lesions"), options.get("domain", "classic")
     )
-    if workers < 1:
-        raise InputError(f"workers must be at least 1, got {workers}.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)  # folders that killed runs left
-    partial = out.parent / f"{temp_prefix(out)}synth.tmp"
+    _check_target(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / "dataset"  # names this process's hidden work folder inside ``out`` (see _files.temp_prefix)
+    remove_stale_temps(marker)  # work folders that killed runs left
+    partial = out / f"{temp_prefix(marker)}synth.tmp"
     try:
         partial.mkdir()
         jobs = [(partial, layout, seed, i, options) for i in range(n_cases)]
@@ -135,37 +137,49 @@ def write_dataset(
             with ProcessPoolExecutor(min(workers, n_cases)) as pool:
                 records = list(pool.map(_write_case, *zip(*jobs), chunksize=max(1, n_cases // (4 * workers))))
         _write_index(partial, layout, seed, records)
+        _check_target(out)  # again: nothing foreign may have arrived meanwhile
         _move_into_place(partial, out)
-    except BaseException:
+    finally:
         shutil.rmtree(partial, ignore_errors=True)
-        raise
     return out
 
 
 def _check_target(out: Path) -> None:
-    """Refuse a target that is a file or a folder holding anything but a dataset :func:`write_dataset` wrote."""
+    """Refuse a target that is a file, or a folder holding anything but a dataset :func:`write_dataset` wrote:
+    top-level entries of its own, and under them only the case folders its ``phantoms.json`` lists."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; give a folder to write the dataset into.")
     if not out.is_dir():
         return
     entries = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     foreign = sorted(entries - _OWN_ENTRIES) if (out / "phantoms.json").is_file() else sorted(entries)
+    if not foreign and entries:
+        try:
+            listed = {str(c["case_id"]) for c in json.loads((out / "phantoms.json").read_text())["cases"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            listed = set()
+        top = [out / name for name in ("rawdata", "derivatives", "TRAINING") if (out / name).is_dir()]
+        foreign = sorted(str(p.relative_to(out)) for d in top for p in d.iterdir() if p.name not in listed)
     if foreign:
         raise InputError(
             f"{out} holds files that mdanet-sdk synth did not write ({', '.join(foreign[:3])}); synth replaces "
-            "a whole folder, so give a new or empty one."
+            "a dataset it wrote, so give a new or empty folder."
         )
 
 
 def _move_into_place(partial: Path, out: Path) -> None:
-    """Rename the finished dataset to ``out``, replacing an earlier synthetic dataset there (checked)."""
-    if out.is_dir():
-        old = out.parent / f"{temp_prefix(out)}old.tmp"
-        os.rename(out, old)
-        os.rename(partial, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(partial, out)
+    """Replace an earlier synthetic dataset in ``out`` (checked) by the finished one in ``partial``, entry by entry
+    (``out`` itself may be the working folder, a mount point or a link), ``phantoms.json`` removed first and
+    written last."""
+    (out / "phantoms.json").unlink(missing_ok=True)
+    for name in sorted(_OWN_ENTRIES - {"phantoms.json"}):
+        old = out / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+    for entry in sorted(partial.iterdir(), key=lambda p: p.name == "phantoms.json"):
+        os.rename(entry, out / entry.name)
 
 
 def _write_case(out: Path, layout: str, seed: int, index: int, options: dict[str, Any]) -> dict[str, Any]:
