@@ -257,6 +257,8 @@ def test_a_report_never_replaces_a_scan_or_its_sidecar(weights, tmp_path) -> Non
     assert scan.read_bytes() == scan_bytes and sidecar.read_text() == '{"EchoTime": 0.08}'
     assert weights.read_bytes() == weights_bytes  # the model being run used to become the report
     assert not (tmp_path / "out").exists()  # refused before any model ran
+    result = runner.invoke(app, ["benchmark", "--quick", "--json", str(weights)])  # refused before any timing
+    assert result.exit_code == 2 and "binary data" in error_lines(result)[0]
     result = runner.invoke(app, ["info", "--json", str(sidecar)])  # every --json option has the same rule
     assert result.exit_code == 2 and "sidecar" in error_lines(result)[0]
     assert sidecar.read_text() == '{"EchoTime": 0.08}'

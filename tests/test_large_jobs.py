@@ -118,6 +118,13 @@ def test_skip_existing_redoes_a_case_whose_input_moved_or_changed(tmp_path) -> N
     os.utime(case, (later, later))  # the input replaced after its mask was written (same grid)
     (again,) = mdanet_sdk.segment(case, out, skip_existing=True, device="cpu", threshold=0.9)
     assert isinstance(again, SegmentationResult)
+    brain = tmp_path / "brain.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(image.shape[:3], np.uint8), moved), brain)
+    list(mdanet_sdk.segment(case, out, brain_mask=brain, device="cpu", threshold=0.9))
+    later = (out / "a_seg.nii.gz").stat().st_mtime + 10
+    os.utime(brain, (later, later))  # a brain mask replaced after the mask was written
+    (masked,) = mdanet_sdk.segment(case, out, brain_mask=brain, skip_existing=True, device="cpu", threshold=0.9)
+    assert isinstance(masked, SegmentationResult)
 
 
 def test_skip_existing_from_the_cli_counts_the_skipped_cases(tmp_path) -> None:

@@ -77,7 +77,7 @@ def emit_json(obj: Any, path: Path) -> None:
     if str(path) == "-":
         console.print_json(json.dumps(obj))
         return
-    from mdanet_sdk.data.targets import check_report_file  # the CLI starts without nibabel and torch
+    from mdanet_sdk.data.targets import check_report_file  # nibabel loads when a command needs it
 
     check_report_file(path)
     try:

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console
+from mdanet_sdk.data.targets import check_report_file
 from mdanet_sdk.cli._options import Device
 from mdanet_sdk.errors import InputError
 
@@ -116,6 +117,8 @@ def benchmark(
     options = {k: v for k, v in options.items() if v is not None}
     settings = BenchSettings.quick_run(**options) if quick else BenchSettings(**options)
     json_file = json_out if json_out is not None and str(json_out) != "-" else None
+    if json_file is not None:  # before minutes of timing: never over an image, a sidecar or a model
+        check_report_file(json_file)
     report = run_benchmark(
         settings,
         progress=lambda line: err_console.print(f"[dim]… {escape(line)}[/]", highlight=False),

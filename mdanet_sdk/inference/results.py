@@ -84,7 +84,7 @@ class SegmentationResult:
         """Write the mask (uint8) and optionally the probability map (float32) with the input's geometry.
 
         Both files get the input's affine, orientation and header (qform/sform codes kept). Both names are
-        checked before anything is written (:func:`~mdanet_sdk.data.nifti.check_output_file`: an input scan or
+        checked before anything is written (:func:`~mdanet_sdk.data.targets.check_output_file`: an input scan or
         a label is never replaced), writes are atomic, and if the probability map cannot be written the mask
         just written is removed again, so a failure leaves no partial output.
 

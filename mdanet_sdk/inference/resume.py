@@ -115,8 +115,9 @@ def _input_grid(job: Job) -> tuple[tuple[int, ...], np.ndarray] | None:
 
 
 def _newest_input(job: Job) -> float:
-    """When the case's newest input file was last changed (0 when unknown)."""
-    paths = list(job.source.paths.values()) if job.source is not None else []
+    """When the case's newest input file (images and brain mask) was last changed (0 when unknown)."""
+    source = job.source
+    paths = [*source.paths.values(), *([source.brain_mask_path] if source.brain_mask_path else [])] if source else []
     try:
         return max((p.stat().st_mtime for p in paths), default=0.0)
     except OSError:

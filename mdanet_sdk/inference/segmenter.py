@@ -104,8 +104,8 @@ class Segmenter:
         max_adc_ratio: lesions whose median ADC is above this multiple of the case's parenchymal ADC are
             removed (:func:`keep_restricted_lesions`; models with an ``adc`` input); 0 keeps all.
             ``tta``, ``threshold``, ``min_size`` and ``max_adc_ratio`` left at ``None`` take the values the
-            (first) checkpoint recommends in ``meta["inference"]`` (see :func:`choose_postprocessing`), else
-            ``False``, ``0.5``, ``0``, ``0``.
+            checkpoints recommend in ``meta["inference"]`` (see :func:`choose_postprocessing`; an ensemble whose
+            checkpoints disagree is refused until they are set), else ``False``, ``0.5``, ``0``, ``0``.
         prefetch: cases loaded ahead by the background thread.
         ops: implementation of the MDANet operators: ``"auto"`` (native kernels when built), ``"native"``,
             ``"reference"`` (pure PyTorch); it changes speed, not results beyond float rounding.

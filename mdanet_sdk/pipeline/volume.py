@@ -143,9 +143,11 @@ class VolumePipeline(nn.Module):
             if finite.numel() == 0 or bool((finite == finite[0]).all().item()):
                 raise ValueError("the " + name + " image is empty or constant; give the real image")
             if int(torch.isinf(volumes[c]).sum().item()) > self.max_inf_share * volumes[c].numel():
-                raise ValueError("more than 1 % of the " + name + " image is infinite: it is damaged; re-export it")
+                share = str(100.0 * self.max_inf_share)
+                raise ValueError("more than " + share + " % of the " + name + " image is infinite; re-export it")
             if float(finite.abs().max().item()) > self.max_abs_value:
-                raise ValueError("the " + name + " image holds values above 1e20: it is damaged or badly scaled")
+                limit = str(self.max_abs_value)
+                raise ValueError("the " + name + " image holds values above " + limit + ": damaged or badly scaled")
             for d in range(c):
                 if bool(torch.equal(volumes[c], volumes[d])):
                     raise ValueError(
