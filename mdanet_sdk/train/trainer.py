@@ -210,7 +210,7 @@ class Trainer:
             by_id = {c.case_id: c for c in cases}
             splits = kfold_split(list(by_id), k=self.cfg.folds, seed=self.cfg.seed, groups=patients)
             stored = self._check_run_folder()
-            if self.cfg.init is not None:  # a network that does not fit is refused before anything is written
+            if self.cfg.init is not None and not (self.cfg.resume and stored):  # refused before anything is written
                 init_weights(self.cfg, model_config)
             parts = {  # every fold's split first: a split that cannot be made is refused before anything is written
                 k: fold_cases(self.cfg, k, [by_id[i] for i in splits[k][0]], [by_id[i] for i in splits[k][1]], patients)
