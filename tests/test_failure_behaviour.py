@@ -256,9 +256,26 @@ def test_a_report_never_replaces_a_scan_or_its_sidecar(weights, tmp_path) -> Non
         assert result.exit_code == 2 and expected in error_lines(result)[0]
     assert scan.read_bytes() == scan_bytes and sidecar.read_text() == '{"EchoTime": 0.08}'
     assert weights.read_bytes() == weights_bytes  # the model being run used to become the report
+    fresh = tmp_path / "other" / "case.json"  # named as the sidecar of an image beside it, before it exists too
+    case_4d(tmp_path / "other" / "case.nii.gz", 2)
+    result = segment(str(case), "-o", str(tmp_path / "out"), "-c", str(weights), "--report", str(fresh))
+    assert result.exit_code == 2 and "case_report.json" in error_lines(result)[0] and not fresh.exists()
     assert not (tmp_path / "out").exists()  # refused before any model ran
     result = runner.invoke(app, ["benchmark", "--quick", "--json", str(weights)])  # refused before any timing
     assert result.exit_code == 2 and "binary data" in error_lines(result)[0]
     result = runner.invoke(app, ["info", "--json", str(sidecar)])  # every --json option has the same rule
     assert result.exit_code == 2 and "sidecar" in error_lines(result)[0]
     assert sidecar.read_text() == '{"EchoTime": 0.08}'
+
+
+def test_signals_are_held_while_renames_that_belong_together_run() -> None:
+    """synth replaces a dataset by a few renames under this guard: Ctrl-C during them used to leave a folder
+    without phantoms.json, which the next synth refused and training took for real data."""
+    from mdanet_sdk._files import signals_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("after the signal")  # still runs: the interrupt waits for the block's end
+    assert done == ["after the signal"]

@@ -211,8 +211,9 @@ def test_an_ensemble_whose_folds_recommend_other_post_processing_must_be_told_wh
         {**fold.meta, "inference": {"tta": False, "threshold": 0.9, "min_size": 0, "max_adc_ratio": 0.0}},
     )
     for order in ([inf_checkpoints[0], strict], [strict, inf_checkpoints[0]]):
-        with pytest.raises(InputError, match="recommends"):
+        with pytest.raises(InputError, match="recommend different post-processing") as refused:
             Segmenter.from_checkpoint(order)
+        assert "--threshold" in str(refused.value) and "strict.pt" in str(refused.value)
     told = [
         Segmenter.from_checkpoint(o, threshold=0.5, tta=False)
         for o in ([inf_checkpoints[0], strict], [strict, inf_checkpoints[0]])

@@ -353,6 +353,9 @@ def test_write_dataset_never_replaces_real_data_and_never_leaves_half_a_dataset(
     assert [s.case_id for s in find_cases(here)] == [s.case_id for s in find_cases(target)] == ["sub-strokecase0001"]
     assert (tmp_path / "link").is_symlink()
 
+    (target / "rawdata" / ".DS_Store").write_text("")  # hidden files a file browser leaves never block a rerun
+    write_dataset(target, "isles22", 1, shape=(24, 24, 2))
+
     runner = CliRunner()
     for args, expected in ((["--seed", "-5"], "seed"), (["--shape", "100000x100000x1"], "shape must be")):
         result = runner.invoke(app, ["synth", str(tmp_path / "bad"), *args])

@@ -56,10 +56,10 @@ def _is_text(path: Path) -> bool:
 
 def check_report_file(path: str | os.PathLike[str]) -> Path:
     """``path`` as a :class:`~pathlib.Path` if a JSON or CSV report may be written there: not a folder, not named
-    or readable like an image, not an existing binary file (a checkpoint, an artefact), and not the sidecar of an
-    image beside it (``sub-01_dwi.json`` next to
-    ``sub-01_dwi.nii.gz``: BIDS keeps the acquisition's parameters there). A scan, a mask or its metadata is never
-    replaced by a report.
+    or readable like an image, not an existing binary file (a checkpoint, an artefact), and not named as the
+    sidecar of an image beside it (``sub-01_dwi.json`` next to ``sub-01_dwi.nii.gz``: BIDS keeps the acquisition's
+    parameters there), whether that sidecar exists yet or not. A scan, a mask or its metadata is never replaced
+    by a report, and a report never poses as an image's metadata.
 
     Raises:
         InputError: what is wrong, and what to do.
@@ -73,11 +73,11 @@ def check_report_file(path: str | os.PathLike[str]) -> Path:
         raise InputError(
             f"report {path} exists and holds binary data (a model, an archive?); choose a name such as report.json."
         )
-    if path.exists():
-        stem = path.name.rsplit(".", 1)[0]
-        images = [path.with_name(stem + s) for s in _IMAGE_SUFFIXES]
-        if any(p.exists() for p in images):
-            raise InputError(
-                f"report {path} is the metadata sidecar of the image beside it; choose another report name."
-            )
+    stem = path.name.rsplit(".", 1)[0]
+    image = next((p for p in (path.with_name(stem + s) for s in _IMAGE_SUFFIXES) if p.exists()), None)
+    if image is not None:
+        raise InputError(
+            f"report {path} is named as the metadata sidecar of {image.name} beside it; choose another name, "
+            f"such as {stem}_report{path.suffix or '.json'}."
+        )
     return path

@@ -173,8 +173,10 @@ def evaluate(
             continue
         record = {"case_id": case_id, "fold": fold, **scores, "missing": path is None}
         cases.append({**record, "prediction": None if path is None else str(path)})
-    if not cases:
-        raise InputError(next(iter(failed.values())))
+    if not cases:  # nothing to average: the first reason, and which others failed
+        others = sorted(failed)[1:]
+        more = f" (and {len(others)} more: {', '.join(others[:10])})" if others else ""
+        raise InputError(f"no case could be scored{more}: {failed[sorted(failed)[0]]}")
     summary, over, per_fold = _summarise(cases, run_folder=None not in predictions)
     return EvaluationResult(
         cases=cases,

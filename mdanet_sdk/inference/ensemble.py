@@ -31,6 +31,15 @@ def check_ensemble(checkpoints: Sequence[Checkpoint]) -> None:
         )
 
 
+#: The command-line option of each post-processing setting (Python: the Segmenter argument of the same name).
+_OPTION = {
+    "tta": "--tta/--no-tta",
+    "threshold": "--threshold",
+    "min_size": "--min-size",
+    "max_adc_ratio": "--max-adc-ratio",
+}
+
+
 def ensemble_postprocessing(checkpoints: Sequence[Checkpoint], given: dict[str, Any]) -> PostprocessConfig:
     """The post-processing of an ensemble: what its checkpoints recommend (``meta["inference"]``), with the
     caller's settings (``given``, ``None`` = not set) applied.
@@ -40,12 +49,15 @@ def ensemble_postprocessing(checkpoints: Sequence[Checkpoint], given: dict[str, 
             used to depend on the order of the checkpoints).
     """
     settings = [PostprocessConfig.from_dict(c.meta.get("inference", {})).updated(**given) for c in checkpoints]
+    first = settings[0].to_dict()
     for checkpoint, other in zip(checkpoints[1:], settings[1:]):
-        if other != settings[0]:
+        differ = {k: (first[k], v) for k, v in other.to_dict().items() if v != first[k]}
+        if differ:
+            shown = "; ".join(f"{k} {a} vs {b}" for k, (a, b) in differ.items())
+            options = ", ".join(_OPTION[k] for k in differ)
             raise InputError(
-                f"{checkpoint_name(checkpoints[0])} recommends {settings[0].to_dict()} and "
-                f"{checkpoint_name(checkpoint)} {other.to_dict()}; set the post-processing for the ensemble "
-                "(CLI: --tta/--no-tta, --threshold, --min-size, --max-adc-ratio)."
+                f"{checkpoints[0].path or checkpoint_name(checkpoints[0])} and {checkpoint.path or checkpoint_name(checkpoint)} "
+                f"recommend different post-processing ({shown}); set it for the ensemble with {options}."
             )
     return settings[0]
 

@@ -269,6 +269,9 @@ def refuse_clobbering(jobs: list[Job], reports: Sequence[Path] = ()) -> None:
     planned: dict[tuple[Any, ...], str] = {}
     for report in reports:
         check_report_file(report)
+        reason = _unwritable(report.parent)
+        if reason is not None:  # found now, not after every mask is written
+            raise InputError(f"the report {report} cannot be written: {reason}; choose another name.")
         if file_key(report) in inputs:
             raise InputError(f"the report {report} is an input file; choose another name for the report.")
         planned[file_key(report)] = f"the report {report}"

@@ -141,8 +141,9 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
     path = Path(name_or_path).expanduser()
     if not path.is_file():
         bundled = ", ".join(BUNDLED)
+        what = "is a folder (a run's fold folder holds best.pt)" if path.is_dir() else "does not exist"
         raise CheckpointError(
-            f"checkpoint {path} does not exist; pass a .pt file written by mdanet-sdk or a bundled name ({bundled})."
+            f"checkpoint {path} {what}; pass a .pt file written by mdanet-sdk or a bundled name ({bundled})."
         )
     return path
 

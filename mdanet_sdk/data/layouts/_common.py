@@ -113,10 +113,12 @@ def pick(case_id: str, name: str, found: Mapping[str, list[Path]], where: Path) 
     if len(files) > 1:
         listing = ", ".join(str(f) for f in files)
         what = name.replace("_", " ")
-        raise InputError(
-            f"case {case_id}: several {what} files under {where} ({listing}); keep one, or name the files (CLI: "
-            f"-m {name}=FILE per modality; Python: a mapping {{modality: path}})."
+        how = (
+            "keep one, or name it with --label-pattern (a glob relative to the case folder)"
+            if name in (LABEL_KEY, "msk", "ot")
+            else f"keep one, or name the files (CLI: -m {name}=FILE per modality; Python: a mapping {{modality: path}})"
         )
+        raise InputError(f"case {case_id}: several {what} files ({listing}); {how}.")
     return files[0] if files else None
 
 

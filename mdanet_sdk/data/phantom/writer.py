@@ -13,7 +13,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from mdanet_sdk._files import remove_stale_temps, temp_prefix, write_json
+from mdanet_sdk._files import remove_stale_temps, signals_deferred, temp_prefix, write_json
 from mdanet_sdk.data.nifti import atomic_save
 from mdanet_sdk.data.phantom.generate import (
     PHANTOM_MODALITIES,
@@ -159,7 +159,9 @@ def _check_target(out: Path) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             listed = set()
         top = [out / name for name in ("rawdata", "derivatives", "TRAINING") if (out / name).is_dir()]
-        foreign = sorted(str(p.relative_to(out)) for d in top for p in d.iterdir() if p.name not in listed)
+        foreign = sorted(
+            str(p.relative_to(out)) for d in top for p in d.iterdir() if p.name not in listed and p.name[0] != "."
+        )
     if foreign:
         raise InputError(
             f"{out} holds files that mdanet-sdk synth did not write ({', '.join(foreign[:3])}); synth replaces "
@@ -169,17 +171,20 @@ def _check_target(out: Path) -> None:
 
 def _move_into_place(partial: Path, out: Path) -> None:
     """Replace an earlier synthetic dataset in ``out`` (checked) by the finished one in ``partial``, entry by entry
-    (``out`` itself may be the working folder, a mount point or a link), ``phantoms.json`` removed first and
-    written last."""
-    (out / "phantoms.json").unlink(missing_ok=True)
-    for name in sorted(_OWN_ENTRIES - {"phantoms.json"}):
-        old = out / name
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink(missing_ok=True)
-    for entry in sorted(partial.iterdir(), key=lambda p: p.name == "phantoms.json"):
-        os.rename(entry, out / entry.name)
+    (``out`` itself may be the working folder, a mount point or a link): the old entries are renamed into a
+    hidden folder and the new ones in, ``phantoms.json`` last, with Ctrl-C held meanwhile, so the folder holds
+    one whole dataset or the other."""
+    old = partial.with_name(partial.name.replace("synth.tmp", "old.tmp"))
+    old.mkdir()
+    try:
+        with signals_deferred():
+            for name in sorted(_OWN_ENTRIES, key=lambda n: n != "phantoms.json"):
+                if os.path.lexists(out / name):
+                    os.rename(out / name, old / name)
+            for entry in sorted(partial.iterdir(), key=lambda p: p.name == "phantoms.json"):
+                os.rename(entry, out / entry.name)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_case(out: Path, layout: str, seed: int, index: int, options: dict[str, Any]) -> dict[str, Any]:
