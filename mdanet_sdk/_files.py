@@ -69,16 +69,22 @@ def atomic_write(
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, so a few renames that must happen together do (in the main
-    thread, where Python handles signals; elsewhere the block runs as it is)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """Hold Ctrl-C and SIGTERM until the block ends, so a few renames that must happen together do: the signal is
+    noted meanwhile and raised again when the block ends (in the main thread, where Python runs its signal
+    handlers, whichever thread the system delivered it to; elsewhere the block runs as it is)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 def temp_prefix(path: Path) -> str:

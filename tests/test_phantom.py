@@ -341,6 +341,7 @@ def test_write_dataset_never_replaces_real_data_and_never_leaves_half_a_dataset(
     monkeypatch.setattr(writer, "_write_case", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path / "cut", "isles22", 3, shape=(24, 24, 2))
+    monkeypatch.setattr(writer, "_write_case", real_write)
     assert list((tmp_path / "cut").iterdir()) == []  # no half dataset, no hidden leftover
 
     here, target = tmp_path / "here", tmp_path / "target"
