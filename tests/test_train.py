@@ -227,7 +227,6 @@ def test_init_starts_from_given_weights(tiny_mri: Path, tmp_path: Path) -> None:
             )
         )
     assert not (tmp_path / "d").exists()  # refused before config.json, so the corrected command can use "d"
-    train(TrainConfig(tiny_mri, tmp_path / "d", epochs=1, fold=0, lr=1e-12, init=first.folds[0].checkpoint, **TINY))
 
 
 def test_bf16_autocast_step(tiny_mri: Path, tmp_path: Path) -> None:
