@@ -12,8 +12,8 @@ loading casts them back to float32), a note that the weights are synthetic and n
 post-processing (TTA, threshold, minimum lesion size, for MRI the restricted-diffusion gate) chosen on held-out
 phantoms (case seeds 8000-8035, alternately classic and randomised) in ``meta["inference"]``, which the
 Segmenter uses unless told otherwise, sealed by ``save_checkpoint`` with an integrity record (``--reseal`` only
-re-seals the shipped files). The training phantoms use dataset seeds that the tests never use for held-out
-evaluation (tests draw unseen cases from seed 9000+).
+re-seals the shipped files, with the preprocessing fields added since). The training phantoms use dataset seeds
+that the tests never use for held-out evaluation (tests draw unseen cases from seed 9000+).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import os
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +30,7 @@ import torch
 
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.data.phantom import make_phantom, write_dataset
-from mdanet_sdk.data.preprocess import head_mask
+from mdanet_sdk.data.preprocess import PreprocessConfig, head_mask
 from mdanet_sdk.inference import PostprocessConfig, Segmenter, adc_in_head, choose_postprocessing
 from mdanet_sdk.train.checkpoint import BUNDLED, load_checkpoint, save_checkpoint
 from mdanet_sdk.train.trainer import TrainConfig, train
@@ -228,10 +229,13 @@ def ship(kind: str, work: Path) -> Path:
 
 
 def reseal(kind: str) -> Path:
-    """Re-save the bundled ``default-KIND`` with an integrity record (files shipped before records existed):
-    the same configs, metadata and tensors (dtypes and bytes), so every mask stays the same."""
+    """Re-save the bundled ``default-KIND`` with an integrity record (files shipped before records existed) and
+    the preprocessing the recipe trains with now: the same tensors (dtypes and bytes), model config and
+    metadata. ``head_fill`` (added after the weights were trained) crops only heads that fill less than half
+    their field of view, which no training phantom's does, so the weights saw the same slices either way."""
     old = load_checkpoint(f"default-{kind}", trust=True)
-    out = save_checkpoint(BUNDLED[f"default-{kind}"], old.state_dict, old.model_config, old.preprocess, old.meta)
+    preprocess = replace(old.preprocess, head_fill=PreprocessConfig().head_fill)
+    out = save_checkpoint(BUNDLED[f"default-{kind}"], old.state_dict, old.model_config, preprocess, old.meta)
     print(f"default-{kind}: sealed -> {out}")
     return out
 
@@ -244,7 +248,7 @@ def main() -> None:
     parser.add_argument(
         "--reseal",
         action="store_true",
-        help="Only re-save the bundled weights with an integrity record (tensors unchanged).",
+        help="Only re-save the bundled weights with an integrity record and today's preprocessing fields (tensors unchanged).",
     )
     parser.add_argument(
         "--from-stage",

@@ -148,3 +148,22 @@ def test_slice_runs_are_the_slices_with_support():
     assert slicing.slice_runs(support, 10, 2) == [(0, 2), (4, 5), (7, 9), (9, 10)]
     assert torch.jit.script(slicing.slice_runs)(support, 10, 2) == [(0, 2), (4, 5), (7, 9), (9, 10)]
     assert slicing.slice_runs(None, 5, 2) == [(0, 2), (2, 4), (4, 5)]
+
+
+def test_head_box_crops_a_wide_field_of_view_around_the_head_only():
+    head = torch.zeros(200, 180, 6, dtype=torch.bool)
+    head[50:90, 60:100, 2] = True  # 40 x 40 voxels: a fifth of the field of view
+    head[70, 80, 4] = True
+    box = slicing.head_box(head, 0.5)
+    assert box == [30, 110, 40, 120]  # side ceil(40 / 0.5) = 80, centred on the head
+    assert torch.jit.script(slicing.head_box)(head, 0.5) == box
+    assert slicing.box_shape(box) == [80, 80]
+    assert slicing.head_box(head, 0.0) == [0, 200, 0, 180]  # 0: never crop
+    assert slicing.head_box(head, 0.1) == [0, 200, 0, 180]  # the head fills a tenth already: nothing to crop
+    assert slicing.head_box(torch.zeros(8, 8, 2, dtype=torch.bool), 0.5) == [0, 8, 0, 8]  # no head
+    corner = torch.zeros(200, 180, 6, dtype=torch.bool)
+    corner[0:10, 170:180, 1] = True  # at the edge: the box moves inside the slice, the head stays in it
+    assert slicing.head_box(corner, 0.5) == [0, 20, 160, 180]
+    tall = torch.zeros(64, 300, 3, dtype=torch.bool)
+    tall[20:40, 100:160, 0] = True  # the box side exceeds the short axis: that axis is kept whole
+    assert slicing.head_box(tall, 0.5) == [0, 64, 70, 190]

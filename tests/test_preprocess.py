@@ -21,6 +21,7 @@ from mdanet_sdk.data.preprocess import (
     slice_stack,
 )
 from mdanet_sdk.errors import InputError
+from mdanet_sdk.metrics import dsc
 
 MRI = ("dwi", "adc")
 
@@ -160,10 +161,17 @@ def test_preprocess_case_and_geometry_dict(phantom) -> None:
 def test_config_round_trip_and_validation() -> None:
     cfg = PreprocessConfig(size=128, multiple=32, clip_percentiles=(1, 99))
     d = cfg.to_dict()
-    assert d == {"size": 128, "multiple": 32, "clip_percentiles": [1.0, 99.0], "normalization": "relative"}
+    assert d == {
+        "size": 128,
+        "multiple": 32,
+        "clip_percentiles": [1.0, 99.0],
+        "normalization": "relative",
+        "head_fill": 0.5,
+    }
     assert PreprocessConfig.from_dict(d) == cfg
-    legacy = {k: v for k, v in d.items() if k != "normalization"}  # checkpoints written before the field
+    legacy = {k: v for k, v in d.items() if k not in ("normalization", "head_fill")}  # written before the fields
     assert PreprocessConfig.from_dict(legacy).normalization == "zscore"
+    assert PreprocessConfig.from_dict(legacy).head_fill == 0.0
     with pytest.raises(InputError, match="newer"):
         PreprocessConfig.from_dict({**d, "spacing": 1.0})
     for bad in (
@@ -173,6 +181,10 @@ def test_config_round_trip_and_validation() -> None:
         {"clip_percentiles": (50, 10)},
         {"clip_percentiles": (1,)},
         {"normalization": "minmax"},
+        {"head_fill": 0.95},
+        {"head_fill": -0.1},
+        {"head_fill": True},
+        {"head_fill": "0.5"},
     ):
         with pytest.raises(InputError):
             PreprocessConfig(**bad)
@@ -236,3 +248,24 @@ def test_more_than_max_slices_is_refused() -> None:
         preprocess_images(images, ["dwi"], PreprocessConfig())
     images = {"dwi": images["dwi"][..., :MAX_SLICES]}
     assert preprocess_images(images, ["dwi"], PreprocessConfig())[0].shape == (MAX_SLICES, 1, 16, 16)
+
+
+@pytest.mark.parametrize("size", [None, 64])
+def test_a_wide_field_of_view_is_cropped_around_the_head_and_restored_in_place(phantom, size) -> None:
+    """A head in a field of view 3x wider (zero-filled) goes onto the model grid as its box only; restoring puts
+    the box back in place, 0 outside it, and labels round-trip exactly where nothing is resampled."""
+    pad = ((52, 52), (44, 44), (0, 0))
+    images = {m: np.pad(phantom.images[m], pad) for m in MRI}
+    label = np.pad(phantom.label, pad)
+    slices, geom = preprocess_images(images, MRI, PreprocessConfig(size=size))
+    # The head spans x 59..98 and y 45..85 (41 voxels): a box of side ceil(41 / 0.5) = 82 around it.
+    assert geom.native_shape == (156, 132, 10) and geom.box == (38, 120, 24, 106)
+    assert slices.shape == ((10, 2, 96, 96) if size is None else (10, 2, 64, 64))
+    restored = restore(preprocess_label(label, geom), geom)
+    # Resampled to 64: the 56-voxel label keeps Dice 0.85 through the round trip (0.64 from the whole 156 x 132).
+    assert np.array_equal(restored, label) if size is None else dsc(restored, label) > 0.8
+    probability = restore_probability(np.ones(geom.slices_shape, np.float32), geom)
+    assert probability[:38].max() == 0 and probability[120:].max() == 0 and probability[:, :24].max() == 0
+    assert probability[38:120, 24:106].max() == 1
+    _, whole = preprocess_images(images, MRI, PreprocessConfig(size=size, head_fill=0.0))
+    assert whole.box == (0, 156, 0, 132)  # 0: never crop, as checkpoints written before head_fill

@@ -6,8 +6,10 @@ the slices the model was trained on:
 1. **Head mask** (or the caller's brain mask) and
 2. **Normalisation** per modality with statistics taken inside that mask (``"relative"`` or ``"zscore"``),
    both on the native grid: :mod:`mdanet_sdk.data.normalize`.
-3. **Axial slicing** along Z: ``(X, Y, Z)`` volumes → ``(Z, C, X, Y)``; a slice ``(X, Y)`` is ``(H, W)``.
-4. **In-plane resampling** (only when ``size`` is set) so that the longer in-plane side becomes ``size``,
+3. **Axial slicing** along Z: ``(X, Y, Z)`` volumes → ``(Z, C, X, Y)``; a slice ``(X, Y)`` is ``(H, W)``. Only
+   an in-plane box around the head goes on: the whole slice, unless the head fills less than ``head_fill`` of
+   the field of view (:func:`mdanet_sdk.pipeline.slicing.head_box`).
+4. **In-plane resampling** (only when ``size`` is set) so that the box's longer in-plane side becomes ``size``,
    keeping the aspect ratio: bilinear with the pixel-area convention of :func:`scipy.ndimage.zoom`'s
    ``grid_mode=True`` (pixel areas map onto pixel areas, as ``align_corners=False``), linear for images, nearest for labels.
 5. **Padding** (centred) to multiples of ``multiple`` (16: the network halves the grid four times), with
@@ -16,8 +18,9 @@ the slices the model was trained on:
 :func:`restore_probability` maps lesion probabilities back and sets them to 0 more than 2 voxels outside the
 automatic head mask (its edge may miss dark tissue), or anywhere outside a brain mask the caller passed.
 
-:func:`restore` undoes 5 and 4 exactly: it crops the padding and resamples back to the native in-plane size
-with the same pixel-area convention (linear for probabilities, nearest for integer labels), then puts Z last.
+:func:`restore` undoes 5, 4 and 3 exactly: it crops the padding and resamples back to the box's native size
+with the same pixel-area convention (linear for probabilities, nearest for integer labels), puts the box in its
+place in the slice (0 outside it), then puts Z last.
 Without resampling the round trip is the identity; with it, nearest-label round trips are exact when the
 grid is enlarged and lose only boundary pixels when it is shrunk.
 
@@ -98,12 +101,19 @@ class PreprocessConfig:
             DWI, as radiologists read them; :func:`normalize_relative`) or ``"zscore"`` (median and IQR:
             :func:`normalize`). :meth:`from_dict` of a dict without the field gives ``"zscore"``: checkpoints
             written before it existed were trained on z-scores.
+        head_fill: the least share (0 to 0.9) of the field of view's longer in-plane side that the head's
+            longer extent must fill; a wider field of view is cropped around the head (never enlarged), so
+            the network sees heads at the scale it learnt whatever the scanner's field of view. 0: never
+            crop, as :meth:`from_dict` of a dict without the field gives (checkpoints written before it).
     """
 
     size: int | None = None
     multiple: int = 16
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     normalization: str = "relative"
+    #: 0.5: the training phantoms' heads fill at least 0.53 of their field of view (160 drawn, both kinds and
+    #: domains), so the bundled weights learnt on uncropped slices, and typical scans are not cropped either.
+    head_fill: float = 0.5
 
     #: Bounds of ``size`` and ``multiple``: a config also comes from checkpoints and export artefacts, and a
     #: model grid of 100000² would allocate terabytes; 1024² is ~4x the finest clinical in-plane matrix.
@@ -129,6 +139,10 @@ class PreprocessConfig:
         ):
             raise InputError(f"clip_percentiles must be (low, high) with 0 <= low < high <= 100, got {clip!r:.80}.")
         object.__setattr__(self, "clip_percentiles", (float(clip[0]), float(clip[1])))
+        fill = self.head_fill
+        if isinstance(fill, bool) or not isinstance(fill, Real) or not 0.0 <= float(fill) <= 0.9:
+            raise InputError(f"head_fill must be a number from 0 to 0.9 (0: never crop), got {fill!r:.80}.")
+        object.__setattr__(self, "head_fill", float(fill))
         if not isinstance(self.normalization, str) or self.normalization not in NORMALIZATIONS:
             raise InputError(
                 f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r:.80}."
@@ -156,7 +170,8 @@ class PreprocessConfig:
                 f"preprocessing config has unknown fields {unknown}: it was written by a newer "
                 "mdanet-sdk; upgrade the package to use it."
             )
-        return cls(**{"normalization": "zscore", **d})  # written before the field existed: z-scores
+        # Written before the fields existed: z-scores, no crop.
+        return cls(**{"normalization": "zscore", "head_fill": 0.0, **d})
 
 
 @dataclass(frozen=True)
@@ -165,7 +180,9 @@ class SliceGeometry:
 
     Attributes:
         native_shape: ``(X, Y, Z)`` of the input volumes.
-        resampled: in-plane ``(h, w)`` after resampling (``(X, Y)`` when nothing is resampled).
+        box: ``(x0, x1, y0, y1)``: the in-plane part of the slices that goes onto the model grid
+            (:func:`mdanet_sdk.pipeline.slicing.head_box`; ``(0, X, 0, Y)``: all of it).
+        resampled: in-plane ``(h, w)`` of the box after resampling (its own size when nothing is resampled).
         padded: in-plane ``(H, W)`` of the model slices (multiples of ``multiple``).
         offset: ``(top, left)``: where the resampled slice starts inside the padded one.
         head: bool ``(X, Y, Z)``: where lesions may be (:func:`head_support`, or the caller's brain mask);
@@ -174,6 +191,7 @@ class SliceGeometry:
     """
 
     native_shape: tuple[int, int, int]
+    box: tuple[int, int, int, int]
     resampled: tuple[int, int]
     padded: tuple[int, int]
     offset: tuple[int, int]
@@ -183,8 +201,8 @@ class SliceGeometry:
 
     @property
     def resamples(self) -> bool:
-        """Whether the in-plane grid is resampled (else only padded)."""
-        return self.resampled != self.native_shape[:2]
+        """Whether the in-plane grid is resampled (else only cropped and padded)."""
+        return list(self.resampled) != slicing.box_shape(list(self.box))
 
     @property
     def slices_shape(self) -> tuple[int, int, int]:
@@ -202,13 +220,25 @@ class SliceGeometry:
 
     def to_dict(self) -> dict[str, list[int]]:
         """Plain dict of lists of the grid sizes (for logs and reports)."""
-        return {k: list(getattr(self, k)) for k in ("native_shape", "resampled", "padded", "offset")}
+        return {k: list(getattr(self, k)) for k in ("native_shape", "box", "resampled", "padded", "offset")}
+
+    def grid_args(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        """``(box, resampled, padded, offset)`` as the lists :mod:`mdanet_sdk.pipeline.slicing` takes."""
+        return list(self.box), list(self.resampled), list(self.padded), list(self.offset)
 
 
-def _geometry(shape: Sequence[int], cfg: PreprocessConfig) -> SliceGeometry:
+def _geometry(shape: Sequence[int], cfg: PreprocessConfig, head: np.ndarray) -> SliceGeometry:
     x, y, z = (int(n) for n in shape)
-    resampled, padded, offset = slicing.model_grid([x, y, z], cfg.size, cfg.multiple)
-    return SliceGeometry((x, y, z), (resampled[0], resampled[1]), (padded[0], padded[1]), (offset[0], offset[1]))
+    box = slicing.head_box(torch.from_numpy(head), cfg.head_fill)
+    inner = slicing.box_shape(box)
+    resampled, padded, offset = slicing.model_grid([inner[0], inner[1], z], cfg.size, cfg.multiple)
+    return SliceGeometry(
+        (x, y, z),
+        (box[0], box[1], box[2], box[3]),
+        (resampled[0], resampled[1]),
+        (padded[0], padded[1]),
+        (offset[0], offset[1]),
+    )
 
 
 class SliceStack:
@@ -250,9 +280,7 @@ class SliceStack:
                 f"slice range {start}..{end} is outside this case's {len(self)} slices; ask for a range inside it."
             )
         geom = self.geometry
-        return slicing.to_model_grid(
-            self._volumes, self._lowest, start, end, list(geom.resampled), list(geom.padded), list(geom.offset)
-        ).numpy()
+        return slicing.to_model_grid(self._volumes, self._lowest, start, end, *geom.grid_args()).numpy()
 
 
 def _volumes(images: Mapping[str, np.ndarray], modalities: Sequence[str]) -> list[np.ndarray]:
@@ -297,7 +325,10 @@ def slice_stack(
     mask, warnings = head_region(volumes, brain_mask)
     normalised, notes = normalize_volumes(volumes, mask, cfg.normalization, cfg.clip_percentiles)  # (C, X, Y, Z)
     geom = replace(
-        _geometry(volumes[0].shape, cfg), head=mask, warnings=(*warnings, *notes), given_mask=brain_mask is not None
+        _geometry(volumes[0].shape, cfg, mask),
+        head=mask,
+        warnings=(*warnings, *notes),
+        given_mask=brain_mask is not None,
     )
     return SliceStack(normalised, geom)
 
@@ -350,9 +381,7 @@ def preprocess_label(label: np.ndarray, geom: SliceGeometry) -> np.ndarray:
         raise InputError(
             f"label of shape {label.shape} does not match the images {geom.native_shape}; use the case's own label."
         )
-    return slicing.label_to_model_grid(
-        torch.from_numpy(label.astype(np.uint8)), list(geom.resampled), list(geom.padded), list(geom.offset)
-    ).numpy()
+    return slicing.label_to_model_grid(torch.from_numpy(label.astype(np.uint8)), *geom.grid_args()).numpy()
 
 
 def preprocess_case(
@@ -412,9 +441,8 @@ def _restore_range(slices: np.ndarray, geom: SliceGeometry) -> np.ndarray:
     else:
         slices = slices.astype(np.float32, copy=False)
     native = [geom.native_shape[0], geom.native_shape[1]]
-    restored = slicing.restore_range(
-        torch.from_numpy(np.ascontiguousarray(slices)), native, list(geom.resampled), list(geom.offset)
-    )
+    box, resampled, _, offset = geom.grid_args()
+    restored = slicing.restore_range(torch.from_numpy(np.ascontiguousarray(slices)), native, box, resampled, offset)
     return restored.numpy()
 
 
@@ -455,11 +483,13 @@ def restore_probability_into(out: np.ndarray, slices: np.ndarray, geom: SliceGeo
     _check_slices(slices, geom, start)
     end = start + slices.shape[0]
     support = geom.lesion_support
+    box, resampled, _, offset = geom.grid_args()
     part = slicing.restore_probability_range(
         torch.from_numpy(np.ascontiguousarray(slices)),
         [geom.native_shape[0], geom.native_shape[1]],
-        list(geom.resampled),
-        list(geom.offset),
+        box,
+        resampled,
+        offset,
         None if support is None else torch.from_numpy(support[..., start:end]),
     )
     out[..., start:end] = part.numpy()

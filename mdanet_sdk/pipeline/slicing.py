@@ -1,6 +1,7 @@
 """Volumes to model slices and back (steps 3-5 of preprocessing and their exact inverse).
 
-Axial slicing along Z (``(C, X, Y, Z)`` → ``(Z, C, X, Y)``: a slice ``(X, Y)`` is ``(H, W)``), in-plane
+An in-plane box around the head (:func:`head_box`: the whole slice unless the head fills too little of it),
+axial slicing along Z (``(C, X, Y, Z)`` → ``(Z, C, X, Y)``: a slice ``(X, Y)`` is ``(H, W)``), in-plane
 resampling so that the longer side becomes ``size`` (aspect kept; bilinear with pixel areas mapped onto pixel
 areas, as ``scipy.ndimage.zoom(grid_mode=True)``, nearest for labels), and centred padding to multiples of
 ``multiple`` with each channel's lowest value. TorchScript-compatible: :mod:`mdanet_sdk.data.preprocess` calls
@@ -9,6 +10,7 @@ these functions in Python and exported artefacts carry them scripted.
 
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Tuple
 
 import torch
@@ -19,6 +21,8 @@ from mdanet_sdk.pipeline.morphology import dilate
 
 __all__ = [
     "LESION_MARGIN",
+    "head_box",
+    "box_shape",
     "model_grid",
     "zoom",
     "lowest_values",
@@ -31,6 +35,40 @@ __all__ = [
 
 #: Lesions are kept within this many voxels of the automatic head mask: its edge may miss dark tissue.
 LESION_MARGIN = 2
+
+
+def head_box(head: Tensor, fill: float) -> List[int]:
+    """The in-plane box ``[x0, x1, y0, y1]`` of an ``(X, Y, Z)`` case that goes onto the model grid.
+
+    The whole slice, unless the head's longer in-plane extent (over all slices) is less than ``fill`` of the
+    slice's longer side: then a box of side ``ceil(extent / fill)`` (at most the slice's side on each axis),
+    centred on the head and moved inside the slice. The network then sees the head at the scale it was trained
+    on whatever the field of view (a head in a 2x wider, zero-filled field of view would otherwise shrink to
+    half its size on the grid and its small lesions vanish). ``fill`` 0, or an empty head: the whole slice.
+    """
+    x, y = head.shape[0], head.shape[1]
+    whole = [0, x, 0, y]
+    if fill <= 0.0 or not bool(head.any()):
+        return whole
+    plane = head.any(dim=2)
+    xs = torch.nonzero(plane.any(dim=1)).flatten()
+    ys = torch.nonzero(plane.any(dim=0)).flatten()
+    lows = [int(xs[0]), int(ys[0])]
+    highs = [int(xs[-1]) + 1, int(ys[-1]) + 1]
+    side = int(math.ceil(float(max(highs[0] - lows[0], highs[1] - lows[1])) / fill))
+    if side >= max(x, y):
+        return whole
+    box: List[int] = []
+    for axis, n in enumerate([x, y]):
+        width = min(n, side)
+        start = min(max((lows[axis] + highs[axis] - width) // 2, 0), n - width)
+        box += [start, start + width]
+    return box
+
+
+def box_shape(box: List[int]) -> List[int]:
+    """In-plane ``[X, Y]`` of a :func:`head_box`."""
+    return [box[1] - box[0], box[3] - box[2]]
 
 
 def model_grid(shape: List[int], size: Optional[int], multiple: int) -> Tuple[List[int], List[int], List[int]]:
@@ -88,35 +126,57 @@ def _pad(stack: Tensor, padded: List[int], offset: List[int], values: Tensor) ->
 
 
 def to_model_grid(
-    normalised: Tensor, lowest: Tensor, start: int, end: int, resampled: List[int], padded: List[int], offset: List[int]
+    normalised: Tensor,
+    lowest: Tensor,
+    start: int,
+    end: int,
+    box: List[int],
+    resampled: List[int],
+    padded: List[int],
+    offset: List[int],
 ) -> Tensor:
-    """Slices ``start..end-1`` of a normalised ``(C, X, Y, Z)`` volume on the model grid: float32 ``(n, C, H, W)``."""
-    slices = normalised[..., start:end].permute(3, 0, 1, 2).contiguous()  # (n, C, X, Y)
+    """Slices ``start..end-1`` of a normalised ``(C, X, Y, Z)`` volume's ``box`` on the model grid: float32
+    ``(n, C, H, W)``."""
+    inside = normalised[:, box[0] : box[1], box[2] : box[3], start:end]
+    slices = inside.permute(3, 0, 1, 2).contiguous()  # (n, C, x, y)
     n, c = slices.shape[0], slices.shape[1]
     flat = zoom(slices.reshape(n * c, slices.shape[2], slices.shape[3]), resampled)
     return _pad(flat.reshape(n, c, resampled[0], resampled[1]), padded, offset, lowest)
 
 
-def label_to_model_grid(label: Tensor, resampled: List[int], padded: List[int], offset: List[int]) -> Tensor:
-    """An integer ``(X, Y, Z)`` label on the model grid, nearest neighbour: uint8 ``(Z, H, W)``."""
-    slices = label.to(torch.uint8).permute(2, 0, 1).contiguous()
+def label_to_model_grid(
+    label: Tensor, box: List[int], resampled: List[int], padded: List[int], offset: List[int]
+) -> Tensor:
+    """An integer ``(X, Y, Z)`` label's ``box`` on the model grid, nearest neighbour: uint8 ``(Z, H, W)``."""
+    slices = label[box[0] : box[1], box[2] : box[3]].to(torch.uint8).permute(2, 0, 1).contiguous()
     return _pad(zoom(slices, resampled, labels=True), padded, offset, torch.zeros([], dtype=torch.uint8))
 
 
-def restore_range(slices: Tensor, native: List[int], resampled: List[int], offset: List[int]) -> Tensor:
+def restore_range(slices: Tensor, native: List[int], box: List[int], resampled: List[int], offset: List[int]) -> Tensor:
     """Model-grid ``(n, H, W)`` slices back onto the native in-plane grid ``native = [X, Y]``: crop the
-    padding, resample back (bilinear for floating point, nearest for integers), Z last: ``(X, Y, n)``."""
+    padding, resample back onto ``box`` (bilinear for floating point, nearest for integers), 0 outside it, Z
+    last: ``(X, Y, n)``."""
     labels = not slices.is_floating_point()
     crop = slices[:, offset[0] : offset[0] + resampled[0], offset[1] : offset[1] + resampled[1]]
-    return zoom(crop.contiguous(), native, labels=labels).permute(1, 2, 0).contiguous()
+    inner = zoom(crop.contiguous(), box_shape(box), labels=labels)
+    if box_shape(box) != native:
+        out = torch.zeros([inner.shape[0], native[0], native[1]], dtype=inner.dtype)
+        out[:, box[0] : box[1], box[2] : box[3]] = inner
+        inner = out
+    return inner.permute(1, 2, 0).contiguous()
 
 
 def restore_probability_range(
-    slices: Tensor, native: List[int], resampled: List[int], offset: List[int], support: Optional[Tensor]
+    slices: Tensor,
+    native: List[int],
+    box: List[int],
+    resampled: List[int],
+    offset: List[int],
+    support: Optional[Tensor],
 ) -> Tensor:
     """Lesion probabilities of ``(n, H, W)`` model-grid slices on the native grid ``(X, Y, n)``: restored,
     clipped to 0..1, and 0 outside ``support`` (bool ``(X, Y, n)``) when given."""
-    part = restore_range(slices.to(torch.float32), native, resampled, offset).clamp(0.0, 1.0)
+    part = restore_range(slices.to(torch.float32), native, box, resampled, offset).clamp(0.0, 1.0)
     if support is not None:
         part = torch.where(support, part, torch.zeros_like(part))
     return part

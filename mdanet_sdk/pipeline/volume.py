@@ -21,6 +21,8 @@ from mdanet_sdk.pipeline.intensity import head_support, normalize_volumes
 from mdanet_sdk.pipeline.lesions import postprocess
 from mdanet_sdk.pipeline.orientation import from_canonical, io_orientation, to_canonical
 from mdanet_sdk.pipeline.slicing import (
+    box_shape,
+    head_box,
     lesion_support,
     lowest_values,
     model_grid,
@@ -80,6 +82,7 @@ class VolumePipeline(nn.Module):
         self.size: Optional[int] = None if size is None else int(size)
         self.multiple = int(preprocess.get("multiple", 16))
         self.normalization = str(preprocess.get("normalization", "zscore"))
+        self.head_fill = float(preprocess.get("head_fill", 0.0))
         clip = preprocess.get("clip_percentiles", (0.5, 99.5))
         self.clip_low, self.clip_high = float(clip[0]), float(clip[1])
         self.tta = bool(postprocess["tta"])
@@ -196,14 +199,16 @@ class VolumePipeline(nn.Module):
             head = head_support(images)[0]
         normalised = normalize_volumes(images, head, self.normalization, self.clip_low, self.clip_high)[0]
         shape = list(images[0].shape)
-        resampled, padded, offset = model_grid(shape, self.size, self.multiple)
+        box = head_box(head, self.head_fill)
+        inner = box_shape(box)
+        resampled, padded, offset = model_grid([inner[0], inner[1], shape[2]], self.size, self.multiple)
         lowest = lowest_values(normalised)
         support = lesion_support(head, brain_mask is not None)
         probability = torch.zeros(shape, dtype=torch.float32)  # slices without head stay 0, unpredicted
         for start, end in slice_runs(support, shape[2], batch_size):
-            x = to_model_grid(normalised, lowest, start, end, resampled, padded, offset)
+            x = to_model_grid(normalised, lowest, start, end, box, resampled, padded, offset)
             probability[..., start:end] = restore_probability_range(
-                self.probability(x, tta), shape[:2], resampled, offset, support[..., start:end]
+                self.probability(x, tta), shape[:2], box, resampled, offset, support[..., start:end]
             )
         adc: Optional[Tensor] = None
         if max_adc_ratio > 0 and "adc" in self.modalities:
