@@ -42,7 +42,7 @@ SIZE = 64
 NATIVE = ops.native_available()
 OPS = "native" if NATIVE else "reference"
 # Slices of side 56 padded to a multiple of 16: the model grid is 64 x 64.
-PREPROCESS = {"size": 56, "multiple": 16, "normalization": "relative"}
+PREPROCESS = {"size": 56, "multiple": 16, "normalization": "relative", "head_fill": 0.5}
 runner = CliRunner()
 
 

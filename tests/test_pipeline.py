@@ -160,6 +160,8 @@ def test_head_box_crops_a_wide_field_of_view_around_the_head_only():
     assert slicing.box_shape(box) == [80, 80]
     assert slicing.head_box(head, 0.0) == [0, 200, 0, 180]  # 0: never crop
     assert slicing.head_box(head, 0.1) == [0, 200, 0, 180]  # the head fills a tenth already: nothing to crop
+    assert slicing.head_box(head, 0.5, 96) == [22, 118, 32, 128]  # never fewer voxels than the model grid's side
+    assert slicing.head_box(head, 0.5, 256) == [0, 200, 0, 180]
     assert slicing.head_box(torch.zeros(8, 8, 2, dtype=torch.bool), 0.5) == [0, 8, 0, 8]  # no head
     corner = torch.zeros(200, 180, 6, dtype=torch.bool)
     corner[0:10, 170:180, 1] = True  # at the edge: the box moves inside the slice, the head stays in it

@@ -250,7 +250,7 @@ def test_more_than_max_slices_is_refused() -> None:
     assert preprocess_images(images, ["dwi"], PreprocessConfig())[0].shape == (MAX_SLICES, 1, 16, 16)
 
 
-@pytest.mark.parametrize("size", [None, 64])
+@pytest.mark.parametrize("size", [82, 64])
 def test_a_wide_field_of_view_is_cropped_around_the_head_and_restored_in_place(phantom, size) -> None:
     """A head in a field of view 3x wider (zero-filled) goes onto the model grid as its box only; restoring puts
     the box back in place, 0 outside it, and labels round-trip exactly where nothing is resampled."""
@@ -260,12 +260,15 @@ def test_a_wide_field_of_view_is_cropped_around_the_head_and_restored_in_place(p
     slices, geom = preprocess_images(images, MRI, PreprocessConfig(size=size))
     # The head spans x 59..98 and y 45..85 (41 voxels): a box of side ceil(41 / 0.5) = 82 around it.
     assert geom.native_shape == (156, 132, 10) and geom.box == (38, 120, 24, 106)
-    assert slices.shape == ((10, 2, 96, 96) if size is None else (10, 2, 64, 64))
+    assert slices.shape == ((10, 2, 96, 96) if size == 82 else (10, 2, 64, 64))
     restored = restore(preprocess_label(label, geom), geom)
     # Resampled to 64: the 56-voxel label keeps Dice 0.85 through the round trip (0.64 from the whole 156 x 132).
-    assert np.array_equal(restored, label) if size is None else dsc(restored, label) > 0.8
+    assert np.array_equal(restored, label) if size == 82 else dsc(restored, label) > 0.8
     probability = restore_probability(np.ones(geom.slices_shape, np.float32), geom)
     assert probability[:38].max() == 0 and probability[120:].max() == 0 and probability[:, :24].max() == 0
     assert probability[38:120, 24:106].max() == 1
-    _, whole = preprocess_images(images, MRI, PreprocessConfig(size=size, head_fill=0.0))
-    assert whole.box == (0, 156, 0, 132)  # 0: never crop, as checkpoints written before head_fill
+    for cfg in (PreprocessConfig(size=size, head_fill=0.0), PreprocessConfig(size=None), PreprocessConfig(size=128)):
+        # 0: never crop, as checkpoints written before head_fill; no resampling: the stored voxels whatever the
+        # field of view; a box of fewer voxels than the model grid (82 < 128) would magnify them: cropped to 128.
+        _, other = preprocess_images(images, MRI, cfg)
+        assert other.box == ((15, 143, 1, 129) if cfg.size == 128 else (0, 156, 0, 132))

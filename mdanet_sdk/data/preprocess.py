@@ -102,9 +102,10 @@ class PreprocessConfig:
             :func:`normalize`). :meth:`from_dict` of a dict without the field gives ``"zscore"``: checkpoints
             written before it existed were trained on z-scores.
         head_fill: the least share (0 to 0.9) of the field of view's longer in-plane side that the head's
-            longer extent must fill; a wider field of view is cropped around the head (never enlarged), so
-            the network sees heads at the scale it learnt whatever the scanner's field of view. 0: never
-            crop, as :meth:`from_dict` of a dict without the field gives (checkpoints written before it).
+            longer extent must fill; a wider field of view is cropped around the head (never enlarged, never to
+            fewer than ``size`` voxels), so the network sees heads at the scale it learnt whatever the scanner's
+            field of view. Only with ``size`` set. 0: never crop, as :meth:`from_dict` of a dict without the
+            field gives (checkpoints written before it).
     """
 
     size: int | None = None
@@ -229,7 +230,8 @@ class SliceGeometry:
 
 def _geometry(shape: Sequence[int], cfg: PreprocessConfig, head: np.ndarray) -> SliceGeometry:
     x, y, z = (int(n) for n in shape)
-    box = slicing.head_box(torch.from_numpy(head), cfg.head_fill)
+    # Without resampling (size None) the network sees stored voxels whatever the field of view: nothing to crop.
+    box = slicing.head_box(torch.from_numpy(head), cfg.head_fill if cfg.size else 0.0, cfg.size or 0)
     inner = slicing.box_shape(box)
     resampled, padded, offset = slicing.model_grid([inner[0], inner[1], z], cfg.size, cfg.multiple)
     return SliceGeometry(

@@ -37,14 +37,15 @@ __all__ = [
 LESION_MARGIN = 2
 
 
-def head_box(head: Tensor, fill: float) -> List[int]:
+def head_box(head: Tensor, fill: float, least: int = 0) -> List[int]:
     """The in-plane box ``[x0, x1, y0, y1]`` of an ``(X, Y, Z)`` case that goes onto the model grid.
 
     The whole slice, unless the head's longer in-plane extent (over all slices) is less than ``fill`` of the
-    slice's longer side: then a box of side ``ceil(extent / fill)`` (at most the slice's side on each axis),
-    centred on the head and moved inside the slice. The network then sees the head at the scale it was trained
-    on whatever the field of view (a head in a 2x wider, zero-filled field of view would otherwise shrink to
-    half its size on the grid and its small lesions vanish). ``fill`` 0, or an empty head: the whole slice.
+    slice's longer side: then a box of side ``max(ceil(extent / fill), least)`` (at most the slice's side on each
+    axis), centred on the head and moved inside the slice. The network then sees the head at the scale it was
+    trained on whatever the field of view (a head in a 2x wider, zero-filled field of view would otherwise shrink
+    to half its size on the grid and its small lesions vanish); ``least`` (the model grid's side) keeps the box
+    from being magnified beyond the stored voxels. ``fill`` 0, or an empty head: the whole slice.
     """
     x, y = head.shape[0], head.shape[1]
     whole = [0, x, 0, y]
@@ -55,7 +56,7 @@ def head_box(head: Tensor, fill: float) -> List[int]:
     ys = torch.nonzero(plane.any(dim=0)).flatten()
     lows = [int(xs[0]), int(ys[0])]
     highs = [int(xs[-1]) + 1, int(ys[-1]) + 1]
-    side = int(math.ceil(float(max(highs[0] - lows[0], highs[1] - lows[1])) / fill))
+    side = max(int(math.ceil(float(max(highs[0] - lows[0], highs[1] - lows[1])) / fill)), least)
     if side >= max(x, y):
         return whole
     box: List[int] = []

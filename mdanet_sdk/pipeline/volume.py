@@ -199,7 +199,11 @@ class VolumePipeline(nn.Module):
             head = head_support(images)[0]
         normalised = normalize_volumes(images, head, self.normalization, self.clip_low, self.clip_high)[0]
         shape = list(images[0].shape)
-        box = head_box(head, self.head_fill)
+        fill, least = 0.0, 0
+        size = self.size
+        if size is not None:  # without resampling the network sees stored voxels: nothing to crop
+            fill, least = self.head_fill, size
+        box = head_box(head, fill, least)
         inner = box_shape(box)
         resampled, padded, offset = model_grid([inner[0], inner[1], shape[2]], self.size, self.multiple)
         lowest = lowest_values(normalised)
