@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,24 @@ class CaseReport:
         """:func:`results_digest` of the weights, inputs and post-processing that made this result."""
         return results_digest(self.weights_sha256, self.modalities, self.postprocess)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CaseReport":
+        """A case of an earlier run's report (:meth:`to_dict`; keys it does not know are ignored).
+
+        Raises:
+            InputError: ``d`` is not such a case.
+        """
+        values = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        wrong = [f.name for f in fields(cls) if f.name in values and not _of_type(str(f.type), values[f.name])]
+        if wrong:
+            raise InputError(f"not a case of an mdanet-sdk report: its {wrong[0]} is {values[wrong[0]]!r:.60}.")
+        try:
+            for key in ("shape", "voxel_size_mm", "modalities"):
+                values[key] = tuple(values[key])
+            return cls(**values)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise InputError(f"not a case of an mdanet-sdk report ({type(exc).__name__}: {exc}).") from None
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (lists instead of tuples, volumes rounded to 0.001 mL), with the post-processing
         also grouped under ``"postprocess"`` (the flat keys stay for readers of schema 1)."""
@@ -129,6 +148,23 @@ class CaseReport:
             list(self.modalities),
         )
         return d
+
+
+def _of_type(annotation: str, value: Any) -> bool:
+    """Whether a JSON ``value`` is what a :class:`CaseReport` field of type ``annotation`` holds."""
+    if annotation.startswith(("list[", "tuple[")):
+        inner = annotation[annotation.index("[") + 1 : -1].split(", ")
+        fixed = annotation.startswith("tuple[") and inner[-1] != "..."  # tuple[float, float, float]: 3 items
+        if not isinstance(value, list) or (fixed and len(value) != len(inner)):
+            return False
+        return all(_of_type(inner[0], item) for item in value)
+    if annotation == "str | None":
+        return value is None or isinstance(value, str)
+    if annotation in ("int", "bool"):
+        return type(value).__name__ == annotation
+    if annotation == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, str)
 
 
 def results_digest(

@@ -19,7 +19,7 @@ from mdanet_sdk.data.dataset import kfold_split
 from mdanet_sdk.data.phantom import write_dataset
 from mdanet_sdk.errors import CheckpointError, InputError
 from mdanet_sdk.train import fold as fold_module
-from mdanet_sdk.train.checkpoint import load_checkpoint
+from mdanet_sdk.train.checkpoint import load_checkpoint, save_checkpoint
 from mdanet_sdk.train.config import PAPER_PLAIN, TrainConfig
 from mdanet_sdk.train.distributed import per_rank_batch
 from mdanet_sdk.train.fold import FoldState
@@ -130,8 +130,13 @@ def test_resume_keeps_the_selection(data: Path, tmp_path: Path) -> None:
         train(TrainConfig(data, run, epochs=2, fold=0, resume=True, select="val", **TINY))
     with pytest.raises(CheckpointError, match="inner cases"):
         train(TrainConfig(data, run, epochs=2, fold=0, resume=True, inner_fraction=0.4, **TINY))
+    # A run begun before the crop to the head existed (its checkpoints read as head_fill 0) resumes as it was.
+    last = load_checkpoint(run / "fold_0" / "last.pt")
+    old = replace(last.preprocess, head_fill=0.0)
+    save_checkpoint(run / "fold_0" / "last.pt", last.state_dict, last.model_config, old, last.meta, **last.resume)
     resumed = train(TrainConfig(data, run, epochs=2, fold=0, resume=True, **TINY)).folds[0]
     assert resumed.epochs_run == 2 and resumed.selected_on == "inner"
+    assert load_checkpoint(run / "fold_0" / "last.pt").preprocess.head_fill == 0.0
     meta = load_checkpoint(run / "fold_0" / "last.pt").meta
     assert meta["inner_cases"] == json.loads((run / "fold_0" / "metrics.json").read_text())["split"]["inner_cases"]
     assert first.checkpoint == resumed.checkpoint

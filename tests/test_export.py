@@ -169,6 +169,11 @@ def test_bf16_export_is_held_to_its_tolerance(tmp_path, model):
     assert preprocess == {**PREPROCESS, "size": 48} and meta["precision"] == "bf16"  # slices resampled to 48
     artifact = load_artifact(result.path)
     assert artifact(probe_batch(2, 2, 48, 48)).dtype == torch.float32
+    # A checkpoint trained on stored voxels (size None) exported at a fixed size is resampled, never cropped.
+    native = export_model(
+        model, "torchscript", tmp_path / "native.ts", preprocess={**PREPROCESS, "size": None}, size=(48, 48)
+    )
+    assert read_metadata(native.path)[1] == {**PREPROCESS, "size": 48, "head_fill": 0.0}
 
 
 def test_failed_validation_leaves_no_file(tmp_path, model, monkeypatch):

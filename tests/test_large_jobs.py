@@ -93,6 +93,35 @@ def test_skip_existing_keeps_complete_outputs_and_redoes_incomplete_ones(tmp_pat
     assert report["skipped"][0]["outputs"]["mask"] == str(out / "a_seg.nii.gz")
 
 
+def test_a_resumed_runs_report_keeps_the_volumes_of_the_cases_it_skipped(tmp_path) -> None:
+    """The report of a resumed run used to list only the cases it ran (the others under ``skipped``, without
+    volumes): it now carries the replaced report's entries of the kept cases, when the same settings made them."""
+    inputs = _cases(tmp_path / "in", ["a", "b"])
+    out, report = tmp_path / "out", tmp_path / "run.json"
+    list(mdanet_sdk.segment(inputs, out, report=report, device="cpu"))
+    before = {entry["case_id"]: entry for entry in json.loads(report.read_text())["cases"]}
+    (out / "b_seg.nii.gz").unlink()
+    second = list(mdanet_sdk.segment(inputs, out, skip_existing=True, report=report, device="cpu"))
+    assert [type(r).__name__ for r in second] == ["SkippedCase", "SegmentationResult"]
+    doc = json.loads(report.read_text())
+    assert _ids(doc, "cases") == ["a", "b"] and _ids(doc, "skipped") == ["a"]
+    assert doc["cases"][0] == before["a"] and doc["notices"]  # as it was, and its notice still in the header
+    # The masks remade with another threshold: the report's entries, of the first threshold, are not theirs.
+    list(mdanet_sdk.segment(inputs, out, threshold=0.9, device="cpu"))
+    third = list(mdanet_sdk.segment(inputs, out, skip_existing=True, threshold=0.9, report=report, device="cpu"))
+    assert [type(r).__name__ for r in third] == ["SkippedCase", "SkippedCase"]
+    doc = json.loads(report.read_text())
+    assert _ids(doc, "cases") == [] and _ids(doc, "skipped") == ["a", "b"]
+    for hostile in (
+        '{"cases": [{"case_id": "a", "lesion_volume_ml": "many"}, 7, {"case_id": ["b"]}]}',  # not ours
+        '{"cases": ' + "[" * 100000 + "]" * 100000 + "}",  # nested beyond the parser's recursion limit
+        "[]",
+    ):
+        report.write_text(hostile)  # passed over: the run goes on and writes its own report
+        again = list(mdanet_sdk.segment(inputs, out, skip_existing=True, threshold=0.9, report=report, device="cpu"))
+        assert len(again) == 2 and _ids(json.loads(report.read_text()), "cases") == []
+
+
 def test_skip_existing_redoes_a_case_whose_input_moved_or_changed(tmp_path) -> None:
     """A kept mask used to be judged by its shape alone: an input moved 20 mm kept its old, misaligned mask, and
     a rerun with another threshold kept the masks of the first."""
@@ -189,6 +218,20 @@ def test_two_shards_by_hand_write_every_case_once_and_the_last_merges(tmp_path) 
     assert merged["shards"]["count"] == 2 and "shard" not in merged and f"merged report: {report}" in two.stdout
     parts = [json.loads(shard_report_path(report, i, 2).read_text()) for i in range(2)]
     assert [(_ids(p, "cases"), _ids(p, "failed")) for p in parts] == [(["e", "a"], ["c"]), (["b", "d"], [])]
+
+
+def test_resumed_shards_merge_the_cases_they_skipped_and_carried(tmp_path) -> None:
+    inputs = [str(p) for p in _cases(tmp_path / "in", ["a", "b", "c"])]
+    out, report = tmp_path / "out", tmp_path / "run.json"
+    args = ["segment", *inputs, "-o", str(out), "--json", str(report), "--skip-existing"]
+    for shard in ("1/2", "2/2"):
+        assert runner.invoke(app, [*args, "--shard", shard]).exit_code == 0
+    (out / "b_seg.nii.gz").unlink()
+    for shard in ("1/2", "2/2"):  # a and c kept, b redone; a case both skipped and carried is one case
+        done = runner.invoke(app, [*args, "--shard", shard])
+        assert done.exit_code == 0, done.stderr
+    merged = json.loads(report.read_text())
+    assert _ids(merged, "cases") == ["a", "b", "c"] and _ids(merged, "skipped") == ["a", "c"]
 
 
 def test_a_shard_report_of_another_run_is_never_merged(tmp_path) -> None:

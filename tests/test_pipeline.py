@@ -159,6 +159,7 @@ def test_head_box_crops_a_wide_field_of_view_around_the_head_only():
     assert torch.jit.script(slicing.head_box)(head, 0.5) == box
     assert slicing.box_shape(box) == [80, 80]
     assert slicing.head_box(head, 0.0) == [0, 200, 0, 180]  # 0: never crop
+    assert torch.jit.script(slicing.head_box)(head, 1e-17) == [0, 200, 0, 180]  # no overflow for a tiny fill
     assert slicing.head_box(head, 0.1) == [0, 200, 0, 180]  # the head fills a tenth already: nothing to crop
     assert slicing.head_box(head, 0.5, 96) == [22, 118, 32, 128]  # never fewer voxels than the model grid's side
     assert slicing.head_box(head, 0.5, 256) == [0, 200, 0, 180]

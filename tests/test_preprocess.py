@@ -183,6 +183,7 @@ def test_config_round_trip_and_validation() -> None:
         {"normalization": "minmax"},
         {"head_fill": 0.95},
         {"head_fill": -0.1},
+        {"head_fill": 1e-17},
         {"head_fill": True},
         {"head_fill": "0.5"},
     ):

@@ -84,6 +84,30 @@ def test_json_report_round_trip_leaves_no_temporary_file(tmp_path) -> None:
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's owner-only 0600
 
 
+def test_a_case_of_a_written_report_reads_back_and_anything_else_is_refused() -> None:
+    entry = json.loads(json.dumps(_report(weights_sha256=["ab12", None]).to_dict()))
+    back = CaseReport.from_dict(entry)
+    assert back.to_dict() == entry and back.shape == (10, 12, 8)
+    assert back.made_with == _report(weights_sha256=["ab12", None]).made_with != _report().made_with
+    for key, value in [
+        ("n_lesions", "lots"),
+        ("n_lesions", 2.5),
+        ("slices", "abc"),
+        ("shape", "abc"),
+        ("voxel_size_mm", [1.0, 2.0]),
+        ("lesion_volume_ml", True),
+        ("lesion_volume_ml", float("nan")),
+        ("warnings", {"a": 1}),
+        ("device", [1, 2]),
+        ("tta", 1),
+        ("weights_sha256", [3]),
+    ]:
+        with pytest.raises(InputError, match=f"its {key} is"):
+            CaseReport.from_dict({**entry, key: value})
+    with pytest.raises(InputError, match="not a case"):
+        CaseReport.from_dict({"case_id": "a"})
+
+
 def test_table_lists_each_case() -> None:
     console = Console(record=True, width=120)
     console.print(report_table([_report("case_1"), _report("case_7", lesion_volume_ml=12.5, slices=[])]))

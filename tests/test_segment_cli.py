@@ -192,6 +192,8 @@ def test_usage_errors_exit_2(bundled, tmp_path) -> None:
     [
         (["-o", "MASK.NII.GZ"], "ending in .nii.gz (lower case)"),  # used to become a folder of that name
         (["-o", "mask.mha"], "ending in .nii.gz (lower case)"),
+        (["-o", "mask.img"], "ending in .nii.gz (lower case)"),  # an Analyze image, not a folder name
+        (["-o", "out", "--overlay", "out/o.HDR"], "give a .png name or a folder"),
         (["-o", "out/m.nii.gz", "--overlay", "out/m.nii.gz"], "give a .png name or a folder"),
     ],
 )

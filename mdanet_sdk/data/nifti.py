@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
@@ -62,9 +62,12 @@ __all__ = [
     "to_original",
     "save_like",
     "is_prediction",
+    "header_descrip",
+    "named_like_image",
     "is_own_output",
     "NIFTI_SUFFIXES",
     "IMAGE_SUFFIXES",
+    "IMAGE_NAME_SUFFIXES",
     "PREDICTION_MARK",
     "OUTPUT_SUFFIXES",
     "nifti_stem",
@@ -76,6 +79,8 @@ __all__ = [
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: File name endings :func:`load_volume` reads: NIfTI, and MetaImage / NRRD (:mod:`mdanet_sdk.data.formats`).
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+#: Every ending that names an image file: :data:`IMAGE_SUFFIXES` and an Analyze pair's ``.hdr``/``.img``.
+IMAGE_NAME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".img", *ITK_SUFFIXES)
 #: ``descrip`` header text of every file :func:`save_like` writes: readers never take such a file as a label.
 PREDICTION_MARK = "mdanet-sdk prediction"
 #: What each output of a case is called: ``<case_id>_seg.nii.gz`` (mask), ``<case_id>_prob.nii.gz``.
@@ -87,10 +92,15 @@ def nifti_stem(name: str | os.PathLike[str]) -> str:
     ``.hdr``/``.img``): ``sub-01_dwi.nii.gz`` -> ``sub-01_dwi``, ``case1_adc.mha`` -> ``case1_adc``."""
     name = Path(name).name
     lower = name.lower()
-    for suffix in (".nii.gz", ".nii", ".hdr", ".img", *ITK_SUFFIXES):
+    for suffix in IMAGE_NAME_SUFFIXES:
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def named_like_image(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path``'s name ends like an image file (any case, :data:`IMAGE_NAME_SUFFIXES`)."""
+    return Path(path).name.lower().endswith(IMAGE_NAME_SUFFIXES)
 
 
 def output_name(case_id: str, output: Literal["mask", "prob"] = "mask") -> str:
@@ -257,11 +267,20 @@ def is_prediction(path: str | os.PathLike[str]) -> bool:
             return False
         # nibabel types .header as FileBasedHeader (ignored below); NIfTI / Analyze headers are mappings, and
         # any other header raises KeyError, handled here.
-        descrip = np.asarray(nib.load(path).header["descrip"]).item()  # type: ignore[index]
+        text = header_descrip(nib.load(path).header)
     except (*_READ_ERRORS, KeyError):
         return False
-    text = descrip.decode("latin-1") if isinstance(descrip, bytes) else str(descrip)
     return text.startswith(PREDICTION_MARK)
+
+
+def header_descrip(header: Any) -> str:
+    """The ``descrip`` text of a NIfTI header (where :func:`save_like` marks its outputs).
+
+    Raises:
+        KeyError: the header has no ``descrip`` (not NIfTI or Analyze).
+    """
+    descrip = np.asarray(header["descrip"]).item()
+    return descrip.decode("latin-1") if isinstance(descrip, bytes) else str(descrip)
 
 
 def is_own_output(path: str | os.PathLike[str], case_names: Iterable[str]) -> bool:

@@ -101,7 +101,7 @@ class PreprocessConfig:
             DWI, as radiologists read them; :func:`normalize_relative`) or ``"zscore"`` (median and IQR:
             :func:`normalize`). :meth:`from_dict` of a dict without the field gives ``"zscore"``: checkpoints
             written before it existed were trained on z-scores.
-        head_fill: the least share (0 to 0.9) of the field of view's longer in-plane side that the head's
+        head_fill: the least share (0.05 to 0.9) of the field of view's longer in-plane side that the head's
             longer extent must fill; a wider field of view is cropped around the head (never enlarged, never to
             fewer than ``size`` voxels), so the network sees heads at the scale it learnt whatever the scanner's
             field of view. Only with ``size`` set. 0: never crop, as :meth:`from_dict` of a dict without the
@@ -141,8 +141,8 @@ class PreprocessConfig:
             raise InputError(f"clip_percentiles must be (low, high) with 0 <= low < high <= 100, got {clip!r:.80}.")
         object.__setattr__(self, "clip_percentiles", (float(clip[0]), float(clip[1])))
         fill = self.head_fill
-        if isinstance(fill, bool) or not isinstance(fill, Real) or not 0.0 <= float(fill) <= 0.9:
-            raise InputError(f"head_fill must be a number from 0 to 0.9 (0: never crop), got {fill!r:.80}.")
+        if isinstance(fill, bool) or not isinstance(fill, Real) or not (fill == 0 or 0.05 <= float(fill) <= 0.9):
+            raise InputError(f"head_fill must be 0 (never crop) or a number from 0.05 to 0.9, got {fill!r:.80}.")
         object.__setattr__(self, "head_fill", float(fill))
         if not isinstance(self.normalization, str) or self.normalization not in NORMALIZATIONS:
             raise InputError(

@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mdanet_sdk.data.formats import ITK_SUFFIXES
-from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, header_shape, is_prediction
+from mdanet_sdk.data.nifti import IMAGE_NAME_SUFFIXES, NIFTI_SUFFIXES, header_shape, is_prediction, named_like_image
 from mdanet_sdk.errors import InputError
 
 __all__ = ["check_output_file", "check_report_file"]
@@ -33,10 +32,6 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
             "choose another output name, or remove that file first."
         )
     return path
-
-
-#: Names of image files, Analyze pairs included, that a report must never take or shadow.
-_IMAGE_SUFFIXES = (*NIFTI_SUFFIXES, ".hdr", ".img", *ITK_SUFFIXES)
 
 
 def _is_text(path: Path) -> bool:
@@ -67,14 +62,14 @@ def check_report_file(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"report {path} is a folder; give a file name such as report.json.")
-    if path.name.lower().endswith(_IMAGE_SUFFIXES) or (path.exists() and header_shape(path) is not None):
+    if named_like_image(path) or (path.exists() and header_shape(path) is not None):
         raise InputError(f"report {path} is named or stored like an image; choose a name such as report.json.")
     if path.is_file() and not _is_text(path):
         raise InputError(
             f"report {path} exists and holds binary data (a model, an archive?); choose a name such as report.json."
         )
     stem = path.name.rsplit(".", 1)[0]
-    image = next((p for p in (path.with_name(stem + s) for s in _IMAGE_SUFFIXES) if p.exists()), None)
+    image = next((p for p in (path.with_name(stem + s) for s in IMAGE_NAME_SUFFIXES) if p.exists()), None)
     if image is not None:
         raise InputError(
             f"report {path} is named as the metadata sidecar of {image.name} beside it; choose another name, "

@@ -300,6 +300,8 @@ def _resolve_size(size: tuple[int, int] | None, preprocess: dict[str, Any]) -> t
         raise InputError(f"--size must be two multiples of 16 from 16 to {safety.MAX_SIDE}, got {height} {width}.")
     if height == width and grid != height:
         preprocess["size"] = height
+        if grid is None:  # trained on stored voxels, never cropped: resampling is change enough
+            preprocess["head_fill"] = 0.0
     return height, width
 
 

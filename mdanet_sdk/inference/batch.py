@@ -28,7 +28,7 @@ from mdanet_sdk.inference.planning import (
     refuse_clobbering,
     refuse_unwritable,
 )
-from mdanet_sdk.inference.resume import SkippedCase, outputs_complete, run_document
+from mdanet_sdk.inference.resume import SkippedCase, earlier_reports, outputs_complete, run_document
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult
 from mdanet_sdk.inference.segmenter import Segmenter
 from mdanet_sdk.inference.sharding import Shard, barrier, current_shard, fingerprint, merge_reports, select
@@ -217,16 +217,18 @@ def _run(
     progress("cases", "", len(jobs))
     if target.shard is not None:
         progress("note", f"{target.shard.label}: {len(jobs)} of {len(target.order)} cases", 0)
+    made_with = {job.case_id: _made_with(job, segmenters, options) for job in jobs if skip_existing and not job.error}
     skipped = [
         SkippedCase(job.case_id, dict(job.outputs))
         for job in jobs
-        if skip_existing and job.error is None and outputs_complete(job, _made_with(job, segmenters, options))
+        if skip_existing and job.error is None and outputs_complete(job, made_with[job.case_id])
     ]
     done = {case.case_id for case in skipped}
     for case in skipped:
         progress("skipped", case.case_id, 0)
         yield case
-    reports = []
+    # The kept cases' entries of the report this run replaces: the new report then lists every case's volumes.
+    reports = earlier_reports(target.paths, skipped, made_with) if skipped else []
     failed: dict[str, str] = {}
     todo = [job for job in jobs if job.case_id not in done]
     refuse_unwritable(todo)  # after the skips: a finished read-only folder is skipped, not failed

@@ -22,10 +22,9 @@ from typing import Any, Union
 
 from mdanet_sdk._files import file_key
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource
-from mdanet_sdk.data.formats import ITK_SUFFIXES
 from mdanet_sdk.data.layouts import detect_layout, find_cases
 from mdanet_sdk.data.layouts.nnunet import channels_named
-from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, nifti_stem, output_name
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, named_like_image, nifti_stem, output_name
 from mdanet_sdk.data.targets import check_output_file, check_report_file
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.inference.inputs import BUNDLED_MODALITIES, kind_for_modalities, refuse_single_3d, volume_count
@@ -294,11 +293,6 @@ def refuse_clobbering(jobs: list[Job], reports: Sequence[Path] = ()) -> None:
             break
 
 
-def _image_name(path: Path) -> bool:
-    """Whether ``path``'s name ends like an image file (any case), so that it cannot be meant as a folder."""
-    return path.name.lower().endswith((*NIFTI_SUFFIXES, *ITK_SUFFIXES))
-
-
 def refuse_unwritable(jobs: list[Job]) -> None:
     """Fail (``job.error``) each case whose output folder cannot be made or written, or whose mask or
     probability file would replace an image mdanet-sdk did not write (:func:`check_output_file`), before any
@@ -346,12 +340,12 @@ def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | 
     """
     single = len(jobs) == 1
     out_is_file = out is not None and out.name.endswith(NIFTI_SUFFIXES)
-    if out is not None and not out_is_file and _image_name(out):
+    if out is not None and not out_is_file and named_like_image(out):
         raise InputError(
             f"-o {out} names an image file that mdanet-sdk does not write; masks are NIfTI: give a name ending in "
             ".nii.gz (lower case) or a folder."
         )
-    if overlay is not None and overlay.suffix.lower() != ".png" and _image_name(overlay):
+    if overlay is not None and overlay.suffix.lower() != ".png" and named_like_image(overlay):
         raise InputError(f"--overlay {overlay} names an image file; give a .png name or a folder for the overlays.")
     if out_is_file and not single:
         raise InputError(f"-o {out} names one file but {len(jobs)} cases were given; pass a folder instead.")

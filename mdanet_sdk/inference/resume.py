@@ -10,6 +10,7 @@ in the gzip trailer of a ``.nii.gz``); a PNG that ends with its ``IEND`` chunk.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 
 from mdanet_sdk.data.cases import AFFINE_TOL_MM, FOURD_KEY
-from mdanet_sdk.data.nifti import PREDICTION_MARK
+from mdanet_sdk.data.nifti import PREDICTION_MARK, header_descrip
+from mdanet_sdk.errors import InputError
 from mdanet_sdk.inference.planning import Job
 from mdanet_sdk.report import CaseReport, report_document
 
-__all__ = ["SkippedCase", "outputs_complete", "nifti_complete", "run_document"]
+__all__ = ["SkippedCase", "outputs_complete", "nifti_complete", "earlier_reports", "run_document"]
 
 _PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of every whole PNG
 
@@ -72,7 +74,7 @@ def nifti_complete(
             return False
         if affine is not None and not np.allclose(image.affine, affine, atol=AFFINE_TOL_MM):
             return False  # the input was moved or stored otherwise since: the mask would not line up
-        if made_with is not None and _descrip(header) != f"{PREDICTION_MARK} {made_with}":
+        if made_with is not None and header_descrip(header) != f"{PREDICTION_MARK} {made_with}":
             return False  # other weights or settings made it (or an older mdanet-sdk that did not say)
         # The proxy's offset is where the voxels start in this file (the header copy may say 0).
         offset = int(cast(Any, image.dataobj).offset)
@@ -83,11 +85,6 @@ def nifti_complete(
         return recorded == expected % 2**32
     except Exception:  # noqa: BLE001 - any unreadable or odd file is simply not complete: it is redone
         return False
-
-
-def _descrip(header: Any) -> str:
-    descrip = np.asarray(header["descrip"]).item()
-    return descrip.decode("latin-1") if isinstance(descrip, bytes) else str(descrip)
 
 
 def _png_complete(path: Path) -> bool:
@@ -141,6 +138,44 @@ def outputs_complete(job: Job, made_with: str | None) -> bool:
         except OSError:
             return False
     return True
+
+
+#: An earlier report larger than this is not read for entries to carry (a report lists ~1 kB per case).
+MAX_EARLIER_REPORT_BYTES = 64 * 2**20
+
+
+def earlier_reports(
+    paths: Sequence[Path], skipped: Sequence[SkippedCase], made_with: Mapping[str, str | None]
+) -> list[CaseReport]:
+    """The report entries of the ``skipped`` cases in an earlier run's JSON report at one of ``paths`` (the first
+    that lists the case), so that a resumed run's report still holds every case's volumes.
+
+    An entry is taken only from a report written after the case's kept mask (a mask remade since is not the one
+    it describes) and when the weights, inputs and post-processing it names made the kept outputs (``made_with``:
+    case id -> :attr:`CaseReport.made_with`); an unreadable or oversized report, or an entry that is not one, is
+    passed over."""
+    wanted = {case.case_id: case.outputs["mask"] for case in skipped if "mask" in case.outputs}
+    found: dict[str, CaseReport] = {}
+    for path in paths:
+        try:
+            if path.stat().st_size > MAX_EARLIER_REPORT_BYTES:
+                continue
+            written = path.stat().st_mtime
+            cases = json.loads(path.read_text(encoding="utf-8")).get("cases", [])
+        except (OSError, ValueError, AttributeError, RecursionError, MemoryError):
+            continue
+        for entry in cases if isinstance(cases, list) else []:
+            case_id = entry.get("case_id") if isinstance(entry, dict) else None
+            if not isinstance(case_id, str) or case_id not in wanted or case_id in found:
+                continue
+            try:
+                report = CaseReport.from_dict(entry)
+                current = written >= wanted[case_id].stat().st_mtime
+            except (InputError, OSError):
+                continue
+            if current and report.made_with == made_with.get(case_id):
+                found[case_id] = report
+    return [found[case.case_id] for case in skipped if case.case_id in found]
 
 
 def run_document(

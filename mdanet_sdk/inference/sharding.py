@@ -177,7 +177,11 @@ def _read(path: Path, index: int, count: int, run: str) -> tuple[dict[str, Any] 
 
 
 def _case_ids(doc: Mapping[str, Any]) -> list[str]:
-    return [entry.get("case_id", entry.get("case")) for key in MERGED_LISTS for entry in doc.get(key, [])]
+    """The cases a shard report lists; a skipped case also in ``cases`` (its entry carried from the report the
+    run replaced: :func:`~mdanet_sdk.inference.resume.earlier_reports`) counts once."""
+    listed = {key: [entry.get("case_id", entry.get("case")) for entry in doc.get(key, [])] for key in MERGED_LISTS}
+    cases = set(listed["cases"])
+    return [*listed["cases"], *listed["failed"], *(case for case in listed["skipped"] if case not in cases)]
 
 
 def merge_reports(report: Path, count: int, run: str, order: Sequence[str], *, strict: bool) -> Path | None:

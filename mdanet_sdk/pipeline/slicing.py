@@ -56,7 +56,10 @@ def head_box(head: Tensor, fill: float, least: int = 0) -> List[int]:
     ys = torch.nonzero(plane.any(dim=0)).flatten()
     lows = [int(xs[0]), int(ys[0])]
     highs = [int(xs[-1]) + 1, int(ys[-1]) + 1]
-    side = max(int(math.ceil(float(max(highs[0] - lows[0], highs[1] - lows[1])) / fill)), least)
+    extent = float(max(highs[0] - lows[0], highs[1] - lows[1]))
+    if extent >= fill * float(max(x, y)):  # fills enough already (and no huge quotient for a tiny fill)
+        return whole
+    side = max(int(math.ceil(extent / fill)), least)
     if side >= max(x, y):
         return whole
     box: List[int] = []

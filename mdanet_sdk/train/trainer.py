@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from mdanet_sdk._files import write_json
@@ -158,8 +159,13 @@ class Trainer:
         return None if source is None else load_checkpoint(source, trust=self.cfg.trust).model_config.grid
 
     def preprocess_config(self) -> PreprocessConfig:
-        """The preprocessing of this run (stored in its checkpoints)."""
-        return PreprocessConfig(size=self.cfg.size, normalization=self.cfg.normalization)
+        """The preprocessing of this run (stored in its checkpoints). A resumed run keeps the crop to the head
+        that its checkpoints were trained with (none for runs begun before ``head_fill`` existed)."""
+        cfg = PreprocessConfig(size=self.cfg.size, normalization=self.cfg.normalization)
+        resumed = sorted(self.out.glob("fold_*/last.pt")) if self.cfg.resume else []
+        if resumed:
+            cfg = replace(cfg, head_fill=load_checkpoint(resumed[0], trust=self.cfg.trust).preprocess.head_fill)
+        return cfg
 
     def _load_cases(self, layout: str, modalities: Sequence[str]) -> list[Case]:
         sources = find_cases(self.cfg.data_dir, layout, modalities, label_pattern=self.cfg.label_pattern)
