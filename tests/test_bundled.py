@@ -232,8 +232,10 @@ def _wider_field_of_view(volume: np.ndarray) -> np.ndarray:
 
 # A field of view twice as wide around the same head: before the slices were cropped around the head
 # (PreprocessConfig.head_fill) the head shrank to half its size on the model grid and these OOD cases scored DSC
-# 0.000 and 0.000 (seeds 0 and 7; 0.899 and 0.924 as drawn); with the crop 1.000 and 0.963 (measured).
-@pytest.mark.parametrize("seed", [0, 7])
+# 0.000 and 0.000 (seeds 0 and 7; 0.899 and 0.924 as drawn); with the crop 1.000 and 0.963. Seed 3 has a noisy
+# background: zero-filled, the square of noise was taken for head (0.000) until the head mask looked inside
+# the stored field of view (0.979; measured).
+@pytest.mark.parametrize("seed", [0, 3, 7])
 def test_bundled_mri_weights_find_the_lesions_in_a_wider_field_of_view(seed):
     from mdanet_sdk import Segmenter
 

@@ -18,6 +18,7 @@ from mdanet_sdk.data.preprocess import (
     restore_probability,
 )
 from mdanet_sdk.errors import InputError
+from mdanet_sdk.pipeline import intensity
 
 MRI = ("dwi", "adc")
 
@@ -43,6 +44,23 @@ def test_head_support_is_the_brain_whatever_the_background(background) -> None:
     mask, noisy = head_support([images[m] for m in MRI])
     assert (mask & brain).sum() / (mask | brain).sum() > 0.99
     assert noisy == (background == "noise")
+
+
+@pytest.mark.parametrize("background", ["zero", "noise"])
+def test_a_scan_zero_filled_into_a_larger_grid_keeps_its_head_mask(background) -> None:
+    """A scan resampled onto a larger grid and zero-filled around its field of view (a registration's output):
+    the noise of an MRI that is not skull-stripped used to become head, a square of it (Dice 0 downstream)."""
+    images, brain, _ = _ellipsoid_case(3, background)
+    frame = ((40, 24), (30, 50), (0, 0))
+    wide = [np.pad(images[m], frame) for m in MRI]
+    expected, noisy = head_support([images[m] for m in MRI])
+    mask, wide_noisy = head_support(wide)
+    assert np.array_equal(mask, np.pad(expected, frame)) and wide_noisy == noisy == (background == "noise")
+    assert (mask[40:136, 30:126] & brain).sum() / (mask[40:136, 30:126] | brain).sum() > 0.99
+    # A skull-stripped head in zeros is its own field of view: its bounding box's border is mostly zeros.
+    assert intensity.stored_field([torch.from_numpy(v) for v in wide]) == (
+        [40, 136, 30, 126] if background == "noise" else [0, 160, 0, 176]
+    )
 
 
 @pytest.mark.parametrize("adc_background", ["salt", "fitted-noise"])

@@ -20,6 +20,7 @@ __all__ = [
     "RELATIVE_MAX",
     "support",
     "clean_head",
+    "stored_field",
     "head_support",
     "not_a_ratio_scale",
     "normalize_zscore",
@@ -42,6 +43,8 @@ _SPECK_FRACTION = 0.01
 # A volume whose support covers this much more of the slices' border than the cleanest volume's cannot tell its
 # background from head (an ADC map that is half 0, half fitted noise: its border MAD is 0); it is left out.
 _LEAKY_BORDER = 0.1
+# A data rectangle whose border is at least this share non-fill is a field of view stored in a larger frame.
+_FILLED_FIELD = 0.9
 
 
 def _border(volume: Tensor) -> Tensor:
@@ -87,12 +90,44 @@ def clean_head(mask: Tensor, speck_fraction: float = _SPECK_FRACTION) -> Tensor:
     return keep_components(labels, sizes >= speck_fraction * float(sizes.max().item()))
 
 
+def stored_field(volumes: List[Tensor], filled: float = _FILLED_FIELD) -> List[int]:
+    """The in-plane rectangle ``[x0, x1, y0, y1]`` that holds the scan's own field of view.
+
+    The whole slice, unless every volume's slice border is one constant (the same in all slices) and the
+    rectangle around the voxels that differ from it has a border that is at least 90 % such voxels in some volume:
+    a scan resampled onto a larger grid and zero-filled around its own field of view (a registration's output).
+    Then that rectangle's border is the background to model (noise, for an MRI that is not skull-stripped),
+    not the fill. A skull-stripped head in zeros never qualifies: its bounding box's border is mostly zeros.
+    """
+    x, y = volumes[0].shape[0], volumes[0].shape[1]
+    data = torch.zeros([x, y], dtype=torch.bool)
+    fills: List[float] = []
+    for volume in volumes:
+        border = _border(volume)
+        fill = float(border[0].item())
+        if not bool((border == fill).all()):
+            return [0, x, 0, y]
+        fills.append(fill)
+        data = data | (volume != fill).any(dim=2)
+    if not bool(data.any()):
+        return [0, x, 0, y]
+    xs = torch.nonzero(data.any(dim=1)).flatten()
+    ys = torch.nonzero(data.any(dim=0)).flatten()
+    box = [int(xs[0]), int(xs[-1]) + 1, int(ys[0]), int(ys[-1]) + 1]
+    for i in range(len(volumes)):
+        inner = _border(volumes[i][box[0] : box[1], box[2] : box[3]])
+        if float((inner != fills[i]).to(torch.float32).mean().item()) >= filled:
+            return box
+    return [0, x, 0, y]
+
+
 def head_support(
     volumes: List[Tensor], min_fraction: float = MIN_HEAD_FRACTION, leaky_border: float = _LEAKY_BORDER
 ) -> Tuple[Tensor, bool]:
     """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy.
 
-    A voxel is head when it stands out from the background in any volume (:func:`support`), then
+    Inside :func:`stored_field` (the whole slice unless the scan lies zero-filled in a larger grid; nothing
+    outside it is head), a voxel is head when it stands out from the background in any volume (:func:`support`), then
     :func:`clean_head`. The background may be zero (skull-stripped MRI, perfusion maps), a constant (-1000 HU)
     or noise (an MRI that is not skull-stripped). A volume whose support covers over 10 % more of the slices'
     border than the cleanest volume's is left out of the union and counts as a noisy background: its
@@ -103,6 +138,19 @@ def head_support(
         ``(mask, noisy)``: bool ``(X, Y, Z)``, all True when fewer than 0.1 % of the voxels would be head
         (nothing to trust).
     """
+    box = stored_field(volumes)
+    if box == [0, volumes[0].shape[0], 0, volumes[0].shape[1]]:
+        return _head_in_field(volumes, min_fraction, leaky_border)
+    inside, noisy = _head_in_field(
+        [v[box[0] : box[1], box[2] : box[3]].contiguous() for v in volumes], min_fraction, leaky_border
+    )
+    whole = torch.zeros(volumes[0].shape, dtype=torch.bool)
+    whole[box[0] : box[1], box[2] : box[3]] = inside
+    return whole, noisy
+
+
+def _head_in_field(volumes: List[Tensor], min_fraction: float, leaky_border: float) -> Tuple[Tensor, bool]:
+    """:func:`head_support` of volumes whose slice border is their field of view's."""
     found: List[Tensor] = []
     leaks: List[float] = []
     noisy = False
