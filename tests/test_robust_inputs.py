@@ -51,16 +51,24 @@ def test_a_scan_zero_filled_into_a_larger_grid_keeps_its_head_mask(background) -
     """A scan resampled onto a larger grid and zero-filled around its field of view (a registration's output):
     the noise of an MRI that is not skull-stripped used to become head, a square of it (Dice 0 downstream)."""
     images, brain, _ = _ellipsoid_case(3, background)
-    frame = ((40, 24), (30, 50), (0, 0))
+    frame = ((40, 24), (30, 50), (3, 5))  # registrations fill whole slices too
     wide = [np.pad(images[m], frame) for m in MRI]
     expected, noisy = head_support([images[m] for m in MRI])
     mask, wide_noisy = head_support(wide)
     assert np.array_equal(mask, np.pad(expected, frame)) and wide_noisy == noisy == (background == "noise")
-    assert (mask[40:136, 30:126] & brain).sum() / (mask[40:136, 30:126] | brain).sum() > 0.99
+    assert (mask[40:136, 30:126, 3:27] & brain).sum() / (mask[40:136, 30:126, 3:27] | brain).sum() > 0.99
     # A skull-stripped head in zeros is its own field of view: its bounding box's border is mostly zeros.
     assert intensity.stored_field([torch.from_numpy(v) for v in wide]) == (
-        [40, 136, 30, 126] if background == "noise" else [0, 160, 0, 176]
+        [40, 136, 30, 126, 3, 27] if background == "noise" else [0, 160, 0, 176, 0, 32]
     )
+    assert torch.jit.script(intensity.stored_field)([torch.from_numpy(v) for v in wide]) == (
+        intensity.stored_field([torch.from_numpy(v) for v in wide])
+    )
+    # Tissue that fills its box (a perfusion map computed in a rectangle) is not a stored field of view: its
+    # border lies far from the fill (the CSF-hole test below also holds the mask to it).
+    roi = np.zeros((64, 64, 4), np.float32)
+    roi[10:54, 12:52] = 50.0 + np.random.default_rng(0).normal(0, 5, (44, 40, 4))
+    assert intensity.stored_field([torch.from_numpy(roi)]) == [0, 64, 0, 64, 0, 4]
 
 
 @pytest.mark.parametrize("adc_background", ["salt", "fitted-noise"])

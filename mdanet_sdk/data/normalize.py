@@ -67,8 +67,8 @@ def head_support(volumes: Sequence[np.ndarray]) -> tuple[np.ndarray, bool]:
     (:func:`mdanet_sdk.pipeline.intensity.head_support`).
 
     Returns:
-        ``(mask, noisy)``: bool ``(X, Y, Z)``, all True when fewer than 0.1 % of the voxels would be head
-        (nothing to trust); ``noisy`` when some volume's background is not a constant.
+        ``(mask, noisy)``: bool ``(X, Y, Z)``, all True (inside the stored field of view) when fewer than 0.1 %
+        of its voxels would be head (nothing to trust); ``noisy`` when some volume's background is not a constant.
     """
     mask, noisy = intensity.head_support([_tensor(np.asarray(v, dtype=np.float32)) for v in volumes])
     return mask.numpy(), noisy

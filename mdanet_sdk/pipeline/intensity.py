@@ -43,8 +43,10 @@ _SPECK_FRACTION = 0.01
 # A volume whose support covers this much more of the slices' border than the cleanest volume's cannot tell its
 # background from head (an ADC map that is half 0, half fitted noise: its border MAD is 0); it is left out.
 _LEAKY_BORDER = 0.1
-# A data rectangle whose border is at least this share non-fill is a field of view stored in a larger frame.
+# A data box whose border is at least this share non-fill, and whose border's median lies within this share of
+# the volume's range of the fill, is a field of view stored in a larger frame (its border is background, not tissue).
 _FILLED_FIELD = 0.9
+_FIELD_BACKGROUND = 0.25
 
 
 def _border(volume: Tensor) -> Tensor:
@@ -90,35 +92,44 @@ def clean_head(mask: Tensor, speck_fraction: float = _SPECK_FRACTION) -> Tensor:
     return keep_components(labels, sizes >= speck_fraction * float(sizes.max().item()))
 
 
-def stored_field(volumes: List[Tensor], filled: float = _FILLED_FIELD) -> List[int]:
-    """The in-plane rectangle ``[x0, x1, y0, y1]`` that holds the scan's own field of view.
+def stored_field(
+    volumes: List[Tensor], filled: float = _FILLED_FIELD, background: float = _FIELD_BACKGROUND
+) -> List[int]:
+    """The box ``[x0, x1, y0, y1, z0, z1]`` that holds the scan's own field of view.
 
-    The whole slice, unless every volume's slice border is one constant (the same in all slices) and the
-    rectangle around the voxels that differ from it has a border that is at least 90 % such voxels in some volume:
-    a scan resampled onto a larger grid and zero-filled around its own field of view (a registration's output).
-    Then that rectangle's border is the background to model (noise, for an MRI that is not skull-stripped),
-    not the fill. A skull-stripped head in zeros never qualifies: its bounding box's border is mostly zeros.
+    The whole volume, unless every volume's slice border is one constant and, in some volume, the box around the
+    voxels that differ from it has an in-plane border that is at least 90 % such voxels and lies near the
+    constant (its median within a quarter of the volume's range of it): a scan resampled onto a larger grid and
+    zero-filled around its field of view (a registration's output; empty slices included). Then the box's border
+    is the background to model (noise, for an MRI that is not skull-stripped), not the fill. A skull-stripped
+    head in zeros never qualifies (its bounding box's border is mostly zeros), nor does tissue that fills its box
+    (a perfusion map computed in a rectangle: its border is tissue, far from the fill).
     """
-    x, y = volumes[0].shape[0], volumes[0].shape[1]
-    data = torch.zeros([x, y], dtype=torch.bool)
+    x, y, z = volumes[0].shape[0], volumes[0].shape[1], volumes[0].shape[2]
+    whole = [0, x, 0, y, 0, z]
+    data = torch.zeros([x, y, z], dtype=torch.bool)
     fills: List[float] = []
     for volume in volumes:
         border = _border(volume)
         fill = float(border[0].item())
         if not bool((border == fill).all()):
-            return [0, x, 0, y]
+            return whole
         fills.append(fill)
-        data = data | (volume != fill).any(dim=2)
+        data = data | (volume != fill)
     if not bool(data.any()):
-        return [0, x, 0, y]
-    xs = torch.nonzero(data.any(dim=1)).flatten()
-    ys = torch.nonzero(data.any(dim=0)).flatten()
-    box = [int(xs[0]), int(xs[-1]) + 1, int(ys[0]), int(ys[-1]) + 1]
+        return whole
+    box: List[int] = []
+    for profile in (data.any(dim=2).any(dim=1), data.any(dim=2).any(dim=0), data.any(dim=1).any(dim=0)):
+        found = torch.nonzero(profile).flatten()
+        box += [int(found[0]), int(found[-1]) + 1]
     for i in range(len(volumes)):
-        inner = _border(volumes[i][box[0] : box[1], box[2] : box[3]])
-        if float((inner != fills[i]).to(torch.float32).mean().item()) >= filled:
+        field = volumes[i][box[0] : box[1], box[2] : box[3], box[4] : box[5]]
+        edge = _border(field)
+        share = float((edge != fills[i]).to(torch.float32).mean().item())
+        spread = quantiles((field - fills[i]).abs().reshape(-1), [0.999])[0]
+        if share >= filled and abs(median(edge) - fills[i]) <= background * spread:
             return box
-    return [0, x, 0, y]
+    return whole
 
 
 def head_support(
@@ -135,17 +146,17 @@ def head_support(
     0, half fitted noise), while the border is background in the others.
 
     Returns:
-        ``(mask, noisy)``: bool ``(X, Y, Z)``, all True when fewer than 0.1 % of the voxels would be head
-        (nothing to trust).
+        ``(mask, noisy)``: bool ``(X, Y, Z)``, all True (inside the stored field of view) when fewer than 0.1 % of
+        its voxels would be head (nothing to trust).
     """
     box = stored_field(volumes)
-    if box == [0, volumes[0].shape[0], 0, volumes[0].shape[1]]:
+    if box == [0, volumes[0].shape[0], 0, volumes[0].shape[1], 0, volumes[0].shape[2]]:
         return _head_in_field(volumes, min_fraction, leaky_border)
     inside, noisy = _head_in_field(
-        [v[box[0] : box[1], box[2] : box[3]].contiguous() for v in volumes], min_fraction, leaky_border
+        [v[box[0] : box[1], box[2] : box[3], box[4] : box[5]].contiguous() for v in volumes], min_fraction, leaky_border
     )
     whole = torch.zeros(volumes[0].shape, dtype=torch.bool)
-    whole[box[0] : box[1], box[2] : box[3]] = inside
+    whole[box[0] : box[1], box[2] : box[3], box[4] : box[5]] = inside
     return whole, noisy
 
 
