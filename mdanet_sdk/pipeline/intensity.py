@@ -11,7 +11,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor
 
-from mdanet_sdk.pipeline.morphology import component_sizes, fill_holes_planar, keep_components, label
+from mdanet_sdk.pipeline.morphology import bounding_box, component_sizes, fill_holes_planar, keep_components, label
 from mdanet_sdk.pipeline.stats import median, quantiles
 
 __all__ = [
@@ -118,16 +118,14 @@ def stored_field(
         data = data | (volume != fill)
     if not bool(data.any()):
         return whole
-    box: List[int] = []
-    for profile in (data.any(dim=2).any(dim=1), data.any(dim=2).any(dim=0), data.any(dim=1).any(dim=0)):
-        found = torch.nonzero(profile).flatten()
-        box += [int(found[0]), int(found[-1]) + 1]
+    box = bounding_box(data)
     for i in range(len(volumes)):
         field = volumes[i][box[0] : box[1], box[2] : box[3], box[4] : box[5]]
         edge = _border(field)
-        share = float((edge != fills[i]).to(torch.float32).mean().item())
+        if float((edge != fills[i]).to(torch.float32).mean().item()) < filled:
+            continue  # a head in the fill, not a field of view: the common case, decided without a quantile
         spread = quantiles((field - fills[i]).abs().reshape(-1), [0.999])[0]
-        if share >= filled and abs(median(edge) - fills[i]) <= background * spread:
+        if abs(median(edge) - fills[i]) <= background * spread:
             return box
     return whole
 

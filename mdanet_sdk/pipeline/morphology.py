@@ -1,4 +1,4 @@
-"""Binary morphology on voxel masks: connected components, hole filling, dilation.
+"""Binary morphology on voxel masks: connected components, hole filling, dilation, bounding boxes.
 
 TorchScript-compatible (the same functions run eagerly in Python and inside exported artefacts), and without
 SciPy: components come from the op ``mdanet::label_components`` (a native union-find, or its pure-PyTorch
@@ -10,13 +10,15 @@ operations on a 3D ``(X, Y, Z)`` volume act on each axial slice (``planar=True``
 
 from __future__ import annotations
 
+from typing import List
+
 import torch
 from torch import Tensor
 
 import mdanet_sdk.ops  # noqa: F401  (registers mdanet::label_components: native, or the reference when not built)
 from mdanet_sdk.ops.reference import neighbour_min
 
-__all__ = ["label", "component_sizes", "keep_components", "fill_holes_planar", "dilate"]
+__all__ = ["label", "component_sizes", "keep_components", "fill_holes_planar", "dilate", "bounding_box"]
 
 
 def label(mask: Tensor, full: bool = False, planar: bool = False) -> Tensor:
@@ -73,3 +75,13 @@ def dilate(mask: Tensor, iterations: int = 1) -> Tensor:
     for _ in range(iterations):
         out = neighbour_min(out, dims, False)
     return out == 0
+
+
+def bounding_box(mask: Tensor) -> List[int]:
+    """The box ``[x0, x1, y0, y1, z0, z1]`` (ends exclusive) around the True voxels of a non-empty bool
+    ``(X, Y, Z)`` mask."""
+    box: List[int] = []
+    for profile in (mask.any(dim=2).any(dim=1), mask.any(dim=2).any(dim=0), mask.any(dim=1).any(dim=0)):
+        found = torch.nonzero(profile).flatten()
+        box += [int(found[0]), int(found[-1]) + 1]
+    return box

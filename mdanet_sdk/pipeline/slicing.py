@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mdanet_sdk.pipeline.morphology import dilate
+from mdanet_sdk.pipeline.morphology import bounding_box, dilate
 
 __all__ = [
     "LESION_MARGIN",
@@ -51,11 +51,8 @@ def head_box(head: Tensor, fill: float, least: int = 0) -> List[int]:
     whole = [0, x, 0, y]
     if fill <= 0.0 or not bool(head.any()):
         return whole
-    plane = head.any(dim=2)
-    xs = torch.nonzero(plane.any(dim=1)).flatten()
-    ys = torch.nonzero(plane.any(dim=0)).flatten()
-    lows = [int(xs[0]), int(ys[0])]
-    highs = [int(xs[-1]) + 1, int(ys[-1]) + 1]
+    bounds = bounding_box(head)
+    lows, highs = [bounds[0], bounds[2]], [bounds[1], bounds[3]]
     extent = float(max(highs[0] - lows[0], highs[1] - lows[1]))
     if extent >= fill * float(max(x, y)):  # fills enough already (and no huge quotient for a tiny fill)
         return whole
