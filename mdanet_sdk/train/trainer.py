@@ -58,6 +58,7 @@ writes logs and checkpoints.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -152,20 +153,26 @@ class Trainer:
             config = config.replace(space_grid=self._weights_space_grid()).resolved(self.cfg.size)
         return config
 
+    @functools.cached_property
+    def _resumed(self) -> tuple[int | None, float] | None:
+        """``(space_grid, head_fill)`` of the first fold's ``last.pt`` when this run resumes one (read once)."""
+        resumed = sorted(self.out.glob("fold_*/last.pt")) if self.cfg.resume else []
+        if not resumed:
+            return None
+        ck = load_checkpoint(resumed[0], trust=self.cfg.trust)
+        return ck.model_config.grid, ck.preprocess.head_fill
+
     def _weights_space_grid(self) -> int | None:
         """``space_grid`` of the checkpoint this run starts from (resume, else ``--init``), if any."""
-        resumed = sorted(self.out.glob("fold_*/last.pt")) if self.cfg.resume else []
-        source = resumed[0] if resumed else self.cfg.init
-        return None if source is None else load_checkpoint(source, trust=self.cfg.trust).model_config.grid
+        if self._resumed is not None:
+            return self._resumed[0]
+        return None if self.cfg.init is None else load_checkpoint(self.cfg.init, trust=self.cfg.trust).model_config.grid
 
     def preprocess_config(self) -> PreprocessConfig:
         """The preprocessing of this run (stored in its checkpoints). A resumed run keeps the crop to the head
         that its checkpoints were trained with (none for runs begun before ``head_fill`` existed)."""
         cfg = PreprocessConfig(size=self.cfg.size, normalization=self.cfg.normalization)
-        resumed = sorted(self.out.glob("fold_*/last.pt")) if self.cfg.resume else []
-        if resumed:
-            cfg = replace(cfg, head_fill=load_checkpoint(resumed[0], trust=self.cfg.trust).preprocess.head_fill)
-        return cfg
+        return cfg if self._resumed is None else replace(cfg, head_fill=self._resumed[1])
 
     def _load_cases(self, layout: str, modalities: Sequence[str]) -> list[Case]:
         sources = find_cases(self.cfg.data_dir, layout, modalities, label_pattern=self.cfg.label_pattern)
