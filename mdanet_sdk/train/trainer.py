@@ -154,8 +154,9 @@ class Trainer:
         return config
 
     @functools.cached_property
-    def _resumed(self) -> tuple[int | None, float] | None:
-        """``(space_grid, head_fill)`` of the first fold's ``last.pt`` when this run resumes one (read once)."""
+    def _resumed(self) -> tuple[int, float] | None:
+        """``(space_grid, head_fill)`` of the first ``fold_*/last.pt`` (by name) when this run resumes one; read
+        once per :meth:`fit`."""
         resumed = sorted(self.out.glob("fold_*/last.pt")) if self.cfg.resume else []
         if not resumed:
             return None
@@ -205,6 +206,7 @@ class Trainer:
     def fit(self) -> TrainResults:
         """Train every requested fold (skipping finished ones when resuming) and summarise the run."""
         self.dist.setup(self.device)
+        self.__dict__.pop("_resumed", None)  # read the run folder as it is now, also when this Trainer ran before
         try:
             layout, kind = self._kind()
             model_config = self.model_config()
