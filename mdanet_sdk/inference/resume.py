@@ -158,9 +158,10 @@ def earlier_reports(
     found: dict[str, CaseReport] = {}
     for path in paths:
         try:
-            if path.stat().st_size > MAX_EARLIER_REPORT_BYTES:
+            status = path.stat()
+            if status.st_size > MAX_EARLIER_REPORT_BYTES:
                 continue
-            written = path.stat().st_mtime
+            written = status.st_mtime
             cases = json.loads(path.read_text(encoding="utf-8")).get("cases", [])
         except (OSError, ValueError, AttributeError, RecursionError, MemoryError):
             continue
