@@ -5,7 +5,8 @@ native grid.
    out from the background in any modality. The background value of a modality is the median of the in-plane
    border of its slices (0 for skull-stripped MRI and perfusion maps, -1000 for CT, the noise floor of an MRI
    that is not skull-stripped); a voxel belongs to the head when it differs from it by more than 1 % of the
-   modality's range and by more than 8 robust noise sigmas of the border (so noise stays background).
+   modality's range and by more than 8 robust noise sigmas of the border (so noise stays background), or by
+   more than 4 while connected to such a voxel (tissue a few sigmas above noisy air).
    Holes of each slice are filled (CSF is ~0 in perfusion maps) and specks dropped. A noisy background is
    reported as a warning (the input does not look skull-stripped).
 2. **Normalisation** (:func:`normalize_volumes`), per modality, with statistics taken inside the head mask

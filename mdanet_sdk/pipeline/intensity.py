@@ -36,6 +36,9 @@ MIN_HEAD_FRACTION = 1e-3
 RELATIVE_MAX = 10.0
 # A border noise sigma above this share of the head's range makes a background "noisy" (not skull-stripped).
 _NOISY_BACKGROUND = 0.001
+# Noise sigmas that make a voxel head by itself, and those that make it head when connected to such a voxel.
+_SEED_SIGMAS = 8.0
+_GROW_SIGMAS = 4.0
 # A border "noise" above this share of the head's range is head tissue on the border, not noise.
 _TISSUE_LEVEL_NOISE = 0.05
 # 3D components (faces) smaller than this share of the largest are specks, not head.
@@ -61,14 +64,18 @@ def support(
     tolerance: float = HEAD_TOLERANCE,
     tissue_noise: float = _TISSUE_LEVEL_NOISE,
     noisy_background: float = _NOISY_BACKGROUND,
+    seed_sigmas: float = _SEED_SIGMAS,
+    grow_sigmas: float = _GROW_SIGMAS,
 ) -> Tuple[Tensor, bool]:
     """Voxels that stand out from this volume's background, and whether that background is noisy.
 
     The background value is the median of the in-plane border; a voxel stands out when it differs from it by
     more than 1 % of the volume's largest difference (its 99.9th percentile) and by more than 8 robust noise
     sigmas (1.4826 × the border's median absolute deviation), so that Gaussian or Rician noise stays
-    background. Where the head touches the border so much that the "noise" is at tissue level (over 5 % of
-    that difference), only the 1 % rule applies.
+    background, or by more than 4 sigmas while connected to such a voxel (hysteresis: tissue whose value is
+    only a few noise sigmas above a noisy background, white matter in a perfusion map with noise in the air,
+    joins the head; isolated noise does not). Where the head touches the border so much that the "noise" is at
+    tissue level (over 5 % of that difference), only the 1 % rule applies.
     """
     border = _border(volume)
     middle = median(border)
@@ -77,7 +84,19 @@ def support(
     top = quantiles(offset, [0.999])[0]
     if noise > tissue_noise * top:
         return offset > tolerance * top, False
-    return offset > max(tolerance * top, 8.0 * noise), noise > noisy_background * top
+    found = offset > max(tolerance * top, seed_sigmas * noise)
+    low = max(tolerance * top, grow_sigmas * noise)
+    if low < max(tolerance * top, seed_sigmas * noise):
+        found = _grown(found, offset > low)
+    return found, noise > noisy_background * top
+
+
+def _grown(seeds: Tensor, candidates: Tensor) -> Tensor:
+    """The components (by faces) of ``candidates`` that hold a voxel of ``seeds`` (hysteresis)."""
+    labels = label(candidates | seeds)
+    keep = torch.zeros(labels.numel() + 1, dtype=torch.bool)
+    keep[labels[seeds]] = True
+    return keep_components(labels, keep)
 
 
 def clean_head(mask: Tensor, speck_fraction: float = _SPECK_FRACTION) -> Tensor:
