@@ -114,6 +114,32 @@ def test_perfusion_tissue_a_few_noise_sigmas_above_noisy_air_is_head() -> None:
     assert np.array_equal(clean, brain) and not clean_noisy
 
 
+def test_transit_times_are_zero_where_no_blood_flows() -> None:
+    """Deconvolution junk in bone (CBF and CBV 0, Tmax 14 s) looks like an infarct core; transit times are
+    undefined without blood, so they become 0 before normalisation. The core (CBF 25 %, CBV 40 %, Tmax 11 s)
+    keeps its Tmax, and the tissue its reference."""
+    x, y, _ = np.meshgrid(np.arange(96) - 48.0, np.arange(96) - 48.0, np.arange(6), indexing="ij")
+    r = (x / 36) ** 2 + (y / 40) ** 2
+    brain, bone = r < 1, (r >= 1) & (r < 1.3)
+    core = ((x - 12) / 8) ** 2 + (y / 8) ** 2 < 1
+    maps = {
+        "cbf": np.where(brain, np.where(core, 10.0, 40.0), 0.0),
+        "cbv": np.where(brain, np.where(core, 1.2, 3.0), 0.0),
+        "mtt": np.where(brain, np.where(core, 7.0, 4.5), np.where(bone, 14.0, 0.0)),
+        "tmax": np.where(brain, np.where(core, 11.0, 1.0), np.where(bone, 14.0, 0.0)),
+    }
+    maps = {k: v.astype(np.float32) for k, v in maps.items()}
+    names = ("cbf", "cbv", "mtt", "tmax")
+    slices, geom = preprocess_images(maps, names, PreprocessConfig())
+    tmax = restore(slices[:, 3], geom)
+    assert np.allclose(tmax[bone], -1.0)  # the background's value: no transit time
+    assert np.allclose(tmax[brain & ~core], 0.0) and np.allclose(tmax[core], 10.0)  # reference: tissue's 1 s
+    # Without CBF and CBV among the inputs nothing is known about blood: the maps are used as given.
+    given = [torch.from_numpy(maps[k]) for k in ("mtt", "tmax")]
+    kept = intensity.undefined_transit_times(given, ["mtt", "tmax"], torch.from_numpy(brain | bone))
+    assert len(kept) == 2 and all(a is b for a, b in zip(kept, given))
+
+
 @pytest.mark.parametrize(
     "change",
     [

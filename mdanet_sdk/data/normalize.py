@@ -143,12 +143,18 @@ def head_region(volumes: Sequence[np.ndarray], brain_mask: np.ndarray | None) ->
 
 
 def normalize_volumes(
-    volumes: Sequence[np.ndarray], mask: np.ndarray, normalization: str, clip_percentiles: tuple[float, float]
+    volumes: Sequence[np.ndarray],
+    mask: np.ndarray,
+    normalization: str,
+    clip_percentiles: tuple[float, float],
+    modalities: Sequence[str] = (),
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Normalise each modality with its statistics inside ``mask`` (module docstring, step 2).
 
     Args:
         volumes: float ``(X, Y, Z)`` volumes, one per modality, in channel order.
+        modalities: their names; with ``"cbf"`` and ``"cbv"`` among them, MTT and Tmax are set to 0 where no
+            blood flows first (:func:`mdanet_sdk.pipeline.intensity.undefined_transit_times`).
         mask: bool ``(X, Y, Z)``, not empty (:func:`head_region`).
         normalization: ``"relative"`` or ``"zscore"`` (:data:`NORMALIZATIONS`).
         clip_percentiles: ``(low, high)`` in 0-100, for z-scores.
@@ -159,5 +165,7 @@ def normalize_volumes(
     """
     low, high = clip_percentiles
     tensors = [_tensor(np.asarray(v, dtype=np.float32)) for v in volumes]
-    normalised, fell_back = intensity.normalize_volumes(tensors, _tensor(mask, torch.bool), normalization, low, high)
+    normalised, fell_back = intensity.normalize_volumes(
+        tensors, _tensor(mask, torch.bool), normalization, low, high, list(modalities)
+    )
     return normalised.numpy(), (NOT_A_RATIO_SCALE,) if fell_back else ()

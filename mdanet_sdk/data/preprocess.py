@@ -325,7 +325,7 @@ def slice_stack(
     """
     volumes = _volumes(images, modalities)
     mask, warnings = head_region(volumes, brain_mask)
-    normalised, notes = normalize_volumes(volumes, mask, cfg.normalization, cfg.clip_percentiles)  # (C, X, Y, Z)
+    normalised, notes = normalize_volumes(volumes, mask, cfg.normalization, cfg.clip_percentiles, modalities)
     geom = replace(
         _geometry(volumes[0].shape, cfg, mask),
         head=mask,

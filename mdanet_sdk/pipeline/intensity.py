@@ -18,6 +18,7 @@ __all__ = [
     "HEAD_TOLERANCE",
     "MIN_HEAD_FRACTION",
     "RELATIVE_MAX",
+    "NO_BLOOD",
     "support",
     "clean_head",
     "stored_field",
@@ -25,6 +26,7 @@ __all__ = [
     "not_a_ratio_scale",
     "normalize_zscore",
     "normalize_relative",
+    "undefined_transit_times",
     "normalize_volumes",
 ]
 
@@ -34,6 +36,8 @@ HEAD_TOLERANCE = 0.01
 MIN_HEAD_FRACTION = 1e-3
 #: Relative normalisation clips at this multiple of the tissue value (minus 1).
 RELATIVE_MAX = 10.0
+#: Where CBF and CBV are both under this share of the tissue's, no blood flows: transit times are undefined there.
+NO_BLOOD = 0.1
 # A border noise sigma above this share of the head's range makes a background "noisy" (not skull-stripped).
 _NOISY_BACKGROUND = 0.001
 # Noise sigmas that make a voxel head by itself, and those that make it head when connected to such a voxel.
@@ -252,27 +256,62 @@ def _relative_into(
     return False
 
 
+def undefined_transit_times(
+    volumes: List[Tensor], modalities: List[str], mask: Tensor, share: float = NO_BLOOD
+) -> List[Tensor]:
+    """Perfusion maps with MTT and Tmax set to 0 where no blood flows: CBF and CBV both under ``share`` (10 %) of
+    the tissue's (their medians over the positive voxels in ``mask``, the references of the normalisation).
+
+    A transit time is a ratio of blood volume to flow (MTT = CBV / CBF) or the delay of a residue function
+    (Tmax): without blood (CSF, bone, air) it is undefined, and deconvolution leaves 0 there or junk, such as a
+    skull ring or ventricles at a Tmax of 12-14 s, which look exactly like an infarct core and also raise the Tmax
+    median that normalises the map. 0 is the convention of the training maps (CSF in half of them). An infarct
+    core keeps a quarter or more of its CBV (ISLES 2018: relative CBF under ~30 %), so it is never touched.
+    Volumes without both a ``"cbf"`` and a ``"cbv"`` map, or with negative values in them, are returned as given.
+    """
+    if "cbf" not in modalities or "cbv" not in modalities:
+        return volumes
+    no_blood = torch.ones(mask.shape, dtype=torch.bool, device=mask.device)
+    for name in ["cbf", "cbv"]:
+        volume = volumes[modalities.index(name)]
+        inside = volume[mask]
+        positive = inside[inside > 0]
+        if not_a_ratio_scale(inside) or positive.numel() == 0:
+            return volumes
+        no_blood = no_blood & (volume < share * median(positive))
+    out = list(volumes)
+    for name in ["mtt", "tmax"]:
+        if name in modalities:
+            c = modalities.index(name)
+            out[c] = volumes[c].masked_fill(no_blood, 0.0)
+    return out
+
+
 def normalize_volumes(
     volumes: List[Tensor],
     mask: Tensor,
     normalization: str,
     clip_low: float,
     clip_high: float,
+    modalities: List[str],
     ceiling: float = RELATIVE_MAX,
 ) -> Tuple[Tensor, bool]:
-    """Normalise each modality with its statistics inside ``mask``.
+    """Normalise each modality with its statistics inside ``mask``, transit times first set to 0 where no blood
+    flows (:func:`undefined_transit_times`).
 
     Args:
         volumes: float32 ``(X, Y, Z)`` volumes in channel order.
         mask: bool ``(X, Y, Z)``, not empty.
         normalization: ``"relative"`` or ``"zscore"``.
         clip_low, clip_high: percentiles (0-100) for z-scores.
+        modalities: the volumes' names (``"cbf"``, ``"tmax"``, ...), in channel order.
         ceiling: the relative normalisation's clip (:data:`RELATIVE_MAX`).
 
     Returns:
         ``(normalised (C, X, Y, Z) float32, fell_back)``: ``fell_back`` when a modality asked to be normalised
         relatively was z-scored instead.
     """
+    volumes = undefined_transit_times(volumes, modalities, mask)
     out = torch.empty([len(volumes)] + list(volumes[0].shape), dtype=torch.float32, device=volumes[0].device)
     fell_back = False
     for c, volume in enumerate(volumes):

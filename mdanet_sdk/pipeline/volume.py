@@ -197,7 +197,9 @@ class VolumePipeline(nn.Module):
             head = to_canonical(brain_mask, ornt) != 0
         else:
             head = head_support(images)[0]
-        normalised = normalize_volumes(images, head, self.normalization, self.clip_low, self.clip_high)[0]
+        normalised = normalize_volumes(
+            images, head, self.normalization, self.clip_low, self.clip_high, self.modalities
+        )[0]
         shape = list(images[0].shape)
         fill, least = 0.0, 0
         size = self.size
