@@ -17,7 +17,8 @@ native grid.
    robust standard deviation ``IQR / 1.349`` (the standard deviation if the IQR is 0, else 1). Both are
    invariant to the gain and unit of a modality (ADC in 1e-3 or 1e-6 mm²/s gives the same result).
    Everything outside the head mask becomes one constant (the lowest value), whatever it was (zero, noise,
-   air, skull rim beyond the mask).
+   air, skull rim beyond the mask). Perfusion maps first get MTT and Tmax 0 where CBF and CBV are both under
+   10 % of tissue: without blood a transit time is undefined, and deconvolution junk there looks like a core.
 
 The computations are :mod:`mdanet_sdk.pipeline.intensity` (torch, scriptable, carried by exported artefacts so
 that the C API normalises as Python does); this module takes and returns numpy arrays and adds the checks and
