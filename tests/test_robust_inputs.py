@@ -97,9 +97,10 @@ def test_perfusion_maps_with_zero_csf_keep_the_ventricles_in_the_head() -> None:
 
 
 def test_perfusion_tissue_a_few_noise_sigmas_above_noisy_air_is_head() -> None:
-    """Perfusion software can leave positive noise in the air. White matter (CBF 25) then lies only ~6 noise
-    sigmas above it, under the 8 that make a voxel head by itself; connected to the cortex it is head, while the
-    air's noise stays out. With the 8-sigma rule alone the mask held the patchy cortex only (IoU 0.12)."""
+    """Perfusion software can leave positive noise in the air. White matter (CBF 25) then lies only ~7 noise
+    sigmas above it, under the 8 that make a voxel head by itself; connected to the cortex it is head (with the
+    8-sigma rule alone the mask held the patchy cortex only, IoU 0.12). A blob as far above the air but not
+    connected to the head stays out, as it would not with a plain 4-sigma threshold."""
     rng = np.random.default_rng(0)
     x, y, _ = np.meshgrid(np.arange(128) - 64.0, np.arange(128) - 64.0, np.arange(8), indexing="ij")
     r = (x / 50) ** 2 + (y / 58) ** 2
@@ -107,8 +108,16 @@ def test_perfusion_tissue_a_few_noise_sigmas_above_noisy_air_is_head() -> None:
     grey = brain & (r > 0.75) & (np.cos(5 * np.arctan2(y, x)) > 0)  # cortex in patches: white matter reaches out
     cbf = np.where(grey, 58.0, 25.0) * (1 + 0.05 * rng.standard_normal(brain.shape))
     air = np.abs(rng.normal(0.0, 5.0, brain.shape))
-    mask, noisy = head_support([np.where(brain, cbf, air).astype(np.float32)])
+    blob = np.zeros_like(brain)
+    blob[2:16, 2:16] = True  # 1568 voxels, 2 % of the head: not a speck
+    volume = np.where(brain, cbf, np.where(blob, 20.0 + air / 5, air)).astype(np.float32)
+    mask, noisy = head_support([volume])
     assert (mask & brain).sum() / (mask | brain).sum() > 0.999 and noisy
+    found, _ = intensity.support(torch.from_numpy(volume))
+    near = ndimage.binary_dilation(brain, iterations=2)  # the few noise voxels touching the head join it
+    assert not found.numpy()[blob].any() and not (found.numpy() & ~near).any()  # before any speck removal
+    plain, _ = intensity.support(torch.from_numpy(volume), seed_sigmas=4.0)
+    assert plain.numpy()[blob].all()  # the blob does stand 4 sigmas out: only its isolation keeps it out
     # Without the noise nothing changes: the 1 % rule alone, the same mask.
     clean, clean_noisy = head_support([np.where(brain, cbf, 0.0).astype(np.float32)])
     assert np.array_equal(clean, brain) and not clean_noisy
@@ -116,28 +125,39 @@ def test_perfusion_tissue_a_few_noise_sigmas_above_noisy_air_is_head() -> None:
 
 def test_transit_times_are_zero_where_no_blood_flows() -> None:
     """Deconvolution junk in bone (CBF and CBV 0, Tmax 14 s) looks like an infarct core; transit times are
-    undefined without blood, so they become 0 before normalisation. The core (CBF 25 %, CBV 40 %, Tmax 11 s)
-    keeps its Tmax, and the tissue its reference."""
+    undefined without blood, so they become 0 before the relative normalisation. A core (CBF 25 %, CBV 40 %) and a
+    severe one (CBF 5 %, CBV 30 %: only one map under 10 %) keep their Tmax of 11 s, and tissue its reference."""
     x, y, _ = np.meshgrid(np.arange(96) - 48.0, np.arange(96) - 48.0, np.arange(6), indexing="ij")
     r = (x / 36) ** 2 + (y / 40) ** 2
     brain, bone = r < 1, (r >= 1) & (r < 1.3)
     core = ((x - 12) / 8) ** 2 + (y / 8) ** 2 < 1
+    severe = ((x + 12) / 6) ** 2 + (y / 6) ** 2 < 1
     maps = {
-        "cbf": np.where(brain, np.where(core, 10.0, 40.0), 0.0),
-        "cbv": np.where(brain, np.where(core, 1.2, 3.0), 0.0),
-        "mtt": np.where(brain, np.where(core, 7.0, 4.5), np.where(bone, 14.0, 0.0)),
-        "tmax": np.where(brain, np.where(core, 11.0, 1.0), np.where(bone, 14.0, 0.0)),
+        "cbf": np.where(brain, np.where(core, 10.0, np.where(severe, 2.0, 40.0)), 0.0),
+        "cbv": np.where(brain, np.where(core, 1.2, np.where(severe, 0.9, 3.0)), 0.0),
+        "mtt": np.where(brain, np.where(core | severe, 7.0, 4.5), np.where(bone, 14.0, 0.0)),
+        "tmax": np.where(brain, np.where(core | severe, 11.0, 1.0), np.where(bone, 14.0, 0.0)),
     }
     maps = {k: v.astype(np.float32) for k, v in maps.items()}
-    names = ("cbf", "cbv", "mtt", "tmax")
+    names = ["cbf", "cbv", "mtt", "tmax"]
     slices, geom = preprocess_images(maps, names, PreprocessConfig())
     tmax = restore(slices[:, 3], geom)
     assert np.allclose(tmax[bone], -1.0)  # the background's value: no transit time
-    assert np.allclose(tmax[brain & ~core], 0.0) and np.allclose(tmax[core], 10.0)  # reference: tissue's 1 s
-    # Without CBF and CBV among the inputs nothing is known about blood: the maps are used as given.
-    given = [torch.from_numpy(maps[k]) for k in ("mtt", "tmax")]
-    kept = intensity.undefined_transit_times(given, ["mtt", "tmax"], torch.from_numpy(brain | bone))
-    assert len(kept) == 2 and all(a is b for a, b in zip(kept, given))
+    assert np.allclose(tmax[brain & ~core & ~severe], 0.0)  # the reference is the tissue's 1 s
+    assert np.allclose(tmax[core | severe], 10.0)
+    # The exported pipeline runs the scripted function: the same numbers.
+    volumes, head = [torch.from_numpy(maps[k]) for k in names], torch.from_numpy(brain | bone)
+    eager = intensity.normalize_volumes(volumes, head, "relative", 0.5, 99.5, names)[0]
+    assert torch.equal(
+        torch.jit.script(intensity.normalize_volumes)(volumes, head, "relative", 0.5, 99.5, names)[0], eager
+    )
+    # Z-score checkpoints keep what they were trained on; without CBF and CBV nothing is known about blood.
+    zscored = intensity.normalize_volumes(volumes, head, "zscore", 0.5, 99.5, names)[0]
+    assert torch.equal(
+        zscored, intensity.normalize_volumes(volumes, head, "zscore", 0.5, 99.5, ["a", "b", "c", "d"])[0]
+    )
+    kept = intensity.undefined_transit_times(volumes[2:], names[2:], head)
+    assert len(kept) == 2 and all(a is b for a, b in zip(kept, volumes[2:]))
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,7 @@ _META_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "modalities": (lambda v: isinstance(v, list) and all(_is_text(m) for m in v), "a list of modality names"),
     "tolerance": (lambda v: _is_real(v) and 0 <= v <= 1, "a number from 0 to 1"),
     "package_version": (_is_text, "a string"),
+    "pipeline_revision": (_is_int(1, 2**31), "an integer from 1"),
     "torch_version": (_is_text, "a string"),
     "created": (_is_text, "a string"),
     "checkpoint": (lambda v: isinstance(v, dict), "a JSON object"),

@@ -17,8 +17,9 @@ native grid.
    robust standard deviation ``IQR / 1.349`` (the standard deviation if the IQR is 0, else 1). Both are
    invariant to the gain and unit of a modality (ADC in 1e-3 or 1e-6 mm²/s gives the same result).
    Everything outside the head mask becomes one constant (the lowest value), whatever it was (zero, noise,
-   air, skull rim beyond the mask). Perfusion maps first get MTT and Tmax 0 where CBF and CBV are both under
-   10 % of tissue: without blood a transit time is undefined, and deconvolution junk there looks like a core.
+   air, skull rim beyond the mask). With ``"relative"``, perfusion maps first get MTT and Tmax 0 where CBF and
+   CBV are both under 10 % of tissue: without blood a transit time is undefined, and deconvolution junk there
+   looks like a core.
 
 The computations are :mod:`mdanet_sdk.pipeline.intensity` (torch, scriptable, carried by exported artefacts so
 that the C API normalises as Python does); this module takes and returns numpy arrays and adds the checks and
@@ -148,17 +149,17 @@ def normalize_volumes(
     mask: np.ndarray,
     normalization: str,
     clip_percentiles: tuple[float, float],
-    modalities: Sequence[str] = (),
+    modalities: Sequence[str],
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Normalise each modality with its statistics inside ``mask`` (module docstring, step 2).
 
     Args:
         volumes: float ``(X, Y, Z)`` volumes, one per modality, in channel order.
-        modalities: their names; with ``"cbf"`` and ``"cbv"`` among them, MTT and Tmax are set to 0 where no
-            blood flows first (:func:`mdanet_sdk.pipeline.intensity.undefined_transit_times`).
         mask: bool ``(X, Y, Z)``, not empty (:func:`head_region`).
         normalization: ``"relative"`` or ``"zscore"`` (:data:`NORMALIZATIONS`).
         clip_percentiles: ``(low, high)`` in 0-100, for z-scores.
+        modalities: the volumes' names; with ``"cbf"`` and ``"cbv"`` among them and ``"relative"``, MTT and Tmax
+            are first set to 0 where no blood flows (:func:`mdanet_sdk.pipeline.intensity.undefined_transit_times`).
 
     Returns:
         ``(normalised, warnings)``: float32 ``(C, X, Y, Z)``, and :data:`NOT_A_RATIO_SCALE` when a modality

@@ -8,6 +8,7 @@ slices go through ``mdanet_run_slices`` (``Segmenter.from_exported(path, engine=
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputErr
 from mdanet_sdk.export.artifact import Artifact, load_artifact, read_metadata
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.ops import native
+from mdanet_sdk.pipeline import PIPELINE_REVISION
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "c_api_root",
@@ -132,9 +136,18 @@ def open_artifact(
     format) or ``"libmdanet"`` (:func:`open_engine`, TorchScript)."""
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r:.40}.")
-    if engine == "torch":
-        return load_artifact(path, device, trust=trust)
-    return open_engine(path, device, trust=trust)
+    artifact = load_artifact(path, device, trust=trust) if engine == "torch" else open_engine(path, device, trust=trust)
+    revision = int(artifact.meta.get("pipeline_revision", 1))
+    if revision < PIPELINE_REVISION:
+        logger.warning(
+            "mdanet-sdk: %s carries the pre- and post-processing of pipeline revision %d, older than this "
+            "mdanet-sdk's %d, so the C API and engine='libmdanet' can mask a case differently from segment; "
+            "export it again.",
+            artifact.path.name,
+            revision,
+            PIPELINE_REVISION,
+        )
+    return artifact
 
 
 #: Segmenter options that build an eager network, with their defaults: an artefact cannot honour them.

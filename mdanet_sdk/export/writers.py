@@ -33,6 +33,7 @@ from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.device import resolve_device
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, ExportError, InputError
 from mdanet_sdk.inference.optimize import fold_batchnorm
+from mdanet_sdk.pipeline import PIPELINE_REVISION
 from mdanet_sdk.export.artifact import PRECISIONS, load_artifact
 from mdanet_sdk.export.programs import BatchRange, probe_batch, write_exported, write_torchscript
 from mdanet_sdk.export.tensorrt import check_tensorrt_request, tensorrt_unavailable_reason, write_tensorrt
@@ -273,6 +274,7 @@ def _metadata(
         "batch": {"min": batch.min, "opt": batch.opt, "max": batch.max},
         "tolerance": TOLERANCES[precision],
         "package_version": __version__,
+        "pipeline_revision": PIPELINE_REVISION,
         "torch_version": torch.__version__.split("+")[0],
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": dict(source or {}),
