@@ -111,15 +111,17 @@ def test_perfusion_tissue_a_few_noise_sigmas_above_noisy_air_is_head() -> None:
     blob = np.zeros_like(brain)
     blob[2:16, 2:16] = True  # 1568 voxels, 2 % of the head: not a speck
     volume = np.where(brain, cbf, np.where(blob, 20.0 + air / 5, air)).astype(np.float32)
-    mask, noisy = head_support([volume])
+    mask, noisy = head_support([volume], ["cbf"])
     assert (mask & brain).sum() / (mask | brain).sum() > 0.999 and noisy
-    found, _ = intensity.support(torch.from_numpy(volume))
+    # Magnitude images (DWI) do not grow: 4-8 sigmas above their air lie scalp and partial volume.
+    assert (head_support([volume], ["dwi"])[0] & brain).sum() / brain.sum() < 0.2
+    found, _ = intensity.support(torch.from_numpy(volume), grow_sigmas=4.0)
     near = ndimage.binary_dilation(brain, iterations=2)  # the few noise voxels touching the head join it
     assert not found.numpy()[blob].any() and not (found.numpy() & ~near).any()  # before any speck removal
-    plain, _ = intensity.support(torch.from_numpy(volume), seed_sigmas=4.0)
+    plain, _ = intensity.support(torch.from_numpy(volume), seed_sigmas=4.0, grow_sigmas=4.0)
     assert plain.numpy()[blob].all()  # the blob does stand 4 sigmas out: only its isolation keeps it out
     # Without the noise nothing changes: the 1 % rule alone, the same mask.
-    clean, clean_noisy = head_support([np.where(brain, cbf, 0.0).astype(np.float32)])
+    clean, clean_noisy = head_support([np.where(brain, cbf, 0.0).astype(np.float32)], ["cbf"])
     assert np.array_equal(clean, brain) and not clean_noisy
 
 

@@ -5,8 +5,8 @@ native grid.
    out from the background in any modality. The background value of a modality is the median of the in-plane
    border of its slices (0 for skull-stripped MRI and perfusion maps, -1000 for CT, the noise floor of an MRI
    that is not skull-stripped); a voxel belongs to the head when it differs from it by more than 1 % of the
-   modality's range and by more than 8 robust noise sigmas of the border (so noise stays background), or by
-   more than 4 while connected to such a voxel (tissue a few sigmas above noisy air).
+   modality's range and by more than 8 robust noise sigmas of the border (so noise stays background), or, for
+   perfusion maps, by more than 4 while connected to such a voxel (white matter a few sigmas above noisy air).
    Holes of each slice are filled (CSF is ~0 in perfusion maps) and specks dropped. A noisy background is
    reported as a warning (the input does not look skull-stripped).
 2. **Normalisation** (:func:`normalize_volumes`), per modality, with statistics taken inside the head mask
@@ -65,21 +65,23 @@ def _tensor(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
 
 
-def head_support(volumes: Sequence[np.ndarray]) -> tuple[np.ndarray, bool]:
+def head_support(volumes: Sequence[np.ndarray], modalities: Sequence[str] = ()) -> tuple[np.ndarray, bool]:
     """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy
-    (:func:`mdanet_sdk.pipeline.intensity.head_support`).
+    (:func:`mdanet_sdk.pipeline.intensity.head_support`); with perfusion maps among ``modalities`` the mask grows
+    into tissue 4-8 noise sigmas above noisy air (:func:`mdanet_sdk.pipeline.intensity.grow_sigmas_for`).
 
     Returns:
         ``(mask, noisy)``: bool ``(X, Y, Z)``, all True (inside the stored field of view) when fewer than 0.1 %
         of its voxels would be head (nothing to trust); ``noisy`` when some volume's background is not a constant.
     """
-    mask, noisy = intensity.head_support([_tensor(np.asarray(v, dtype=np.float32)) for v in volumes])
+    tensors = [_tensor(np.asarray(v, dtype=np.float32)) for v in volumes]
+    mask, noisy = intensity.head_support(tensors, grow_sigmas=intensity.grow_sigmas_for(list(modalities)))
     return mask.numpy(), noisy
 
 
-def head_mask(volumes: Sequence[np.ndarray]) -> np.ndarray:
+def head_mask(volumes: Sequence[np.ndarray], modalities: Sequence[str] = ()) -> np.ndarray:
     """The head mask of :func:`head_support`: bool ``(X, Y, Z)``."""
-    return head_support(volumes)[0]
+    return head_support(volumes, modalities)[0]
 
 
 def not_a_ratio_scale(inside: np.ndarray) -> bool:
@@ -116,12 +118,15 @@ def normalize(volume: np.ndarray, mask: np.ndarray, clip_percentiles: tuple[floa
     return intensity.normalize_zscore(_tensor(volume), _tensor(mask, torch.bool), low, high).numpy()
 
 
-def head_region(volumes: Sequence[np.ndarray], brain_mask: np.ndarray | None) -> tuple[np.ndarray, tuple[str, ...]]:
+def head_region(
+    volumes: Sequence[np.ndarray], brain_mask: np.ndarray | None, modalities: Sequence[str]
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Where statistics are taken and lesions may lie: the caller's brain mask, else :func:`head_support`.
 
     Args:
         volumes: co-registered float ``(X, Y, Z)`` volumes.
         brain_mask: ``(X, Y, Z)`` (non-zero = brain) or None.
+        modalities: the volumes' names (perfusion maps grow the automatic mask, :func:`head_support`).
 
     Returns:
         ``(mask, warnings)``: bool ``(X, Y, Z)``, and :data:`NOT_SKULL_STRIPPED` when the automatic mask saw a
@@ -138,7 +143,7 @@ def head_region(volumes: Sequence[np.ndarray], brain_mask: np.ndarray | None) ->
                 f"on the images' grid {volumes[0].shape}."
             )
         return mask, ()
-    mask, noisy = head_support(volumes)
+    mask, noisy = head_support(volumes, modalities)
     if noisy:
         return mask, (NOT_SKULL_STRIPPED,)
     return mask, ()

@@ -324,7 +324,7 @@ def slice_stack(
         the stack: ``shape`` ``(Z, C, H, W)``, ``geometry`` the :class:`SliceGeometry` of the case.
     """
     volumes = _volumes(images, modalities)
-    mask, warnings = head_region(volumes, brain_mask)
+    mask, warnings = head_region(volumes, brain_mask, modalities)
     normalised, notes = normalize_volumes(volumes, mask, cfg.normalization, cfg.clip_percentiles, modalities)
     geom = replace(
         _geometry(volumes[0].shape, cfg, mask),

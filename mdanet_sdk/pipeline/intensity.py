@@ -22,6 +22,7 @@ __all__ = [
     "support",
     "clean_head",
     "stored_field",
+    "grow_sigmas_for",
     "head_support",
     "not_a_ratio_scale",
     "normalize_zscore",
@@ -69,17 +70,17 @@ def support(
     tissue_noise: float = _TISSUE_LEVEL_NOISE,
     noisy_background: float = _NOISY_BACKGROUND,
     seed_sigmas: float = _SEED_SIGMAS,
-    grow_sigmas: float = _GROW_SIGMAS,
+    grow_sigmas: float = _SEED_SIGMAS,
 ) -> Tuple[Tensor, bool]:
     """Voxels that stand out from this volume's background, and whether that background is noisy.
 
     The background value is the median of the in-plane border; a voxel stands out when it differs from it by
     more than 1 % of the volume's largest difference (its 99.9th percentile) and by more than 8 robust noise
     sigmas (1.4826 × the border's median absolute deviation), so that Gaussian or Rician noise stays
-    background, or by more than 4 sigmas while connected to such a voxel (hysteresis: tissue whose value is
-    only a few noise sigmas above a noisy background, white matter in a perfusion map with noise in the air,
-    joins the head; isolated noise does not). Where the head touches the border so much that the "noise" is at
-    tissue level (over 5 % of that difference), only the 1 % rule applies.
+    background, or, with ``grow_sigmas`` under 8 (:func:`grow_sigmas_for`), by more than ``grow_sigmas`` while
+    connected to such a voxel (hysteresis: white matter a few noise sigmas above noise in the air of a perfusion
+    map joins the head; isolated noise does not). Where the head touches the border so much that the "noise" is
+    at tissue level (over 5 % of that difference), only the 1 % rule applies.
     """
     border = _border(volume)
     middle = median(border)
@@ -153,8 +154,22 @@ def stored_field(
     return whole
 
 
+def grow_sigmas_for(modalities: List[str], grow: float = _GROW_SIGMAS, seed: float = _SEED_SIGMAS) -> float:
+    """How far above a noisy background the head mask grows from its 8-sigma voxels (:func:`support`): 4 sigmas
+    when a modality is a perfusion map, whose white matter can lie a few sigmas above positive noise in the air;
+    not at all (8) for magnitude images such as DWI, where what lies 4-8 sigmas above the air next to the head is
+    scalp and partial volume, which the network then marks (scored in docs/history.md, 2026-12-05)."""
+    for name in modalities:
+        if name.lower() in ["cbf", "cbv", "mtt", "tmax"]:
+            return grow
+    return seed
+
+
 def head_support(
-    volumes: List[Tensor], min_fraction: float = MIN_HEAD_FRACTION, leaky_border: float = _LEAKY_BORDER
+    volumes: List[Tensor],
+    min_fraction: float = MIN_HEAD_FRACTION,
+    leaky_border: float = _LEAKY_BORDER,
+    grow_sigmas: float = _SEED_SIGMAS,
 ) -> Tuple[Tensor, bool]:
     """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy.
 
@@ -164,7 +179,8 @@ def head_support(
     or noise (an MRI that is not skull-stripped). A volume whose support covers over 10 % more of the slices'
     border than the cleanest volume's is left out of the union and counts as a noisy background: its
     background is neither a constant nor noise the rule can model (an ADC map outside the head is often half
-    0, half fitted noise), while the border is background in the others.
+    0, half fitted noise), while the border is background in the others. ``grow_sigmas``: :func:`support`'s,
+    for the modalities' kind (:func:`grow_sigmas_for`).
 
     Returns:
         ``(mask, noisy)``: bool ``(X, Y, Z)``, all True (inside the stored field of view) when fewer than 0.1 % of
@@ -172,22 +188,27 @@ def head_support(
     """
     box = stored_field(volumes)
     if box == [0, volumes[0].shape[0], 0, volumes[0].shape[1], 0, volumes[0].shape[2]]:
-        return _head_in_field(volumes, min_fraction, leaky_border)
+        return _head_in_field(volumes, min_fraction, leaky_border, grow_sigmas)
     inside, noisy = _head_in_field(
-        [v[box[0] : box[1], box[2] : box[3], box[4] : box[5]].contiguous() for v in volumes], min_fraction, leaky_border
+        [v[box[0] : box[1], box[2] : box[3], box[4] : box[5]].contiguous() for v in volumes],
+        min_fraction,
+        leaky_border,
+        grow_sigmas,
     )
     whole = torch.zeros(volumes[0].shape, dtype=torch.bool)
     whole[box[0] : box[1], box[2] : box[3], box[4] : box[5]] = inside
     return whole, noisy
 
 
-def _head_in_field(volumes: List[Tensor], min_fraction: float, leaky_border: float) -> Tuple[Tensor, bool]:
+def _head_in_field(
+    volumes: List[Tensor], min_fraction: float, leaky_border: float, grow_sigmas: float
+) -> Tuple[Tensor, bool]:
     """:func:`head_support` of volumes whose slice border is their field of view's."""
     found: List[Tensor] = []
     leaks: List[float] = []
     noisy = False
     for volume in volumes:
-        support_of_volume, noise = support(volume.to(torch.float32))
+        support_of_volume, noise = support(volume.to(torch.float32), grow_sigmas=grow_sigmas)
         found.append(support_of_volume)
         leaks.append(float(_border(support_of_volume).to(torch.float32).mean().item()))
         noisy = noisy or noise
