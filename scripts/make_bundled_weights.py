@@ -193,7 +193,11 @@ def tune(kind: str, path: Path | str) -> tuple[PostprocessConfig, float]:
         phantom = make_phantom(RECIPES[kind].layout, seed, domain=TUNING_DOMAINS[k % 2])
         labels.append(phantom.label)
         if kind == "mri":  # the gate reads the tissue ADC inside the head, as the Segmenter's does
-            adc.append(adc_in_head(phantom.images["adc"], head_mask([phantom.images[m] for m in ("dwi", "adc")])))
+            adc.append(
+                adc_in_head(
+                    phantom.images["adc"], head_mask([phantom.images[m] for m in ("dwi", "adc")], ("dwi", "adc"))
+                )
+            )
         for tta, segmenter in segmenters.items():
             probabilities[tta].append(segmenter.predict(phantom).probability_canonical)
     return choose_postprocessing(probabilities, labels, adc=adc if kind == "mri" else None)

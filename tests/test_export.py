@@ -126,20 +126,6 @@ def test_metadata_travels_in_the_file(artefacts, model):
         assert artifact.model_config.modalities == ("dwi", "adc")
 
 
-def test_an_artefact_of_an_older_pipeline_says_to_export_it_again(artefacts, monkeypatch, caplog):
-    """An artefact carries the pre- and post-processing of its export; the C API runs that, segment today's."""
-    from mdanet_sdk.export import engine
-
-    path = artefacts["torchscript"]
-    assert read_metadata(path)[2]["pipeline_revision"] == engine.PIPELINE_REVISION
-    with caplog.at_level("WARNING", logger="mdanet_sdk.export.engine"):
-        engine.open_artifact(path, "cpu")
-        assert not caplog.records
-        monkeypatch.setattr(engine, "PIPELINE_REVISION", engine.PIPELINE_REVISION + 1)
-        engine.open_artifact(path, "cpu")
-    assert len(caplog.records) == 1 and "export it again" in caplog.records[0].getMessage()
-
-
 @pytest.mark.skipif(not NATIVE, reason="the native mdanet op library is not built (pip install --no-build-isolation .)")
 def test_torchscript_graph_calls_the_custom_ops(artefacts):
     graph = str(torch.jit.load(str(artefacts["torchscript"])).inlined_graph)

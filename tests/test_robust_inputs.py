@@ -92,7 +92,7 @@ def test_perfusion_maps_with_zero_csf_keep_the_ventricles_in_the_head() -> None:
     cbf = np.zeros((64, 64, 4), np.float32)
     cbf[10:54, 12:52] = 50.0
     cbf[28:36, 24:40] = 0.0  # CSF: no perfusion
-    mask, noisy = head_support([cbf])
+    mask, noisy = head_support([cbf], ["cbf"])
     assert mask[10:54, 12:52].all() and mask.sum() == 44 * 40 * 4 and not noisy
 
 

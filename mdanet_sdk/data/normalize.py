@@ -68,7 +68,8 @@ def _tensor(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tens
 def head_support(volumes: Sequence[np.ndarray], modalities: Sequence[str] = ()) -> tuple[np.ndarray, bool]:
     """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy
     (:func:`mdanet_sdk.pipeline.intensity.head_support`); with perfusion maps among ``modalities`` the mask grows
-    into tissue 4-8 noise sigmas above noisy air (:func:`mdanet_sdk.pipeline.intensity.grow_sigmas_for`).
+    into tissue 4-8 noise sigmas above noisy air (:func:`mdanet_sdk.pipeline.intensity.grow_sigmas_for`). Without
+    ``modalities`` (the default) the volumes are taken for magnitude images: pass them for perfusion maps.
 
     Returns:
         ``(mask, noisy)``: bool ``(X, Y, Z)``, all True (inside the stored field of view) when fewer than 0.1 %

@@ -121,12 +121,27 @@ def open_engine(
         BackendUnavailableError: the native build is missing, or the device is not there.
     """
     model_config, preprocess, meta = read_metadata(path, trust=trust)
+    _warn_if_older_pipeline(Path(path).name, meta)
     binding = _binding()
     try:
         engine = binding.Engine(str(path), str(torch.device(device)))
     except Exception as exc:  # the binding's EngineError
         raise _raise(exc) from None
     return EngineArtifact(engine, model_config, preprocess, meta, Path(path), torch.device(engine.device))
+
+
+def _warn_if_older_pipeline(name: str, meta: Mapping[str, Any]) -> None:
+    """Log that a TorchScript artefact's own pipeline (run by :func:`segment_volume` and the C API's
+    ``mdanet_segment_volume``) predates this package's, so it can mask a case differently from ``segment``."""
+    revision = meta.get("pipeline_revision", 1)
+    if revision < PIPELINE_REVISION:
+        logger.warning(
+            "mdanet-sdk: %s carries the pipeline of revision %d, older than this mdanet-sdk's %d, so its "
+            "mdanet_segment_volume can mask a case differently from segment; export it again.",
+            name,
+            revision,
+            PIPELINE_REVISION,
+        )
 
 
 def open_artifact(
@@ -136,18 +151,9 @@ def open_artifact(
     format) or ``"libmdanet"`` (:func:`open_engine`, TorchScript)."""
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r:.40}.")
-    artifact = load_artifact(path, device, trust=trust) if engine == "torch" else open_engine(path, device, trust=trust)
-    revision = int(artifact.meta.get("pipeline_revision", 1))
-    if revision < PIPELINE_REVISION:
-        logger.warning(
-            "mdanet-sdk: %s carries the pre- and post-processing of pipeline revision %d, older than this "
-            "mdanet-sdk's %d, so the C API and engine='libmdanet' can mask a case differently from segment; "
-            "export it again.",
-            artifact.path.name,
-            revision,
-            PIPELINE_REVISION,
-        )
-    return artifact
+    if engine == "torch":
+        return load_artifact(path, device, trust=trust)
+    return open_engine(path, device, trust=trust)
 
 
 #: Segmenter options that build an eager network, with their defaults: an artefact cannot honour them.

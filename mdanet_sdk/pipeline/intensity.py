@@ -77,7 +77,7 @@ def support(
     The background value is the median of the in-plane border; a voxel stands out when it differs from it by
     more than 1 % of the volume's largest difference (its 99.9th percentile) and by more than 8 robust noise
     sigmas (1.4826 × the border's median absolute deviation), so that Gaussian or Rician noise stays
-    background, or, with ``grow_sigmas`` under 8 (:func:`grow_sigmas_for`), by more than ``grow_sigmas`` while
+    background, or, with ``grow_sigmas`` under ``seed_sigmas`` (:func:`grow_sigmas_for`), by more than ``grow_sigmas`` while
     connected to such a voxel (hysteresis: white matter a few noise sigmas above noise in the air of a perfusion
     map joins the head; isolated noise does not). Where the head touches the border so much that the "noise" is
     at tissue level (over 5 % of that difference), only the 1 % rule applies.
@@ -89,16 +89,18 @@ def support(
     top = quantiles(offset, [0.999])[0]
     if noise > tissue_noise * top:
         return offset > tolerance * top, False
-    found = offset > max(tolerance * top, seed_sigmas * noise)
+    high = max(tolerance * top, seed_sigmas * noise)
     low = max(tolerance * top, grow_sigmas * noise)
-    if low < max(tolerance * top, seed_sigmas * noise):
+    found = offset > high
+    if low < high:
         found = _grown(found, offset > low)
     return found, noise > noisy_background * top
 
 
 def _grown(seeds: Tensor, candidates: Tensor) -> Tensor:
-    """The components (by faces) of ``candidates`` that hold a voxel of ``seeds`` (hysteresis)."""
-    labels = label(candidates | seeds)
+    """The components (by faces) of ``candidates`` that hold a voxel of ``seeds`` (hysteresis; ``seeds`` lie in
+    ``candidates``)."""
+    labels = label(candidates)
     keep = torch.zeros(labels.numel() + 1, dtype=torch.bool, device=labels.device)
     keep[labels[seeds]] = True
     return keep_components(labels, keep)
@@ -156,9 +158,10 @@ def stored_field(
 
 def grow_sigmas_for(modalities: List[str], grow: float = _GROW_SIGMAS, seed: float = _SEED_SIGMAS) -> float:
     """How far above a noisy background the head mask grows from its 8-sigma voxels (:func:`support`): 4 sigmas
-    when a modality is a perfusion map, whose white matter can lie a few sigmas above positive noise in the air;
-    not at all (8) for magnitude images such as DWI, where what lies 4-8 sigmas above the air next to the head is
-    scalp and partial volume, which the network then marks (scored in docs/history.md, 2026-12-05)."""
+    for every volume when any modality is a perfusion map, whose white matter can lie a few sigmas above positive
+    noise in the air; not at all (8) otherwise (DWI, ADC, CT): in a magnitude image what lies 4-8 sigmas above the
+    air next to the head is scalp and partial volume, which the network then marks (docs/history.md,
+    2026-12-05)."""
     for name in modalities:
         if name.lower() in ["cbf", "cbv", "mtt", "tmax"]:
             return grow
