@@ -44,8 +44,12 @@ _NOISY_BACKGROUND = 0.001
 # Noise sigmas that make a voxel head by itself, and those that make it head when connected to such a voxel.
 _SEED_SIGMAS = 8.0
 _GROW_SIGMAS = 4.0
-# A border "noise" above this share of the head's range is head tissue on the border, not noise.
+# A border "noise" above this share of the head's range is head tissue on the border, not noise, unless the border
+# varies as white noise does (its neighbours' differences spread at least this share of independent samples') and the
+# voxels found stand above it, off it (no more than this share of them below its median or on it).
 _TISSUE_LEVEL_NOISE = 0.05
+_WHITE_NOISE = 0.8
+_STRAY = 0.01
 # 3D components (faces) smaller than this share of the largest are specks, not head.
 _SPECK_FRACTION = 0.01
 # A volume whose support covers this much more of the slices' border than the cleanest volume's cannot tell its
@@ -71,6 +75,7 @@ def support(
     noisy_background: float = _NOISY_BACKGROUND,
     seed_sigmas: float = _SEED_SIGMAS,
     grow_sigmas: float = _SEED_SIGMAS,
+    faint_sigmas: float = _GROW_SIGMAS,
 ) -> Tuple[Tensor, bool]:
     """Voxels that stand out from this volume's background, and whether that background is noisy.
 
@@ -80,21 +85,44 @@ def support(
     background, or, with ``grow_sigmas`` under ``seed_sigmas`` (:func:`grow_sigmas_for`), by more than ``grow_sigmas`` while
     connected to such a voxel (hysteresis: white matter a few noise sigmas above noise in the air of a perfusion
     map joins the head; isolated noise does not). Where the head touches the border so much that the "noise" is
-    at tissue level (over 5 % of that difference), only the 1 % rule applies.
+    at tissue level (over 5 % of that difference), only the 1 % rule applies, unless that border is noise after all
+    (:func:`_border_is_noise`): a DWI of SNR 5-10, whose tissue lies under 20 noise sigmas above its air. Then white
+    matter can lie under 8 sigmas too, and the head grows by hysteresis to ``faint_sigmas`` (4) whatever the modality.
     """
     border = _border(volume)
     middle = median(border)
     offset = (volume - middle).abs()
     noise = 1.4826 * median((border - middle).abs())
     top = quantiles(offset, [0.999])[0]
-    if noise > tissue_noise * top:
-        return offset > tolerance * top, False
     high = max(tolerance * top, seed_sigmas * noise)
-    low = max(tolerance * top, grow_sigmas * noise)
     found = offset > high
+    if noise > tissue_noise * top:
+        if not _border_is_noise(volume, found, middle, noise):
+            return offset > tolerance * top, False
+        grow_sigmas = min(grow_sigmas, faint_sigmas)
+    low = max(tolerance * top, grow_sigmas * noise)
     if low < high:
         found = _grown(found, offset > low)
     return found, noise > noisy_background * top
+
+
+def _border_is_noise(
+    volume: Tensor, found: Tensor, middle: float, noise: float, white: float = _WHITE_NOISE, stray: float = _STRAY
+) -> bool:
+    """Whether a border whose spread is at tissue level is noise around a head after all: neighbouring border voxels
+    (in-plane) differ as independent samples do (the robust spread of their differences at least 0.8 × √2 × the
+    border's), where tissue on the border varies smoothly (0.01-0.71 in phantoms cropped to their head), and the
+    voxels ``found`` lie above the border's median and off the border (at most 1 % of them, or of it, otherwise):
+    a head brighter than its air, not the air or the lesions of a tissue border."""
+    if not bool(found.any()):
+        return False
+    lines = torch.cat([volume[0], volume[-1], volume[:, 0], volume[:, -1]], 0)
+    steps = (lines[1:] - lines[:-1]).reshape(-1)
+    if 1.4826 * median((steps - median(steps)).abs()) < white * noise * 2.0**0.5:
+        return False
+    below = float((volume[found] < middle).to(torch.float32).mean().item())
+    on_border = float(_border(found).to(torch.float32).mean().item())
+    return below <= stray and on_border <= stray
 
 
 def _grown(seeds: Tensor, candidates: Tensor) -> Tensor:
