@@ -68,15 +68,19 @@ def _tensor(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tens
 def head_support(volumes: Sequence[np.ndarray], modalities: Sequence[str] = ()) -> tuple[np.ndarray, bool]:
     """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy
     (:func:`mdanet_sdk.pipeline.intensity.head_support`); with perfusion maps among ``modalities`` the mask grows
-    into tissue 4-8 noise sigmas above noisy air (:func:`mdanet_sdk.pipeline.intensity.grow_sigmas_for`). Without
-    ``modalities`` (the default) the volumes are taken for magnitude images: pass them for perfusion maps.
+    into tissue 4-8 noise sigmas above noisy air (:func:`mdanet_sdk.pipeline.intensity.grow_sigmas_for`), and a
+    magnitude image's only where that noise reaches tissue level. Without ``modalities`` (the default) the volumes
+    are taken for magnitude images: pass them for perfusion maps.
 
     Returns:
         ``(mask, noisy)``: bool ``(X, Y, Z)``, all True (inside the stored field of view) when fewer than 0.1 %
         of its voxels would be head (nothing to trust); ``noisy`` when some volume's background is not a constant.
     """
     tensors = [_tensor(np.asarray(v, dtype=np.float32)) for v in volumes]
-    mask, noisy = intensity.head_support(tensors, grow_sigmas=intensity.grow_sigmas_for(list(modalities)))
+    names = list(modalities)
+    mask, noisy = intensity.head_support(
+        tensors, grow_sigmas=intensity.grow_sigmas_for(names), magnitude=intensity.magnitude_images(names)
+    )
     return mask.numpy(), noisy
 
 

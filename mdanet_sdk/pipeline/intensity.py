@@ -22,6 +22,7 @@ __all__ = [
     "support",
     "clean_head",
     "stored_field",
+    "magnitude_images",
     "grow_sigmas_for",
     "head_support",
     "not_a_ratio_scale",
@@ -44,13 +45,14 @@ _NOISY_BACKGROUND = 0.001
 # Noise sigmas that make a voxel head by itself, and those that make it head when connected to such a voxel.
 _SEED_SIGMAS = 8.0
 _GROW_SIGMAS = 4.0
-# A border "noise" above this share of the head's range is head tissue on the border, not noise, unless the border
-# is noise around nothing (its median within this many of its sigmas of 0), varies as white noise does (its
-# neighbours' differences spread at least this share of independent samples'), and the voxels found stand above it,
-# off it (no more than this share of them below its median or on it).
+# A border "noise" above this share of the head's range is head tissue on the border, not noise, unless (in a
+# magnitude image) it is noise after all (:func:`_border_is_noise`):
 _TISSUE_LEVEL_NOISE = 0.05
+# its median lies within this many of its sigmas of 0 (noise around nothing),
 _NOISE_AROUND_ZERO = 2.5
+# its voxels one or two apart differ at least this share as much as independent samples do (white noise),
 _WHITE_NOISE = 0.85
+# and no more than this share of the voxels found lie below its median (a head above its air).
 _STRAY = 0.01
 # 3D components (faces) smaller than this share of the largest are specks, not head.
 _SPECK_FRACTION = 0.01
@@ -65,9 +67,12 @@ _FIELD_BACKGROUND = 0.25
 
 def _border(volume: Tensor) -> Tensor:
     """The voxels of the in-plane border of every axial slice (a slab's top and bottom slices are tissue)."""
-    return torch.cat(
-        [volume[0].reshape(-1), volume[-1].reshape(-1), volume[:, 0].reshape(-1), volume[:, -1].reshape(-1)]
-    )
+    return _border_lines(volume).reshape(-1)
+
+
+def _border_lines(volume: Tensor) -> Tensor:
+    """The four in-plane edges of every axial slice, one after another along dim 0: ``(2X + 2Y, Z)``."""
+    return torch.cat([volume[0], volume[-1], volume[:, 0], volume[:, -1]], 0)
 
 
 def support(
@@ -78,6 +83,7 @@ def support(
     seed_sigmas: float = _SEED_SIGMAS,
     grow_sigmas: float = _SEED_SIGMAS,
     faint_sigmas: float = _GROW_SIGMAS,
+    magnitude: bool = True,
 ) -> Tuple[Tensor, bool]:
     """Voxels that stand out from this volume's background, and whether that background is noisy.
 
@@ -87,9 +93,10 @@ def support(
     background, or, with ``grow_sigmas`` under ``seed_sigmas`` (:func:`grow_sigmas_for`), by more than ``grow_sigmas`` while
     connected to such a voxel (hysteresis: white matter a few noise sigmas above noise in the air of a perfusion
     map joins the head; isolated noise does not). Where the head touches the border so much that the "noise" is
-    at tissue level (over 5 % of that difference), only the 1 % rule applies, unless that border is noise after all
-    (:func:`_border_is_noise`): a DWI of SNR 5-10, whose tissue lies under 20 noise sigmas above its air. Then white
-    matter can lie under 8 sigmas too, and the head grows by hysteresis to ``faint_sigmas`` (4) whatever the modality.
+    at tissue level (over 5 % of that difference), only the 1 % rule applies, unless the volume is a ``magnitude``
+    image (MRI, whose air is noise around 0; not a perfusion map, whose 0 is tissue: a healthy Tmax) and that border
+    is noise after all (:func:`_border_is_noise`): a DWI of SNR 5-10, whose tissue lies under 20 noise sigmas above
+    its air. Then white matter can lie under 8 sigmas too, and the head grows by hysteresis to ``faint_sigmas`` (4).
     """
     border = _border(volume)
     middle = median(border)
@@ -98,11 +105,12 @@ def support(
     top = quantiles(offset, [0.999])[0]
     high = max(tolerance * top, seed_sigmas * noise)
     found = offset > high
+    grow = grow_sigmas
     if noise > tissue_noise * top:
-        if not _border_is_noise(volume, found, middle, noise):
+        if not (magnitude and _border_is_noise(volume, found, middle, noise)):
             return offset > tolerance * top, False
-        grow_sigmas = min(grow_sigmas, faint_sigmas)
-    low = max(tolerance * top, grow_sigmas * noise)
+        grow = min(grow, faint_sigmas)
+    low = max(tolerance * top, grow * noise)
     if low < high:
         found = _grown(found, offset > low)
     return found, noise > noisy_background * top
@@ -122,21 +130,19 @@ def _border_is_noise(
     a fifth of its value as noise: 5); border voxels next to each other or two apart (in-plane) differ as independent
     samples do (the robust spread of their differences at least 0.85 × √2 × the border's: 0.91-0.99 for white
     noise and for noise interpolated 2× by Fourier or cubic interpolation; tissue on the border varies smoothly,
-    0.01-0.77 in phantoms cropped to their head); and the voxels ``found`` lie above the border's median and off the
-    border (at most 1 % of them, or of it, otherwise): a head brighter than its air, not the air or the lesions of
-    a tissue border."""
+    0.01-0.77 in phantoms cropped to their head); and the voxels ``found`` lie above the border's median (at most 1 %
+    of them below): a head brighter than its air, not the air of a tissue border. ``found`` may touch the border (a
+    head cut by the field of view)."""
     if not bool(found.any()) or abs(middle) > around * noise:
         return False
-    lines = torch.cat([volume[0], volume[-1], volume[:, 0], volume[:, -1]], 0)
+    lines = _border_lines(volume)  # the 3 × lag pairs across two edges' joins are too few to matter
     spread = 0.0
     for lag in [1, 2]:  # 2: a scanner's 2x interpolation correlates neighbours, not voxels two apart
         steps = (lines[lag:] - lines[:-lag]).reshape(-1)
         spread = max(spread, 1.4826 * median((steps - median(steps)).abs()))
     if spread < white * noise * 2.0**0.5:
         return False
-    below = float((volume[found] < middle).to(torch.float32).mean().item())
-    on_border = float(_border(found).to(torch.float32).mean().item())
-    return below <= stray and on_border <= stray
+    return float((volume[found] < middle).to(torch.float32).mean().item()) <= stray
 
 
 def _grown(seeds: Tensor, candidates: Tensor) -> Tensor:
@@ -198,16 +204,22 @@ def stored_field(
     return whole
 
 
+def magnitude_images(modalities: List[str]) -> bool:
+    """Whether the volumes are read as magnitude images (DWI, ADC, CT: :func:`support`'s ``magnitude``): unless any
+    modality is a perfusion map (CBF, CBV, MTT, Tmax, in any case), whose 0 is tissue."""
+    for name in modalities:
+        if name.lower() in ["cbf", "cbv", "mtt", "tmax"]:
+            return False
+    return True
+
+
 def grow_sigmas_for(modalities: List[str], grow: float = _GROW_SIGMAS, seed: float = _SEED_SIGMAS) -> float:
     """How far above a noisy background the head mask grows from its 8-sigma voxels (:func:`support`): 4 sigmas
     for every volume when any modality is a perfusion map, whose white matter can lie a few sigmas above positive
-    noise in the air; not at all (8) otherwise (DWI, ADC, CT): in a magnitude image what lies 4-8 sigmas above the
-    air next to the head is scalp and partial volume, which the network then marks (docs/history.md,
-    2026-12-05)."""
-    for name in modalities:
-        if name.lower() in ["cbf", "cbv", "mtt", "tmax"]:
-            return grow
-    return seed
+    noise in the air; otherwise (DWI, ADC, CT) not at all (8) unless the air's noise reaches tissue level
+    (:func:`support`): in a magnitude image what lies 4-8 sigmas above the air next to the head is scalp and
+    partial volume, which the network then marks (docs/history.md, 2026-12-05)."""
+    return seed if magnitude_images(modalities) else grow
 
 
 def head_support(
@@ -215,6 +227,7 @@ def head_support(
     min_fraction: float = MIN_HEAD_FRACTION,
     leaky_border: float = _LEAKY_BORDER,
     grow_sigmas: float = _SEED_SIGMAS,
+    magnitude: bool = True,
 ) -> Tuple[Tensor, bool]:
     """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy.
 
@@ -224,8 +237,8 @@ def head_support(
     or noise (an MRI that is not skull-stripped). A volume whose support covers over 10 % more of the slices'
     border than the cleanest volume's is left out of the union and counts as a noisy background: its
     background is neither a constant nor noise the rule can model (an ADC map outside the head is often half
-    0, half fitted noise), while the border is background in the others. ``grow_sigmas``: :func:`support`'s,
-    for the modalities' kind (:func:`grow_sigmas_for`).
+    0, half fitted noise), while the border is background in the others. ``grow_sigmas``, ``magnitude``:
+    :func:`support`'s, for the modalities' kind (:func:`grow_sigmas_for`, :func:`magnitude_images`).
 
     Returns:
         ``(mask, noisy)``: bool ``(X, Y, Z)``, all True (inside the stored field of view) when fewer than 0.1 % of
@@ -233,12 +246,13 @@ def head_support(
     """
     box = stored_field(volumes)
     if box == [0, volumes[0].shape[0], 0, volumes[0].shape[1], 0, volumes[0].shape[2]]:
-        return _head_in_field(volumes, min_fraction, leaky_border, grow_sigmas)
+        return _head_in_field(volumes, min_fraction, leaky_border, grow_sigmas, magnitude)
     inside, noisy = _head_in_field(
         [v[box[0] : box[1], box[2] : box[3], box[4] : box[5]].contiguous() for v in volumes],
         min_fraction,
         leaky_border,
         grow_sigmas,
+        magnitude,
     )
     whole = torch.zeros(volumes[0].shape, dtype=torch.bool)
     whole[box[0] : box[1], box[2] : box[3], box[4] : box[5]] = inside
@@ -246,14 +260,14 @@ def head_support(
 
 
 def _head_in_field(
-    volumes: List[Tensor], min_fraction: float, leaky_border: float, grow_sigmas: float
+    volumes: List[Tensor], min_fraction: float, leaky_border: float, grow_sigmas: float, magnitude: bool
 ) -> Tuple[Tensor, bool]:
     """:func:`head_support` of volumes whose slice border is their field of view's."""
     found: List[Tensor] = []
     leaks: List[float] = []
     noisy = False
     for volume in volumes:
-        support_of_volume, noise = support(volume.to(torch.float32), grow_sigmas=grow_sigmas)
+        support_of_volume, noise = support(volume.to(torch.float32), grow_sigmas=grow_sigmas, magnitude=magnitude)
         found.append(support_of_volume)
         leaks.append(float(_border(support_of_volume).to(torch.float32).mean().item()))
         noisy = noisy or noise
