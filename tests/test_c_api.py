@@ -221,6 +221,26 @@ def test_the_exported_pipeline_reads_perfusion_maps_as_python_does(ctp_model):
     assert np.array_equal(mask, python.mask) and dsc(mask, case.label) > 0.85  # measured 0.88 (no TTA)
 
 
+def test_the_exported_pipeline_finds_the_head_of_a_noisy_dwi_as_python_does(demo):
+    """A DWI of SNR 10 with fitted noise in the ADC's air, whose border the head mask must test for noise
+    (pipeline revision 3): the artefact's scripted pipeline gives Python's mask, and finds the lesion."""
+    from ood_phantoms import ood_case
+
+    case = ood_case("mri", 0)
+    rng = np.random.default_rng(0)
+    sigma = 0.1 * float(np.median(case.images["dwi"][case.masks["tissue"]]))
+    shape = case.label.shape
+    dwi = np.hypot(case.images["dwi"] + sigma * rng.standard_normal(shape), sigma * rng.standard_normal(shape))
+    adc = case.images["adc"]
+    fitted = rng.uniform(0.0, 3.0 * float(np.median(adc[case.masks["tissue"]])), shape)
+    images = {"dwi": dwi.astype(np.float32), "adc": np.where(case.masks["head"], adc, fitted).astype(np.float32)}
+    python = Segmenter.from_exported(demo["model"], tta=False).predict_arrays(images, case.affine)
+    engine = open_engine(demo["model"])
+    settings = PostprocessConfig.from_dict(engine.meta["checkpoint"].get("inference", {})).updated(tta=False)
+    mask, _ = segment_volume(engine, images, case.affine, settings=settings)
+    assert np.array_equal(mask, python.mask) and dsc(mask, case.label) > 0.9
+
+
 def test_an_artefact_of_an_older_pipeline_says_to_export_it_again(ctp_model, monkeypatch, caplog):
     """An artefact carries the pipeline of its export, which mdanet_segment_volume runs."""
     from mdanet_sdk.export import engine
