@@ -112,9 +112,8 @@ def _tissue_level_noise(volume: torch.Tensor) -> tuple[float, float]:
 def test_a_noisy_dwi_keeps_its_head_in_noisy_air(sigma) -> None:
     """Clinical DWI at b = 1000 can have an SNR of 5-10 in white matter. Its air's noise then reaches 5 % of the
     head's range, the level that meant "tissue on the border" and made the whole field head (IoU 0.38; the probe's
-    10 % noise cases: Dice 0). The border is noise around 0, white, and the head stands above it and off it: it is
-    noise, and the head grows from its 8-sigma voxels into connected ones above 4 (at SNR 5 white matter lies under
-    8)."""
+    10 % noise cases: Dice 0). The border is noise around 0, white, and the head stands above it: it is noise, and
+    the head grows from its 8-sigma voxels into connected ones above 4 (at SNR 5 white matter lies under 8)."""
     dwi, brain = _noisy_dwi(sigma)
     volume = torch.from_numpy(dwi)
     _tissue_level_noise(volume)
