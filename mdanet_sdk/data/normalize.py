@@ -68,7 +68,7 @@ def _tensor(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tens
 def head_support(volumes: Sequence[np.ndarray], modalities: Sequence[str] = ()) -> tuple[np.ndarray, bool]:
     """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy
     (:func:`mdanet_sdk.pipeline.intensity.head_support`); with perfusion maps among ``modalities`` the mask grows
-    into tissue 4-8 noise sigmas above noisy air (:func:`mdanet_sdk.pipeline.intensity.grow_sigmas_for`), and a
+    into tissue 4-8 noise sigmas above noisy air (:func:`mdanet_sdk.pipeline.intensity.magnitude_images`), and a
     magnitude image's only where that noise reaches tissue level. Without ``modalities`` (the default) the volumes
     are taken for magnitude images: pass them for perfusion maps.
 
@@ -77,10 +77,7 @@ def head_support(volumes: Sequence[np.ndarray], modalities: Sequence[str] = ()) 
         of its voxels would be head (nothing to trust); ``noisy`` when some volume's background is not a constant.
     """
     tensors = [_tensor(np.asarray(v, dtype=np.float32)) for v in volumes]
-    names = list(modalities)
-    mask, noisy = intensity.head_support(
-        tensors, grow_sigmas=intensity.grow_sigmas_for(names), magnitude=intensity.magnitude_images(names)
-    )
+    mask, noisy = intensity.head_support(tensors, list(modalities))
     return mask.numpy(), noisy
 
 

@@ -6,7 +6,7 @@ carry them scripted, so the C API normalises as Python does. Volumes are float32
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -23,7 +23,6 @@ __all__ = [
     "clean_head",
     "stored_field",
     "magnitude_images",
-    "grow_sigmas_for",
     "head_support",
     "not_a_ratio_scale",
     "normalize_zscore",
@@ -90,7 +89,7 @@ def support(
     The background value is the median of the in-plane border; a voxel stands out when it differs from it by
     more than 1 % of the volume's largest difference (its 99.9th percentile) and by more than 8 robust noise
     sigmas (1.4826 × the border's median absolute deviation), so that Gaussian or Rician noise stays
-    background, or, with ``grow_sigmas`` under ``seed_sigmas`` (:func:`grow_sigmas_for`), by more than ``grow_sigmas`` while
+    background, or, with ``grow_sigmas`` under ``seed_sigmas`` (:func:`magnitude_images`), by more than ``grow_sigmas`` while
     connected to such a voxel (hysteresis: white matter a few noise sigmas above noise in the air of a perfusion
     map joins the head; isolated noise does not). Where the head touches the border so much that the "noise" is
     at tissue level (over 5 % of that difference), only the 1 % rule applies, unless the volume is a ``magnitude``
@@ -205,29 +204,24 @@ def stored_field(
 
 
 def magnitude_images(modalities: List[str]) -> bool:
-    """Whether the volumes are read as magnitude images (DWI, ADC, CT: :func:`support`'s ``magnitude``): unless any
-    modality is a perfusion map (CBF, CBV, MTT, Tmax, in any case), whose 0 is tissue."""
+    """Whether volumes of these modalities are read as magnitude images (DWI, ADC, CT: :func:`support`'s
+    ``magnitude``), i.e. unless any is a perfusion map (CBF, CBV, MTT, Tmax, in any case), whose 0 is tissue.
+
+    It decides how far above a noisy background the head mask grows from its 8-sigma voxels: perfusion maps to 4
+    sigmas, since their white matter can lie a few sigmas above positive noise in the air; magnitude images not at
+    all unless the air's noise reaches tissue level, since what lies 4-8 sigmas above the air next to a head is
+    scalp and partial volume, which the network then marks (docs/history.md, 2026-12-05)."""
     for name in modalities:
         if name.lower() in ["cbf", "cbv", "mtt", "tmax"]:
             return False
     return True
 
 
-def grow_sigmas_for(modalities: List[str], grow: float = _GROW_SIGMAS, seed: float = _SEED_SIGMAS) -> float:
-    """How far above a noisy background the head mask grows from its 8-sigma voxels (:func:`support`): 4 sigmas
-    for every volume when any modality is a perfusion map, whose white matter can lie a few sigmas above positive
-    noise in the air; otherwise (DWI, ADC, CT) not at all (8) unless the air's noise reaches tissue level
-    (:func:`support`): in a magnitude image what lies 4-8 sigmas above the air next to the head is scalp and
-    partial volume, which the network then marks (docs/history.md, 2026-12-05)."""
-    return seed if magnitude_images(modalities) else grow
-
-
 def head_support(
     volumes: List[Tensor],
+    modalities: Optional[List[str]] = None,
     min_fraction: float = MIN_HEAD_FRACTION,
     leaky_border: float = _LEAKY_BORDER,
-    grow_sigmas: float = _SEED_SIGMAS,
-    magnitude: bool = True,
 ) -> Tuple[Tensor, bool]:
     """The head (or brain) in co-registered ``(X, Y, Z)`` volumes, and whether any background is noisy.
 
@@ -237,21 +231,21 @@ def head_support(
     or noise (an MRI that is not skull-stripped). A volume whose support covers over 10 % more of the slices'
     border than the cleanest volume's is left out of the union and counts as a noisy background: its
     background is neither a constant nor noise the rule can model (an ADC map outside the head is often half
-    0, half fitted noise), while the border is background in the others. ``grow_sigmas``, ``magnitude``:
-    :func:`support`'s, for the modalities' kind (:func:`grow_sigmas_for`, :func:`magnitude_images`).
+    0, half fitted noise), while the border is background in the others. ``modalities``: the volumes' names, which
+    say whether they are magnitude images (:func:`magnitude_images`; without names they are).
 
     Returns:
         ``(mask, noisy)``: bool ``(X, Y, Z)``, all True (inside the stored field of view) when fewer than 0.1 % of
         its voxels would be head (nothing to trust).
     """
+    magnitude = True if modalities is None else magnitude_images(modalities)
     box = stored_field(volumes)
     if box == [0, volumes[0].shape[0], 0, volumes[0].shape[1], 0, volumes[0].shape[2]]:
-        return _head_in_field(volumes, min_fraction, leaky_border, grow_sigmas, magnitude)
+        return _head_in_field(volumes, min_fraction, leaky_border, magnitude)
     inside, noisy = _head_in_field(
         [v[box[0] : box[1], box[2] : box[3], box[4] : box[5]].contiguous() for v in volumes],
         min_fraction,
         leaky_border,
-        grow_sigmas,
         magnitude,
     )
     whole = torch.zeros(volumes[0].shape, dtype=torch.bool)
@@ -260,14 +254,20 @@ def head_support(
 
 
 def _head_in_field(
-    volumes: List[Tensor], min_fraction: float, leaky_border: float, grow_sigmas: float, magnitude: bool
+    volumes: List[Tensor],
+    min_fraction: float,
+    leaky_border: float,
+    magnitude: bool,
+    seed_sigmas: float = _SEED_SIGMAS,
+    grow_sigmas: float = _GROW_SIGMAS,
 ) -> Tuple[Tensor, bool]:
     """:func:`head_support` of volumes whose slice border is their field of view's."""
+    grow = seed_sigmas if magnitude else grow_sigmas  # magnitude images grow only from tissue-level noise
     found: List[Tensor] = []
     leaks: List[float] = []
     noisy = False
     for volume in volumes:
-        support_of_volume, noise = support(volume.to(torch.float32), grow_sigmas=grow_sigmas, magnitude=magnitude)
+        support_of_volume, noise = support(volume.to(torch.float32), grow_sigmas=grow, magnitude=magnitude)
         found.append(support_of_volume)
         leaks.append(float(_border(support_of_volume).to(torch.float32).mean().item()))
         noisy = noisy or noise

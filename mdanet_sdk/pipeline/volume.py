@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from mdanet_sdk.pipeline.intensity import grow_sigmas_for, head_support, magnitude_images, normalize_volumes
+from mdanet_sdk.pipeline.intensity import head_support, normalize_volumes
 from mdanet_sdk.pipeline.lesions import postprocess
 from mdanet_sdk.pipeline.orientation import from_canonical, io_orientation, to_canonical
 from mdanet_sdk.pipeline.slicing import (
@@ -196,9 +196,7 @@ class VolumePipeline(nn.Module):
         if brain_mask is not None:
             head = to_canonical(brain_mask, ornt) != 0
         else:
-            head = head_support(
-                images, grow_sigmas=grow_sigmas_for(self.modalities), magnitude=magnitude_images(self.modalities)
-            )[0]
+            head = head_support(images, self.modalities)[0]
         normalised = normalize_volumes(
             images, head, self.normalization, self.clip_low, self.clip_high, self.modalities
         )[0]
