@@ -9,7 +9,8 @@ API (every case is a pure function of its seed):
 
 - :func:`ood_mri_case` ``(seed) -> OODCase``: DWI + ADC;
 - :func:`ood_ctp_case` ``(seed) -> OODCase``: CBF, CBV, MTT, Tmax;
-- :func:`ood_case` ``(kind, seed)`` with ``kind`` ``"mri"`` or ``"ctp"``.
+- :func:`ood_case` ``(kind, seed)`` with ``kind`` ``"mri"`` or ``"ctp"``;
+- :func:`inside_the_head` ``(case, share) -> OODCase``: a case cut to a box inside its head.
 
 An :class:`OODCase` holds float32 ``(X, Y, Z)`` images in canonical RAS order, a uint8 label, a 4x4 affine
 (diagonal: the voxel spacing, centred grid), bool anatomy ``masks`` and a JSON-serialisable ``info``.
@@ -45,7 +46,16 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["LESION_SHAPES", "MODALITIES", "OOD_KINDS", "OODCase", "ood_case", "ood_ctp_case", "ood_mri_case"]
+__all__ = [
+    "LESION_SHAPES",
+    "MODALITIES",
+    "OOD_KINDS",
+    "OODCase",
+    "inside_the_head",
+    "ood_case",
+    "ood_ctp_case",
+    "ood_mri_case",
+]
 
 OOD_KINDS = ("mri", "ctp")
 #: Images of each kind, in the bundled models' channel order.
@@ -502,3 +512,27 @@ def ood_case(kind: str, seed: int) -> OODCase:
     if kind not in OOD_KINDS:
         raise ValueError(f"kind must be one of {OOD_KINDS}, got {kind!r}.")
     return ood_mri_case(seed) if kind == "mri" else ood_ctp_case(seed)
+
+
+def inside_the_head(case: OODCase, share: float) -> OODCase:
+    """``case`` cut to the centred in-plane box of ``share`` of its head's extent: a field of view (or a crop)
+    smaller than the head, whose slice border is mostly tissue. Images, label and masks are cut alike; the
+    affine keeps every voxel's world position."""
+    head = case.masks["head"]
+    box = []
+    for axis in (0, 1):
+        inside = np.flatnonzero(head.any(axis=tuple(a for a in (0, 1, 2) if a != axis)))
+        centre, half = (inside[0] + inside[-1]) / 2, share * (inside[-1] - inside[0] + 1) / 2
+        box.append(slice(int(centre - half), int(centre + half)))
+    cut = (box[0], box[1], slice(None))
+    affine = case.affine.copy()
+    affine[:3, 3] = case.affine[:3] @ np.array([box[0].start, box[1].start, 0, 1], dtype=float)
+    return OODCase(
+        case.kind,
+        case.seed,
+        {k: np.ascontiguousarray(v[cut]) for k, v in case.images.items()},
+        np.ascontiguousarray(case.label[cut]),
+        affine,
+        {**case.info, "inside_the_head": share},
+        {k: np.ascontiguousarray(v[cut]) for k, v in case.masks.items()},
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ood_phantoms import inside_the_head, ood_case
 from scipy import ndimage
 
 from mdanet_sdk.data.augment import IntensityAugmentation
@@ -158,6 +159,32 @@ def test_a_perfusion_map_cut_to_the_brain_is_not_read_as_noise() -> None:
     assert intensity.support(torch.from_numpy(volumes[1]), magnitude=True)[0].float().mean() < 0.1
     mask, _ = head_support(volumes, ["cbf", "tmax"])
     assert mask.mean() > 0.95  # the 1 % rule: the whole field but voxels at the median's level
+
+
+@pytest.mark.parametrize(("kind", "seed", "share"), [("mri", 1, 0.6), ("ctp", 2, 0.7)])
+def test_a_box_inside_the_head_is_head_everywhere(kind, seed, share) -> None:
+    """A field of view (or a crop) smaller than the head: the slice border is 70 % (MRI) or all (CTP) tissue, and
+    what stands out from it lies below it (lesion, CSF, air in the corners). The border was taken for background,
+    so the head mask held the lesion's surroundings and CSF and missed every lesion voxel (Dice 0; revision 3)."""
+    case = inside_the_head(ood_case(kind, seed), share)
+    volumes = [case.images[name] for name in case.images]
+    mask, noisy = head_support(volumes, list(case.images))
+    assert mask.all() and not noisy
+    scripted = torch.jit.script(intensity.head_support)
+    assert scripted([torch.from_numpy(v) for v in volumes], list(case.images))[0].all()
+
+
+def test_a_constant_border_brighter_than_the_head_is_still_background() -> None:
+    """What stands out lies below such a border too, but a constant is a fill (vendor software), not tissue."""
+    rng = np.random.default_rng(4)
+    x, y, _ = np.meshgrid(np.arange(64) - 32.0, np.arange(64) - 32.0, np.arange(6), indexing="ij")
+    brain = (x / 26) ** 2 + (y / 28) ** 2 < 1
+    cbf = 50.0 * (1 + 0.05 * rng.standard_normal(brain.shape))
+    mask, noisy = head_support([np.where(brain, cbf, 100.0).astype(np.float32)], ["cbf"])
+    assert np.array_equal(mask, brain) and not noisy
+    # The same air with texture is read as tissue: over half of what stands out (the head) lies below it.
+    air = 100.0 * (1 + 0.05 * rng.standard_normal(brain.shape))
+    assert head_support([np.where(brain, cbf, air).astype(np.float32)], ["cbf"])[0].all()
 
 
 def test_perfusion_maps_with_zero_csf_keep_the_ventricles_in_the_head() -> None:

@@ -53,6 +53,9 @@ _NOISE_AROUND_ZERO = 2.5
 _WHITE_NOISE = 0.85
 # and no more than this share of the voxels found lie below its median (a head above its air).
 _STRAY = 0.01
+# A textured border that more than this share of the voxels found lie below is tissue, not background: a head is
+# brighter than its air, a perfusion map's tissue flows more than its no-flow background, so the head fills the field.
+_TISSUE_BORDER = 0.5
 # 3D components (faces) smaller than this share of the largest are specks, not head.
 _SPECK_FRACTION = 0.01
 # A volume whose support covers this much more of the slices' border than the cleanest volume's cannot tell its
@@ -83,6 +86,7 @@ def support(
     grow_sigmas: float = _SEED_SIGMAS,
     faint_sigmas: float = _GROW_SIGMAS,
     magnitude: bool = True,
+    tissue_border: float = _TISSUE_BORDER,
 ) -> Tuple[Tensor, bool]:
     """Voxels that stand out from this volume's background, and whether that background is noisy.
 
@@ -96,6 +100,10 @@ def support(
     image (MRI, whose air is noise around 0; not a perfusion map, whose 0 is tissue: a healthy Tmax) and that border
     is noise after all (:func:`_border_is_noise`): a DWI of SNR 5-10, whose tissue lies under 20 noise sigmas above
     its air. Then white matter can lie under 8 sigmas too, and the head grows by hysteresis to ``faint_sigmas`` (4).
+
+    A textured border (noise above 0; a constant is a fill) that over half the 8-sigma voxels lie below is tissue:
+    heads are brighter than their air and perfusing tissue than where no blood flows, so what stands out below the
+    border is lesion, CSF or air in a box mostly inside the brain. Then every voxel is head (all True, not noisy).
     """
     border = _border(volume)
     middle = median(border)
@@ -104,6 +112,8 @@ def support(
     top = quantiles(offset, [0.999])[0]
     high = max(tolerance * top, seed_sigmas * noise)
     found = offset > high
+    if noise > 0 and _share_below(volume, found, middle) > tissue_border:
+        return torch.ones_like(found), False
     grow = grow_sigmas
     if noise > tissue_noise * top:
         if not (magnitude and _border_is_noise(volume, found, middle, noise)):
@@ -141,7 +151,14 @@ def _border_is_noise(
         spread = max(spread, 1.4826 * median((steps - median(steps)).abs()))
     if spread < white * noise * 2.0**0.5:
         return False
-    return float((volume[found] < middle).to(torch.float32).mean().item()) <= stray
+    return _share_below(volume, found, middle) <= stray
+
+
+def _share_below(volume: Tensor, found: Tensor, middle: float) -> float:
+    """The share of the voxels ``found`` that lie below ``middle`` (0 when none is found)."""
+    if not bool(found.any()):
+        return 0.0
+    return float((volume[found] < middle).to(torch.float32).mean().item())
 
 
 def _grown(seeds: Tensor, candidates: Tensor) -> Tensor:
@@ -231,8 +248,9 @@ def head_support(
     or noise (an MRI that is not skull-stripped). A volume whose support covers over 10 % more of the slices'
     border than the cleanest volume's is left out of the union and counts as a noisy background: its
     background is neither a constant nor noise the rule can model (an ADC map outside the head is often half
-    0, half fitted noise), while the border is background in the others. ``modalities``: the volumes' names, which
-    say whether they are magnitude images (:func:`magnitude_images`; without names they are).
+    0, half fitted noise), while the border is background in the others. Where a volume's border is tissue
+    (:func:`support`: all True), the head fills the field. ``modalities``: the volumes' names, which say whether
+    they are magnitude images (:func:`magnitude_images`; without names they are).
 
     Returns:
         ``(mask, noisy)``: bool ``(X, Y, Z)``, all True (inside the stored field of view) when fewer than 0.1 % of
@@ -268,6 +286,8 @@ def _head_in_field(
     noisy = False
     for volume in volumes:
         support_of_volume, noise = support(volume.to(torch.float32), grow_sigmas=grow, magnitude=magnitude)
+        if bool(support_of_volume.all()):  # its border is tissue: no background in sight
+            return support_of_volume, False
         found.append(support_of_volume)
         leaks.append(float(_border(support_of_volume).to(torch.float32).mean().item()))
         noisy = noisy or noise
