@@ -10,7 +10,8 @@ API (every case is a pure function of its seed):
 - :func:`ood_mri_case` ``(seed) -> OODCase``: DWI + ADC;
 - :func:`ood_ctp_case` ``(seed) -> OODCase``: CBF, CBV, MTT, Tmax;
 - :func:`ood_case` ``(kind, seed)`` with ``kind`` ``"mri"`` or ``"ctp"``;
-- :func:`inside_the_head` ``(case, share) -> OODCase``: a case cut to a box inside its head.
+- :func:`inside_the_head` ``(case, share) -> OODCase``: a case cut to a box inside its head;
+- :func:`with_scalp` ``(case, thickness_mm) -> OODCase``: an MRI case's brain in a dark skull and a thick scalp.
 
 An :class:`OODCase` holds float32 ``(X, Y, Z)`` images in canonical RAS order, a uint8 label, a 4x4 affine
 (diagonal: the voxel spacing, centred grid), bool anatomy ``masks`` and a JSON-serialisable ``info``.
@@ -53,6 +54,7 @@ __all__ = [
     "OODCase",
     "inside_the_head",
     "ood_case",
+    "with_scalp",
     "ood_ctp_case",
     "ood_mri_case",
 ]
@@ -536,3 +538,24 @@ def inside_the_head(case: OODCase, share: float) -> OODCase:
         {**case.info, "inside_the_head": share},
         {k: np.ascontiguousarray(v[cut]) for k, v in case.masks.items()},
     )
+
+
+def with_scalp(case: OODCase, thickness_mm: float, noise: float = 0.03) -> OODCase:
+    """An MRI ``case``'s brain inside a head that is not skull-stripped: bone 2-8 mm outside the brain (DWI 0.03x,
+    ADC 0.3x the tissue's), then scalp and muscle ``thickness_mm`` thick (DWI 0.35x, ADC 1.5x), Rician noise of
+    ``noise`` x tissue in the DWI everywhere and in the ADC inside the head; air 0 in the ADC. The brain's own
+    skull ring, if any, is replaced."""
+    rng = _rng(case.seed, "mri")
+    brain = case.masks["brain"]
+    outside = ndimage.distance_transform_edt(~brain, sampling=case.spacing)
+    bone = (outside > 2.0) & (outside <= 8.0)
+    scalp = (outside > 8.0) & (outside <= 8.0 + thickness_mm)
+    dwi_tissue = float(np.median(case.images["dwi"][case.masks["tissue"]]))
+    adc_tissue = float(np.median(case.images["adc"][case.masks["tissue"]]))
+    dwi = np.select([brain, bone, scalp], [case.images["dwi"], 0.03 * dwi_tissue, 0.35 * dwi_tissue], 0.0)
+    adc = np.select([brain, bone, scalp], [case.images["adc"], 0.3 * adc_tissue, 1.5 * adc_tissue], 0.0)
+    head = brain | bone | scalp
+    adc = np.where(head, np.abs(adc * (1 + noise * rng.standard_normal(adc.shape))), 0.0)
+    images = {"dwi": _rician(rng, dwi.astype(np.float32), noise * dwi_tissue), "adc": adc.astype(np.float32)}
+    masks = {**case.masks, "skull": bone, "head": head}
+    return OODCase("mri", case.seed, images, case.label, case.affine, {**case.info, "scalp_mm": thickness_mm}, masks)

@@ -187,6 +187,45 @@ def test_a_constant_border_brighter_than_the_head_is_still_background() -> None:
     assert head_support([np.where(brain, cbf, air).astype(np.float32)], ["cbf"])[0].all()
 
 
+def _head_with_scalp(lesion_share: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """DWI and ADC of a brain (DWI 100, ADC 800, CSF 30 / 2400) in dark bone and a thick scalp (DWI 35, ADC 1200),
+    with a lesion (DWI 200, ADC 400) filling ``lesion_share`` of the brain from one side; and brain, head masks."""
+    rng = np.random.default_rng(5)
+    x, y, z = np.meshgrid(np.arange(96) - 48.0, np.arange(96) - 48.0, np.arange(12) - 6.0, indexing="ij")
+    r = np.sqrt((x / 30) ** 2 + (y / 36) ** 2)
+    brain, bone, scalp = r < 1, (r >= 1.05) & (r < 1.2), (r >= 1.2) & (r < 1.55)
+    csf = (np.abs(x) < 4) & (np.abs(y) < 14)
+    lesion = brain & (x > 30 - 60 * lesion_share)
+    dwi = np.select([lesion, csf, brain, bone, scalp], [200.0, 30.0, 100.0, 3.0, 35.0], 0.0)
+    adc = np.select([lesion, csf, brain, bone, scalp], [400.0, 2400.0, 800.0, 240.0, 1200.0], 0.0)
+    texture = 1 + 0.03 * rng.standard_normal(dwi.shape)
+    return (dwi * texture).astype(np.float32), (adc * texture).astype(np.float32), brain, brain | bone | scalp
+
+
+def test_tissue_values_of_a_head_with_skull_and_scalp_are_the_parenchymas() -> None:
+    """Where skull and scalp make up half the head, its median DWI is the scalp's (0.35x the brain's) and its ADC is
+    raised (1.5x): the brain's tissue was normalised to +1.9 in DWI, as bright as a lesion (an independent probe's
+    heads with skull, scalp and neck: Dice 0.01-0.64). The references are now the parenchyma's."""
+    dwi, adc, brain, head = _head_with_scalp()
+    volumes = [torch.from_numpy(dwi), torch.from_numpy(adc)]
+    mask = torch.from_numpy(head)
+    region = intensity.reference_region(volumes, ["dwi", "adc"], mask)
+    assert torch.equal(region, torch.from_numpy(brain & (dwi > 50)))  # parenchyma: no CSF, bone or scalp
+    normalised, _ = intensity.normalize_volumes(volumes, mask, "relative", 0.5, 99.5, ["dwi", "adc"])
+    tissue = torch.from_numpy(brain & (dwi > 50) & (dwi < 150))
+    assert normalised[0][tissue].median().abs() < 0.02 and normalised[1][tissue].median().abs() < 0.02
+    scripted = torch.jit.script(intensity.normalize_volumes)
+    assert torch.equal(scripted(volumes, mask, "relative", 0.5, 99.5, ["dwi", "adc"])[0], normalised)
+    # Skull-stripped, the head's medians stay the references (as in training); so with a lesion of 40 % of it.
+    for share in (0.0, 0.4):
+        dwi, adc, brain, _ = _head_with_scalp(share)
+        inside = torch.from_numpy(brain)
+        stripped = [torch.from_numpy(np.where(brain, v, 0.0).astype(np.float32)) for v in (dwi, adc)]
+        assert torch.equal(intensity.reference_region(stripped, ["dwi", "adc"], inside), inside)
+    # Perfusion maps have no DWI to find the parenchyma in: their references are the head's.
+    assert torch.equal(intensity.reference_region(volumes, ["cbf", "tmax"], mask), mask)
+
+
 def test_perfusion_maps_with_zero_csf_keep_the_ventricles_in_the_head() -> None:
     cbf = np.zeros((64, 64, 4), np.float32)
     cbf[10:54, 12:52] = 50.0

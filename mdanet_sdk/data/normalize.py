@@ -11,7 +11,9 @@ native grid.
    reported as a warning (the input does not look skull-stripped).
 2. **Normalisation** (:func:`normalize_volumes`), per modality, with statistics taken inside the head mask
    only. ``"relative"`` (the default of new runs, :func:`normalize_relative`): divided by the median of the
-   positive values, minus 1, clipped to -1..10, so tissue is ~0 whatever its texture or noise. ``"zscore"``
+   positive values, minus 1, clipped to -1..10, so tissue is ~0 whatever its texture or noise; where a DWI shows
+   the head to be under 70 % parenchyma (skull, scalp, neck), the medians are the parenchyma's
+   (:func:`mdanet_sdk.pipeline.intensity.reference_region`). ``"zscore"``
    (checkpoints written before ``normalization`` existed, and maps with negative values, :func:`normalize`):
    clipped to the ``clip_percentiles`` (0.5 and 99.5 by default), centred on the median and divided by the
    robust standard deviation ``IQR / 1.349`` (the standard deviation if the IQR is 0, else 1). Both are

@@ -28,6 +28,7 @@ __all__ = [
     "normalize_zscore",
     "normalize_relative",
     "undefined_transit_times",
+    "reference_region",
     "normalize_volumes",
 ]
 
@@ -39,6 +40,11 @@ MIN_HEAD_FRACTION = 1e-3
 RELATIVE_MAX = 10.0
 #: Where CBF and CBV are both under this share of the tissue's, no blood flows: transit times are undefined there.
 NO_BLOOD = 0.1
+#: When less of a head's DWI than this share is parenchyma, the head holds skull, scalp or neck: the tissue values
+#: that the relative normalisation divides by are then taken in the parenchyma (:func:`reference_region`).
+BRAIN_SHARE = 0.7
+# Parenchyma is brighter in DWI than this share of its median; CSF, bone, scalp, muscle and air are darker.
+_DARK_IN_DWI = 0.5
 # A border noise sigma above this share of the head's range makes a background "noisy" (not skull-stripped).
 _NOISY_BACKGROUND = 0.001
 # Noise sigmas that make a voxel head by itself, and those that make it head when connected to such a voxel.
@@ -343,15 +349,26 @@ def normalize_relative(
 
 
 def _relative_into(
-    out: Tensor, volume: Tensor, mask: Tensor, clip_low: float, clip_high: float, ceiling: float
+    out: Tensor,
+    volume: Tensor,
+    mask: Tensor,
+    clip_low: float,
+    clip_high: float,
+    ceiling: float,
+    region: Optional[Tensor] = None,
 ) -> bool:
-    """:func:`normalize_relative` written into ``out`` (in place: no temporaries of the volume's size);
-    returns whether it fell back to z-scores."""
+    """:func:`normalize_relative` written into ``out`` (in place: no temporaries of the volume's size), the tissue
+    value taken in ``region`` (:func:`reference_region`; ``mask`` when None); returns whether it fell back to
+    z-scores."""
     inside = volume[mask]
     if not_a_ratio_scale(inside):
         out.copy_(normalize_zscore(volume, mask, clip_low, clip_high))
         return True
     reference = median(inside[inside > 0])
+    if region is not None:
+        values = volume[region]
+        if bool((values > 0).any()):
+            reference = median(values[values > 0])
     out.copy_(volume).div_(reference).clamp_(0.0, ceiling + 1.0).masked_fill_(~mask, 0.0).sub_(1.0)
     return False
 
@@ -391,6 +408,41 @@ def undefined_transit_times(
     return out
 
 
+def reference_region(
+    volumes: List[Tensor], modalities: List[str], mask: Tensor, share: float = BRAIN_SHARE, dark: float = _DARK_IN_DWI
+) -> Tensor:
+    """Where the relative normalisation takes each modality's tissue value: ``mask``, unless a DWI shows that under
+    70 % of the head is parenchyma (a head that is not skull-stripped: skull, scalp, muscle, neck), then the
+    parenchyma.
+
+    Parenchyma is where the DWI is above half the parenchyma's median (a fixed point reached from the head's
+    median); CSF (~0.3x), bone, scalp and muscle (~0.35x) and air lie under it. In skull-stripped brains and the
+    own phantoms it holds 82-100 % of the head's positive DWI (CSF is the rest), so their references are the
+    head's medians, as in training; where skull, scalp and neck make up half the head, the head's median DWI falls
+    to ~0.35x the parenchyma's and its ADC rises (scalp and muscle ~1.5x), so tissue looked like a lesion and
+    lesions like tissue. Without a ``"dwi"`` among ``modalities`` (perfusion maps) it is ``mask``.
+    """
+    names = [m.lower() for m in modalities]
+    if "dwi" not in names:
+        return mask
+    dwi = volumes[names.index("dwi")]
+    head = mask & (dwi > 0)
+    total = int(head.sum().item())
+    if total == 0:
+        return mask
+    level = median(dwi[head])
+    region = head
+    for _ in range(20):
+        region = head & (dwi > dark * level)
+        moved = median(dwi[region])
+        if moved == level:
+            break
+        level = moved
+    if int(region.sum().item()) >= share * total:
+        return mask
+    return region
+
+
 def normalize_volumes(
     volumes: List[Tensor],
     mask: Tensor,
@@ -415,13 +467,15 @@ def normalize_volumes(
         ``(normalised (C, X, Y, Z) float32, fell_back)``: ``fell_back`` when a modality asked to be normalised
         relatively was z-scored instead.
     """
+    region = mask
     if normalization == "relative":  # z-score checkpoints (written before) keep the inputs they were trained on
         volumes = undefined_transit_times(volumes, modalities, mask)
+        region = reference_region(volumes, modalities, mask)
     out = torch.empty([len(volumes)] + list(volumes[0].shape), dtype=torch.float32, device=volumes[0].device)
     fell_back = False
     for c, volume in enumerate(volumes):
         if normalization == "relative":
-            fell_back = _relative_into(out[c], volume, mask, clip_low, clip_high, ceiling) or fell_back
+            fell_back = _relative_into(out[c], volume, mask, clip_low, clip_high, ceiling, region) or fell_back
         else:
             out[c].copy_(normalize_zscore(volume, mask, clip_low, clip_high))
     return out, fell_back
