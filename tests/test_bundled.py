@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ood_phantoms import inside_the_head, ood_case, with_scalp
+from ood_phantoms import ood_case
+from ood_variants import inside_the_head, with_scalp
 
 from mdanet_sdk.data.cases import read_case
 from mdanet_sdk.data.phantom import make_phantom

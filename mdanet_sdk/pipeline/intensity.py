@@ -19,6 +19,7 @@ __all__ = [
     "MIN_HEAD_FRACTION",
     "RELATIVE_MAX",
     "NO_BLOOD",
+    "BRAIN_SHARE",
     "support",
     "clean_head",
     "stored_field",
@@ -59,8 +60,9 @@ _NOISE_AROUND_ZERO = 2.5
 _WHITE_NOISE = 0.85
 # and no more than this share of the voxels found lie below its median (a head above its air).
 _STRAY = 0.01
-# A textured border that more than this share of the voxels found lie below is tissue, not background: a head is
-# brighter than its air, a perfusion map's tissue flows more than its no-flow background, so the head fills the field.
+# A textured border that more than this share of the voxels found lie below is tissue, not background, where tissue
+# is brighter than the background (a head than its air, perfusing tissue than where no blood flows): the whole field
+# is head. Not in maps whose background can be brighter (fitted noise in ADC, deconvolution junk in MTT and Tmax).
 _TISSUE_BORDER = 0.5
 # 3D components (faces) smaller than this share of the largest are specks, not head.
 _SPECK_FRACTION = 0.01
@@ -93,6 +95,7 @@ def support(
     faint_sigmas: float = _GROW_SIGMAS,
     magnitude: bool = True,
     tissue_border: float = _TISSUE_BORDER,
+    tissue_above: bool = True,
 ) -> Tuple[Tensor, bool]:
     """Voxels that stand out from this volume's background, and whether that background is noisy.
 
@@ -107,9 +110,10 @@ def support(
     is noise after all (:func:`_border_is_noise`): a DWI of SNR 5-10, whose tissue lies under 20 noise sigmas above
     its air. Then white matter can lie under 8 sigmas too, and the head grows by hysteresis to ``faint_sigmas`` (4).
 
-    A textured border (noise above 0; a constant is a fill) that over half the 8-sigma voxels lie below is tissue:
-    heads are brighter than their air and perfusing tissue than where no blood flows, so what stands out below the
-    border is lesion, CSF or air in a box mostly inside the brain. Then every voxel is head (all True, not noisy).
+    With ``tissue_above`` (tissue brighter than this volume's background: DWI, CBF, CBV, not ADC, MTT, Tmax), a
+    textured border (noise above 0; a constant is a fill) that over half the 8-sigma voxels lie below is tissue:
+    what stands out below it is lesion, CSF or air in a box mostly inside the head. Then every voxel is head (all
+    True, not noisy).
     """
     border = _border(volume)
     middle = median(border)
@@ -118,7 +122,7 @@ def support(
     top = quantiles(offset, [0.999])[0]
     high = max(tolerance * top, seed_sigmas * noise)
     found = offset > high
-    if noise > 0 and _share_below(volume, found, middle) > tissue_border:
+    if tissue_above and noise > 0 and _share_below(volume, found, middle) > tissue_border:
         return torch.ones_like(found), False
     grow = grow_sigmas
     if noise > tissue_noise * top:
@@ -254,20 +258,25 @@ def head_support(
     or noise (an MRI that is not skull-stripped). A volume whose support covers over 10 % more of the slices'
     border than the cleanest volume's is left out of the union and counts as a noisy background: its
     background is neither a constant nor noise the rule can model (an ADC map outside the head is often half
-    0, half fitted noise), while the border is background in the others. Where a volume's border is tissue
-    (:func:`support`: all True), the head fills the field. ``modalities``: the volumes' names, which say whether
-    they are magnitude images (:func:`magnitude_images`; without names they are).
+    0, half fitted noise), while the border is background in the others. Where the border of a volume whose tissue
+    is brighter than its background is tissue (:func:`support`: all True), the head fills the field.
+    ``modalities``: the volumes' names, which say whether they are magnitude images (:func:`magnitude_images`;
+    without names they are) and whether their background can be brighter than tissue (ADC, MTT, Tmax).
 
     Returns:
         ``(mask, noisy)``: bool ``(X, Y, Z)``, all True (inside the stored field of view) when fewer than 0.1 % of
         its voxels would be head (nothing to trust).
     """
     magnitude = True if modalities is None else magnitude_images(modalities)
+    above = [True for _ in volumes]
+    if modalities is not None and len(modalities) == len(volumes):  # names of the volumes, not of a model
+        above = [name.lower() not in ["adc", "mtt", "tmax"] for name in modalities]
     box = stored_field(volumes)
     if box == [0, volumes[0].shape[0], 0, volumes[0].shape[1], 0, volumes[0].shape[2]]:
-        return _head_in_field(volumes, min_fraction, leaky_border, magnitude)
+        return _head_in_field(volumes, above, min_fraction, leaky_border, magnitude)
     inside, noisy = _head_in_field(
         [v[box[0] : box[1], box[2] : box[3], box[4] : box[5]].contiguous() for v in volumes],
+        above,
         min_fraction,
         leaky_border,
         magnitude,
@@ -279,19 +288,23 @@ def head_support(
 
 def _head_in_field(
     volumes: List[Tensor],
+    above: List[bool],
     min_fraction: float,
     leaky_border: float,
     magnitude: bool,
     seed_sigmas: float = _SEED_SIGMAS,
     grow_sigmas: float = _GROW_SIGMAS,
 ) -> Tuple[Tensor, bool]:
-    """:func:`head_support` of volumes whose slice border is their field of view's."""
+    """:func:`head_support` of volumes whose slice border is their field of view's; ``above``: whether each
+    volume's tissue is brighter than its background (:func:`support`'s ``tissue_above``)."""
     grow = seed_sigmas if magnitude else grow_sigmas  # magnitude images grow only from tissue-level noise
     found: List[Tensor] = []
     leaks: List[float] = []
     noisy = False
-    for volume in volumes:
-        support_of_volume, noise = support(volume.to(torch.float32), grow_sigmas=grow, magnitude=magnitude)
+    for i, volume in enumerate(volumes):
+        support_of_volume, noise = support(
+            volume.to(torch.float32), grow_sigmas=grow, magnitude=magnitude, tissue_above=above[i]
+        )
         if bool(support_of_volume.all()):  # its border is tissue: no background in sight
             return support_of_volume, False
         found.append(support_of_volume)
@@ -364,11 +377,10 @@ def _relative_into(
     if not_a_ratio_scale(inside):
         out.copy_(normalize_zscore(volume, mask, clip_low, clip_high))
         return True
-    reference = median(inside[inside > 0])
-    if region is not None:
-        values = volume[region]
-        if bool((values > 0).any()):
-            reference = median(values[values > 0])
+    values = inside if region is None else volume[region]
+    if not bool((values > 0).any()):
+        values = inside
+    reference = median(values[values > 0])
     out.copy_(volume).div_(reference).clamp_(0.0, ceiling + 1.0).masked_fill_(~mask, 0.0).sub_(1.0)
     return False
 
@@ -410,26 +422,29 @@ def undefined_transit_times(
 
 def reference_region(
     volumes: List[Tensor], modalities: List[str], mask: Tensor, share: float = BRAIN_SHARE, dark: float = _DARK_IN_DWI
-) -> Tensor:
-    """Where the relative normalisation takes each modality's tissue value: ``mask``, unless a DWI shows that under
-    70 % of the head is parenchyma (a head that is not skull-stripped: skull, scalp, muscle, neck), then the
-    parenchyma.
+) -> Optional[Tensor]:
+    """Where the relative normalisation takes each modality's tissue value: ``mask`` (None), unless a DWI shows
+    that under 70 % of the head is parenchyma (a head that is not skull-stripped: skull, scalp, muscle, neck), then
+    the parenchyma.
 
     Parenchyma is where the DWI is above half the parenchyma's median (a fixed point reached from the head's
     median); CSF (~0.3x), bone, scalp and muscle (~0.35x) and air lie under it. In skull-stripped brains and the
     own phantoms it holds 82-100 % of the head's positive DWI (CSF is the rest), so their references are the
     head's medians, as in training; where skull, scalp and neck make up half the head, the head's median DWI falls
     to ~0.35x the parenchyma's and its ADC rises (scalp and muscle ~1.5x), so tissue looked like a lesion and
-    lesions like tissue. Without a ``"dwi"`` among ``modalities`` (perfusion maps) it is ``mask``.
+    lesions like tissue. Without a ``"dwi"`` among ``modalities`` (perfusion maps) it is ``mask``. The switch is a
+    step: a skull-stripped brain with over 30 % CSF (atrophy) takes the parenchyma's medians too (its white matter
+    moves by ~0.08), and in a head with skull and scalp a lesion filling half the brain can be the reference, as it
+    is the median of a skull-stripped brain from 55 % on.
     """
     names = [m.lower() for m in modalities]
     if "dwi" not in names:
-        return mask
+        return None
     dwi = volumes[names.index("dwi")]
     head = mask & (dwi > 0)
     total = int(head.sum().item())
     if total == 0:
-        return mask
+        return None
     level = median(dwi[head])
     region = head
     for _ in range(20):
@@ -439,7 +454,7 @@ def reference_region(
             break
         level = moved
     if int(region.sum().item()) >= share * total:
-        return mask
+        return None
     return region
 
 
@@ -467,7 +482,7 @@ def normalize_volumes(
         ``(normalised (C, X, Y, Z) float32, fell_back)``: ``fell_back`` when a modality asked to be normalised
         relatively was z-scored instead.
     """
-    region = mask
+    region: Optional[Tensor] = None
     if normalization == "relative":  # z-score checkpoints (written before) keep the inputs they were trained on
         volumes = undefined_transit_times(volumes, modalities, mask)
         region = reference_region(volumes, modalities, mask)
