@@ -7,8 +7,9 @@ native grid.
    that is not skull-stripped); a voxel belongs to the head when it differs from it by more than 1 % of the
    modality's range and by more than 8 robust noise sigmas of the border (so noise stays background), or, for
    perfusion maps, by more than 4 while connected to such a voxel (white matter a few sigmas above noisy air).
-   Holes of each slice are filled (CSF is ~0 in perfusion maps) and specks dropped. A noisy background is
-   reported as a warning (the input does not look skull-stripped).
+   Holes of each slice are filled (CSF is ~0 in perfusion maps) and specks dropped. A textured border that most
+   of what stands out lies below, in a DWI, CBF or CBV map, is tissue (a field of view smaller than the head): the
+   whole field is head. A noisy background is reported as a warning (the input does not look skull-stripped).
 2. **Normalisation** (:func:`normalize_volumes`), per modality, with statistics taken inside the head mask
    only. ``"relative"`` (the default of new runs, :func:`normalize_relative`): divided by the median of the
    positive values, minus 1, clipped to -1..10, so tissue is ~0 whatever its texture or noise; where a DWI shows

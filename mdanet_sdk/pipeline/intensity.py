@@ -432,7 +432,7 @@ def reference_region(
     own phantoms it holds 82-100 % of the head's positive DWI (CSF is the rest), so their references are the
     head's medians, as in training; where skull, scalp and neck make up half the head, the head's median DWI falls
     to ~0.35x the parenchyma's and its ADC rises (scalp and muscle ~1.5x), so tissue looked like a lesion and
-    lesions like tissue. Without a ``"dwi"`` among ``modalities`` (perfusion maps) it is ``mask``. The switch is a
+    lesions like tissue. Without a ``"dwi"`` among ``modalities`` (perfusion maps) it is None too. The switch is a
     step: a skull-stripped brain with over 30 % CSF (atrophy) takes the parenchyma's medians too (its white matter
     moves by ~0.08), and in a head with skull and scalp a lesion filling half the brain can be the reference, as it
     is the median of a skull-stripped brain from 55 % on.
