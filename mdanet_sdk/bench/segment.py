@@ -103,7 +103,7 @@ def segment_stages(source: Any, segmenter: Any, out: Path) -> StageTimer:
     with timer.stage("predict"):
         probability = predictor.case_probability(stack, f"case {case.case_id}")
     with timer.stage("postprocess"):
-        mask = predictor.mask(probability, case.images, stack.geometry.head)
+        mask = predictor.mask(probability, case.images, stack.geometry.head, stack.geometry.parenchyma)
     with timer.stage("write"):
         save_like(mask, case.reference, out, output="mask")
     return timer

@@ -160,7 +160,7 @@ def normalize_volumes(
     normalization: str,
     clip_percentiles: tuple[float, float],
     modalities: Sequence[str],
-) -> tuple[np.ndarray, tuple[str, ...]]:
+) -> tuple[np.ndarray, tuple[str, ...], np.ndarray | None]:
     """Normalise each modality with its statistics inside ``mask`` (module docstring, step 2).
 
     Args:
@@ -172,12 +172,15 @@ def normalize_volumes(
             are first set to 0 where no blood flows (:func:`mdanet_sdk.pipeline.intensity.undefined_transit_times`).
 
     Returns:
-        ``(normalised, warnings)``: float32 ``(C, X, Y, Z)``, and :data:`NOT_A_RATIO_SCALE` when a modality
-        asked to be normalised relatively fell back to z-scores.
+        ``(normalised, warnings, parenchyma)``: float32 ``(C, X, Y, Z)``; :data:`NOT_A_RATIO_SCALE` when a
+        modality asked to be normalised relatively fell back to z-scores; bool ``(X, Y, Z)`` where the tissue values
+        were taken in a head that is not skull-stripped, None where they were taken in ``mask``
+        (:func:`mdanet_sdk.pipeline.intensity.reference_region`).
     """
     low, high = clip_percentiles
     tensors = [_tensor(np.asarray(v, dtype=np.float32)) for v in volumes]
-    normalised, fell_back = intensity.normalize_volumes(
+    normalised, fell_back, region = intensity.normalize_volumes(
         tensors, _tensor(mask, torch.bool), normalization, low, high, list(modalities)
     )
-    return normalised.numpy(), (NOT_A_RATIO_SCALE,) if fell_back else ()
+    parenchyma = None if region is None else region.numpy()
+    return normalised.numpy(), (NOT_A_RATIO_SCALE,) if fell_back else (), parenchyma

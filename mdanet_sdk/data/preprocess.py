@@ -6,31 +6,30 @@ the slices the model was trained on:
 1. **Head mask** (or the caller's brain mask) and
 2. **Normalisation** per modality with statistics taken inside that mask (``"relative"`` or ``"zscore"``),
    both on the native grid: :mod:`mdanet_sdk.data.normalize`.
-3. **Axial slicing** along Z: ``(X, Y, Z)`` volumes → ``(Z, C, X, Y)``; a slice ``(X, Y)`` is ``(H, W)``. Only
-   an in-plane box around the head goes on: the whole slice, unless the head fills less than ``head_fill`` of
-   the field of view (:func:`mdanet_sdk.pipeline.slicing.head_box`).
+3. **Axial slicing** along Z: ``(X, Y, Z)`` volumes → ``(Z, C, X, Y)``; a slice ``(X, Y)`` is ``(H, W)``. Only an
+   in-plane box around the head goes on: the whole slice, unless the head fills less than ``head_fill`` of the field
+   of view (:func:`mdanet_sdk.pipeline.slicing.head_box`).
 4. **In-plane resampling** (only when ``size`` is set) so that the box's longer in-plane side becomes ``size``,
-   keeping the aspect ratio: bilinear with the pixel-area convention of :func:`scipy.ndimage.zoom`'s
-   ``grid_mode=True`` (pixel areas map onto pixel areas, as ``align_corners=False``), linear for images, nearest for labels.
+   keeping the aspect ratio: bilinear with the pixel-area convention of :func:`scipy.ndimage.zoom`'s ``grid_mode=True``
+   (pixel areas onto pixel areas, as ``align_corners=False``), linear for images, nearest for labels.
 5. **Padding** (centred) to multiples of ``multiple`` (16: the network halves the grid four times), with
    each channel's lowest value (the background) for images and 0 for labels.
 
 :func:`restore_probability` maps lesion probabilities back and sets them to 0 more than 2 voxels outside the
 automatic head mask (its edge may miss dark tissue), or anywhere outside a brain mask the caller passed.
 
-:func:`restore` undoes 5, 4 and 3 exactly: it crops the padding and resamples back to the box's native size
-with the same pixel-area convention (linear for probabilities, nearest for integer labels), puts the box in its
-place in the slice (0 outside it), then puts Z last.
-Without resampling the round trip is the identity; with it, nearest-label round trips are exact when the
-grid is enlarged and lose only boundary pixels when it is shrunk.
+:func:`restore` undoes 5, 4 and 3 exactly: it crops the padding and resamples back to the box's native size with the
+same pixel-area convention (linear for probabilities, nearest for integer labels), puts the box in its place in the
+slice (0 outside it), then puts Z last. Without resampling the round trip is the identity; with it, nearest-label round
+trips are exact when the grid is enlarged and lose only boundary pixels when it is shrunk.
 
 The computations are :mod:`mdanet_sdk.pipeline` (torch, scriptable, carried by exported artefacts so that the C
 API preprocesses as Python does); this module takes and returns numpy arrays and adds the checks a user sees.
 
-Bounded memory: :func:`slice_stack` does 1-2 on the native grid and returns a :class:`SliceStack` that does 3-5
-for any range of slices (:func:`preprocess_images` takes all of them); :func:`restore_probability_into`
-restores a range into a native-grid array. The Segmenter walks both a batch at a time, so a case costs
-O(native volume), not O(Z × model grid). Volumes of more than :data:`MAX_SLICES` slices along Z are refused.
+Bounded memory: :func:`slice_stack` does 1-2 on the native grid and returns a :class:`SliceStack` that does 3-5 for any
+range of slices (:func:`preprocess_images` takes all of them); :func:`restore_probability_into` restores a range into a
+native-grid array. The Segmenter walks both a batch at a time, so a case costs O(native volume), not O(Z × model grid).
+Volumes of more than :data:`MAX_SLICES` slices along Z are refused.
 """
 
 from __future__ import annotations
@@ -188,6 +187,7 @@ class SliceGeometry:
         offset: ``(top, left)``: where the resampled slice starts inside the padded one.
         head: bool ``(X, Y, Z)``: where lesions may be (:func:`head_support`, or the caller's brain mask);
             :func:`restore_probability` sets the probability to 0 outside it. None: everywhere.
+        parenchyma: where the normalisation and the ADC gate took tissue values (:func:`normalize_volumes`); None: head.
         warnings: one sentence per doubt about the input (e.g. it does not look skull-stripped).
     """
 
@@ -197,6 +197,7 @@ class SliceGeometry:
     padded: tuple[int, int]
     offset: tuple[int, int]
     head: np.ndarray | None = field(default=None, compare=False, repr=False)
+    parenchyma: np.ndarray | None = field(default=None, compare=False, repr=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
     given_mask: bool = field(default=False, compare=False)
 
@@ -234,13 +235,8 @@ def _geometry(shape: Sequence[int], cfg: PreprocessConfig, head: np.ndarray) -> 
     box = slicing.head_box(torch.from_numpy(head), cfg.head_fill if cfg.size else 0.0, cfg.size or 0)
     inner = slicing.box_shape(box)
     resampled, padded, offset = slicing.model_grid([inner[0], inner[1], z], cfg.size, cfg.multiple)
-    return SliceGeometry(
-        (x, y, z),
-        (box[0], box[1], box[2], box[3]),
-        (resampled[0], resampled[1]),
-        (padded[0], padded[1]),
-        (offset[0], offset[1]),
-    )
+    pairs = [(v[0], v[1]) for v in (resampled, padded, offset)]
+    return SliceGeometry((x, y, z), (box[0], box[1], box[2], box[3]), pairs[0], pairs[1], pairs[2])
 
 
 class SliceStack:
@@ -325,10 +321,11 @@ def slice_stack(
     """
     volumes = _volumes(images, modalities)
     mask, warnings = head_region(volumes, brain_mask, modalities)
-    normalised, notes = normalize_volumes(volumes, mask, cfg.normalization, cfg.clip_percentiles, modalities)
+    normalised, notes, tissue = normalize_volumes(volumes, mask, cfg.normalization, cfg.clip_percentiles, modalities)
     geom = replace(
         _geometry(volumes[0].shape, cfg, mask),
         head=mask,
+        parenchyma=tissue,
         warnings=(*warnings, *notes),
         given_mask=brain_mask is not None,
     )

@@ -88,7 +88,11 @@ class PostprocessConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def apply(
-        self, probability: np.ndarray, adc: np.ndarray | None = None, head: np.ndarray | None = None
+        self,
+        probability: np.ndarray,
+        adc: np.ndarray | None = None,
+        head: np.ndarray | None = None,
+        parenchyma: np.ndarray | None = None,
     ) -> np.ndarray:
         """Mask of a native-grid probability map.
 
@@ -97,13 +101,17 @@ class PostprocessConfig:
             adc: the case's ``(X, Y, Z)`` ADC map on the same grid, for the gate (``max_adc_ratio > 0``).
             head: the head mask :attr:`SliceGeometry.head`, when known: the gate's tissue ADC is then taken
                 inside it, so a noisy background around an ADC map that is not skull-stripped does not move it.
+            parenchyma: :attr:`SliceGeometry.parenchyma`, with ``head``: in a head that is not skull-stripped, the
+                tissue ADC is taken there, where the normalisation took its tissue values, so that scalp and muscle
+                (ADC ~1.5x tissue) do not raise it and let lesions of normal ADC through.
 
         Returns:
             uint8 ``(X, Y, Z)`` mask.
         """
+        tissue = None
         if adc is not None and head is not None and self.max_adc_ratio:
-            adc = adc_in_head(adc, head)
-        return postprocess(probability, self.threshold, self.min_size, adc, self.max_adc_ratio)
+            adc, tissue = adc_in_head(adc, head), parenchyma
+        return postprocess(probability, self.threshold, self.min_size, adc, self.max_adc_ratio, tissue)
 
 
 #: The settings when neither the caller nor the checkpoint's ``meta["inference"]`` says otherwise.
@@ -192,16 +200,21 @@ def postprocess(
     min_size: int = 0,
     adc: np.ndarray | None = None,
     max_adc_ratio: float = 0.0,
+    tissue: np.ndarray | None = None,
 ) -> np.ndarray:
     """Probability map → mask: threshold, drop lesions under ``min_size`` voxels, then (with an ADC map and
-    ``max_adc_ratio > 0``) drop lesions without restricted diffusion (:func:`keep_restricted_lesions`).
+    ``max_adc_ratio > 0``) drop lesions without restricted diffusion (:func:`keep_restricted_lesions`; ``tissue``:
+    bool ``(X, Y, Z)``, where the reference ADC is taken, the whole map when None).
 
     Returns:
         uint8 ``(X, Y, Z)`` mask.
     """
     adc_t = None if adc is None else _tensor(np.asarray(adc, dtype=np.float32))
+    tissue_t = None if tissue is None else _tensor(np.asarray(tissue) != 0)
     probability_t = _tensor(np.asarray(probability, dtype=np.float32))
-    return lesions.postprocess(probability_t, float(threshold), int(min_size), adc_t, float(max_adc_ratio)).numpy()
+    return lesions.postprocess(
+        probability_t, float(threshold), int(min_size), adc_t, float(max_adc_ratio), tissue_t
+    ).numpy()
 
 
 def choose_postprocessing(

@@ -188,8 +188,13 @@ class Predictor:
         return out
 
     def mask(
-        self, probability: np.ndarray, images: Mapping[str, np.ndarray], head: np.ndarray | None = None
+        self,
+        probability: np.ndarray,
+        images: Mapping[str, np.ndarray],
+        head: np.ndarray | None = None,
+        parenchyma: np.ndarray | None = None,
     ) -> np.ndarray:
         """The post-processed uint8 ``(X, Y, Z)`` mask of a native-grid probability map
-        (:meth:`PostprocessConfig.apply`); ``images`` (modality -> ``(X, Y, Z)``) supply the ADC for the gate."""
-        return self.settings.apply(probability, images.get("adc"), head)
+        (:meth:`PostprocessConfig.apply`; ``head`` and ``parenchyma`` from the case's :class:`SliceGeometry`);
+        ``images`` (modality -> ``(X, Y, Z)``) supply the ADC for the gate."""
+        return self.settings.apply(probability, images.get("adc"), head, parenchyma)

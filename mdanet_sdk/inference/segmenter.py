@@ -481,14 +481,19 @@ class Segmenter:
         return self.predictor.probabilities(x, source)
 
     def postprocess(
-        self, probability: np.ndarray, images: Mapping[str, np.ndarray], head: np.ndarray | None = None
+        self,
+        probability: np.ndarray,
+        images: Mapping[str, np.ndarray],
+        head: np.ndarray | None = None,
+        parenchyma: np.ndarray | None = None,
     ) -> np.ndarray:
         """This segmenter's mask of a native-grid ``(X, Y, Z)`` probability map
         (:meth:`~mdanet_sdk.inference.predictor.Predictor.mask`)."""
-        return self.predictor.mask(probability, images, head)
+        return self.predictor.mask(probability, images, head, parenchyma)
 
     def _finish(self, pending: Pending) -> SegmentationResult:
         """Mask and report of a case whose slices are all predicted (and restored to its native grid)."""
         loaded = pending.loaded
-        mask = self.postprocess(pending.probability, loaded.case.images, loaded.geometry.head)
+        geometry = loaded.geometry
+        mask = self.postprocess(pending.probability, loaded.case.images, geometry.head, geometry.parenchyma)
         return finish_case(self, loaded, mask, pending.probability)

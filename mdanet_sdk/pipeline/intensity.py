@@ -466,7 +466,7 @@ def normalize_volumes(
     clip_high: float,
     modalities: List[str],
     ceiling: float = RELATIVE_MAX,
-) -> Tuple[Tensor, bool]:
+) -> Tuple[Tensor, bool, Optional[Tensor]]:
     """Normalise each modality with its statistics inside ``mask``; for ``"relative"``, transit times are first
     set to 0 where no blood flows (:func:`undefined_transit_times`).
 
@@ -479,8 +479,9 @@ def normalize_volumes(
         ceiling: the relative normalisation's clip (:data:`RELATIVE_MAX`).
 
     Returns:
-        ``(normalised (C, X, Y, Z) float32, fell_back)``: ``fell_back`` when a modality asked to be normalised
-        relatively was z-scored instead.
+        ``(normalised (C, X, Y, Z) float32, fell_back, parenchyma)``: ``fell_back`` when a modality asked to be
+        normalised relatively was z-scored instead; ``parenchyma`` where the tissue values were taken
+        (:func:`reference_region`; None: ``mask``), where the ADC gate takes its tissue ADC too.
     """
     region: Optional[Tensor] = None
     if normalization == "relative":  # z-score checkpoints (written before) keep the inputs they were trained on
@@ -493,4 +494,4 @@ def normalize_volumes(
             fell_back = _relative_into(out[c], volume, mask, clip_low, clip_high, ceiling, region) or fell_back
         else:
             out[c].copy_(normalize_zscore(volume, mask, clip_low, clip_high))
-    return out, fell_back
+    return out, fell_back, region

@@ -57,17 +57,20 @@ def lesion_medians(values: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
     return names, (v[starts + (counts - 1) // 2] + v[starts + counts // 2]) / 2.0
 
 
-def keep_restricted_lesions(mask: Tensor, adc: Tensor, max_ratio: float) -> Tensor:
+def keep_restricted_lesions(mask: Tensor, adc: Tensor, max_ratio: float, tissue: Optional[Tensor] = None) -> Tensor:
     """Keep only the lesions that show restricted diffusion, as acute infarcts do.
 
     A connected lesion (26-connectivity) stays when its median ADC is at most ``max_ratio`` times the case's
-    parenchymal ADC (:func:`tissue_adc`) and above 0 (an ADC of 0 is outside the brain, not restriction);
-    ``max_ratio <= 0`` keeps everything. Returns uint8.
+    parenchymal ADC (:func:`tissue_adc`, taken in ``tissue`` when given, else over the whole map) and above 0 (an
+    ADC of 0 is outside the brain, not restriction); ``max_ratio <= 0`` keeps everything. ``tissue``: bool, the
+    parenchyma of a head that is not skull-stripped (:func:`mdanet_sdk.pipeline.intensity.reference_region`), whose
+    scalp and muscle (ADC ~1.5x tissue) would raise the reference and let lesions of normal ADC through.
+    Returns uint8.
     """
     mask = mask.to(torch.bool)
     if max_ratio <= 0 or not bool(mask.any().item()):
         return mask.to(torch.uint8)
-    reference = tissue_adc(adc)
+    reference = tissue_adc(adc if tissue is None else torch.where(tissue, adc, torch.zeros_like(adc)))
     if reference <= 0:
         return mask.to(torch.uint8)
     labels = label(mask, full=True)
@@ -78,11 +81,17 @@ def keep_restricted_lesions(mask: Tensor, adc: Tensor, max_ratio: float) -> Tens
 
 
 def postprocess(
-    probability: Tensor, threshold: float, min_size: int = 0, adc: Optional[Tensor] = None, max_adc_ratio: float = 0.0
+    probability: Tensor,
+    threshold: float,
+    min_size: int = 0,
+    adc: Optional[Tensor] = None,
+    max_adc_ratio: float = 0.0,
+    tissue: Optional[Tensor] = None,
 ) -> Tensor:
     """Probability map → uint8 mask: above ``threshold``, without lesions under ``min_size`` voxels, then (with
-    an ADC map and ``max_adc_ratio > 0``) without lesions lacking restricted diffusion."""
+    an ADC map and ``max_adc_ratio > 0``) without lesions lacking restricted diffusion (``tissue``: where the
+    reference ADC is taken, :func:`keep_restricted_lesions`)."""
     mask = remove_small_lesions(probability > threshold, min_size)
     if adc is not None and max_adc_ratio > 0:
-        mask = keep_restricted_lesions(mask, adc, max_adc_ratio)
+        mask = keep_restricted_lesions(mask, adc, max_adc_ratio, tissue)
     return mask

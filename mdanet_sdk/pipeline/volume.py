@@ -197,9 +197,9 @@ class VolumePipeline(nn.Module):
             head = to_canonical(brain_mask, ornt) != 0
         else:
             head = head_support(images, self.modalities)[0]
-        normalised = normalize_volumes(
+        normalised, _, parenchyma = normalize_volumes(
             images, head, self.normalization, self.clip_low, self.clip_high, self.modalities
-        )[0]
+        )
         shape = list(images[0].shape)
         fill, least = 0.0, 0
         size = self.size
@@ -219,5 +219,5 @@ class VolumePipeline(nn.Module):
         adc: Optional[Tensor] = None
         if max_adc_ratio > 0 and "adc" in self.modalities:
             adc = torch.where(head, images[self.modalities.index("adc")], torch.zeros_like(images[0]))
-        mask = postprocess(probability, threshold, min_size, adc, max_adc_ratio)
+        mask = postprocess(probability, threshold, min_size, adc, max_adc_ratio, parenchyma)
         return from_canonical(mask, ornt).contiguous(), from_canonical(probability, ornt).contiguous()

@@ -82,7 +82,8 @@ class Validation:
             for item in self.cases:
                 case = item.case
                 probability = predictor.case_probability(item.stack, source=f"case {case.case_id}")
-                mask = predictor.mask(probability, case.images, item.stack.geometry.head)
+                geometry = item.stack.geometry
+                mask = predictor.mask(probability, case.images, geometry.head, geometry.parenchyma)
                 if save_dir is not None:
                     save_like(mask, case.reference, save_dir / output_name(case.case_id), output="mask")
                 scores = case_metrics(mask, case.label, case.reference.voxel_volume_ml)
