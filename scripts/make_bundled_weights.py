@@ -30,7 +30,7 @@ import torch
 
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.data.phantom import make_phantom, write_dataset
-from mdanet_sdk.data.preprocess import PreprocessConfig, head_mask
+from mdanet_sdk.data.preprocess import PreprocessConfig, slice_stack
 from mdanet_sdk.inference import PostprocessConfig, Segmenter, adc_in_head, choose_postprocessing
 from mdanet_sdk.train.checkpoint import BUNDLED, load_checkpoint, save_checkpoint
 from mdanet_sdk.train.trainer import TrainConfig, train
@@ -188,19 +188,20 @@ def tune(kind: str, path: Path | str) -> tuple[PostprocessConfig, float]:
     held-out tuning phantoms."""
     segmenters = {tta: Segmenter.from_checkpoint(path, device="cpu", tta=tta) for tta in (False, True)}
     probabilities: dict[bool, list] = {tta: [] for tta in segmenters}
-    labels, adc = [], []
+    labels, adc, parenchyma = [], [], []
     for k, seed in enumerate(TUNING_SEEDS):
         phantom = make_phantom(RECIPES[kind].layout, seed, domain=TUNING_DOMAINS[k % 2])
         labels.append(phantom.label)
-        if kind == "mri":  # the gate reads the tissue ADC inside the head, as the Segmenter's does
-            adc.append(
-                adc_in_head(
-                    phantom.images["adc"], head_mask([phantom.images[m] for m in ("dwi", "adc")], ("dwi", "adc"))
-                )
-            )
+        if kind == "mri":  # the gate reads the tissue ADC where the Segmenter's does: in its head or parenchyma
+            geometry = slice_stack(phantom.images, ("dwi", "adc"), segmenters[False].preprocess).geometry
+            assert geometry.head is not None
+            adc.append(adc_in_head(phantom.images["adc"], geometry.head))
+            parenchyma.append(geometry.parenchyma)
         for tta, segmenter in segmenters.items():
             probabilities[tta].append(segmenter.predict(phantom).probability_canonical)
-    return choose_postprocessing(probabilities, labels, adc=adc if kind == "mri" else None)
+    if kind != "mri":
+        return choose_postprocessing(probabilities, labels)
+    return choose_postprocessing(probabilities, labels, adc=adc, parenchyma=parenchyma)
 
 
 def ship(kind: str, work: Path) -> Path:

@@ -18,7 +18,6 @@ from mdanet_sdk.data.preprocess import (
     preprocess_images,
     restore,
     restore_probability,
-    slice_stack,
 )
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.pipeline import intensity
@@ -438,50 +437,6 @@ def test_the_adc_gate_reads_tissue_adc_inside_the_head_only() -> None:
     segmenter = Segmenter.default("mri", max_adc_ratio=0.8, device="cpu")
     assert segmenter.postprocess(probability, images, brain).sum() == lesion.sum()
     assert segmenter.postprocess(probability, images).sum() == 0  # the reason for passing the head
-
-
-class _BrightInDwi(torch.nn.Module):
-    """A stand-in network: lesion wherever the normalised DWI is above 0.5 (1.5x the tissue's)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.zeros_like(x[:, 0]), 40.0 * (x[:, 0] - 0.5)], dim=1)
-
-
-def test_the_adc_gate_of_a_head_with_skull_and_scalp_compares_with_the_parenchymas_adc() -> None:
-    """Where skull and scalp (ADC 1.6x the brain's) outnumber the brain, the head's tissue ADC was theirs, and a
-    DWI-bright spot of normal ADC (1.06x) passed a gate of 0.8 as 0.65. The gate compares with the parenchyma's ADC
-    now, as the normalisation does: in Python and in the exported pipeline (scripted, run as the C API runs it)."""
-    from mdanet_sdk import Segmenter
-    from mdanet_sdk.pipeline.volume import VolumePipeline
-
-    x, y, _ = np.meshgrid(np.arange(96) - 48.0, np.arange(96) - 48.0, np.arange(12), indexing="ij")
-    r = np.sqrt((x / 28) ** 2 + (y / 34) ** 2)
-    brain, bone, scalp = r < 1, (r >= 1) & (r < 1.2), (r >= 1.2) & (r < 1.49)  # 45 / 20 / 35 % of the head
-    infarct, look_alike = brain & (np.hypot(x - 10, y) < 4), brain & (np.hypot(x + 10, y) < 4)
-    texture = 1 + 0.03 * np.random.default_rng(3).standard_normal(r.shape)
-    dwi = np.select([infarct | look_alike, brain, bone, scalp], [200.0, 100.0, 3.0, 35.0], 0.0) * texture
-    adc = np.select([infarct, look_alike, brain, bone | scalp], [400.0, 850.0, 800.0, 1300.0], 0.0) * texture
-    images = {"dwi": dwi.astype(np.float32), "adc": adc.astype(np.float32)}
-    head = brain | bone | scalp
-    segmenter = Segmenter.default("mri", max_adc_ratio=0.8, device="cpu")
-    probability = (infarct | look_alike).astype(np.float32)
-    stack = slice_stack(images, ("dwi", "adc"), segmenter.preprocess)
-    assert stack.geometry.parenchyma is not None and np.array_equal(stack.geometry.parenchyma, brain & (dwi > 50))
-    for parenchyma, expected in ((None, infarct | look_alike), (stack.geometry.parenchyma, infarct)):
-        assert np.array_equal(segmenter.postprocess(probability, images, head, parenchyma), expected)
-    pipeline = VolumePipeline(
-        _BrightInDwi(),
-        ["dwi", "adc"],
-        {"size": None, "normalization": "relative"},
-        {"tta": False, "threshold": 0.5, "min_size": 0, "max_adc_ratio": 0.8},
-        (1, 16),
-        torch.float32,
-    )
-    volumes = torch.from_numpy(np.stack([images["dwi"], images["adc"]]))
-    scripted = torch.jit.script(pipeline)
-    for gate, expected in ((0.0, infarct | look_alike), (0.8, infarct)):
-        mask, _ = scripted.segment(volumes, torch.eye(4, dtype=torch.float64), None, 0.5, 0, gate, False, 16)
-        assert np.array_equal(mask.numpy().astype(bool), expected)
 
 
 def test_a_brain_mask_reaches_the_segmenter_from_arrays_files_and_the_command(tmp_path) -> None:

@@ -65,7 +65,7 @@ def test_streamed_segmenter_matches_whole_case_preprocessing(grid, tmp_path) -> 
         assert geometry.resamples == (grid == "resampled") and geometry.padded != geometry.resampled
         assert result.probability_canonical.shape == case.images["dwi"].shape
         assert np.abs(result.probability_canonical - probability).max() <= 1e-6
-        mask = seg.postprocess(probability, case.images, geometry.head)
+        mask = seg.postprocess(probability, case.images, geometry.head, geometry.parenchyma)
         np.testing.assert_array_equal(result.mask_canonical, mask)
     assert 0 < results[0].mask_canonical.sum() < results[0].mask_canonical.size
 

@@ -187,7 +187,7 @@ class SliceGeometry:
         offset: ``(top, left)``: where the resampled slice starts inside the padded one.
         head: bool ``(X, Y, Z)``: where lesions may be (:func:`head_support`, or the caller's brain mask);
             :func:`restore_probability` sets the probability to 0 outside it. None: everywhere.
-        parenchyma: where the normalisation and the ADC gate took tissue values (:func:`normalize_volumes`); None: head.
+        parenchyma: where the normalisation and the ADC gate take tissue values (:func:`normalize_volumes`); None: head.
         warnings: one sentence per doubt about the input (e.g. it does not look skull-stripped).
     """
 

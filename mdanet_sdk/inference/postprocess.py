@@ -108,10 +108,9 @@ class PostprocessConfig:
         Returns:
             uint8 ``(X, Y, Z)`` mask.
         """
-        tissue = None
         if adc is not None and head is not None and self.max_adc_ratio:
-            adc, tissue = adc_in_head(adc, head), parenchyma
-        return postprocess(probability, self.threshold, self.min_size, adc, self.max_adc_ratio, tissue)
+            adc = adc_in_head(adc, head)
+        return postprocess(probability, self.threshold, self.min_size, adc, self.max_adc_ratio, parenchyma)
 
 
 #: The settings when neither the caller nor the checkpoint's ``meta["inference"]`` says otherwise.
@@ -135,19 +134,23 @@ def remove_small_lesions(mask: np.ndarray, min_size: int) -> np.ndarray:
     return lesions.remove_small_lesions(_tensor(np.asarray(mask) != 0), int(min_size)).numpy()
 
 
-def tissue_adc(adc: np.ndarray) -> float:
+def tissue_adc(adc: np.ndarray, parenchyma: np.ndarray | None = None) -> float:
     """The case's parenchymal ADC: the median over brain voxels (``ADC > 0``) after dropping CSF.
 
     CSF (ADC ~3e-3 mm²/s, about 4x tissue) would pull a plain median up by an amount that depends on atrophy,
     so voxels above 1.5x the plain median are left out first. Unit-free: the ratio to it is what is used.
 
     Args:
-        adc: ``(X, Y, Z)`` ADC map, any unit; ``<= 0`` outside the brain (skull-stripped, as ISLES is).
+        adc: ``(X, Y, Z)`` ADC map, any unit; ``<= 0`` outside the brain (skull-stripped, as ISLES is) or outside
+            the head mask (:func:`adc_in_head`).
+        parenchyma: bool ``(X, Y, Z)``, :attr:`SliceGeometry.parenchyma`: in a head that is not skull-stripped, the
+            reference is taken there (unless under half of it holds a positive ADC); None: over the whole map.
 
     Returns:
         the reference ADC in the map's unit (0.0 for a map without positive voxels).
     """
-    return lesions.tissue_adc(_tensor(np.asarray(adc, dtype=np.float32)))
+    adc_t = _tensor(np.asarray(adc, dtype=np.float32))
+    return lesions.tissue_adc(adc_t, None if parenchyma is None else _tensor(np.asarray(parenchyma) != 0))
 
 
 def adc_in_head(adc: np.ndarray, head: np.ndarray) -> np.ndarray:
@@ -157,7 +160,9 @@ def adc_in_head(adc: np.ndarray, head: np.ndarray) -> np.ndarray:
     return np.where(head, adc, 0.0)
 
 
-def keep_restricted_lesions(mask: np.ndarray, adc: np.ndarray, max_ratio: float) -> np.ndarray:
+def keep_restricted_lesions(
+    mask: np.ndarray, adc: np.ndarray, max_ratio: float, parenchyma: np.ndarray | None = None
+) -> np.ndarray:
     """Keep only the lesions that show restricted diffusion, as acute infarcts do.
 
     A connected lesion (26-connectivity) stays when its median ADC is at most ``max_ratio`` times the case's
@@ -168,12 +173,14 @@ def keep_restricted_lesions(mask: np.ndarray, adc: np.ndarray, max_ratio: float)
         mask: ``(X, Y, Z)`` binary mask.
         adc: ``(X, Y, Z)`` ADC map on the same grid.
         max_ratio: the gate; ``<= 0`` keeps everything.
+        parenchyma: where the tissue ADC is taken (:func:`tissue_adc`).
 
     Returns:
         uint8 ``(X, Y, Z)`` mask.
     """
     adc_t = _tensor(np.asarray(adc, dtype=np.float32))
-    return lesions.keep_restricted_lesions(_tensor(np.asarray(mask) != 0), adc_t, float(max_ratio)).numpy()
+    tissue = None if parenchyma is None else _tensor(np.asarray(parenchyma) != 0)
+    return lesions.keep_restricted_lesions(_tensor(np.asarray(mask) != 0), adc_t, float(max_ratio), tissue).numpy()
 
 
 def _lesion_adc_ratios(mask: np.ndarray, adc: np.ndarray, reference: float) -> tuple[np.ndarray, np.ndarray | None]:
@@ -200,20 +207,20 @@ def postprocess(
     min_size: int = 0,
     adc: np.ndarray | None = None,
     max_adc_ratio: float = 0.0,
-    tissue: np.ndarray | None = None,
+    parenchyma: np.ndarray | None = None,
 ) -> np.ndarray:
     """Probability map → mask: threshold, drop lesions under ``min_size`` voxels, then (with an ADC map and
-    ``max_adc_ratio > 0``) drop lesions without restricted diffusion (:func:`keep_restricted_lesions`; ``tissue``:
-    bool ``(X, Y, Z)``, where the reference ADC is taken, the whole map when None).
+    ``max_adc_ratio > 0``) drop lesions without restricted diffusion (:func:`keep_restricted_lesions`;
+    ``parenchyma``: where the tissue ADC is taken, :func:`tissue_adc`).
 
     Returns:
         uint8 ``(X, Y, Z)`` mask.
     """
     adc_t = None if adc is None else _tensor(np.asarray(adc, dtype=np.float32))
-    tissue_t = None if tissue is None else _tensor(np.asarray(tissue) != 0)
+    tissue = None if parenchyma is None else _tensor(np.asarray(parenchyma) != 0)
     probability_t = _tensor(np.asarray(probability, dtype=np.float32))
     return lesions.postprocess(
-        probability_t, float(threshold), int(min_size), adc_t, float(max_adc_ratio), tissue_t
+        probability_t, float(threshold), int(min_size), adc_t, float(max_adc_ratio), tissue
     ).numpy()
 
 
@@ -225,6 +232,7 @@ def choose_postprocessing(
     tolerance: float = 0.005,
     adc: Sequence[np.ndarray] | None = None,
     max_adc_ratios: Sequence[float] = (0.9, 0.85, 0.8, 0.75, 0.7),
+    parenchyma: Sequence[np.ndarray | None] | None = None,
 ) -> tuple["PostprocessConfig", float]:
     """Pick test-time augmentation, threshold, minimum lesion size and (given ADC maps) the restricted-diffusion
     gate on held-out cases (as nnU-Net picks its post-processing on validation folds), to be stored in a
@@ -243,6 +251,8 @@ def choose_postprocessing(
         tolerance: DSC a cheaper setting may lose against the best.
         adc: the ADC map ``(X, Y, Z)`` of each case, to try the gate of :func:`keep_restricted_lesions`.
         max_adc_ratios: candidate gates (tried only with ``adc``).
+        parenchyma: each case's :attr:`SliceGeometry.parenchyma`, so that the gate is chosen on the tissue ADC it
+            will be applied with (:func:`tissue_adc`; None: the whole ADC map of every case).
 
     Returns:
         ``(setting, mean DSC)`` of the chosen setting (``max_adc_ratio`` 0.0: no gate); ``setting.to_dict()``
@@ -252,8 +262,11 @@ def choose_postprocessing(
         raise InputError("choose_postprocessing needs one probability map per label for every TTA setting.")
     if adc is not None and len(adc) != len(labels):
         raise InputError("choose_postprocessing needs one ADC map per label.")
+    if parenchyma is not None and len(parenchyma) != len(labels):
+        raise InputError("choose_postprocessing needs one parenchyma (or None) per label.")
     gates = [0.0, *sorted(max_adc_ratios, reverse=True)] if adc is not None else [0.0]
-    references = [tissue_adc(a) for a in adc] if adc is not None else []
+    regions = list(parenchyma) if parenchyma is not None else [None] * len(labels)
+    references = [tissue_adc(a, r) for a, r in zip(adc, regions)] if adc is not None else []
     scores: dict[tuple[bool, float, int, float], float] = {}
     for tta in sorted(probabilities):
         for threshold in sorted(thresholds, key=lambda t: abs(t - 0.5)):

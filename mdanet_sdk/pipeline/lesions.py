@@ -26,13 +26,22 @@ def remove_small_lesions(mask: Tensor, min_size: int) -> Tensor:
     return keep_components(labels, component_sizes(labels) >= min_size).to(torch.uint8)
 
 
-def tissue_adc(adc: Tensor) -> float:
+def tissue_adc(adc: Tensor, parenchyma: Optional[Tensor] = None) -> float:
     """The case's parenchymal ADC: the median over brain voxels (``ADC > 0``) after dropping CSF.
 
     CSF (ADC ~3e-3 mm²/s, about 4x tissue) would pull a plain median up by an amount that depends on atrophy,
-    so voxels above 1.5x the plain median are left out first. 0.0 for a map without positive voxels.
+    so voxels above 1.5x the plain median are left out first. 0.0 for a map without positive voxels. With
+    ``parenchyma`` (bool: the parenchyma of a head that is not skull-stripped,
+    :func:`mdanet_sdk.pipeline.intensity.reference_region`) only its voxels count, so that scalp and muscle (ADC
+    ~1.5x tissue) do not raise it; unless under half of them hold a positive ADC (a map that does not cover the
+    DWI's parenchyma), as the normalisation then falls back to the head.
     """
-    values = adc[adc > 0]
+    values = adc
+    if parenchyma is not None:
+        inside = adc[parenchyma]
+        if 2 * int((inside > 0).sum().item()) > inside.numel():
+            values = inside
+    values = values[values > 0]
     if values.numel() == 0:
         return 0.0
     return median(values[values <= 1.5 * median(values)])
@@ -57,20 +66,17 @@ def lesion_medians(values: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
     return names, (v[starts + (counts - 1) // 2] + v[starts + counts // 2]) / 2.0
 
 
-def keep_restricted_lesions(mask: Tensor, adc: Tensor, max_ratio: float, tissue: Optional[Tensor] = None) -> Tensor:
+def keep_restricted_lesions(mask: Tensor, adc: Tensor, max_ratio: float, parenchyma: Optional[Tensor] = None) -> Tensor:
     """Keep only the lesions that show restricted diffusion, as acute infarcts do.
 
     A connected lesion (26-connectivity) stays when its median ADC is at most ``max_ratio`` times the case's
-    parenchymal ADC (:func:`tissue_adc`, taken in ``tissue`` when given, else over the whole map) and above 0 (an
-    ADC of 0 is outside the brain, not restriction); ``max_ratio <= 0`` keeps everything. ``tissue``: bool, the
-    parenchyma of a head that is not skull-stripped (:func:`mdanet_sdk.pipeline.intensity.reference_region`), whose
-    scalp and muscle (ADC ~1.5x tissue) would raise the reference and let lesions of normal ADC through.
-    Returns uint8.
+    parenchymal ADC (:func:`tissue_adc`, in ``parenchyma`` when given) and above 0 (an ADC of 0 is outside the
+    brain, not restriction); ``max_ratio <= 0`` keeps everything. Returns uint8.
     """
     mask = mask.to(torch.bool)
     if max_ratio <= 0 or not bool(mask.any().item()):
         return mask.to(torch.uint8)
-    reference = tissue_adc(adc if tissue is None else torch.where(tissue, adc, torch.zeros_like(adc)))
+    reference = tissue_adc(adc, parenchyma)
     if reference <= 0:
         return mask.to(torch.uint8)
     labels = label(mask, full=True)
@@ -86,12 +92,12 @@ def postprocess(
     min_size: int = 0,
     adc: Optional[Tensor] = None,
     max_adc_ratio: float = 0.0,
-    tissue: Optional[Tensor] = None,
+    parenchyma: Optional[Tensor] = None,
 ) -> Tensor:
     """Probability map → uint8 mask: above ``threshold``, without lesions under ``min_size`` voxels, then (with
-    an ADC map and ``max_adc_ratio > 0``) without lesions lacking restricted diffusion (``tissue``: where the
-    reference ADC is taken, :func:`keep_restricted_lesions`)."""
+    an ADC map and ``max_adc_ratio > 0``) without lesions lacking restricted diffusion
+    (:func:`keep_restricted_lesions`; ``parenchyma``: where the tissue ADC is taken, :func:`tissue_adc`)."""
     mask = remove_small_lesions(probability > threshold, min_size)
     if adc is not None and max_adc_ratio > 0:
-        mask = keep_restricted_lesions(mask, adc, max_adc_ratio, tissue)
+        mask = keep_restricted_lesions(mask, adc, max_adc_ratio, parenchyma)
     return mask
