@@ -11,8 +11,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from mdanet_sdk.pipeline.morphology import bounding_box, component_sizes, fill_holes_planar, grown
-from mdanet_sdk.pipeline.morphology import keep_components, label
+from mdanet_sdk.pipeline.morphology import bounding_box, component_sizes, fill_holes_planar, keep_components, label
 from mdanet_sdk.pipeline.stats import median, quantiles
 
 __all__ = [
@@ -55,10 +54,8 @@ _GROW_SIGMAS = 4.0
 # A border "noise" above this share of the head's range is head tissue on the border, not noise, unless (in a
 # magnitude image) it is noise after all (:func:`_border_is_noise`):
 _TISSUE_LEVEL_NOISE = 0.05
-# its median lies within this many of its sigmas of 0 (noise around nothing) or, where tissue is brighter than the
-# background, under this share of the median of what stands out (a noise floor: several coils' sum of squares),
+# its median lies within this many of its sigmas of 0 (noise around nothing),
 _NOISE_AROUND_ZERO = 2.5
-_NOISE_FLOOR = 1.0 / 3.0
 # its voxels one or two apart differ at least this share as much as independent samples do (white noise),
 _WHITE_NOISE = 0.85
 # and no more than this share of the voxels found lie below its median (a head above its air).
@@ -129,12 +126,12 @@ def support(
         return torch.ones_like(found), False
     grow = grow_sigmas
     if noise > tissue_noise * top:
-        if not (magnitude and _border_is_noise(volume, found, middle, noise, tissue_above)):
+        if not (magnitude and _border_is_noise(volume, found, middle, noise)):
             return offset > tolerance * top, False
         grow = min(grow, faint_sigmas)
     low = max(tolerance * top, grow * noise)
     if low < high:
-        found = grown(found, offset > low)
+        found = _grown(found, offset > low)
     return found, noise > noisy_background * top
 
 
@@ -143,26 +140,19 @@ def _border_is_noise(
     found: Tensor,
     middle: float,
     noise: float,
-    above: bool = False,
     around: float = _NOISE_AROUND_ZERO,
-    floor: float = _NOISE_FLOOR,
     white: float = _WHITE_NOISE,
     stray: float = _STRAY,
 ) -> bool:
     """Whether a border whose spread is at tissue level is noise around a head after all. Three tests: its median lies
     within 2.5 of its robust sigmas of 0, as noise around nothing does (magnitude noise, Rayleigh: 1.77; tissue with
-    a fifth of its value as noise: 5), or, with ``above`` (a volume whose tissue is brighter than its background:
-    DWI), under a third of the median of the voxels ``found`` (a noise floor above 0, the sum of squares of several
-    coils' signals or an offset, under a head that stands well above it; what stands out of a tissue border is a
-    lesion, under ~3x tissue in DWI, while CSF in ADC is 3-4x, so not there); border voxels next to each other or two apart (in-plane) differ as independent
+    a fifth of its value as noise: 5); border voxels next to each other or two apart (in-plane) differ as independent
     samples do (the robust spread of their differences at least 0.85 × √2 × the border's: 0.91-0.99 for white
     noise and for noise interpolated 2× by Fourier or cubic interpolation; tissue on the border varies smoothly,
     0.01-0.77 in phantoms cropped to their head); and the voxels ``found`` lie above the border's median (at most 1 %
     of them below): a head brighter than its air, not the air of a tissue border. ``found`` may touch the border (a
     head cut by the field of view)."""
-    if not bool(found.any()):
-        return False
-    if abs(middle) > around * noise and not (above and middle > 0 and median(volume[found]) * floor >= middle):
+    if not bool(found.any()) or abs(middle) > around * noise:
         return False
     lines = _border_lines(volume)  # the 3 × lag pairs across two edges' joins are too few to matter
     spread = 0.0
@@ -179,6 +169,15 @@ def _share_below(volume: Tensor, found: Tensor, middle: float) -> float:
     if not bool(found.any()):
         return 0.0
     return float((volume[found] < middle).to(torch.float32).mean().item())
+
+
+def _grown(seeds: Tensor, candidates: Tensor) -> Tensor:
+    """The components (by faces) of ``candidates`` that hold a voxel of ``seeds`` (hysteresis; ``seeds`` lie in
+    ``candidates``)."""
+    labels = label(candidates)
+    keep = torch.zeros(labels.numel() + 1, dtype=torch.bool, device=labels.device)
+    keep[labels[seeds]] = True
+    return keep_components(labels, keep)
 
 
 def clean_head(mask: Tensor, speck_fraction: float = _SPECK_FRACTION) -> Tensor:

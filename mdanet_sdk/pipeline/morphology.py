@@ -18,7 +18,7 @@ from torch import Tensor
 import mdanet_sdk.ops  # noqa: F401  (registers mdanet::label_components: native, or the reference when not built)
 from mdanet_sdk.ops.reference import neighbour_min
 
-__all__ = ["label", "component_sizes", "keep_components", "grown", "fill_holes_planar", "dilate", "bounding_box"]
+__all__ = ["label", "component_sizes", "keep_components", "fill_holes_planar", "dilate", "bounding_box"]
 
 
 def label(mask: Tensor, full: bool = False, planar: bool = False) -> Tensor:
@@ -48,15 +48,6 @@ def keep_components(labels: Tensor, keep: Tensor) -> Tensor:
     chosen = keep.clone()
     chosen[0] = False
     return chosen[labels]
-
-
-def grown(seeds: Tensor, candidates: Tensor) -> Tensor:
-    """The components (by faces) of ``candidates`` that hold a voxel of ``seeds`` (hysteresis; ``seeds`` lie in
-    ``candidates``)."""
-    labels = label(candidates)
-    keep = torch.zeros(labels.numel() + 1, dtype=torch.bool, device=labels.device)
-    keep[labels[seeds]] = True
-    return keep_components(labels, keep)
 
 
 def fill_holes_planar(mask: Tensor) -> Tensor:
