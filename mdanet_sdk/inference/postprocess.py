@@ -121,6 +121,11 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
+def _region(mask: np.ndarray | None) -> torch.Tensor | None:
+    """A bool tensor of an optional mask (the gate's parenchyma)."""
+    return None if mask is None else _tensor(np.asarray(mask) != 0)
+
+
 def remove_small_lesions(mask: np.ndarray, min_size: int) -> np.ndarray:
     """Drop connected lesions (26-connectivity) of fewer than ``min_size`` voxels.
 
@@ -150,7 +155,7 @@ def tissue_adc(adc: np.ndarray, parenchyma: np.ndarray | None = None) -> float:
         the reference ADC in the map's unit (0.0 for a map without positive voxels).
     """
     adc_t = _tensor(np.asarray(adc, dtype=np.float32))
-    return lesions.tissue_adc(adc_t, None if parenchyma is None else _tensor(np.asarray(parenchyma) != 0))
+    return lesions.tissue_adc(adc_t, _region(parenchyma))
 
 
 def adc_in_head(adc: np.ndarray, head: np.ndarray) -> np.ndarray:
@@ -179,8 +184,8 @@ def keep_restricted_lesions(
         uint8 ``(X, Y, Z)`` mask.
     """
     adc_t = _tensor(np.asarray(adc, dtype=np.float32))
-    tissue = None if parenchyma is None else _tensor(np.asarray(parenchyma) != 0)
-    return lesions.keep_restricted_lesions(_tensor(np.asarray(mask) != 0), adc_t, float(max_ratio), tissue).numpy()
+    mask_t = _tensor(np.asarray(mask) != 0)
+    return lesions.keep_restricted_lesions(mask_t, adc_t, float(max_ratio), _region(parenchyma)).numpy()
 
 
 def _lesion_adc_ratios(mask: np.ndarray, adc: np.ndarray, reference: float) -> tuple[np.ndarray, np.ndarray | None]:
@@ -217,10 +222,9 @@ def postprocess(
         uint8 ``(X, Y, Z)`` mask.
     """
     adc_t = None if adc is None else _tensor(np.asarray(adc, dtype=np.float32))
-    tissue = None if parenchyma is None else _tensor(np.asarray(parenchyma) != 0)
     probability_t = _tensor(np.asarray(probability, dtype=np.float32))
     return lesions.postprocess(
-        probability_t, float(threshold), int(min_size), adc_t, float(max_adc_ratio), tissue
+        probability_t, float(threshold), int(min_size), adc_t, float(max_adc_ratio), _region(parenchyma)
     ).numpy()
 
 
