@@ -526,6 +526,26 @@ def test_itk_validation_applies(tmp_path) -> None:
         load_volume(tmp_path / "empty.nrrd")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_itk_headers_that_name_data_files_this_check_cannot_see_are_refused(tmp_path) -> None:
+    """A file list, a pattern, a name with spaces or a data-file line beyond the first MiB made ITK open a FIFO
+    that the regular-file check never saw: the read blocked forever (SIGTERM did not end it)."""
+    pytest.importorskip("SimpleITK")
+    header = "ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_FLOAT\n"
+    for name in ("fi fo.raw", "fifo1", "fifo2"):
+        os.mkfifo(tmp_path / name)
+    cases = {
+        "space.mhd": "ElementDataFile = fi fo.raw\n",
+        "list.mhd": "ElementDataFile = LIST 2D\nfifo1\n",
+        "pattern.mhd": "ElementDataFile = fifo%d 1 4 1\n",
+        "long.mhd": "Comment = " + "x" * (1 << 20) + "\nElementDataFile = fifo2\n",
+    }
+    for name, tail in cases.items():
+        (tmp_path / name).write_text(header + tail)
+        with pytest.raises(InputError, match=r"list or pattern of files|no data-file line"):
+            load_volume(tmp_path / name)
+
+
 def test_missing_extras_are_one_line_errors(monkeypatch, tmp_path) -> None:
     (tmp_path / "a.mha").write_text("ObjectType = Image\n")
     monkeypatch.setitem(sys.modules, "SimpleITK", None)  # import SimpleITK now raises ImportError

@@ -90,22 +90,39 @@ def _sitk() -> Any:
     return SimpleITK
 
 
-def _detached_data_file(path: Path) -> Path | None:
-    """The data file a MetaImage (``ElementDataFile``) or NRRD (``data file``) header points to, if any.
+_HEADER_BYTES = 1 << 20  # a MetaImage / NRRD header is a few hundred bytes; its data-file line must lie within
 
-    Only a single named file is returned: ``LOCAL`` (inline data), file lists and patterns are left to ITK.
+
+def _detached_data_file(path: Path) -> Path | None:
+    """The data file a MetaImage (``ElementDataFile``) or NRRD (``data file``) header points to; None for inline
+    data (``LOCAL``, or a NRRD without that field).
+
+    File lists (``LIST``), patterns (``%``) and names with spaces (NRRD's and MetaImage's pattern syntax) are
+    refused rather than left to ITK, which would open files this check never saw (a FIFO blocks forever); so is a
+    header whose data-file line does not come within its first MiB (MetaImage requires it last).
     """
     with path.open("rb") as f:
-        head = f.read(65536).decode("latin-1")
+        head = f.read(_HEADER_BYTES).decode("latin-1")
+    nrrd = path.name.lower().endswith((".nrrd", ".nhdr"))
     for line in head.splitlines():
-        if not line.strip() and path.name.lower().endswith((".nrrd", ".nhdr")):
-            break  # the blank line that ends a NRRD header
+        if not line.strip() and nrrd:
+            return None  # the blank line that ends a NRRD header: the data follow inline
         key, sep, value = line.replace(":", "=", 1).partition("=")
         key, value = key.strip().lower(), value.strip()
         if sep and key in ("elementdatafile", "data file", "datafile"):
-            if value.upper() == "LOCAL" or value.upper().startswith("LIST") or "%" in value or " " in value:
+            if value.upper() == "LOCAL":
                 return None
+            if value.upper().startswith("LIST") or "%" in value or " " in value:
+                raise InputError(
+                    f"{path} stores its voxels in a list or pattern of files ({value[:40]!r}), which is not read "
+                    "here; convert the image to one .nii.gz (e.g. with SimpleITK) and give that."
+                )
             return path.parent / value
+    if len(head) == _HEADER_BYTES or path.name.lower().endswith(".mhd"):
+        raise InputError(
+            f"{path} has no data-file line in its header's first MiB; it is not a readable image. Convert it to "
+            ".nii.gz and give that."
+        )
     return None
 
 
