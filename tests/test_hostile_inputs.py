@@ -131,6 +131,32 @@ def test_truncated_gzip_stream_is_an_input_error(tmp_path) -> None:
         load_volume(cut)
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_voxels_declared_inside_the_header_are_refused(suffix, tmp_path) -> None:
+    """vox_offset 0 in a single-file NIfTI: nibabel read the header's bytes as voxels and shifted the image (the
+    real case then gave no lesion, with only a NaN warning)."""
+    image = nib.Nifti1Image(_image(), np.diag([2.0, 2.0, 3.0, 1.0]))
+    raw = bytearray(image.header.binaryblock + b"\0" * 4 + _image().tobytes(order="F"))
+    raw[108:112] = np.float32(0).tobytes()  # vox_offset
+    path = tmp_path / f"dwi{suffix}"
+    path.write_bytes(gzip.compress(bytes(raw)) if suffix.endswith(".gz") else bytes(raw))
+    with pytest.raises(InputError, match="inside its 352-byte header"):
+        load_volume(path)
+    assert load_volume(_write(tmp_path / f"ok{suffix}", _image())).shape == SHAPE
+
+
+def test_data_appended_to_a_gzip_stream_is_refused(tmp_path) -> None:
+    """A valid image followed by gigabytes of gzipped zeros took ~3 s per GiB to read; over 1 MiB past the
+    voxels the file is refused. A few bytes past them still read."""
+    path = _write(tmp_path / "dwi.nii.gz", _image())
+    voxels = path.read_bytes()
+    path.write_bytes(voxels + gzip.compress(b"\0" * 256))
+    assert load_volume(path).shape == SHAPE
+    path.write_bytes(voxels + gzip.compress(b"\0" * (2 << 20)))
+    with pytest.raises(InputError, match="holds more data than its header declares"):
+        load_volume(path)
+
+
 def test_running_out_of_memory_is_an_input_error(tmp_path, monkeypatch) -> None:
     path = _write(tmp_path / "dwi.nii.gz", _image())
 

@@ -173,21 +173,32 @@ def _check_header(path: Path, img: nib.Nifti1Pair) -> None:
     # A compressed stream's length is unknown without decompressing it: MAX_VOXELS bounds it instead, and
     # nibabel's own truncation errors become InputError in _read.
     compressed = data_file.name.lower().endswith((".gz", ".bz2", ".zst"))
-    _check_geometry(path, img)
+    stored = _stored_header(img)
+    _check_geometry(path, stored)
     shape = tuple(int(n) for n in header.get_data_shape())
     offset = int(header.get_data_offset())
+    if "header" not in img.file_map and float(stored["vox_offset"]) < type(header).single_vox_offset:
+        # nibabel would read the header's own bytes as the first voxels and shift the whole image
+        raise InputError(
+            f"{path} declares its voxels at byte {float(stored['vox_offset']):g}, inside its "
+            f"{type(header).single_vox_offset}-byte header (vox_offset); the file is damaged or mis-written: "
+            "re-export it."
+        )
     check_declared_size(path, shape, header.get_data_dtype(), offset, None if compressed else data_file)
 
 
-def _check_geometry(path: Path, img: nib.Nifti1Pair) -> None:
-    """Refuse geometry that nibabel would read as millimetres wrongly: spatial units of metres or microns
-    (volumes would be off by 1e9), and a zero voxel size where the affine comes from ``pixdim`` (nibabel
-    takes 1 mm instead, so volumes in mL would be wrong without a word). Read from the header as stored:
-    nibabel's loaded copy has the zeros replaced already."""
+def _stored_header(img: nib.Nifti1Pair) -> Any:
+    """``img``'s header as stored: nibabel's loaded copy has zero voxel sizes and offsets replaced already."""
     name = img.file_map["header" if "header" in img.file_map else "image"].filename
     assert name is not None  # nib.load names the file it read the header from
     with ImageOpener(name) as f:
-        header = type(img.header).from_fileobj(f, check=False)
+        return type(img.header).from_fileobj(f, check=False)
+
+
+def _check_geometry(path: Path, header: Any) -> None:
+    """Refuse geometry that nibabel would read as millimetres wrongly: spatial units of metres or microns
+    (volumes would be off by 1e9), and a zero voxel size where the affine comes from ``pixdim`` (nibabel
+    takes 1 mm instead, so volumes in mL would be wrong without a word). ``header`` is the one stored."""
     unit = {1: "meter", 3: "micron"}.get(int(header["xyzt_units"]) & 7)  # NIfTI codes; others read as mm
     if unit is not None:
         raise InputError(
@@ -213,7 +224,8 @@ def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
             )
         _check_header(path, img)
         data = np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
-        _check_gzip_stream(Path(str(img.file_map["image"].filename)))
+        expected = int(img.header.get_data_offset()) + data.size * img.header.get_data_dtype().itemsize
+        _check_gzip_stream(Path(str(img.file_map["image"].filename)), expected)
     except InputError:
         raise
     except MemoryError:
@@ -228,14 +240,25 @@ def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
     return img, data
 
 
-def _check_gzip_stream(path: Path) -> None:
+_TRAILING_BYTES = 1 << 20  # what a .nii.gz may hold past its voxels before it is refused
+
+
+def _check_gzip_stream(path: Path, expected: int) -> None:
     """Decompress a gzip file to its end, which checks its CRC and length: nibabel reads only the voxels, so a
-    damaged byte that still decompresses would otherwise pass unnoticed (raises OSError / EOFError)."""
+    damaged byte that still decompresses would otherwise pass unnoticed (raises OSError / EOFError). The
+    stream may not go on far past the ``expected`` bytes (header and voxels): gigabytes of appended zeros would
+    cost minutes of CPU per case."""
     if not path.name.lower().endswith(".gz"):
         return
+    read = 0
     with gzip.open(path, "rb") as stream:
-        while stream.read(1 << 24):
-            pass
+        while chunk := stream.read(1 << 24):
+            read += len(chunk)
+            if read > expected + _TRAILING_BYTES:
+                raise InputError(
+                    f"{path} holds more data than its header declares ({expected} bytes of header and voxels, "
+                    "then over 1 MiB more); the file is damaged or crafted: re-export it."
+                )
 
 
 def image_shape(shape: Iterable[int]) -> tuple[int, ...]:
