@@ -96,6 +96,23 @@ def test_non_finite_weights_are_refused(tmp_path: Path, config: MDANetConfig, va
     _refused(path, r"NaN or infinite weights in head\.weight", trust=True)
 
 
+@pytest.mark.parametrize("value", [0.0, 0.25])
+def test_blanked_weights_are_refused(tmp_path: Path, config: MDANetConfig, value: float) -> None:
+    """A network whose kernels were overwritten with one value answered "no lesion" for every case, without a
+    word, when its file was sealed as it was (or loaded with trust)."""
+    model = build_model(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(value)
+    path = save_checkpoint(tmp_path / "blank.pt", model, config, PreprocessConfig(size=32), {})
+    _refused(path, rf"holds one value \({value:g}\) in every weight of .*; the file is blanked", trust=True)
+    model = build_model(config)
+    with torch.no_grad():
+        model.head.weight.zero_()  # one layer is enough
+    path = save_checkpoint(tmp_path / "head.pt", model, config, PreprocessConfig(size=32), {})
+    _refused(path, r"in every weight of head\.weight", trust=True)
+
+
 def test_weights_that_overflow_the_network_dtype_are_refused(saved: Path, tmp_path: Path) -> None:
     """1e300 is finite in a float64 file and inf once copied into the float32 network."""
     payload = _raw(saved)
@@ -104,7 +121,7 @@ def test_weights_that_overflow_the_network_dtype_are_refused(saved: Path, tmp_pa
     )
     path = _write(payload, tmp_path / "f64.pt", seal=True)
     _refused(path, r"NaN or infinite weights in head\.weight \(as torch\.float32\)", trust=True)
-    payload["state_dict"]["head.weight"].fill_(0.25)  # float64 weights that fit still load
+    payload["state_dict"]["head.weight"] = _raw(saved)["state_dict"]["head.weight"].double()  # fits: loads
     assert load_checkpoint(_write(payload, tmp_path / "f64ok.pt", seal=True)).state_dict
 
 

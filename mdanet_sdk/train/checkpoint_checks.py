@@ -383,3 +383,15 @@ def check_weights(path: Path, state: dict[str, Tensor], config: MDANetConfig) ->
                 f"{path} has NaN or infinite weights in {name} (as {expected[name].dtype}); the training diverged "
                 "or the file is damaged, re-train or re-save it."
             )
+        # no kernel or matrix of an initialised network is one value (checked at every preset): blanked weights
+        # would answer "no lesion" for every case
+        if (
+            tensor.is_floating_point()
+            and tensor.dim() >= 2
+            and tensor.numel() > 1
+            and bool((tensor == tensor.flatten()[0]).all())
+        ):
+            raise CheckpointError(
+                f"{path} holds one value ({float(tensor.flatten()[0]):g}) in every weight of {name}; the file is "
+                "blanked or damaged, re-train or re-save it."
+            )
