@@ -259,6 +259,29 @@ def test_torchscript_that_writes_files_when_loaded_is_refused(artefacts, tmp_pat
     assert not (tmp_path / "marker.pt").exists()
 
 
+class _Raiser(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() > -1e30):
+            raise ValueError("error: forged\nerror: a second forged line")
+        return x
+
+
+def test_an_artefact_that_raises_while_it_runs_fails_its_cases_in_one_line(artefacts, tmp_path):
+    """An error raised inside the TorchScript interpreter (an artefact's own raise, an out-of-bounds index, an
+    allocation that fails) escaped as a 60-line traceback and stopped the whole batch."""
+    from mdanet_sdk import segment
+    from mdanet_sdk.data.phantom import write_dataset
+
+    crafted = _scripted(artefacts["torchscript"], tmp_path / "raise.ts", _Raiser())
+    data = write_dataset(tmp_path / "data", "isles22", 2, seed=0, shape=(32, 32, 3))
+    outcomes = list(segment(data, tmp_path / "out", model=crafted, tta=False))
+    assert len(outcomes) == 2 and all(not hasattr(o, "mask") for o in outcomes)
+    for outcome in outcomes:
+        assert outcome.error.startswith("the model failed while it ran (") and "re-export" in outcome.error
+        assert isinstance(outcome.exception, CheckpointError) and "\n" not in outcome.error
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
 def test_our_torchscript_graph_passes_the_operator_allowlist(artefacts):
     from mdanet_sdk.artifact_safety import check_torchscript_ops
 

@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from mdanet_sdk._text import printable
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.preprocess import SliceStack, restore_probability_into
 from mdanet_sdk.device import autocast
-from mdanet_sdk.errors import CheckpointError, InputError
+from mdanet_sdk.errors import CheckpointError, InputError, MDANetError
 from mdanet_sdk.inference.optimize import MAX_AUTO_BATCH, auto_batch_size
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.transfer import HostStaging
@@ -141,8 +142,13 @@ class Predictor:
         self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, dims: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(probability (B, H, W) flipped back along dims, whether the logits are all finite)``."""
-        with autocast(self.device, self.precision):
-            logits = model(x)
+        try:
+            with autocast(self.device, self.precision):
+                logits = model(x)
+        except MDANetError:
+            raise
+        except (RuntimeError, torch.jit.Error) as exc:  # out of memory, or an exported program's own raise
+            raise CheckpointError(_failure(exc)) from exc
         lesion = lesion_probability(logits)
         return (lesion.flip(dims) if dims else lesion), torch.isfinite(logits).all()
 
@@ -198,3 +204,14 @@ class Predictor:
         (:meth:`PostprocessConfig.apply`; ``head`` and ``parenchyma`` from the case's :class:`SliceGeometry`);
         ``images`` (modality -> ``(X, Y, Z)``) supply the ADC for the gate."""
         return self.settings.apply(probability, images.get("adc"), head, parenchyma)
+
+
+def _failure(exc: Exception) -> str:
+    """One line for a model that raised while it ran: torch's own line (the last of a TorchScript traceback),
+    escaped and cut short, since an exported program can raise text of its own choosing."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["no message"]
+    what = printable(lines[-1] if "Traceback of TorchScript" in str(exc) else lines[0])[:160]
+    return (
+        f"the model failed while it ran ({what}); if it ran out of memory, lower the batch size (--batch-size); "
+        "otherwise its file is damaged or not made by this mdanet-sdk: re-export or re-download it."
+    )
