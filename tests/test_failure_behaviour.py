@@ -198,6 +198,29 @@ def test_a_huge_header_and_a_fifo_fail_alone_among_good_cases(weights, tmp_path)
     assert "not a regular file" in lines[1]
 
 
+def test_inputs_that_are_not_paths_fail_alone_in_the_python_api(weights, tmp_path) -> None:
+    """A number, None or an array where a path was meant raised TypeError from os.fspath and stopped the other
+    cases; a result saved where nothing can be written raised FileNotFoundError naming its temporary file."""
+    from mdanet_sdk import Segmenter
+    from mdanet_sdk import segment as segment_many
+    from mdanet_sdk.errors import InputError
+
+    good = case_4d(tmp_path / "in" / "good.nii.gz")
+    seg = Segmenter.from_checkpoint(weights)
+    for bad in (12345, None, np.zeros((3, 3, 3)), {"dwi": 7, "adc": str(good)}):
+        with pytest.raises(InputError, match="is not a file or folder; give a path"):
+            seg.predict(bad)
+    outcomes = list(seg.predict_many([12345, str(good)], errors="yield"))
+    assert [type(o).__name__ for o in outcomes] == ["FailedCase", "SegmentationResult"]
+    outcomes = list(segment_many([12345, str(good)], tmp_path / "out", checkpoint=weights))
+    assert [getattr(o, "case_id", None) for o in outcomes] == ["12345", "good"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["good_seg.nii.gz"]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match=r"cannot write .*/file/m\.nii\.gz \(.*\); check that its folder exists"):
+        outcomes[1].save(blocker / "m.nii.gz")
+
+
 def test_an_input_that_failed_planning_is_still_never_overwritten(weights, tmp_path) -> None:
     src = case_4d(tmp_path / "case.nii.gz")
     own = tmp_path / "case_seg.nii.gz"  # the user's own 3D file: refused as input, and must survive

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mdanet_sdk.data.nifti import Volume, load_volume, nifti_stem
-from mdanet_sdk.data.validate import check_distinct_images, check_image
+from mdanet_sdk.data.validate import as_path, check_distinct_images, check_image
 from mdanet_sdk.errors import InputError
 
 __all__ = [
@@ -296,7 +296,7 @@ def read_case(
     from mdanet_sdk.data.layouts import find_cases, modality_names  # layouts imports this module
 
     if isinstance(source, Mapping):
-        paths = {str(k).lower(): Path(v) for k, v in source.items()}
+        paths = {str(k).lower(): as_path(v) for k, v in source.items()}
         label_path = paths.pop(LABEL_KEY, None)
         brain_mask = paths.pop(BRAIN_MASK_KEY, None)
         if not paths:
@@ -304,7 +304,7 @@ def read_case(
         names = modality_names("generic", modalities) or tuple(paths)
         case_id = case_id or nifti_stem(next(iter(paths.values())))
         return CaseSource(case_id, paths, label_path, names, brain_mask).load(label=label)
-    sources = find_cases(source, layout, modalities, label_pattern=label_pattern)
+    sources = find_cases(as_path(source), layout, modalities, label_pattern=label_pattern)
     if len(sources) != 1:
         raise InputError(
             f"{source} holds {len(sources)} cases; point at one case (file or folder), or use find_cases() "

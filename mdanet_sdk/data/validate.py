@@ -32,6 +32,7 @@ import numpy as np
 from mdanet_sdk.errors import InputError
 
 __all__ = [
+    "as_path",
     "check_distinct_images",
     "MAX_VOXELS",
     "MAX_DIM",
@@ -65,6 +66,17 @@ _FILE_KINDS = (
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
+
+
+def as_path(value: object) -> Path:
+    """``value`` (str, bytes or path-like) as a Path; anything else is an InputError, not a TypeError from deep
+    inside (a number, None or an array passed where a file or folder was meant)."""
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return Path(os.fsdecode(value))
+    raise InputError(
+        f"{type(value).__name__} {str(value)[:40]!r} is not a file or folder; give a path (str or pathlib.Path), a "
+        "mapping modality -> path, or a Case."
+    )
 
 
 def check_regular_file(path: str | os.PathLike[str]) -> Path:

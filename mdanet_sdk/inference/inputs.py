@@ -42,7 +42,7 @@ def input_name(item: Any) -> str:
         return item.case_id
     if isinstance(item, Mapping):
         item = next(iter(item.values()), "mapping")
-    return nifti_stem(item) or str(item)
+    return (nifti_stem(item) if isinstance(item, (str, os.PathLike)) else "") or str(item)[:40]
 
 
 def volume_count(path: str | os.PathLike[str]) -> int | None:

@@ -26,8 +26,15 @@ from mdanet_sdk.data.layouts import detect_layout, find_cases
 from mdanet_sdk.data.layouts.nnunet import channels_named
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, named_like_image, nifti_stem, output_name
 from mdanet_sdk.data.targets import check_output_file, check_report_file
+from mdanet_sdk.data.validate import as_path
 from mdanet_sdk.errors import InputError, MDANetError
-from mdanet_sdk.inference.inputs import BUNDLED_MODALITIES, kind_for_modalities, refuse_single_3d, volume_count
+from mdanet_sdk.inference.inputs import (
+    BUNDLED_MODALITIES,
+    input_name,
+    kind_for_modalities,
+    refuse_single_3d,
+    volume_count,
+)
 
 __all__ = [
     "Job",
@@ -116,10 +123,11 @@ def plan_jobs(
     wanted = modalities or checkpoint_modalities
     for item in inputs:
         if isinstance(item, Mapping):
-            jobs.append(_mapping_job({str(m).lower(): Path(p) for m, p in item.items()}, wanted))
+            jobs.append(_mapping_job({str(m).lower(): as_path(p) for m, p in item.items()}, wanted))
             continue
-        path = Path(item)
+        path: Path | None = None
         try:
+            path = as_path(item)
             if path.is_file():
                 count = volume_count(path)
                 if count is None:
@@ -138,7 +146,7 @@ def plan_jobs(
             else:
                 sources = find_cases(path, modalities=_folder_modalities(path, modalities, checkpoint_modalities))
         except MDANetError as exc:
-            jobs.append(Job(_name(path), None, error=str(exc), given=path))
+            jobs.append(Job(_name(path) if path else input_name(item), None, error=str(exc), given=path))
             continue
         jobs.extend(Job(source.case_id, source) for source in sources)
     for job in jobs:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
@@ -101,15 +101,23 @@ class SegmentationResult:
             prob_path = check_output_file(prob_path)
             if file_key(prob_path) == file_key(mask_path):
                 raise InputError(f"the mask and the probability map would both be {mask_path}; give two file names.")
-        made_with = self.report.made_with
-        mask_path = save_like(self.mask_canonical, self.case.reference, mask_path, "mask", made_with)
+        mask_path = self._write(self.mask_canonical, mask_path, "mask")
         if prob_path is None:
             return mask_path, None
         try:
-            return mask_path, save_like(self.probability_canonical, self.case.reference, prob_path, "prob", made_with)
+            return mask_path, self._write(self.probability_canonical, prob_path, "prob")
         except BaseException:
             mask_path.unlink(missing_ok=True)
             raise
+
+    def _write(self, array: np.ndarray, path: Path, output: Literal["mask", "prob"]) -> Path:
+        try:
+            return save_like(array, self.case.reference, path, output, self.report.made_with)
+        except OSError as exc:  # its own message names the temporary file, not the output
+            raise InputError(
+                f"cannot write {path} ({exc.strerror or type(exc).__name__}); check that its folder exists and "
+                "can be written, or choose another."
+            ) from exc
 
     def save_overlay(self, path: str | os.PathLike[str], modality: str | None = None) -> Path:
         """Write a PNG montage of the lesion outline over ``modality`` (default: DWI, else Tmax, else CBF).

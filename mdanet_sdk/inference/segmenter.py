@@ -27,7 +27,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -35,6 +34,7 @@ import torch
 
 from mdanet_sdk.data.cases import Case, CaseSource, read_case
 from mdanet_sdk.data.preprocess import PreprocessConfig, slice_stack
+from mdanet_sdk.data.validate import as_path
 from mdanet_sdk.device import resolve_device, resolve_precision, retain_cpu_memory
 from mdanet_sdk.errors import InputError, MDANetError
 from mdanet_sdk.inference.ensemble import check_ensemble, checkpoint_name, ensemble_postprocessing
@@ -462,7 +462,7 @@ class Segmenter:
             return item.load(label=False)
         if isinstance(item, Mapping):
             return read_case(item, modalities=self.modalities, label=False)
-        refuse_single_3d(Path(item), self.modalities)
+        refuse_single_3d(as_path(item), self.modalities)
         return read_case(item, modalities=modalities or self.modalities, label=False)
 
     def _prepare(self, item: CaseInput, modalities: Sequence[str] | None) -> Loaded | FailedCase:
