@@ -366,6 +366,12 @@ def test_a_4d_file_with_a_diffusion_sidecar_needs_modalities(tmp_path, sidecar) 
     plain = write(tmp_path / "other" / "mri.nii.gz", volumes(2))  # a sidecar of another stem does not count
     (tmp_path / "other" / "dti.bval").write_text("0 1000\n")
     assert runner.invoke(app, ["segment", str(plain), "-o", str(tmp_path / "o2")]).exit_code == 0
+    from mdanet_sdk import Segmenter  # the Python API holds the same rule (it read the series as dwi, adc)
+
+    seg = Segmenter.default("mri", tta=False)
+    with pytest.raises(InputError, match=f"diffusion series \\({sidecar} beside it\\)"):
+        seg.predict(series)
+    assert seg.predict(series, modalities=("dwi", "adc")).mask.shape == (37, 29, 5)
 
 
 def test_brain_mask_limits_the_lesions_of_the_single_case(tmp_path) -> None:

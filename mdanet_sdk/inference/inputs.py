@@ -24,6 +24,8 @@ __all__ = [
     "volume_count",
     "kind_for_modalities",
     "refuse_single_3d",
+    "refuse_diffusion_series",
+    "DIFFUSION_SIDECARS",
     "case_from_arrays",
 ]
 
@@ -59,11 +61,14 @@ def kind_for_modalities(modalities: Iterable[str]) -> str | None:
     return next((kind for kind, mods in BUNDLED_MODALITIES.items() if set(mods) == names), None)
 
 
-def refuse_single_3d(path: Path, modalities: Sequence[str]) -> None:
-    """Raise InputError when ``path`` is one 3D volume: a multimodal model needs one file per modality.
+def refuse_single_3d(path: Path, modalities: Sequence[str], diffusion: bool = False) -> None:
+    """Raise InputError when ``path`` is one 3D volume: a multimodal model needs one file per modality; with
+    ``diffusion`` (no volume order given), also when it is a diffusion series (:func:`refuse_diffusion_series`).
 
     The message says which modalities are needed and how to pass them (CLI ``-m`` options or a mapping).
     """
+    if diffusion and path.is_file():
+        refuse_diffusion_series(path)
     if path.is_file() and volume_count(path) == 1:
         example = " ".join(f"-m {m}={m}.nii.gz" for m in modalities)
         mapping = ", ".join(f"'{m}': '{m}.nii.gz'" for m in modalities)
@@ -71,6 +76,27 @@ def refuse_single_3d(path: Path, modalities: Sequence[str]) -> None:
             f"{path} is a single 3D volume but the model needs {', '.join(modalities)}; give one file per "
             f"modality (CLI: {example}; Python: predict({{{mapping}}})) or one 4D file with a volume per "
             "modality."
+        )
+
+
+#: Files beside a 4D NIfTI that make it a diffusion series (one volume per b-value or direction): FSL and
+#: dcm2niix name them ``<stem>.bval``/``<stem>.bvec``; HCP-style folders hold bare ``bvals``/``bvecs``.
+DIFFUSION_SIDECARS = (".bval", ".bvec", ".bvals", ".bvecs")
+
+
+def refuse_diffusion_series(path: Path) -> None:
+    """Raise InputError when a 4D file has a b-value/b-vector sidecar: its volumes are diffusion weightings, not
+    DWI and ADC maps, and reading them as such would give a confident but meaningless mask."""
+    stem = nifti_stem(path).lower()
+    names = {stem + suffix for suffix in DIFFUSION_SIDECARS} | {"bvals", "bvecs"}
+    try:  # any case: "scan.BVAL" from a Windows or DICOM tool is a sidecar too
+        sidecar = next((p for p in sorted(path.parent.iterdir()) if p.name.lower() in names and p.is_file()), None)
+    except OSError:
+        sidecar = None
+    if sidecar is not None:
+        raise InputError(
+            f"{path} is a diffusion series ({sidecar.name} beside it), not one volume per modality; segment its "
+            "DWI and ADC maps (-m dwi=... -m adc=...), or give the order of its volumes with --modalities."
         )
 
 

@@ -32,6 +32,7 @@ from mdanet_sdk.inference.inputs import (
     BUNDLED_MODALITIES,
     input_name,
     kind_for_modalities,
+    refuse_diffusion_series,
     refuse_single_3d,
     volume_count,
 )
@@ -46,7 +47,6 @@ __all__ = [
     "parse_modalities",
     "attach_brain_mask",
     "mapping_text",
-    "DIFFUSION_SIDECARS",
 ]
 
 #: One input of :func:`mdanet_sdk.segment`: a file or folder, or a mapping modality -> file.
@@ -135,7 +135,7 @@ def plan_jobs(
                 if count == 1:
                     refuse_single_3d(path, wanted or BUNDLED_MODALITIES["mri"])
                 if modalities is None:
-                    _refuse_diffusion_series(path)
+                    refuse_diffusion_series(path)
                 order = wanted or next((m for m in BUNDLED_MODALITIES.values() if len(m) == count), None)
                 if order is None:
                     raise InputError(
@@ -162,27 +162,6 @@ def plan_jobs(
         job.weights = kind or "checkpoint"
     _make_unique(jobs)
     return jobs
-
-
-#: Files beside a 4D NIfTI that make it a diffusion series (one volume per b-value or direction): FSL and
-#: dcm2niix name them ``<stem>.bval``/``<stem>.bvec``; HCP-style folders hold bare ``bvals``/``bvecs``.
-DIFFUSION_SIDECARS = (".bval", ".bvec", ".bvals", ".bvecs")
-
-
-def _refuse_diffusion_series(path: Path) -> None:
-    """Raise InputError when a 4D file has a b-value/b-vector sidecar: its volumes are diffusion weightings, not
-    DWI and ADC maps, and reading them as such would give a confident but meaningless mask."""
-    stem = nifti_stem(path).lower()
-    names = {stem + suffix for suffix in DIFFUSION_SIDECARS} | {"bvals", "bvecs"}
-    try:  # any case: "scan.BVAL" from a Windows or DICOM tool is a sidecar too
-        sidecar = next((p for p in sorted(path.parent.iterdir()) if p.name.lower() in names and p.is_file()), None)
-    except OSError:
-        sidecar = None
-    if sidecar is not None:
-        raise InputError(
-            f"{path} is a diffusion series ({sidecar.name} beside it), not one volume per modality; segment its "
-            "DWI and ADC maps (-m dwi=... -m adc=...), or give the order of its volumes with --modalities."
-        )
 
 
 def attach_brain_mask(jobs: list[Job], brain_mask: Path) -> None:

@@ -462,7 +462,7 @@ class Segmenter:
             return item.load(label=False)
         if isinstance(item, Mapping):
             return read_case(item, modalities=self.modalities, label=False)
-        refuse_single_3d(as_path(item), self.modalities)
+        refuse_single_3d(as_path(item), self.modalities, diffusion=modalities is None)
         return read_case(item, modalities=modalities or self.modalities, label=False)
 
     def _prepare(self, item: CaseInput, modalities: Sequence[str] | None) -> Loaded | FailedCase:
