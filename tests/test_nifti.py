@@ -163,8 +163,24 @@ def _singular_affine(path: Path) -> Path:
         (lambda p, w: w(p / "empty.nii.gz", np.zeros((4, 4, 3), np.float32)), "is empty"),
         (lambda p, w: w(p / "nosize.nii.gz", np.ones((4, 0, 3), np.float32)), "zero-length axis"),
         (lambda p, w: _singular_affine(p / "flat.nii"), "degenerate affine"),
+        # voxel sizes no head scan has (an affine in metres or microns): volumes were reported as 0.000 or 2.5e15 mL
+        (lambda p, w: w(p / "m.nii.gz", NOISE, np.diag([0.002, 0.002, 0.002, 1])), r"voxels of 0\.002 x 0\.002"),
+        (lambda p, w: w(p / "um.nii.gz", NOISE, np.diag([2e3, 2e3, 5e3, 1])), r"2e\+03 x 2e\+03 x 5e\+03 mm"),
     ],
-    ids=["missing", "not-nifti", "not-gzip", "truncated", "checksum", "2d", "5d", "all-zero", "zero-size", "singular"],
+    ids=[
+        "missing",
+        "not-nifti",
+        "not-gzip",
+        "truncated",
+        "checksum",
+        "2d",
+        "5d",
+        "all-zero",
+        "zero-size",
+        "singular",
+        "metres",
+        "microns",
+    ],
 )
 def test_invalid_inputs_raise_input_error(make, message, tmp_path, io_write_nifti) -> None:
     with pytest.raises(InputError, match=message):

@@ -51,7 +51,14 @@ from nibabel.spatialimages import HeaderDataError
 
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.data.formats import ITK_SUFFIXES, dicom_as_nifti, is_dicom_folder, is_itk, itk_shape, read_itk
-from mdanet_sdk.data.validate import check_declared_size, check_dtype, check_image, check_label, check_regular_file
+from mdanet_sdk.data.validate import (
+    check_affine,
+    check_declared_size,
+    check_dtype,
+    check_image,
+    check_label,
+    check_regular_file,
+)
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.pipeline import orientation
 
@@ -351,8 +358,7 @@ def load_volume(
             "with modalities on the last axis; split or convert it first."
         )
     affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError(f"{path} has a degenerate affine (singular or not finite); fix its qform/sform.")
+    check_affine(affine, str(path))
 
     what = name or str(path)
     if label or allow_empty:

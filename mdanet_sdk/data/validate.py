@@ -33,6 +33,7 @@ from mdanet_sdk.errors import InputError
 
 __all__ = [
     "as_path",
+    "check_affine",
     "check_distinct_images",
     "MAX_VOXELS",
     "MAX_DIM",
@@ -77,6 +78,23 @@ def as_path(value: object) -> Path:
         f"{type(value).__name__} {str(value)[:40]!r} is not a file or folder; give a path (str or pathlib.Path), a "
         "mapping modality -> path, or a Case."
     )
+
+
+#: Voxel sizes (mm) outside these bounds are no head scan's: a header in other units, or a damaged affine.
+VOXEL_MM = (0.01, 100.0)
+
+
+def check_affine(affine: np.ndarray, what: str) -> None:
+    """Refuse a voxel-to-world affine that is not finite, singular, or whose voxel sizes lie outside
+    :data:`VOXEL_MM` (volumes in mL would be off by many orders of magnitude without a word)."""
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"{what} has a degenerate affine (singular or not finite); fix its qform/sform.")
+    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    if sizes.min() < VOXEL_MM[0] or sizes.max() > VOXEL_MM[1]:
+        raise InputError(
+            f"{what} has voxels of {' x '.join(f'{z:.3g}' for z in sizes)} mm by its affine, no head scan's; "
+            "store the affine in millimetres (its units may be metres or microns) and try again."
+        )
 
 
 def check_regular_file(path: str | os.PathLike[str]) -> Path:

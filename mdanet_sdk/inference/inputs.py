@@ -14,6 +14,7 @@ import numpy as np
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource
 from mdanet_sdk.data.nifti import Volume, header_shape, nifti_stem, to_canonical
+from mdanet_sdk.data.validate import check_affine
 from mdanet_sdk.data.validate import check_distinct_images, check_image
 from mdanet_sdk.errors import InputError
 
@@ -121,6 +122,7 @@ def case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_
         raise InputError(f"affine must be a 4x4 matrix of numbers; got {type(affine).__name__}.") from None
     if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError("affine must be a finite, invertible 4x4 voxel-to-world matrix (mm).")
+    check_affine(affine, "the affine")
     warnings = []
     canonical = {}
     if brain_mask is not None:
