@@ -116,17 +116,36 @@ class Case:
         return np.stack([self.images[m] for m in modalities]).astype(np.float32, copy=False)
 
 
-def _small_brain_mask(brain_mask: np.ndarray, images: dict[str, np.ndarray], path: Path) -> list[str]:
-    """A warning when the brain mask covers under a fifth of the images' non-zero support: a lesion mask given
-    as the brain mask (every prediction outside it is dropped) looks like this."""
+def _brain_mask_warnings(values: np.ndarray, images: dict[str, np.ndarray], path: Path) -> list[str]:
+    """Warnings for a brain mask (its voxel ``values``) that does not look like one: under a fifth of the images'
+    non-zero support (a lesion mask given as the brain mask: every prediction outside it is dropped), the whole
+    field of view, or other values than 0 and 1 (an image given as the mask: every non-zero voxel is brain).
+
+    Raises:
+        InputError: the mask is one of the case's images itself.
+    """
+    same = next(
+        (m for m, image in images.items() if image.shape == values.shape and np.array_equal(image, values)), None
+    )
+    if same is not None:
+        raise InputError(f"the brain mask {path} is the {same} image itself; give a skull-stripping mask (1 = brain).")
+    brain = values != 0
     support = np.count_nonzero(np.any([image != 0 for image in images.values()], axis=0))
-    covered = np.count_nonzero(brain_mask)
+    covered = np.count_nonzero(brain)
+    warnings = []
     if support and covered < 0.2 * support:
-        return [
+        warnings.append(
             f"the brain mask {path} covers only {100 * covered / support:.0f} % of the head; lesions are looked "
             "for inside it only. If it is a lesion mask, give it as the label, not as the brain mask."
-        ]
-    return []
+        )
+    elif covered == brain.size:
+        warnings.append(f"the brain mask {path} covers the whole field of view; lesions are looked for everywhere.")
+    if np.any((values != 0) & (values != 1)):
+        warnings.append(
+            f"the brain mask {path} holds values other than 0 and 1; every non-zero voxel is taken as brain (a "
+            "probabilistic mask needs a threshold first)."
+        )
+    return warnings
 
 
 @dataclass
@@ -185,8 +204,8 @@ class CaseSource:
         if self.brain_mask_path is not None:
             mask_volume = load_volume(self.brain_mask_path, label=True)
             _check_same_grid(self.case_id, "brain mask", mask_volume, reference)
+            warnings += _brain_mask_warnings(mask_volume.data, images, self.brain_mask_path)
             brain_mask = np.asarray(mask_volume.data) != 0
-            warnings += _small_brain_mask(brain_mask, images, self.brain_mask_path)
         return Case(self.case_id, images, lesion, reference, warnings, brain_mask)
 
     def _load_files(self) -> tuple[dict[str, np.ndarray], Volume, list[str]]:
