@@ -158,6 +158,25 @@ def test_sigterm_mid_write_leaves_nothing_behind(weights, tmp_path) -> None:
     assert list(out.iterdir()) == []  # no mask without its probability map, no temporary file
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["segment", "x", "--min-size", "-5"], "error: Invalid value for '--min-size': Input should be greater than"),
+        (["segment", "--bogus"], "error: No such option: --bogus"),
+        (["nosuchcommand"], "error: No such command 'nosuchcommand'; see 'mdanet-sdk --help'."),
+    ],
+)
+def test_usage_errors_of_the_command_are_one_line(args, line) -> None:
+    """They were click's usage text and a boxed panel of several lines."""
+    done = subprocess.run([sys.executable, "-c", _MAIN, *args], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2 and done.stdout == ""
+    (printed,) = done.stderr.splitlines()
+    assert printed.startswith(line), printed
+
+
+_MAIN = "import sys; sys.argv[0] = 'mdanet-sdk'; from mdanet_sdk.cli import main; main()"
+
+
 def test_temp_files_of_a_killed_run_are_removed_by_the_next_run(weights, tmp_path) -> None:
     out = tmp_path / "out"
     src = case_4d(tmp_path / "case7.nii.gz")

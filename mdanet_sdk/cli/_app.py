@@ -121,6 +121,25 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
 
 
 def main() -> None:
-    """Console-script entry point (SIGTERM is handled like Ctrl-C)."""
+    """Console-script entry point (SIGTERM is handled like Ctrl-C). A usage error (an unknown option, a value out
+    of its range) is one ``error:`` line too, not click's usage text and box."""
     signal.signal(signal.SIGTERM, _on_sigterm)
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:  # Ctrl-C while the parser ran: nothing was written yet
+        raise SystemExit(_exit_with("interrupted.", 130)) from None
+    except Exception as exc:  # click's usage errors, which typer (vendoring click) does not name publicly
+        code = getattr(exc, "exit_code", None)
+        if not (hasattr(exc, "format_message") and isinstance(code, int)):
+            raise
+        message, context = exc.format_message().rstrip("."), getattr(exc, "ctx", None)
+        if not message:  # no command given: the help was printed
+            raise SystemExit(code) from None
+        where = f"; see '{context.command_path} --help'" if context is not None else ""
+        raise SystemExit(_exit_with(f"{message}{where}.", code)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _exit_with(message: str, code: int) -> int:
+    fail(message, code)
+    return code
