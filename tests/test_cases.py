@@ -344,6 +344,7 @@ def test_wrong_paths_and_arguments(tmp_path, io_write_nifti) -> None:
         (lambda: find_cases(tmp_path / "nowhere"), "does not exist"),
         (lambda: find_cases(tmp_path / "nowhere", layout="isles18"), "does not exist"),
         (lambda: find_cases(tmp_path / "empty"), "no generic cases found in"),
+        (lambda: find_cases(tmp_path / "empty", modalities=("cbf", "tmax")), r"no case with cbf, tmax found in"),
         (lambda: find_cases(tmp_path / "empty", layout="isles18"), "no isles18 cases found"),
         (lambda: find_cases(tmp_path / "notes.txt", layout="isles22"), "is not a folder"),
         (lambda: find_cases(tmp_path / "notes.txt"), r"not a \.nii, \.nii\.gz, \.mha"),

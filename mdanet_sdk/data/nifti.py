@@ -241,8 +241,8 @@ def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
         ) from None
     except _READ_ERRORS as exc:
         raise InputError(
-            f"{path} is not a readable NIfTI file ({exc}); check that it is a complete .nii or .nii.gz "
-            "image, or re-export / re-download it."
+            f"{path} is not a readable NIfTI file ({' '.join(str(exc).split())}); check that it is a complete .nii "
+            "or .nii.gz image, or re-export / re-download it."
         ) from exc
     return img, data
 

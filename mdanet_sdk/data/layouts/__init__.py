@@ -149,6 +149,11 @@ def find_cases(
         raise InputError(f"{root} is not a folder; an {layout} dataset is read from its folder.")
     names = modality_names(layout, modalities)
     sources = _find(root, layout, names, labels=label_pattern is None)
+    if not sources and modalities and layout == "generic":
+        raise InputError(
+            f"no case with {', '.join(names)} found in {root} (the model reads those); give files named after "
+            "those modalities, or the checkpoint made for the modalities you have."
+        )
     if not sources:
         raise InputError(
             f"no {layout} cases found in {root}; expected an ISLES'22 (rawdata/sub-*/...), ISLES'18 "
