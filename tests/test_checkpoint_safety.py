@@ -187,6 +187,21 @@ def test_recursion_while_unpickling_is_a_checkpoint_error(
     _refused(saved, "is not a readable mdanet-sdk checkpoint")
 
 
+class _RunsCode:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (print, ("this ran while the checkpoint was loaded",))
+
+
+def test_a_checkpoint_holding_code_is_refused_without_suggesting_to_run_it(saved: Path, tmp_path: Path) -> None:
+    """torch's refusal, cut to its first line, read "Re-running torch.load with weights_only set to False..."."""
+    payload = _raw(saved)
+    payload["meta"] = {**payload["meta"], "hook": _RunsCode()}
+    path = tmp_path / "code.pt"
+    torch.save(payload, path)
+    message = _refused(path, "holds Python objects beyond weights and plain data, which may run code", trust=True)
+    assert "weights_only" not in message
+
+
 # -- integrity record ------------------------------------------------------------------------------------------
 def test_missing_integrity_needs_trust(saved: Path, tmp_path: Path) -> None:
     raw = _raw(saved)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -281,6 +282,9 @@ def load_checkpoint(
         raise
     except Exception as exc:  # any parser failure on a foreign or crafted file is the file's fault
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in reason:
+            # torch's text goes on to suggest weights_only=False, which would run the code this file holds
+            reason = "it holds Python objects beyond weights and plain data, which may run code when loaded"
         raise CheckpointError(
             f"{path} is not a readable mdanet-sdk checkpoint ({reason[:200]}); pass a .pt file written by "
             "mdanet-sdk train or save_checkpoint."
