@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -166,6 +167,28 @@ def test_running_out_of_memory_is_an_input_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(nib.Nifti1Image, "get_fdata", exhausted)
     with pytest.raises(InputError, match="does not fit in memory"):
         load_volume(path)
+
+
+def test_a_grid_too_large_for_the_free_memory_fails_its_case_before_reading(tmp_path, monkeypatch) -> None:
+    """4096 x 4096 x 16 voxels in 5 MB of gzip peaked at 13.5 GB; where that is more than the machine has, the
+    kernel killed the whole batch. Such a file now fails alone, before a voxel is read."""
+    from mdanet_sdk.data import validate
+
+    root = _generic_cases(tmp_path / "ds")
+    big = np.zeros((256, 256, 8), np.float32)
+    big[100:150, 100:150] = 5.0
+    _write(root / "case2" / "dwi.nii.gz", big)
+    _write(root / "case2" / "adc.nii.gz", big + 1.0)
+    # 256 x 256 x 8 voxels need ~42 MB by the estimate; the small cases ~0.7 MB
+    monkeypatch.setattr(validate, "available_memory", lambda: 8 * 2**20)
+    results = _load_all(root)
+    assert isinstance(results["case2"], InputError)
+    assert re.search(
+        r"needs about [\d.]+ GiB of memory and [\d.]+ GiB are free: crop or resample", str(results["case2"])
+    )
+    assert results["case1"].shape == SHAPE and results["case3"].shape == SHAPE
+    monkeypatch.setattr(validate, "available_memory", lambda: None)  # unknown (not Linux): not checked
+    assert not isinstance(_load_all(root)["case2"], InputError)
 
 
 # ------------------------------------------------------------------------------------- FIFOs and devices
