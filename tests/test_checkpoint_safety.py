@@ -198,7 +198,9 @@ def test_a_checkpoint_holding_code_is_refused_without_suggesting_to_run_it(saved
     payload["meta"] = {**payload["meta"], "hook": _RunsCode()}
     path = tmp_path / "code.pt"
     torch.save(payload, path)
-    message = _refused(path, "holds Python objects beyond weights and plain data, which may run code", trust=True)
+    message = _refused(
+        path, "damaged, or holds Python objects beyond weights and plain data, which may run code", trust=True
+    )
     assert "weights_only" not in message
 
 

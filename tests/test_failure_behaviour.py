@@ -231,13 +231,15 @@ def test_inputs_that_are_not_paths_fail_alone_in_the_python_api(weights, tmp_pat
             seg.predict(bad)
     outcomes = list(seg.predict_many([12345, str(good)], errors="yield"))
     assert [type(o).__name__ for o in outcomes] == ["FailedCase", "SegmentationResult"]
-    outcomes = list(segment_many([12345, str(good)], tmp_path / "out", checkpoint=weights))
-    assert [getattr(o, "case_id", None) for o in outcomes] == ["12345", "good"]
+    outcomes = list(
+        segment_many([12345, {"dwi": 7, "adc": str(good)}, str(good)], tmp_path / "out", checkpoint=weights)
+    )
+    assert [getattr(o, "case_id", None) for o in outcomes] == ["12345", "7", "good"]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["good_seg.nii.gz"]
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(InputError, match=r"cannot write .*/file/m\.nii\.gz \(.*\); check that its folder exists"):
-        outcomes[1].save(blocker / "m.nii.gz")
+        outcomes[2].save(blocker / "m.nii.gz")
 
 
 def test_an_input_that_failed_planning_is_still_never_overwritten(weights, tmp_path) -> None:

@@ -156,6 +156,10 @@ def test_data_appended_to_a_gzip_stream_is_refused(tmp_path) -> None:
     path.write_bytes(voxels + gzip.compress(b"\0" * (2 << 20)))
     with pytest.raises(InputError, match="holds more data than its header declares"):
         load_volume(path)
+    image = nib.Nifti1Image(_image(), np.diag([2.0, 2.0, 3.0, 1.0]))  # 2 MiB of header extension count as header
+    image.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"x" * (2 << 20)))
+    nib.save(image, tmp_path / "ext.nii.gz")
+    assert load_volume(tmp_path / "ext.nii.gz").shape == SHAPE
 
 
 def test_running_out_of_memory_is_an_input_error(tmp_path, monkeypatch) -> None:
@@ -385,6 +389,52 @@ def test_isles_readers_skip_marked_labels(tmp_path) -> None:
     save_like(np.ones(ref.shape, np.uint8), ref, case / "SMIR.Brain.XX.O.OT.104" / "SMIR.Brain.XX.O.OT.104.nii")
     (source,) = find_cases(tmp_path / "isles18")
     assert source.case_id == "case_1" and source.label_path is None
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_itk_headers_that_name_data_files_this_check_cannot_see_are_refused(tmp_path) -> None:
+    """A file list, a pattern, a name with spaces or a data-file line beyond the first MiB made ITK open a FIFO
+    that the regular-file check never saw: the read blocked forever (SIGTERM did not end it). A name with spaces
+    is one file: checked like any other."""
+    pytest.importorskip("SimpleITK")
+    header = "ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_FLOAT\n"
+    for name in ("fi fo.raw", "fifo1", "fifo2"):
+        os.mkfifo(tmp_path / name)
+    cases = {
+        "space.mhd": "ElementDataFile = fi fo.raw\n",
+        "list.mhd": "ElementDataFile = LIST 2D\nfifo1\n",
+        "pattern.mhd": "ElementDataFile = fifo%d 1 4 1\n",
+        "long.mhd": "Comment = " + "x" * (1 << 20) + "\nElementDataFile = fifo2\n",
+    }
+    for name, tail in cases.items():
+        (tmp_path / name).write_text(header + tail)
+        with pytest.raises(InputError, match=r"list or pattern of files|no data-file line|fi fo.raw is not a regular"):
+            load_volume(tmp_path / name)
+    sitk = pytest.importorskip("SimpleITK")  # a legitimate name with a space is one file: it loads
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(64, dtype=np.float32).reshape(4, 4, 4)), str(tmp_path / "a b.mhd"))
+    assert "a b.raw" in (tmp_path / "a b.mhd").read_text()
+    assert load_volume(tmp_path / "a b.mhd").shape == (4, 4, 4)
+
+
+def test_a_brain_mask_that_is_no_brain_mask_is_said_or_refused(tmp_path) -> None:
+    """The DWI itself, a probabilistic mask, or a mask of the whole field were taken without a word."""
+    dwi = _write(tmp_path / "dwi.nii.gz", _image(1))
+    adc = _write(tmp_path / "adc.nii.gz", _image(2))
+
+    def warnings(mask: np.ndarray | Path) -> list[str]:
+        path = mask if isinstance(mask, Path) else _write(tmp_path / "mask.nii.gz", mask)
+        case = read_case({"dwi": dwi, "adc": adc, "brain_mask": path}, label=False)
+        return [w for w in case.warnings if "brain mask" in w]
+
+    with pytest.raises(InputError, match="is the dwi image itself; give a skull-stripping mask"):
+        warnings(dwi)
+    inner = np.zeros(SHAPE, np.float32)
+    inner[1:-1, 1:-1] = 1.0
+    assert warnings(inner) == []
+    probabilistic = inner * np.linspace(0.2, 1.0, SHAPE[0])[:, None, None]
+    assert ["holds several non-zero values" in w for w in warnings(probabilistic)] == [True]
+    assert warnings(inner * 255) == warnings(-inner) == []  # one non-zero value: a mask
+    assert ["covers the whole field of view" in w for w in warnings(np.ones(SHAPE, np.uint8))] == [True]
 
 
 # ------------------------------------------------------------------------------------------ shifted intensities

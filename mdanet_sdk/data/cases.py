@@ -119,7 +119,7 @@ class Case:
 def _brain_mask_warnings(values: np.ndarray, images: dict[str, np.ndarray], path: Path) -> list[str]:
     """Warnings for a brain mask (its voxel ``values``) that does not look like one: under a fifth of the images'
     non-zero support (a lesion mask given as the brain mask: every prediction outside it is dropped), the whole
-    field of view, or other values than 0 and 1 (an image given as the mask: every non-zero voxel is brain).
+    field of view, or several non-zero values (a probability map or an image: every non-zero voxel is brain).
 
     Raises:
         InputError: the mask is one of the case's images itself.
@@ -140,10 +140,10 @@ def _brain_mask_warnings(values: np.ndarray, images: dict[str, np.ndarray], path
         )
     elif covered == brain.size:
         warnings.append(f"the brain mask {path} covers the whole field of view; lesions are looked for everywhere.")
-    if np.any((values != 0) & (values != 1)):
+    if len(np.unique(values[brain][:1_000_000])) > 1:  # 0/1 and 0/255 masks hold one non-zero value
         warnings.append(
-            f"the brain mask {path} holds values other than 0 and 1; every non-zero voxel is taken as brain (a "
-            "probabilistic mask needs a threshold first)."
+            f"the brain mask {path} holds several non-zero values; every non-zero voxel is taken as brain (a "
+            "probabilistic mask needs a threshold first, an image is no mask)."
         )
     return warnings
 

@@ -28,7 +28,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from mdanet_sdk.data.validate import check_declared_size, check_dtype, check_regular_file
+from mdanet_sdk.data.validate import check_declared_size, check_dtype, check_memory, check_regular_file
 from mdanet_sdk.errors import InputError
 
 __all__ = [
@@ -97,9 +97,10 @@ def _detached_data_file(path: Path) -> Path | None:
     """The data file a MetaImage (``ElementDataFile``) or NRRD (``data file``) header points to; None for inline
     data (``LOCAL``, or a NRRD without that field).
 
-    File lists (``LIST``), patterns (``%``) and names with spaces (NRRD's and MetaImage's pattern syntax) are
-    refused rather than left to ITK, which would open files this check never saw (a FIFO blocks forever); so is a
-    header whose data-file line does not come within its first MiB (MetaImage requires it last).
+    File lists (``LIST``) and patterns (``%``, with NRRD's and MetaImage's numeric fields after it) are refused
+    rather than left to ITK, which would open files this check never saw (a FIFO blocks forever); so is a header
+    whose data-file line does not come within its first MiB (MetaImage requires it last). Any other value is one
+    file name, spaces included (SimpleITK writes ``case 1.raw`` for ``case 1.mhd``).
     """
     with path.open("rb") as f:
         head = f.read(_HEADER_BYTES).decode("latin-1")
@@ -112,7 +113,7 @@ def _detached_data_file(path: Path) -> Path | None:
         if sep and key in ("elementdatafile", "data file", "datafile"):
             if value.upper() == "LOCAL":
                 return None
-            if value.upper().startswith("LIST") or "%" in value or " " in value:
+            if value.upper().startswith("LIST") or "%" in value:
                 raise InputError(
                     f"{path} stores its voxels in a list or pattern of files ({value[:40]!r}), which is not read "
                     "here; convert the image to one .nii.gz (e.g. with SimpleITK) and give that."
@@ -162,11 +163,13 @@ def itk_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
     return tuple(int(n) for n in reader.GetSize()) + ((components,) if components > 1 else ())
 
 
-def read_itk(path: str | os.PathLike[str]) -> tuple[nib.Nifti1Image, np.ndarray]:
+def read_itk(path: str | os.PathLike[str], image: bool = True) -> tuple[nib.Nifti1Image, np.ndarray]:
     """Read a MetaImage or NRRD image as an in-memory NIfTI image and its float32 voxels.
 
     Args:
         path: a ``.mha``, ``.mhd``, ``.nrrd`` or ``.nhdr`` file.
+        image: a modality image (not a label or mask): it must fit the free memory
+            (:func:`~mdanet_sdk.data.validate.check_memory`).
 
     Returns:
         ``(image, data)``: ``data`` float32 in NIfTI voxel order ``(X, Y, Z[, C])`` (spatial axes first, a
@@ -181,8 +184,10 @@ def read_itk(path: str | os.PathLike[str]) -> tuple[nib.Nifti1Image, np.ndarray]
     path = check_regular_file(path)
     try:
         reader = _itk_header(sitk, path)
-        image = reader.Execute()
-        voxels = sitk.GetArrayFromImage(image)
+        if image:
+            check_memory(path, tuple(int(n) for n in reader.GetSize()))
+        itk_image = reader.Execute()
+        voxels = sitk.GetArrayFromImage(itk_image)
     except InputError:
         raise
     except MemoryError:
@@ -190,14 +195,14 @@ def read_itk(path: str | os.PathLike[str]) -> tuple[nib.Nifti1Image, np.ndarray]
     except (RuntimeError, OSError, UnicodeError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path} is not a readable image ({reason}); re-export or re-download it.") from exc
-    dim = image.GetDimension()
+    dim = itk_image.GetDimension()
     # numpy order is (..., z, y, x[, components]); NIfTI voxel order is (x, y, z, ...): reverse the spatial axes.
     data = np.asarray(voxels).transpose(*reversed(range(dim)), *range(dim, voxels.ndim))
     check_dtype(data.dtype, str(path))
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
+    direction = np.asarray(itk_image.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
     lps = np.eye(4)
-    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)[:3]
-    lps[:3, 3] = np.asarray(image.GetOrigin(), dtype=np.float64)[:3]
+    lps[:3, :3] = direction * np.asarray(itk_image.GetSpacing(), dtype=np.float64)[:3]
+    lps[:3, 3] = np.asarray(itk_image.GetOrigin(), dtype=np.float64)[:3]
     affine = _LPS_TO_RAS @ lps
     data = np.ascontiguousarray(data, dtype=np.float32)
     nifti = nib.Nifti1Image(data, affine)

@@ -33,6 +33,7 @@ that dataset readers can tell the SDK's own outputs from ground truth (:func:`is
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import stat
 import zlib
@@ -54,6 +55,7 @@ from mdanet_sdk.data.formats import ITK_SUFFIXES, dicom_as_nifti, is_dicom_folde
 from mdanet_sdk.data.validate import (
     check_affine,
     check_declared_size,
+    check_memory,
     check_dtype,
     check_image,
     check_label,
@@ -168,8 +170,12 @@ def atomic_save(img: nib.Nifti1Image, path: str | os.PathLike[str]) -> Path:
     return atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
-def _check_header(path: Path, img: nib.Nifti1Pair) -> None:
-    """Refuse a non-real data type or an absurd / truncated declared size before any voxel is read."""
+def _check_header(path: Path, img: nib.Nifti1Pair) -> int:
+    """Refuse a non-real data type or an absurd / truncated declared size before any voxel is read.
+
+    Returns:
+        the bytes of the data file up to its last voxel (the stored ``vox_offset``: header and extensions).
+    """
     header = img.header
     check_dtype(header.get_data_dtype(), str(path))
     data_name = img.file_map["image"].filename
@@ -192,6 +198,7 @@ def _check_header(path: Path, img: nib.Nifti1Pair) -> None:
             "re-export it."
         )
     check_declared_size(path, shape, header.get_data_dtype(), offset, None if compressed else data_file)
+    return max(offset, int(float(stored["vox_offset"]))) + math.prod(shape) * header.get_data_dtype().itemsize
 
 
 def _stored_header(img: nib.Nifti1Pair) -> Any:
@@ -220,8 +227,9 @@ def _check_geometry(path: Path, header: Any) -> None:
         )
 
 
-def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
-    """Open ``path`` with nibabel and read its voxels as float32, mapping every failure to InputError."""
+def _read(path: Path, image: bool) -> tuple[nib.Nifti1Pair, np.ndarray]:
+    """Open ``path`` with nibabel and read its voxels as float32, mapping every failure to InputError; an
+    ``image`` (not a label or mask) must fit the free memory (:func:`~mdanet_sdk.data.validate.check_memory`)."""
     check_regular_file(path)
     try:
         img = nib.load(path)
@@ -229,9 +237,10 @@ def _read(path: Path) -> tuple[nib.Nifti1Pair, np.ndarray]:
             raise InputError(
                 f"{path} is a {type(img).__name__}, not a NIfTI image; convert it to .nii or .nii.gz first."
             )
-        _check_header(path, img)
+        expected = _check_header(path, img)
+        if image:
+            check_memory(path, tuple(int(n) for n in img.shape))
         data = np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
-        expected = int(img.header.get_data_offset()) + data.size * img.header.get_data_dtype().itemsize
         _check_gzip_stream(Path(str(img.file_map["image"].filename)), expected)
     except InputError:
         raise
@@ -348,7 +357,8 @@ def load_volume(
         with dicom_as_nifti(path) as converted:  # removed when the block ends; the voxels are in memory then
             volume = load_volume(converted, allow_empty=allow_empty, label=label, name=name or str(path))
         return replace(volume, path=path)
-    img, data = read_itk(path) if is_itk(path) else _read(path)
+    image = not (label or allow_empty)
+    img, data = read_itk(path, image) if is_itk(path) else _read(path, image)
     if data.size == 0:
         raise InputError(f"{path} has a zero-length axis {data.shape}; it holds no voxels, re-export it.")
     data = data.reshape(image_shape(data.shape))

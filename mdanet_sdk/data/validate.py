@@ -34,6 +34,7 @@ from mdanet_sdk.errors import InputError
 __all__ = [
     "as_path",
     "check_affine",
+    "check_memory",
     "check_distinct_images",
     "MAX_VOXELS",
     "MAX_DIM",
@@ -74,9 +75,10 @@ def as_path(value: object) -> Path:
     inside (a number, None or an array passed where a file or folder was meant)."""
     if isinstance(value, (str, bytes, os.PathLike)):
         return Path(os.fsdecode(value))
+    what = "None" if value is None else f"a {type(value).__name__} ({str(value)[:30]!r})"
     raise InputError(
-        f"{type(value).__name__} {str(value)[:40]!r} is not a file or folder; give a path (str or pathlib.Path), a "
-        "mapping modality -> path, or a Case."
+        f"{what} is not a file or folder; give a path (str or pathlib.Path), a mapping modality -> path, or a Case "
+        "(images in memory: predict_arrays)."
     )
 
 
@@ -88,7 +90,10 @@ def check_affine(affine: np.ndarray, what: str) -> None:
     """Refuse a voxel-to-world affine that is not finite, singular, or whose voxel sizes lie outside
     :data:`VOXEL_MM` (volumes in mL would be off by many orders of magnitude without a word)."""
     if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError(f"{what} has a degenerate affine (singular or not finite); fix its qform/sform.")
+        raise InputError(
+            f"{what}: degenerate affine (singular or not finite); give a finite, invertible 4x4 voxel-to-world "
+            "matrix in mm (a file: fix its qform/sform)."
+        )
     sizes = np.linalg.norm(affine[:3, :3], axis=0)
     if sizes.min() < VOXEL_MM[0] or sizes.max() > VOXEL_MM[1]:
         raise InputError(
@@ -160,7 +165,6 @@ def check_declared_size(
             f"{path} declares {voxels:,} voxels (shape {shape}), more than the {MAX_VOXELS:,} this SDK reads "
             "per file; its header is damaged or the image is far too large, check the file."
         )
-    _check_memory(path, shape)
     if data_file is not None:
         need = offset + voxels * np.dtype(dtype).itemsize
         size = os.stat(data_file).st_size
@@ -178,18 +182,28 @@ PEAK_BYTES_PER_VOXEL = 80
 
 
 def available_memory() -> int | None:
-    """Bytes the system can still give (Linux ``MemAvailable`` + ``SwapFree``), or None where unknown."""
+    """Bytes the system can still give (Linux ``MemAvailable`` + ``SwapFree``, and no more than a cgroup v2
+    memory limit leaves, as in a container), or None where unknown."""
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
-        return sum(int(fields[k].split()[0]) * 1024 for k in ("MemAvailable", "SwapFree"))
+        free = sum(int(fields[k].split()[0]) * 1024 for k in ("MemAvailable", "SwapFree"))
     except (OSError, KeyError, ValueError):
         return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int(used))
+    except (OSError, ValueError):
+        pass
+    return free
 
 
-def _check_memory(path: Path, shape: tuple[int, ...]) -> None:
-    """Refuse a file whose grid could not be segmented in the memory left, before reading it: the kernel would
-    kill the whole process (every other case of the batch with it) instead."""
+def check_memory(path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse an image whose grid could not be segmented in the memory left, before reading its voxels: the kernel
+    would kill the whole process (every other case of the batch with it) instead. Labels and masks are not
+    checked (reading them costs a few bytes per voxel)."""
     need = math.prod(shape[:3]) * PEAK_BYTES_PER_VOXEL
     free = available_memory()
     if free is not None and need > free:

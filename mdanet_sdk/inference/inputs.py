@@ -14,8 +14,7 @@ import numpy as np
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource
 from mdanet_sdk.data.nifti import Volume, header_shape, nifti_stem, to_canonical
-from mdanet_sdk.data.validate import check_affine
-from mdanet_sdk.data.validate import check_distinct_images, check_image
+from mdanet_sdk.data.validate import check_affine, check_distinct_images, check_image
 from mdanet_sdk.errors import InputError
 
 __all__ = [
@@ -68,9 +67,10 @@ def refuse_single_3d(path: Path, modalities: Sequence[str], diffusion: bool = Fa
 
     The message says which modalities are needed and how to pass them (CLI ``-m`` options or a mapping).
     """
-    if diffusion and path.is_file():
+    single = path.is_file() and volume_count(path) == 1
+    if diffusion and path.is_file() and not single:
         refuse_diffusion_series(path)
-    if path.is_file() and volume_count(path) == 1:
+    if single:
         example = " ".join(f"-m {m}={m}.nii.gz" for m in modalities)
         mapping = ", ".join(f"'{m}': '{m}.nii.gz'" for m in modalities)
         raise InputError(
@@ -97,7 +97,8 @@ def refuse_diffusion_series(path: Path) -> None:
     if sidecar is not None:
         raise InputError(
             f"{path} is a diffusion series ({sidecar.name} beside it), not one volume per modality; segment its "
-            "DWI and ADC maps (-m dwi=... -m adc=...), or give the order of its volumes with --modalities."
+            "DWI and ADC maps (CLI: -m dwi=... -m adc=...; Python: a mapping), or give the order of its volumes "
+            "(--modalities; modalities=)."
         )
 
 
@@ -120,9 +121,7 @@ def case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_
         affine = np.asarray(affine, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError(f"affine must be a 4x4 matrix of numbers; got {type(affine).__name__}.") from None
-    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError("affine must be a finite, invertible 4x4 voxel-to-world matrix (mm).")
-    check_affine(affine, "the affine")
+    check_affine(affine, "the images")
     warnings = []
     canonical = {}
     if brain_mask is not None:

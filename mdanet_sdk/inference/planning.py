@@ -123,7 +123,12 @@ def plan_jobs(
     wanted = modalities or checkpoint_modalities
     for item in inputs:
         if isinstance(item, Mapping):
-            jobs.append(_mapping_job({str(m).lower(): as_path(p) for m, p in item.items()}, wanted))
+            try:
+                mapping = {str(m).lower(): as_path(p) for m, p in item.items()}
+            except InputError as exc:  # a number or None among the files fails this case only
+                jobs.append(Job(input_name(item), None, error=str(exc)))
+                continue
+            jobs.append(_mapping_job(mapping, wanted))
             continue
         path: Path | None = None
         try:

@@ -211,7 +211,12 @@ def _failure(exc: Exception) -> str:
     escaped and cut short, since an exported program can raise text of its own choosing."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["no message"]
     what = printable(lines[-1] if "Traceback of TorchScript" in str(exc) else lines[0])[:160]
+    if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in what:
+        return (
+            f"the model ran out of memory ({what}); lower the batch size (--batch-size, batch_size=) or free "
+            "memory, then run again."
+        )
     return (
-        f"the model failed while it ran ({what}); if it ran out of memory, lower the batch size (--batch-size); "
-        "otherwise its file is damaged or not made by this mdanet-sdk: re-export or re-download it."
+        f"the model failed while it ran ({what}); its file is damaged or not made by this mdanet-sdk: re-export or "
+        "re-download it."
     )

@@ -284,7 +284,7 @@ def load_checkpoint(
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in reason:
             # torch's text goes on to suggest weights_only=False, which would run the code this file holds
-            reason = "it holds Python objects beyond weights and plain data, which may run code when loaded"
+            reason = "it is damaged, or holds Python objects beyond weights and plain data, which may run code"
         raise CheckpointError(
             f"{path} is not a readable mdanet-sdk checkpoint ({reason[:200]}); pass a .pt file written by "
             "mdanet-sdk train or save_checkpoint."

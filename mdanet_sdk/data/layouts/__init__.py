@@ -149,7 +149,7 @@ def find_cases(
         raise InputError(f"{root} is not a folder; an {layout} dataset is read from its folder.")
     names = modality_names(layout, modalities)
     sources = _find(root, layout, names, labels=label_pattern is None)
-    if not sources and modalities and layout == "generic":
+    if not sources and names and layout == "generic":
         raise InputError(
             f"no case with {', '.join(names)} found in {root} (the model reads those); give files named after "
             "those modalities, or the checkpoint made for the modalities you have."
