@@ -104,6 +104,15 @@ def _mapping_job(mapping: dict[str, Path], wanted: tuple[str, ...] | None) -> Jo
     return Job(case_id, source)
 
 
+def _mapping_input(item: Mapping[Any, Any], wanted: tuple[str, ...] | None) -> Job:
+    """The job of a mapping input; a number or None among its files fails this case only."""
+    try:
+        mapping = {str(m).lower(): as_path(p) for m, p in item.items()}
+    except InputError as exc:
+        return Job(input_name(item), None, error=str(exc))
+    return _mapping_job(mapping, wanted)
+
+
 def plan_jobs(
     inputs: Sequence[SegmentInput],
     modalities: tuple[str, ...] | None,
@@ -123,12 +132,7 @@ def plan_jobs(
     wanted = modalities or checkpoint_modalities
     for item in inputs:
         if isinstance(item, Mapping):
-            try:
-                mapping = {str(m).lower(): as_path(p) for m, p in item.items()}
-            except InputError as exc:  # a number or None among the files fails this case only
-                jobs.append(Job(input_name(item), None, error=str(exc)))
-                continue
-            jobs.append(_mapping_job(mapping, wanted))
+            jobs.append(_mapping_input(item, wanted))
             continue
         path: Path | None = None
         try:
