@@ -78,7 +78,7 @@ def offset_background(volumes: Sequence[np.ndarray], modalities: Sequence[str], 
     for volume, name in zip(volumes, modalities):
         if name.lower() not in ("dwi", "adc"):
             continue
-        border = np.concatenate([volume[[0, -1]].ravel(), volume[:, [0, -1]].ravel()])
+        border = intensity._border(_tensor(volume)).numpy()  # the border the head mask reads its background from
         values, counts = np.unique(border, return_counts=True)
         level = float(values[counts.argmax()])
         if counts.max() < 0.9 * border.size or level <= 0 or not mask.any():
