@@ -30,6 +30,7 @@ __all__ = [
     "resolve_precision",
     "autocast",
     "retain_cpu_memory",
+    "is_out_of_memory",
 ]
 
 #: Accepted precision names (besides ``"auto"``).
@@ -133,3 +134,10 @@ def retain_cpu_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # No per-allocation mmap (large blocks come from the heap), and never hand freed heap memory back.
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure: CUDA's :class:`torch.OutOfMemoryError`, the CPU allocator's
+    ``RuntimeError`` ("can't allocate memory") or either as re-raised by a TorchScript program."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text

@@ -5,6 +5,7 @@ partial output behind (the latter once the next run has cleaned up)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,11 +16,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
+from mdanet_sdk import Segmenter
 from mdanet_sdk._files import _HOST, remove_stale_temps
 from mdanet_sdk.cli import app
 from mdanet_sdk.data.preprocess import PreprocessConfig
+from mdanet_sdk.errors import CheckpointError
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -327,3 +331,58 @@ def test_signals_are_held_while_renames_that_belong_together_run() -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     assert done == ["after the signal"]
+
+
+CUDA_OOM = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore torch text")
+CPU_OOM = RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: 2147483648")
+
+
+def _short_of_memory(model, most: int, calls: list[int], error: Exception = CUDA_OOM):
+    """``model`` on a device that holds at most ``most`` slices per pass (``error`` beyond that)."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        if len(x) > most:
+            raise error
+        return model(x)
+
+    return run
+
+
+@pytest.mark.parametrize("error", [CUDA_OOM, CPU_OOM], ids=["cuda", "cpu"])
+def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_masks(weights, tmp_path, caplog, error) -> None:
+    """Three cases of 3 slices in batches of 8 on a device that holds 2 slices: a batch is halved until it fits,
+    later runs start at the size that fitted, two warnings say so, and every case gets the probabilities of a
+    device with room (they used to fail with "lower the batch size")."""
+    cases = [case_4d(tmp_path / f"c{i}.nii.gz", seed=i) for i in range(3)]
+    reference = list(Segmenter.from_checkpoint(weights, batch_size=8).predict_many(cases))
+    seg = Segmenter.from_checkpoint(weights, batch_size=8)
+    calls: list[int] = []
+    seg.predictor.models[0] = _short_of_memory(seg.predictor.models[0], 2, calls, error)
+    with caplog.at_level(logging.WARNING, logger="mdanet_sdk"):
+        results = list(seg.predict_many(cases))
+    for result, expected in zip(results, reference, strict=True):
+        np.testing.assert_allclose(result.probability_canonical, expected.probability_canonical, atol=1e-6)
+        assert result.probability_canonical.max() > 0.1
+    assert calls[:3] == [8, 4, 2] and seg.batch_size == 2
+    warned = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
+    assert warned == [
+        "mdanet-sdk: the model ran out of memory on 8 slices at once; now 4.",
+        "mdanet-sdk: the model ran out of memory on 4 slices at once; now 2.",
+    ]
+    calls.clear()
+    list(seg.predict_many(cases))
+    assert max(calls) == 2
+
+
+def test_a_model_that_runs_out_of_memory_on_one_slice_says_so_in_one_line(weights) -> None:
+    seg = Segmenter.from_checkpoint(weights, batch_size=4)
+    calls: list[int] = []
+    seg.predictor.models[0] = _short_of_memory(seg.predictor.models[0], 0, calls)
+    with pytest.raises(
+        CheckpointError,
+        match=r"^the model ran out of memory on a single slice \(CUDA out of memory"
+        r"\. Tried to allocate 2\.00 GiB\); free memory, or run on a device with more",
+    ) as info:
+        seg.probabilities(torch.zeros(4, 2, 32, 32))
+    assert "\n" not in str(info.value) and calls == [4, 2, 1]

@@ -21,13 +21,9 @@ from mdanet_sdk.bench.runners import (
     quiet,
 )
 from mdanet_sdk.bench.timing import Stats, measure_interleaved, sync_for
+from mdanet_sdk.device import is_out_of_memory
 
 __all__ = ["bench_forward", "reference_preset"]
-
-
-def _is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is an out-of-memory error (torch raises several types for it)."""
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def _bind_members(
@@ -64,7 +60,7 @@ def _bind_members(
                     reason=one_line(exc),
                 )
             )
-            if _is_oom(exc) and device.type == "cuda":
+            if is_out_of_memory(exc) and device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
         calls[i] = call

@@ -9,6 +9,7 @@ goes through it: the :class:`~mdanet_sdk.inference.Segmenter` (batches of severa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from mdanet_sdk._text import printable
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.preprocess import SliceStack, restore_probability_into
-from mdanet_sdk.device import autocast
+from mdanet_sdk.device import autocast, is_out_of_memory
 from mdanet_sdk.errors import CheckpointError, InputError, MDANetError
 from mdanet_sdk.inference.optimize import MAX_AUTO_BATCH, auto_batch_size
 from mdanet_sdk.inference.postprocess import PostprocessConfig
@@ -25,6 +26,8 @@ from mdanet_sdk.inference.transfer import HostStaging
 from mdanet_sdk.pipeline.volume import lesion_probability, tta_flips
 
 __all__ = ["Predictor", "TTA_SCREEN"]
+
+logger = logging.getLogger(__name__)
 
 #: The default TTA screen of the Segmenter: flips only for slices whose un-flipped probability (the models'
 #: mean) reaches a quarter of the threshold somewhere. A voxel of a screened-out slice would need the three flips
@@ -87,6 +90,10 @@ class Predictor:
     def probabilities(self, x: torch.Tensor, source: str = "these slices") -> torch.Tensor:
         """Lesion probability of preprocessed slices, averaged over the models and (with TTA) the flips.
 
+        A batch that runs out of memory is split in halves and each half run again (down to one slice); the
+        smaller size is kept as :attr:`batch_size` for the batches that follow, with one warning. The slices
+        are independent in eval mode, so the probabilities are those of the whole batch.
+
         ``p = 1 / (M F) * sum_m sum_f flip_f(softmax(model_m(flip_f(x)))[:, 1])``, with ``F = 1`` (un-flipped
         only, for every model) on the slices the TTA screen leaves out: those whose un-flipped ``p`` stays under
         ``tta_screen * threshold`` everywhere.
@@ -99,9 +106,24 @@ class Predictor:
             float32 ``(B, H, W)`` on the CPU.
 
         Raises:
-            CheckpointError: a model's logits hold NaN or Inf (damaged weights).
+            CheckpointError: a model's logits hold NaN or Inf (damaged weights), a model raised while it ran, or
+                it ran out of memory on a single slice.
             InputError: ``x`` itself holds NaN or Inf.
         """
+        try:
+            return self._probabilities(x, source)
+        except _OutOfMemory as exc:
+            if x.shape[0] == 1:
+                raise CheckpointError(exc.single_slice) from exc
+        _release_cached_memory(self.device)
+        half = (x.shape[0] + 1) // 2
+        if self.batch_size is None or self.batch_size > half:
+            logger.warning("mdanet-sdk: the model ran out of memory on %d slices at once; now %d.", len(x), half)
+            self.batch_size = half
+        return torch.cat([self.probabilities(x[:half], source), self.probabilities(x[half:], source)])
+
+    def _probabilities(self, x: torch.Tensor, source: str) -> torch.Tensor:
+        """:meth:`probabilities` of one batch as given (raises :class:`_OutOfMemory`)."""
         x = self._staging.to_device(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -148,7 +170,12 @@ class Predictor:
         except MDANetError:
             raise
         except (RuntimeError, torch.jit.Error) as exc:  # out of memory, or an exported program's own raise
-            raise CheckpointError(_failure(exc)) from exc
+            if is_out_of_memory(exc):
+                raise _OutOfMemory(_what(exc)) from exc
+            raise CheckpointError(
+                f"the model failed while it ran ({_what(exc)}); its file is damaged or not made by this "
+                "mdanet-sdk: re-export or re-download it."
+            ) from exc
         lesion = lesion_probability(logits)
         return (lesion.flip(dims) if dims else lesion), torch.isfinite(logits).all()
 
@@ -206,17 +233,25 @@ class Predictor:
         return self.settings.apply(probability, images.get("adc"), head, parenchyma)
 
 
-def _failure(exc: Exception) -> str:
-    """One line for a model that raised while it ran: torch's own line (the last of a TorchScript traceback),
-    escaped and cut short, since an exported program can raise text of its own choosing."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["no message"]
-    what = printable(lines[-1] if "Traceback of TorchScript" in str(exc) else lines[0])[:160]
-    if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in what:
-        return (
-            f"the model ran out of memory ({what}); lower the batch size (--batch-size, batch_size=) or free "
-            "memory, then run again."
+class _OutOfMemory(Exception):
+    """A forward pass ran out of memory; :meth:`Predictor.probabilities` splits the batch and runs it again."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.single_slice = (
+            f"the model ran out of memory on a single slice ({what}); free memory, or run on a device with more "
+            "(--device, device=), then run again."
         )
-    return (
-        f"the model failed while it ran ({what}); its file is damaged or not made by this mdanet-sdk: re-export or "
-        "re-download it."
-    )
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    """Return the blocks the failed pass left in PyTorch's CUDA cache before the halves run."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _what(exc: Exception) -> str:
+    """Torch's own line of an error raised while a model ran (the last of a TorchScript traceback), escaped and
+    cut short, since an exported program can raise text of its own choosing."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["no message"]
+    return printable(lines[-1] if "Traceback of TorchScript" in str(exc) else lines[0])[:160]

@@ -12,19 +12,58 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdanet_sdk.errors import CheckpointError
 
-__all__ = ["SYNTHETIC_NOTICE", "file_sha256", "trained_on_synthetic"]
+if TYPE_CHECKING:
+    from mdanet_sdk.train.checkpoint import Checkpoint
+
+__all__ = ["SYNTHETIC_NOTICE", "WeightsOrigin", "file_sha256", "trained_on_synthetic"]
 
 #: The notice of weights trained on synthetic phantoms, shown in the terminal table and stored in the report.
 SYNTHETIC_NOTICE = "trained on synthetic phantoms, not for clinical use"
 
 _CHUNK = 1 << 20  # 1 MiB: the file is streamed, never held whole in memory
 _SYNTHETIC_WORD = re.compile(r"\bsynthetic\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class WeightsOrigin:
+    """Where a Segmenter's weights come from, as its reports name them.
+
+    Attributes:
+        names: one name per checkpoint (``"default-mri"``, a file name without ``.pt``).
+        model_version: the package version that wrote the first checkpoint (``""`` if it does not say).
+        weights_sha256: the SHA-256 of each checkpoint's file (``None`` for weights built in memory).
+        notice: :data:`SYNTHETIC_NOTICE` when any of them was trained on synthetic data, else ``""``.
+    """
+
+    names: list[str]
+    model_version: str
+    weights_sha256: list[str | None]
+    notice: str
+
+    @classmethod
+    def of(cls, checkpoints: Sequence[Checkpoint]) -> WeightsOrigin:
+        """The origin of ``checkpoints`` (one, or a fold ensemble), hashing each file once."""
+        from mdanet_sdk.inference.ensemble import checkpoint_name
+
+        synthetic = any(trained_on_synthetic(c.meta, c.path) for c in checkpoints)
+        return cls(
+            names=[checkpoint_name(c) for c in checkpoints],
+            model_version=str(checkpoints[0].meta.get("package_version", "")),
+            weights_sha256=[file_sha256(c.path) if c.path is not None else None for c in checkpoints],
+            notice=SYNTHETIC_NOTICE if synthetic else "",
+        )
+
+    @property
+    def name(self) -> str:
+        """The models' names joined by ``+`` (e.g. ``"fold0+fold1"``)."""
+        return "+".join(self.names)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

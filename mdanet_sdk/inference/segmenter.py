@@ -37,14 +37,14 @@ from mdanet_sdk.data.preprocess import PreprocessConfig, slice_stack
 from mdanet_sdk.data.validate import as_path
 from mdanet_sdk.device import resolve_device, resolve_precision, retain_cpu_memory
 from mdanet_sdk.errors import InputError, MDANetError
-from mdanet_sdk.inference.ensemble import check_ensemble, checkpoint_name, ensemble_postprocessing
+from mdanet_sdk.inference.ensemble import check_ensemble, ensemble_postprocessing
 from mdanet_sdk.inference.inputs import CaseInput, case_from_arrays, input_name, refuse_single_3d
 from mdanet_sdk.inference.optimize import build_networks
 from mdanet_sdk.inference.pipeline import CaseStream, Loaded, Pending
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.precision_check import MIN_PROBE_DICE, reduced_precision_agrees
 from mdanet_sdk.inference.predictor import TTA_SCREEN, Predictor
-from mdanet_sdk.inference.provenance import SYNTHETIC_NOTICE, file_sha256, trained_on_synthetic
+from mdanet_sdk.inference.provenance import WeightsOrigin
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult, finish_case
 from mdanet_sdk.report import results_digest
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint
@@ -150,13 +150,7 @@ class Segmenter:
         cuda_graphs: bool | None = None,
         tta_screen: bool = True,
     ) -> None:
-        if not checkpoints:
-            raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
-        if (batch_size is not None and batch_size < 1) or prefetch < 1 or not isinstance(tta_screen, bool):
-            raise InputError(
-                f"pass batch_size and prefetch >= 1 and tta_screen True or False; got {batch_size}, {prefetch}, "
-                f"{tta_screen!r}."
-            )
+        _check_options(checkpoints, batch_size, prefetch, tta_screen)
         first = checkpoints[0]
         given = {"tta": tta, "threshold": threshold, "min_size": min_size, "max_adc_ratio": max_adc_ratio}
         settings = ensemble_postprocessing(checkpoints, given)
@@ -166,12 +160,9 @@ class Segmenter:
         self.model_config = first.model_config
         self.modalities: tuple[str, ...] = first.model_config.modalities
         self.preprocess: PreprocessConfig = first.preprocess
-        names = [checkpoint_name(c) for c in checkpoints]
-        self.name = "+".join(names)
-        self.model_version = str(first.meta.get("package_version", ""))
-        self.weights_sha256 = [file_sha256(c.path) if c.path is not None else None for c in checkpoints]
-        synthetic = any(trained_on_synthetic(c.meta, c.path) for c in checkpoints)
-        self.notice = SYNTHETIC_NOTICE if synthetic else ""
+        origin = WeightsOrigin.of(checkpoints)
+        self.name, self.model_version, self.weights_sha256 = origin.name, origin.model_version, origin.weights_sha256
+        self.notice = origin.notice
         channels_last = device_.type == "cpu" if channels_last is None else channels_last
         self.retains_memory = (
             device_.type == "cpu" if retain_memory is None else retain_memory
@@ -183,7 +174,7 @@ class Segmenter:
         numbered = [f"{self.name} #{i + 1}" for i in range(len(nets))]
         self.predictor = Predictor(
             nets,
-            names if len(names) == len(nets) else numbered,
+            origin.names if len(origin.names) == len(nets) else numbered,
             device_,
             resolve_precision(precision, device_, inference=True),
             PostprocessConfig(),
@@ -198,12 +189,7 @@ class Segmenter:
             self._check_auto_precision()
         logger.info(
             "mdanet-sdk Segmenter: %s on %s (%s), %d model(s), %s, TTA screen %s",
-            self.name,
-            self.device,
-            self.precision,
-            len(nets),
-            settings,
-            "on" if tta_screen else "off",
+            *(self.name, self.device, self.precision, len(nets), settings, "on" if tta_screen else "off"),
         )
 
     def _check_auto_precision(self) -> None:
@@ -497,3 +483,14 @@ class Segmenter:
         geometry = loaded.geometry
         mask = self.postprocess(pending.probability, loaded.case.images, geometry.head, geometry.parenchyma)
         return finish_case(self, loaded, mask, pending.probability)
+
+
+def _check_options(checkpoints: Sequence[Checkpoint], batch_size: int | None, prefetch: int, tta_screen: bool) -> None:
+    """Refuse a Segmenter without checkpoints, or with a batch size, prefetch or TTA screen out of range."""
+    if not checkpoints:
+        raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
+    if (batch_size is not None and batch_size < 1) or prefetch < 1 or not isinstance(tta_screen, bool):
+        raise InputError(
+            f"pass batch_size and prefetch >= 1 and tta_screen True or False; got {batch_size}, {prefetch}, "
+            f"{tta_screen!r}."
+        )
