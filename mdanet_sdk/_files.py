@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
+from mdanet_sdk._text import without_surrogates
+
 __all__ = ["atomic_write", "write_json", "temp_prefix", "remove_stale_temps", "file_key", "signals_deferred"]
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
@@ -134,8 +136,10 @@ def remove_stale_temps(path: Path) -> list[Path]:
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=indent) + "\n"))
+    """Write ``obj`` as JSON to ``path`` atomically, strings from file names made valid UTF-8
+    (:func:`~mdanet_sdk._text.without_surrogates`)."""
+    text = json.dumps(without_surrogates(obj), indent=indent) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def file_key(path: Path) -> tuple[Any, ...]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["printable"]
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["without_surrogates", "printable"]
 
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -29,3 +32,25 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def without_surrogates(value: Any) -> Any:
+    """``value`` (nested dicts, lists and tuples) with lone surrogates in its strings escaped as :func:`printable`
+    does (an undecodable byte of a file name → ``\\xff`` as text).
+
+    ``json.dumps`` would write them as ``\\udcff`` escapes, which strict JSON parsers (and any UTF-8 encoder)
+    refuse; a report whose reader fails on one folder name is lost for every case.
+    """
+    if isinstance(value, str):
+        return (
+            "".join(_escape(c) if 0xD800 <= ord(c) <= 0xDFFF else c for c in value) if _has_surrogate(value) else value
+        )
+    if isinstance(value, Mapping):
+        return {without_surrogates(key): without_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_surrogates(item) for item in value]
+    return value

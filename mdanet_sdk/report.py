@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mdanet_sdk import __version__
-from mdanet_sdk._files import atomic_write
+from mdanet_sdk._files import atomic_write, write_json
 from mdanet_sdk._text import printable
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import label_lesions
@@ -264,8 +264,7 @@ def write_json_report(
         failed: case id → the one-line reason, for cases that could not be segmented.
         run: run-level extras merged into the top level (JSON-ready values), e.g. ``{"skipped": [...]}``.
     """
-    text = json.dumps(report_document(reports, failed, run), indent=2) + "\n"
-    return atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_json(path, report_document(reports, failed, run))
 
 
 def report_table(reports: Sequence[CaseReport]) -> Any:

@@ -386,3 +386,26 @@ def test_a_model_that_runs_out_of_memory_on_one_slice_says_so_in_one_line(weight
     ) as info:
         seg.probabilities(torch.zeros(4, 2, 32, 32))
     assert "\n" not in str(info.value) and calls == [4, 2, 1]
+
+
+def test_undecodable_names_reach_reports_as_valid_utf8(weights, tmp_path) -> None:
+    """A folder name with a byte that is no UTF-8 (0xff, as an old Latin-1 tool writes "ÿ") is a lone surrogate
+    in Python; JSON readers other than Python's refuse its ``\\udcff`` escape, and a CSV could not be written."""
+    root = tmp_path / "data"
+    folder = Path(os.fsdecode(bytes(root) + b"/case\xff"))
+    folder.mkdir(parents=True)
+    data = np.asarray(nib.load(case_4d(tmp_path / "src.nii.gz")).dataobj)
+    for i, modality in enumerate(("dwi", "adc")):
+        nib.save(nib.Nifti1Image(data[..., i], np.diag([1.5, 1.5, 3.0, 1.0])), folder / f"{modality}.nii.gz")
+    label = (data[..., 0] > data[..., 0].mean()).astype(np.uint8)
+    nib.save(nib.Nifti1Image(label, np.diag([1.5, 1.5, 3.0, 1.0])), folder / "label.nii.gz")
+    out = tmp_path / "out"
+    result = segment(str(root), "-o", str(out), "-c", str(weights), "--json", str(tmp_path / "run.json"), "-q")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    scored = runner.invoke(app, ["evaluate", str(out), str(root), "--json", str(tmp_path / "m.json")])
+    assert scored.exit_code == 0, scored.stdout + scored.stderr
+    for name in ("run.json", "m.json"):
+        text = (tmp_path / name).read_text(encoding="utf-8")
+        assert "\\udc" not in text and '"case\\\\xff' in text, name  # the byte as text, JSON-escaped
+    assert json.loads((tmp_path / "run.json").read_text())["cases"][0]["case_id"] == "case\\xff"
+    assert "\ncase\\xff," in (tmp_path / "m.csv").read_bytes().decode("utf-8")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mdanet_sdk._files import atomic_write, write_json
+from mdanet_sdk._text import without_surrogates
 from mdanet_sdk.metrics import f1_score
 
 __all__ = ["EvaluationResult", "METRIC_NAMES", "MISSING_POLICIES", "summary_rows"]
@@ -125,8 +126,8 @@ class EvaluationResult:
         """Write the JSON report (and the per-case CSV), each atomically; returns the paths written."""
         written = [write_json(json_path, self.to_dict())]
         if csv_path is not None:
-            text = self.to_csv()
-            written.append(atomic_write(csv_path, lambda tmp: tmp.write_text(text)))
+            text = without_surrogates(self.to_csv())
+            written.append(atomic_write(csv_path, lambda tmp: tmp.write_text(text, encoding="utf-8")))
         return written
 
 
