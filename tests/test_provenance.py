@@ -16,7 +16,7 @@ from rich.console import Console
 import mdanet_sdk
 from mdanet_sdk import Segmenter
 from mdanet_sdk.errors import CheckpointError
-from mdanet_sdk.inference import provenance, segmenter as segmenter_module
+from mdanet_sdk.inference import provenance
 from mdanet_sdk.inference.provenance import SYNTHETIC_NOTICE, file_sha256, trained_on_synthetic
 from mdanet_sdk.report import REPORT_SCHEMA_VERSION, report_document, report_table, write_json_report
 from mdanet_sdk.train import checkpoint as checkpoint_module
@@ -70,7 +70,7 @@ def test_each_case_of_an_ensemble_names_each_fold_file_by_its_digest(folds, monk
         calls.append(Path(path))
         return file_sha256(path)
 
-    monkeypatch.setattr(segmenter_module, "file_sha256", counting)
+    monkeypatch.setattr(provenance, "file_sha256", counting)
     seg = Segmenter.from_checkpoint(folds, device="cpu", threshold=0.4, min_size=3)
     results = [seg.predict_arrays(brain((32, 32, 6), seed), AFFINE, case_id=f"c{seed}") for seed in range(3)]
     assert calls == folds  # once per model at load, never per case
