@@ -22,6 +22,7 @@ from mdanet_sdk.train.ablation import run_ablation
 from mdanet_sdk.train.checkpoint import load_checkpoint
 from mdanet_sdk.train.sampling import LesionSampler
 from mdanet_sdk.train.epoch import EpochTotals
+from mdanet_sdk.train.fold import FoldState
 from mdanet_sdk.train.events import SplitName
 from mdanet_sdk.train.trainer import TrainConfig, TrainEvent, train
 
@@ -179,8 +180,13 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_mri: Path, tmp_path: 
     assert load_checkpoint(tmp_path / "b" / "fold_0" / "last.pt").meta["epoch"] == 0
     with pytest.raises(InputError, match="--resume"):
         train(TrainConfig(tiny_mri, tmp_path / "b", **cfg))
-    with pytest.raises(CheckpointError, match="another model config"):
-        train(TrainConfig(tiny_mri, tmp_path / "b", resume=True, model_overrides={"msc": False}, **cfg))
+    # A resumed fold continues its optimizer and schedule: any other setting would mix two runs in one.
+    changed = [{"model_overrides": {"msc": False}}, {"lr": 0.05}, {"lam": 0.0}, {"schedule": "constant"}]
+    for change in changed:
+        with pytest.raises(InputError, match=rf"holds a run with other settings \({next(iter(change))} .*resume it"):
+            train(TrainConfig(tiny_mri, tmp_path / "b", resume=True, **{**cfg, **change}))
+    with pytest.raises(InputError, match=r"epochs 3 there, 5 now"):
+        train(TrainConfig(tiny_mri, tmp_path / "b", resume=True, **{**cfg, "epochs": 5}))
     result = train(TrainConfig(tiny_mri, tmp_path / "b", resume=True, **cfg))
     assert result.folds[0].epochs_run == 3
     a, b = _weights(tmp_path / "a" / "fold_0" / "last.pt"), _weights(tmp_path / "b" / "fold_0" / "last.pt")
@@ -394,8 +400,13 @@ def test_folds_added_to_a_run_must_share_its_settings(tiny_mri: Path, tmp_path: 
     with pytest.raises(InputError, match="other settings"):
         train(TrainConfig(tiny_mri, tmp_path / "run", fold=0, **{**cfg, "lr": 0.05}))
     assert (tmp_path / "run" / "config.json").read_text() == config and not (tmp_path / "run" / "fold_1").exists()
-    train(TrainConfig(tiny_mri, tmp_path / "run", fold=1, **cfg))
+    second = train(TrainConfig(tiny_mri, tmp_path / "run", fold=1, **cfg))
     assert (tmp_path / "run" / "fold_1" / "best.pt").is_file()
+    # results.json lists both folds that its summary averages (it used to keep the last call's fold only).
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [f["fold"] for f in results["folds"]] == [0, 1] and [f.fold for f in second.folds] == [1]
+    mean = np.mean([np.mean([c["dsc"] for c in f["val_cases"]]) for f in results["folds"]])
+    assert results["summary"]["dsc"][0] == pytest.approx(mean)
 
 
 def test_a_dataset_without_any_lesion_is_refused(tmp_path: Path) -> None:
@@ -416,3 +427,18 @@ def test_a_split_that_cannot_be_made_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         train(TrainConfig(root, tmp_path / "run", epochs=1, folds=2, fold=0, **TINY))
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_selection_split_without_gain_keeps_the_latest_weights() -> None:
+    """An inner split whose Dice stays 0 (a lesion too small to find early) used to keep epoch 0's weights as
+    best.pt; a tie now keeps the later weights, while the patience still counts it as no gain."""
+    state = FoldState()
+    chosen = [state.record(epoch, score, "inner", 2) for epoch, score in enumerate([0.0, 0.0, 0.0])]
+    assert chosen == [True, True, True] and state.best_epoch == 2 and state.stopped_early
+    state = FoldState()
+    chosen = [state.record(epoch, score, "inner", 3) for epoch, score in enumerate([0.5, 0.7, 0.6, 0.70005, 0.8])]
+    assert chosen == [True, True, False, True, True] and state.best_epoch == 4 and not state.stopped_early
+    assert state.bad_epochs == 0 and state.best_score == 0.8
+    state = FoldState()
+    assert [state.record(e, s, "inner", 2) for e, s in enumerate([0.5, 0.4, 0.5])] == [True, False, True]
+    assert state.stopped_early and state.best_epoch == 2

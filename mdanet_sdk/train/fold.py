@@ -114,6 +114,19 @@ class FoldState:
         ]
         return cls(**d)
 
+    def record(self, epoch: int, score: float, select: str, patience: int) -> bool:
+        """Count epoch ``epoch``, whose selection split scored mean Dice ``score``; whether its weights become
+        ``best.pt``. A tie keeps the later, longer-trained weights (a selection split whose Dice stays 0 would
+        else keep epoch 0's), but only a gain over ``best_score + 1e-4`` resets the patience."""
+        self.epoch = epoch
+        improved = select == "last" or score > self.best_score + _MIN_DELTA
+        best = select == "last" or score >= self.best_score
+        if best:
+            self.best_score, self.best_epoch = score, epoch
+        self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        self.stopped_early = patience > 0 and self.bad_epochs >= patience
+        return best
+
     def finished(self, epochs: int) -> bool:
         """Whether nothing is left to train (early stop, or ``epochs`` epochs done)."""
         return self.stopped_early or self.epoch + 1 >= epochs
@@ -300,14 +313,9 @@ class Fold:
             self.scheduler.step(scores["dsc"])
         else:
             self.scheduler.step()
-        state.epoch = epoch
         epoch_scores = {f"{name}_dsc": scores["dsc"]}
-        if cfg.select == "last" or scores["dsc"] > state.best_score + _MIN_DELTA:
-            state.best_score, state.best_epoch, state.bad_epochs = scores["dsc"], epoch, 0
+        if state.record(epoch, scores["dsc"], cfg.select, cfg.patience):
             self.save("best.pt", epoch_scores, resumable=False)
-        else:
-            state.bad_epochs += 1
-        state.stopped_early = cfg.patience > 0 and state.bad_epochs >= cfg.patience
         state.history.append(
             {
                 "epoch": epoch,

@@ -63,6 +63,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mdanet_sdk._files import write_json
 from mdanet_sdk.config import MDANetConfig
@@ -236,20 +237,19 @@ class Trainer:
             results = [self._fit_fold(run, k, cases) for k, cases in parts.items()]
             out = TrainResults(str(self.out), results, self._summarize())
             if self.dist.main:
-                write_json(self.out / "results.json", out.to_dict())
+                write_json(self.out / "results.json", self._run_results(out))
             return out
         finally:
             self.dist.teardown()
 
     def _check_run_folder(self) -> bool:
         """Whether the run folder already holds a run's ``config.json``; refuse (before anything is written) to
-        add folds to it with other settings, which would mix splits or settings in one run and make its
-        ``config.json`` describe weights it did not train. A resumed run keeps its own ``config.json``."""
+        add folds to it, or resume one of its folds, with other settings, which would mix splits or settings in
+        one run and make its ``config.json`` describe weights it did not train (a resumed fold would continue
+        its optimizer and schedule under other settings). A resumed run keeps its own ``config.json``."""
         path = self.out / "config.json"
         if not path.is_file():
             return False
-        if self.cfg.resume:  # each fold's checkpoint is checked against the run (_check_resumable)
-            return True
         try:
             stored = json.loads(json.dumps(TrainConfig.from_dict(json.loads(path.read_text())).to_dict()))
         except (OSError, ValueError, TypeError, InputError):
@@ -260,11 +260,32 @@ class Trainer:
         differ = [k for k in current if k not in PER_CALL_SETTINGS and stored.get(k) != current[k]]
         if differ:
             shown = ", ".join(f"{k} {stored.get(k)!r} there, {current[k]!r} now" for k in differ[:4])
+            what = "resume it" if self.cfg.resume else "add folds"
             raise InputError(
-                f"{self.out} holds a run with other settings ({shown}); add folds with the same settings, or "
+                f"{self.out} holds a run with other settings ({shown}); {what} with the same settings, or "
                 "choose another --out."
             )
         return True
+
+    def _run_results(self, out: TrainResults) -> dict[str, Any]:
+        """``results.json``: ``out`` with the folds that earlier calls finished in this run folder (their entries
+        of the ``results.json`` this replaces), so that it lists every fold its summary averages."""
+        doc = out.to_dict()
+        try:
+            earlier = json.loads((self.out / "results.json").read_text(encoding="utf-8")).get("folds", [])
+        except (OSError, ValueError, AttributeError):
+            earlier = []
+        now = {fold["fold"] for fold in doc["folds"]}
+        kept = [
+            fold
+            for fold in (earlier if isinstance(earlier, list) else [])
+            if isinstance(fold, dict)
+            and isinstance(fold.get("fold"), int)
+            and fold["fold"] not in now
+            and (self.out / f"fold_{fold['fold']}" / "val_metrics.json").is_file()
+        ]
+        doc["folds"] = sorted([*kept, *doc["folds"]], key=lambda fold: fold["fold"])
+        return doc
 
     def _summarize(self) -> dict[str, tuple[float, float]]:
         """Mean ± std over the fold means of every finished fold in the run folder."""
