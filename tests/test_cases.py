@@ -307,6 +307,18 @@ def test_nan_voxels_are_zeroed_and_reported_on_the_case(tmp_path, io_write_nifti
     assert len(case.warnings) == 1 and "4 NaN/Inf voxels were set to 0" in case.warnings[0]
 
 
+def test_a_label_with_nan_voxels_is_refused(tmp_path, io_write_nifti) -> None:
+    """NaN in a label (a float mask written by a tool that marks "unknown") used to be read as background,
+    while evaluate refused NaN in a prediction."""
+    root = _isles22(tmp_path, io_write_nifti, cases=(1,))
+    label = np.zeros(SHAPE, np.float32)
+    label[2:4, 2:4, 1] = 1.0
+    label[0, 0, :] = np.nan
+    _with_label(root, io_write_nifti, label)
+    with pytest.raises(InputError, match=r"msk\.nii\.gz: 3 NaN/Inf voxels were set to 0 .*Give a label of 0 and 1"):
+        read_case(root)
+
+
 def test_missing_isles18_map_names_its_file_token(tmp_path, io_write_nifti) -> None:
     root = _isles18(tmp_path, io_write_nifti, cases=(4,))
     for path in (root / "TRAINING" / "case_4").glob("*CT_Tmax*/*.nii"):

@@ -252,6 +252,18 @@ def test_a_prediction_with_nan_voxels_is_refused_not_scored_as_empty(folders, tm
     assert [c["case_id"] for c in result.cases] == ["C", "D"]
 
 
+def test_a_label_with_nan_voxels_fails_its_case(folders, tmp_path) -> None:
+    """A NaN label voxel used to count as background: a lesion stored as NaN scored as missed."""
+    flat, _, gt = folders
+    nan_gt = tmp_path / "gt"
+    for path in gt.glob("*.nii.gz"):
+        data = np.asarray(nib.load(path).dataobj).astype(np.float32)
+        _save(nan_gt / path.name, np.where(data > 0, np.nan, data) if path.name.startswith("A") else data)
+    result = evaluate(flat, nan_gt)
+    assert list(result.failed) == ["A"] and "NaN/Inf voxels were set to 0" in result.failed["A"]
+    assert [c["case_id"] for c in result.cases] == ["B", "C", "D"]
+
+
 def test_one_case_that_cannot_be_scored_fails_alone(folders) -> None:
     flat, _, gt = folders
     _save(flat / "B_seg.nii.gz", np.zeros((8, 10, 4), np.uint8))  # B predicted on another grid

@@ -276,6 +276,8 @@ def _as_label(volume: Volume) -> np.ndarray:
     """Check that a label is 3D and binary and return it as uint8 ``(X, Y, Z)``."""
     if volume.data.ndim != 3:
         raise InputError(f"label {volume.path} is 4D {volume.original_shape}; give one 3D binary mask.")
+    if volume.warnings:  # NaN/Inf voxels, read as 0: whether they are lesion is not the reader's guess
+        raise InputError(f"label {volume.path}: {volume.warnings[0]} Give a label of 0 and 1 only.")
     values = np.unique(volume.data)
     if not np.isin(values, (0.0, 1.0)).all():
         shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")

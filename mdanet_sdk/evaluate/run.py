@@ -26,6 +26,8 @@ def _score(pred_path: Path | None, gt_path: Path, case_id: str, threshold: float
     gt = load_volume(gt_path, allow_empty=True)
     if gt.data.ndim != 3:
         raise InputError(f"label {gt_path} of case {case_id} is not a 3D volume ({gt.data.shape}); give a 3D mask.")
+    if gt.warnings:  # NaN/Inf voxels, read as 0: a lesion stored as NaN would score as background
+        raise InputError(f"label {gt_path} of case {case_id}: {gt.warnings[0]} Give a label of 0 and 1 only.")
     if pred_path is None:
         mask = np.zeros(gt.shape, dtype=bool)
     elif file_key(pred_path) == file_key(gt_path):
