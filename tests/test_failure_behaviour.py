@@ -316,6 +316,35 @@ def test_a_report_never_replaces_a_scan_or_its_sidecar(weights, tmp_path) -> Non
     assert sidecar.read_text() == '{"EchoTime": 0.08}'
 
 
+def test_a_report_never_replaces_a_training_runs_records(weights, tmp_path) -> None:
+    """``evaluate RUN GT --json RUN/config.json`` used to replace the run's config, after which no fold could be
+    added or resumed ("not a readable run config")."""
+    run = tmp_path / "run"
+    (run / "fold_0").mkdir(parents=True)
+    (run / "config.json").write_text('{"epochs": 3}')
+    (run / "fold_0" / "metrics.json").write_text("{}")
+    (run / "fold_0" / "last.pt").write_bytes(weights.read_bytes())
+    case = case_4d(tmp_path / "case.nii.gz")
+    for record in (run / "config.json", run / "fold_0" / "metrics.json"):
+        result = segment(str(case), "-o", str(tmp_path / "out"), "-c", str(weights), "--json", str(record))
+        assert result.exit_code == 2 and "training run's own" in error_lines(result)[0]
+    assert (run / "config.json").read_text() == '{"epochs": 3}' and not (tmp_path / "out").exists()
+    result = runner.invoke(app, ["evaluate", str(run), str(tmp_path), "--json", str(run / "config.json")])
+    assert result.exit_code == 2 and "training run's own config.json" in error_lines(result)[0]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "config.json").write_text("{}")  # no run: a report may replace it
+    result = segment(
+        str(case),
+        "-o",
+        str(tmp_path / "out"),
+        "-c",
+        str(weights),
+        "--json",
+        str(tmp_path / "elsewhere" / "config.json"),
+    )
+    assert result.exit_code == 0 and "cases" in json.loads((tmp_path / "elsewhere" / "config.json").read_text())
+
+
 def test_signals_are_held_while_renames_that_belong_together_run() -> None:
     """synth replaces a dataset by a few renames under this guard: Ctrl-C during them used to leave a folder
     without phantoms.json, which the next synth refused and training took for real data."""

@@ -49,6 +49,20 @@ def _is_text(path: Path) -> bool:
     return b"\0" not in head
 
 
+#: The files a training run keeps about itself: in its folder, and in each ``fold_N`` beside the checkpoints.
+_RUN_RECORDS = frozenset({"config.json", "results.json", "metrics.json", "val_metrics.json", "metrics.csv"})
+
+
+def _run_record(path: Path) -> bool:
+    """Whether ``path`` is an existing record of a training run (its folder holds ``config.json`` and ``fold_*``
+    folders, or is a fold holding ``best.pt`` / ``last.pt``)."""
+    if path.name not in _RUN_RECORDS or not path.is_file():
+        return False
+    folder = path.parent
+    run = (folder / "config.json").is_file() and any(p.is_dir() for p in folder.glob("fold_*"))
+    return run or any((folder / name).is_file() for name in ("best.pt", "last.pt"))
+
+
 def check_report_file(path: str | os.PathLike[str]) -> Path:
     """``path`` as a :class:`~pathlib.Path` if a JSON or CSV report may be written there: not a folder, not named
     or readable like an image, not an existing binary file (a checkpoint, an artefact), and not named as the
@@ -67,6 +81,11 @@ def check_report_file(path: str | os.PathLike[str]) -> Path:
     if path.is_file() and not _is_text(path):
         raise InputError(
             f"report {path} exists and holds binary data (a model, an archive?); choose a name such as report.json."
+        )
+    if _run_record(path):
+        raise InputError(
+            f"report {path} would replace the training run's own {path.name}, which resuming and adding folds "
+            "read; choose another name, such as evaluation.json."
         )
     stem = path.name.rsplit(".", 1)[0]
     image = next((p for p in (path.with_name(stem + s) for s in IMAGE_NAME_SUFFIXES) if p.exists()), None)
