@@ -17,7 +17,7 @@ from mdanet_sdk.cli import app
 from mdanet_sdk.data.cases import find_cases
 from mdanet_sdk.data.dataset import kfold_split
 from mdanet_sdk.data.phantom import write_dataset
-from mdanet_sdk.errors import CheckpointError, InputError
+from mdanet_sdk.errors import InputError
 from mdanet_sdk.train import fold as fold_module
 from mdanet_sdk.train.checkpoint import load_checkpoint, save_checkpoint
 from mdanet_sdk.train.config import PAPER_PLAIN, TrainConfig
@@ -125,10 +125,16 @@ def test_inner_selection_stops_early_on_inner_scores(
 
 def test_resume_keeps_the_selection(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    first = train(TrainConfig(data, run, epochs=1, fold=0, **TINY)).folds[0]
-    with pytest.raises(CheckpointError, match="--select inner"):
+
+    def stop_after_the_first_epoch(event: Any) -> None:
+        if event.what == "validated":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(data, run, epochs=2, fold=0, **TINY), stop_after_the_first_epoch)
+    with pytest.raises(InputError, match="select 'inner' there, 'val' now"):
         train(TrainConfig(data, run, epochs=2, fold=0, resume=True, select="val", **TINY))
-    with pytest.raises(CheckpointError, match="inner cases"):
+    with pytest.raises(InputError, match="inner_fraction 0.15 there, 0.4 now"):
         train(TrainConfig(data, run, epochs=2, fold=0, resume=True, inner_fraction=0.4, **TINY))
     # A run begun before the crop to the head existed (its checkpoints read as head_fill 0) resumes as it was.
     last = load_checkpoint(run / "fold_0" / "last.pt")
@@ -139,7 +145,7 @@ def test_resume_keeps_the_selection(data: Path, tmp_path: Path) -> None:
     assert load_checkpoint(run / "fold_0" / "last.pt").preprocess.head_fill == 0.0
     meta = load_checkpoint(run / "fold_0" / "last.pt").meta
     assert meta["inner_cases"] == json.loads((run / "fold_0" / "metrics.json").read_text())["split"]["inner_cases"]
-    assert first.checkpoint == resumed.checkpoint
+    assert resumed.checkpoint == str(run / "fold_0" / "best.pt")
 
 
 def test_state_and_config_of_earlier_versions_read_as_select_val() -> None:

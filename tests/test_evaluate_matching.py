@@ -197,3 +197,30 @@ def test_cli_wrong_arguments_exit_2(gt: Path, tmp_path: Path) -> None:
         assert res.exit_code == 2 and len(error_lines(res)) == 1, args
     res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "nope")])
     assert res.exit_code == 2 and "GT_DIR" in error_lines(res)[0]
+
+
+def _isles22_labels(root: Path, cases: str, images: str) -> Path:
+    """An ISLES'22 tree: a derivatives mask for each of ``cases``, DWI and ADC in rawdata for ``images`` only."""
+    for case in cases:
+        sub = f"sub-strokecase000{case}"
+        _save(root / "derivatives" / sub / "ses-0001" / f"{sub}_ses-0001_msk.nii.gz", _cube())
+        if case in images:
+            for i, modality in enumerate(("dwi", "adc")):
+                image = np.random.default_rng(i).uniform(100, 200, SHAPE).astype(np.float32)
+                _save(root / "rawdata" / sub / "ses-0001" / "dwi" / f"{sub}_ses-0001_{modality}.nii.gz", image)
+    return root
+
+
+@pytest.mark.parametrize("images", ["13", ""], ids=["one-without-images", "derivatives-only"])
+def test_labels_whose_images_are_missing_are_still_scored(tmp_path: Path, images: str) -> None:
+    """Scoring reads no image: case 2 of an ISLES'22 tree without its rawdata (or a derivatives tree alone) used
+    to be left out of the means, and its prediction reported as "without ground truth"."""
+    root = _isles22_labels(tmp_path / "isles22", "123", images)
+    pred = tmp_path / "pred"
+    for case, mask in zip("123", (_cube(), _half(), np.zeros(SHAPE, np.uint8))):
+        _save(pred / f"sub-strokecase000{case}_seg.nii.gz", mask)
+    result = evaluate(pred, root)
+    assert _dsc(result) == pytest.approx(
+        {"sub-strokecase0001": 1.0, "sub-strokecase0002": 0.5, "sub-strokecase0003": 0.0}
+    )
+    assert result.unmatched == [] and result.missing == [] and result.failed == {}

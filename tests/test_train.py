@@ -442,3 +442,20 @@ def test_a_selection_split_without_gain_keeps_the_latest_weights() -> None:
     state = FoldState()
     assert [state.record(e, s, "inner", 2) for e, s in enumerate([0.5, 0.4, 0.5])] == [True, False, True]
     assert state.stopped_early and state.best_epoch == 2
+
+
+def test_a_labelled_case_whose_images_are_not_found_is_refused(tmp_path: Path) -> None:
+    """A case folder whose images are named in a way no layout reads (``trace_b1000``, ``ADCmap``) but whose
+    label is there used to leave the dataset without a word: the folds changed silently."""
+    isles22 = write_dataset(tmp_path / "isles22", "isles22", 4, seed=3, shape=(32, 32, 6))
+    root = tmp_path / "data"
+    for n in range(1, 5):  # case folders: dwi, adc and lesion by name
+        (root / f"case{n}").mkdir(parents=True)
+        for path in isles22.rglob(f"sub-strokecase000{n}_*.nii.gz"):
+            name = {"dwi": "dwi", "adc": "adc", "msk": "lesion"}[path.name.split("_")[-1].split(".")[0]]
+            path.rename(root / f"case{n}" / f"{name}.nii.gz")
+    (root / "case2" / "dwi.nii.gz").rename(root / "case2" / "trace_b1000.nii.gz")
+    (root / "case2" / "adc.nii.gz").rename(root / "case2" / "ADCmap.nii.gz")
+    with pytest.raises(InputError, match=r"1 lesion label\(s\) .* belong to no case found \(e\.g\. .*case2/lesion"):
+        train(TrainConfig(root, tmp_path / "run", kind="mri", epochs=1, fold=0, folds=2, **TINY))
+    assert not (tmp_path / "run").exists()

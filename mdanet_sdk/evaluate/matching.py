@@ -30,6 +30,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from mdanet_sdk.data.layouts import find_cases
+from mdanet_sdk.data.layouts.orphans import orphan_case_id, orphan_labels
 from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, OUTPUT_SUFFIXES, is_prediction, nifti_stem
 from mdanet_sdk.errors import InputError
 
@@ -239,6 +240,19 @@ def find_ground_truth(
     return find_labels(gt, layout, label_pattern)[0]
 
 
+def _orphans_by_case(paths: list[Path]) -> tuple[dict[str, Path], dict[str, str]]:
+    """``({case id: label}, {case id: why it cannot be scored})`` of labels found without their images
+    (:func:`orphan_case_id`); two labels of one case fail that case alone."""
+    found: dict[str, Path] = {}
+    problems: dict[str, str] = {}
+    for path in paths:
+        case_id = orphan_case_id(path)
+        if case_id in found:
+            problems[case_id] = f"{found[case_id]} and {path} are both labels of case {case_id}; keep one of them."
+        found[case_id] = path
+    return {k: v for k, v in found.items() if k not in problems}, problems
+
+
 def find_labels(
     gt: str | os.PathLike[str], layout: str = "auto", label_pattern: str | None = None
 ) -> tuple[dict[str, Path], dict[str, str]]:
@@ -251,8 +265,14 @@ def find_labels(
         sources = find_cases(root, layout, label_pattern=label_pattern)
         labels = {s.case_id: s.label_path for s in sources if s.label_path}
         problems = {s.case_id: s.label_problem for s in sources if s.label_problem}
+        if label_pattern is None:  # scoring needs no image: a label whose case has none is scored too
+            orphans, clashes = _orphans_by_case(orphan_labels(root, sources))
+            labels, problems = {**orphans, **labels}, {**clashes, **problems}
     except InputError:
+        nested = orphan_labels(root, []) if layout == "auto" and label_pattern is None else []
         flat = [p for p in root.iterdir() if p.is_file() and _is_nifti(p) and not is_prediction(p)]  # never our masks
+        if nested and not flat:  # labels only, in a dataset's folders (e.g. an ISLES'22 derivatives/ tree)
+            return _orphans_by_case(nested)
         if not flat or layout not in ("auto", "generic") or label_pattern is not None:
             raise
         labels, problems = {}, {}

@@ -69,6 +69,7 @@ from mdanet_sdk._files import write_json
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.cases import Case, detect_layout, find_cases
 from mdanet_sdk.data.layouts import LAYOUT_KIND
+from mdanet_sdk.data.layouts.orphans import orphan_labels
 from mdanet_sdk.data.dataset import kfold_split, read_groups
 from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.device import resolve_device, resolve_precision
@@ -183,6 +184,13 @@ class Trainer:
             raise InputError(
                 f"{len(broken)} case(s) of {self.cfg.data_dir} cannot be read ({broken[0]}); fix or remove them "
                 "before training."
+            )
+        orphans = orphan_labels(self.cfg.data_dir, sources) if self.cfg.label_pattern is None else []
+        if orphans:  # a case whose images are missing or misnamed would silently leave the folds
+            raise InputError(
+                f"{len(orphans)} lesion label(s) of {self.cfg.data_dir} belong to no case found (e.g. {orphans[0]}): "
+                "its images are missing or named in a way no layout reads; add or rename them (dwi.nii.gz, "
+                "adc.nii.gz, ...), or remove the label, before training."
             )
         unlabelled = [s.case_id for s in sources if s.label_path is None]
         if unlabelled:

@@ -1,0 +1,71 @@
+"""Lesion labels that no case found claims: cases whose images are missing, or named in a way no layout reads.
+
+A dataset reader finds cases by their images, so a case with a label and no readable image is not a case to
+it: training would run on a smaller dataset and evaluation would say its prediction has no ground truth.
+:func:`orphan_labels` lists such labels (training refuses them; evaluation scores them, since scoring needs no
+image); :func:`orphan_case_id` names the case of one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from mdanet_sdk._files import file_key
+from mdanet_sdk.data.cases import LABEL_KEY, CaseSource
+from mdanet_sdk.data.layouts._common import KNOWN_MODALITIES, is_image, role
+from mdanet_sdk.data.nifti import is_prediction, nifti_stem
+
+__all__ = ["orphan_case_id", "orphan_labels"]
+
+#: Files looked at before giving up (a dataset root of millions of files is not walked to its end).
+MAX_FILES = 200_000
+
+
+def _is_label(path: Path) -> bool:
+    """Whether a file is named as a lesion label by one of the layouts: a label word (``lesion.nii.gz``,
+    ``case7_label``), an ISLES'22 ``derivatives/..._msk``, an ISLES'18 ``.OT.`` file, or nnU-Net ``labelsTr/``."""
+    if not is_image(path):
+        return False
+    stem = nifti_stem(path)
+    meaning = role(stem, KNOWN_MODALITIES)
+    if meaning is not None and meaning[0] == LABEL_KEY:
+        return True
+    if stem.lower().endswith("_msk") and "derivatives" in path.parts:
+        return True
+    return "ot" in stem.lower().split(".") or path.parent.name.lower().startswith("labels")
+
+
+def orphan_labels(root: str | os.PathLike[str], sources: Sequence[CaseSource]) -> list[Path]:
+    """Label files under ``root`` that are neither a found case's label nor one of its images, sorted.
+
+    Predictions (files carrying the SDK's mark) and hidden folders are left out; symlinked folders are not
+    followed (a linked case is found by its reader, or not at all).
+    """
+    claimed = {file_key(p) for s in sources for p in (s.label_path, *s.paths.values()) if p is not None}
+    orphans: list[Path] = []
+    seen = 0
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in files:
+            seen += 1
+            if seen > MAX_FILES:
+                return sorted(orphans)
+            path = Path(folder, name)
+            if _is_label(path) and file_key(path) not in claimed and not is_prediction(path):
+                orphans.append(path)
+    return sorted(orphans)
+
+
+def orphan_case_id(path: Path) -> str:
+    """The case an orphan label belongs to: its ``sub-*`` folder (ISLES'22), its name in ``labelsTr/``
+    (nnU-Net), the prefix before its label word (``case7_lesion``), else its folder's name."""
+    subject = next((part for part in reversed(path.parts[:-1]) if part.startswith("sub-")), None)
+    if subject is not None:
+        return subject
+    stem = nifti_stem(path)
+    if path.parent.name.lower().startswith("labels"):
+        return stem
+    meaning = role(stem, KNOWN_MODALITIES)
+    return meaning[1] if meaning is not None and meaning[1] else path.parent.name
