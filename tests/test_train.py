@@ -459,3 +459,14 @@ def test_a_labelled_case_whose_images_are_not_found_is_refused(tmp_path: Path) -
     with pytest.raises(InputError, match=r"1 lesion label\(s\) .* belong to no case found \(e\.g\. .*case2/lesion"):
         train(TrainConfig(root, tmp_path / "run", kind="mri", epochs=1, fold=0, folds=2, **TINY))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_case_linked_under_another_name_is_refused(tmp_path: Path) -> None:
+    """A case folder symlinked under a second name was read as two cases: fold 0 validated on the copy of a
+    case it trained on."""
+    root = write_dataset(tmp_path / "data", "isles22", 4, seed=3, shape=(32, 32, 6))
+    (root / "rawdata" / "sub-strokecase0009").symlink_to(root / "rawdata" / "sub-strokecase0001")
+    (root / "derivatives" / "sub-strokecase0009").symlink_to(root / "derivatives" / "sub-strokecase0001")
+    assert len(find_cases(root)) == 5
+    with pytest.raises(InputError, match=r"cases sub-strokecase0001 and sub-strokecase0009 .* read the same file"):
+        train(TrainConfig(root, tmp_path / "run", epochs=1, fold=0, folds=2, **TINY))

@@ -60,14 +60,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mdanet_sdk._files import write_json
+from mdanet_sdk._files import file_key, write_json
 from mdanet_sdk.config import MDANetConfig
-from mdanet_sdk.data.cases import Case, detect_layout, find_cases
+from mdanet_sdk.data.cases import Case, CaseSource, detect_layout, find_cases
 from mdanet_sdk.data.layouts import LAYOUT_KIND
 from mdanet_sdk.data.layouts.orphans import orphan_labels
 from mdanet_sdk.data.dataset import kfold_split, read_groups
@@ -192,6 +193,7 @@ class Trainer:
                 "its images are missing or named in a way no layout reads; add or rename them (dwi.nii.gz, "
                 "adc.nii.gz, ...), or remove the label, before training."
             )
+        _refuse_shared_files(self.cfg.data_dir, sources)
         unlabelled = [s.case_id for s in sources if s.label_path is None]
         if unlabelled:
             raise InputError(
@@ -357,6 +359,20 @@ class Trainer:
                 "settings, or choose another --out."
             )
         return ck
+
+
+def _refuse_shared_files(root: str | os.PathLike[str], sources: Sequence[CaseSource]) -> None:
+    """Refuse two cases that read one file (a case folder linked under another name, a hard link): one could be
+    validated on while the other is trained on."""
+    owner: dict[tuple[object, ...], str] = {}
+    for source in sources:
+        for path in {*source.paths.values(), *([source.label_path] if source.label_path else [])}:
+            first = owner.setdefault(file_key(path), source.case_id)
+            if first != source.case_id:
+                raise InputError(
+                    f"cases {first} and {source.case_id} of {root} read the same file ({path}): a linked or copied "
+                    "case would be trained on and validated on at once; remove one of them before training."
+                )
 
 
 def train(config: TrainConfig, progress: ProgressFn | None = None) -> TrainResults:
