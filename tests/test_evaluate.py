@@ -238,6 +238,8 @@ def test_integer_masks_count_any_non_zero_value_and_thresholds_are_probabilities
     for bad in (float("nan"), float("inf"), -1.0, 1.0):
         with pytest.raises(InputError, match="threshold must be"):
             evaluate(flat, gt, threshold=bad)
+    result = CliRunner().invoke(app, ["evaluate", str(flat), str(gt), "--threshold", "1"])
+    assert result.exit_code == 2 and "threshold must be" in result.stderr  # a wrong argument, as --help says
 
 
 def test_a_prediction_with_nan_voxels_is_refused_not_scored_as_empty(folders, tmp_path) -> None:

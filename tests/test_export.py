@@ -252,6 +252,9 @@ def test_size_is_required_without_a_preprocessing_size(tmp_path, model):
         BatchRange(4, 2, 8)
     with pytest.raises(InputError, match="<= 4096"):  # refused before any export work, not by the reload
         BatchRange(1, 16, 5000)
+    # Without an opt of its own, TensorRT's tuning point lies inside the range: --max-batch 8 of a TorchScript
+    # export used to be refused for the TensorRT-only --opt-batch 16.
+    assert [BatchRange(max=8).opt, BatchRange(min=32, max=64).opt, BatchRange().opt] == [8, 32, 16]
     with pytest.raises(InputError, match="from 16 to 1024"):
         export_model(model, "torchscript", tmp_path / "x.ts", preprocess=PREPROCESS, size=(2048, 2048))
     for option, value, message in (("--format", "onnx", "format must be one of"), ("--precision", "fp8", "precision")):

@@ -134,7 +134,7 @@ def evaluate_command(
     Exit codes: 0 scored; 1 the data, or some cases, cannot be scored (one error: line each); 2 a wrong argument.
     """
     from mdanet_sdk.data.layouts import LAYOUTS
-    from mdanet_sdk.evaluate import MISSING_POLICIES, check_pred_pattern, evaluate, summary_rows
+    from mdanet_sdk.evaluate import MISSING_POLICIES, check_pred_pattern, check_threshold, evaluate, summary_rows
 
     if out is not None:
         if json_out is not None:
@@ -149,6 +149,7 @@ def evaluate_command(
             raise fail(f"{name} {folder} is not a folder; check the path.")
     if pred_pattern is not None:
         check_pred_pattern(pred_pattern)  # a wrong argument: exit 2 through @command
+    check_threshold(threshold)  # a wrong argument too
     json_path = json_out or out or pred / "evaluation.json"
     csv_path = json_path.with_suffix(".csv")
     if str(json_path) != "-":  # checked before scoring: never replace a prediction, a label or a sidecar

@@ -25,7 +25,9 @@ def export(
     ] = "torchscript",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
     min_batch: Annotated[int, typer.Option(help="Smallest batch the artefact accepts.")] = 1,
-    opt_batch: Annotated[int, typer.Option(help="Batch TensorRT tunes for.")] = 16,
+    opt_batch: Annotated[
+        int, typer.Option(help="Batch TensorRT tunes for (0: 16, within --min-batch..--max-batch).")
+    ] = 0,
     max_batch: Annotated[int, typer.Option(help="Largest batch the artefact accepts.")] = 64,
     size: Annotated[
         Optional[tuple[int, int]],

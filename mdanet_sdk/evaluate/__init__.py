@@ -24,7 +24,7 @@ absolute lesion-count difference and lesion-wise F1 (:func:`mdanet_sdk.metrics.c
 
 from mdanet_sdk.evaluate.matching import PRED_SUFFIX, check_pred_pattern, find_ground_truth, find_predictions
 from mdanet_sdk.evaluate.result import METRIC_NAMES, MISSING_POLICIES, EvaluationResult, summary_rows
-from mdanet_sdk.evaluate.run import evaluate
+from mdanet_sdk.evaluate.run import check_threshold, evaluate
 
 __all__ = [
     "EvaluationResult",
@@ -32,6 +32,7 @@ __all__ = [
     "find_predictions",
     "find_ground_truth",
     "check_pred_pattern",
+    "check_threshold",
     "METRIC_NAMES",
     "MISSING_POLICIES",
     "PRED_SUFFIX",

@@ -18,7 +18,7 @@ from mdanet_sdk.evaluate.result import MISSING_POLICIES, EvaluationResult
 from mdanet_sdk.metrics import aggregate, case_metrics, count_nan, summarize_folds
 from mdanet_sdk.surface import surface_metrics
 
-__all__ = ["evaluate"]
+__all__ = ["check_threshold", "evaluate"]
 
 
 def _score(pred_path: Path | None, gt_path: Path, case_id: str, threshold: float | None) -> dict[str, float]:
@@ -98,6 +98,12 @@ def _check_missing(missing: list[str], policy: str, pred: object) -> None:
         )
 
 
+def check_threshold(threshold: float | None) -> None:
+    """Refuse a probability threshold outside ``[0, 1)`` (NaN too): it would empty or fill every prediction."""
+    if threshold is not None and not 0.0 <= threshold < 1.0:
+        raise InputError(f"threshold must be at least 0 and below 1 (a probability), got {threshold}.")
+
+
 def evaluate(
     pred: str | os.PathLike[str],
     gt: str | os.PathLike[str],
@@ -140,8 +146,7 @@ def evaluate(
         InputError: nothing to match, two predictions of one case, no case that can be scored, or a missing
             case under ``missing="fail"``.
     """
-    if threshold is not None and not 0.0 <= threshold < 1.0:  # NaN fails too
-        raise InputError(f"threshold must be at least 0 and below 1 (a probability), got {threshold}.")
+    check_threshold(threshold)
     labels, failed = find_labels(gt, layout, label_pattern)
     predictions = find_predictions(pred, pattern=pred_pattern, case_ids={*labels, *failed})
     predicted = {case_id for fold in predictions.values() for case_id in fold}

@@ -35,15 +35,22 @@ __all__ = [
 ]
 
 
+#: The batch TensorRT tunes for unless told otherwise (the paper's batch size).
+DEFAULT_OPT_BATCH = 16
+
+
 @dataclass(frozen=True)
 class BatchRange:
-    """The batch sizes an artefact accepts: ``min <= opt <= max`` (``opt`` is the TensorRT tuning point)."""
+    """The batch sizes an artefact accepts: ``min <= opt <= max`` (``opt`` is the TensorRT tuning point; 0, the
+    default: 16 brought into ``[min, max]``, so that a range such as ``max=8`` needs no ``opt`` of its own)."""
 
     min: int = 1
-    opt: int = 16
+    opt: int = 0
     max: int = 64
 
     def __post_init__(self) -> None:
+        if self.opt == 0 and 1 <= self.min <= self.max:
+            object.__setattr__(self, "opt", min(max(DEFAULT_OPT_BATCH, self.min), self.max))
         if not 1 <= self.min <= self.opt <= self.max <= MAX_BATCH:
             raise InputError(
                 f"batch sizes must satisfy 1 <= min <= opt <= max <= {MAX_BATCH}; got min={self.min}, "
