@@ -83,6 +83,18 @@ def test_config_validation_and_precision() -> None:
     ):
         with pytest.raises(InputError):
             TrainConfig("d", **bad)
+    # Numbers of the wrong type, or not finite, used to pass (lr=inf trained on NaN) or raise a bare TypeError.
+    for bad, message in (
+        ({"lr": float("inf")}, "lr must be a finite number"),
+        ({"lam": float("nan")}, "lam must be a finite number"),
+        ({"epochs": 1.5}, "epochs must be a whole number"),
+        ({"batch_size": True}, "batch_size must be a whole number"),
+        ({"folds": "2"}, "folds must be a whole number"),
+        ({"betas": (0.9, float("inf"))}, "betas must be two finite numbers"),
+    ):
+        with pytest.raises(InputError, match=message):
+            TrainConfig("d", **bad)
+    assert TrainConfig("d", seed=np.int64(3), lr=np.float32(0.01), lam=1).seed == 3
     cfg = TrainConfig("d", betas=[0.8, 0.9])
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     # Run configs of earlier versions say amp (off for fp32): they still load, so their runs still resume.
@@ -470,3 +482,11 @@ def test_a_case_linked_under_another_name_is_refused(tmp_path: Path) -> None:
     assert len(find_cases(root)) == 5
     with pytest.raises(InputError, match=r"cases sub-strokecase0001 and sub-strokecase0009 .* read the same file"):
         train(TrainConfig(root, tmp_path / "run", epochs=1, fold=0, folds=2, **TINY))
+
+
+def test_a_diverging_training_says_so_instead_of_blaming_the_weights_file(tiny_mri: Path, tmp_path: Path) -> None:
+    """lr 1e12 made the weights NaN in the first epoch, and validation then said the weights file was damaged
+    ("re-download them")."""
+    cfg = dict(TINY, steps_per_epoch=3)
+    with pytest.raises(InputError, match=r"training of fold 0 diverged in epoch 0 .*lower --lr \(now 1e\+12\)"):
+        train(TrainConfig(tiny_mri, tmp_path / "run", epochs=2, fold=0, lr=1e12, **cfg))

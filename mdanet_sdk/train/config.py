@@ -6,6 +6,8 @@ The schedule, stopping rule and run folder these settings drive are described in
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -155,6 +157,7 @@ class TrainConfig:
         self.groups = None if self.groups is None else str(self.groups)
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.model_overrides = dict(self.model_overrides)
+        self._check_types()
         checks = (
             (self.folds >= 2, f"folds must be >= 2, got {self.folds}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
@@ -205,6 +208,21 @@ class TrainConfig:
                     f"{why}, which sets {name} to {value!r}, but {name} = {current!r} was given; drop one of the two."
                 )
             setattr(self, name, value)
+
+    def _check_types(self) -> None:
+        """Refuse a number of the wrong type (``epochs=1.5``, ``batch_size=True``, ``folds="2"``) or a float that
+        is not finite (``lr=inf`` trains nothing but NaN), which the range checks would let through or fail on."""
+        for name in ("size", "folds", "epochs", "batch_size", "patience", "seed", "steps_per_epoch", "workers"):
+            value = getattr(self, name)
+            optional = name in ("steps_per_epoch", "workers") and value is None
+            if not optional and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise InputError(f"{name} must be a whole number, got {value!r}.")
+        for name in ("lr", "weight_decay", "lam", "min_lr_ratio", "inner_fraction", "lesion_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise InputError(f"{name} must be a finite number, got {value!r}.")
+        if not all(isinstance(b, float) and math.isfinite(b) for b in self.betas):
+            raise InputError(f"betas must be two finite numbers, got {self.betas!r}.")
 
     def fold_indices(self) -> list[int]:
         """The folds to train, e.g. ``[0, 1, 2, 3, 4]`` for ``fold="all"``."""

@@ -28,7 +28,7 @@ from mdanet_sdk.data.cases import Case
 from mdanet_sdk.data.dataset import SliceDataset
 from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.device import autocast
-from mdanet_sdk.errors import CheckpointError
+from mdanet_sdk.errors import CheckpointError, InputError
 from mdanet_sdk.model import build_model
 from mdanet_sdk.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mdanet_sdk.train.config import FoldResult, TrainConfig
@@ -263,6 +263,7 @@ class Fold:
             loader = epoch_loader(dataset, sampler, batch, workers, run.device, seed)
             totals = self.run_epoch(epoch, net, loader, steps)
             stats = totals.stats()
+            self._refuse_divergence(epoch, lr, stats)
             self._end_epoch(epoch, lr, stats, int(totals.samples), start)
             self._report(
                 "validated",
@@ -277,6 +278,14 @@ class Fold:
             if self.state.stopped_early:
                 self._report("stopped", epoch, steps, split=self._split_name)
                 break
+
+    def _refuse_divergence(self, epoch: int, lr: float, stats: EpochStats) -> None:
+        """A loss that is not finite: the weights are NaN now, and validating them would blame the file."""
+        if not math.isfinite(stats.loss):
+            raise InputError(
+                f"training of fold {self.index} diverged in epoch {epoch} (its mean loss is {stats.loss}); "
+                f"lower --lr (now {lr:g}) and train again (last.pt keeps the epoch before, if any)."
+            )
 
     def run_epoch(self, epoch: int, net: nn.Module, loader: DataLoader, steps: int) -> EpochTotals:
         """One pass of ``loader`` through ``net`` (the training forward, DDP-wrapped under torchrun), one
