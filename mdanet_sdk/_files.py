@@ -57,12 +57,20 @@ def atomic_write(
     remove_stale_temps(path)
     if tmp_suffix is None:
         tmp_suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=f".tmp{tmp_suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=f".tmp{tmp_suffix}", dir=path.parent)
+    except OSError as exc:  # name the file asked for, not a temporary name the user never gave
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename in (tmp, Path(tmp)):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

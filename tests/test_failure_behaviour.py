@@ -438,3 +438,11 @@ def test_undecodable_names_reach_reports_as_valid_utf8(weights, tmp_path) -> Non
         assert "\\udc" not in text and '"case\\\\xff' in text, name  # the byte as text, JSON-escaped
     assert json.loads((tmp_path / "run.json").read_text())["cases"][0]["case_id"] == "case\\xff"
     assert "\ncase\\xff," in (tmp_path / "m.csv").read_bytes().decode("utf-8")
+
+
+def test_an_output_that_cannot_be_written_is_named_as_given(weights, tmp_path) -> None:
+    """The error named the temporary file beside the output (``/proc/.x.ts.<host>.<pid>...tmp.pt2``)."""
+    result = runner.invoke(app, ["export", str(weights), "-o", "/proc/x.ts"])
+    assert result.exit_code == 1 and error_lines(result) == [
+        "error: /proc/x.ts: No such file or directory; check the path and its permissions, then run again."
+    ]
