@@ -66,7 +66,12 @@ def binary_mask(a: object, name: str) -> np.ndarray:
     if arr.dtype == bool:
         return arr
     if arr.dtype.kind == "f" and not np.isin(arr, (0.0, 1.0)).all():
-        raise InputError(f"{name} holds values other than 0 and 1; threshold the probabilities first.")
+        fix = (  # a label is the reference: no threshold of ours applies to it
+            "binarise it (lesion = 1) first"
+            if name == "gt"
+            else "threshold the probabilities first (evaluate: --threshold)"
+        )
+        raise InputError(f"{name} holds values other than 0 and 1; {fix}.")
     return arr != 0
 
 

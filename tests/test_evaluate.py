@@ -264,6 +264,11 @@ def test_a_label_with_nan_voxels_fails_its_case(folders, tmp_path) -> None:
     result = evaluate(flat, nan_gt)
     assert list(result.failed) == ["A"] and "NaN/Inf voxels were set to 0" in result.failed["A"]
     assert [c["case_id"] for c in result.cases] == ["B", "C", "D"]
+    # A probability map given as the label: the advice is the label's, not --threshold (which reads predictions).
+    for path in nan_gt.glob("A*.nii.gz"):
+        data = np.asarray(nib.load(path).dataobj)
+        _save(path, np.where(np.isnan(data), 0.7, data).astype(np.float32))
+    assert "gt holds values other than 0 and 1; binarise it" in evaluate(flat, nan_gt).failed["A"]
 
 
 def test_one_case_that_cannot_be_scored_fails_alone(folders) -> None:
