@@ -100,6 +100,27 @@ def test_a_failed_capture_falls_back_to_eager_once_with_a_warning(caplog) -> Non
     assert "CUDA graphs disabled" in caplog.text
 
 
+def test_a_capture_that_runs_out_of_memory_leaves_graphs_on_for_smaller_batches() -> None:
+    """Running out of memory is the batch's size, not the network: it used to turn graphs off for the whole run
+    (and keep the pools of the graphs already recorded); now the error reaches the predictor, which halves the
+    batch, and the smaller shapes are recorded."""
+    net, recorder = _network(), _Recorder()
+
+    def small_only(network, static_input):
+        if len(static_input) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return recorder(network, static_input)
+
+    graphed = GraphedNetwork(net, capture=small_only, device_type="cpu")
+    with torch.inference_mode():
+        graphed(torch.randn(1, 2, 32, 32))
+        with pytest.raises(torch.OutOfMemoryError):
+            graphed(torch.randn(4, 2, 32, 32))
+        x = torch.randn(2, 2, 32, 32)
+        torch.testing.assert_close(graphed(x), net(x))
+    assert graphed.failed == "" and [len(i) for i in recorder.inputs] == [1, 2]
+
+
 def test_graphs_are_only_built_for_cuda() -> None:
     net = build_model(load_checkpoint("default-mri").model_config, ops="reference").eval()
     assert optimize_for_inference(net, torch.device("cpu"), cuda_graphs=True) is net

@@ -35,10 +35,10 @@ def weights(tmp_path_factory, ckpt_random) -> Path:
     return ckpt_random(tmp_path_factory.mktemp("weights") / "mri.pt", preprocess=PreprocessConfig(size=32))
 
 
-def case_4d(path: Path, seed: int = 0) -> Path:
-    """A two-volume (DWI, ADC) 4D file: a noisy head ellipsoid, 24 x 20 x 3."""
+def case_4d(path: Path, seed: int = 0, slices: int = 3) -> Path:
+    """A two-volume (DWI, ADC) 4D file: a noisy head ellipsoid, 24 x 20 x ``slices``."""
     rng = np.random.default_rng(seed)
-    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in (24, 20, 3)], indexing="ij")
+    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in (24, 20, slices)], indexing="ij")
     head = (sum(g**2 for g in grid) < 0.9).astype(np.float32)
     data = np.stack([head * (100 + 30 * i) + head * rng.normal(0, 3, head.shape) for i in range(2)], -1)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -380,10 +380,10 @@ def _short_of_memory(model, most: int, calls: list[int], error: Exception = CUDA
 
 @pytest.mark.parametrize("error", [CUDA_OOM, CPU_OOM], ids=["cuda", "cpu"])
 def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_masks(weights, tmp_path, caplog, error) -> None:
-    """Three cases of 3 slices in batches of 8 on a device that holds 2 slices: a batch is halved until it fits,
-    later runs start at the size that fitted, two warnings say so, and every case gets the probabilities of a
-    device with room (they used to fail with "lower the batch size")."""
-    cases = [case_4d(tmp_path / f"c{i}.nii.gz", seed=i) for i in range(3)]
+    """Three cases of 11 slices in batches of 8 on a device that holds 2 slices: a batch is halved until it fits,
+    the batches after it (of that case and the next) are cut at the size that fitted, two warnings say so, and
+    every case gets the probabilities of a device with room (they used to fail with "lower the batch size")."""
+    cases = [case_4d(tmp_path / f"c{i}.nii.gz", seed=i, slices=11) for i in range(3)]
     reference = list(Segmenter.from_checkpoint(weights, batch_size=8).predict_many(cases))
     seg = Segmenter.from_checkpoint(weights, batch_size=8)
     calls: list[int] = []
@@ -393,7 +393,7 @@ def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_masks(weigh
     for result, expected in zip(results, reference, strict=True):
         np.testing.assert_allclose(result.probability_canonical, expected.probability_canonical, atol=1e-6)
         assert result.probability_canonical.max() > 0.1
-    assert calls[:3] == [8, 4, 2] and seg.batch_size == 2
+    assert calls[:4] == [8, 4, 2, 2] and max(calls[4:]) == 2 and seg.batch_size == 2
     warned = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
     assert warned == [
         "mdanet-sdk: the model ran out of memory on 8 slices at once; now 4.",

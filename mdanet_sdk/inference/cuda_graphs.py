@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from mdanet_sdk.device import is_out_of_memory
+
 __all__ = ["MAX_GRAPHS", "WARMUP", "GraphedNetwork", "capture_cuda_graph"]
 
 logger = logging.getLogger(__name__)
@@ -131,6 +133,9 @@ class GraphedNetwork:
         try:
             replay = self.capture(self.network, static_input)
         except RuntimeError as err:  # an op that cannot be captured, or the driver's refusal
+            if is_out_of_memory(err):  # not the network's fault: the caller halves the batch and comes back
+                self._graphs.clear()  # their private memory pools hold memory the smaller batches need
+                raise
             self.failed = f"{type(err).__name__}: {err}".splitlines()[0]
             logger.warning("CUDA graphs disabled for this network, it runs eagerly: %s", self.failed)
             return None

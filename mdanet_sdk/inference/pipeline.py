@@ -168,7 +168,7 @@ class CaseStream:
             self._forward(batch, notify)  # slices of another model grid cannot share a batch
             batch = []
         stack = pending.loaded.stack
-        size = self.batch_for((stack.shape[2], stack.shape[3]))
+        grid = (stack.shape[2], stack.shape[3])
         filled = sum(end - start for _, start, end in batch)
         runs = stack.runs()
         skipped = len(stack) - sum(last - first for first, last in runs)
@@ -177,11 +177,16 @@ class CaseStream:
             notify("slices", pending.loaded.case.case_id, skipped)
         for start, last in runs:
             while start < last:
+                # Asked per batch: a batch that ran out of memory lowers the size for the batches after it.
+                size = self.batch_for(grid)
+                if filled >= size:
+                    self._forward(batch, notify)
+                    batch, filled = [], 0
                 end = min(last, start + size - filled)
                 batch.append((pending, start, end))
                 filled += end - start
                 start = end
-                if filled == size:
+                if filled >= size:
                     self._forward(batch, notify)
                     batch, filled = [], 0
         return batch

@@ -90,8 +90,9 @@ class Predictor:
     def probabilities(self, x: torch.Tensor, source: str = "these slices") -> torch.Tensor:
         """Lesion probability of preprocessed slices, averaged over the models and (with TTA) the flips.
 
-        A batch that runs out of memory is split in halves and each half run again (down to one slice); the
-        smaller size is kept as :attr:`batch_size` for the batches that follow, with one warning. The slices
+        A batch that runs out of memory is run again in parts of half its size (halved again while they run out
+        of memory, down to one slice); the size that fits is kept as :attr:`batch_size` for the batches that
+        follow, with one warning per halving. The slices
         are independent in eval mode, so the probabilities are those of the whole batch.
 
         ``p = 1 / (M F) * sum_m sum_f flip_f(softmax(model_m(flip_f(x)))[:, 1])``, with ``F = 1`` (un-flipped
@@ -120,7 +121,12 @@ class Predictor:
         if self.batch_size is None or self.batch_size > half:
             logger.warning("mdanet-sdk: the model ran out of memory on %d slices at once; now %d.", len(x), half)
             self.batch_size = half
-        return torch.cat([self.probabilities(x[:half], source), self.probabilities(x[half:], source)])
+        parts, start = [], 0
+        while start < len(x):  # at the size that fits now, which a part that runs out of memory lowers again
+            size = self.batch_size
+            parts.append(self.probabilities(x[start : start + size], source))
+            start += size
+        return torch.cat(parts)
 
     def _probabilities(self, x: torch.Tensor, source: str) -> torch.Tensor:
         """:meth:`probabilities` of one batch as given (raises :class:`_OutOfMemory`)."""
