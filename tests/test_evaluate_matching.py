@@ -224,3 +224,35 @@ def test_labels_whose_images_are_missing_are_still_scored(tmp_path: Path, images
         {"sub-strokecase0001": 1.0, "sub-strokecase0002": 0.5, "sub-strokecase0003": 0.0}
     )
     assert result.unmatched == [] and result.missing == [] and result.failed == {}
+
+
+def test_extra_label_files_are_no_cases_of_their_own(tmp_path: Path) -> None:
+    """A pipeline's output under ``derivatives/<tool>/`` and a second label in a case's own subfolder are not
+    cases whose images are missing: a first version scored each as an extra case with Dice 0. A subject with two
+    sessions in a derivatives-only tree gets the reader's ``sub-X_ses-Y`` ids."""
+    root = _isles22_labels(tmp_path / "isles22", "12", "12")
+    _save(root / "derivatives" / "deepisles" / "sub-strokecase0001" / "ses-0001" / "x_msk.nii.gz", _half())
+    pred = tmp_path / "pred"
+    for case in "12":
+        _save(pred / f"sub-strokecase000{case}_seg.nii.gz", _cube())
+    assert _dsc(evaluate(pred, root)) == pytest.approx({"sub-strokecase0001": 1.0, "sub-strokecase0002": 1.0})
+    generic = tmp_path / "generic"
+    for case in ("case1", "case2"):
+        for modality in ("dwi", "adc"):
+            _save(generic / case / f"{modality}.nii.gz", np.random.default_rng(0).uniform(1, 2, SHAPE).astype("f4"))
+        _save(generic / case / "lesion.nii.gz", _cube())
+    _save(generic / "case2" / "manual_v1" / "lesion.nii.gz", _half())
+    scored = evaluate(_copy_as(pred, tmp_path / "pg", "case"), generic)
+    assert _dsc(scored) == pytest.approx({"case1": 1.0, "case2": 1.0})
+    sessions = tmp_path / "sessions"
+    for session in ("ses-0001", "ses-0002"):
+        _save(sessions / "derivatives" / "sub-a" / session / f"sub-a_{session}_msk.nii.gz", _cube())
+        _save(tmp_path / "ps" / f"sub-a_{session}_seg.nii.gz", _cube())
+    assert _dsc(evaluate(tmp_path / "ps", sessions)) == pytest.approx({"sub-a_ses-0001": 1.0, "sub-a_ses-0002": 1.0})
+
+
+def _copy_as(pred: Path, target: Path, prefix: str) -> Path:
+    """``pred``'s ``sub-strokecase000N_seg`` masks saved as ``<prefix>N_seg``."""
+    for path in pred.glob("*_seg.nii.gz"):
+        _save(target / f"{prefix}{path.name.split('_')[0][-1]}_seg.nii.gz", np.asarray(nib.load(path).dataobj))
+    return target

@@ -471,6 +471,12 @@ def test_a_labelled_case_whose_images_are_not_found_is_refused(tmp_path: Path) -
     with pytest.raises(InputError, match=r"1 lesion label\(s\) .* belong to no case found \(e\.g\. .*case2/lesion"):
         train(TrainConfig(root, tmp_path / "run", kind="mri", epochs=1, fold=0, folds=2, **TINY))
     assert not (tmp_path / "run").exists()
+    # A second label in a case's own subfolder (an earlier rater's) is that case's business, not a case.
+    (root / "case2" / "trace_b1000.nii.gz").rename(root / "case2" / "dwi.nii.gz")
+    (root / "case2" / "ADCmap.nii.gz").rename(root / "case2" / "adc.nii.gz")
+    (root / "case3" / "manual_v1").mkdir()
+    (root / "case3" / "manual_v1" / "lesion.nii.gz").write_bytes((root / "case3" / "lesion.nii.gz").read_bytes())
+    assert train(TrainConfig(root, tmp_path / "run", kind="mri", epochs=1, fold=0, folds=2, **TINY)).folds
 
 
 def test_a_case_linked_under_another_name_is_refused(tmp_path: Path) -> None:

@@ -25,28 +25,37 @@ MAX_FILES = 200_000
 
 def _is_label(path: Path) -> bool:
     """Whether a file is named as a lesion label by one of the layouts: a label word (``lesion.nii.gz``,
-    ``case7_label``), an ISLES'22 ``derivatives/..._msk``, an ISLES'18 ``.OT.`` file, or nnU-Net ``labelsTr/``."""
+    ``case7_label``), an ISLES'22 ``derivatives/sub-X/..._msk`` (not a pipeline's ``derivatives/<tool>/``), an
+    ISLES'18 ``.OT.`` file, or nnU-Net ``labelsTr/``."""
     if not is_image(path):
         return False
     stem = nifti_stem(path)
     meaning = role(stem, KNOWN_MODALITIES)
     if meaning is not None and meaning[0] == LABEL_KEY:
         return True
-    if stem.lower().endswith("_msk") and "derivatives" in path.parts:
-        return True
+    if stem.lower().endswith("_msk") and "derivatives" in path.parts[:-1]:
+        after = path.parts[len(path.parts) - path.parts[::-1].index("derivatives") :]  # below the last one
+        return len(after) > 1 and after[0].startswith("sub-")
     return "ot" in stem.lower().split(".") or path.parent.name.lower().startswith("labels")
 
 
 def orphan_labels(root: str | os.PathLike[str], sources: Sequence[CaseSource]) -> list[Path]:
     """Label files under ``root`` that are neither a found case's label nor one of its images, sorted.
 
-    Predictions (files carrying the SDK's mark) and hidden folders are left out; symlinked folders are not
+    Left out: files in a found case's own folders (``case2/manual_v1/lesion.nii.gz`` is a second label of case
+    2, not a case), predictions (files carrying the SDK's mark) and hidden folders; symlinked folders are not
     followed (a linked case is found by its reader, or not at all).
     """
-    claimed = {file_key(p) for s in sources for p in (s.label_path, *s.paths.values()) if p is not None}
+    files_of = [p for s in sources for p in (s.label_path, *s.paths.values()) if p is not None]
+    claimed = {file_key(p) for p in files_of}
+    case_folders = {os.path.realpath(p.parent) for s in sources for p in s.paths.values()}
+    case_folders |= {os.path.realpath(s.folder) for s in sources if s.folder is not None}
     orphans: list[Path] = []
     seen = 0
     for folder, subfolders, files in os.walk(root):
+        if os.path.realpath(folder) in case_folders:
+            subfolders[:] = []  # a case's own folder and what is under it belong to that case
+            continue
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in files:
             seen += 1
@@ -59,13 +68,20 @@ def orphan_labels(root: str | os.PathLike[str], sources: Sequence[CaseSource]) -
 
 
 def orphan_case_id(path: Path) -> str:
-    """The case an orphan label belongs to: its ``sub-*`` folder (ISLES'22), its name in ``labelsTr/``
-    (nnU-Net), the prefix before its label word (``case7_lesion``), else its folder's name."""
-    subject = next((part for part in reversed(path.parts[:-1]) if part.startswith("sub-")), None)
-    if subject is not None:
-        return subject
+    """The case an orphan label belongs to: its ``sub-*`` folder (ISLES'22; ``sub-X_ses-Y`` when the subject has
+    several sessions, as the reader names them), its name in ``labelsTr/`` (nnU-Net), its case folder (ISLES'18
+    ``OT``), the prefix before its label word (``case7_lesion``), else its folder's name."""
+    index = next((i for i in range(len(path.parts) - 2, -1, -1) if path.parts[i].startswith("sub-")), None)
+    if index is not None:
+        subject = Path(*path.parts[: index + 1])
+        session = path.parts[index + 1] if index + 2 < len(path.parts) else ""
+        sessions = [p for p in subject.iterdir() if p.is_dir() and p.name.startswith("ses-")]
+        several = session.startswith("ses-") and len(sessions) > 1
+        return f"{path.parts[index]}_{session}" if several else path.parts[index]
     stem = nifti_stem(path)
     if path.parent.name.lower().startswith("labels"):
         return stem
+    if "ot" in stem.lower().split("."):  # ISLES'18: case_N/SMIR.Brain.XX.O.OT.N/SMIR...OT.N.nii
+        return path.parent.parent.name
     meaning = role(stem, KNOWN_MODALITIES)
     return meaning[1] if meaning is not None and meaning[1] else path.parent.name
