@@ -143,10 +143,14 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
-def write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically, strings from file names made valid UTF-8
-    (:func:`~mdanet_sdk._text.without_surrogates`)."""
-    text = json.dumps(without_surrogates(obj), indent=indent) + "\n"
+def write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2, *, names_as_text: bool = False) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically.
+
+    ``names_as_text``: for reports read by other programs, strings from file names made valid UTF-8
+    (:func:`~mdanet_sdk._text.without_surrogates`: an undecodable byte becomes ``\\xff`` text). Records that this
+    SDK reads back as paths (a run's ``config.json``) keep Python's exact ``\\udcff`` escapes instead.
+    """
+    text = json.dumps(without_surrogates(obj) if names_as_text else obj, indent=indent) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

@@ -264,7 +264,7 @@ def write_json_report(
         failed: case id → the one-line reason, for cases that could not be segmented.
         run: run-level extras merged into the top level (JSON-ready values), e.g. ``{"skipped": [...]}``.
     """
-    return write_json(path, report_document(reports, failed, run))
+    return write_json(path, report_document(reports, failed, run), names_as_text=True)
 
 
 def report_table(reports: Sequence[CaseReport]) -> Any:

@@ -437,6 +437,11 @@ def test_undecodable_names_reach_reports_as_valid_utf8(weights, tmp_path) -> Non
         text = (tmp_path / name).read_text(encoding="utf-8")
         assert "\\udc" not in text and '"case\\\\xff' in text, name  # the byte as text, JSON-escaped
     assert json.loads((tmp_path / "run.json").read_text())["cases"][0]["case_id"] == "case\\xff"
+    again = segment(
+        str(root), "-o", str(out), "-c", str(weights), "--json", str(tmp_path / "run.json"), "-q", "--skip-existing"
+    )
+    assert again.exit_code == 0, again.stdout + again.stderr  # the kept case's entry is carried over
+    assert [c["case_id"] for c in json.loads((tmp_path / "run.json").read_text())["cases"]] == ["case\\xff"]
     assert "\ncase\\xff," in (tmp_path / "m.csv").read_bytes().decode("utf-8")
 
 

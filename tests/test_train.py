@@ -496,3 +496,16 @@ def test_a_diverging_training_says_so_instead_of_blaming_the_weights_file(tiny_m
     cfg = dict(TINY, steps_per_epoch=3)
     with pytest.raises(InputError, match=r"training of fold 0 diverged in epoch 0 .*lower --lr \(now 1e\+12\)"):
         train(TrainConfig(tiny_mri, tmp_path / "run", epochs=2, fold=0, lr=1e12, **cfg))
+
+
+def test_a_dataset_folder_with_an_undecodable_name_keeps_its_run(tiny_mri: Path, tmp_path: Path) -> None:
+    """The run's config.json must give back the exact folder name: a name with a byte that is no UTF-8, written as
+    text, made every later fold "a run with other settings"."""
+    import os
+    import shutil
+
+    data = Path(os.fsdecode(bytes(tmp_path) + b"/dat\xff"))
+    shutil.copytree(tiny_mri, data)
+    cfg = dict(epochs=1, folds=2, **TINY)
+    train(TrainConfig(data, tmp_path / "run", fold=0, **cfg))
+    assert [f.fold for f in train(TrainConfig(data, tmp_path / "run", fold=1, **cfg)).folds] == [1]

@@ -124,7 +124,7 @@ class EvaluationResult:
 
     def save(self, json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str] | None = None) -> list[Path]:
         """Write the JSON report (and the per-case CSV), each atomically; returns the paths written."""
-        written = [write_json(json_path, self.to_dict())]
+        written = [write_json(json_path, self.to_dict(), names_as_text=True)]
         if csv_path is not None:
             text = without_surrogates(self.to_csv())
             written.append(atomic_write(csv_path, lambda tmp: tmp.write_text(text, encoding="utf-8")))

@@ -304,7 +304,7 @@ def _write_reports(target: _Target, doc: dict[str, Any], progress: Progress) -> 
     assert own is not None and report is not None
     error = None
     try:
-        write_json(own, doc)
+        write_json(own, doc, names_as_text=True)
     except OSError as exc:
         error = _report_error(own, exc)
     if shard is not None and shard.distributed:

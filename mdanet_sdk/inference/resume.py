@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
+from mdanet_sdk._text import without_surrogates
 from mdanet_sdk.data.cases import AFFINE_TOL_MM, FOURD_KEY
 from mdanet_sdk.data.nifti import PREDICTION_MARK, header_descrip
 from mdanet_sdk.errors import InputError
@@ -154,7 +155,9 @@ def earlier_reports(
     it describes) and when the weights, inputs and post-processing it names made the kept outputs (``made_with``:
     case id -> :attr:`CaseReport.made_with`); an unreadable or oversized report, or an entry that is not one, is
     passed over."""
-    wanted = {case.case_id: case.outputs["mask"] for case in skipped if "mask" in case.outputs}
+    # Reports write undecodable bytes of names as text (without_surrogates): ids are matched as written there.
+    wanted = {without_surrogates(case.case_id): case.outputs["mask"] for case in skipped if "mask" in case.outputs}
+    made = {without_surrogates(case_id): digest for case_id, digest in made_with.items()}
     found: dict[str, CaseReport] = {}
     for path in paths:
         try:
@@ -174,9 +177,9 @@ def earlier_reports(
                 current = written >= wanted[case_id].stat().st_mtime
             except (InputError, OSError):
                 continue
-            if current and report.made_with == made_with.get(case_id):
+            if current and report.made_with == made.get(case_id):
                 found[case_id] = report
-    return [found[case.case_id] for case in skipped if case.case_id in found]
+    return [found[key] for case in skipped if (key := without_surrogates(case.case_id)) in found]
 
 
 def run_document(

@@ -27,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from mdanet_sdk._text import without_surrogates
 from mdanet_sdk._files import write_json
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.inference.planning import Job
@@ -202,6 +203,7 @@ def merge_reports(report: Path, count: int, run: str, order: Sequence[str], *, s
         InputError: ``strict`` and a report is missing or foreign; or the reports together do not list every
             case of the run exactly once (the merge would hide or double cases).
     """
+    order = [without_surrogates(case) for case in order]  # as the shard reports write them
     docs = []
     for index in range(count):
         doc, why = _read(shard_report_path(report, index, count), index, count, run)
@@ -227,7 +229,7 @@ def merge_reports(report: Path, count: int, run: str, order: Sequence[str], *, s
             items = [item for doc in docs for item in doc.get(key, [])]
             merged[key] = list({json.dumps(item, sort_keys=True): item for item in items}.values())
     merged["shards"] = {"count": count, "run": run}
-    return write_json(report, merged)
+    return write_json(report, merged, names_as_text=True)
 
 
 def barrier() -> None:
