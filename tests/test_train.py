@@ -509,3 +509,20 @@ def test_a_dataset_folder_with_an_undecodable_name_keeps_its_run(tiny_mri: Path,
     cfg = dict(epochs=1, folds=2, **TINY)
     train(TrainConfig(data, tmp_path / "run", fold=0, **cfg))
     assert [f.fold for f in train(TrainConfig(data, tmp_path / "run", fold=1, **cfg)).folds] == [1]
+
+
+def test_resume_finds_its_data_moved_elsewhere(tiny_mri: Path, tmp_path: Path) -> None:
+    """A dataset staged to another disk (a cluster node's scratch) could not resume its run once resuming was
+    held to the run's settings: the data's folder is not one of them there (the checkpoint checks the split)."""
+    import shutil
+
+    def stop(event: TrainEvent) -> None:
+        if event.what == "validated":
+            raise _Stop
+
+    cfg = dict(epochs=2, fold=0, seed=5, **TINY)
+    with pytest.raises(_Stop):
+        train(TrainConfig(tiny_mri, tmp_path / "run", **cfg), stop)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data_dir"] == str(tiny_mri.resolve())
+    moved = shutil.copytree(tiny_mri, tmp_path / "scratch" / "data")
+    assert train(TrainConfig(moved, tmp_path / "run", resume=True, **cfg)).folds[0].epochs_run == 2

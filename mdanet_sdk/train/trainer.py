@@ -106,6 +106,10 @@ PER_CALL_SETTINGS = frozenset(
 )
 
 
+#: Settings that name files: compared as resolved paths.
+_PATH_SETTINGS = frozenset({"data_dir", "init", "groups"})
+
+
 class Trainer:
     """Runs :class:`TrainConfig`: loads the dataset once, then trains the requested folds one after another.
 
@@ -243,7 +247,11 @@ class Trainer:
                 for k in self.cfg.fold_indices()
             }
             if self.dist.main and not (self.cfg.resume and stored):
-                write_json(self.out / "config.json", self.cfg.to_dict())
+                record = self.cfg.to_dict()
+                for key in _PATH_SETTINGS:  # absolute: a later call may name them from another working directory
+                    if record.get(key) is not None:
+                        record[key] = str(Path(record[key]).resolve())
+                write_json(self.out / "config.json", record)
             results = [self._fit_fold(run, k, cases) for k, cases in parts.items()]
             out = TrainResults(str(self.out), results, self._summarize())
             if self.dist.main:
@@ -266,8 +274,13 @@ class Trainer:
             raise InputError(f"{path} is not a readable run config; choose another --out.") from None
         current = json.loads(json.dumps(self.cfg.to_dict()))  # as stored: tuples become lists
         for config in (stored, current):
-            config["data_dir"] = str(Path(config["data_dir"]).resolve())
-        differ = [k for k in current if k not in PER_CALL_SETTINGS and stored.get(k) != current[k]]
+            for key in _PATH_SETTINGS:  # the same file, however it was named
+                if config.get(key) is not None:
+                    config[key] = str(Path(config[key]).resolve())
+        # A resumed fold's checkpoint records its split (_check_resumable), so the data may have moved (staged to a
+        # node's scratch disk, or named from another working directory).
+        exempt = PER_CALL_SETTINGS | ({"data_dir"} if self.cfg.resume else set())
+        differ = [k for k in current if k not in exempt and stored.get(k) != current[k]]
         if differ:
             shown = ", ".join(f"{k} {stored.get(k)!r} there, {current[k]!r} now" for k in differ[:4])
             what = "resume it" if self.cfg.resume else "add folds"
