@@ -52,9 +52,10 @@ class BatchRange:
         if self.opt == 0 and 1 <= self.min <= self.max:
             object.__setattr__(self, "opt", min(max(DEFAULT_OPT_BATCH, self.min), self.max))
         if not 1 <= self.min <= self.opt <= self.max <= MAX_BATCH:
+            opt = f"opt={self.opt}, " if self.opt else ""  # 0: not given
             raise InputError(
-                f"batch sizes must satisfy 1 <= min <= opt <= max <= {MAX_BATCH}; got min={self.min}, "
-                f"opt={self.opt}, max={self.max}."
+                f"batch sizes must satisfy 1 <= min <= opt <= max <= {MAX_BATCH}; got min={self.min}, {opt}"
+                f"max={self.max}."
             )
 
     @property

@@ -100,6 +100,7 @@ class FoldState:
     best_score: float = -1.0
     best_epoch: int = -1
     bad_epochs: int = 0
+    gain_score: float = -1.0  # the score of the last gain, which the patience counts from
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -109,6 +110,7 @@ class FoldState:
         d = dict(d)
         if "best_val_dsc" in d:
             d.setdefault("best_score", d.pop("best_val_dsc"))
+        d.setdefault("gain_score", d.get("best_score", -1.0))  # states before ties kept the later weights
         d["history"] = [
             {("best_dsc" if k == "best_val_dsc" else k): v for k, v in row.items()} for row in d.get("history", [])
         ]
@@ -117,12 +119,15 @@ class FoldState:
     def record(self, epoch: int, score: float, select: str, patience: int) -> bool:
         """Count epoch ``epoch``, whose selection split scored mean Dice ``score``; whether its weights become
         ``best.pt``. A tie keeps the later, longer-trained weights (a selection split whose Dice stays 0 would
-        else keep epoch 0's), but only a gain over ``best_score + 1e-4`` resets the patience."""
+        else keep epoch 0's), but only a gain of more than 1e-4 over the score of the last gain resets the
+        patience (small gains add up)."""
         self.epoch = epoch
-        improved = select == "last" or score > self.best_score + _MIN_DELTA
+        improved = select == "last" or score > self.gain_score + _MIN_DELTA  # small gains add up
         best = select == "last" or score >= self.best_score
         if best:
             self.best_score, self.best_epoch = score, epoch
+        if improved:
+            self.gain_score = score
         self.bad_epochs = 0 if improved else self.bad_epochs + 1
         self.stopped_early = patience > 0 and self.bad_epochs >= patience
         return best
@@ -280,8 +285,10 @@ class Fold:
                 break
 
     def _refuse_divergence(self, epoch: int, lr: float, stats: EpochStats) -> None:
-        """A loss that is not finite: the weights are NaN now, and validating them would blame the file."""
-        if not math.isfinite(stats.loss):
+        """Weights that are not finite after an epoch: validating them would blame the file. (A non-finite loss
+        alone is not divergence: under fp16 the gradient scaler skips such a step and the weights stay finite.)"""
+        finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        if not bool(finite):
             raise InputError(
                 f"training of fold {self.index} diverged in epoch {epoch} (its mean loss is {stats.loss}); "
                 f"lower --lr (now {lr:g}) and train again (last.pt keeps the epoch before, if any)."

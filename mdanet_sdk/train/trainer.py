@@ -375,11 +375,12 @@ class Trainer:
 
 
 def _refuse_shared_files(root: str | os.PathLike[str], sources: Sequence[CaseSource]) -> None:
-    """Refuse two cases that read one file (a case folder linked under another name, a hard link): one could be
-    validated on while the other is trained on."""
+    """Refuse two cases that read one image file (a case folder linked under another name, a hard link): one could
+    be validated on while the other is trained on. Labels may share a file (two empty masks are one object in a
+    git-annex or DVC store)."""
     owner: dict[tuple[object, ...], str] = {}
     for source in sources:
-        for path in {*source.paths.values(), *([source.label_path] if source.label_path else [])}:
+        for path in set(source.paths.values()):
             first = owner.setdefault(file_key(path), source.case_id)
             if first != source.case_id:
                 raise InputError(
