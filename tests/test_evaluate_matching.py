@@ -232,6 +232,7 @@ def test_extra_label_files_are_no_cases_of_their_own(tmp_path: Path) -> None:
     sessions in a derivatives-only tree gets the reader's ``sub-X_ses-Y`` ids."""
     root = _isles22_labels(tmp_path / "isles22", "12", "12")
     _save(root / "derivatives" / "deepisles" / "sub-strokecase0001" / "ses-0001" / "x_msk.nii.gz", _half())
+    _save(root / "derivatives" / "deepisles" / "sub-strokecase0002_lesion.nii.gz", _half())
     pred = tmp_path / "pred"
     for case in "12":
         _save(pred / f"sub-strokecase000{case}_seg.nii.gz", _cube())
@@ -244,6 +245,19 @@ def test_extra_label_files_are_no_cases_of_their_own(tmp_path: Path) -> None:
     _save(generic / "case2" / "manual_v1" / "lesion.nii.gz", _half())
     scored = evaluate(_copy_as(pred, tmp_path / "pg", "case"), generic)
     assert _dsc(scored) == pytest.approx({"case1": 1.0, "case2": 1.0})
+    flat = tmp_path / "flat"  # one folder of several cases: there a label of no found case is one
+    for case in ("case1", "case2"):
+        for modality in ("dwi", "adc"):
+            _save(flat / f"{case}_{modality}.nii.gz", np.random.default_rng(0).uniform(1, 2, SHAPE).astype("f4"))
+        _save(flat / f"{case}_lesion.nii.gz", _cube())
+    _save(flat / "case7_lesion.nii.gz", _cube())
+    _save(tmp_path / "pg" / "case7_seg.nii.gz", _half())
+    assert _dsc(evaluate(tmp_path / "pg", flat)) == pytest.approx({"case1": 1.0, "case2": 1.0, "case7": 0.5})
+    sites = tmp_path / "sites"  # no case found at all: a rater's subfolder is still no case
+    _save(sites / "siteA" / "case1" / "lesion.nii.gz", _cube())
+    _save(sites / "siteA" / "case1" / "manual_v1" / "lesion.nii.gz", _half())
+    with pytest.raises(InputError, match="no generic cases found"):
+        evaluate(tmp_path / "pg", sites)
     sessions = tmp_path / "sessions"
     for session in ("ses-0001", "ses-0002"):
         _save(sessions / "derivatives" / "sub-a" / session / f"sub-a_{session}_msk.nii.gz", _cube())

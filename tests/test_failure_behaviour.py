@@ -96,7 +96,7 @@ def test_a_report_that_cannot_be_written_fails_alone(weights, tmp_path, monkeypa
     result = segment(*map(str, inputs), "-o", str(out), "-c", str(weights), "--report", str(tmp_path / "report.json"))
     assert result.exit_code == 2 and "is a folder" in error_lines(result)[0] and not out.exists()
 
-    def disk_full(path, obj):
+    def disk_full(path, obj, **options):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("mdanet_sdk.inference.batch.write_json", disk_full)

@@ -525,4 +525,6 @@ def test_resume_finds_its_data_moved_elsewhere(tiny_mri: Path, tmp_path: Path) -
         train(TrainConfig(tiny_mri, tmp_path / "run", **cfg), stop)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data_dir"] == str(tiny_mri.resolve())
     moved = shutil.copytree(tiny_mri, tmp_path / "scratch" / "data")
+    with pytest.raises(InputError, match="data_dir .* there"):  # fold 1 has not started: it would split the new data
+        train(TrainConfig(moved, tmp_path / "run", resume=True, **{**cfg, "fold": "0,1"}))
     assert train(TrainConfig(moved, tmp_path / "run", resume=True, **cfg)).folds[0].epochs_run == 2

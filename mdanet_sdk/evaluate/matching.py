@@ -269,7 +269,13 @@ def find_labels(
             orphans, clashes = _orphans_by_case(orphan_labels(root, sources))
             labels, problems = {**orphans, **labels}, {**clashes, **problems}
     except InputError:
-        nested = orphan_labels(root, []) if layout == "auto" and label_pattern is None else []
+        # Without any case found, only a BIDS derivatives tree names its cases by itself (derivatives/sub-X/...):
+        # elsewhere a label's folder may be a rater's subfolder, not a case.
+        nested = (
+            [p for p in orphan_labels(root, []) if "derivatives" in p.parts]
+            if layout == "auto" and label_pattern is None
+            else []
+        )
         flat = [p for p in root.iterdir() if p.is_file() and _is_nifti(p) and not is_prediction(p)]  # never our masks
         if nested and not flat:  # labels only, in a dataset's folders (e.g. an ISLES'22 derivatives/ tree)
             return _orphans_by_case(nested)

@@ -221,9 +221,12 @@ class Predictor:
             slices without head are 0 without running the network (:meth:`SliceStack.runs`).
         """
         out = np.zeros(stack.geometry.native_shape, np.float32)
-        for start, end in stack.runs(self.batch_for((stack.shape[2], stack.shape[3]))):
-            x = torch.from_numpy(stack.chunk(start, end))
-            restore_probability_into(out, self.probabilities(x, source).numpy(), stack.geometry, start)
+        for start, last in stack.runs():
+            while start < last:  # cut at the size that fits now (a batch that ran out of memory lowers it)
+                end = min(last, start + self.batch_for((stack.shape[2], stack.shape[3])))
+                x = torch.from_numpy(stack.chunk(start, end))
+                restore_probability_into(out, self.probabilities(x, source).numpy(), stack.geometry, start)
+                start = end
         return out
 
     def mask(

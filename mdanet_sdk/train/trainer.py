@@ -277,9 +277,11 @@ class Trainer:
             for key in _PATH_SETTINGS:  # the same file, however it was named
                 if config.get(key) is not None:
                     config[key] = str(Path(config[key]).resolve())
-        # A resumed fold's checkpoint records its split (_check_resumable), so the data may have moved (staged to a
-        # node's scratch disk, or named from another working directory).
-        exempt = PER_CALL_SETTINGS | ({"data_dir"} if self.cfg.resume else set())
+        # When every fold to run resumes from its last.pt, which records its split (_check_resumable) and holds its
+        # weights, the data may have moved (staged to a node's scratch disk) and --init is not read; a fold that
+        # starts now would be split from, and trained on, what these settings name.
+        resuming = all((self.out / f"fold_{k}" / "last.pt").is_file() for k in self.cfg.fold_indices())
+        exempt = PER_CALL_SETTINGS | ({"data_dir", "init"} if self.cfg.resume and resuming else set())
         differ = [k for k in current if k not in exempt and stored.get(k) != current[k]]
         if differ:
             shown = ", ".join(f"{k} {stored.get(k)!r} there, {current[k]!r} now" for k in differ[:4])

@@ -30,12 +30,15 @@ def _is_label(path: Path) -> bool:
     if not is_image(path):
         return False
     stem = nifti_stem(path)
+    if "derivatives" in path.parts[:-1]:  # BIDS: derivatives/sub-X/... are labels, derivatives/<tool>/ outputs
+        after = path.parts[len(path.parts) - path.parts[::-1].index("derivatives") :]  # below the last one
+        if not (len(after) > 1 and after[0].startswith("sub-")):
+            return False
+        if stem.lower().endswith("_msk"):
+            return True
     meaning = role(stem, KNOWN_MODALITIES)
     if meaning is not None and meaning[0] == LABEL_KEY:
         return True
-    if stem.lower().endswith("_msk") and "derivatives" in path.parts[:-1]:
-        after = path.parts[len(path.parts) - path.parts[::-1].index("derivatives") :]  # below the last one
-        return len(after) > 1 and after[0].startswith("sub-")
     return "ot" in stem.lower().split(".") or path.parent.name.lower().startswith("labels")
 
 
@@ -43,28 +46,38 @@ def orphan_labels(root: str | os.PathLike[str], sources: Sequence[CaseSource]) -
     """Label files under ``root`` that are neither a found case's label nor one of its images, sorted.
 
     Left out: files in a found case's own folders (``case2/manual_v1/lesion.nii.gz`` is a second label of case
-    2, not a case), predictions (files carrying the SDK's mark) and hidden folders; symlinked folders are not
+    2, not a case) but for a folder that holds several cases' images (a flat folder: there ``case7_lesion`` of no
+    found case is one), predictions (files carrying the SDK's mark) and hidden folders; symlinked folders are not
     followed (a linked case is found by its reader, or not at all).
     """
-    files_of = [p for s in sources for p in (s.label_path, *s.paths.values()) if p is not None]
-    claimed = {file_key(p) for p in files_of}
-    case_folders = {os.path.realpath(p.parent) for s in sources for p in s.paths.values()}
-    case_folders |= {os.path.realpath(s.folder) for s in sources if s.folder is not None}
+    claimed = {file_key(p) for s in sources for p in (s.label_path, *s.paths.values()) if p is not None}
+    cases_in: dict[str, set[str]] = {}  # folder -> the cases whose images (or case folder) it is
+    for source in sources:
+        for where in {*(p.parent for p in source.paths.values()), *([source.folder] if source.folder else [])}:
+            cases_in.setdefault(os.path.realpath(where), set()).add(source.case_id)
     orphans: list[Path] = []
     seen = 0
     for folder, subfolders, files in os.walk(root):
-        if os.path.realpath(folder) in case_folders:
-            subfolders[:] = []  # a case's own folder and what is under it belong to that case
+        cases = cases_in.get(os.path.realpath(folder), set())
+        # A case's own folder and what is under it belong to that case; a flat folder's subfolders too.
+        subfolders[:] = [] if cases else sorted(d for d in subfolders if not d.startswith("."))
+        if len(cases) == 1:
             continue
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in files:
             seen += 1
             if seen > MAX_FILES:
                 return sorted(orphans)
             path = Path(folder, name)
             if _is_label(path) and file_key(path) not in claimed and not is_prediction(path):
-                orphans.append(path)
+                if not cases or _prefix(path) not in cases | {""}:
+                    orphans.append(path)
     return sorted(orphans)
+
+
+def _prefix(path: Path) -> str:
+    """The case prefix before a label word (``case7`` of ``case7_lesion.nii.gz``), else ``""``."""
+    meaning = role(nifti_stem(path), KNOWN_MODALITIES)
+    return meaning[1] if meaning is not None else ""
 
 
 def orphan_case_id(path: Path) -> str:
