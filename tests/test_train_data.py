@@ -97,3 +97,21 @@ def test_resume_finds_its_data_moved_elsewhere(tiny_mri: Path, tmp_path: Path) -
     with pytest.raises(InputError, match="data_dir .* there"):  # fold 1 has not started: it would split the new data
         train(TrainConfig(moved, tmp_path / "run", resume=True, **{**cfg, "fold": "0,1"}))
     assert train(TrainConfig(moved, tmp_path / "run", resume=True, **cfg)).folds[0].epochs_run == 2
+
+
+def test_a_groups_table_edited_in_place_is_another_setting(tiny_mri: Path, tmp_path: Path) -> None:
+    """--groups was compared by its file name only: a table edited between two calls gave folds whose validation
+    cases overlap. The run keeps the table's content; the same table under another name is the same setting."""
+    ids = [source.case_id for source in find_cases(tiny_mri)]
+    table = "".join(f"{case},p{i // 2}\n" for i, case in enumerate(ids))
+    groups = tmp_path / "groups.csv"
+    groups.write_text(table)
+    cfg = dict(epochs=1, folds=2, **TINY)
+    train(TrainConfig(tiny_mri, tmp_path / "run", fold=0, groups=str(groups), **cfg))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["groups_table"][ids[2]] == "p1"
+    groups.write_text("".join(f"{case},p{i % 3}\n" for i, case in enumerate(ids)))
+    with pytest.raises(InputError, match=r"other settings \(groups \{.*\} there, \{.*\} now\)"):
+        train(TrainConfig(tiny_mri, tmp_path / "run", fold=1, groups=str(groups), **cfg))
+    (tmp_path / "elsewhere.csv").write_text(table)
+    result = train(TrainConfig(tiny_mri, tmp_path / "run", fold=1, groups=str(tmp_path / "elsewhere.csv"), **cfg))
+    assert [f.fold for f in result.folds] == [1]

@@ -61,6 +61,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import reprlib
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -106,8 +107,16 @@ PER_CALL_SETTINGS = frozenset(
 )
 
 
-#: Settings that name files: compared as resolved paths.
+#: Settings that name files: compared as resolved paths (``groups`` by its table where the run stored it).
 _PATH_SETTINGS = frozenset({"data_dir", "init", "groups"})
+
+
+#: How a setting is shown in a refusal: paths whole, a groups table by its first rows.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxdict = 300, 300, 3
+
+#: The key of ``config.json`` that holds the ``--groups`` table's content (case -> patient).
+GROUPS_TABLE = "groups_table"
 
 
 class Trainer:
@@ -239,7 +248,7 @@ class Trainer:
             cases = self._load_cases(layout, model_config.modalities)
             by_id = {c.case_id: c for c in cases}
             splits = kfold_split(list(by_id), k=self.cfg.folds, seed=self.cfg.seed, groups=patients)
-            stored = self._check_run_folder()
+            stored = self._check_run_folder(patients)
             if self.cfg.init is not None and not (self.cfg.resume and stored):  # refused before anything is written
                 init_weights(self.cfg, model_config)
             parts = {  # every fold's split first: a split that cannot be made is refused before anything is written
@@ -251,6 +260,8 @@ class Trainer:
                 for key in _PATH_SETTINGS:  # absolute: a later call may name them from another working directory
                     if record.get(key) is not None:
                         record[key] = str(Path(record[key]).resolve())
+                if patients is not None:  # its content, which a later call's folds must share (not only its name)
+                    record[GROUPS_TABLE] = patients
                 write_json(self.out / "config.json", record)
             results = [self._fit_fold(run, k, cases) for k, cases in parts.items()]
             out = TrainResults(str(self.out), results, self._summarize())
@@ -260,7 +271,7 @@ class Trainer:
         finally:
             self.dist.teardown()
 
-    def _check_run_folder(self) -> bool:
+    def _check_run_folder(self, patients: dict[str, str] | None = None) -> bool:
         """Whether the run folder already holds a run's ``config.json``; refuse (before anything is written) to
         add folds to it, or resume one of its folds, with other settings, which would mix splits or settings in
         one run and make its ``config.json`` describe weights it did not train (a resumed fold would continue
@@ -269,14 +280,21 @@ class Trainer:
         if not path.is_file():
             return False
         try:
-            stored = json.loads(json.dumps(TrainConfig.from_dict(json.loads(path.read_text())).to_dict()))
-        except (OSError, ValueError, TypeError, InputError):
+            raw = json.loads(path.read_text())
+            stored = json.loads(json.dumps(TrainConfig.from_dict(raw).to_dict()))
+        except (OSError, ValueError, TypeError, InputError, AttributeError):
             raise InputError(f"{path} is not a readable run config; choose another --out.") from None
+        if isinstance(raw.get(GROUPS_TABLE), dict) and patients is not None:  # a table edited in place counts
+            stored["groups"], current_table = raw[GROUPS_TABLE], patients
+        else:
+            current_table = None
         current = json.loads(json.dumps(self.cfg.to_dict()))  # as stored: tuples become lists
         for config in (stored, current):
             for key in _PATH_SETTINGS:  # the same file, however it was named
-                if config.get(key) is not None:
+                if isinstance(config.get(key), str):
                     config[key] = str(Path(config[key]).resolve())
+        if current_table is not None:  # compared by content: the case -> patient table
+            current["groups"] = current_table
         # When every fold to run resumes from its last.pt, which records its split (_check_resumable) and holds its
         # weights, the data may have moved (staged to a node's scratch disk) and --init is not read; a fold that
         # starts now would be split from, and trained on, what these settings name.
@@ -284,7 +302,8 @@ class Trainer:
         exempt = PER_CALL_SETTINGS | ({"data_dir", "init"} if self.cfg.resume and resuming else set())
         differ = [k for k in current if k not in exempt and stored.get(k) != current[k]]
         if differ:
-            shown = ", ".join(f"{k} {stored.get(k)!r} there, {current[k]!r} now" for k in differ[:4])
+            brief = _BRIEF.repr  # a groups table is shown by its first rows
+            shown = ", ".join(f"{k} {brief(stored.get(k))} there, {brief(current[k])} now" for k in differ[:4])
             what = "resume it" if self.cfg.resume else "add folds"
             raise InputError(
                 f"{self.out} holds a run with other settings ({shown}); {what} with the same settings, or "
