@@ -256,10 +256,7 @@ class Trainer:
                 for k in self.cfg.fold_indices()
             }
             if self.dist.main and not (self.cfg.resume and stored):
-                record = self.cfg.to_dict()
-                for key in _PATH_SETTINGS:  # absolute: a later call may name them from another working directory
-                    if record.get(key) is not None:
-                        record[key] = str(Path(record[key]).resolve())
+                record = _resolved(self.cfg.to_dict())  # a later call may name them from another directory
                 if patients is not None:  # its content, which a later call's folds must share (not only its name)
                     record[GROUPS_TABLE] = patients
                 write_json(self.out / "config.json", record)
@@ -289,10 +286,7 @@ class Trainer:
         else:
             current_table = None
         current = json.loads(json.dumps(self.cfg.to_dict()))  # as stored: tuples become lists
-        for config in (stored, current):
-            for key in _PATH_SETTINGS:  # the same file, however it was named
-                if isinstance(config.get(key), str):
-                    config[key] = str(Path(config[key]).resolve())
+        stored, current = _resolved(stored), _resolved(current)  # the same file, however it was named
         if current_table is not None:  # compared by content: the case -> patient table
             current["groups"] = current_table
         # When every fold to run resumes from its last.pt, which records its split (_check_resumable) and holds its
@@ -393,6 +387,12 @@ class Trainer:
                 "settings, or choose another --out."
             )
         return ck
+
+
+def _resolved(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its file settings (:data:`_PATH_SETTINGS`) as absolute, resolved paths; a groups table
+    stored in their place is left as it is."""
+    return {k: str(Path(v).resolve()) if k in _PATH_SETTINGS and isinstance(v, str) else v for k, v in config.items()}
 
 
 def _refuse_shared_files(root: str | os.PathLike[str], sources: Sequence[CaseSource]) -> None:
