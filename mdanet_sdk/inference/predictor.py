@@ -92,8 +92,8 @@ class Predictor:
 
         A batch that runs out of memory is run again in parts of half its size (halved again while they run out
         of memory, down to one slice); the size that fits is kept as :attr:`batch_size` for the batches that
-        follow, with one warning per halving. The slices
-        are independent in eval mode, so the probabilities are those of the whole batch.
+        follow, with one warning per halving. The slices are independent in eval mode, so the probabilities are
+        those of the whole batch.
 
         ``p = 1 / (M F) * sum_m sum_f flip_f(softmax(model_m(flip_f(x)))[:, 1])``, with ``F = 1`` (un-flipped
         only, for every model) on the slices the TTA screen leaves out: those whose un-flipped ``p`` stays under
