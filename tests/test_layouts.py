@@ -1,19 +1,12 @@
-"""Tests of the dataset layouts beyond ISLES'22/'18 (mdanet_sdk.data.layouts) and of the other image formats
-(mdanet_sdk.data.formats): nnU-Net folders, flat folders, BIDS sessions, which names are labels and brain
-masks, label patterns, broken cases among good ones, .mha/.nrrd and DICOM round trips.
-
-Every image holds ``10 * case + modality index + 1`` in every voxel but one (0), so a test can tell which case
-and modality a loaded array came from.
-"""
+"""Tests of the dataset layouts beyond ISLES'22/'18 (mdanet_sdk.data.layouts): nnU-Net folders, flat folders, BIDS
+sessions, which names are labels and brain masks, label patterns, broken cases among good ones (images from
+:mod:`layout_images`)."""
 
 from __future__ import annotations
 
 import json
-import locale
 import os
 import struct
-import sys
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -23,41 +16,13 @@ import pytest
 from mdanet_sdk.data.cases import read_case
 from mdanet_sdk.data.layouts import LAYOUTS, detect_layout, find_cases
 from mdanet_sdk.data.layouts.nnunet import channel_name
-from mdanet_sdk.data.nifti import header_shape, load_volume, nifti_stem, output_name, save_like
+from mdanet_sdk.data.nifti import load_volume, nifti_stem, output_name, save_like
 from mdanet_sdk.errors import InputError
-
-SHAPE = (8, 8, 4)
-MRI = ("dwi", "adc")
-# An oblique, anisotropic, LPS-like affine: the format round trips must keep every entry of it.
-_C, _S = np.cos(0.3), np.sin(0.3)
-OBLIQUE = np.eye(4)
-OBLIQUE[:3, :3] = np.array([[-_C, -_S, 0.0], [_S, -_C, 0.0], [0.0, 0.0, 1.0]]) @ np.diag([1.5, 2.0, 3.0])
-OBLIQUE[:3, 3] = [12.0, -30.5, 7.25]
-
-
-def _image(value: float, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
-    image = np.full(shape, value, np.float32)
-    image[(-1,) * len(shape)] = 0.0
-    return image
-
-
-def _label(case: int) -> np.ndarray:
-    label = np.zeros(SHAPE, np.uint8)
-    label[case % SHAPE[0], 1:3, 1] = 1
-    return label
-
-
-def _write(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
-    img.header.set_qform(img.affine, code=1)
-    img.header.set_sform(img.affine, code=1)
-    nib.save(img, path)
-    return path
-
-
-def _holds(image: np.ndarray, value: float) -> bool:
-    return image.max() == value and np.count_nonzero(image == value) == image.size - 1
+from layout_images import MRI, SHAPE
+from layout_images import holds as _holds
+from layout_images import image as _image
+from layout_images import label as _label
+from layout_images import write as _write
 
 
 # --------------------------------------------------------------------------------------------- flat folders
@@ -461,145 +426,3 @@ def test_symlink_loops_and_flipped_storage(tmp_path) -> None:
     _write(folder / "adc.nii.gz", 2 * data[::-1], flip)  # another image: one file for both is refused
     case = read_case(folder)
     np.testing.assert_array_equal(case.images["adc"], 2 * case.images["dwi"])
-
-
-# ---------------------------------------------------------------------------------------------- formats
-
-ITK = ("mha", "mhd", "nrrd", "nhdr")
-
-
-@pytest.mark.parametrize("ext", ITK)
-def test_itk_formats_load_like_nifti(ext, tmp_path) -> None:
-    sitk = pytest.importorskip("SimpleITK")
-    data = np.random.default_rng(0).integers(1, 900, SHAPE).astype(np.int16)
-    nifti = _write(tmp_path / "dwi.nii.gz", data, OBLIQUE)
-    other = tmp_path / f"dwi.{ext}"
-    sitk.WriteImage(sitk.ReadImage(str(nifti)), str(other))
-    a, b = load_volume(nifti), load_volume(other)
-    np.testing.assert_array_equal(b.data, a.data)
-    np.testing.assert_allclose(b.affine, a.affine, atol=1e-5)
-    np.testing.assert_allclose(b.original_affine, OBLIQUE, atol=1e-5)
-    assert b.orientation == a.orientation and b.original_shape == a.original_shape and b.path == other
-    assert b.zooms == pytest.approx((1.5, 2.0, 3.0), abs=1e-5)
-    assert header_shape(other) == header_shape(nifti) == SHAPE and header_shape(tmp_path / "none.mha") is None
-    # A result written against it lands on the NIfTI's voxels.
-    mask = (a.data > 450).astype(np.uint8)
-    written = nib.load(save_like(mask, b, tmp_path / "out.nii.gz"))
-    np.testing.assert_array_equal(np.asarray(written.dataobj), (data > 450).astype(np.uint8))
-
-
-def test_itk_images_in_a_case_folder(tmp_path) -> None:
-    sitk = pytest.importorskip("SimpleITK")
-    (tmp_path / "case1").mkdir()
-    for i, (m, ext) in enumerate(zip(MRI, ("mha", "nrrd"))):
-        image = sitk.GetImageFromArray(_image(i + 1).transpose(2, 1, 0).copy())
-        sitk.WriteImage(image, str(tmp_path / "case1" / f"case1_{m}.{ext}"))
-    (source,) = find_cases(tmp_path / "case1")
-    assert source.case_id == "case1" and source.paths["adc"].name == "case1_adc.nrrd"
-    case = source.load()
-    assert _holds(case.images["dwi"], 1) and _holds(case.images["adc"], 2)
-
-
-def test_itk_validation_applies(tmp_path) -> None:
-    sitk = pytest.importorskip("SimpleITK")
-    values = _image(5)
-    values[0, 0, 0] = np.nan
-    sitk.WriteImage(sitk.GetImageFromArray(values.transpose(2, 1, 0).copy()), str(tmp_path / "nan.mha"))
-    assert "1 NaN/Inf voxels were set to 0" in load_volume(tmp_path / "nan.mha").warnings[0]
-    header = "ObjectType = Image\nNDims = 3\nDimSize = 4000 4000 4000\nElementType = MET_FLOAT\n"
-    (tmp_path / "huge.mha").write_text(header + "ElementDataFile = LOCAL\n")
-    with pytest.raises(InputError, match="declares"):
-        load_volume(tmp_path / "huge.mha")
-    os.mkfifo(tmp_path / "data.raw")
-    (tmp_path / "fifo.mhd").write_text(header.replace("4000", "4") + "ElementDataFile = data.raw\n")
-    with pytest.raises(InputError, match="not a regular file"):
-        load_volume(tmp_path / "fifo.mhd")
-    flat = "ObjectType = Image\nNDims = 2\nDimSize = 4 4\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
-    (tmp_path / "flat.mha").write_bytes(flat.encode() + bytes(range(1, 17)))
-    with pytest.raises(InputError, match="2D image"):
-        load_volume(tmp_path / "flat.mha")
-    (tmp_path / "junk.nrrd").write_bytes(b"\x00" * 64)
-    with pytest.raises(InputError, match="junk.nrrd is not a readable image"):
-        load_volume(tmp_path / "junk.nrrd")
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8), np.float32)), str(tmp_path / "empty.nrrd"))
-    with pytest.raises(InputError, match="is empty"):
-        load_volume(tmp_path / "empty.nrrd")
-
-
-def test_missing_extras_are_one_line_errors(monkeypatch, tmp_path) -> None:
-    (tmp_path / "a.mha").write_text("ObjectType = Image\n")
-    monkeypatch.setitem(sys.modules, "SimpleITK", None)  # import SimpleITK now raises ImportError
-    with pytest.raises(InputError, match=r"pip install 'mdanet-sdk\[formats\]'") as info:
-        load_volume(tmp_path / "a.mha")
-    assert "\n" not in str(info.value)
-    dicom = tmp_path / "dwi"
-    dicom.mkdir()
-    (dicom / "1.dcm").write_bytes(b"\x00" * 128 + b"DICM")
-    monkeypatch.setitem(sys.modules, "dcm2niix", None)
-    monkeypatch.setattr("shutil.which", lambda name: None)
-    with pytest.raises(InputError, match=r"pip install 'mdanet-sdk\[dicom\]'") as info:
-        load_volume(dicom)
-    assert "\n" not in str(info.value)
-
-
-def _dicom_series(sitk, image, folder: Path, series: str, *, suffix: str = ".dcm") -> None:
-    """Write a 3D SimpleITK image as a DICOM series (one file per slice, the tags dcm2niix stacks by)."""
-    folder.mkdir(parents=True)
-    image = sitk.Cast(image, sitk.sitkInt16)
-    d = image.GetDirection()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    writer.SetImageIO("GDCMImageIO")  # also for files without the .dcm ending
-    uid = f"1.2.826.0.1.3680043.2.1125.{series}"
-    common = {
-        "0008|0020": "20240101",
-        "0008|0030": "120000",
-        "0008|0021": "20240101",
-        "0008|0031": "120000",
-        "0008|0060": "MR",
-        "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
-        "0020|000d": uid + ".1",
-        "0020|000e": uid + ".2",
-        "0020|0011": series,
-        "0020|0037": "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
-        "0028|0030": "\\".join(str(v) for v in image.GetSpacing()[1::-1]),
-        "0018|0050": str(image.GetSpacing()[2]),
-    }
-    for k in range(image.GetDepth()):
-        slice_ = image[:, :, k]
-        for tag, value in common.items():
-            slice_.SetMetaData(tag, value)
-        slice_.SetMetaData("0020|0032", "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k))))
-        slice_.SetMetaData("0020|0013", str(k + 1))
-        slice_.SetMetaData("0008|0018", f"{uid}.3.{k}")
-        writer.SetFileName(str(folder / f"IM{k:04d}{suffix}"))
-        saved = locale.setlocale(locale.LC_ALL)
-        try:
-            writer.Execute(slice_)
-        finally:  # GDCM's writer sets the C locale, which would turn later text reads of this process to ASCII
-            locale.setlocale(locale.LC_ALL, saved)
-
-
-def test_dicom_series_folder_loads_like_nifti(tmp_path) -> None:
-    sitk = pytest.importorskip("SimpleITK")
-    pytest.importorskip("dcm2niix")
-    data = np.random.default_rng(1).integers(1, 900, SHAPE).astype(np.int16)
-    affine = np.diag([-1.0, 1.5, 2.0, 1.0])
-    affine[:3, 3] = [40.0, -20.0, 10.0]
-    nifti = _write(tmp_path / "ref" / "dwi.nii.gz", data, affine)
-    before = set(Path(tempfile.gettempdir()).glob(".mdanet-dicom-*"))
-    case = tmp_path / "case9"
-    _dicom_series(sitk, sitk.ReadImage(str(nifti)), case / "DWI", "7", suffix="")  # files found by magic
-    _write(case / "case9_adc.nii.gz", _image(3), affine)
-    (source,) = find_cases(case)
-    assert source.paths == {"dwi": case / "DWI", "adc": case / "case9_adc.nii.gz"}
-    loaded = source.load()
-    reference = load_volume(nifti)
-    np.testing.assert_array_equal(loaded.images["dwi"], reference.data)
-    np.testing.assert_allclose(loaded.reference.affine, reference.affine, atol=1e-4)
-    assert loaded.reference.path == case / "DWI" and _holds(loaded.images["adc"], 3)
-    assert set(Path(tempfile.gettempdir()).glob(".mdanet-dicom-*")) == before  # the conversion was removed
-    _dicom_series(sitk, sitk.ReadImage(str(nifti)), tmp_path / "two", "8")
-    _dicom_series(sitk, sitk.ReadImage(str(nifti))[:, :, :2], tmp_path / "two" / "more", "9")
-    with pytest.raises(InputError, match="holds several series"):
-        load_volume(tmp_path / "two")
