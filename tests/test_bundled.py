@@ -4,6 +4,7 @@ example case with its expert mask."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,8 @@ def test_bundled_checkpoints_say_they_are_synthetic(name):
     assert "NOT FOR CLINICAL USE" in ckpt.meta["note"]
     assert ckpt.model_config.widths == (16, 32, 64, 128, 256)  # the small preset
     assert BUNDLED[name].stat().st_size < 8 * 2**20  # a few MB, shipped inside the package
+    with zipfile.ZipFile(BUNDLED[name]) as archive:  # no temporary name (host, pid) of the machine that wrote it
+        assert {member.split("/", 1)[0] for member in archive.namelist()} == {"archive"}
     # float16 storage must not overflow (a BatchNorm running variance above 65504 became inf once)
     assert all(torch.isfinite(v).all() for v in ckpt.state_dict.values() if v.is_floating_point())
     assert {"tta", "threshold", "min_size"} <= set(ckpt.meta["inference"])  # chosen on held-out phantoms

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,16 @@ def test_plain_dict_format(saved) -> None:
     assert raw["meta"]["package_version"] == __version__ and raw["meta"]["created"].endswith("+00:00")
     assert raw["state_dict"].keys() == model.state_dict().keys()
     assert [p.name for p in path.parent.iterdir()] == ["best.pt"]  # no temporary file left behind
+
+
+def test_the_same_checkpoint_is_the_same_bytes(saved, config, tmp_path: Path) -> None:
+    # The zip members are named below "archive/", not the temporary file's name (which held the host and pid).
+    _, model = saved
+    meta = {"created": "2026-01-01T00:00:00+00:00"}
+    a, b = (save_checkpoint(tmp_path / n / "w.pt", model, config, PreprocessConfig(size=32), meta) for n in "ab")
+    with zipfile.ZipFile(a) as archive:
+        assert {name.split("/", 1)[0] for name in archive.namelist()} == {"archive"}
+    assert a.read_bytes() == b.read_bytes()
 
 
 def test_rebuilds_the_exact_model(saved, config) -> None:

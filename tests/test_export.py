@@ -126,6 +126,13 @@ def test_metadata_travels_in_the_file(artefacts, model):
         assert artifact.model_config.modalities == ("dwi", "adc")
 
 
+def test_an_artefact_names_no_temporary_file(artefacts):
+    # The zip members are named below "archive/", not the temporary file's name (which held the host and pid).
+    for path in artefacts.values():
+        with zipfile.ZipFile(path) as archive:
+            assert {name.split("/", 1)[0] for name in archive.namelist()} == {"archive"}, path.name
+
+
 @pytest.mark.skipif(not NATIVE, reason="the native mdanet op library is not built (pip install --no-build-isolation .)")
 def test_torchscript_graph_calls_the_custom_ops(artefacts):
     graph = str(torch.jit.load(str(artefacts["torchscript"])).inlined_graph)

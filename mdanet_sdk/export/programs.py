@@ -140,7 +140,9 @@ def write_torchscript(model: nn.Module, example: Tensor, files: dict[str, str], 
             MAX_INF_SHARE,
             MAX_ABS_VALUE,
         )
-        torch.jit.save(torch.jit.script(pipeline), str(tmp), _extra_files=files)
+        scripted = torch.jit.script(pipeline)
+        with tmp.open("wb") as fh:  # through a handle, the archive's root is "archive", not the temporary name
+            torch.jit.save(scripted, fh, _extra_files=files)
 
 
 def write_exported(model: nn.Module, example: Tensor, batch: BatchRange, files: dict[str, str], tmp: Path) -> None:

@@ -244,7 +244,8 @@ def _save_with_crcs(payload: dict[str, Any], tmp: Path) -> None:
     if before is False:
         settings.compute_crc32 = True
     try:
-        torch.save(payload, tmp)
+        with tmp.open("wb") as fh:  # through a handle, the archive's root is "archive", not the temporary name
+            torch.save(payload, fh)
     finally:
         if before is False:
             settings.compute_crc32 = False
