@@ -138,6 +138,9 @@ def retain_cpu_memory() -> bool:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation failure: CUDA's :class:`torch.OutOfMemoryError`, the CPU allocator's
-    ``RuntimeError`` ("can't allocate memory") or either as re-raised by a TorchScript program."""
+    ``RuntimeError`` ("can't allocate memory"), either as re-raised by a TorchScript program, or libmdanet's
+    ``MDANET_OUT_OF_MEMORY`` ("out of host memory", "out of device memory")."""
     text = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text:
+        return True
+    return any(f"out of {what}memory" in text for what in ("", "host ", "device "))

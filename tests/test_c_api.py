@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -22,7 +23,8 @@ from mdanet_sdk.cli import app
 from mdanet_sdk.cli.demo import DEMO_SEED
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.phantom import write_dataset
-from mdanet_sdk.errors import CheckpointError, InputError
+from mdanet_sdk.device import is_out_of_memory
+from mdanet_sdk.errors import CheckpointError, InputError, MDANetError
 from mdanet_sdk.export import BatchRange, export_checkpoint, export_model, load_artifact, probe_batch
 from mdanet_sdk.export.engine import c_api_root, open_engine, segment_volume
 from mdanet_sdk.inference import Segmenter
@@ -41,7 +43,7 @@ pytestmark = [
 ]
 
 # status codes of mdanet.h
-OK, INVALID_ARGUMENT, FILE_ERROR, INVALID_ARTIFACT, UNAVAILABLE = 0, 1, 2, 3, 4
+OK, INVALID_ARGUMENT, FILE_ERROR, INVALID_ARTIFACT, UNAVAILABLE, OUT_OF_MEMORY = 0, 1, 2, 3, 4, 6
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +310,7 @@ def test_library_exports_only_the_c_api(root):
 
 
 def test_metadata_and_bad_arguments_through_ctypes(lib, small_artefact, tmp_path):
-    assert lib.mdanet_version().decode() and lib.mdanet_api_version() == 1 and lib.mdanet_artifact_version() == 1
+    assert lib.mdanet_version().decode() and lib.mdanet_api_version() == 2 and lib.mdanet_artifact_version() == 1
     status, model = _open(lib, small_artefact)
     assert status == OK, _error(lib)
     try:
@@ -403,6 +405,88 @@ def test_newer_and_crafted_artefacts_are_refused(lib, small_artefact, tmp_path):
     volume, affine = np.ones((2, 8, 8, 8), np.float32), np.eye(4)
     args = (volume.ctypes.data, 2, 8, 8, 8, affine.ctypes.data, None, None, mask.ctypes.data, None)
     assert lib.mdanet_segment_volume(model, *args) == INVALID_ARTIFACT and "export it again" in _error(lib)
+    lib.mdanet_close(model)
+
+
+def _unsealed(path: Path) -> Path:
+    """``path`` rewritten without its integrity record."""
+    with zipfile.ZipFile(path) as z:
+        members = [(info, z.read(info)) for info in z.infolist()]
+    with zipfile.ZipFile(path, "w") as z:
+        for info, data in members:
+            if not info.filename.endswith("extra/mdanet/integrity.json"):
+                z.writestr(info, data)
+    return path
+
+
+def _sealed_program(artefact: Path, module: torch.nn.Module, target: Path) -> Path:
+    """``module`` scripted with the metadata of ``artefact`` and sealed, as whoever crafts a file can."""
+    with zipfile.ZipFile(artefact) as z:
+        files = {n.split("extra/", 1)[1]: z.read(n).decode() for n in z.namelist() if "/extra/mdanet/" in n}
+    del files["mdanet/integrity.json"]
+    torch.jit.save(torch.jit.script(module), str(target), _extra_files=files)
+    seal(target)
+    return target
+
+
+def test_a_damaged_version_is_a_damaged_artefact(lib, small_artefact, tmp_path):
+    def version(value: object):
+        def change(data: bytes) -> bytes:
+            return json.dumps({**json.loads(data), "artifact_version": value}).encode()
+
+        return change
+
+    edited = _rewrite(small_artefact, tmp_path / "v0.ts", "extra/mdanet/meta.json", version(0))
+    assert _open(lib, edited)[0] == INVALID_ARTIFACT and "changed since export" in _error(lib)
+    resealed = _unsealed(_rewrite(small_artefact, tmp_path / "v1.ts", "extra/mdanet/meta.json", version("1")))
+    seal(resealed)
+    assert _open(lib, resealed)[0] == INVALID_ARTIFACT and "artifact_version must be an integer" in _error(lib)
+
+
+def test_memory_that_runs_out_is_out_of_memory_in_one_sentence(lib, small_artefact, tmp_path):
+    class Greedy(torch.nn.Module):  # 256 TB: more than any address space, refused at once
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.repeat(1, 2048, 2048, 2048)[:, :2].contiguous()
+
+    status, model = _open(lib, _sealed_program(small_artefact, Greedy(), tmp_path / "greedy.ts"))
+    assert status == OK, _error(lib)
+    x, out = np.ones((1, 2, SIZE, SIZE), np.float32), np.zeros((1, 2, SIZE, SIZE), np.float32)
+    assert lib.mdanet_run_slices(model, x.ctypes.data, 1, x.size, out.ctypes.data, out.size) == OUT_OF_MEMORY
+    assert _error(lib) == "out of host memory; run fewer slices per call or free memory."
+    lib.mdanet_close(model)
+    with pytest.raises(MDANetError) as info:  # from Python: a failure the Segmenter answers with smaller batches
+        open_engine(tmp_path / "greedy.ts")(torch.from_numpy(x))
+    assert is_out_of_memory(info.value)
+
+
+def test_retaining_cpu_memory_keeps_the_logits(lib, small_artefact):
+    x = probe_batch(2, 2, SIZE, SIZE, seed=3).numpy()
+    expected = load_artifact(small_artefact)(torch.from_numpy(x)).numpy()
+    assert lib.mdanet_retain_cpu_memory() == OK  # glibc here; the pytest process keeps its freed memory
+    status, model = _open(lib, small_artefact)
+    out = np.zeros((2, 2, SIZE, SIZE), np.float32)
+    assert status == OK and lib.mdanet_run_slices(model, x.ctypes.data, 2, x.size, out.ctypes.data, out.size) == OK
+    np.testing.assert_array_equal(out, expected)
+    lib.mdanet_close(model)
+
+
+def test_trust_does_not_open_an_unsealed_artefact_in_libmdanet(small_artefact, tmp_path):
+    unsealed = _unsealed(Path(shutil.copy(small_artefact, tmp_path / "unsealed.ts")))
+    assert load_artifact(unsealed, trust=True).input_shape == (2, SIZE, SIZE)  # the torch engine honours trust
+    with pytest.raises(CheckpointError, match='libmdanet needs whatever trust says.*engine="torch"'):
+        open_engine(unsealed, trust=True)
+    with pytest.raises(CheckpointError, match="no integrity record"):
+        open_engine(unsealed)
+
+
+def test_a_fifo_and_an_affine_without_its_last_row_are_refused(lib, small_artefact, tmp_path):
+    os.mkfifo(tmp_path / "model.ts")  # opening it for reading blocked until a writer came
+    assert _open(lib, tmp_path / "model.ts")[0] == FILE_ERROR and "not a regular file" in _error(lib)
+    status, model = _open(lib, small_artefact)
+    volume, affine, mask = np.ones((2, 8, 8, 8), np.float32), np.eye(4), np.zeros((8, 8, 8), np.uint8)
+    affine[3] = [5.0, -3.0, 2.0, 7.0]
+    args = (volume.ctypes.data, 2, 8, 8, 8, affine.ctypes.data, None, None, mask.ctypes.data, None)
+    assert lib.mdanet_segment_volume(model, *args) == INVALID_ARGUMENT and "last row must be 0 0 0 1" in _error(lib)
     lib.mdanet_close(model)
 
 

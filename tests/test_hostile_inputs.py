@@ -21,6 +21,7 @@ from mdanet_sdk.data.cases import find_cases, read_case
 from mdanet_sdk.data.nifti import PREDICTION_MARK, is_prediction, load_volume, save_like
 from mdanet_sdk.data.validate import MAX_VOXELS, check_image, check_label
 from mdanet_sdk.errors import InputError
+from mdanet_sdk.inference.inputs import case_from_arrays
 
 SHAPE = (32, 32, 8)
 
@@ -248,11 +249,20 @@ def test_complex_and_rgb_images_are_refused(tmp_path) -> None:
         check_image(complex_image.astype(np.complex128), "dwi")
 
 
-def test_bool_label_is_fine() -> None:
+def test_bool_label_is_fine_but_a_bool_image_is_refused() -> None:
     label = np.zeros(SHAPE, bool)
     label[3, 3, 3] = True
     data, warnings = check_label(label, "label")
     assert data.dtype == np.float32 and data.sum() == 1.0 and warnings == []
+    with pytest.raises(InputError, match=r"dwi is a yes/no \(bool\) array, not an image"):
+        case_from_arrays({"dwi": label, "adc": _image()}, np.eye(4), "arrays")  # gave an all-zero mask silently
+
+
+def test_an_affine_whose_last_row_is_not_0_0_0_1_is_refused() -> None:
+    affine = np.eye(4)
+    affine[3] = [5.0, -3.0, 2.0, 7.0]  # was ignored without a word
+    with pytest.raises(InputError, match="last row is 5 -3 2 7, not 0 0 0 1"):
+        case_from_arrays({"dwi": _image(), "adc": _image(1)}, affine, "arrays")
 
 
 # ------------------------------------------------------------------------------------------------- values

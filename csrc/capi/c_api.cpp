@@ -6,6 +6,9 @@
 #include <c10/util/Exception.h>
 
 #include <limits>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <new>
 #include <string>
 
@@ -26,6 +29,18 @@ mdanet_status fail(mdanet_status status, const std::string& message) {
   return status;
 }
 
+constexpr const char* kOutOfHostMemory = "out of host memory; run fewer slices per call or free memory.";
+constexpr const char* kOutOfDeviceMemory = "out of device memory; run fewer slices per call or use a bigger GPU.";
+
+// The CPU allocator reports a failure as a plain c10::Error ("can't allocate memory"), and the TorchScript
+// interpreter re-raises any error of the program as a runtime error carrying the original text: only the text
+// tells an allocation failure from a bug.
+const char* out_of_memory(const std::string& what) {
+  if (what.find("can't allocate memory") != std::string::npos) return kOutOfHostMemory;
+  if (what.find("out of memory") != std::string::npos) return kOutOfDeviceMemory;
+  return nullptr;
+}
+
 // Run `body`; whatever it throws becomes a status and the thread's last error, never an exception.
 template <class Body>
 mdanet_status guarded(Body&& body) noexcept {
@@ -35,13 +50,15 @@ mdanet_status guarded(Body&& body) noexcept {
   } catch (const ApiError& e) {
     return fail(e.status, e.what());
   } catch (const c10::OutOfMemoryError& e) {
-    return fail(MDANET_OUT_OF_MEMORY, "out of device memory; run fewer slices per call or use a bigger GPU.");
+    return fail(MDANET_OUT_OF_MEMORY, kOutOfDeviceMemory);
   } catch (const std::bad_alloc&) {
-    return fail(MDANET_OUT_OF_MEMORY, "out of host memory; run fewer slices per call.");
+    return fail(MDANET_OUT_OF_MEMORY, kOutOfHostMemory);
   } catch (const c10::Error& e) {
     const std::string what = e.what_without_backtrace();
+    if (const char* memory = out_of_memory(what)) return fail(MDANET_OUT_OF_MEMORY, memory);
     return fail(MDANET_RUNTIME_ERROR, "the model failed: " + what.substr(0, what.find('\n')));
   } catch (const std::exception& e) {
+    if (const char* memory = out_of_memory(e.what())) return fail(MDANET_OUT_OF_MEMORY, memory);
     return fail(MDANET_INTERNAL_ERROR, std::string("libmdanet failed unexpectedly: ") + e.what());
   } catch (...) {
     return fail(MDANET_INTERNAL_ERROR, "libmdanet failed unexpectedly (an unknown exception).");
@@ -74,6 +91,17 @@ int32_t mdanet_api_version(void) { return MDANET_API_VERSION; }
 int32_t mdanet_artifact_version(void) { return mdanet::capi::kArtifactVersion; }
 
 const char* mdanet_last_error(void) { return last_error.c_str(); }
+
+mdanet_status mdanet_retain_cpu_memory(void) {
+#if defined(__GLIBC__)
+  // No per-allocation mmap, and never trim the heap (mdanet_sdk.device.retain_cpu_memory does the same).
+  if (mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1) return MDANET_OK;
+  return fail(MDANET_UNAVAILABLE, "glibc refused the malloc settings; nothing to do, the models run as before.");
+#else
+  return fail(MDANET_UNAVAILABLE, "keeping freed memory needs glibc's malloc, which this process does not use; "
+                                  "the models run as before.");
+#endif
+}
 
 const char* mdanet_status_name(mdanet_status status) {
   switch (status) {
@@ -192,6 +220,8 @@ mdanet_status mdanet_segment_volume(mdanet_model* model, const float* volumes, i
     require(volumes != nullptr, "volumes is NULL; pass the modalities' voxels (C x X x Y x Z float32).");
     require(affine != nullptr, "affine is NULL; pass the 16 values of the 4x4 voxel-to-world matrix.");
     require(mask != nullptr, "mask is NULL; pass a uint8 buffer of X x Y x Z values for the result.");
+    require(affine[12] == 0.0 && affine[13] == 0.0 && affine[14] == 0.0 && affine[15] == 1.0,
+            "the affine's last row must be 0 0 0 1; pass the 4x4 voxel-to-world matrix row by row.");
     const auto& m = model->engine.metadata();
     if (channels != m.channels) {
       throw ApiError(MDANET_INVALID_ARGUMENT, "the model reads " + std::to_string(m.channels) +

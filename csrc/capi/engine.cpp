@@ -108,7 +108,9 @@ const Json& member(const Json& object, const char* key, const std::string& path)
   return *value;
 }
 
-void check_version(const Json& meta, const std::string& path) {
+// A newer artefact is refused before its integrity record is read (whose form may have changed); any other
+// version value is checked with the metadata, after the record, so that damage reads as damage.
+void refuse_newer_version(const Json& meta, const std::string& path) {
   const Json& version = member(meta, "artifact_version", path);
   if (version.kind == Json::Kind::Number && version.number > kArtifactVersion && version.number < 1e9) {
     throw ApiError(MDANET_INVALID_ARTIFACT,
@@ -116,12 +118,12 @@ void check_version(const Json& meta, const std::string& path) {
                        ", newer than this libmdanet " MDANET_VERSION " reads (<= " +
                        std::to_string(kArtifactVersion) + "); upgrade mdanet-sdk to run it.");
   }
-  version.integer("meta.json artifact_version", 1, kArtifactVersion);
 }
 
 // meta.json → Metadata, with the bounds of mdanet_sdk.artifact_safety.metadata.
 Metadata parse_metadata(const Json& meta, const std::string& path) {
   Metadata m;
+  member(meta, "artifact_version", path).integer("meta.json artifact_version", 1, kArtifactVersion);
   const std::string format = member(meta, "format", path).string("meta.json format");
   if (format != "torchscript") {
     throw ApiError(MDANET_INVALID_ARTIFACT, path + " is a " + format +
@@ -212,7 +214,7 @@ Metadata read_metadata(const std::string& path) {
   if (!parse_record(preprocess_text, kPreprocess, path).is_object()) {
     throw ApiError(MDANET_INVALID_ARTIFACT, path + " has a preprocess.json that is no object; " + kRedo + ".");
   }
-  check_version(meta, path);
+  refuse_newer_version(meta, path);
   check_integrity(*reader, path);
   Metadata m;
   try {
@@ -260,6 +262,10 @@ Model::Model(const std::string& path, const std::string& device) : device_(parse
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) {
     throw ApiError(MDANET_FILE_ERROR, path + " is a folder; pass the artefact file (.ts) in it.");
+  }
+  if (std::filesystem::exists(path, error) && !std::filesystem::is_regular_file(path, error)) {
+    // A FIFO or a device would block the reader or never end.
+    throw ApiError(MDANET_FILE_ERROR, path + " is not a regular file; pass the artefact file (.ts).");
   }
   if (!std::ifstream(path, std::ios::binary)) {
     throw ApiError(MDANET_FILE_ERROR, "cannot open " + path + ": check that the file exists and is readable.");

@@ -57,8 +57,12 @@ static void header_affine(const unsigned char* h, double* a) {
       for (j = 0; j < 4; ++j) a[4 * i + j] = f32(h, 280 + 16 * i + 4 * j);
   } else if (i16(h, 252) > 0) {
     qform_affine(h, a);
-  } else {
-    for (i = 0; i < 3; ++i) a[5 * i] = f32(h, 80 + 4 * i);
+  } else { /* neither: nibabel's base affine (LAS, the grid's centre at 0), as mdanet-sdk segment reads it */
+    for (i = 0; i < 3; ++i) {
+      double zoom = f32(h, 80 + 4 * i) * (i == 0 ? -1.0 : 1.0);
+      a[5 * i] = zoom;
+      a[4 * i + 3] = -zoom * (i16(h, 42 + 2 * i) - 1) / 2.0;
+    }
   }
 }
 

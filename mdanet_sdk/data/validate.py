@@ -94,6 +94,11 @@ def check_affine(affine: np.ndarray, what: str) -> None:
             f"{what}: degenerate affine (singular or not finite); give a finite, invertible 4x4 voxel-to-world "
             "matrix in mm (a file: fix its qform/sform)."
         )
+    if not np.array_equal(affine[3], [0.0, 0.0, 0.0, 1.0]):
+        raise InputError(
+            f"{what}: the affine's last row is {' '.join(f'{v:g}' for v in affine[3])}, not 0 0 0 1; give the "
+            "4x4 voxel-to-world matrix itself (not its inverse or transpose)."
+        )
     sizes = np.linalg.norm(affine[:3, :3], axis=0)
     if sizes.min() < VOXEL_MM[0] or sizes.max() > VOXEL_MM[1]:
         raise InputError(
@@ -257,6 +262,8 @@ def _check_values(array: np.ndarray, name: str, *, image: bool, allow_empty: boo
     check_dtype(src.dtype, name)
     if src.size == 0:
         raise InputError(f"{name} holds no voxels (shape {src.shape}); give a non-empty image.")
+    if image and src.dtype == np.bool_:
+        raise InputError(f"{name} is a yes/no (bool) array, not an image; pass its intensities.")
     if src.dtype.kind != "f":  # integers and bools are always finite and far below MAX_ABS_VALUE
         low, high = src.min(), src.max()
         _check_content(name, float(low), float(high), 0, 0, image=image, allow_empty=allow_empty)

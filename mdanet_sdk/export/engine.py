@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mdanet_sdk.artifact_safety import INTEGRITY
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError, MDANetError
 from mdanet_sdk.export.artifact import Artifact, load_artifact, read_metadata
 from mdanet_sdk.inference.postprocess import PostprocessConfig
@@ -114,13 +116,21 @@ def open_engine(
     """Open a TorchScript artefact with libmdanet (``mdanet_open``).
 
     The Python checks of :func:`~mdanet_sdk.export.read_metadata` (integrity record, every metadata field) come
-    first; libmdanet then checks the version, the metadata it uses and every operator of the program.
+    first; libmdanet then checks the version, the metadata it uses and every operator of the program. libmdanet
+    runs only artefacts with an integrity record: ``trust`` lets the Python checks pass one without, and is then
+    refused here with that reason.
 
     Raises:
-        CheckpointError: not a TorchScript artefact of mdanet-sdk, damaged, refused, or from a newer version.
+        CheckpointError: not a TorchScript artefact of mdanet-sdk, damaged, refused, without an integrity record,
+            or from a newer version.
         BackendUnavailableError: the native build is missing, or the device is not there.
     """
     model_config, preprocess, meta = read_metadata(path, trust=trust)
+    if trust and not _sealed(Path(path)):
+        raise CheckpointError(
+            f"{Path(path).name} has no integrity record, which libmdanet needs whatever trust says (trust applies "
+            'to engine="torch" only); export it again with this mdanet-sdk, or run it with engine="torch".'
+        )
     _warn_if_older_pipeline(Path(path).name, meta)
     binding = _binding()
     try:
@@ -128,6 +138,12 @@ def open_engine(
     except Exception as exc:  # the binding's EngineError
         raise _raise(exc) from None
     return EngineArtifact(engine, model_config, preprocess, meta, Path(path), torch.device(engine.device))
+
+
+def _sealed(path: Path) -> bool:
+    """Whether the archive at ``path`` (already read by :func:`read_metadata`) carries an integrity record."""
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/", 1)[-1] == f"extra/{INTEGRITY}" for name in archive.namelist())
 
 
 def _warn_if_older_pipeline(name: str, meta: Mapping[str, Any]) -> None:

@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 /* Version of this header's API. A library answers mdanet_api_version() >= the header's for the same major. */
-#define MDANET_API_VERSION 1
+#define MDANET_API_VERSION 2
 
 /* What a call returned. MDANET_OK is 0; every other value is a failure explained by mdanet_last_error(). */
 typedef enum mdanet_status {
@@ -78,6 +78,12 @@ MDANET_EXPORT int32_t mdanet_artifact_version(void);
 MDANET_EXPORT const char* mdanet_last_error(void);
 /* Name of a status, e.g. "MDANET_INVALID_ARGUMENT"; "MDANET_UNKNOWN_STATUS" for other values. */
 MDANET_EXPORT const char* mdanet_status_name(mdanet_status status);
+/* Keep the memory of freed CPU tensors in the process for the next call instead of handing it back to the
+   kernel (glibc's malloc: large blocks from the heap, no trimming), as the Python Segmenter does on a CPU: each
+   call then page-faults its activations once, not every time. Process-wide and permanent (it also changes how the
+   rest of the program allocates); call it once, before the first model runs. The process keeps its peak memory
+   until it exits. MDANET_UNAVAILABLE without glibc (nothing is changed). API version 2. */
+MDANET_EXPORT mdanet_status mdanet_retain_cpu_memory(void);
 
 /* --- models -------------------------------------------------------------------------------------------- */
 
@@ -125,9 +131,10 @@ MDANET_EXPORT mdanet_status mdanet_model_postprocess(const mdanet_model* model, 
 /* Segment one case, as `mdanet-sdk segment --model ARTEFACT` segments its files: head mask (or brain_mask),
    normalisation, slices on the model grid, lesion probability, back to the native grid, post-processing.
    volumes: float32, the C modalities in mdanet_model_modality order, each an X x Y x Z volume in NIfTI voxel
-            order (x fastest: value (c, x, y, z) at [x + X*(y + Y*(z + Z*c))]); NaN/Inf voxels count as 0.
-   affine: the 4 x 4 voxel-to-world matrix in mm, row-major (a NIfTI sform/qform); it gives the voxel spacing
-           and the orientation (volumes in any orientation are turned to RAS+ and the mask back).
+            order (x fastest: value (c, x, y, z) at [x + X*(y + Y*(z + Z*c))]); NaN/Inf voxels count as 0, but
+            a modality with more than 1 % Inf voxels (or values beyond 1e20) is refused as no image.
+   affine: the 4 x 4 voxel-to-world matrix in mm, row-major (a NIfTI sform/qform; last row 0 0 0 1); it gives
+           the voxel spacing and the orientation (volumes in any orientation are turned to RAS+ and the mask back).
    brain_mask: NULL (an automatic head mask), or uint8 X x Y x Z (non-zero = brain), same order.
    settings: NULL for the artefact's recommendation (mdanet_model_postprocess).
    mask: uint8 X x Y x Z written by the call (1 = lesion), same voxel order; probability: NULL, or float32
