@@ -279,6 +279,40 @@ def test_c_program_refuses_misaligned_images_and_never_writes_over_an_input(prog
     assert copy.read_bytes() == demo["dwi"].read_bytes()
 
 
+AFFINE_PRINTER = """
+#include <stdio.h>
+#include "nifti1_io.h"
+int main(int argc, char** argv) {
+  nifti_volume v;
+  char error[256];
+  int k;
+  if (argc != 2 || nifti_read(argv[1], &v, error, sizeof error) != 0) return 1;
+  for (k = 0; k < 16; ++k) printf("%.6f ", v.affine[k]);
+  nifti_free(&v);
+  return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("codes", [(0, 0), (1, 0), (0, 2)])
+def test_the_c_examples_reader_finds_nibabels_affine(codes, tmp_path):
+    """The example's NIfTI reader orients a case as ``segment`` does, also with neither qform nor sform (nibabel's
+    LAS base affine; the reader took the voxel sizes alone, so an un-flipped case met the model)."""
+    (tmp_path / "print.c").write_text(AFFINE_PRINTER)
+    binary = tmp_path / "print"
+    command = [CC, "-std=c99", "-O1", f"-I{EXAMPLES}", str(tmp_path / "print.c"), str(EXAMPLES / "nifti1_io.c")]
+    assert subprocess.run([*command, "-lm", "-o", str(binary)], capture_output=True, timeout=120).returncode == 0
+    affine = np.array([[0.0, -2.0, 0.0, 40.0], [1.5, 0.0, 0.0, -20.0], [0.0, 0.0, 3.0, 7.0], [0.0, 0.0, 0.0, 1.0]])
+    image = nib.Nifti1Image(np.ones((5, 6, 7), np.float32), affine)
+    image.header.set_qform(affine, code=codes[0])
+    image.header.set_sform(affine, code=codes[1])
+    nib.save(image, tmp_path / "v.nii")
+    done = subprocess.run([str(binary), str(tmp_path / "v.nii")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    read = np.array([float(v) for v in done.stdout.split()]).reshape(4, 4)
+    np.testing.assert_allclose(read, nib.load(tmp_path / "v.nii").affine, atol=1e-5)
+
+
 def test_slices_runner_matches_python(programs, small_artefact, tmp_path):
     x = probe_batch(7, 2, SIZE, SIZE, seed=11)  # 7 > max batch 4: two chunks, in C as in Python
     x.numpy().tofile(tmp_path / "in.f32")

@@ -11,7 +11,7 @@
 typedef struct nifti_volume {
   unsigned char header[352]; /* the 348-byte header and the 4 extension bytes, as read */
   int64_t dim[3];            /* X, Y, Z */
-  double affine[16];         /* voxel-to-world, row-major: sform, else qform, else pixdim */
+  double affine[16];         /* voxel-to-world, row-major: sform, else qform, else nibabel's base affine */
   float* data;               /* X*Y*Z values, x fastest, scaled by scl_slope/scl_inter */
 } nifti_volume;
 
