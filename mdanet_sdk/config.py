@@ -209,8 +209,21 @@ class MDANetConfig:
         else:
             names = ", ".join((*PRESETS, *BASELINE_PRESETS))
             raise InputError(f"Unknown preset {preset!r:.80}: use one of {names}.")
+        if preset in BASELINE_PRESETS and overrides.get("space_grid") is not None:
+            raise InputError(f"space_grid sets MDANet's GCFB, which the {preset} baseline has not; drop it.")
         base.update(overrides)
         return cls(**base)
+
+    @staticmethod
+    def groups_of_sizes(first: int, second: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Modality groups of ``first`` and ``second`` channels: the MRI or CTP modalities where the sizes are
+        theirs (1, 1 and 2, 2), generic names ``a0.., b0..`` otherwise."""
+        if first < 1 or second < 1:
+            raise InputError(f"each modality group needs at least one channel; got {first} and {second}.")
+        for groups in MODALITY_GROUPS.values():
+            if (len(groups[0]), len(groups[1])) == (first, second):
+                return groups
+        return tuple(f"a{i}" for i in range(first)), tuple(f"b{i}" for i in range(second))
 
     def replace(self, **changes: Any) -> "MDANetConfig":
         return replace(self, **changes)

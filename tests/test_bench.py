@@ -376,16 +376,6 @@ def test_describe_segmenter_reads_what_runs():
     assert defaults.describe_segmenter(segmenter)["compiled"] is True
 
 
-def test_mask_dice():
-    a = np.zeros((4, 4), bool)
-    assert defaults.mask_dice(a, a) == 1.0  # both empty: they agree
-    b = a.copy()
-    a[0, :2] = True
-    b[0, 1:4] = True
-    assert defaults.mask_dice(a, b) == pytest.approx(2 * 1 / 5)
-    assert defaults.mask_dice(a, np.zeros_like(a)) == 0.0
-
-
 def test_many_section_reports_peak_memory_from_a_fresh_process(tmp_path):
     settings = BenchSettings(sections=("many",), slices=2, segment_presets=("small",), many_counts=(2,), device="cpu")
     (record,) = bench_many(settings, tmp_path)

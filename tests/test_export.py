@@ -250,6 +250,13 @@ def test_options_an_artefact_cannot_honour_are_refused(artefacts):
             Segmenter.from_checkpoint(artefact)
 
 
+def test_device_takes_the_packages_names(tmp_path, model):
+    exported = export_model(model, "torchscript", tmp_path / "auto.ts", preprocess=PREPROCESS, device="auto")
+    assert exported.path.is_file() and read_metadata(exported.path)[2]["format"] == "torchscript"  # was RuntimeError
+    with pytest.raises(InputError, match="unknown device 'gpu'"):
+        export_model(model, "torchscript", tmp_path / "gpu.ts", preprocess=PREPROCESS, device="gpu")
+
+
 def test_size_is_required_without_a_preprocessing_size(tmp_path, model):
     with pytest.raises(InputError, match="--size H W"):
         export_model(model, "torchscript", tmp_path / "x.ts", preprocess={"size": None})

@@ -83,8 +83,8 @@ def test_summary_refuses_what_it_would_ignore_and_path_errors_exit_1(tmp_path):
     unwritable ``--json`` exited 2 where every other path error exits 1."""
     runner = CliRunner()
     for args, message in (
-        (["--preset", "unet", "--space-grid", "3"], "--space-grid sets MDANet's GCFB"),
-        (["--preset", "small", "--size", "100000"], "--size must be from 16 to 1024"),
+        (["--preset", "unet", "--space-grid", "3"], "space_grid sets MDANet's GCFB"),
+        (["--preset", "small", "--size", "100000"], "size must be from 16 to 1024"),
     ):
         result = runner.invoke(app, ["summary", *args])
         assert result.exit_code == 2 and message in result.output, result.output

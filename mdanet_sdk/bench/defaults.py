@@ -29,6 +29,7 @@ from mdanet_sdk.bench.segment import phantom_dataset
 from mdanet_sdk.bench.timing import Stats, measure_interleaved
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.errors import InputError, MDANetError
+from mdanet_sdk.metrics import dsc
 
 __all__ = [
     "TODAY_OPTIONS",
@@ -36,7 +37,6 @@ __all__ = [
     "variant_segmenter",
     "start_variants",
     "describe_segmenter",
-    "mask_dice",
     "bench_defaults",
 ]
 
@@ -202,13 +202,6 @@ def describe_segmenter(segmenter: Any) -> dict[str, Any]:
     }
 
 
-def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two binary masks; 1.0 when both are empty (they agree)."""
-    a, b = a.astype(bool), b.astype(bool)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 def _compare(
     kind: str,
     source: Any,
@@ -250,7 +243,7 @@ def _compare(
     record.round_ratio = Stats.of([t / d for t, d in zip(times["today"], times["defaults"])])
     today_mask, defaults_mask = variants["today"].mask, variants["defaults"].mask
     if today_mask is not None and defaults_mask is not None:  # set by the warm-up round already
-        record.mask_dice = mask_dice(today_mask, defaults_mask)
+        record.mask_dice = dsc(defaults_mask, today_mask)  # 1 when both are empty: they agree
     return record
 
 

@@ -126,11 +126,12 @@ class BenchSettings:
 
         def ints(value: str) -> tuple[int, ...]:
             try:
-                return tuple(int(v) for v in names(value))
+                numbers = tuple(int(v) for v in names(value))
             except ValueError:
-                raise InputError(
-                    f"Expected comma-separated integers like 1,8,32 in the environment; got {value!r}."
-                ) from None
+                numbers = ()
+            if not numbers:
+                raise InputError(f"Expected comma-separated integers like 1,8,32 in the environment; got {value!r}.")
+            return numbers
 
         parsers: dict[str, tuple[str, Callable[[str], Any]]] = {
             "PRESETS": ("presets", names),
@@ -166,9 +167,7 @@ class BenchSettings:
             raise InputError(f"Need repeats >= 1 and warmup >= 0; got {self.repeats} and {self.warmup}.")
         if self.slices is not None and self.slices < 1:
             raise InputError(f"--slices must be at least 1; got {self.slices}.")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise InputError(f"device must be auto, cpu or cuda; got {self.device!r}.")
-        self.resolved_device()  # raises BackendUnavailableError, saying so, for cuda without a GPU
+        self.resolved_device()  # InputError for no device name, BackendUnavailableError for cuda without a GPU
 
     def resolved_device(self) -> torch.device:
         """The torch device to measure on (:func:`mdanet_sdk.device.resolve_device`)."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk._files import write_json as _write_json
+from mdanet_sdk.data.targets import check_report_file
 from mdanet_sdk.bench.records import BenchmarkReport, ForwardRecord
 from mdanet_sdk.bench.timing import Stats
 from mdanet_sdk.errors import InputError
@@ -245,7 +246,13 @@ def _ops_rows(report: BenchmarkReport, blank: dict[str, str]) -> list[dict[str, 
 
 
 def write_json(report: BenchmarkReport, path: str | os.PathLike[str]) -> Path:
-    """Write ``report.to_dict()`` to ``path`` as indented JSON, atomically."""
+    """Write ``report.to_dict()`` to ``path`` as indented JSON, atomically.
+
+    Raises:
+        InputError: ``path`` is an image, a sidecar, a model or a run's record
+            (:func:`~mdanet_sdk.data.targets.check_report_file`).
+    """
+    check_report_file(path)
     return _write_json(path, report.to_dict())
 
 

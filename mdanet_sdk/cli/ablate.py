@@ -40,7 +40,6 @@ from mdanet_sdk.cli.train import (
     Size,
     Steps,
     Workers,
-    kind_option,
     precision_option,
 )
 
@@ -107,7 +106,7 @@ def ablate_command(
         out_dir=str(out),
         layout=layout,
         label_pattern=label_pattern,
-        kind=kind_option(kind),
+        kind=kind,
         preset=preset,
         size=size,
         fold=fold,

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console, fail, plain
 from mdanet_sdk.cli._options import LabelPattern
-from mdanet_sdk.data.targets import check_report_file
 from mdanet_sdk.errors import MDANetError
 
 if TYPE_CHECKING:
@@ -134,7 +133,8 @@ def evaluate_command(
     Exit codes: 0 scored; 1 the data, or some cases, cannot be scored (one error: line each); 2 a wrong argument.
     """
     from mdanet_sdk.data.layouts import LAYOUTS
-    from mdanet_sdk.evaluate import MISSING_POLICIES, check_pred_pattern, check_threshold, evaluate, summary_rows
+    from mdanet_sdk.evaluate import MISSING_POLICIES, check_pred_pattern, check_report_paths, check_threshold, evaluate
+    from mdanet_sdk.evaluate import summary_rows
 
     if out is not None:
         if json_out is not None:
@@ -153,10 +153,7 @@ def evaluate_command(
     json_path = json_out or out or pred / "evaluation.json"
     csv_path = json_path.with_suffix(".csv")
     if str(json_path) != "-":  # checked before scoring: never replace a prediction, a label or a sidecar
-        if csv_path == json_path:
-            raise fail(f"--json {json_path} would be overwritten by the CSV written beside it; name it .json.")
-        for path in (json_path, csv_path):
-            check_report_file(path)
+        check_report_paths(json_path, csv_path)
     try:
         result = evaluate(
             pred,

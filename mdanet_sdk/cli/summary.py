@@ -9,8 +9,7 @@ import typer
 from rich.table import Table
 
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, plain
-from mdanet_sdk.config import BASELINE_PRESETS, MODALITY_GROUPS, MDANetConfig
-from mdanet_sdk.data.preprocess import PreprocessConfig
+from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.errors import InputError
 
 
@@ -20,12 +19,7 @@ def _groups(spec: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         a, b = (int(n) for n in spec.split(","))
     except ValueError:
         raise InputError(f"--groups must be two channel counts like 2,2; got {spec!r}.") from None
-    if a < 1 or b < 1:
-        raise InputError(f"--groups needs at least one channel per group; got {spec!r}.")
-    for groups in MODALITY_GROUPS.values():
-        if (len(groups[0]), len(groups[1])) == (a, b):
-            return groups
-    return tuple(f"a{i}" for i in range(a)), tuple(f"b{i}" for i in range(b))
+    return MDANetConfig.groups_of_sizes(a, b)
 
 
 @command("summary")
@@ -44,11 +38,6 @@ def summary(
     """Print the parameter count and GFLOPs (and GMACs) per slice of a model preset."""
     from mdanet_sdk.model import model_summary
 
-    low, high = PreprocessConfig.SIZE_RANGE
-    if not low <= size <= high:
-        raise InputError(f"--size must be from {low} to {high} pixels (the model grids mdanet-sdk reads), got {size}.")
-    if space_grid is not None and preset in BASELINE_PRESETS:
-        raise InputError(f"--space-grid sets MDANet's GCFB, which the {preset} baseline has not; drop it.")
     config = MDANetConfig.from_preset(preset, groups=_groups(groups), space_grid=space_grid)
     info = model_summary(config, size)
     if as_json is not None:

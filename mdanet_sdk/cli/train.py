@@ -5,7 +5,6 @@ The options shared with ``mdanet-sdk ablate`` are declared once here as annotate
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +16,7 @@ from mdanet_sdk.errors import InputError
 from mdanet_sdk.cli._app import command, console, err_console
 from mdanet_sdk.cli._progress import train_bars
 
-__all__ = ["train_command", "print_results", "precision_option", "kind_option"]
+__all__ = ["train_command", "print_results", "precision_option"]
 
 DataDir = Annotated[Path, typer.Argument(help="Dataset folder: ISLES'22 root, ISLES'18 root, or generic case folders.")]
 Layout = Annotated[str, typer.Option(help="auto, isles22, isles18, nnunet, flat or generic.")]
@@ -28,13 +27,6 @@ Kind = Annotated[
         "synth values isles22/isles18 are read as mri/ctp."
     ),
 ]
-
-
-def kind_option(kind: str | None) -> str | None:
-    """``--kind``, with the layouts ``isles22``/``isles18`` that ``synth --kind`` once took read as their kind."""
-    from mdanet_sdk.data.layouts import LAYOUT_KIND
-
-    return LAYOUT_KIND.get(kind, kind) if kind is not None else None
 
 
 Preset = Annotated[
@@ -97,7 +89,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
+    from mdanet_sdk.train.distributed import Dist
+
+    return Dist().main
 
 
 def precision_option(precision: str, amp: str | None) -> str:
@@ -214,7 +208,7 @@ def train_command(
         out_dir=str(out),
         layout=layout,
         label_pattern=label_pattern,
-        kind=kind_option(kind),
+        kind=kind,
         preset=preset,
         model_overrides={} if space_grid is None else {"space_grid": space_grid},
         size=size,

@@ -23,10 +23,17 @@ absolute lesion-count difference and lesion-wise F1 (:func:`mdanet_sdk.metrics.c
 """
 
 from mdanet_sdk.evaluate.matching import PRED_SUFFIX, check_pred_pattern, find_ground_truth, find_predictions
-from mdanet_sdk.evaluate.result import METRIC_NAMES, MISSING_POLICIES, EvaluationResult, summary_rows
+from mdanet_sdk.evaluate.result import (
+    METRIC_NAMES,
+    MISSING_POLICIES,
+    EvaluationResult,
+    check_report_paths,
+    summary_rows,
+)
 from mdanet_sdk.evaluate.run import check_threshold, evaluate
 
 __all__ = [
+    "check_report_paths",
     "EvaluationResult",
     "evaluate",
     "find_predictions",

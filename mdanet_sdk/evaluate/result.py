@@ -12,9 +12,11 @@ from typing import Any
 
 from mdanet_sdk._files import atomic_write, write_json
 from mdanet_sdk._text import without_surrogates
+from mdanet_sdk.data.targets import check_report_file
+from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import f1_score
 
-__all__ = ["EvaluationResult", "METRIC_NAMES", "MISSING_POLICIES", "summary_rows"]
+__all__ = ["EvaluationResult", "METRIC_NAMES", "MISSING_POLICIES", "check_report_paths", "summary_rows"]
 
 #: The metrics of a case, in report order.
 METRIC_NAMES = (
@@ -123,12 +125,31 @@ class EvaluationResult:
         return buf.getvalue()
 
     def save(self, json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str] | None = None) -> list[Path]:
-        """Write the JSON report (and the per-case CSV), each atomically; returns the paths written."""
+        """Write the JSON report (and the per-case CSV), each atomically; returns the paths written.
+
+        Raises:
+            InputError: a path where a report may not go (:func:`check_report_paths`); nothing is written then.
+        """
+        check_report_paths(json_path, csv_path)
         written = [write_json(json_path, self.to_dict(), names_as_text=True)]
         if csv_path is not None:
             text = without_surrogates(self.to_csv())
             written.append(atomic_write(csv_path, lambda tmp: tmp.write_text(text, encoding="utf-8")))
         return written
+
+
+def check_report_paths(json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str] | None = None) -> None:
+    """Refuse report files that would replace a prediction, a label, an image's sidecar, a model or a training
+    run's records (:func:`~mdanet_sdk.data.targets.check_report_file`), or a CSV that is the JSON file itself.
+
+    Raises:
+        InputError: which path, and what to do.
+    """
+    if csv_path is not None and Path(csv_path) == Path(json_path):
+        raise InputError(f"{json_path} would be overwritten by the CSV written beside it; name the JSON report .json.")
+    for path in (json_path, csv_path):
+        if path is not None:
+            check_report_file(path)
 
 
 def summary_rows(result: EvaluationResult) -> list[tuple[str, str]]:

@@ -100,6 +100,8 @@ def _check_missing(missing: list[str], policy: str, pred: object) -> None:
 
 def check_threshold(threshold: float | None) -> None:
     """Refuse a probability threshold outside ``[0, 1)`` (NaN too): it would empty or fill every prediction."""
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number))):
+        raise InputError(f"threshold must be a number (a probability), got {threshold!r:.40}.")
     if threshold is not None and not 0.0 <= threshold < 1.0:
         raise InputError(f"threshold must be at least 0 and below 1 (a probability), got {threshold}.")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,10 @@ class BatchRange:
     max: int = 64
 
     def __post_init__(self) -> None:
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (self.min, self.opt, self.max)):
+            raise InputError(
+                f"batch sizes must be whole numbers; got min={self.min!r:.20}, opt={self.opt!r:.20}, max={self.max!r:.20}."
+            )
         if self.opt == 0 and 1 <= self.min <= self.max:
             object.__setattr__(self, "opt", min(max(DEFAULT_OPT_BATCH, self.min), self.max))
         if not 1 <= self.min <= self.opt <= self.max <= MAX_BATCH:

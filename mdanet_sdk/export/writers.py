@@ -175,7 +175,7 @@ def export_model(
             f"{height}x{width}, which changes its masks (small lesions can vanish); compare its masks with the "
             "checkpoint's before deploying it.",
         )
-    dev = torch.device(device or ("cuda" if fmt == "tensorrt" else "cpu"))
+    dev = resolve_device(device) if device is not None else torch.device("cuda" if fmt == "tensorrt" else "cpu")
     impl = _op_implementation(model, dev)
     ops_kind = "plugin" if fmt == "tensorrt" and impl == "native" else impl
     if fmt == "tensorrt":  # refused combinations and versions before any export work

@@ -30,6 +30,7 @@ from mdanet_sdk.inference.planning import (
 )
 from mdanet_sdk.inference.resume import SkippedCase, earlier_reports, outputs_complete, run_document
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult
+from mdanet_sdk.inference.predictor import check_run_options
 from mdanet_sdk.inference.segmenter import Segmenter
 from mdanet_sdk.inference.sharding import Shard, barrier, current_shard, fingerprint, merge_reports, select
 from mdanet_sdk.inference.sharding import shard_report_path
@@ -192,11 +193,7 @@ def _check_options(options: dict[str, Any]) -> None:
     resolve_precision(options.get("precision", "auto"), resolve_device(options.get("device", "auto")), inference=True)
     settings = {k: options.get(k) for k in ("tta", "threshold", "min_size", "max_adc_ratio")}
     PostprocessConfig().updated(**settings)  # raises InputError for out-of-range values
-    for name in ("batch_size", "prefetch"):
-        if name == "batch_size" and options.get(name) is None:  # None: chosen from the model grid's footprint
-            continue
-        if name in options and (not isinstance(options[name], int) or options[name] < 1):
-            raise InputError(f"{name} must be a whole number >= 1, got {options[name]!r}.")
+    check_run_options(options.get("batch_size"), options.get("prefetch", 1), options.get("tta_screen", True))
     if options.get("ops", "auto") not in IMPLEMENTATIONS:
         raise InputError(f"ops must be one of {', '.join(IMPLEMENTATIONS)}, got {options['ops']!r}.")
 

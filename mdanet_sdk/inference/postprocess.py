@@ -34,6 +34,13 @@ __all__ = [
 ]
 
 
+def _number(value: Any, name: str) -> float:
+    """``value`` as a float, or an :class:`InputError` naming ``name`` (text, None and bools are no numbers)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a number, got {value!r:.40}.")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class PostprocessConfig:
     """How a model's probabilities become a mask; a checkpoint recommends one in ``meta["inference"]``.
@@ -53,17 +60,21 @@ class PostprocessConfig:
 
     def __post_init__(self) -> None:
         # The bounds a checkpoint's meta["inference"] is held to (train/checkpoint_checks.py INFERENCE_SETTINGS).
-        if not 0.0 < float(self.threshold) < 1.0:
+        if not isinstance(self.tta, (bool, np.bool_)) and self.tta not in (0, 1):
+            raise InputError(f"tta must be true or false, got {self.tta!r:.40}.")
+        threshold, min_size = _number(self.threshold, "threshold"), _number(self.min_size, "min_size")
+        max_adc_ratio = _number(self.max_adc_ratio, "max_adc_ratio")
+        if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}.")
-        if float(self.min_size) != int(self.min_size) or not 0 <= int(self.min_size) <= 10**9:
+        if not 0 <= min_size <= 10**9 or min_size != round(min_size):
             raise InputError(f"min_size must be a whole number of voxels from 0 to 10^9, got {self.min_size}.")
-        if not 0.0 <= float(self.max_adc_ratio) <= 10.0:
+        if not 0.0 <= max_adc_ratio <= 10.0:
             raise InputError(f"max_adc_ratio must be 0 (off) or positive, up to 10; got {self.max_adc_ratio}.")
         # Normalised types, so equal settings compare (and serialise) equal whatever numbers were passed.
         object.__setattr__(self, "tta", bool(self.tta))
-        object.__setattr__(self, "threshold", float(self.threshold))
-        object.__setattr__(self, "min_size", int(self.min_size))
-        object.__setattr__(self, "max_adc_ratio", float(self.max_adc_ratio))
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "min_size", int(min_size))
+        object.__setattr__(self, "max_adc_ratio", max_adc_ratio)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"tta", "threshold", "min_size", "max_adc_ratio"}``: what checkpoints store and reports show."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.transfer import HostStaging
 from mdanet_sdk.pipeline.volume import lesion_probability, tta_flips
 
-__all__ = ["Predictor", "TTA_SCREEN"]
+__all__ = ["Predictor", "TTA_SCREEN", "check_run_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -264,3 +265,15 @@ def _what(exc: Exception) -> str:
     cut short, since an exported program can raise text of its own choosing."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["no message"]
     return printable(lines[-1] if "Traceback of TorchScript" in str(exc) else lines[0])[:160]
+
+
+def check_run_options(batch_size: Any, prefetch: Any, tta_screen: Any) -> None:
+    """The one rule for a Segmenter's (and ``segment()``'s) ``batch_size`` (``None``: chosen from the model
+    grid's footprint), ``prefetch`` (whole numbers >= 1) and ``tta_screen`` (True or False)."""
+    for name, value in (("batch_size", batch_size), ("prefetch", prefetch)):
+        if name == "batch_size" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a whole number >= 1, got {value!r:.40}.")
+    if not isinstance(tta_screen, bool):
+        raise InputError(f"tta_screen must be True or False, got {tta_screen!r:.40}.")

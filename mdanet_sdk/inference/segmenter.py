@@ -43,7 +43,7 @@ from mdanet_sdk.inference.optimize import build_networks
 from mdanet_sdk.inference.pipeline import CaseStream, Loaded, Pending
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.inference.precision_check import MIN_PROBE_DICE, reduced_precision_agrees
-from mdanet_sdk.inference.predictor import TTA_SCREEN, Predictor
+from mdanet_sdk.inference.predictor import TTA_SCREEN, Predictor, check_run_options
 from mdanet_sdk.inference.provenance import WeightsOrigin
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult, finish_case
 from mdanet_sdk.report import results_digest
@@ -489,8 +489,4 @@ def _check_options(checkpoints: Sequence[Checkpoint], batch_size: int | None, pr
     """Refuse a Segmenter without checkpoints, or with a batch size, prefetch or TTA screen out of range."""
     if not checkpoints:
         raise InputError("no checkpoint given; pass at least one checkpoint path or bundled name.")
-    if (batch_size is not None and batch_size < 1) or prefetch < 1 or not isinstance(tta_screen, bool):
-        raise InputError(
-            f"pass batch_size and prefetch >= 1 and tta_screen True or False; got {batch_size}, {prefetch}, "
-            f"{tta_screen!r}."
-        )
+    check_run_options(batch_size, prefetch, tta_screen)

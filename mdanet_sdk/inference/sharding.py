@@ -29,6 +29,7 @@ from typing import Any
 
 from mdanet_sdk._text import without_surrogates
 from mdanet_sdk._files import write_json
+from mdanet_sdk._env import env_int
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.inference.planning import Job
 
@@ -80,16 +81,6 @@ class Shard:
         return f"cuda:{self.local_rank}"
 
 
-def _env_int(name: str) -> int:
-    try:
-        return int(os.environ[name])
-    except ValueError:
-        raise InputError(
-            f"the environment variable {name}={os.environ[name]!r} is not a whole number; "
-            "start the job with torchrun, or unset it."
-        ) from None
-
-
 def _parse(shard: str | tuple[int, int]) -> tuple[int, int]:
     """``"I/N"`` or ``(I, N)``, 1-based, checked."""
     if isinstance(shard, str):
@@ -117,7 +108,7 @@ def current_shard(shard: str | tuple[int, int] | None) -> Shard | None:
         InputError: a malformed ``shard``, both ``shard`` and a ``torchrun`` environment, or a ``torchrun``
             environment without its rendezvous address (``MASTER_ADDR``/``MASTER_PORT``).
     """
-    world = _env_int("WORLD_SIZE") if "WORLD_SIZE" in os.environ else 1
+    world = env_int("WORLD_SIZE", 1)
     if shard is not None:
         if world > 1:
             raise InputError("both --shard and torchrun (WORLD_SIZE > 1) split the cases; use one of them.")
@@ -125,7 +116,7 @@ def current_shard(shard: str | tuple[int, int] | None) -> Shard | None:
         return Shard(index, count) if count > 1 else None
     if world <= 1:
         return None
-    rank = _env_int("RANK") if "RANK" in os.environ else -1
+    rank = env_int("RANK", -1)
     if not 0 <= rank < world:
         raise InputError(f"RANK must be between 0 and WORLD_SIZE - 1 = {world - 1}; start the job with torchrun.")
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
@@ -134,7 +125,7 @@ def current_shard(shard: str | tuple[int, int] | None) -> Shard | None:
             f"WORLD_SIZE is set but {', '.join(missing)} is not; start the job with torchrun, or "
             "use --shard I/N for separate jobs."
         )
-    local = _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else 0
+    local = env_int("LOCAL_RANK", 0)
     return Shard(rank, world, local)
 
 

@@ -84,6 +84,11 @@ def model_summary(config: MDANetConfig, size: int = 256) -> dict[str, object]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from mdanet_sdk.data.preprocess import PreprocessConfig
+
+    low, high = PreprocessConfig.SIZE_RANGE
+    if not low <= size <= high:
+        raise InputError(f"size must be from {low} to {high} pixels (the model grids mdanet-sdk reads), got {size}.")
     model = build_model(config.resolved(size), ops="reference").eval()
     counter = FlopCounterMode(display=False)
     try:

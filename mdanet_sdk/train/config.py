@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
 from typing import Any
 
+from mdanet_sdk.data.layouts import LAYOUT_KIND
 from mdanet_sdk.data.preprocess import NORMALIZATIONS
 from mdanet_sdk.device import PRECISIONS
 from mdanet_sdk.errors import InputError
@@ -155,8 +157,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data_dir, self.out_dir = str(self.data_dir), str(self.out_dir)
         self.groups = None if self.groups is None else str(self.groups)
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        self.model_overrides = dict(self.model_overrides)
+        if isinstance(self.kind, str):  # the layouts isles22/isles18, which synth --kind once took, as their kind
+            self.kind = LAYOUT_KIND.get(self.kind, self.kind)
         self._check_types()
         checks = (
             (self.folds >= 2, f"folds must be >= 2, got {self.folds}"),
@@ -221,12 +223,19 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise InputError(f"{name} must be a finite number, got {value!r}.")
-        if not all(isinstance(b, float) and math.isfinite(b) for b in self.betas):
-            raise InputError(f"betas must be two finite numbers, got {self.betas!r}.")
+        betas = self.betas if isinstance(self.betas, (tuple, list)) else ()
+        if len(betas) != 2 or not all(_finite_number(b) for b in betas):
+            raise InputError(f"betas must be two finite numbers, got {self.betas!r:.60}.")
+        self.betas = (float(betas[0]), float(betas[1]))
+        if not isinstance(self.model_overrides, Mapping):
+            raise InputError(
+                f"model_overrides must be a dict of MDANetConfig fields, got {self.model_overrides!r:.60}."
+            )
+        self.model_overrides = dict(self.model_overrides)
 
     def fold_indices(self) -> list[int]:
         """The folds to train, e.g. ``[0, 1, 2, 3, 4]`` for ``fold="all"``."""
-        spec = self.fold
+        spec: Any = self.fold
         if isinstance(spec, str):
             spec = spec.strip()
             if spec == "all":
@@ -235,7 +244,11 @@ class TrainConfig:
                 spec = [int(part) for part in spec.split(",")]
             except ValueError:
                 raise InputError(f"fold must be 'all', an index or a list like 0,2; got {self.fold!r}.") from None
-        indices = [int(spec)] if isinstance(spec, int) else [int(k) for k in spec]
+        if _whole(spec):
+            spec = [spec]
+        if not isinstance(spec, (list, tuple)) or not all(_whole(k) for k in spec):
+            raise InputError(f"fold must be 'all', an index or a list like 0,2; got {self.fold!r:.60}.")
+        indices = [int(k) for k in spec]
         bad = [k for k in indices if not 0 <= k < self.folds]
         if not indices or bad or len(set(indices)) != len(indices):
             raise InputError(f"fold must list distinct indices in 0..{self.folds - 1}; got {self.fold!r}.")
@@ -316,3 +329,11 @@ class TrainResults:
             "folds": [asdict(f) for f in self.folds],
             "summary": {k: list(v) for k, v in self.summary.items()},
         }
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

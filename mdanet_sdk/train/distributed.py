@@ -6,12 +6,12 @@ runs the same code either way.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from mdanet_sdk._env import env_int
 from mdanet_sdk.errors import InputError
 
 __all__ = ["Dist", "per_rank_batch"]
@@ -38,9 +38,9 @@ class Dist:
     """Rank, world size and local rank from the ``torchrun`` environment (rank 0 of 1 without one)."""
 
     def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.world = env_int("WORLD_SIZE", 1)
+        self.rank = env_int("RANK", 0)
+        self.local_rank = env_int("LOCAL_RANK", 0)
         self.owned = False  # whether we created the process group (and must destroy it)
 
     @property

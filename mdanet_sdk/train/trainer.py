@@ -94,10 +94,7 @@ __all__ = [
     "Trainer",
     "train",
     "seed_everything",
-    "LAYOUT_KIND",
 ]
-
-#: Dataset layout → model kind (modality groups).
 
 
 #: Settings that may differ between the calls that train the folds of one run: which folds, and how this

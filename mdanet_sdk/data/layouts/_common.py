@@ -107,7 +107,7 @@ def entry_role(path: Path, names: Sequence[str]) -> tuple[str, str] | None:
     return found
 
 
-def pick(case_id: str, name: str, found: Mapping[str, list[Path]], where: Path) -> Path | None:
+def pick(case_id: str, name: str, found: Mapping[str, list[Path]]) -> Path | None:
     """The single file found for ``name``; None if none, InputError if several."""
     files = sorted(set(found.get(name, [])))
     if len(files) > 1:
@@ -128,7 +128,7 @@ def _require(
     """Modality → file for every name, raising InputError naming the first missing modality."""
     paths = {}
     for name in names:
-        path = pick(case_id, name, found, where)
+        path = pick(case_id, name, found)
         if path is None:
             raise InputError(
                 f"case {case_id}: no {name} image under {where} (no file named {expected(name)}); "
@@ -161,12 +161,12 @@ def make_source(
     """
     label_path, label_problem = None, None
     try:  # the label still counts for evaluation, which reads no image, when the images are broken
-        label_path = pick(case_id, label, found, where) if label is not None else None
+        label_path = pick(case_id, label, found) if label is not None else None
     except InputError as exc:
         label_problem = str(exc)
     try:
         paths = _require(case_id, names, found, where, expected)
-        brain_mask = pick(case_id, BRAIN_MASK_KEY, found, where)
+        brain_mask = pick(case_id, BRAIN_MASK_KEY, found)
         return CaseSource(case_id, paths, label_path, names, brain_mask, folder=where, label_problem=label_problem)
     except InputError as exc:
         paths = {name: files[0] for name, files in found.items() if name in names and files}
