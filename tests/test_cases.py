@@ -224,9 +224,38 @@ def test_layout_finders_stay_importable_from_cases() -> None:
         cases.no_such_name  # noqa: B018
 
 
-def test_mapping_case_id_drops_any_nifti_suffix(tmp_path, io_write_nifti) -> None:
+def test_mapping_case_id_drops_any_nifti_suffix_and_the_modality(tmp_path, io_write_nifti) -> None:
     io_write_nifti(tmp_path / "Scan7_DWI.NII.GZ", _image(_value(1, 0)))
-    assert read_case({"dwi": tmp_path / "Scan7_DWI.NII.GZ"}).case_id == "Scan7_DWI"
+    assert read_case({"dwi": tmp_path / "Scan7_DWI.NII.GZ"}).case_id == "Scan7"
+
+
+def test_a_mapping_is_one_case_however_it_is_given(tmp_path, io_write_nifti) -> None:
+    """segment, Segmenter.predict and read_case read a mapping alike (they named one case three ways, and segment
+    took ``label`` for an image)."""
+    from mdanet_sdk.data.cases import mapping_source
+    from mdanet_sdk.inference.planning import plan_jobs
+
+    for name, i in (("dwi", 0), ("adc", 1)):
+        io_write_nifti(tmp_path / "sub-7" / f"sub-7_{name}.nii.gz", _image(_value(7, i)))
+    io_write_nifti(tmp_path / "sub-7" / "brain.nii.gz", np.ones(SHAPE, np.uint8))
+    io_write_nifti(tmp_path / "sub-7" / "lesion.nii.gz", _label(7))
+    files = {m: tmp_path / "sub-7" / f"sub-7_{m}.nii.gz" for m in ("dwi", "adc")}
+    mapping = {"DWI": files["dwi"], "adc": files["adc"], "Mask": tmp_path / "sub-7" / "brain.nii.gz"}
+    mapping["label"] = tmp_path / "sub-7" / "lesion.nii.gz"
+    source = mapping_source(mapping)
+    assert (source.case_id, tuple(source.paths), source.brain_mask_path) == ("sub-7", ("dwi", "adc"), mapping["Mask"])
+    assert source.label_path == mapping["label"]
+    (job,) = plan_jobs([mapping], None, ("dwi", "adc"))
+    assert job.error is None and job.case_id == "sub-7" and tuple(job.source.paths) == ("dwi", "adc")
+    case = read_case(mapping, label=False)
+    assert case.case_id == "sub-7" and case.label is None and case.brain_mask is not None
+    named_by_folder = {"dwi": tmp_path / "sub-8" / "dwi.nii.gz"}
+    assert mapping_source(named_by_folder).case_id == "sub-8"
+    with pytest.raises(InputError, match="names brain_mask twice"):
+        mapping_source({**files, "mask": mapping["Mask"], "brain_mask": mapping["Mask"]})
+    # A mapping of a brain mask alone fails its case, not the run (it stopped every case before).
+    bad, good = plan_jobs([{"mask": mapping["Mask"]}, files], None, ("dwi", "adc"))
+    assert "names no image" in str(bad.error) and good.error is None and good.case_id == "sub-7"
 
 
 # ---------------------------------------------------------------------------------------------- validation

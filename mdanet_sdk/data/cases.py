@@ -34,6 +34,8 @@ __all__ = [
     "Case",
     "CaseSource",
     "read_case",
+    "case_name",
+    "mapping_source",
     "AFFINE_TOL_MM",
     "FOURD_KEY",
     "LABEL_KEY",
@@ -287,6 +289,53 @@ def _as_label(volume: Volume) -> np.ndarray:
     return volume.data.astype(np.uint8)
 
 
+def case_name(path: Path) -> str:
+    """A case name for a path: its name without the NIfTI ending; for ``.`` or a bare ``.nii.gz``, the resolved
+    folder's name or the path itself (an id is never empty)."""
+    return nifti_stem(path) or nifti_stem(path.resolve()) or str(path)
+
+
+def mapping_source(
+    mapping: Mapping[Any, Any], modalities: Sequence[str] | None = None, case_id: str | None = None
+) -> CaseSource:
+    """The case of a mapping modality → file, read one way by :func:`read_case`, ``Segmenter.predict`` and
+    ``segment``: keys are case-insensitive, ``mask`` is short for ``brain_mask``, and ``label`` names the lesion
+    label (read by training and evaluation only). ``{"dwi": "sub-7_dwi.nii.gz", ...}`` is case ``sub-7`` (the
+    first image's name without its modality), ``{"dwi": "sub-7/dwi.nii.gz", ...}`` is named after its folder,
+    unless ``case_id`` names it.
+
+    Args:
+        mapping: modality → file (str or path-like).
+        modalities: the names to read, in channel order (default: the mapping's images in its order).
+        case_id: the case's id.
+
+    Raises:
+        InputError: a key given twice (``mask`` and ``brain_mask``, ``DWI`` and ``dwi``), a value that is no
+            path, or no image.
+    """
+    if not isinstance(mapping, Mapping):
+        raise InputError(f"a mapping modality -> file was expected, got a {type(mapping).__name__}.")
+    paths: dict[str, Path] = {}
+    for key, value in mapping.items():
+        name = str(key).lower()
+        name = BRAIN_MASK_KEY if name == "mask" else name
+        if name in paths:
+            raise InputError(f"the mapping names {name} twice; give one file per modality.")
+        paths[name] = as_path(value)
+    label_path, brain_mask = paths.pop(LABEL_KEY, None), paths.pop(BRAIN_MASK_KEY, None)
+    if not paths:
+        raise InputError(
+            "the mapping names no image; map each modality to its file, e.g. {'dwi': 'a.nii.gz', 'adc': 'b.nii.gz'}."
+        )
+    if case_id is None:
+        first, path = next(iter(paths.items()))
+        stem = nifti_stem(path)
+        suffix = f"_{first}"
+        named = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
+        case_id = (named if stem.lower() != first else "") or case_name(path.parent)
+    return CaseSource(case_id, paths, label_path, tuple(modalities) if modalities else tuple(paths), brain_mask)
+
+
 def read_case(
     source: str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]],
     layout: str = "auto",
@@ -317,14 +366,7 @@ def read_case(
     from mdanet_sdk.data.layouts import find_cases, modality_names  # layouts imports this module
 
     if isinstance(source, Mapping):
-        paths = {str(k).lower(): as_path(v) for k, v in source.items()}
-        label_path = paths.pop(LABEL_KEY, None)
-        brain_mask = paths.pop(BRAIN_MASK_KEY, None)
-        if not paths:
-            raise InputError("the mapping names no image; map modality to file, e.g. {'dwi': 'dwi.nii.gz'}.")
-        names = modality_names("generic", modalities) or tuple(paths)
-        case_id = case_id or nifti_stem(next(iter(paths.values())))
-        return CaseSource(case_id, paths, label_path, names, brain_mask).load(label=label)
+        return mapping_source(source, modality_names("generic", modalities), case_id).load(label=label)
     sources = find_cases(as_path(source), layout, modalities, label_pattern=label_pattern)
     if len(sources) != 1:
         raise InputError(

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Union
 
 from mdanet_sdk._files import file_key
-from mdanet_sdk.data.cases import BRAIN_MASK_KEY, FOURD_KEY, CaseSource
+from mdanet_sdk.data.cases import FOURD_KEY, CaseSource, case_name, mapping_source
 from mdanet_sdk.data.layouts import detect_layout, find_cases
 from mdanet_sdk.data.layouts.nnunet import channels_named
-from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, named_like_image, nifti_stem, output_name
+from mdanet_sdk.data.nifti import NIFTI_SUFFIXES, load_volume, named_like_image, output_name
 from mdanet_sdk.data.targets import check_output_file, check_report_file
 from mdanet_sdk.data.validate import as_path
 from mdanet_sdk.errors import InputError, MDANetError
@@ -85,32 +85,14 @@ def parse_modalities(text: str | Sequence[str] | None) -> tuple[str, ...] | None
     return names
 
 
-def _name(path: Path) -> str:
-    """A case name for a path: its name without the NIfTI ending; for ``.`` or a bare ``.nii.gz``, the resolved
-    folder's name or the path itself (an id is never empty)."""
-    return nifti_stem(path) or nifti_stem(path.resolve()) or str(path)
-
-
-def _mapping_job(mapping: dict[str, Path], wanted: tuple[str, ...] | None) -> Job:
-    """The case of a mapping modality -> file; ``"sub-7_dwi.nii.gz"`` names it ``"sub-7"`` (the modality suffix
-    of its first file dropped), ``"sub-7/dwi.nii.gz"`` after its folder."""
-    images = {m: p for m, p in mapping.items() if m != BRAIN_MASK_KEY}
-    if not images:
-        raise InputError("the mapping names only a brain mask; add the images, e.g. -m dwi=a.nii.gz -m adc=b.nii.gz.")
-    first, path = next(iter(images.items()))
-    stem = nifti_stem(path)
-    case_id = (stem.removesuffix(f"_{first}") if stem.lower() != first.lower() else "") or _name(path.parent)
-    source = CaseSource(case_id, images, None, wanted or tuple(images), mapping.get(BRAIN_MASK_KEY))
-    return Job(case_id, source)
-
-
 def _mapping_input(item: Mapping[Any, Any], wanted: tuple[str, ...] | None) -> Job:
-    """The job of a mapping input; a number or None among its files fails this case only."""
+    """The job of a mapping input (:func:`~mdanet_sdk.data.cases.mapping_source`); a mapping that names no image,
+    a key twice, or a number or None among its files fails this case only."""
     try:
-        mapping = {str(m).lower(): as_path(p) for m, p in item.items()}
+        source = mapping_source(item, wanted)
     except InputError as exc:
         return Job(input_name(item), None, error=str(exc))
-    return _mapping_job(mapping, wanted)
+    return Job(source.case_id, source)
 
 
 def plan_jobs(
@@ -151,11 +133,11 @@ def plan_jobs(
                         f"{path} holds {count} volumes; the bundled weights read 2 (dwi, adc) or 4 (cbf, cbv, "
                         "mtt, tmax); give the modalities in the file's order (--modalities), or a checkpoint."
                     )
-                sources = [CaseSource(_name(path), {FOURD_KEY: path}, None, order)]
+                sources = [CaseSource(case_name(path), {FOURD_KEY: path}, None, order)]
             else:
                 sources = find_cases(path, modalities=_folder_modalities(path, modalities, checkpoint_modalities))
         except MDANetError as exc:
-            jobs.append(Job(_name(path) if path else input_name(item), None, error=str(exc), given=path))
+            jobs.append(Job(case_name(path) if path else input_name(item), None, error=str(exc), given=path))
             continue
         jobs.extend(Job(source.case_id, source) for source in sources)
     for job in jobs:
