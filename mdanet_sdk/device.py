@@ -52,6 +52,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
         raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.") from None
+    if resolved.type == "cpu" and resolved.index not in (None, 0):  # one CPU device: "cpu:7" names nothing
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N.")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailableError(f"device {device!r} was asked for but CUDA is not available; use cpu or auto.")
     return resolved

@@ -516,6 +516,7 @@ def test_trust_does_not_open_an_unsealed_artefact_in_libmdanet(small_artefact, t
 def test_a_fifo_and_an_affine_without_its_last_row_are_refused(lib, small_artefact, tmp_path):
     os.mkfifo(tmp_path / "model.ts")  # opening it for reading blocked until a writer came
     assert _open(lib, tmp_path / "model.ts")[0] == FILE_ERROR and "not a regular file" in _error(lib)
+    assert _open(lib, small_artefact, "cpu:7")[0] == INVALID_ARGUMENT and "none of cpu" in _error(lib)
     status, model = _open(lib, small_artefact)
     volume, affine, mask = np.ones((2, 8, 8, 8), np.float32), np.eye(4), np.zeros((8, 8, 8), np.uint8)
     affine[3] = [5.0, -3.0, 2.0, 7.0]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mdanet_sdk.bench.records import BenchSettings
+from mdanet_sdk.device import resolve_device
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.evaluate.run import check_threshold
 from mdanet_sdk.export import BatchRange
@@ -41,6 +42,7 @@ def _train(**kwargs: object) -> TrainConfig:
         (lambda: _train(fold=True), "fold must be 'all', an index or a list"),
         (lambda: BenchSettings.from_env({"MDANET_BENCH_SIZE": ","}), "comma-separated integers"),  # was IndexError
         (lambda: BenchSettings(device="gpu"), "unknown device 'gpu'"),
+        (lambda: resolve_device("cpu:7"), "unknown device 'cpu:7'"),  # was accepted and reported as cpu:7
         (lambda: check_threshold("0.5"), "threshold must be a number"),  # was TypeError
         (lambda: BatchRange("1", 0, 4), "batch sizes must be whole numbers"),  # was TypeError
         (lambda: BatchRange(1, 0, 1.5), "batch sizes must be whole numbers"),  # was accepted

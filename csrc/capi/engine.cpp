@@ -234,7 +234,7 @@ torch::Device parse_device(const std::string& name) {
   } catch (const c10::Error&) {
     throw ApiError(MDANET_INVALID_ARGUMENT, "device \"" + name.substr(0, 40) + "\" is none of cpu, cuda, cuda:N.");
   }
-  if (!device->is_cpu() && !device->is_cuda()) {
+  if ((!device->is_cpu() && !device->is_cuda()) || (device->is_cpu() && device->has_index() && device->index() != 0)) {
     throw ApiError(MDANET_INVALID_ARGUMENT, "device \"" + name.substr(0, 40) + "\" is none of cpu, cuda, cuda:N.");
   }
   if (device->is_cuda()) {
