@@ -28,12 +28,12 @@ Lesions are the connected components of a mask with full connectivity: 26 neighb
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from numbers import Real
 from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
 
+from mdanet_sdk._values import is_real
 from mdanet_sdk.errors import InputError
 
 __all__ = [
@@ -267,10 +267,6 @@ def case_metrics(pred: object, gt: object, voxel_volume_ml: float = 1.0) -> dict
     }
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
 def aggregate(results: Sequence[Mapping[str, object]], ddof: int = 0) -> dict[str, tuple[float, float]]:
     """Mean and standard deviation of each numeric entry over cases.
 
@@ -290,7 +286,7 @@ def aggregate(results: Sequence[Mapping[str, object]], ddof: int = 0) -> dict[st
         raise InputError("aggregate needs at least one result; the list is empty.")
     if len(results) <= ddof:
         raise InputError(f"ddof={ddof} needs more than {ddof} results, got {len(results)}.")
-    names = [k for k in results[0] if all(k in r and _is_number(r[k]) for r in results)]
+    names = [k for k in results[0] if all(k in r and is_real(r[k]) for r in results)]
     summary = {}
     for name in names:
         values = np.array([r[name] for r in results], dtype=float)
@@ -308,7 +304,7 @@ def count_nan(results: Sequence[Mapping[str, object]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for r in results:
         for name, value in r.items():
-            if _is_number(value) and np.isnan(float(value)):  # type: ignore[arg-type]
+            if is_real(value) and np.isnan(float(value)):  # type: ignore[arg-type]
                 counts[name] = counts.get(name, 0) + 1
     return counts
 

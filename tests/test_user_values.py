@@ -35,6 +35,8 @@ def _train(**kwargs: object) -> TrainConfig:
         (lambda: PostprocessConfig(min_size=2.5), "min_size must be a whole number"),
         (lambda: PostprocessConfig(max_adc_ratio=float("nan")), "max_adc_ratio must be 0"),
         (lambda: PostprocessConfig(tta="yes"), "tta must be true or false"),  # was taken as True
+        (lambda: PostprocessConfig(tta=1), "tta must be true or false"),  # one rule with tta_screen
+        (lambda: check_threshold(1j), "threshold must be a number"),
         (lambda: _train(betas=(0.9,)), r"betas must be two finite numbers"),  # was IndexError
         (lambda: _train(betas="ab"), r"betas must be two finite numbers"),
         (lambda: _train(model_overrides=None), "model_overrides must be a dict"),  # was TypeError
@@ -61,6 +63,9 @@ def test_a_value_of_the_wrong_type_is_one_input_error(make: Callable[[], object]
 def test_equal_settings_of_other_number_types_are_equal() -> None:
     assert PostprocessConfig(True, np.float32(0.25), np.int64(5), 1) == PostprocessConfig(True, 0.25, 5, 1.0)
     assert _train(fold=np.int64(1), betas=[0.5, 0.9]).fold_indices() == [1]
+    assert _train(fold=np.array([0, 2]), betas=np.array([0.5, 0.9])).fold_indices() == [0, 2]
+    assert _train(fold=range(2)).fold_indices() == [0, 1]
+    check_run_options(np.int64(4), 2, np.True_)  # numpy's numbers and flags are numbers and flags
     assert _train(kind="isles22").kind == "mri" and _train(kind="isles18").kind == "ctp"  # as the CLI took them
 
 

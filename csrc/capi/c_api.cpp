@@ -6,6 +6,9 @@
 #include <c10/util/Exception.h>
 
 #include <limits>
+#include <memory>
+#include <mutex>
+#include <unordered_set>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -29,8 +32,10 @@ mdanet_status fail(mdanet_status status, const std::string& message) {
   return status;
 }
 
-constexpr const char* kOutOfHostMemory = "out of host memory; run fewer slices per call or free memory.";
-constexpr const char* kOutOfDeviceMemory = "out of device memory; run fewer slices per call or use a bigger GPU.";
+constexpr const char* kOutOfHostMemory =
+    "out of host memory; free memory, or run fewer slices per call (a volume: tta = 0, or a smaller volume).";
+constexpr const char* kOutOfDeviceMemory =
+    "out of device memory; use a bigger GPU, or run fewer slices per call (a volume: tta = 0, or a smaller volume).";
 
 // The CPU allocator reports a failure as a plain c10::Error ("can't allocate memory"), and the TorchScript
 // interpreter re-raises any error of the program as a runtime error carrying the original text: only the text
@@ -69,6 +74,19 @@ void require(bool ok, const char* message) {
   if (!ok) throw ApiError(MDANET_INVALID_ARGUMENT, message);
 }
 
+// The handles mdanet_open gave and mdanet_close has not taken back: a closed or made-up handle is a status and a
+// sentence, not a read of freed memory (and a second mdanet_close does nothing).
+std::mutex open_mutex;
+std::unordered_set<const mdanet_model*> open_models;
+
+void require_open(const mdanet_model* model) {
+  require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+  std::lock_guard<std::mutex> lock(open_mutex);
+  if (open_models.count(model) == 0) {
+    throw ApiError(MDANET_INVALID_ARGUMENT, "model is not an open handle (closed already?); open it with mdanet_open.");
+  }
+}
+
 // n * m * ..., refusing an overflow of int64 (a hostile or mistaken batch must not wrap to a small number).
 int64_t product(std::initializer_list<int64_t> factors) {
   int64_t total = 1;
@@ -94,9 +112,15 @@ const char* mdanet_last_error(void) { return last_error.c_str(); }
 
 mdanet_status mdanet_retain_cpu_memory(void) {
 #if defined(__GLIBC__)
-  // No per-allocation mmap, and never trim the heap (mdanet_sdk.device.retain_cpu_memory does the same).
-  if (mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1) return MDANET_OK;
-  return fail(MDANET_UNAVAILABLE, "glibc refused the malloc settings; nothing to do, the models run as before.");
+  // Never trim the heap, then no per-allocation mmap (mdanet_sdk.device.retain_cpu_memory does the same): a
+  // refused first setting leaves malloc as it was.
+  if (mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) != 1) {
+    return fail(MDANET_UNAVAILABLE, "glibc refused the malloc settings; nothing changed, the models run as before.");
+  }
+  if (mallopt(M_MMAP_MAX, 0) != 1) {
+    return fail(MDANET_UNAVAILABLE, "glibc kept large blocks in mmap; freed heap memory is kept, the models run.");
+  }
+  return MDANET_OK;
 #else
   return fail(MDANET_UNAVAILABLE, "keeping freed memory needs glibc's malloc, which this process does not use; "
                                   "the models run as before.");
@@ -122,16 +146,25 @@ mdanet_status mdanet_open(const char* path, const char* device, mdanet_model** m
   return guarded([&] {
     require(model != nullptr, "mdanet_open needs a place for the handle: model is NULL.");
     require(path != nullptr && *path != '\0', "mdanet_open needs the artefact's path: path is NULL or empty.");
-    *model = new mdanet_model(path, device == nullptr ? "cpu" : device);
+    auto opened = std::make_unique<mdanet_model>(path, device == nullptr ? "cpu" : device);
+    std::lock_guard<std::mutex> lock(open_mutex);
+    open_models.insert(opened.get());
+    *model = opened.release();
   });
 }
 
-void mdanet_close(mdanet_model* model) { delete model; }
+void mdanet_close(mdanet_model* model) {
+  {
+    std::lock_guard<std::mutex> lock(open_mutex);
+    if (open_models.erase(model) == 0) return;  // NULL, or closed already
+  }
+  delete model;
+}
 
 mdanet_status mdanet_model_input_shape(const mdanet_model* model, int64_t* channels, int64_t* height,
                                        int64_t* width) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(channels != nullptr && height != nullptr && width != nullptr, "an output pointer is NULL.");
     const auto& m = model->engine.metadata();
     *channels = m.channels;
@@ -142,7 +175,7 @@ mdanet_status mdanet_model_input_shape(const mdanet_model* model, int64_t* chann
 
 mdanet_status mdanet_model_num_classes(const mdanet_model* model, int64_t* classes) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(classes != nullptr, "classes is NULL.");
     *classes = model->engine.metadata().classes;
   });
@@ -150,7 +183,7 @@ mdanet_status mdanet_model_num_classes(const mdanet_model* model, int64_t* class
 
 mdanet_status mdanet_model_modality(const mdanet_model* model, int64_t index, const char** name) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(name != nullptr, "name is NULL.");
     const auto& modalities = model->engine.metadata().modalities;
     if (index < 0 || index >= static_cast<int64_t>(modalities.size())) {
@@ -163,7 +196,7 @@ mdanet_status mdanet_model_modality(const mdanet_model* model, int64_t index, co
 
 mdanet_status mdanet_model_batch_range(const mdanet_model* model, int64_t* min, int64_t* opt, int64_t* max) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(min != nullptr && opt != nullptr && max != nullptr, "an output pointer is NULL.");
     const auto& m = model->engine.metadata();
     *min = m.batch_min;
@@ -174,7 +207,7 @@ mdanet_status mdanet_model_batch_range(const mdanet_model* model, int64_t* min, 
 
 mdanet_status mdanet_model_precision(const mdanet_model* model, const char** precision) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(precision != nullptr, "precision is NULL.");
     *precision = model->engine.metadata().precision.c_str();
   });
@@ -182,7 +215,7 @@ mdanet_status mdanet_model_precision(const mdanet_model* model, const char** pre
 
 mdanet_status mdanet_model_device(const mdanet_model* model, const char** device) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(device != nullptr, "device is NULL.");
     *device = model->engine.device_name().c_str();
   });
@@ -190,7 +223,7 @@ mdanet_status mdanet_model_device(const mdanet_model* model, const char** device
 
 mdanet_status mdanet_model_preprocess_json(const mdanet_model* model, const char** json) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(json != nullptr, "json is NULL.");
     *json = model->engine.metadata().preprocess_json.c_str();
   });
@@ -198,7 +231,7 @@ mdanet_status mdanet_model_preprocess_json(const mdanet_model* model, const char
 
 mdanet_status mdanet_model_meta_json(const mdanet_model* model, const char** json) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(json != nullptr, "json is NULL.");
     *json = model->engine.metadata().meta_json.c_str();
   });
@@ -206,7 +239,7 @@ mdanet_status mdanet_model_meta_json(const mdanet_model* model, const char** jso
 
 mdanet_status mdanet_model_postprocess(const mdanet_model* model, mdanet_postprocess* settings) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(settings != nullptr, "settings is NULL.");
     *settings = model->engine.recommended();
   });
@@ -216,7 +249,7 @@ mdanet_status mdanet_segment_volume(mdanet_model* model, const float* volumes, i
                                     int64_t y, int64_t z, const double* affine, const uint8_t* brain_mask,
                                     const mdanet_postprocess* settings, uint8_t* mask, float* probability) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(volumes != nullptr, "volumes is NULL; pass the modalities' voxels (C x X x Y x Z float32).");
     require(affine != nullptr, "affine is NULL; pass the 16 values of the 4x4 voxel-to-world matrix.");
     require(mask != nullptr, "mask is NULL; pass a uint8 buffer of X x Y x Z values for the result.");
@@ -242,7 +275,7 @@ mdanet_status mdanet_segment_volume(mdanet_model* model, const float* volumes, i
 mdanet_status mdanet_run_slices(mdanet_model* model, const float* slices, int64_t batch, int64_t slices_len,
                                 float* logits, int64_t logits_len) {
   return guarded([&] {
-    require(model != nullptr, "model is NULL; open it with mdanet_open first.");
+    require_open(model);
     require(slices != nullptr && logits != nullptr, "slices or logits is NULL.");
     require(batch > 0, "batch must be at least 1.");
     const auto& m = model->engine.metadata();

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from mdanet_sdk import __version__
 from mdanet_sdk.artifact_safety.archive import _REDO, Archive, _json, check_integrity, open_archive
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.device import PRECISIONS
+from mdanet_sdk._values import is_real, is_whole
 from mdanet_sdk.errors import CheckpointError, MDANetError
 from mdanet_sdk.train.checkpoint_checks import inference_settings_problem
 
@@ -36,11 +36,11 @@ _CONTAINER = {"torchscript": "torchscript", "exported": "pt2", "tensorrt": "pt2"
 
 def _is_int(lo: int, hi: int) -> Callable[[Any], bool]:
     # bool is an int to Python, but never a size or a count here
-    return lambda v: isinstance(v, Integral) and not isinstance(v, bool) and lo <= int(v) <= hi
+    return lambda v: is_whole(v) and lo <= int(v) <= hi
 
 
 def _is_real(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+    return is_real(v) and math.isfinite(v)
 
 
 def _is_text(v: Any) -> bool:

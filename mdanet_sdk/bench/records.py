@@ -59,7 +59,7 @@ class BenchSettings:
         batch_sizes: forward batch sizes.
         size: slice side of the forward and ops sections (a multiple of 16).
         kind: modality kind of the forward and ops inputs: ``ctp`` (4 channels) or ``mri`` (2).
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         precisions: forward precisions; None = ``fp32`` on CPU, ``fp32, fp16, bf16`` (autocast) on a GPU.
         warmup: untimed rounds before timing.
         repeats: timed repeats of every measurement.

@@ -327,7 +327,7 @@ def mapping_source(
         raise InputError(
             "the mapping names no image; map each modality to its file, e.g. {'dwi': 'a.nii.gz', 'adc': 'b.nii.gz'}."
         )
-    if case_id is None:
+    if not case_id:  # None or "": named after its files
         first, path = next(iter(paths.items()))
         stem = nifti_stem(path)
         suffix = f"_{first}"
@@ -353,7 +353,7 @@ def read_case(
             ``"brain_mask"`` a brain mask).
         layout: as in :func:`find_cases` (ignored for a mapping).
         modalities: names to read, in channel order (default: the layout's, or the mapping's keys).
-        case_id: id for a mapping source (default: the first image's file name without suffix).
+        case_id: id for a mapping source (default: :func:`mapping_source`'s, e.g. ``sub-7`` for ``sub-7_dwi.nii.gz``).
         label_pattern: where the label is, as in :func:`find_cases` (ignored for a mapping).
         label: read the label (``False``: no label file is opened, e.g. for inference).
 

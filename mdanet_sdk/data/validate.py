@@ -87,8 +87,9 @@ VOXEL_MM = (0.01, 100.0)
 
 
 def check_affine(affine: np.ndarray, what: str) -> None:
-    """Refuse a voxel-to-world affine that is not finite, singular, or whose voxel sizes lie outside
-    :data:`VOXEL_MM` (volumes in mL would be off by many orders of magnitude without a word)."""
+    """Refuse a voxel-to-world affine that is not finite, singular, whose last row is not ``0 0 0 1`` (an inverse
+    or transposed matrix), or whose voxel sizes lie outside :data:`VOXEL_MM` (volumes in mL would be off by many
+    orders of magnitude without a word)."""
     if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError(
             f"{what}: degenerate affine (singular or not finite); give a finite, invertible 4x4 voxel-to-world "

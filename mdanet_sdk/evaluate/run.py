@@ -12,6 +12,7 @@ import numpy as np
 from mdanet_sdk._files import file_key
 from mdanet_sdk.data.cases import AFFINE_TOL_MM
 from mdanet_sdk.data.nifti import Volume, load_volume
+from mdanet_sdk._values import is_real
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.evaluate.matching import find_labels, find_predictions, fold_of_cases
 from mdanet_sdk.evaluate.result import MISSING_POLICIES, EvaluationResult
@@ -100,7 +101,7 @@ def _check_missing(missing: list[str], policy: str, pred: object) -> None:
 
 def check_threshold(threshold: float | None) -> None:
     """Refuse a probability threshold outside ``[0, 1)`` (NaN too): it would empty or fill every prediction."""
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number))):
+    if threshold is not None and not is_real(threshold):
         raise InputError(f"threshold must be a number (a probability), got {threshold!r:.40}.")
     if threshold is not None and not 0.0 <= threshold < 1.0:
         raise InputError(f"threshold must be at least 0 and below 1 (a probability), got {threshold}.")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mdanet_sdk.artifact_safety import INTEGRITY
+from mdanet_sdk.artifact_safety import open_archive
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError, MDANetError
 from mdanet_sdk.export.artifact import Artifact, load_artifact, read_metadata
 from mdanet_sdk.inference.postprocess import PostprocessConfig
@@ -126,7 +125,7 @@ def open_engine(
         BackendUnavailableError: the native build is missing, or the device is not there.
     """
     model_config, preprocess, meta = read_metadata(path, trust=trust)
-    if trust and not _sealed(Path(path)):
+    if trust and not open_archive(Path(path)).sealed:
         raise CheckpointError(
             f"{Path(path).name} has no integrity record, which libmdanet needs whatever trust says (trust applies "
             'to engine="torch" only); export it again with this mdanet-sdk, or run it with engine="torch".'
@@ -138,12 +137,6 @@ def open_engine(
     except Exception as exc:  # the binding's EngineError
         raise _raise(exc) from None
     return EngineArtifact(engine, model_config, preprocess, meta, Path(path), torch.device(engine.device))
-
-
-def _sealed(path: Path) -> bool:
-    """Whether the archive at ``path`` (already read by :func:`read_metadata`) carries an integrity record."""
-    with zipfile.ZipFile(path) as archive:
-        return any(name.split("/", 1)[-1] == f"extra/{INTEGRITY}" for name in archive.namelist())
 
 
 def _warn_if_older_pipeline(name: str, meta: Mapping[str, Any]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import numbers
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from mdanet_sdk.artifact_safety import MAX_BATCH, META, PREPROCESS
 from mdanet_sdk.data.preprocess import MAX_SLICES
 from mdanet_sdk.data.validate import MAX_ABS_VALUE, MAX_INF_SHARE
+from mdanet_sdk._values import is_whole
 from mdanet_sdk.errors import ExportError, InputError
 from mdanet_sdk.inference.postprocess import PostprocessConfig
 from mdanet_sdk.pipeline.volume import VolumePipeline
@@ -50,7 +50,7 @@ class BatchRange:
     max: int = 64
 
     def __post_init__(self) -> None:
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (self.min, self.opt, self.max)):
+        if not all(is_whole(v) for v in (self.min, self.opt, self.max)):
             raise InputError(
                 f"batch sizes must be whole numbers; got min={self.min!r:.20}, opt={self.opt!r:.20}, max={self.max!r:.20}."
             )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mdanet_sdk._values import is_flag, is_real
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import dsc
 from mdanet_sdk.pipeline import lesions
@@ -36,7 +37,7 @@ __all__ = [
 
 def _number(value: Any, name: str) -> float:
     """``value`` as a float, or an :class:`InputError` naming ``name`` (text, None and bools are no numbers)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise InputError(f"{name} must be a number, got {value!r:.40}.")
     return float(value)
 
@@ -60,7 +61,7 @@ class PostprocessConfig:
 
     def __post_init__(self) -> None:
         # The bounds a checkpoint's meta["inference"] is held to (train/checkpoint_checks.py INFERENCE_SETTINGS).
-        if not isinstance(self.tta, (bool, np.bool_)) and self.tta not in (0, 1):
+        if not is_flag(self.tta):
             raise InputError(f"tta must be true or false, got {self.tta!r:.40}.")
         threshold, min_size = _number(self.threshold, "threshold"), _number(self.min_size, "min_size")
         max_adc_ratio = _number(self.max_adc_ratio, "max_adc_ratio")

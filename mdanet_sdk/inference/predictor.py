@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mdanet_sdk._text import printable
+from mdanet_sdk._values import is_flag, is_whole
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.preprocess import SliceStack, restore_probability_into
 from mdanet_sdk.device import autocast, is_out_of_memory
@@ -273,7 +274,7 @@ def check_run_options(batch_size: Any, prefetch: Any, tta_screen: Any) -> None:
     for name, value in (("batch_size", batch_size), ("prefetch", prefetch)):
         if name == "batch_size" and value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        if not is_whole(value) or value < 1:
             raise InputError(f"{name} must be a whole number >= 1, got {value!r:.40}.")
-    if not isinstance(tta_screen, bool):
+    if not is_flag(tta_screen):
         raise InputError(f"tta_screen must be True or False, got {tta_screen!r:.40}.")

@@ -20,7 +20,6 @@ import math
 import re
 import zipfile
 from collections.abc import Mapping
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +29,7 @@ from torch import Tensor
 
 from mdanet_sdk import __version__
 from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk._values import is_real, is_whole
 from mdanet_sdk.errors import CheckpointError
 
 __all__ = [
@@ -77,20 +77,12 @@ MAX_TEXT = 16 << 20
 MAX_INT_BITS = 1024
 
 
-def _is_real(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool)  # bool is a number to Python, never one here
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, Integral) and not isinstance(v, bool)
-
-
 def _is_finite(v: Any) -> bool:
-    return _is_real(v) and math.isfinite(v)
+    return is_real(v) and math.isfinite(v)
 
 
 _STR = (lambda v: isinstance(v, str), "a string")
-_INT = (_is_int, "an integer")
+_INT = (is_whole, "an integer")
 _STRINGS = (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v), "a list of strings")
 #: (test, description) of the ``meta`` fields this package writes and reads; other fields are free-form. The
 #: trainer's fold split (:meth:`~mdanet_sdk.train.selection.FoldCases.describe`) and selection are among them.
@@ -100,7 +92,7 @@ _META_TYPES = {
     ),
     **dict.fromkeys(("epoch", "fold", "folds", "seed", "n_train_cases", "n_train_patients", "best_epoch"), _INT),
     **dict.fromkeys(
-        ("val_dsc", "best_val_dsc", "inner_dsc", "best_dsc"), (lambda v: v is None or _is_real(v), "a number or null")
+        ("val_dsc", "best_val_dsc", "inner_dsc", "best_dsc"), (lambda v: v is None or is_real(v), "a number or null")
     ),
     **dict.fromkeys(("val_cases", "inner_cases", "val_patients", "inner_patients"), _STRINGS),
     "grouped": (lambda v: isinstance(v, bool), "true or false"),
@@ -121,7 +113,7 @@ INFERENCE_SETTINGS: dict[str, str] = {
 _INFERENCE_TESTS = {
     "tta": lambda v: isinstance(v, bool),
     "threshold": lambda v: _is_finite(v) and 0.0 < v < 1.0,
-    "min_size": lambda v: _is_int(v) and 0 <= v <= 10**9,
+    "min_size": lambda v: is_whole(v) and 0 <= v <= 10**9,
     "max_adc_ratio": lambda v: _is_finite(v) and 0.0 <= v <= 10.0,
 }
 

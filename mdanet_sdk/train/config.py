@@ -7,14 +7,16 @@ The schedule, stopping rule and run folder these settings drive are described in
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass, field, fields
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from mdanet_sdk.data.layouts import LAYOUT_KIND
 from mdanet_sdk.data.preprocess import NORMALIZATIONS
 from mdanet_sdk.device import PRECISIONS
+from mdanet_sdk._values import is_real, is_whole
 from mdanet_sdk.errors import InputError
 
 __all__ = ["TrainConfig", "FoldResult", "TrainResults", "SCHEDULES", "SELECTIONS", "PAPER_PLAIN"]
@@ -217,13 +219,13 @@ class TrainConfig:
         for name in ("size", "folds", "epochs", "batch_size", "patience", "seed", "steps_per_epoch", "workers"):
             value = getattr(self, name)
             optional = name in ("steps_per_epoch", "workers") and value is None
-            if not optional and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            if not optional and not is_whole(value):
                 raise InputError(f"{name} must be a whole number, got {value!r}.")
         for name in ("lr", "weight_decay", "lam", "min_lr_ratio", "inner_fraction", "lesion_fraction"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            if not _finite_number(value):
                 raise InputError(f"{name} must be a finite number, got {value!r}.")
-        betas = self.betas if isinstance(self.betas, (tuple, list)) else ()
+        betas = list(self.betas) if _sequence(self.betas) else []
         if len(betas) != 2 or not all(_finite_number(b) for b in betas):
             raise InputError(f"betas must be two finite numbers, got {self.betas!r:.60}.")
         self.betas = (float(betas[0]), float(betas[1]))
@@ -244,9 +246,9 @@ class TrainConfig:
                 spec = [int(part) for part in spec.split(",")]
             except ValueError:
                 raise InputError(f"fold must be 'all', an index or a list like 0,2; got {self.fold!r}.") from None
-        if _whole(spec):
+        if is_whole(spec):
             spec = [spec]
-        if not isinstance(spec, (list, tuple)) or not all(_whole(k) for k in spec):
+        if not _sequence(spec) or not all(is_whole(k) for k in spec):
             raise InputError(f"fold must be 'all', an index or a list like 0,2; got {self.fold!r:.60}.")
         indices = [int(k) for k in spec]
         bad = [k for k in indices if not 0 <= k < self.folds]
@@ -331,9 +333,10 @@ class TrainResults:
         }
 
 
-def _whole(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _finite_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return is_real(value) and math.isfinite(value)
+
+
+def _sequence(value: Any) -> bool:
+    """A list, tuple, range or 1D array (what JSON, numpy and Python give for several numbers), not a string."""
+    return isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes)) and np.ndim(value) == 1

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from mdanet_sdk._files import file_key, write_json
-from mdanet_sdk.config import MDANetConfig
+from mdanet_sdk.config import BASELINE_PRESETS, MDANetConfig
 from mdanet_sdk.data.cases import Case, CaseSource, detect_layout, find_cases
 from mdanet_sdk.data.layouts import LAYOUT_KIND
 from mdanet_sdk.data.layouts.orphans import orphan_labels
@@ -161,7 +161,10 @@ class Trainer:
         size), else the bottleneck of the model grid, ``size // 16`` (one node per bottleneck position).
         """
         _, kind = self._kind()
-        config = MDANetConfig.from_preset(self.cfg.preset, kind, **self.cfg.model_overrides)
+        overrides = dict(self.cfg.model_overrides)
+        if self.cfg.preset in BASELINE_PRESETS:  # a GCFB grid a baseline has not: earlier versions stored one
+            overrides.pop("space_grid", None)
+        config = MDANetConfig.from_preset(self.cfg.preset, kind, **overrides)
         if config.space_grid is None:
             config = config.replace(space_grid=self._weights_space_grid()).resolved(self.cfg.size)
         return config

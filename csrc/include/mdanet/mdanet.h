@@ -90,7 +90,8 @@ MDANET_EXPORT mdanet_status mdanet_retain_cpu_memory(void);
 /* Open the artefact at `path` on `device` ("cpu", "cuda" or "cuda:N"; NULL means "cpu") into *model.
    On failure *model is set to NULL. */
 MDANET_EXPORT mdanet_status mdanet_open(const char* path, const char* device, mdanet_model** model);
-/* Release a model (NULL: nothing). No call may use the handle afterwards. */
+/* Release a model (NULL, or a handle closed already: nothing). A call with a closed handle returns
+   MDANET_INVALID_ARGUMENT; no call may run on the handle while it is being closed. */
 MDANET_EXPORT void mdanet_close(mdanet_model* model);
 
 /* Input slice shape (C, H, W): C modalities in channel order, H x W the model grid. */
