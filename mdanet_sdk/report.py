@@ -25,6 +25,7 @@ import numpy as np
 from mdanet_sdk import __version__
 from mdanet_sdk._files import atomic_write, write_json
 from mdanet_sdk._text import printable
+from mdanet_sdk.data.targets import check_picture_file
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.metrics import label_lesions
 
@@ -383,9 +384,7 @@ def save_overlay(
 
     if image.shape != mask.shape or image.ndim != 3:
         raise InputError(f"overlay image {image.shape} and mask {mask.shape} must be two equal 3D shapes.")
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise InputError(f"overlay {path} must be a .png file; choose such a file name.")
+    path = check_picture_file(path, "overlay")
     slices = _pick_slices(mask, max_slices)
     cols = min(columns, len(slices))
     rows = -(-len(slices) // cols)

@@ -119,3 +119,23 @@ def test_model_settings_are_checked_where_python_meets_them() -> None:
     assert MDANetConfig.groups_of_sizes(1, 3) == (("a0",), ("b0", "b1", "b2"))
     with pytest.raises(InputError, match="at least one channel"):
         MDANetConfig.groups_of_sizes(0, 2)
+
+
+def test_pictures_never_replace_a_mask_or_a_model(tmp_path, io_write_nifti) -> None:
+    from typer.testing import CliRunner
+
+    from mdanet_sdk.cli import app
+    from mdanet_sdk.data.targets import check_picture_file
+
+    mask = io_write_nifti(tmp_path / "gt.nii", np.ones((4, 4, 2), np.uint8))
+    (tmp_path / "best.pt").write_bytes(b"PK\x03\x04weights")
+    (tmp_path / "renamed.png").write_bytes(mask.read_bytes())
+    (tmp_path / "old.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16)
+    for path, message in (("gt.nii", "must be a .png"), ("best.pt", "must be a .png"), ("renamed.png", "is no PNG")):
+        with pytest.raises(InputError, match=message):
+            check_picture_file(tmp_path / path, "plot")
+    assert check_picture_file(tmp_path / "old.png") == tmp_path / "old.png"  # an earlier plot may be replaced
+    # `benchmark --plot` checks before minutes of timing (it wrote a PNG over gt.nii and best.pt after the run).
+    result = CliRunner().invoke(app, ["benchmark", "--quick", "--sections", "forward", "--plot", str(mask)])
+    assert result.exit_code == 2 and "--plot" in result.output and "must be a .png" in result.output
+    assert mask.read_bytes()[:4] != b"\x89PNG"

@@ -10,7 +10,7 @@ import numpy as np
 
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk._files import write_json as _write_json
-from mdanet_sdk.data.targets import check_report_file
+from mdanet_sdk.data.targets import check_picture_file, check_report_file
 from mdanet_sdk.bench.records import BenchmarkReport, ForwardRecord
 from mdanet_sdk.bench.timing import Stats
 from mdanet_sdk.errors import InputError
@@ -261,9 +261,12 @@ def plot_throughput(report: BenchmarkReport, path: str | os.PathLike[str]) -> Pa
     one line per backend and precision; peers share a panel. Written atomically.
 
     Raises:
-        InputError: the report has no successful forward record to plot.
+        InputError: ``path`` is no place for a PNG (:func:`~mdanet_sdk.data.targets.check_picture_file`), or the
+            report has no successful forward record to plot.
     """
     import matplotlib
+
+    check_picture_file(path, "plot")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

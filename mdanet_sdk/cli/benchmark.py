@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mdanet_sdk.cli._app import JSON_HELP, command, console, emit_json, err_console
-from mdanet_sdk.data.targets import check_report_file
+from mdanet_sdk.data.targets import check_picture_file, check_report_file
 from mdanet_sdk.cli._options import Device
 from mdanet_sdk.errors import InputError
 
@@ -119,6 +119,8 @@ def benchmark(
     json_file = json_out if json_out is not None and str(json_out) != "-" else None
     if json_file is not None:  # before minutes of timing: never over an image, a sidecar or a model
         check_report_file(json_file)
+    if plot is not None:
+        check_picture_file(plot, "--plot")
     report = run_benchmark(
         settings,
         progress=lambda line: err_console.print(f"[dim]… {escape(line)}[/]", highlight=False),
@@ -131,5 +133,6 @@ def benchmark(
         console.print(render_table(report))
     if json_file is not None:
         console.print(f"JSON: {write_json(report, json_file)}", markup=False, highlight=False, soft_wrap=True)
-    if plot is not None:
-        console.print(f"plot: {plot_throughput(report, plot)}", markup=False, highlight=False, soft_wrap=True)
+    if plot is not None:  # on stderr after --json -, whose stdout holds the JSON alone
+        where = err_console if json_out is not None and json_file is None else console
+        where.print(f"plot: {plot_throughput(report, plot)}", markup=False, highlight=False, soft_wrap=True)

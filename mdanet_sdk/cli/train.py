@@ -76,9 +76,10 @@ PaperPlain = Annotated[
     typer.Option(
         "--paper-plain",
         help="Only what the paper describes: uniform slice sampling (lesion fraction 0), constant learning rate, "
-        "no early stopping, no intensity augmentation, batch Dice. --lesion-fraction, --schedule, --patience, "
-        "--intensity-aug and --dice then keep these values; giving one another value than its default is "
-        "refused. --epochs and --select stay yours (--select last: every training case, the last epoch).",
+        "no early stopping, no intensity augmentation, batch Dice. Those of --lesion-fraction, --schedule, "
+        "--patience, --intensity-aug and --dice that the command has then keep these values; giving one another "
+        "value than its default is refused. --epochs and --select stay yours (--select last: every training "
+        "case, the last epoch).",
     ),
 ]
 LesionFraction = Annotated[float, typer.Option(help="Share of batch entries drawn from lesion slices.")]

@@ -34,6 +34,26 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def check_picture_file(path: str | os.PathLike[str], what: str = "picture") -> Path:
+    """``path`` as a :class:`~pathlib.Path` if a PNG may be written there: a ``.png`` name, not a folder, and no
+    existing file other than a PNG (an earlier plot or overlay may be replaced; a mask, a scan or a checkpoint
+    named ``.png`` may not).
+
+    Raises:
+        InputError: what is wrong, and what to do.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise InputError(f"{what} {path} must be a .png file; choose such a file name.")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; give a file name such as plot.png.")
+    if path.exists():
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                raise InputError(f"{what} {path} exists and is no PNG (an image, a model?); choose another name.")
+    return path
+
+
 def _is_text(path: Path) -> bool:
     """Whether the start of a file reads as UTF-8 text without NUL bytes (a report, not a model or archive)."""
     try:

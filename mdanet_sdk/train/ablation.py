@@ -247,7 +247,10 @@ class AblationResult:
         if "params_m" in _FIGURES[table]:
             sizes = sorted({int(m["size"]) for n in TABLES[table] if (m := self.models.get(n))})
             where = f"one {sizes[0]}×{sizes[0]} slice" if len(sizes) == 1 else "one slice"
-            notes.append(f"Param and FLOPs of ours: the network trained, {where} (a multiply-add counts 2).")
+            notes.append(
+                f"Param and FLOPs of ours: the network trained, {where} (a multiply-add counts 2). The paper's FLOPs "
+                "are closest to our multiply-add counts, half of our FLOPs (it does not say how it counts)."
+            )
         if table == "1":
             notes.append(
                 "The paper's Table 1 also lists OctopusNet, Abulnaga et al., Pool-UNet and Perf-UNet (published "
