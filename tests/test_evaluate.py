@@ -215,7 +215,7 @@ def test_cli_never_writes_scores_over_an_image_or_scores_a_label_against_itself(
     assert onto.exit_code == 2 and "like an image" in onto.output  # used to replace the prediction with JSON
     assert (flat / "A_seg.nii.gz").read_bytes() == before
     csv = runner.invoke(app, ["evaluate", str(flat), str(gt), "--json", str(tmp_path / "scores.csv")])
-    assert csv.exit_code == 2 and "name it .json" in csv.output and not (tmp_path / "scores.csv").exists()
+    assert csv.exit_code == 2 and "name the JSON report .json" in csv.output and not (tmp_path / "scores.csv").exists()
     labels = tmp_path / "labels"
     for case_id, (g, _) in _masks().items():
         _save(labels / f"{case_id}.nii.gz", g)

@@ -393,7 +393,7 @@ def test_failed_cases_name_the_case_and_the_others_go_on(inf_checkpoints, tmp_pa
     out = list(seg.predict_many([good, no_adc, {"dwi": corrupt, "adc": good["adc"]}, mismatched, good], errors="yield"))
     assert [r.ok for r in out] == [True, False, False, False, True]
     assert isinstance(out[0], SegmentationResult) and isinstance(out[1], FailedCase)
-    assert "good_dwi" in out[1].error and "no adc image" in out[1].error
+    assert out[1].case_id == "good" and "case good has no adc image" in out[1].error  # the id of its mapping
     assert "broken_dwi" in out[2].error and "not a readable NIfTI" in out[2].error
     assert "affine" in out[3].error and "differs" in out[3].error
     assert all("\n" not in r.error for r in out[1:4])
@@ -420,7 +420,7 @@ def test_predict_many_streams_with_a_bounded_queue(inf_checkpoints, tmp_path) ->
     seg = Segmenter.from_checkpoint(inf_checkpoints[0], batch_size=4, prefetch=2)
     results = seg.predict_many(cases())
     assert inspect.isgenerator(results) and pulled == []  # nothing happens before the first result is asked
-    assert next(results).case_id == "case_dwi"
+    assert next(results).case_id == "case"  # case_dwi.nii.gz, ... (data.cases.mapping_source)
     # The first case is done, at most `prefetch` cases wait in the queue and one more is being loaded.
     assert len(pulled) <= 1 + 2 + 1
     results.close()

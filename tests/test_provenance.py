@@ -220,9 +220,9 @@ def test_a_label_in_a_mapping_is_never_read(folds, tmp_path) -> None:
     # Would fail to load if read: the label is for evaluate, not for the Segmenter.
     seg = Segmenter.from_checkpoint(folds[0], device="cpu")
     result = seg.predict({**paths, "label": broken})
-    assert result.case.label is None and result.case_id == "case_dwi"
+    assert result.case.label is None and result.case_id == "case"
     result = seg.predict({"Label": broken, **paths})  # any case, any position: not its id either
-    assert result.case.label is None and result.case_id == "case_dwi"
+    assert result.case.label is None and result.case_id == "case"
 
 
 def test_a_case_source_is_segmented_without_its_label(folds, tmp_path) -> None:

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from mdanet_sdk.config import MODALITY_GROUPS
-from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource
+from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource, mapping_source
 from mdanet_sdk.data.nifti import Volume, header_shape, nifti_stem, to_canonical
 from mdanet_sdk.data.validate import check_affine, check_distinct_images, check_image
 from mdanet_sdk.errors import InputError
@@ -43,7 +43,10 @@ def input_name(item: Any) -> str:
     if isinstance(item, (Case, CaseSource)):
         return item.case_id
     if isinstance(item, Mapping):
-        item = next(iter(item.values()), "mapping")
+        try:  # the id the case will have (data.cases.mapping_source), when the mapping is one
+            return mapping_source(item).case_id
+        except InputError:
+            item = next(iter(item.values()), "mapping")
     return (nifti_stem(item) if isinstance(item, (str, os.PathLike)) else "") or str(item)[:40]
 
 
