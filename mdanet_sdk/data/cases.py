@@ -300,7 +300,7 @@ def mapping_source(
 ) -> CaseSource:
     """The case of a mapping modality → file, read one way by :func:`read_case`, ``Segmenter.predict`` and
     ``segment``: keys are case-insensitive, ``mask`` is short for ``brain_mask``, and ``label`` names the lesion
-    label (read by training and evaluation only). ``{"dwi": "sub-7_dwi.nii.gz", ...}`` is case ``sub-7`` (the
+    label (opened only by ``read_case(..., label=True)``; inference never reads it). ``{"dwi": "sub-7_dwi.nii.gz", ...}`` is case ``sub-7`` (the
     first image's name without its modality), ``{"dwi": "sub-7/dwi.nii.gz", ...}`` is named after its folder,
     unless ``case_id`` names it.
 
