@@ -9,7 +9,6 @@ and the model config describe the same network, all without loading it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from mdanet_sdk import __version__
 from mdanet_sdk.artifact_safety.archive import _REDO, Archive, _json, check_integrity, open_archive
 from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.device import PRECISIONS
-from mdanet_sdk._values import is_real, is_whole
+from mdanet_sdk._values import is_finite, is_whole
 from mdanet_sdk.errors import CheckpointError, MDANetError
 from mdanet_sdk.train.checkpoint_checks import inference_settings_problem
 
@@ -37,10 +36,6 @@ _CONTAINER = {"torchscript": "torchscript", "exported": "pt2", "tensorrt": "pt2"
 def _is_int(lo: int, hi: int) -> Callable[[Any], bool]:
     # bool is an int to Python, but never a size or a count here
     return lambda v: is_whole(v) and lo <= int(v) <= hi
-
-
-def _is_real(v: Any) -> bool:
-    return is_real(v) and math.isfinite(v)
 
 
 def _is_text(v: Any) -> bool:
@@ -70,7 +65,7 @@ _META_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch": (_batch_ok, "{min, opt, max} with 1 <= min <= opt <= max <= 4096"),
     "num_classes": (_is_int(2, 64), "an integer from 2 to 64"),
     "modalities": (lambda v: isinstance(v, list) and all(_is_text(m) for m in v), "a list of modality names"),
-    "tolerance": (lambda v: _is_real(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "tolerance": (lambda v: is_finite(v) and 0 <= v <= 1, "a number from 0 to 1"),
     "package_version": (_is_text, "a string"),
     "pipeline_revision": (_is_int(1, 2**31), "an integer from 1"),
     "torch_version": (_is_text, "a string"),

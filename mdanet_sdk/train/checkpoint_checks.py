@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
 import re
 import zipfile
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from torch import Tensor
 
 from mdanet_sdk import __version__
 from mdanet_sdk.config import MDANetConfig
-from mdanet_sdk._values import is_real, is_whole
+from mdanet_sdk._values import is_finite, is_real, is_whole
 from mdanet_sdk.errors import CheckpointError
 
 __all__ = [
@@ -77,10 +76,6 @@ MAX_TEXT = 16 << 20
 MAX_INT_BITS = 1024
 
 
-def _is_finite(v: Any) -> bool:
-    return is_real(v) and math.isfinite(v)
-
-
 _STR = (lambda v: isinstance(v, str), "a string")
 _INT = (is_whole, "an integer")
 _STRINGS = (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v), "a list of strings")
@@ -112,9 +107,9 @@ INFERENCE_SETTINGS: dict[str, str] = {
 }
 _INFERENCE_TESTS = {
     "tta": lambda v: isinstance(v, bool),
-    "threshold": lambda v: _is_finite(v) and 0.0 < v < 1.0,
+    "threshold": lambda v: is_finite(v) and 0.0 < v < 1.0,
     "min_size": lambda v: is_whole(v) and 0 <= v <= 10**9,
-    "max_adc_ratio": lambda v: _is_finite(v) and 0.0 <= v <= 10.0,
+    "max_adc_ratio": lambda v: is_finite(v) and 0.0 <= v <= 10.0,
 }
 
 

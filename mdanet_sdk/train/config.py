@@ -6,17 +6,16 @@ The schedule, stopping rule and run folder these settings drive are described in
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from mdanet_sdk._values import is_finite, is_whole
 from mdanet_sdk.data.layouts import LAYOUT_KIND
 from mdanet_sdk.data.preprocess import NORMALIZATIONS
 from mdanet_sdk.device import PRECISIONS
-from mdanet_sdk._values import is_real, is_whole
 from mdanet_sdk.errors import InputError
 
 __all__ = ["TrainConfig", "FoldResult", "TrainResults", "SCHEDULES", "SELECTIONS", "PAPER_PLAIN"]
@@ -223,10 +222,10 @@ class TrainConfig:
                 raise InputError(f"{name} must be a whole number, got {value!r}.")
         for name in ("lr", "weight_decay", "lam", "min_lr_ratio", "inner_fraction", "lesion_fraction"):
             value = getattr(self, name)
-            if not _finite_number(value):
+            if not is_finite(value):
                 raise InputError(f"{name} must be a finite number, got {value!r}.")
         betas = list(self.betas) if _sequence(self.betas) else []
-        if len(betas) != 2 or not all(_finite_number(b) for b in betas):
+        if len(betas) != 2 or not all(is_finite(b) for b in betas):
             raise InputError(f"betas must be two finite numbers, got {self.betas!r:.60}.")
         self.betas = (float(betas[0]), float(betas[1]))
         if not isinstance(self.model_overrides, Mapping):
@@ -331,10 +330,6 @@ class TrainResults:
             "folds": [asdict(f) for f in self.folds],
             "summary": {k: list(v) for k, v in self.summary.items()},
         }
-
-
-def _finite_number(value: Any) -> bool:
-    return is_real(value) and math.isfinite(value)
 
 
 def _sequence(value: Any) -> bool:
