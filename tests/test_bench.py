@@ -17,6 +17,7 @@ from mdanet_sdk.bench import (
     BenchmarkReport,
     bench_defaults,
     BenchSettings,
+    DefaultsRecord,
     Stats,
     StageTimer,
     bench_many,
@@ -346,6 +347,27 @@ def test_defaults_comparison_records_a_case_it_cannot_read(tmp_path, monkeypatch
     report = BenchmarkReport(machine=machine_info("cpu"), settings=settings, segment_defaults=[record])
     (row,) = [row for row in summary_rows(report) if row["backend"] == "today → defaults"]
     assert row["what"] == source.case_id and row["notes"].startswith("unavailable: ")
+
+
+def test_cli_exits_1_with_one_line_per_case_it_could_not_measure(tmp_path, monkeypatch):
+    import mdanet_sdk.bench as bench
+
+    data = tmp_path / "mine"
+    data.mkdir()
+    settings = BenchSettings.quick_run(sections=("segment",), device="cpu", cases=(str(data),))
+    unreadable = DefaultsRecord(
+        kind="?", shape=(0, 0, 0), weights="", device="cpu", status="unavailable", reason="not a NIfTI file.", case="c7"
+    )
+    phantom = DefaultsRecord(kind="mri", shape=(8, 8, 2), weights="default-mri", device="cpu", status="error")
+    report = BenchmarkReport(machine=machine_info("cpu"), settings=settings, segment_defaults=[phantom, unreadable])
+    monkeypatch.setattr(bench, "run_benchmark", lambda *a, **k: report)
+    out = tmp_path / "b.json"
+    result = CliRunner().invoke(app, ["benchmark", "--sections", "segment", "--case", str(data), "--json", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "error: case c7: not a NIfTI file." in result.output and "error: case phantom" not in result.output
+    assert json.loads(out.read_text())["segment_defaults"][1]["case"] == "c7"  # the report is written all the same
+    report.segment_defaults = [phantom]  # a phantom the weights could not run is a row of the table, not a failure
+    assert CliRunner().invoke(app, ["benchmark", "--sections", "segment"]).exit_code == 0
 
 
 def test_defaults_comparison_reports_missing_weights(tmp_path, monkeypatch):

@@ -373,6 +373,10 @@ class BenchmarkReport:
     predict_many: list[ManyRecord] = field(default_factory=list)
     ops: list[OpsRecord] = field(default_factory=list)
 
+    def unmeasured_cases(self) -> list[DefaultsRecord]:
+        """The records of :attr:`BenchSettings.cases` that could not be read or segmented (not phantoms)."""
+        return [r for r in self.segment_defaults if r.case != "phantom" and r.status != "ok"]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,

@@ -98,7 +98,8 @@ def benchmark(
     ] = None,
 ) -> None:
     """Measure throughput and latency per backend and batch size, end-to-end segmentation, predict_many
-    scaling, the native ops and peer networks; print one table with ratios to eager."""
+    scaling, the native ops and peer networks; print one table with ratios to eager. Exit code 1 when a --case
+    could not be read or segmented (one error: line each, after the table and the JSON)."""
     from mdanet_sdk.bench import BACKENDS, SECTIONS, BenchSettings, plot_throughput, run_benchmark, write_json
 
     options: dict[str, Any] = {
@@ -136,3 +137,8 @@ def benchmark(
     if plot is not None:  # on stderr after --json -, whose stdout holds the JSON alone
         where = err_console if json_out is not None and json_file is None else console
         where.print(f"plot: {plot_throughput(report, plot)}", markup=False, highlight=False, soft_wrap=True)
+    failed = report.unmeasured_cases()
+    for record in failed:  # as `segment` does: the others are measured and written, the exit code says it
+        err_console.print(f"error: case {record.case}: {record.reason}", markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
