@@ -27,6 +27,7 @@ Lesions are the connected components of a mask with full connectivity: 26 neighb
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -56,6 +57,7 @@ __all__ = [
     "case_metrics",
     "aggregate",
     "count_nan",
+    "mean_std_text",
     "summarize_folds",
 ]
 
@@ -307,6 +309,14 @@ def count_nan(results: Sequence[Mapping[str, object]]) -> dict[str, int]:
             if is_real(value) and np.isnan(float(value)):  # type: ignore[arg-type]
                 counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def mean_std_text(mean: float, std: float, n: int, scale: float = 1.0) -> str:
+    """``mean ± std`` times ``scale`` with two decimals, as the paper prints them; the mean alone when it is of
+    ``n`` < 2 values (one fold or case has no spread to show), ``n/a`` when it is NaN."""
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean * scale:.2f}" if n < 2 else f"{mean * scale:.2f} ± {std * scale:.2f}"
 
 
 def summarize_folds(

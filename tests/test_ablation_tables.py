@@ -160,6 +160,26 @@ def test_every_table_prints_the_papers_figures_beside_ours() -> None:
     assert md.count("| Subtract | ") == 1 and md.count("## Table") == 4
 
 
+def test_the_title_names_every_fold_the_table_averages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After split ``--fold`` calls the table averages the folds of all of them, and its title says which; a
+    variant with one finished fold shows its mean alone (a std of one fold would read as "no spread")."""
+    import mdanet_sdk.train.ablation as ablation
+    from mdanet_sdk.train.config import TrainResults
+
+    finished = {"skip-add": [0, 2], "skip-concat": [2], "mdanet": [0, 2]}
+
+    def train(cfg: TrainConfig, progress: object = None) -> TrainResults:
+        done = finished[Path(cfg.out_dir).name]
+        return TrainResults(cfg.out_dir, [], _summary(0.5, 0.6, 0.7), done)
+
+    monkeypatch.setattr(ablation, "train", train)
+    base = TrainConfig(tmp_path / "data", tmp_path / "abl", folds=5, fold=2)  # this call: fold 2 only
+    result = run_ablation(base, ("4",))
+    md = result.files[0].read_text(encoding="utf-8")
+    assert "folds 0,2 of 5" in md.splitlines()[0] and result.folds == {"skip-add": 2, "skip-concat": 1, "mdanet": 2}
+    assert _row(md, "Add")[1] == "50.00 ± 1.00" and _row(md, "Concat")[1] == "50.00"
+
+
 def test_tables_share_variants_and_refuse_unknown_tables() -> None:
     names = [v.name for v in variants_for(["3", "4", "5", "6"])]
     assert len(names) == len(set(names)) == 13  # 5 + 2 + 3 + 3: the full MDANet and "every component, λ = 0" once each
@@ -228,7 +248,8 @@ def test_ablate_tables_5_and_6_train_once_and_print_ours_beside_the_papers(
     results = json.loads((out / "bottleneck-transformer" / "results.json").read_text())
     mean, std = (100 * x for x in results["summary"]["dsc"])
     params = count_parameters(load_checkpoint(out / "bottleneck-transformer" / "fold_0" / "best.pt").build_model())
-    assert transformer[1:] == [f"{mean:.2f} ± {std:.2f}", f"{params / 1e6:.2f}", transformer[3], "57.14 ± 1.48"] + [
+    assert (results["summary_folds"], std) == ([0], 0.0)  # one fold: its mean alone, no "± 0.00" (the paper's have 5)
+    assert transformer[1:] == [f"{mean:.2f}", f"{params / 1e6:.2f}", transformer[3], "57.14 ± 1.48"] + [
         "61.70",
         "15.83",
     ]
@@ -342,7 +363,7 @@ def test_table_1_prints_the_isles_2018_figures_and_says_which_rows_are_left_out(
     names = list(TABLES["1"])
     summaries = {n: _summary(0.3 + i / 100, 0.4, 0.5) for i, n in enumerate(names)}
     models = {n: {"params_m": 2.5 + i, "gflops": 0.125, "size": 32} for i, n in enumerate(names)}
-    md = AblationResult(summaries, dict.fromkeys(names, 1), ("1",), [], models).markdown()
+    md = AblationResult(summaries, dict.fromkeys(names, 2), ("1",), [], models).markdown()
     assert "## Table 1: comparison with other networks (the paper's figures: ISLES 2018, CTP)" in md
     assert "| Method | DSC (%) | Precision (%) | Recall (%) | F1 score | Param (M) | FLOPs (G) | Paper DSC (%) |" in md
     # ours: 35.00 ± 1.00, 40.00 ± 2.00, 50.00 ± 3.00, F1 of the means 2·0.4·0.5/0.9, 7.50 M, 0.12 G

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from mdanet_sdk.cli import app
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.evaluate import evaluate, find_predictions
+from mdanet_sdk.evaluate.result import summary_rows
 
 SHAPE = (10, 10, 4)
 AFFINE = np.diag([2.0, 2.0, 2.5, 1.0])  # 10 mm³ = 0.01 mL per voxel
@@ -133,6 +134,10 @@ def test_run_folder_summary_is_over_fold_means(folders) -> None:
     assert "fold" not in result.summary
     # D is in no fold of the run (no val_metrics.json lists it): listed, and in no fold's mean.
     assert result.missing == ["D"] and result.skipped == ["D"]
+    assert dict(summary_rows(result))["dsc"] == "83.33 ± 16.67"
+    result.per_fold.pop(1)  # as after a call that finished one fold: its mean alone, not "± 0.00"
+    result.summary["dsc"] = (2 / 3, 0.0)
+    assert dict(summary_rows(result))["dsc"] == "66.67"
 
 
 def test_run_folder_missing_case_counts_in_its_fold(folders) -> None:

@@ -22,6 +22,7 @@ from mdanet_sdk.metrics import (
     precision,
     recall,
     spacing_to_ml,
+    mean_std_text,
     summarize_folds,
     volume_ml,
 )
@@ -180,3 +181,7 @@ def test_summarize_folds_over_fold_means() -> None:
     folds = [[{"dsc": 0.2}, {"dsc": 0.4}], [{"dsc": 0.5}]]
     mean, std = summarize_folds(folds)["dsc"]
     assert (mean, std) == (pytest.approx(0.4), pytest.approx(0.1))
+    assert mean_std_text(mean, std, 2, 100) == "40.00 ± 10.00"
+    # One fold has no spread to show: its mean alone, not "± 0.00"; no mean at all is n/a.
+    assert mean_std_text(*summarize_folds(folds[:1])["dsc"], 1, 100) == "30.00"
+    assert mean_std_text(float("nan"), float("nan"), 3) == "n/a"

@@ -287,6 +287,7 @@ def test_cli_train_then_evaluate(tiny_mri: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "fold 1 epoch 1/1" in res.output and "val DSC %" in res.output and "inner" in res.output
+    assert "validation over finished folds (fold 1 alone: no spread)" in res.output  # not "± 0.00"
     assert (run / "fold_1" / "best.pt").is_file() and not (run / "fold_0").exists()
     assert json.loads((run / "config.json").read_text())["dice"] == "slice"
     res = CliRunner().invoke(app, ["evaluate", str(run), str(tiny_mri), "--no-cases"])

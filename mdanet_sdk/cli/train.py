@@ -123,11 +123,14 @@ def print_results(results, title: str) -> None:  # noqa: ANN001 - a TrainResults
             f.checkpoint,
         )
     console.print(table)
-    s = results.summary
+    from mdanet_sdk.metrics import mean_std_text
+
+    s, n = results.summary, len(results.summary_folds)
     if s:
+        over = "(mean ± std of fold means)" if n > 1 else f"(fold {results.summary_folds[0]} alone: no spread)"
         console.print(
-            "validation over finished folds (mean ± std of fold means): "
-            + ", ".join(f"{k} {100 * s[k][0]:.2f} ± {100 * s[k][1]:.2f} %" for k in ("dsc", "precision", "recall")),
+            f"validation over finished folds {over}: "
+            + ", ".join(f"{k} {mean_std_text(s[k][0], s[k][1], n, 100)} %" for k in ("dsc", "precision", "recall")),
             highlight=False,
         )
 

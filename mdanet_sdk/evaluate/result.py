@@ -14,7 +14,7 @@ from mdanet_sdk._files import atomic_write, write_json
 from mdanet_sdk._text import without_surrogates
 from mdanet_sdk.data.targets import check_report_file
 from mdanet_sdk.errors import InputError
-from mdanet_sdk.metrics import f1_score
+from mdanet_sdk.metrics import f1_score, mean_std_text
 
 __all__ = ["EvaluationResult", "METRIC_NAMES", "MISSING_POLICIES", "check_report_paths", "summary_rows"]
 
@@ -161,7 +161,8 @@ def summary_rows(result: EvaluationResult) -> list[tuple[str, str]]:
             continue
         mean, std = result.summary[name]
         scale = 100.0 if name in _PERCENT else 1.0
-        text = "n/a" if math.isnan(mean) else f"{mean * scale:.2f} ± {std * scale:.2f}"
+        n = len(result.per_fold) if result.over == "folds" else len(result.cases) - result.excluded.get(name, 0)
+        text = mean_std_text(mean, std, n, scale)
         if result.excluded.get(name):
             text += f" ({result.excluded[name]} left out: one mask empty)"
         rows.append((name, text))

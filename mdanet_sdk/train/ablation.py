@@ -42,7 +42,7 @@ from typing import Any, cast
 from mdanet_sdk._files import atomic_write
 from mdanet_sdk.config import BASELINE_PRESETS
 from mdanet_sdk.errors import InputError
-from mdanet_sdk.metrics import f1_score
+from mdanet_sdk.metrics import f1_score, mean_std_text
 from mdanet_sdk.train.events import ProgressFn
 from mdanet_sdk.train.paper_figures import PAPER_FIGURES, paper_figure
 from mdanet_sdk.train.trainer import TrainConfig, train
@@ -182,12 +182,13 @@ def row_label(table: str, name: str) -> str:
     return VARIANTS[name].label
 
 
-def _cell(figure: str, value: Any) -> str:
-    """A figure as the paper prints it; ``value`` is percent (mean, std), F1 or M / G, ``None`` for none."""
+def _cell(figure: str, value: Any, folds: int) -> str:
+    """A figure as the paper prints it; ``value`` is percent (mean, std over ``folds`` folds: the mean alone for
+    one), F1 or M / G, ``None`` for none."""
     if value is None:
         return "–"
     if figure in _PERCENT:
-        return f"{value[0]:.2f} ± {value[1]:.2f}"
+        return mean_std_text(value[0], value[1], folds)
     return f"{value:.4f}" if figure == "f1" else f"{value:.2f}"
 
 
@@ -234,8 +235,8 @@ class AblationResult:
             )
             for name in TABLES[table]:
                 lead = ["✓" if m else "" for m in VARIANTS[name].marks] if table == "3" else [row_label(table, name)]
-                cells = [_cell(f, self.ours(name, f)) for f in figures]
-                cells += [_cell(f, paper_figure(table, name, f)) for f in figures]
+                cells = [_cell(f, self.ours(name, f), self.folds.get(name, 0)) for f in figures]
+                cells += [_cell(f, paper_figure(table, name, f), 5) for f in figures]
                 lines.append("| " + " | ".join(lead + cells) + " |")
             lines += self._notes(table)
             lines.append("")
@@ -390,7 +391,7 @@ def run_ablation(
     tables = tuple(dict.fromkeys(tables))  # a table named twice is printed once
     variants = variants_for(tables)
     _check_base(base, variants)
-    summaries, folds, models = {}, {}, {}
+    summaries, folds, models, done = {}, {}, {}, set()
     for variant in variants:
         if announce is not None:
             announce(f"ablation: {variant.name} ({variant.label})")
@@ -403,14 +404,15 @@ def run_ablation(
         )
         results = train(cfg, progress)
         summaries[variant.name] = results.summary
-        folds[variant.name] = len(list((out / variant.name).glob("fold_*/val_metrics.json")))
+        folds[variant.name] = len(results.summary_folds)
+        done.update(results.summary_folds)
         stats = _model_stats(out / variant.name, base.size, base.trust)
         if stats is not None:
             models[variant.name] = stats
     result = AblationResult(summaries, folds, tables, [], models)
     budget = (
         f"{Path(base.data_dir).name}: preset {base.preset}, size {base.size}, {base.epochs} epochs, "
-        f"folds {base.fold} of {base.folds}, seed {base.seed}"
+        f"folds {','.join(map(str, sorted(done))) or 'none'} of {base.folds}, seed {base.seed}"
     )
     result.files = [
         _write(out / "ablation.md", result.markdown(f"MDANet ablation ({budget})")),

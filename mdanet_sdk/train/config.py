@@ -318,17 +318,20 @@ class TrainResults:
         folds: results of the folds trained (or found finished) by this call.
         summary: metric → (mean, std) over the fold means of all finished folds in ``out_dir``
             (:func:`~mdanet_sdk.metrics.summarize_folds`).
+        summary_folds: the indices of the folds that ``summary`` averages (earlier calls' included).
     """
 
     out_dir: str
     folds: list[FoldResult]
     summary: dict[str, tuple[float, float]]
+    summary_folds: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "out_dir": self.out_dir,
             "folds": [asdict(f) for f in self.folds],
             "summary": {k: list(v) for k, v in self.summary.items()},
+            "summary_folds": list(self.summary_folds),
         }
 
 

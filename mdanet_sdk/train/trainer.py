@@ -261,7 +261,7 @@ class Trainer:
                     record[GROUPS_TABLE] = patients
                 write_json(self.out / "config.json", record)
             results = [self._fit_fold(run, k, cases) for k, cases in parts.items()]
-            out = TrainResults(str(self.out), results, self._summarize())
+            out = TrainResults(str(self.out), results, *self._summarize())
             if self.dist.main:
                 write_json(self.out / "results.json", self._run_results(out))
             return out
@@ -325,12 +325,15 @@ class Trainer:
         doc["folds"] = sorted([*kept, *doc["folds"]], key=lambda fold: fold["fold"])
         return doc
 
-    def _summarize(self) -> dict[str, tuple[float, float]]:
-        """Mean ± std over the fold means of every finished fold in the run folder."""
-        per_fold = []
-        for path in sorted(self.out.glob("fold_*/val_metrics.json")):
-            per_fold.append(json.loads(path.read_text())["cases"])
-        return summarize_folds(per_fold) if per_fold else {}
+    def _summarize(self) -> tuple[dict[str, tuple[float, float]], list[int]]:
+        """Mean ± std over the fold means of every finished fold in the run folder, and those folds' indices."""
+        per_fold = {}
+        for path in self.out.glob("fold_*/val_metrics.json"):
+            index = path.parent.name.removeprefix("fold_")
+            if index.isdigit():
+                per_fold[int(index)] = json.loads(path.read_text())["cases"]
+        folds = sorted(per_fold)
+        return (summarize_folds([per_fold[k] for k in folds]) if folds else {}), folds
 
     def _fit_fold(self, run: RunContext, fold: int, cases: FoldCases) -> FoldResult:
         """Train fold ``fold`` from scratch, ``--init`` or its ``last.pt``; a finished fold is only read back."""
