@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import os
 import signal
+import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable
@@ -59,6 +63,47 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
+
+
+#: Seconds the main thread gets to act on SIGTERM or Ctrl-C before :func:`_watch_interrupts` ends the process.
+STUCK_GRACE_S = 20.0
+
+
+def _watch_interrupts(grace: float) -> None:
+    """End the process ``grace`` seconds after SIGTERM or Ctrl-C if the main thread has not.
+
+    Python acts on a signal in the main thread between bytecodes only, so native code that never returns (a
+    crafted TorchScript artefact's endless loop, a read that blocks) would hold the command forever. The signal
+    module also writes each signal's number to a wakeup pipe at C level; a daemon thread reads it and, if the
+    process is still alive after the grace period, says so in one line and exits as SIGKILL would (the temporary
+    files it leaves are removed by the next write of their targets, :mod:`mdanet_sdk._files`).
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    # A forked child (a DataLoader or pool worker) would write its own SIGTERM into this pipe: not ours.
+    os.register_at_fork(after_in_child=_forget_wakeup_fd)
+
+    def watch() -> None:
+        while True:
+            signals = os.read(read_end, 64)
+            caught = [s for s in signals if s in (signal.SIGTERM, signal.SIGINT)]
+            if caught:
+                time.sleep(grace)
+                what = "SIGTERM" if caught[0] == signal.SIGTERM else "Ctrl-C"
+                os.write(
+                    2,
+                    f"error: still running {grace:.0f} s after {what} (native code that does not return); "
+                    "stopped without clean-up.\n".encode(),
+                )
+                os._exit(143 if caught[0] == signal.SIGTERM else 130)
+
+    threading.Thread(target=watch, name="mdanet-interrupt-watch", daemon=True).start()
+
+
+def _forget_wakeup_fd() -> None:
+    with contextlib.suppress(ValueError):  # forked from a thread that is not the child's main thread
+        signal.set_wakeup_fd(-1)
 
 
 #: The help of every command's ``--json FILE``: the same meaning everywhere.
@@ -124,6 +169,7 @@ def main() -> None:
     """Console-script entry point (SIGTERM is handled like Ctrl-C). A usage error (an unknown option, a value out
     of its range) is one ``error:`` line too, not click's usage text and box."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _watch_interrupts(STUCK_GRACE_S)
     try:
         code = app(standalone_mode=False)
     except typer.Abort:  # Ctrl-C while the parser ran: nothing was written yet
