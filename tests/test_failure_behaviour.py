@@ -23,7 +23,7 @@ from mdanet_sdk import Segmenter
 from mdanet_sdk._files import _HOST, remove_stale_temps
 from mdanet_sdk.cli import app
 from mdanet_sdk.data.preprocess import PreprocessConfig
-from mdanet_sdk.errors import CheckpointError
+from mdanet_sdk.errors import CheckpointError, InputError
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -314,6 +314,36 @@ def test_a_report_never_replaces_a_scan_or_its_sidecar(weights, tmp_path) -> Non
     result = runner.invoke(app, ["info", "--json", str(sidecar)])  # every --json option has the same rule
     assert result.exit_code == 2 and "sidecar" in error_lines(result)[0]
     assert sidecar.read_text() == '{"EchoTime": 0.08}'
+
+
+def test_a_report_replaces_only_an_earlier_report(weights, tmp_path) -> None:
+    """``info --json README.md`` used to replace the README with JSON: a report may replace an earlier report (a
+    JSON document, the per-case CSV) or an empty file, never a user's document or script."""
+    from mdanet_sdk.evaluate import check_report_paths
+
+    notes, script = tmp_path / "NOTES.md", tmp_path / "tool.py"
+    notes.write_text("# notes\n")
+    script.write_text("print('hi')\n")
+    for target in (notes, script):
+        result = runner.invoke(app, ["info", "--json", str(target)])
+        assert result.exit_code == 2 and "is not a JSON document an earlier run wrote" in error_lines(result)[0]
+    result = segment(
+        str(case_4d(tmp_path / "case.nii.gz")), "-o", str(tmp_path / "out"), "-c", str(weights), "--report", str(notes)
+    )
+    assert result.exit_code == 2 and not (tmp_path / "out").exists()  # refused before any model ran
+    assert (notes.read_text(), script.read_text()) == ("# notes\n", "print('hi')\n")
+    table = tmp_path / "results.csv"  # evaluate --json results.json writes results.csv beside it
+    table.write_text("patient,age\np1,71\n")
+    with pytest.raises(InputError, match="per-case CSV table"):
+        check_report_paths(tmp_path / "results.json", table)
+    table.write_text("case_id,fold,dsc\na,0,0.5\n")  # an earlier evaluation's table may be replaced
+    check_report_paths(tmp_path / "results.json", table)
+    earlier, empty = tmp_path / "earlier.json", tmp_path / "empty.json"
+    earlier.write_text('{"cases": []}')
+    empty.touch()
+    for target in (earlier, empty):
+        assert runner.invoke(app, ["info", "--json", str(target)]).exit_code == 0
+        assert json.loads(target.read_text())["python"] == sys.version.split()[0]
 
 
 def test_a_report_never_replaces_a_training_runs_records(weights, tmp_path) -> None:

@@ -1,10 +1,13 @@
 """Where results may be written: a mask or probability map never replaces an image mdanet-sdk did not write,
-and a JSON or CSV report never replaces an image, its metadata sidecar or a binary file (a model)."""
+and a JSON or CSV report replaces only an earlier report (never an image, its metadata sidecar, a model, a
+training run's records or a user's document)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from mdanet_sdk.data.nifti import IMAGE_NAME_SUFFIXES, NIFTI_SUFFIXES, header_shape, is_prediction, named_like_image
 from mdanet_sdk.errors import InputError
@@ -83,12 +86,37 @@ def _run_record(path: Path) -> bool:
     return run or any((folder / name).is_file() for name in ("best.pt", "last.pt"))
 
 
-def check_report_file(path: str | os.PathLike[str]) -> Path:
+#: An existing file this large is no report of ours (a segment report of 10 000 cases is ~10 MB).
+_MAX_REPORT_BYTES = 256 << 20
+
+
+def _earlier_report(path: Path, kind: Literal["json", "csv"]) -> bool:
+    """Whether the existing file ``path`` may be replaced by a ``kind`` report: it is empty, or it reads as such a
+    report (JSON: one JSON document; CSV: the per-case table, whose header starts with ``case_id``)."""
+    size = path.stat().st_size
+    if size == 0:
+        return True
+    if size > _MAX_REPORT_BYTES:
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            if kind == "csv":
+                return f.readline().startswith("case_id,")
+            json.load(f)
+    except RecursionError:  # JSON nested deeper than the parser goes: a damaged report, not a user's document
+        return True
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return False
+    return True
+
+
+def check_report_file(path: str | os.PathLike[str], kind: Literal["json", "csv"] = "json") -> Path:
     """``path`` as a :class:`~pathlib.Path` if a JSON or CSV report may be written there: not a folder, not named
-    or readable like an image, not an existing binary file (a checkpoint, an artefact), and not named as the
+    or readable like an image, not an existing file other than an earlier report of that ``kind`` (a checkpoint,
+    a document, a script; :func:`_earlier_report`), not a training run's own records, and not named as the
     sidecar of an image beside it (``sub-01_dwi.json`` next to ``sub-01_dwi.nii.gz``: BIDS keeps the acquisition's
-    parameters there), whether that sidecar exists yet or not. A scan, a mask or its metadata is never replaced
-    by a report, and a report never poses as an image's metadata.
+    parameters there), whether that sidecar exists yet or not. A scan, a mask, its metadata or a user's file is
+    never replaced by a report, and a report never poses as an image's metadata.
 
     Raises:
         InputError: what is wrong, and what to do.
@@ -106,6 +134,12 @@ def check_report_file(path: str | os.PathLike[str]) -> Path:
         raise InputError(
             f"report {path} would replace the training run's own {path.name}, which resuming and adding folds "
             "read; choose another name, such as evaluation.json."
+        )
+    if path.is_file() and not _earlier_report(path, kind):
+        what = "a JSON document" if kind == "json" else "a per-case CSV table (header case_id,...)"
+        raise InputError(
+            f"report {path} exists and is not {what} an earlier run wrote (a document, a script?); choose another "
+            "name, or remove that file first."
         )
     stem = path.name.rsplit(".", 1)[0]
     image = next((p for p in (path.with_name(stem + s) for s in IMAGE_NAME_SUFFIXES) if p.exists()), None)

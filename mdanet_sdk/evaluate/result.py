@@ -139,17 +139,18 @@ class EvaluationResult:
 
 
 def check_report_paths(json_path: str | os.PathLike[str], csv_path: str | os.PathLike[str] | None = None) -> None:
-    """Refuse report files that would replace a prediction, a label, an image's sidecar, a model or a training
-    run's records (:func:`~mdanet_sdk.data.targets.check_report_file`), or a CSV that is the JSON file itself.
+    """Refuse report files that would replace a prediction, a label, an image's sidecar, a model, a training
+    run's records or any other file than an earlier report (:func:`~mdanet_sdk.data.targets.check_report_file`),
+    or a CSV that is the JSON file itself.
 
     Raises:
         InputError: which path, and what to do.
     """
     if csv_path is not None and Path(csv_path) == Path(json_path):
         raise InputError(f"{json_path} would be overwritten by the CSV written beside it; name the JSON report .json.")
-    for path in (json_path, csv_path):
-        if path is not None:
-            check_report_file(path)
+    check_report_file(json_path)
+    if csv_path is not None:
+        check_report_file(csv_path, "csv")
 
 
 def summary_rows(result: EvaluationResult) -> list[tuple[str, str]]:
