@@ -24,7 +24,7 @@ from mdanet_sdk.data.nifti import PREDICTION_MARK
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.inference import SegmentationResult
 from mdanet_sdk.inference.resume import nifti_complete
-from mdanet_sdk.inference.sharding import Shard, current_shard, merge_reports, shard_report_path
+from mdanet_sdk.inference.sharding import Shard, ShardsPending, current_shard, merge_reports, shard_report_path
 from tests.test_segment_cli import bundled, cli_weights, error_lines, volumes, write  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.usefixtures("bundled")
@@ -243,9 +243,15 @@ def test_a_shard_report_of_another_run_is_never_merged(tmp_path) -> None:
     # Shard 2 of a run over other inputs (one case fewer) writes the same report names.
     other = runner.invoke(app, ["segment", *inputs[:2], "-o", str(out), "--json", str(report), "--shard", "2/2"])
     assert other.exit_code == 0 and not report.exists()
+    # ... and says so: not "written by the last shard to finish", which no shard would ever do.
+    assert f"warning: merged report {report} not written: " in other.stdout and "of another run" in other.stdout
+    assert "written by the last shard" not in other.stdout
     with pytest.raises(InputError, match="report of another run"):
         run = json.loads(shard_report_path(report, 1, 2).read_text())["shard"]["run"]
         merge_reports(report, 2, run, ["a", "b"], strict=True)
+    with pytest.raises(ShardsPending) as pending:  # by hand: a note, the shard itself succeeded
+        merge_reports(report, 2, run, ["a", "b"], strict=False)
+    assert pending.value.foreign and "report of another run" in pending.value.why
     # A shard report that lists a case twice is refused too (it would double a case in the merge).
     doc = json.loads(shard_report_path(report, 0, 2).read_text())
     doc["shard"]["run"] = run

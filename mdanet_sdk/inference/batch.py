@@ -32,7 +32,15 @@ from mdanet_sdk.inference.resume import SkippedCase, earlier_reports, outputs_co
 from mdanet_sdk.inference.results import FailedCase, SegmentationResult
 from mdanet_sdk.inference.predictor import check_run_options
 from mdanet_sdk.inference.segmenter import Segmenter
-from mdanet_sdk.inference.sharding import Shard, barrier, current_shard, fingerprint, merge_reports, select
+from mdanet_sdk.inference.sharding import (
+    Shard,
+    ShardsPending,
+    barrier,
+    current_shard,
+    fingerprint,
+    merge_reports,
+    select,
+)
 from mdanet_sdk.inference.sharding import shard_report_path
 from mdanet_sdk._files import write_json
 from mdanet_sdk._text import printable
@@ -315,10 +323,18 @@ def _write_reports(target: _Target, doc: dict[str, Any], progress: Progress) -> 
         merged = merge_reports(report, shard.count, target.run, target.order, strict=shard.distributed)
     except OSError as exc:
         raise _report_error(report, exc) from None
-    if merged is None:
-        progress("note", f"merged report {report}: written by the last shard to finish", 0)
-    else:
-        progress("note", f"merged report: {merged}", 0)
+    except ShardsPending as pending:
+        if pending.foreign:  # a stale report its shard will replace, or a shard run with other settings
+            progress(
+                "note",
+                f"warning: merged report {report} not written: {pending.why}; it is merged when that shard finishes "
+                "with this run's cases and settings (rerun it if it already ran with others).",
+                0,
+            )
+        else:
+            progress("note", f"merged report {report}: written by the last shard to finish ({pending.why})", 0)
+        return
+    progress("note", f"merged report: {merged}", 0)
 
 
 def _report_error(path: Path, exc: OSError) -> InputError:

@@ -33,7 +33,16 @@ from mdanet_sdk._env import env_int
 from mdanet_sdk.errors import InputError
 from mdanet_sdk.inference.planning import Job
 
-__all__ = ["Shard", "current_shard", "select", "fingerprint", "shard_report_path", "merge_reports", "barrier"]
+__all__ = [
+    "Shard",
+    "ShardsPending",
+    "current_shard",
+    "select",
+    "fingerprint",
+    "shard_report_path",
+    "merge_reports",
+    "barrier",
+]
 
 #: The lists of a run report that a merge concatenates (the other top-level keys are taken from shard 1).
 MERGED_LISTS = ("cases", "failed", "skipped")
@@ -152,20 +161,40 @@ def shard_report_path(report: Path, index: int, count: int) -> Path:
     return report.with_name(f"{report.name}.shard-{index + 1}-of-{count}.json")
 
 
-def _read(path: Path, index: int, count: int, run: str) -> tuple[dict[str, Any] | None, str]:
-    """A shard report of this run, or ``None`` and why not."""
+class ShardsPending(Exception):
+    """Not every shard report of this run is there yet (:func:`merge_reports` by hand), so no merge now.
+
+    Attributes:
+        why: which report is missing, or of another run.
+        foreign: a report is there but of another run (other cases, outputs, settings or shard count): a stale
+            one that its shard will replace, or a shard run with other settings that must be rerun.
+    """
+
+    def __init__(self, why: str, foreign: bool) -> None:
+        super().__init__(why)
+        self.why, self.foreign = why, foreign
+
+
+def _read(path: Path, index: int, count: int, run: str) -> dict[str, Any]:
+    """A shard report of this run.
+
+    Raises:
+        ShardsPending: it is missing, unreadable or not this run's shard ``index``.
+    """
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None, f"the report of shard {index + 1}/{count} ({path}) is missing"
+        raise ShardsPending(f"the report of shard {index + 1}/{count} ({path}) is missing", foreign=False) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"the report of shard {index + 1}/{count} ({path}) is unreadable ({type(exc).__name__})"
+        why = f"the report of shard {index + 1}/{count} ({path}) is unreadable ({type(exc).__name__})"
+        raise ShardsPending(why, foreign=True) from None
     info = doc.get("shard") if isinstance(doc, dict) else None
     if not isinstance(info, dict) or info.get("run") != run or info.get("count") != count:
-        return None, f"{path} is the report of another run (other cases, outputs, settings or shard count)"
+        why = f"{path} is the report of another run (other cases, outputs, settings or shard count)"
+        raise ShardsPending(why, foreign=True)
     if info.get("index") != index + 1 or not all(isinstance(doc.get(key, []), list) for key in MERGED_LISTS):
-        return None, f"{path} is not the report of shard {index + 1}/{count}"
-    return doc, ""
+        raise ShardsPending(f"{path} is not the report of shard {index + 1}/{count}", foreign=True)
+    return doc
 
 
 def _case_ids(doc: Mapping[str, Any]) -> list[str]:
@@ -176,7 +205,7 @@ def _case_ids(doc: Mapping[str, Any]) -> list[str]:
     return [*listed["cases"], *listed["failed"], *(case for case in listed["skipped"] if case not in cases)]
 
 
-def merge_reports(report: Path, count: int, run: str, order: Sequence[str], *, strict: bool) -> Path | None:
+def merge_reports(report: Path, count: int, run: str, order: Sequence[str], *, strict: bool) -> Path:
     """Merge the N shard reports of a run into ``report`` (written atomically).
 
     Args:
@@ -184,25 +213,25 @@ def merge_reports(report: Path, count: int, run: str, order: Sequence[str], *, s
         count: the number of shards.
         run: this run's :func:`fingerprint`.
         order: every case id of the run, in input order (the merged lists follow it).
-        strict: raise when a shard report is missing or from another run (``torchrun``, after the barrier);
-            else return ``None`` (by hand: another shard is still running and will merge).
+        strict: raise :class:`InputError` when a shard report is missing or from another run (``torchrun``,
+            after the barrier); else :class:`ShardsPending` (by hand: another shard may still be running and will
+            merge).
 
     Returns:
-        ``report``, or ``None`` when not every shard report of this run is there yet (``strict=False``).
+        ``report``.
 
     Raises:
         InputError: ``strict`` and a report is missing or foreign; or the reports together do not list every
             case of the run exactly once (the merge would hide or double cases).
+        ShardsPending: not ``strict``, and a report is missing or foreign.
     """
     order = [without_surrogates(case) for case in order]  # as the shard reports write them
-    docs = []
-    for index in range(count):
-        doc, why = _read(shard_report_path(report, index, count), index, count, run)
-        if doc is None:
-            if strict:
-                raise InputError(f"cannot merge the shard reports: {why}; rerun that shard.")
-            return None
-        docs.append(doc)
+    try:
+        docs = [_read(shard_report_path(report, index, count), index, count, run) for index in range(count)]
+    except ShardsPending as pending:
+        if strict:
+            raise InputError(f"cannot merge the shard reports: {pending.why}; rerun that shard.") from None
+        raise
     listed = Counter(case for doc in docs for case in _case_ids(doc))
     if set(listed) != set(order) or any(n != 1 for n in listed.values()):
         odd = sorted(set(order) ^ set(listed) | {case for case, n in listed.items() if n != 1}, key=str)
