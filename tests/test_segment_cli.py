@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from mdanet_sdk.cli import app
@@ -238,6 +239,13 @@ def test_demo_segments_a_phantom(bundled, tmp_path) -> None:
     masks = list(tmp_path.glob("*_seg.nii.gz"))
     assert len(masks) == 1 and list(tmp_path.glob("*_overlay.png"))
     assert "Dice with the phantom's true lesion" in result.stdout and str(masks[0]) in result.stdout.replace("\n", "")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_demo_on_a_device_that_is_not_there_writes_nothing(bundled, tmp_path) -> None:
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--device", "cuda"])
+    assert result.exit_code == 2 and "CUDA" in result.stderr
+    assert not (tmp_path / "demo").exists()  # the phantom used to be written before the refusal
 
 
 def test_demo_without_bundled_weights_says_so(tmp_path, monkeypatch) -> None:

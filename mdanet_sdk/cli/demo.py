@@ -43,6 +43,7 @@ def demo(
             "default-mri.pt is produced by training on synthetic phantoms); train them, or run "
             "`mdanet-sdk segment --checkpoint FILE` with a checkpoint of your own."
         ) from None
+    seg = Segmenter.default("mri", device=device)  # a device that is not there is refused before any file is written
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="mdanet-demo-"))
     # A territorial infarct: large enough to see at a glance in the overlay.
     data = write_dataset(folder / "data", "isles22", n_cases=1, seed=DEMO_SEED, pattern="territorial")
@@ -50,8 +51,6 @@ def demo(
     console.print(
         f"phantom case {source.case_id} (DWI + ADC, synthetic) written to {data}", highlight=False, markup=False
     )
-
-    seg = Segmenter.default("mri", device=device)
     console.print(f"model {seg.name} on {seg.device} ({seg.precision})", highlight=False, markup=False)
     result = seg.predict(source)
     mask, _ = result.save(folder / output_name(source.case_id))
