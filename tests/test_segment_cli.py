@@ -196,6 +196,8 @@ def test_usage_errors_exit_2(bundled, tmp_path) -> None:
         (["-o", "mask.img"], "ending in .nii.gz (lower case)"),  # an Analyze image, not a folder name
         (["-o", "out", "--overlay", "out/o.HDR"], "give a .png name or a folder"),
         (["-o", "out/m.nii.gz", "--overlay", "out/m.nii.gz"], "give a .png name or a folder"),
+        (["-o", "out", "--overlay", "ov.jpg"], "overlays are PNG"),  # used to become a folder ov.jpg/
+        (["-o", "out", "--overlay", "ov.PDF"], "overlays are PNG"),
     ],
 )
 def test_output_names_that_cannot_be_folders_are_refused(bundled, tmp_path, option, message) -> None:

@@ -309,6 +309,10 @@ def _unwritable(folder: Path) -> str | None:
     return None
 
 
+#: Picture and document formats an overlay is not written in (read as a folder name, they would become one).
+_PICTURE_SUFFIXES = frozenset({".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf", ".eps"})
+
+
 def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | None) -> None:
     """Fill each job's ``outputs`` (see the module docstring for the naming rules).
 
@@ -323,8 +327,11 @@ def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | 
             f"-o {out} names an image file that mdanet-sdk does not write; masks are NIfTI: give a name ending in "
             ".nii.gz (lower case) or a folder."
         )
-    if overlay is not None and overlay.suffix.lower() != ".png" and named_like_image(overlay):
-        raise InputError(f"--overlay {overlay} names an image file; give a .png name or a folder for the overlays.")
+    if overlay is not None and overlay.suffix.lower() != ".png" and not overlay.is_dir():
+        if named_like_image(overlay) or overlay.suffix.lower() in _PICTURE_SUFFIXES:  # else a folder "ov.jpg/"
+            raise InputError(
+                f"--overlay {overlay} names an image file; overlays are PNG: give a .png name or a folder for them."
+            )
     if out_is_file and not single:
         raise InputError(f"-o {out} names one file but {len(jobs)} cases were given; pass a folder instead.")
     for job in jobs:
