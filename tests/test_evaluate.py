@@ -135,6 +135,8 @@ def test_run_folder_summary_is_over_fold_means(folders) -> None:
     # D is in no fold of the run (no val_metrics.json lists it): listed, and in no fold's mean.
     assert result.missing == ["D"] and result.skipped == ["D"]
     assert dict(summary_rows(result))["dsc"] == "83.33 ± 16.67"
+    shown = CliRunner().invoke(app, ["evaluate", str(run), str(gt), "--no-cases"])
+    assert shown.exit_code == 0 and "(1 in no fold of the run, left out)" in shown.output  # not "scored as empty"
     result.per_fold.pop(1)  # as after a call that finished one fold: its mean alone, not "± 0.00"
     result.summary["dsc"] = (2 / 3, 0.0)
     assert dict(summary_rows(result))["dsc"] == "66.67"

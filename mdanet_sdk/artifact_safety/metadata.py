@@ -90,7 +90,7 @@ def describe(path: Path, trust: bool = False) -> tuple[Archive, MDANetConfig, di
     if missing:
         raise CheckpointError(
             f"{path} carries no mdanet-sdk metadata ({', '.join(missing)} missing); pass a file written by "
-            "`mdanet-sdk export` (checkpoints go to Segmenter.from_checkpoint)."
+            "`mdanet-sdk export` (a checkpoint goes to `segment --checkpoint`, or Segmenter.from_checkpoint)."
         )
     meta = _json(path, META, archive.read(f"extra/{META}"))
     version = meta.get("artifact_version") if isinstance(meta, dict) else None

@@ -52,9 +52,14 @@ def _case_table(result: EvaluationResult) -> Table:
 
 def _print_lists(result: EvaluationResult) -> None:
     if result.missing:
-        how = "left out of the means" if result.missing_policy == "skip" else "scored as empty masks"
-        if result.skipped and result.missing_policy == "empty":
-            how += f"; {len(result.skipped)} in no fold of the run, left out"
+        how = "left out of the means"
+        if result.missing_policy == "empty":  # a case in no fold of a run has no fold to be scored in
+            scored, left = len(result.missing) - len(result.skipped), len(result.skipped)
+            parts = [
+                f"{scored} scored as empty masks" if scored else "",
+                f"{left} in no fold of the run, left out" if left else "",
+            ]
+            how = "; ".join(p for p in parts if p)
         console.print(
             f"[yellow]{len(result.missing)} ground-truth case(s) without prediction ({escape(how)}):[/] "
             f"{escape(', '.join(result.missing[:10]))}{' ...' if len(result.missing) > 10 else ''}",

@@ -246,7 +246,9 @@ class CaseSource:
         if data.shape[-1] != len(self.modalities):
             raise InputError(
                 f"{path} holds {data.shape[-1]} volumes on its last axis but {len(self.modalities)} "
-                f"modalities were named ({', '.join(self.modalities)}); name one modality per volume."
+                f"modalities are expected ({', '.join(self.modalities)}: those named, else those the model reads); "
+                "use the model of this case's modalities (default-mri: DWI, ADC; default-ctp: CBF, CBV, MTT, Tmax) "
+                "or name one modality per volume."
             )
         images = {m: np.ascontiguousarray(data[..., i]) for i, m in enumerate(self.modalities)}
         for name in self.modalities:  # load_volume checked the file as a whole; each volume must be an image

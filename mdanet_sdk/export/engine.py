@@ -175,8 +175,8 @@ def refuse_eager_options(options: Mapping[str, Any]) -> None:
     ignored = [k for k, default in _EAGER_ONLY.items() if k in options and options[k] != default]
     if ignored:
         raise InputError(
-            f"{', '.join(ignored)} apply to checkpoints, not to an exported artefact, whose network is fixed "
-            "inside it; drop them (export the checkpoint again to change its ops or precision)."
+            f"the option(s) {', '.join(ignored)} apply to checkpoints, not to an exported artefact, whose network is "
+            "fixed inside it; drop them (export the checkpoint again to change its ops or precision)."
         )
 
 
