@@ -445,6 +445,8 @@ def test_a_brain_mask_that_is_no_brain_mask_is_said_or_refused(tmp_path) -> None
     assert ["holds several non-zero values" in w for w in warnings(probabilistic)] == [True]
     assert warnings(inner * 255) == warnings(-inner) == []  # one non-zero value: a mask
     assert ["covers the whole field of view" in w for w in warnings(np.ones(SHAPE, np.uint8))] == [True]
+    with pytest.raises(InputError, match=r"brain mask .* is 4D \(.*, 2\); give one 3D mask"):  # was carried as 4D
+        warnings(np.stack([inner, inner], axis=-1))
 
 
 # ------------------------------------------------------------------------------------------ shifted intensities

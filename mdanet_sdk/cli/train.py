@@ -191,7 +191,13 @@ def train_command(
         str | None,
         typer.Option(help="Start from these weights (checkpoint file or default-mri/default-ctp): fine-tuning."),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from each fold's last.pt.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue from each fold's last.pt (a fold without one, or a new --out, starts from scratch).",
+        ),
+    ] = False,
     trust: Annotated[
         bool,
         typer.Option(

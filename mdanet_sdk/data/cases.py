@@ -205,6 +205,11 @@ class CaseSource:
         brain_mask = None
         if self.brain_mask_path is not None:
             mask_volume = load_volume(self.brain_mask_path, label=True)
+            if mask_volume.data.ndim != 3:
+                raise InputError(
+                    f"case {self.case_id}: the brain mask {self.brain_mask_path} is 4D {mask_volume.original_shape}; "
+                    "give one 3D mask on the images' grid."
+                )
             _check_same_grid(self.case_id, "brain mask", mask_volume, reference)
             warnings += _brain_mask_warnings(mask_volume.data, images, self.brain_mask_path)
             brain_mask = np.asarray(mask_volume.data) != 0
@@ -262,10 +267,10 @@ def _check_same_grid(case_id: str, what: str, volume: Volume, reference: Volume)
     """Raise InputError unless ``volume`` is on ``reference``'s grid: canonical shape equal, canonical affine
     within tolerance. Canonical, not stored: the same grid stored in another voxel order (a DICOM series that
     dcm2niix wrote flipped beside a NIfTI) holds the same canonical arrays, voxel for voxel."""
-    fix = "resample every modality and the label onto one grid (that of the first modality) first."
+    fix = f"resample the {what} onto the grid of {reference.path.name} (the first modality) first."
     if volume.shape != reference.shape:
         raise InputError(
-            f"case {case_id}: the {what} {volume.path} has shape {volume.original_shape[:3]} but "
+            f"case {case_id}: the {what} {volume.path} has shape {volume.original_shape} but "
             f"{reference.path} has {reference.original_shape[:3]}; {fix}"
         )
     diff = float(np.abs(volume.affine - reference.affine).max())

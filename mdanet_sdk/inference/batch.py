@@ -98,8 +98,9 @@ def segment(
             Under ``torchrun`` the shards are the ranks, without this argument.
         trust: load a checkpoint or artefact without an integrity record (see :func:`load_checkpoint`).
         progress: called as described at :data:`Progress`.
-        options: for the :class:`Segmenter`: ``device``, ``precision``, ``batch_size`` (None: by footprint), ``tta``, ``threshold``,
-            ``min_size``, ``max_adc_ratio``, ``prefetch``, ``ops``.
+        options: for the :class:`Segmenter` (:data:`SEGMENTER_OPTIONS`): ``device``, ``precision``,
+            ``batch_size`` (None: by footprint), ``tta``, ``threshold``, ``min_size``, ``max_adc_ratio``,
+            ``prefetch``, ``ops``, ``channels_last``, ``optimize``, ``compile``, ``cuda_graphs``, ``tta_screen``.
 
     Returns:
         an iterator (the cases run as it is consumed, e.g. by ``list(...)``) that yields per case of this

@@ -54,7 +54,8 @@ class TrainConfig:
             for the case id (e.g. ``"{case}_seg.nii.gz"``); default: the layout's lesion-label names.
         kind: ``"mri"`` (DWI | ADC) or ``"ctp"`` (CBF, CBV | MTT, Tmax); default from the layout (required
             for generic folders).
-        preset: model preset (``paper``, ``small``, ``unet``, ``attention-unet``).
+        preset: model preset: MDANet's ``paper`` or ``small`` widths, or a baseline of Tables 1-2 (``unet``,
+            ``attention-unet``, ``unetpp``, ``msnet``, ``transunet``, ``swin-unet``; :data:`~mdanet_sdk.config.BASELINE_PRESETS`).
         model_overrides: fields of :class:`~mdanet_sdk.config.MDANetConfig` to change (ablations), e.g.
             ``{"msc": False}``.
         size: in-plane side of the model grid (:class:`~mdanet_sdk.data.preprocess.PreprocessConfig` ``size``).
