@@ -267,7 +267,8 @@ def _check_same_grid(case_id: str, what: str, volume: Volume, reference: Volume)
     """Raise InputError unless ``volume`` is on ``reference``'s grid: canonical shape equal, canonical affine
     within tolerance. Canonical, not stored: the same grid stored in another voxel order (a DICOM series that
     dcm2niix wrote flipped beside a NIfTI) holds the same canonical arrays, voxel for voxel."""
-    fix = f"resample the {what} onto the grid of {reference.path.name} (the first modality) first."
+    first = f"{reference.path.name} (the first modality)" if reference.path is not None else "the first modality"
+    fix = f"resample the {what} onto the grid of {first} first."
     if volume.shape != reference.shape:
         raise InputError(
             f"case {case_id}: the {what} {volume.path} has shape {volume.original_shape} but "
