@@ -273,3 +273,41 @@ def test_a_foreign_image_named_like_an_output_fails_its_case_before_the_model_ru
     monkeypatch.setattr(Segmenter, "predict_many", lambda *a, **k: pytest.fail("the model ran"))
     (failed,) = mdanet_sdk.segment(case, tmp_path / "out")
     assert not failed.ok and "did not write" in failed.error and label.read_bytes() == kept
+
+
+def test_arrays_are_read_as_a_mapping_of_files_is_and_never_shared_with_the_caller() -> None:
+    """``predict_arrays`` kept the caller's affine and (for RAS+ arrays) its images by reference, merged ``DWI``
+    and ``dwi``, took ``mask`` for an image, checked extra arrays it then ignored, and failed with raw errors on
+    a flipped axis of length 1, a tensor that requires grad and a wrong-shaped affine."""
+    import torch
+
+    seg = Segmenter.default("mri", device="cpu", tta=False)
+    data = volumes(2)
+    ras = np.diag([2.0, 2.0, 3.0, 1.0])
+    dwi, adc = np.ascontiguousarray(data[..., 0]), np.ascontiguousarray(data[..., 1])
+    affine = ras.copy()
+    result = seg.predict_arrays({"dwi": dwi, "adc": adc}, affine)
+    expected = result.mask.copy()
+    dwi[:] = 0
+    affine[:3, :3] *= 3  # a pipeline reusing its buffers for the next case
+    assert np.array_equal(result.affine, ras) and result.case.images["dwi"].any()
+    result.mask[:] = 1  # the caller's copy of the mask; what save() writes stays the prediction
+    assert np.array_equal(result.mask_canonical, expected)
+    dwi, adc = data[..., 0], data[..., 1]
+    with pytest.raises(InputError, match="names dwi twice"):
+        seg.predict_arrays({"dwi": dwi, "DWI": adc, "adc": adc}, ras)
+    half = np.zeros(dwi.shape, np.uint8)
+    half[: dwi.shape[0] // 2] = 1
+    masked = seg.predict_arrays({"dwi": dwi, "adc": adc, "mask": half, "flair": np.zeros_like(dwi)}, ras)
+    assert masked.probability[dwi.shape[0] // 2 :].max() == 0  # a brain mask, and a constant extra is not read
+    plain = seg.predict_arrays({"dwi": torch.from_numpy(dwi).requires_grad_(), "adc": adc}, ras)
+    assert np.array_equal(plain.mask, seg.predict_arrays({"dwi": dwi, "adc": adc}, ras).mask)
+    las = np.diag([-2.0, 2.0, 3.0, 1.0])
+    one = seg.predict_arrays({"dwi": dwi[3:4], "adc": adc[3:4]}, las)  # an x axis of length 1, flipped to RAS+
+    assert one.mask.shape == (1, *dwi.shape[1:])
+    for bad, message in (
+        (ras[:3], r"4x4 voxel-to-world matrix; got shape \(3, 4\)"),
+        (None, r"4x4 voxel-to-world matrix; got shape \(\)"),
+    ):
+        with pytest.raises(InputError, match=message):
+            seg.predict_arrays({"dwi": dwi, "adc": adc}, bad)

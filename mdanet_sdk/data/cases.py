@@ -35,6 +35,7 @@ __all__ = [
     "CaseSource",
     "read_case",
     "case_name",
+    "mapping_keys",
     "mapping_source",
     "AFFINE_TOL_MM",
     "FOURD_KEY",
@@ -303,6 +304,25 @@ def case_name(path: Path) -> str:
     return nifti_stem(path) or nifti_stem(path.resolve()) or str(path)
 
 
+def mapping_keys(mapping: Any, what: str) -> dict[str, Any]:
+    """``mapping``'s entries under the names every mapping of a case is read with (files or arrays): keys are
+    case-insensitive and ``mask`` is short for ``brain_mask``.
+
+    Raises:
+        InputError: not a mapping, or a key given twice (``mask`` and ``brain_mask``, ``DWI`` and ``dwi``).
+    """
+    if not isinstance(mapping, Mapping):
+        raise InputError(f"a mapping modality -> {what} was expected, got a {type(mapping).__name__}.")
+    entries: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = str(key).lower()
+        name = BRAIN_MASK_KEY if name == "mask" else name
+        if name in entries:
+            raise InputError(f"the mapping names {name} twice; give one {what} per modality.")
+        entries[name] = value
+    return entries
+
+
 def mapping_source(
     mapping: Mapping[Any, Any], modalities: Sequence[str] | None = None, case_id: str | None = None
 ) -> CaseSource:
@@ -321,15 +341,7 @@ def mapping_source(
         InputError: a key given twice (``mask`` and ``brain_mask``, ``DWI`` and ``dwi``), a value that is no
             path, or no image.
     """
-    if not isinstance(mapping, Mapping):
-        raise InputError(f"a mapping modality -> file was expected, got a {type(mapping).__name__}.")
-    paths: dict[str, Path] = {}
-    for key, value in mapping.items():
-        name = str(key).lower()
-        name = BRAIN_MASK_KEY if name == "mask" else name
-        if name in paths:
-            raise InputError(f"the mapping names {name} twice; give one file per modality.")
-        paths[name] = as_path(value)
+    paths = {name: as_path(value) for name, value in mapping_keys(mapping, "file").items()}
     label_path, brain_mask = paths.pop(LABEL_KEY, None), paths.pop(BRAIN_MASK_KEY, None)
     if not paths:
         raise InputError(

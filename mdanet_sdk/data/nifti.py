@@ -410,7 +410,9 @@ def to_original(array_canonical: np.ndarray, ref: Volume) -> np.ndarray:
         ref: the volume it was computed from.
 
     Returns:
-        the same values, axes permuted/flipped to the stored order (contiguous, same dtype).
+        the same values, axes permuted/flipped to the stored order: a new contiguous array of the same dtype,
+        never a view of ``array_canonical`` (a result's ``mask`` edited by its caller must not change what it
+        saves).
 
     Raises:
         InputError: the array's spatial shape is not ``ref.shape``.
@@ -423,7 +425,7 @@ def to_original(array_canonical: np.ndarray, ref: Volume) -> np.ndarray:
         )
     # load_volume applied io_orientation(original_affine) (stored -> canonical); apply its inverse.
     back = ornt_transform(_CANONICAL, io_orientation(ref.original_affine))
-    return np.ascontiguousarray(apply_orientation(array, back))
+    return np.array(apply_orientation(array, back), order="C")  # a copy also when the input was RAS+ already
 
 
 def _as_output(array: np.ndarray, output: str) -> np.ndarray:

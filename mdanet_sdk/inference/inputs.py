@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from mdanet_sdk.config import MODALITY_GROUPS
-from mdanet_sdk.data.cases import BRAIN_MASK_KEY, Case, CaseSource, mapping_source
+from mdanet_sdk.data.cases import BRAIN_MASK_KEY, LABEL_KEY, Case, CaseSource, mapping_keys, mapping_source
 from mdanet_sdk.data.nifti import Volume, header_shape, nifti_stem, to_canonical
 from mdanet_sdk.data.validate import check_affine, check_distinct_images, check_image
 from mdanet_sdk.errors import InputError
@@ -105,15 +105,37 @@ def refuse_diffusion_series(path: Path) -> None:
         )
 
 
-def case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_id: str) -> Case:
-    """A :class:`Case` from ``(X, Y, Z)`` arrays in the caller's voxel order and their affine."""
+def _as_array(value: Any, name: str) -> np.ndarray:
+    """``value`` (an array, a torch tensor, nested lists) as a numpy array."""
+    if hasattr(value, "detach"):  # a torch tensor: off the autograd graph and the GPU, in a dtype numpy has
+        value = value.detach().cpu()
+        value = value.float() if value.dtype.is_floating_point and value.element_size() < 4 else value
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"the {name} array cannot be read as numbers ({exc}); pass a numpy array.") from None
+
+
+def case_from_arrays(
+    images: Mapping[str, np.ndarray], affine: np.ndarray, case_id: str, modalities: Sequence[str] | None = None
+) -> Case:
+    """A :class:`Case` from ``(X, Y, Z)`` arrays in the caller's voxel order and their affine.
+
+    Keys are read as a mapping of files is (:func:`~mdanet_sdk.data.cases.mapping_keys`: any case, ``mask`` for
+    ``brain_mask``); a ``label`` is not read (inference never reads one), and with ``modalities`` only those
+    images are (as for files). The case holds copies: the caller may reuse its arrays and affine afterwards.
+    """
     if not isinstance(images, Mapping):
         raise InputError(
             f"images must be a mapping modality -> (X, Y, Z) array, e.g. {{'dwi': dwi, 'adc': adc}}; got a "
             f"{type(images).__name__}."
         )
-    arrays = {str(m).lower(): np.asarray(a) for m, a in images.items()}
+    arrays = mapping_keys(images, "array")
+    arrays.pop(LABEL_KEY, None)
     brain_mask = arrays.pop(BRAIN_MASK_KEY, None)
+    if modalities is not None and all(m in arrays for m in modalities):
+        arrays = {m: arrays[m] for m in modalities}  # else the missing one is named where the slices are made
+    arrays = {m: _as_array(a, m) for m, a in arrays.items()}
     if not arrays:
         raise InputError("no image given; pass a mapping modality -> (X, Y, Z) array.")
     shapes = {m: a.shape for m, a in arrays.items()}
@@ -121,23 +143,30 @@ def case_from_arrays(images: Mapping[str, np.ndarray], affine: np.ndarray, case_
     if first.ndim != 3 or len(set(shapes.values())) != 1:
         raise InputError(f"every image must be one 3D array of the same shape; got {shapes}.")
     try:
-        affine = np.asarray(affine, dtype=np.float64)
+        affine = np.array(affine, dtype=np.float64)  # a copy: the result keeps it
     except (TypeError, ValueError):
         raise InputError(f"affine must be a 4x4 matrix of numbers; got {type(affine).__name__}.") from None
+    if affine.shape != (4, 4):
+        raise InputError(f"affine must be a 4x4 voxel-to-world matrix; got shape {affine.shape}.")
     check_affine(affine, "the images")
     warnings = []
     canonical = {}
     if brain_mask is not None:
+        brain_mask = _as_array(brain_mask, "brain_mask")
         if brain_mask.shape != first.shape:
             raise InputError(
                 f"the brain mask has shape {brain_mask.shape}; it must be on the images' grid {first.shape}."
             )
-        brain_mask = to_canonical(np.asarray(brain_mask) != 0, affine)[0]
+        inside = np.nan_to_num(brain_mask.astype(np.float32, copy=False)) != 0  # NaN is no brain
+        brain_mask = np.array(to_canonical(inside, affine)[0], order="C")
     for name, array in arrays.items():
         array, repaired = check_image(array, name)  # the checks and repairs of data.nifti.load_volume
         warnings += repaired
         # the reorientation of data.nifti.load_volume, which data.nifti.to_original inverts
-        canonical[name] = to_canonical(np.asarray(array, dtype=np.float32), affine)
+        data, canonical_affine = to_canonical(np.asarray(array, dtype=np.float32), affine)
+        # a copy, never a view of the caller's array (which it may reuse), with no negative stride left on an
+        # axis of length 1 (numpy calls such a view contiguous; torch refuses it)
+        canonical[name] = np.array(data, order="C"), canonical_affine
     images = {name: data for name, (data, _) in canonical.items()}
     first_name = next(iter(images))
     ref = Volume(

@@ -394,7 +394,7 @@ class Segmenter:
         Returns:
             the result; its ``mask`` and ``probability`` have the arrays' shape and voxel order.
         """
-        return self.predict(case_from_arrays(images, affine, case_id))
+        return self.predict(case_from_arrays(images, affine, case_id, self.modalities))
 
     def predict_many(
         self,
