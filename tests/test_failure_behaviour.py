@@ -317,31 +317,35 @@ def test_a_report_never_replaces_a_scan_or_its_sidecar(weights, tmp_path) -> Non
 
 
 def test_a_report_replaces_only_an_earlier_report(weights, tmp_path) -> None:
-    """``info --json README.md`` used to replace the README with JSON: a report may replace an earlier report (a
-    JSON document, the per-case CSV) or an empty file, never a user's document or script."""
+    """``info --json README.md`` used to replace the README with JSON: a report may replace an earlier report of
+    ours (or an empty .json/.csv file), never a user's document, script, dataset metadata or table."""
     from mdanet_sdk.evaluate import check_report_paths
 
-    notes, script = tmp_path / "NOTES.md", tmp_path / "tool.py"
+    notes, script, bids = tmp_path / "NOTES.md", tmp_path / "tool.py", tmp_path / "dataset_description.json"
     notes.write_text("# notes\n")
     script.write_text("print('hi')\n")
-    for target in (notes, script):
+    bids.write_text('{"Name": "stroke", "BIDSVersion": "1.8.0"}')  # JSON, but no report of ours
+    for target in (notes, script, bids, tmp_path / "__init__.py"):
+        target.touch()
         result = runner.invoke(app, ["info", "--json", str(target)])
-        assert result.exit_code == 2 and "is not a JSON document an earlier run wrote" in error_lines(result)[0]
+        assert result.exit_code == 2 and "is no earlier JSON report of mdanet-sdk" in error_lines(result)[0]
     result = segment(
         str(case_4d(tmp_path / "case.nii.gz")), "-o", str(tmp_path / "out"), "-c", str(weights), "--report", str(notes)
     )
     assert result.exit_code == 2 and not (tmp_path / "out").exists()  # refused before any model ran
     assert (notes.read_text(), script.read_text()) == ("# notes\n", "print('hi')\n")
+    assert json.loads(bids.read_text())["Name"] == "stroke"
     table = tmp_path / "results.csv"  # evaluate --json results.json writes results.csv beside it
-    table.write_text("patient,age\np1,71\n")
-    with pytest.raises(InputError, match="per-case CSV table"):
-        check_report_paths(tmp_path / "results.json", table)
+    for cohort in ("patient,age\np1,71\n", "case_id,age,nihss\na,71,12\n"):
+        table.write_text(cohort)
+        with pytest.raises(InputError, match="no earlier CSV report"):
+            check_report_paths(tmp_path / "results.json", table)
     table.write_text("case_id,fold,dsc\na,0,0.5\n")  # an earlier evaluation's table may be replaced
     check_report_paths(tmp_path / "results.json", table)
     earlier, empty = tmp_path / "earlier.json", tmp_path / "empty.json"
-    earlier.write_text('{"cases": []}')
     empty.touch()
-    for target in (earlier, empty):
+    assert runner.invoke(app, ["summary", "--preset", "small", "--size", "32", "--json", str(earlier)]).exit_code == 0
+    for target in (earlier, empty):  # another command's earlier report, an empty file: replaced
         assert runner.invoke(app, ["info", "--json", str(target)]).exit_code == 0
         assert json.loads(target.read_text())["python"] == sys.version.split()[0]
 
@@ -362,7 +366,8 @@ def test_a_report_never_replaces_a_training_runs_records(weights, tmp_path) -> N
     result = runner.invoke(app, ["evaluate", str(run), str(tmp_path), "--json", str(run / "config.json")])
     assert result.exit_code == 2 and "training run's own config.json" in error_lines(result)[0]
     (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "elsewhere" / "config.json").write_text("{}")  # no run: a report may replace it
+    # no run, and an earlier segment report of ours: a report may replace it
+    (tmp_path / "elsewhere" / "config.json").write_text('{"cases": [], "failed": []}')
     result = segment(
         str(case),
         "-o",

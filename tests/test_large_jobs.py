@@ -112,14 +112,15 @@ def test_a_resumed_runs_report_keeps_the_volumes_of_the_cases_it_skipped(tmp_pat
     assert [type(r).__name__ for r in third] == ["SkippedCase", "SkippedCase"]
     doc = json.loads(report.read_text())
     assert _ids(doc, "cases") == [] and _ids(doc, "skipped") == ["a", "b"]
-    for hostile in (
-        '{"cases": [{"case_id": "a", "lesion_volume_ml": "many"}, 7, {"case_id": ["b"]}]}',  # not ours
-        '{"cases": ' + "[" * 100000 + "]" * 100000 + "}",  # nested beyond the parser's recursion limit
-        "[]",
-    ):
-        report.write_text(hostile)  # passed over: the run goes on and writes its own report
-        again = list(mdanet_sdk.segment(inputs, out, skip_existing=True, threshold=0.9, report=report, device="cpu"))
-        assert len(again) == 2 and _ids(json.loads(report.read_text()), "cases") == []
+    hostile = '{"cases": [{"case_id": "a", "lesion_volume_ml": "many"}, 7, {"case_id": ["b"]}], "failed": []}'
+    report.write_text(hostile)  # a report's keys, not its entries: passed over, the run writes its own report
+    again = list(mdanet_sdk.segment(inputs, out, skip_existing=True, threshold=0.9, report=report, device="cpu"))
+    assert len(again) == 2 and _ids(json.loads(report.read_text()), "cases") == []
+    for foreign in ('{"cases": ' + "[" * 100000 + "]" * 100000 + "}", "[]"):  # no report of ours: never replaced
+        report.write_text(foreign)
+        with pytest.raises(InputError, match="no earlier JSON report of mdanet-sdk"):
+            list(mdanet_sdk.segment(inputs, out, skip_existing=True, threshold=0.9, report=report, device="cpu"))
+        assert report.read_text() == foreign
 
 
 def test_skip_existing_redoes_a_case_whose_input_moved_or_changed(tmp_path) -> None:

@@ -90,24 +90,36 @@ def _run_record(path: Path) -> bool:
 _MAX_REPORT_BYTES = 256 << 20
 
 
+#: Top-level keys that together mark a JSON report of ours, by the command that writes it (every version):
+#: segment's run and shard reports, evaluate, info, summary; benchmark and gpu_check name their ``schema``.
+_REPORT_KEYS = (
+    {"cases", "failed"},
+    {"over", "summary", "f1_of_means"},
+    {"mdanet_sdk", "torch", "device"},
+    {"preset", "params", "gflops_per_slice"},
+)
+
+
 def _earlier_report(path: Path, kind: Literal["json", "csv"]) -> bool:
-    """Whether the existing file ``path`` may be replaced by a ``kind`` report: it is empty, or it reads as such a
-    report (JSON: one JSON document; CSV: the per-case table, whose header starts with ``case_id``)."""
+    """Whether the existing file ``path`` may be replaced by a ``kind`` report: an empty ``.json``/``.csv`` file,
+    or a report of ours (JSON: an object with the keys of one of :data:`_REPORT_KEYS` or an ``mdanet-sdk``
+    schema; CSV: evaluate's per-case table, whose header starts ``case_id,fold,``), not a user's document that
+    happens to be JSON or CSV (a BIDS ``dataset_description.json``, nnU-Net's ``dataset.json``, a cohort table)."""
     size = path.stat().st_size
     if size == 0:
-        return True
+        return path.suffix.lower() == f".{kind}"
     if size > _MAX_REPORT_BYTES:
         return False
     try:
         with open(path, encoding="utf-8") as f:
             if kind == "csv":
-                return f.readline().startswith("case_id,")
-            json.load(f)
-    except RecursionError:  # JSON nested deeper than the parser goes: a damaged report, not a user's document
-        return True
-    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                return f.readline().startswith("case_id,fold,")
+            doc = json.load(f)
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return False
-    return True
+    if not isinstance(doc, dict):
+        return False
+    return str(doc.get("schema", "")).startswith("mdanet-sdk") or any(keys <= doc.keys() for keys in _REPORT_KEYS)
 
 
 def check_report_file(path: str | os.PathLike[str], kind: Literal["json", "csv"] = "json") -> Path:
@@ -135,17 +147,16 @@ def check_report_file(path: str | os.PathLike[str], kind: Literal["json", "csv"]
             f"report {path} would replace the training run's own {path.name}, which resuming and adding folds "
             "read; choose another name, such as evaluation.json."
         )
-    if path.is_file() and not _earlier_report(path, kind):
-        what = "a JSON document" if kind == "json" else "a per-case CSV table (header case_id,...)"
-        raise InputError(
-            f"report {path} exists and is not {what} an earlier run wrote (a document, a script?); choose another "
-            "name, or remove that file first."
-        )
     stem = path.name.rsplit(".", 1)[0]
     image = next((p for p in (path.with_name(stem + s) for s in IMAGE_NAME_SUFFIXES) if p.exists()), None)
     if image is not None:
         raise InputError(
             f"report {path} is named as the metadata sidecar of {image.name} beside it; choose another name, "
             f"such as {stem}_report{path.suffix or '.json'}."
+        )
+    if path.is_file() and not _earlier_report(path, kind):
+        raise InputError(
+            f"report {path} exists and is no earlier {kind.upper()} report of mdanet-sdk (a document, a dataset's "
+            "metadata, a script?); choose another name, or remove that file first."
         )
     return path
