@@ -1,6 +1,7 @@
 """SIGTERM ends the command line even inside native code that never returns to Python (a crafted TorchScript
 artefact's endless loop): the interpreter cannot act on the signal there, so a watcher thread ends the process
-after a grace period. A forked worker's own SIGTERM never counts as the command's."""
+after a grace period, unless the handler ran (a long clean-up is left to finish). A forked worker's own SIGTERM
+never counts as the command's."""
 
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ def stuck() -> None:
     endless = torch.jit.CompilationUnit(ENDLESS).endless  # runs in the TorchScript interpreter, never in Python
     print("ready", flush=True)
     endless(torch.ones(1))
+
+@cli.command("cleanup")
+def cleanup() -> None:
+    print("ready", flush=True)
+    try:
+        time.sleep(60)
+    finally:  # a clean-up longer than the grace (worker processes finishing their cases): left to finish
+        time.sleep(3)
 
 @cli.app.command("pool")
 def pool() -> None:
@@ -75,6 +84,19 @@ def test_sigterm_ends_a_command_stuck_in_native_code() -> None:
     assert err.strip().splitlines()[-1] == (
         "error: still running 1 s after SIGTERM (native code that does not return); stopped without clean-up."
     )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(
+    ("sent", "code", "said"), [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_clean_up_longer_than_the_grace_is_left_to_finish(sent: int, code: int, said: str) -> None:
+    child = _start("cleanup")
+    started = time.monotonic()
+    child.send_signal(sent)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == code and time.monotonic() - started >= 3, err
+    assert err.strip().splitlines()[-1].startswith(f"error: {said}")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable
@@ -61,23 +60,40 @@ class Terminated(KeyboardInterrupt):
     clean-up runs: temporary files are removed and a case's outputs are written all or none."""
 
 
+#: Set when the main thread has run a SIGTERM or Ctrl-C handler: it is back in Python, cleaning up.
+_HANDLED = threading.Event()
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _HANDLED.set()
     raise Terminated()
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    _HANDLED.set()
+    raise KeyboardInterrupt()
 
 
 #: Seconds the main thread gets to act on SIGTERM or Ctrl-C before :func:`_watch_interrupts` ends the process.
 STUCK_GRACE_S = 20.0
+_WATCHING = False
 
 
 def _watch_interrupts(grace: float) -> None:
-    """End the process ``grace`` seconds after SIGTERM or Ctrl-C if the main thread has not.
+    """End the process ``grace`` seconds after SIGTERM or Ctrl-C if the main thread has not acted on it.
 
     Python acts on a signal in the main thread between bytecodes only, so native code that never returns (a
     crafted TorchScript artefact's endless loop, a read that blocks) would hold the command forever. The signal
-    module also writes each signal's number to a wakeup pipe at C level; a daemon thread reads it and, if the
-    process is still alive after the grace period, says so in one line and exits as SIGKILL would (the temporary
-    files it leaves are removed by the next write of their targets, :mod:`mdanet_sdk._files`).
+    module also writes each signal's number to a wakeup pipe at C level; a daemon thread reads it and, unless the
+    handler has run in the main thread within the grace period (:data:`_HANDLED`: a clean-up that takes longer,
+    such as worker processes finishing their cases, is left to finish), says so in one line and exits as SIGKILL
+    would (the temporary files it leaves are removed by the next write of their targets, :mod:`mdanet_sdk._files`).
+    Started once per process.
     """
+    global _WATCHING
+    if _WATCHING:
+        return
+    _WATCHING = True
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
@@ -88,8 +104,7 @@ def _watch_interrupts(grace: float) -> None:
         while True:
             signals = os.read(read_end, 64)
             caught = [s for s in signals if s in (signal.SIGTERM, signal.SIGINT)]
-            if caught:
-                time.sleep(grace)
+            if caught and not _HANDLED.wait(grace):
                 what = "SIGTERM" if caught[0] == signal.SIGTERM else "Ctrl-C"
                 os.write(
                     2,
@@ -169,6 +184,7 @@ def main() -> None:
     """Console-script entry point (SIGTERM is handled like Ctrl-C). A usage error (an unknown option, a value out
     of its range) is one ``error:`` line too, not click's usage text and box."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigint)
     _watch_interrupts(STUCK_GRACE_S)
     try:
         code = app(standalone_mode=False)
