@@ -313,10 +313,10 @@ def count_nan(results: Sequence[Mapping[str, object]]) -> dict[str, int]:
 
 def mean_std_text(mean: float, std: float, n: int, scale: float = 1.0) -> str:
     """``mean ± std`` times ``scale`` with two decimals, as the paper prints them; the mean alone when it is of
-    ``n`` < 2 values (one fold or case has no spread to show), ``n/a`` when it is NaN."""
+    ``n`` = 1 value (one fold or case has no spread to show), ``n/a`` when it is NaN."""
     if math.isnan(mean):
         return "n/a"
-    return f"{mean * scale:.2f}" if n < 2 else f"{mean * scale:.2f} ± {std * scale:.2f}"
+    return f"{mean * scale:.2f}" if n == 1 else f"{mean * scale:.2f} ± {std * scale:.2f}"
 
 
 def summarize_folds(

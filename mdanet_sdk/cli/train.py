@@ -127,7 +127,7 @@ def print_results(results, title: str) -> None:  # noqa: ANN001 - a TrainResults
 
     s, n = results.summary, len(results.summary_folds)
     if s:
-        over = "(mean ± std of fold means)" if n > 1 else f"(fold {results.summary_folds[0]} alone: no spread)"
+        over = f"(fold {results.summary_folds[0]} alone: no spread)" if n == 1 else "(mean ± std of fold means)"
         console.print(
             f"validation over finished folds {over}: "
             + ", ".join(f"{k} {mean_std_text(s[k][0], s[k][1], n, 100)} %" for k in ("dsc", "precision", "recall")),

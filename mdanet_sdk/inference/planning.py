@@ -310,7 +310,9 @@ def _unwritable(folder: Path) -> str | None:
 
 
 #: Picture and document formats an overlay is not written in (read as a folder name, they would become one).
-_PICTURE_SUFFIXES = frozenset({".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf", ".eps"})
+_PICTURE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jp2", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".avif", ".svg", ".pdf", ".eps"}
+)
 
 
 def output_paths(jobs: list[Job], out: Path | None, prob: bool, overlay: Path | None) -> None:

@@ -360,6 +360,14 @@ def _swin_fits(size: int) -> bool:
     return True
 
 
+def _folds_text(done: dict[str, tuple[int, ...]], total: int) -> str:
+    """The folds the tables average, e.g. ``folds 0,2 of 5``; when the variants finished different ones, their
+    union and that the rows differ (``ablation.csv`` gives each row's count)."""
+    union = sorted({k for folds in done.values() for k in folds})
+    text = f"folds {','.join(map(str, union)) or 'none'} of {total}"
+    return text if len(set(done.values())) <= 1 else f"{text} (not all in every row: see ablation.csv)"
+
+
 def _write(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
@@ -391,7 +399,7 @@ def run_ablation(
     tables = tuple(dict.fromkeys(tables))  # a table named twice is printed once
     variants = variants_for(tables)
     _check_base(base, variants)
-    summaries, folds, models, done = {}, {}, {}, set()
+    summaries, folds, models, done = {}, {}, {}, {}
     for variant in variants:
         if announce is not None:
             announce(f"ablation: {variant.name} ({variant.label})")
@@ -405,14 +413,14 @@ def run_ablation(
         results = train(cfg, progress)
         summaries[variant.name] = results.summary
         folds[variant.name] = len(results.summary_folds)
-        done.update(results.summary_folds)
+        done[variant.name] = tuple(results.summary_folds)
         stats = _model_stats(out / variant.name, base.size, base.trust)
         if stats is not None:
             models[variant.name] = stats
     result = AblationResult(summaries, folds, tables, [], models)
     budget = (
         f"{Path(base.data_dir).name}: preset {base.preset}, size {base.size}, {base.epochs} epochs, "
-        f"folds {','.join(map(str, sorted(done))) or 'none'} of {base.folds}, seed {base.seed}"
+        f"{_folds_text(done, base.folds)}, seed {base.seed}"
     )
     result.files = [
         _write(out / "ablation.md", result.markdown(f"MDANet ablation ({budget})")),
