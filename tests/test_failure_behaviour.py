@@ -318,15 +318,14 @@ def test_a_report_never_replaces_a_scan_or_its_sidecar(weights, tmp_path) -> Non
 
 def test_a_report_replaces_only_an_earlier_report(weights, tmp_path) -> None:
     """``info --json README.md`` used to replace the README with JSON: a report may replace an earlier report of
-    ours (or an empty .json/.csv file), never a user's document, script, dataset metadata or table."""
+    ours (or an empty file), never a user's document, script, dataset metadata or table."""
     from mdanet_sdk.evaluate import check_report_paths
 
     notes, script, bids = tmp_path / "NOTES.md", tmp_path / "tool.py", tmp_path / "dataset_description.json"
     notes.write_text("# notes\n")
     script.write_text("print('hi')\n")
     bids.write_text('{"Name": "stroke", "BIDSVersion": "1.8.0"}')  # JSON, but no report of ours
-    for target in (notes, script, bids, tmp_path / "__init__.py"):
-        target.touch()
+    for target in (notes, script, bids):
         result = runner.invoke(app, ["info", "--json", str(target)])
         assert result.exit_code == 2 and "is no earlier JSON report of mdanet-sdk" in error_lines(result)[0]
     result = segment(
@@ -342,7 +341,7 @@ def test_a_report_replaces_only_an_earlier_report(weights, tmp_path) -> None:
             check_report_paths(tmp_path / "results.json", table)
     table.write_text("case_id,fold,dsc\na,0,0.5\n")  # an earlier evaluation's table may be replaced
     check_report_paths(tmp_path / "results.json", table)
-    earlier, empty = tmp_path / "earlier.json", tmp_path / "empty.json"
+    earlier, empty = tmp_path / "earlier.json", tmp_path / "tmp.XXXXXX"  # as `mktemp` makes it
     empty.touch()
     assert runner.invoke(app, ["summary", "--preset", "small", "--size", "32", "--json", str(earlier)]).exit_code == 0
     for target in (earlier, empty):  # another command's earlier report, an empty file: replaced

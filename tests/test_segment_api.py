@@ -302,6 +302,10 @@ def test_arrays_are_read_as_a_mapping_of_files_is_and_never_shared_with_the_call
     assert masked.probability[dwi.shape[0] // 2 :].max() == 0  # a brain mask, and a constant extra is not read
     plain = seg.predict_arrays({"dwi": torch.from_numpy(dwi).requires_grad_(), "adc": adc}, ras)
     assert np.array_equal(plain.mask, seg.predict_arrays({"dwi": dwi, "adc": adc}, ras).mask)
+    with pytest.raises(InputError, match="no 'adc' image"):  # not the extra's shape, which is never read
+        seg.predict_arrays({"dwi": dwi, "flair": np.zeros((4, 4, 4))}, ras)
+    with pytest.raises(InputError, match="brain mask holds <U1 values"):
+        seg.predict_arrays({"dwi": dwi, "adc": adc, "mask": np.full(dwi.shape, "a")}, ras)
     las = np.diag([-2.0, 2.0, 3.0, 1.0])
     one = seg.predict_arrays({"dwi": dwi[3:4], "adc": adc[3:4]}, las)  # an x axis of length 1, flipped to RAS+
     assert one.mask.shape == (1, *dwi.shape[1:])

@@ -38,11 +38,20 @@ def stuck() -> None:
 
 @cli.command("cleanup")
 def cleanup() -> None:
-    print("ready", flush=True)
     try:
+        print("ready", flush=True)  # inside the try: the signal may come at once
         time.sleep(60)
     finally:  # a clean-up longer than the grace (worker processes finishing their cases): left to finish
         time.sleep(3)
+
+@cli.command("stuck-cleanup")
+def stuck_cleanup() -> None:
+    endless = torch.jit.CompilationUnit(ENDLESS).endless
+    try:
+        print("ready", flush=True)  # inside the try: the signal may come at once
+        time.sleep(60)
+    finally:  # a clean-up stuck in native code: only a second signal ends it
+        endless(torch.ones(1))
 
 @cli.app.command("pool")
 def pool() -> None:
@@ -97,6 +106,21 @@ def test_a_clean_up_longer_than_the_grace_is_left_to_finish(sent: int, code: int
     _, err = child.communicate(timeout=60)
     assert child.returncode == code and time.monotonic() - started >= 3, err
     assert err.strip().splitlines()[-1].startswith(f"error: {said}")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_second_sigterm_ends_a_clean_up_stuck_in_native_code() -> None:
+    child = _start("stuck-cleanup")
+    child.send_signal(signal.SIGTERM)
+    time.sleep(3)  # the handler ran; the clean-up is now stuck, and the first signal alone never ends it
+    assert child.poll() is None
+    child.send_signal(signal.SIGTERM)
+    try:
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "error: still running 1 s after a second SIGTERM; stopped without clean-up."
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

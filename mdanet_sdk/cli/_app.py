@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable
@@ -88,7 +89,8 @@ def _watch_interrupts(grace: float) -> None:
     handler has run in the main thread within the grace period (:data:`_HANDLED`: a clean-up that takes longer,
     such as worker processes finishing their cases, is left to finish), says so in one line and exits as SIGKILL
     would (the temporary files it leaves are removed by the next write of their targets, :mod:`mdanet_sdk._files`).
-    Started once per process.
+    A signal after a handled one ends the process once the grace has passed, whatever the clean-up does (it may
+    itself be stuck in native code). Started once per process.
     """
     global _WATCHING
     if _WATCHING:
@@ -101,17 +103,20 @@ def _watch_interrupts(grace: float) -> None:
     os.register_at_fork(after_in_child=_forget_wakeup_fd)
 
     def watch() -> None:
+        handled = False
         while True:
-            signals = os.read(read_end, 64)
-            caught = [s for s in signals if s in (signal.SIGTERM, signal.SIGINT)]
-            if caught and not _HANDLED.wait(grace):
-                what = "SIGTERM" if caught[0] == signal.SIGTERM else "Ctrl-C"
-                os.write(
-                    2,
-                    f"error: still running {grace:.0f} s after {what} (native code that does not return); "
-                    "stopped without clean-up.\n".encode(),
-                )
-                os._exit(143 if caught[0] == signal.SIGTERM else 130)
+            caught = [s for s in os.read(read_end, 64) if s in (signal.SIGTERM, signal.SIGINT)]
+            if not caught:
+                continue
+            if not handled and _HANDLED.wait(grace):
+                handled = True  # a clean-up runs; only another signal ends it early
+                continue
+            if handled:  # the user insists while that clean-up runs (it may itself be stuck in native code)
+                time.sleep(grace)
+            what = "SIGTERM" if caught[0] == signal.SIGTERM else "Ctrl-C"
+            why = f"a second {what}" if handled else f"{what} (native code that does not return)"
+            os.write(2, f"error: still running {grace:.0f} s after {why}; stopped without clean-up.\n".encode())
+            os._exit(143 if caught[0] == signal.SIGTERM else 130)
 
     threading.Thread(target=watch, name="mdanet-interrupt-watch", daemon=True).start()
 

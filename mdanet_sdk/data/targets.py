@@ -101,13 +101,13 @@ _REPORT_KEYS = (
 
 
 def _earlier_report(path: Path, kind: Literal["json", "csv"]) -> bool:
-    """Whether the existing file ``path`` may be replaced by a ``kind`` report: an empty ``.json``/``.csv`` file,
-    or a report of ours (JSON: an object with the keys of one of :data:`_REPORT_KEYS` or an ``mdanet-sdk``
+    """Whether the existing file ``path`` may be replaced by a ``kind`` report: an empty file (``mktemp``'s), or a
+    report of ours (JSON: an object with the keys of one of :data:`_REPORT_KEYS` or an ``mdanet-sdk``
     schema; CSV: evaluate's per-case table, whose header starts ``case_id,fold,``), not a user's document that
     happens to be JSON or CSV (a BIDS ``dataset_description.json``, nnU-Net's ``dataset.json``, a cohort table)."""
     size = path.stat().st_size
     if size == 0:
-        return path.suffix.lower() == f".{kind}"
+        return True
     if size > _MAX_REPORT_BYTES:
         return False
     try:

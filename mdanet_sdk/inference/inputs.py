@@ -107,13 +107,36 @@ def refuse_diffusion_series(path: Path) -> None:
 
 def _as_array(value: Any, name: str) -> np.ndarray:
     """``value`` (an array, a torch tensor, nested lists) as a numpy array."""
-    if hasattr(value, "detach"):  # a torch tensor: off the autograd graph and the GPU, in a dtype numpy has
-        value = value.detach().cpu()
-        value = value.float() if value.dtype.is_floating_point and value.element_size() < 4 else value
     try:
+        if hasattr(value, "detach"):  # a torch tensor: off the autograd graph and the GPU, in a dtype numpy has
+            value = value.detach().cpu()
+            value = value.float() if value.dtype.is_floating_point and value.element_size() < 4 else value
         return np.asarray(value)
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
         raise InputError(f"the {name} array cannot be read as numbers ({exc}); pass a numpy array.") from None
+
+
+def _affine(affine: Any) -> np.ndarray:
+    """A copy of ``affine`` (the result keeps it) as a checked float64 4x4 voxel-to-world matrix."""
+    try:
+        affine = np.array(affine, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"affine must be a 4x4 matrix of numbers; got {type(affine).__name__}.") from None
+    if affine.shape != (4, 4):
+        raise InputError(f"affine must be a 4x4 voxel-to-world matrix; got shape {affine.shape}.")
+    check_affine(affine, "the images")
+    return affine
+
+
+def _brain_mask(value: Any, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """A brain-mask array as a canonical bool ``(X, Y, Z)``: non-zero is brain, NaN is not."""
+    mask = _as_array(value, "brain_mask")
+    if mask.shape != shape:
+        raise InputError(f"the brain mask has shape {mask.shape}; it must be on the images' grid {shape}.")
+    if mask.dtype.kind not in "biuf":
+        raise InputError(f"the brain mask holds {mask.dtype} values; give a mask of 0 and 1.")
+    inside = np.nan_to_num(mask.astype(np.float32, copy=False)) != 0
+    return np.array(to_canonical(inside, affine)[0], order="C")
 
 
 def case_from_arrays(
@@ -124,6 +147,10 @@ def case_from_arrays(
     Keys are read as a mapping of files is (:func:`~mdanet_sdk.data.cases.mapping_keys`: any case, ``mask`` for
     ``brain_mask``); a ``label`` is not read (inference never reads one), and with ``modalities`` only those
     images are (as for files). The case holds copies: the caller may reuse its arrays and affine afterwards.
+
+    Raises:
+        InputError: no mapping, a key given twice, a missing modality, arrays that are not 3D images of one shape,
+            a bad affine or brain mask.
     """
     if not isinstance(images, Mapping):
         raise InputError(
@@ -133,8 +160,14 @@ def case_from_arrays(
     arrays = mapping_keys(images, "array")
     arrays.pop(LABEL_KEY, None)
     brain_mask = arrays.pop(BRAIN_MASK_KEY, None)
-    if modalities is not None and all(m in arrays for m in modalities):
-        arrays = {m: arrays[m] for m in modalities}  # else the missing one is named where the slices are made
+    if modalities is not None:
+        missing = [m for m in modalities if m not in arrays]
+        if missing:  # named before any extra array is looked at
+            raise InputError(
+                f"no {missing[0]!r} image (have {', '.join(arrays) or 'none'}); provide every modality the model "
+                f"needs: {', '.join(modalities)}."
+            )
+        arrays = {m: arrays[m] for m in modalities}
     arrays = {m: _as_array(a, m) for m, a in arrays.items()}
     if not arrays:
         raise InputError("no image given; pass a mapping modality -> (X, Y, Z) array.")
@@ -142,30 +175,16 @@ def case_from_arrays(
     first = next(iter(arrays.values()))
     if first.ndim != 3 or len(set(shapes.values())) != 1:
         raise InputError(f"every image must be one 3D array of the same shape; got {shapes}.")
-    try:
-        affine = np.array(affine, dtype=np.float64)  # a copy: the result keeps it
-    except (TypeError, ValueError):
-        raise InputError(f"affine must be a 4x4 matrix of numbers; got {type(affine).__name__}.") from None
-    if affine.shape != (4, 4):
-        raise InputError(f"affine must be a 4x4 voxel-to-world matrix; got shape {affine.shape}.")
-    check_affine(affine, "the images")
-    warnings = []
-    canonical = {}
-    if brain_mask is not None:
-        brain_mask = _as_array(brain_mask, "brain_mask")
-        if brain_mask.shape != first.shape:
-            raise InputError(
-                f"the brain mask has shape {brain_mask.shape}; it must be on the images' grid {first.shape}."
-            )
-        inside = np.nan_to_num(brain_mask.astype(np.float32, copy=False)) != 0  # NaN is no brain
-        brain_mask = np.array(to_canonical(inside, affine)[0], order="C")
+    affine = _affine(affine)
+    mask = None if brain_mask is None else _brain_mask(brain_mask, first.shape, affine)
+    warnings, canonical = [], {}
     for name, array in arrays.items():
         array, repaired = check_image(array, name)  # the checks and repairs of data.nifti.load_volume
         warnings += repaired
-        # the reorientation of data.nifti.load_volume, which data.nifti.to_original inverts
+        # the reorientation of data.nifti.load_volume, which data.nifti.to_original inverts; a copy, never a view
+        # of the caller's array (which it may reuse), with no negative stride left on an axis of length 1 (numpy
+        # calls such a view contiguous; torch refuses it)
         data, canonical_affine = to_canonical(np.asarray(array, dtype=np.float32), affine)
-        # a copy, never a view of the caller's array (which it may reuse), with no negative stride left on an
-        # axis of length 1 (numpy calls such a view contiguous; torch refuses it)
         canonical[name] = np.array(data, order="C"), canonical_affine
     images = {name: data for name, (data, _) in canonical.items()}
     first_name = next(iter(images))
@@ -179,4 +198,4 @@ def case_from_arrays(
         warnings=list(warnings),
     )
     check_distinct_images(images, case_id)
-    return Case(case_id, images, None, ref, warnings, brain_mask)
+    return Case(case_id, images, None, ref, warnings, mask)
