@@ -78,20 +78,26 @@ def _start(command: str) -> subprocess.Popen:
     return child
 
 
+def _ended(child: subprocess.Popen) -> tuple[int, str]:
+    """The child's exit code and the last line it wrote to stderr (it is killed if it has not ended in 60 s)."""
+    try:
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    return child.returncode, (err.strip().splitlines() or [""])[-1]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_ends_a_command_stuck_in_native_code() -> None:
     child = _start("stuck")
     time.sleep(0.5)
     sent = time.monotonic()
     child.send_signal(signal.SIGTERM)
-    try:
-        _, err = child.communicate(timeout=60)
-    finally:
-        child.kill()
-    assert child.returncode == 143, err
+    code, line = _ended(child)
     assert 1.0 <= time.monotonic() - sent < 30
-    assert err.strip().splitlines()[-1] == (
-        "error: still running 1 s after SIGTERM (native code that does not return); stopped without clean-up."
+    assert (code, line) == (
+        143,
+        "error: still running 1 s after SIGTERM (native code that does not return); stopped without clean-up.",
     )
 
 
@@ -103,9 +109,8 @@ def test_a_clean_up_longer_than_the_grace_is_left_to_finish(sent: int, code: int
     child = _start("cleanup")
     started = time.monotonic()
     child.send_signal(sent)
-    _, err = child.communicate(timeout=60)
-    assert child.returncode == code and time.monotonic() - started >= 3, err
-    assert err.strip().splitlines()[-1].startswith(f"error: {said}")
+    ended, line = _ended(child)
+    assert ended == code and time.monotonic() - started >= 3 and line.startswith(f"error: {said}"), line
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -115,12 +120,7 @@ def test_a_second_sigterm_ends_a_clean_up_stuck_in_native_code() -> None:
     time.sleep(3)  # the handler ran; the clean-up is now stuck, and the first signal alone never ends it
     assert child.poll() is None
     child.send_signal(signal.SIGTERM)
-    try:
-        _, err = child.communicate(timeout=60)
-    finally:
-        child.kill()
-    assert child.returncode == 143, err
-    assert err.strip().splitlines()[-1] == "error: still running 1 s after a second SIGTERM; stopped without clean-up."
+    assert _ended(child) == (143, "error: still running 1 s after a second SIGTERM; stopped without clean-up.")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
