@@ -268,17 +268,18 @@ def _check_same_grid(case_id: str, what: str, volume: Volume, reference: Volume)
     """Raise InputError unless ``volume`` is on ``reference``'s grid: canonical shape equal, canonical affine
     within tolerance. Canonical, not stored: the same grid stored in another voxel order (a DICOM series that
     dcm2niix wrote flipped beside a NIfTI) holds the same canonical arrays, voxel for voxel."""
-    first = f"{reference.path.name} (the first modality)" if reference.path is not None else "the first modality"
+    ref = str(reference.path) if reference.path is not None else "the first modality"
+    first = f"{reference.path.name} (the first modality)" if reference.path is not None else ref
     fix = f"resample the {what} onto the grid of {first} first."
     if volume.shape != reference.shape:
         raise InputError(
             f"case {case_id}: the {what} {volume.path} has shape {volume.original_shape} but "
-            f"{reference.path} has {reference.original_shape[:3]}; {fix}"
+            f"{ref} has {reference.original_shape[:3]}; {fix}"
         )
     diff = float(np.abs(volume.affine - reference.affine).max())
     if diff > AFFINE_TOL_MM:
         raise InputError(
-            f"case {case_id}: the affine of the {what} {volume.path} differs from that of {reference.path} "
+            f"case {case_id}: the affine of the {what} {volume.path} differs from that of {ref} "
             f"by {diff:.4g} mm (tolerance {AFFINE_TOL_MM} mm); {fix}"
         )
 
