@@ -59,6 +59,7 @@ from mdanet_sdk.errors import InputError
 from mdanet_sdk.pipeline import slicing
 
 __all__ = [
+    "require_modalities",
     "PreprocessConfig",
     "SliceGeometry",
     "preprocess_images",
@@ -281,9 +282,8 @@ class SliceStack:
         return slicing.to_model_grid(self._volumes, self._lowest, start, end, *geom.grid_args()).numpy()
 
 
-def _volumes(images: Mapping[str, np.ndarray], modalities: Sequence[str]) -> list[np.ndarray]:
-    """The float32 ``(X, Y, Z)`` volumes of ``modalities``, checked to be present, 3D, on one grid and of at
-    most :data:`MAX_SLICES` slices."""
+def require_modalities(images: Mapping[str, Any], modalities: Sequence[str]) -> None:
+    """Raise :class:`InputError` naming the first of ``modalities`` that ``images`` lacks (or none requested)."""
     if not modalities:
         raise InputError("no modalities requested; name at least one, e.g. ('dwi', 'adc').")
     missing = [m for m in modalities if m not in images]
@@ -292,6 +292,12 @@ def _volumes(images: Mapping[str, np.ndarray], modalities: Sequence[str]) -> lis
             f"no {missing[0]!r} image (have {', '.join(images) or 'none'}); provide every modality the model "
             f"needs: {', '.join(modalities)}."
         )
+
+
+def _volumes(images: Mapping[str, np.ndarray], modalities: Sequence[str]) -> list[np.ndarray]:
+    """The float32 ``(X, Y, Z)`` volumes of ``modalities``, checked to be present, 3D, on one grid and of at
+    most :data:`MAX_SLICES` slices."""
+    require_modalities(images, modalities)
     volumes = [np.asarray(images[m], dtype=np.float32) for m in modalities]
     shape = volumes[0].shape
     if len(shape) != 3 or any(v.shape != shape for v in volumes):

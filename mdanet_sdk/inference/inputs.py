@@ -14,6 +14,7 @@ import numpy as np
 from mdanet_sdk.config import MODALITY_GROUPS
 from mdanet_sdk.data.cases import BRAIN_MASK_KEY, LABEL_KEY, Case, CaseSource, mapping_keys, mapping_source
 from mdanet_sdk.data.nifti import Volume, header_shape, nifti_stem, to_canonical
+from mdanet_sdk.data.preprocess import require_modalities
 from mdanet_sdk.data.validate import check_affine, check_distinct_images, check_image
 from mdanet_sdk.errors import InputError
 
@@ -161,12 +162,7 @@ def case_from_arrays(
     arrays.pop(LABEL_KEY, None)
     brain_mask = arrays.pop(BRAIN_MASK_KEY, None)
     if modalities is not None:
-        missing = [m for m in modalities if m not in arrays]
-        if missing:  # named before any extra array is looked at
-            raise InputError(
-                f"no {missing[0]!r} image (have {', '.join(arrays) or 'none'}); provide every modality the model "
-                f"needs: {', '.join(modalities)}."
-            )
+        require_modalities(arrays, modalities)  # named before any extra array is looked at
         arrays = {m: arrays[m] for m in modalities}
     arrays = {m: _as_array(a, m) for m, a in arrays.items()}
     if not arrays:
