@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+# Under pytest-xdist (``-n auto``) each worker computes on one thread: two workers on two cores finish the suite
+# sooner than one worker on two threads, as most tests are serial Python and NumPy.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run first, so that no worker is left with a two-minute test while the others idle
+    (with ``--dist worksteal`` the others take over the rest of its queue)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _write_nifti(

@@ -27,6 +27,7 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "isles22-exampl
 
 # Measured with each checkpoint's own post-processing (meta["inference"], chosen on seeds 8000-8035): default-mri
 # 0.805, default-ctp 0.741; issue 14's 0.75 / 0.65.
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "kind", "threshold"), [("mri", "isles22", 0.75), ("ctp", "isles18", 0.65)])
 def test_bundled_weights_segment_unseen_phantoms(name, kind, threshold):
     from mdanet_sdk import Segmenter
@@ -76,6 +77,7 @@ def test_bundled_mri_weights_gate_on_restricted_diffusion():
 
 
 # Issue 14's targets on a generator the weights never saw (geometric shapes, other backgrounds and units).
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "threshold"), [("mri", 0.6), ("ctp", 0.5)])
 def test_bundled_weights_segment_out_of_distribution_phantoms(name, threshold):
     from mdanet_sdk import Segmenter
@@ -360,6 +362,7 @@ def test_real_case_in_fp16_matches_fp32(real_as_stored):
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="shared/data/isles22-example is not available")
+@pytest.mark.slow
 def test_fp16_artefact_of_the_mri_weights_finds_the_fp32_lesions(real_as_stored, tmp_path):
     """An fp16 TorchScript artefact of default-mri (the TensorRT fp16 deployment's precision) segments the real
     case as the checkpoint does. Its running variances (up to 1.25e9) do not fit fp16, so the export folds the

@@ -189,6 +189,7 @@ def _screen_dice(seg: Segmenter, case: object) -> float:
     return 1.0 if not masks[0].any() and not masks[1].any() else dsc(masks[0], masks[1])
 
 
+@pytest.mark.slow
 @bundled
 @pytest.mark.parametrize("kind", ["mri", "ctp"])
 def test_tta_screen_keeps_the_masks_of_unseen_phantoms(kind: Kind) -> None:
@@ -225,6 +226,7 @@ def test_bf16_masks_agree_with_fp32_on_ood_phantoms(kind: Kind) -> None:
         assert _bf16_dice(kind, case.images, case.affine) >= 0.99, f"{kind} OOD phantom {seed}"
 
 
+@pytest.mark.slow
 @bundled
 @real_case
 def test_bf16_mask_agrees_with_fp32_on_the_real_case() -> None:

@@ -256,7 +256,12 @@ def test_an_input_that_failed_planning_is_still_never_overwritten(weights, tmp_p
     assert own.read_bytes() == before
 
 
-def test_evaluate_prints_names_as_data_never_as_markup(tmp_path) -> None:
+def test_evaluate_prints_names_as_data_never_as_markup(tmp_path, monkeypatch) -> None:
+    from mdanet_sdk.cli import _app
+
+    # Wide enough that no name wraps, whatever COLUMNS the consoles read when they were made (pytest-xdist: 80).
+    for shown in (_app.console, _app.err_console):
+        monkeypatch.setattr(shown, "_width", 250)
     mask = np.zeros((24, 20, 3), np.uint8)
     mask[10:14, 8:12, 1] = 1
     (tmp_path / "pred").mkdir()
@@ -268,7 +273,6 @@ def test_evaluate_prints_names_as_data_never_as_markup(tmp_path) -> None:
     result = runner.invoke(
         app,
         ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "-o", str(tmp_path / "m.json")],
-        env={"COLUMNS": "250"},
     )
     text = result.stdout + result.stderr
     assert result.exit_code == 0, text

@@ -190,6 +190,7 @@ def test_op_calls_come_from_the_model_and_a_wrong_kernel_fails(monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_dry_run_end_to_end(tmp_path, capsys):
     """The whole pipeline on the CPU at tiny sizes: every step runs or skips saying why, one JSON, a table."""
     out = tmp_path / "dry" / "gpu-check.json"
