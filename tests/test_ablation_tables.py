@@ -17,7 +17,7 @@ from mdanet_sdk.config import PRESETS, MDANetConfig
 from mdanet_sdk.data.cases import find_cases
 from mdanet_sdk.data.phantom import write_dataset
 from mdanet_sdk.errors import CheckpointError, InputError
-from mdanet_sdk.model import MDANet, build_model, count_parameters
+from mdanet_sdk.model import MDANet, build_model, count_parameters, model_summary
 from mdanet_sdk.model.fusion import AttentionFusion, TransformerBlock, TransformerFusion
 from mdanet_sdk.data.preprocess import PreprocessConfig
 from mdanet_sdk.train.ablation import TABLES, VARIANTS, AblationResult, run_ablation, variants_for
@@ -249,7 +249,9 @@ def test_ablate_tables_5_and_6_train_once_and_print_ours_beside_the_papers(
     transformer = _row(md, "Transformer")
     results = json.loads((out / "bottleneck-transformer" / "results.json").read_text())
     mean, std = (100 * x for x in results["summary"]["dsc"])
-    params = count_parameters(load_checkpoint(out / "bottleneck-transformer" / "fold_0" / "best.pt").build_model())
+    trained = load_checkpoint(out / "bottleneck-transformer" / "fold_0" / "best.pt")
+    params = count_parameters(trained.build_model())
+    assert transformer[3] == f"{model_summary(trained.model_config, 32)['gflops_per_slice']:.2f}"
     assert (results["summary_folds"], std) == ([0], 0.0)  # one fold: its mean alone, no "± 0.00" (the paper's have 5)
     assert transformer[1:] == [f"{mean:.2f}", f"{params / 1e6:.2f}", transformer[3], "57.14 ± 1.48"] + [
         "61.70",
@@ -411,7 +413,8 @@ def test_ablate_table_2_trains_every_network_and_prints_ours_beside_the_papers(
         ours = [f"{100 * summary[k][0]:.2f}" for k in ("dsc", "precision", "recall")]  # one fold: the mean alone
         params = count_parameters(ckpt.build_model()) / 1e6
         cells = _row(md, label)
-        assert cells[1:4] == ours and cells[5] == f"{params:.2f}" and float(cells[6]) > 0
+        gflops = model_summary(ckpt.model_config, 32)["gflops_per_slice"]
+        assert cells[1:4] == ours and cells[5] == f"{params:.2f}" and cells[6] == f"{gflops:.2f}"
         assert cells[7:] == paper[label]
         assert (rows[name]["architecture"], float(rows[name]["params_m"])) == (arch, pytest.approx(params, abs=1e-3))
         assert float(rows[name]["dsc_mean"]) == pytest.approx(summary["dsc"][0], abs=1e-6)

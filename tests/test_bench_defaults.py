@@ -57,7 +57,8 @@ def test_defaults_comparison_alternates_today_and_defaults(tmp_path):
         assert r.ratio == pytest.approx(today["total_ms"].median / new["total_ms"].median)
         assert r.round_ratio.min <= r.round_ratio.median <= r.round_ratio.max
         assert new["slices_per_s"] == pytest.approx(2 / (new["total_ms"].median / 1e3))
-        assert 0.0 <= r.mask_dice <= 1.0
+        # in fp32 both masks differ by rounding at most; bf16 (on a CPU with native bf16) a little more
+        assert r.mask_dice >= (0.99 if new["precision"] == "fp32" else 0.9), r.mask_dice
         for name in ("today", "defaults"):
             assert nib.load(tmp_path / f"defaults-{r.kind}-{name}.nii.gz").shape == r.shape
     report = BenchmarkReport(machine=machine_info("cpu"), settings=settings, segment_defaults=records)
@@ -90,6 +91,7 @@ def test_defaults_comparison_on_a_users_case(tmp_path, monkeypatch):
         "ok",
     )
     assert record.ratio is not None and record.ratio > 0 and record.mask_dice is not None
+    assert record.mask_dice >= (0.99 if record.variants["defaults"]["precision"] == "fp32" else 0.9)
     assert nib.load(tmp_path / "work" / "case-0" / "defaults-mri-defaults.nii.gz").shape == (48, 48, 3)
     report = BenchmarkReport(machine=machine_info("cpu"), settings=settings, segment_defaults=[record])
     rows = [row for row in summary_rows(report) if row["backend"] in ("today", "defaults")]

@@ -170,7 +170,9 @@ def test_segment_volume_from_python_turns_any_orientation_back(demo):
     flipped = {m: a[::-1] for m, a in images.items()}
     mask_f, _ = segment_volume(engine, flipped, dwi.affine @ flip, settings=settings)
     assert mask.sum() > 100 and np.array_equal(mask_f[::-1], mask)
-    assert probability.dtype == np.float32 and 0.0 <= probability.min() and probability.max() <= 1.0
+    # the mask is the post-processed probability: every voxel of it above the threshold
+    assert probability.dtype == np.float32 and probability.max() <= 1.0
+    assert (probability[mask > 0] > settings.threshold).all() and (probability > settings.threshold).sum() >= mask.sum()
     brain = np.zeros(mask.shape, np.uint8)
     brain[:, :, :12] = 1  # lesions only where the given brain mask is
     masked, masked_probability = segment_volume(engine, images, dwi.affine, brain_mask=brain, settings=settings)

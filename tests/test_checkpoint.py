@@ -138,7 +138,9 @@ def test_state_dict_is_stored_as_given(tmp_path: Path, saved, config) -> None:
     half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     loaded = load_checkpoint(save_checkpoint(tmp_path / "half.pt", half, config, PreprocessConfig(size=32), {}))
     assert all(torch.equal(loaded.state_dict[k], v) and loaded.state_dict[k].dtype == v.dtype for k, v in half.items())
-    loaded.build_model()  # load_state_dict casts to the parameters' float32
+    built = loaded.build_model()  # load_state_dict casts to the parameters' float32
+    assert all(p.dtype == torch.float32 for p in built.parameters())
+    assert all(torch.equal(built.state_dict()[k], v.float()) for k, v in half.items() if v.is_floating_point())
     with pytest.raises(CheckpointError, match="dict of tensors"):
         save_checkpoint(tmp_path / "bad.pt", {"w": [1.0]}, config, PreprocessConfig(), {})
 

@@ -74,14 +74,15 @@ def test_defaults_are_the_optimised_cpu_path() -> None:
 
 
 def _assert_alike(a: SegmentationResult, b: SegmentationResult, new: Segmenter) -> None:
-    """Today's result ``a`` against the defaults' ``b``."""
+    """Today's result ``a`` against the defaults' ``b``; every case here has a lesion that today's mask finds."""
+    assert a.mask.sum() > 20, "two empty masks would agree whatever the defaults did"
     if new.precision == "fp32":
         # Folding and the layout change float rounding only: probabilities within 1e-4, masks identical up to a
         # voxel sitting on the threshold (Dice >= 0.999).
         assert np.abs(a.probability - b.probability).max() < 1e-4
-        assert a.mask.sum() == 0 and b.mask.sum() == 0 or dsc(a.mask, b.mask) >= 0.999
+        assert dsc(a.mask, b.mask) >= 0.999
     else:  # bf16 on a CPU with native bf16: the masks must not change in substance (issue 17)
-        assert a.mask.sum() == 0 and b.mask.sum() == 0 or dsc(a.mask, b.mask) >= 0.99
+        assert dsc(a.mask, b.mask) >= 0.99
 
 
 def _assert_same_masks(today: Segmenter, new: Segmenter, images: dict, affine: np.ndarray) -> None:
@@ -213,8 +214,7 @@ def test_tta_screen_keeps_the_mask_of_the_real_case() -> None:
 def _bf16_dice(kind: Kind, images: dict, affine: np.ndarray, tta: bool = False) -> float:
     fp32 = Segmenter.default(kind, device="cpu", precision="fp32", tta=tta).predict_arrays(images, affine)
     bf16 = Segmenter.default(kind, device="cpu", precision="bf16", tta=tta).predict_arrays(images, affine)
-    if fp32.mask.sum() == 0 and bf16.mask.sum() == 0:
-        return 1.0
+    assert fp32.mask.sum() > 20, "every case here has a lesion: two empty masks would agree on nothing"
     return dsc(fp32.mask, bf16.mask)
 
 
@@ -357,7 +357,10 @@ def test_channels_last_input_gives_the_same_probabilities(ckpt_random, tmp_path)
 def test_compile_wraps_the_built_models_only() -> None:
     model = build_model(MDANetConfig.from_preset("small", "mri")).eval()
     compiled = optimize_for_inference(model, CPU, compile=True)
-    assert "Optimized" in type(compiled).__name__  # lazily compiled: nothing runs here
+    # lazily compiled (nothing runs here), around the very model whose batch norms were folded in place
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule) and compiled._orig_mod is model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert optimize_for_inference(model, CPU) is model  # without compile (and on a CPU): no wrapper
 
 
 @needs_native

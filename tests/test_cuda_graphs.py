@@ -74,7 +74,10 @@ def test_padding_rows_are_zero_and_channels_last_gets_its_own_graph() -> None:
 def test_other_devices_gradients_and_full_caches_run_eagerly() -> None:
     net, recorder = _network(), _Recorder()
     x = torch.randn(2, 2, 32, 32)
-    assert torch.equal(GraphedNetwork(net, capture=recorder)(x), net(x))  # device_type "cuda": x is on the CPU
+    other_device = GraphedNetwork(net, capture=recorder)  # device_type "cuda": x is on the CPU
+    with torch.inference_mode():  # gradients off, so only the device keeps it eager
+        assert torch.equal(other_device(x), net(x))
+    assert recorder.inputs == [] and other_device.graphs == 0
     graphed = GraphedNetwork(net, capture=recorder, device_type="cpu", max_graphs=1)
     graphed(x)  # gradients on: eager
     assert recorder.inputs == []

@@ -156,7 +156,8 @@ def test_label_pattern(tmp_path) -> None:
     np.testing.assert_array_equal(case.label, _label(4))
     assert [s.label_path for s in find_cases(root / "cases", label_pattern="nothing*.nii")] == [None, None]
     several = find_cases(root / "cases", label_pattern="*l*.nii.gz")  # label.nii.gz and ... none else: one
-    assert all(s.problem is None for s in several)
+    assert [s.label_path.name for s in several if s.label_path] == ["label.nii.gz"] * 2
+    assert all(s.label_problem is None for s in several)
     broken = find_cases(root / "cases", label_pattern="*.nii.gz")  # matches the seg and the label file
     assert all(s.label_problem is not None and "matches several files" in s.label_problem for s in broken)
     assert all(s.problem is None for s in broken)  # the images can still be segmented
@@ -390,8 +391,9 @@ def test_odd_folders_do_not_crash_detection(tmp_path) -> None:
     (odd / "x.nii.gz").mkdir()  # a folder named like an image
     (odd / "loop").symlink_to(odd, target_is_directory=True)
     (odd / "名前 [1]_adc.nii.gz").write_bytes(b"")
-    sources = find_cases(odd)  # one broken case (no dwi that exists as an image), found without crashing
-    assert all(s.problem is not None or s.paths for s in sources)
+    # found without crashing: two cases, each lacking a modality; nothing from the hidden folder or the loop
+    sources = find_cases(odd)
+    assert sorted(s.case_id for s in sources) == ["dangling", "名前 [1]"] and all(s.problem for s in sources)
     with pytest.raises(InputError):
         for source in sources:
             source.load()

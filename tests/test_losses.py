@@ -165,7 +165,13 @@ def test_mdanet_loss_combines_terms_and_backpropagates(target: torch.Tensor) -> 
     stems = (_features(5, (2, 4, 4, 4)).requires_grad_(), _features(6, (2, 4, 4, 4)).requires_grad_())
     total, parts = MDANetLoss(lam=0.5)(logits, target, stems)
     assert set(parts) == {"dice", "ce", "seg", "sim", "total"}
-    assert parts["sim"].item() > 0
+    dice, ce = DiceCELoss().components(logits, target)
+    assert (parts["dice"].item(), parts["ce"].item()) == pytest.approx((dice.item(), ce.item()))
+    assert parts["seg"].item() == pytest.approx(dice.item() + ce.item())
+    # Eq. 8 pools the stems outside the lesion: the mask given must be the target's (pooling all differs)
+    sim = similarity_loss(stems[0], stems[1], target != 0).item()
+    assert parts["sim"].item() == pytest.approx(sim) and sim > 0
+    assert similarity_loss(stems[0], stems[1], torch.zeros_like(target, dtype=torch.bool)).item() != pytest.approx(sim)
     expected = parts["dice"] + parts["ce"] + 0.5 * parts["sim"]
     assert total.item() == pytest.approx(expected.item())
     assert not any(p.requires_grad for p in parts.values())

@@ -16,18 +16,20 @@ from mdanet_sdk.ops import native_available
 from mdanet_sdk.train.trainer import TrainConfig, Trainer
 
 
+# Our counts are pinned (a change of the architecture must be deliberate) and lie within 4 % of the paper's:
+# 25.97 M against 25.3 M for MDANet; the ablations' differences between variants are what tells them apart.
 @pytest.mark.parametrize(
-    ("overrides", "paper_m", "tolerance"),
+    ("overrides", "paper_m", "ours"),
     [
-        ({}, 25.3, 0.15),  # Table 1
-        ({"architecture": "unet"}, 30.0, 0.05),  # Table 1
-        ({"bottleneck": "none"}, 22.5, 0.05),  # Table 5 "Baseline" (no GCFB)
-        ({"bottleneck": "nonlocal"}, 27.6, 0.05),  # Table 5
+        ({}, 25.3, 25_974_394),  # Table 1
+        ({"architecture": "unet"}, 30.0, 31_038_274),  # Table 1
+        ({"bottleneck": "none"}, 22.5, 23_003_898),  # Table 5 "Baseline" (no GCFB)
+        ({"bottleneck": "nonlocal"}, 27.6, 27_205_370),  # Table 5
     ],
 )
-def test_paper_parameter_counts(overrides, paper_m, tolerance):
-    model = build_model(MDANetConfig.from_preset("paper", "ctp", **overrides))
-    assert count_parameters(model) / 1e6 == pytest.approx(paper_m, rel=tolerance)
+def test_paper_parameter_counts(overrides, paper_m, ours):
+    count = count_parameters(build_model(MDANetConfig.from_preset("paper", "ctp", **overrides)))
+    assert count == ours and count / 1e6 == pytest.approx(paper_m, rel=0.04)
 
 
 @pytest.mark.parametrize(
@@ -273,7 +275,7 @@ def test_summary_counts_flops():
     info = model_summary(MDANetConfig.from_preset("small", "mri"), size=64)
     assert info["space_grid"] == 4  # the network trained at 64 px: one node per bottleneck position
     assert info["params"] == count_parameters(MDANet(MDANetConfig.from_preset("small", "mri", space_grid=4)))
-    assert info["gmacs_per_slice"] == pytest.approx(info["gflops_per_slice"] / 2, abs=1e-3)
+    assert (info["gflops_per_slice"], info["gmacs_per_slice"]) == (0.408, 0.204)  # torch.utils.flop_counter
     # FLOPs scale with the pixel count: 4× the pixels, about 4× the FLOPs.
     big = model_summary(MDANetConfig.from_preset("small", "mri"), size=128)
     assert big["gflops_per_slice"] == pytest.approx(4 * info["gflops_per_slice"], rel=0.1)

@@ -248,7 +248,18 @@ def test_init_starts_from_given_weights(tiny_mri: Path, tmp_path: Path) -> None:
 
 
 def test_bf16_autocast_step(tiny_mri: Path, tmp_path: Path) -> None:
-    result = train(TrainConfig(tiny_mri, tmp_path / "bf16", epochs=1, fold=0, precision="bf16", **TINY))
+    seen: set[torch.dtype] = set()  # what the convolutions of the network in training computed in
+
+    def record(module: torch.nn.Module, inputs: object, output: object) -> None:
+        if isinstance(module, torch.nn.Conv2d) and module.training and isinstance(output, torch.Tensor):
+            seen.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result = train(TrainConfig(tiny_mri, tmp_path / "bf16", epochs=1, fold=0, precision="bf16", **TINY))
+    finally:
+        handle.remove()
+    assert seen == {torch.bfloat16}
     history = json.loads((tmp_path / "bf16" / "fold_0" / "metrics.json").read_text())["history"]
     assert np.isfinite(history[0]["loss"]) and history[0]["loss"] > 0
     weights = _weights(Path(result.folds[0].checkpoint))
@@ -437,7 +448,7 @@ def test_a_split_that_cannot_be_made_writes_nothing(tmp_path: Path) -> None:
     """Two cases in two folds leave one training case, none for the inner split that picks best.pt: refused
     before config.json is written (it used to be left in the fresh run folder)."""
     root = write_dataset(tmp_path / "isles22", "isles22", 2, seed=3, shape=(32, 32, 6))
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="cannot be divided into training and inner validation"):
         train(TrainConfig(root, tmp_path / "run", epochs=1, folds=2, fold=0, **TINY))
     assert not (tmp_path / "run" / "config.json").exists()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mdanet_sdk.data.phantom import write_dataset
+from mdanet_sdk.evaluate import evaluate
 from mdanet_sdk.train.checkpoint import load_checkpoint
 from mdanet_sdk.train.trainer import TrainConfig, train
 
@@ -22,7 +23,8 @@ TINY_ARGS = ["--preset", "small", "--size", "32", "--batch-size", "4", "--worker
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("ddp") / "isles18", "isles18", 5, seed=4, shape=(32, 32, 4))
+    # 6 cases: fold 0 of 5 validates 2, so that each of two ranks scores one and rank 0 gathers both
+    return write_dataset(tmp_path_factory.mktemp("ddp") / "isles18", "isles18", 6, seed=4, shape=(32, 32, 4))
 
 
 def _env() -> dict[str, str]:
@@ -62,14 +64,18 @@ def test_torchrun_two_processes_write_one_checkpoint(data: Path, tmp_path: Path)
     ckpt = load_checkpoint(fold / "last.pt")
     assert ckpt.meta["epoch"] == 0 and ckpt.model_config.groups == (("cbf", "cbv"), ("mtt", "tmax"))
     assert "module." not in next(iter(ckpt.state_dict))
-    # Rank 0 wrote one log row; scoring gathered the inner and validation cases from both ranks.
+    # Rank 0 wrote one log row.
     metrics = json.loads((fold / "metrics.json").read_text())
     assert len(metrics["history"]) == 1 and metrics["selection"]["select"] == "inner"
     # --batch-size 4 is the global batch: 2 steps of 2 slices on each of the 2 ranks (not 2 × 4 per rank).
     assert metrics["history"][0]["slices"] == 2 * 4
     assert len(metrics["split"]["inner_cases"]) == 1 and 0 <= metrics["history"][0]["inner_dsc"] <= 1
     val = json.loads((fold / "val_metrics.json").read_text())["cases"]
-    assert len(val) == 1 and len(list((fold / "predictions").glob("*_seg.nii.gz"))) == 1
+    # both ranks' cases, in the fold's order, scored as the written masks score against the labels
+    assert [c["case_id"] for c in val] == metrics["split"]["val_cases"] and len(val) == 2
+    assert len(list((fold / "predictions").glob("*_seg.nii.gz"))) == 2
+    scored = {c["case_id"]: c["dsc"] for c in evaluate(run, data).cases}
+    assert [scored[c["case_id"]] for c in val] == pytest.approx([c["dsc"] for c in val], abs=1e-9)
     assert proc.stdout.count("val DSC %") == 1  # only rank 0 prints the result table
 
 
