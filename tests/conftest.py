@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from pathlib import Path
-
-import nibabel as nib
-import numpy as np
-import pytest
 
 # Under pytest-xdist (``-n auto``) each worker computes on one thread: two workers on two cores finish the suite
-# sooner than one worker on two threads, as most tests are serial Python and NumPy.
+# sooner than one worker on two threads, as most tests are serial Python and NumPy. Set before NumPy (OpenBLAS)
+# and torch are imported here: both read it once, at import.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -248,7 +248,7 @@ def _noisy_air(arrays, affine):
     return {**arrays, **noisy}, affine, lambda mask: mask
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: the slow tests, collected first, would split the module's uses
 def real_as_stored():
     """The segmenter (no TTA), the real case's arrays and affine as stored, and their mask: computed once for
     every presentation."""
