@@ -102,6 +102,25 @@ def test_wrong_arguments_exit_2_with_one_line(args, message, capsys):
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_out_replaces_only_an_earlier_report(tmp_path, capsys):
+    """The JSON is rewritten as results arrive: it must not land on a user's document (the rule of every report)."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# my notes\n")
+    dataset = tmp_path / "dataset_description.json"
+    dataset.write_text('{"Name": "my study", "BIDSVersion": "1.8.0"}')
+    for out, words in ((readme, "no earlier JSON report"), (dataset, "no earlier JSON report"), (tmp_path, "a folder")):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(["--out", str(out)])
+        assert exc.value.code == 2 and words in capsys.readouterr().err
+    assert readme.read_text() == "# my notes\n" and "BIDSVersion" in dataset.read_text()
+    earlier = tmp_path / "gpu-check.json"
+    earlier.write_text(json.dumps({"schema": "mdanet-sdk-gpu-check", "steps": {}}))
+    empty = tmp_path / "mktemp.json"
+    empty.touch()
+    for out in (earlier, empty, tmp_path / "new.json"):
+        assert parse_args(["--out", str(out)])[0].out == str(out)
+
+
 def test_config_round_trips_through_the_childs_file(tmp_path):
     config = CheckConfig.dry(out="o.json", workdir="w", repo=".", batch_sizes=(3, 5))
     config.save(tmp_path / "c.json")

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from mdanet_sdk.data.targets import check_report_file
+from mdanet_sdk.errors import InputError
 from mdanet_sdk.bench.gpu_check.config import DEFAULT_BUDGET_S, DEFAULT_LIMITS, STEP_NAMES, STEPS, CheckConfig
 
 __all__ = ["parse_args", "main"]
@@ -87,6 +89,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[CheckConfig, tuple[st
         parser.error(f"--repeats must be at least 1; got {args.repeats}")
     if args.budget is not None and args.budget <= 0:
         parser.error(f"--budget must be positive; got {args.budget}")
+    try:  # the JSON is rewritten as results arrive: it replaces only an earlier report, as every report does
+        check_report_file(args.out)
+    except InputError as exc:
+        parser.error(str(exc).rstrip("."))
     overrides = {
         "batch_sizes": args.batch_sizes,
         "size": args.size,
