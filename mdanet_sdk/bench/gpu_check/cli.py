@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from mdanet_sdk.bench.gpu_check.config import DEFAULT_BUDGET_S, DEFAULT_LIMITS, STEP_NAMES, STEPS, CheckConfig
 from mdanet_sdk.data.targets import check_report_file
 from mdanet_sdk.errors import InputError
-from mdanet_sdk.bench.gpu_check.config import DEFAULT_BUDGET_S, DEFAULT_LIMITS, STEP_NAMES, STEPS, CheckConfig
 
 __all__ = ["parse_args", "main"]
 
