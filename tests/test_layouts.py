@@ -278,12 +278,35 @@ def test_bids_sessions_are_separate_cases(tmp_path) -> None:
     assert [s.case_id for s in find_cases(root / "rawdata/sub-01")] == ["sub-01_ses-01", "sub-01_ses-02"]
 
 
-def test_msk_in_rawdata_is_not_a_label(tmp_path) -> None:
+def test_msk_in_rawdata_is_not_a_label_where_derivatives_has_one(tmp_path) -> None:
     root = _bids(tmp_path)
     _write(root / "rawdata/sub-02/ses-01/dwi/sub-02_ses-01_msk.nii.gz", _label(3))
     assert [s.label_path for s in find_cases(root / "rawdata/sub-02")] == [
         root / "derivatives/sub-02/ses-01/sub-02_ses-01_msk.nii.gz"
     ]
+
+
+def test_sub_folders_without_derivatives_take_the_label_beside_their_images(tmp_path) -> None:
+    """``sub-*`` case folders that are not a BIDS dataset (no derivatives/) keep the label with the images."""
+    root = tmp_path / "cases"
+    for n, label_name in ((1, "label"), (2, "sub-02_msk"), (3, "sub-03_lesion_mask"), (4, None)):
+        for i, m in enumerate(MRI):
+            _write(root / f"sub-0{n}" / f"{m}.nii.gz", _image(10 * n + i))
+        if label_name is not None:
+            _write(root / f"sub-0{n}" / f"{label_name}.nii.gz", _label(n))
+    _write(root / "sub-01" / "sub-01_seg.nii.gz", _label(9))  # a prediction of ours, never a label
+    assert detect_layout(root) == "isles22"
+    sources = find_cases(root)
+    assert [s.label_path.name if s.label_path else None for s in sources] == [
+        "label.nii.gz",
+        "sub-02_msk.nii.gz",
+        "sub-03_lesion_mask.nii.gz",
+        None,
+    ]
+    assert all(s.problem is None and s.label_problem is None and s.paths.keys() == set(MRI) for s in sources)
+    np.testing.assert_array_equal(sources[1].load().label, _label(2))
+    _write(root / "derivatives/sub-01/sub-01_msk.nii.gz", _label(5))  # a BIDS label wins over one beside
+    assert find_cases(root / "sub-01")[0].label_path == root / "derivatives/sub-01/sub-01_msk.nii.gz"
 
 
 def test_a_single_session_subject_takes_its_own_session_label_only(tmp_path) -> None:

@@ -7,7 +7,9 @@ mask (``*_desc-brain_mask``, ``*_brainmask``...) under the subject is the case's
 dataset root (holding ``rawdata/`` or the ``sub-*`` folders themselves), ``rawdata/``, one ``sub-*`` folder or
 one of its ``ses-*`` folders; the label is looked for in ``derivatives/<subject>`` beside the subject folder or
 one level up, and a subject with one session never takes another session's label (under another ``ses-*``
-folder or named with another ``ses`` entity). Linked folders (a session stored elsewhere) are followed.
+folder or named with another ``ses`` entity). A subject without a label there (``sub-*`` case folders that are
+not a BIDS dataset) takes one stored with its images: ``*_msk`` or a lesion label name of the generic layout
+(``label``, ``lesion``, ``*_lesion_mask``...). Linked folders (a session stored elsewhere) are followed.
 
 Case ids: a subject with one session (or none) is one case, ``sub-X``; a subject with several ``ses-*``
 folders gives one case per session, ``sub-X_ses-Y``, its label from ``derivatives/sub-X/ses-Y``.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mdanet_sdk.data.cases import BRAIN_MASK_KEY, CaseSource
+from mdanet_sdk.data.cases import BRAIN_MASK_KEY, LABEL_KEY, CaseSource
 from mdanet_sdk.data.layouts._common import drop_outputs, is_image, make_source, role, sub_folders
 from mdanet_sdk.data.nifti import nifti_stem
 
@@ -114,13 +116,16 @@ def _labels(subject: Path, where: tuple[str, ...]) -> list[Path]:
 def _found(case_id: str, folder: Path, subject: Path, where: tuple[str, ...], labels: bool) -> dict[str, list[Path]]:
     """BIDS suffix (or brain mask) -> files of one case."""
     found: dict[str, list[Path]] = {}
+    beside: list[Path] = []  # lesion labels stored with the images (sub-X/lesion.nii.gz, sub-X_msk.nii.gz)
     for path in _files(folder):
         meaning = role(nifti_stem(path), ())
+        if _suffix(path) == _LABEL or (meaning is not None and meaning[0] == LABEL_KEY):
+            beside.append(path)
+            continue
         key = BRAIN_MASK_KEY if meaning is not None and meaning[0] == BRAIN_MASK_KEY else _suffix(path)
         found.setdefault(key, []).append(path)
-    found.pop(_LABEL, None)  # lesion labels come from derivatives/ only
-    if labels:
-        found[_LABEL] = _labels(subject, where)
+    if labels:  # ISLES'22 keeps labels in derivatives/; a subject folder without them may hold its own
+        found[_LABEL] = _labels(subject, where) or beside
     return drop_outputs(found, {case_id, subject.name, folder.name})
 
 
