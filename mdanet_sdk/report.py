@@ -68,6 +68,8 @@ class CaseReport:
         min_size: smallest lesion kept, in voxels.
         max_adc_ratio: lesions with a median ADC above this multiple of the parenchymal ADC were removed
             (0: no such gate).
+        gate_removed_lesions, gate_removed_ml: the lesions (count and mL) that the network marked and that gate
+            removed (0 without a gate).
         tta: whether flip test-time augmentation was used.
         tta_screen: whether the flips ran only on the slices with a lesion candidate (the others' probability is
             their un-flipped pass).
@@ -96,6 +98,8 @@ class CaseReport:
     min_size: int
     tta: bool
     max_adc_ratio: float = 0.0
+    gate_removed_lesions: int = 0
+    gate_removed_ml: float = 0.0
     tta_screen: bool = False
     warnings: list[str] = field(default_factory=list)
     weights_sha256: list[str | None] = field(default_factory=list)

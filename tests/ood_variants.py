@@ -7,7 +7,7 @@ import numpy as np
 from ood_phantoms import OODCase, _rician, _rng
 from scipy import ndimage
 
-__all__ = ["inside_the_head", "with_scalp"]
+__all__ = ["delayed_hemisphere", "inside_the_head", "with_scalp"]
 
 
 def inside_the_head(case: OODCase, share: float) -> OODCase:
@@ -53,3 +53,24 @@ def with_scalp(case: OODCase, thickness_mm: float, noise: float = 0.03) -> OODCa
     images = {"dwi": _rician(rng, dwi.astype(np.float32), noise * dwi_tissue), "adc": adc.astype(np.float32)}
     masks = {**case.masks, "skull": bone, "head": head}
     return OODCase("mri", case.seed, images, case.label, case.affine, {**case.info, "scalp_mm": thickness_mm}, masks)
+
+
+def delayed_hemisphere(case: OODCase, share: float = 0.6, tmax_s: float = 7.5, cbf: float = 0.75) -> OODCase:
+    """A CTP ``case`` whose core lies in a territory that is hypoperfused throughout (a large vessel occlusion with a
+    small core): the ``share`` of the tissue on the core's side of a sagittal plane (the core's hemisphere and, for
+    a share over 0.5, some of the other) takes Tmax ``tmax_s`` seconds and ``cbf`` x its CBF outside the core (MTT
+    rises alike: CBV kept). The label is the core, as before; the delayed tissue joins ``masks["penumbra"]``."""
+    rng = _rng(case.seed + 7919, "ctp")
+    tissue, core = case.masks["tissue"], case.label > 0
+    x = np.broadcast_to(np.arange(tissue.shape[0])[:, None, None], tissue.shape)
+    low_side = float(x[core].mean()) < float(x[tissue].mean())
+    plane = np.quantile(x[tissue], share if low_side else 1.0 - share)
+    delayed = (x <= plane if low_side else x >= plane) & tissue & ~core
+    images = {k: v.copy() for k, v in case.images.items()}
+    noise = 1.0 + case.info["noise_frac"] * rng.standard_normal(int(delayed.sum()))
+    images["tmax"][delayed] = np.float32(tmax_s * case.info["tmax_gain"]) * noise.astype(np.float32)
+    images["cbf"][delayed] *= np.float32(cbf)
+    images["mtt"][delayed] /= np.float32(cbf)
+    masks = {**case.masks, "penumbra": case.masks["penumbra"] | delayed}
+    info = {**case.info, "delayed_hemisphere": {"share": share, "tmax_s": tmax_s, "cbf": cbf}}
+    return OODCase(case.kind, case.seed, images, case.label, case.affine, info, masks)

@@ -22,6 +22,7 @@ from mdanet_sdk.config import MDANetConfig
 from mdanet_sdk.data.phantom import make_phantom
 from mdanet_sdk.device import cpu_has_native_bf16
 from mdanet_sdk.data.preprocess import PreprocessConfig
+from mdanet_sdk.report import CaseReport
 from mdanet_sdk.errors import BackendUnavailableError, CheckpointError, InputError
 from mdanet_sdk.inference import (
     FailedCase,
@@ -362,6 +363,30 @@ def bright_dwi_model(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.zeros_like(lesion), lesion], dim=1)
 
 
+def test_what_the_gate_removed_is_reported_and_warned_of_when_it_outweighs_the_mask() -> None:
+    from types import SimpleNamespace
+
+    from mdanet_sdk.inference.postprocess import PostprocessConfig
+    from mdanet_sdk.inference.results import gate_removals
+
+    probability = np.zeros((20, 20, 10), np.float32)
+    probability[2:6, 2:6, 2:6] = 0.9  # 64 voxels, kept
+    probability[10:18, 10:18, 2:8] = 0.9  # 384 voxels, removed by the gate
+    probability[15:17, 2:4, 8] = 0.9  # 4 voxels: under the minimum size, never the gate's
+    kept = np.zeros(probability.shape, np.uint8)
+    kept[2:6, 2:6, 2:6] = 1
+    gated = SimpleNamespace(settings=PostprocessConfig(threshold=0.5, min_size=5, max_adc_ratio=0.8))
+    counts, warning = gate_removals(gated, probability, kept, 0.008)  # 2 mm voxels: 3.07 mL removed, 0.51 kept
+    assert counts == {"gate_removed_lesions": 1, "gate_removed_ml": pytest.approx(3.072)}
+    assert warning is not None and "removed 1 lesion(s) of 3.1 mL" in warning and "(0.5 mL)" in warning
+    assert gate_removals(gated, probability, kept, 0.001)[1] is None  # 0.38 mL removed: under 1 mL
+    more = kept.copy()
+    more[10:18, 2:10, 2:8] = 1  # keeps more than it removed
+    assert gate_removals(gated, probability, more, 0.008)[1] is None
+    off = SimpleNamespace(settings=PostprocessConfig(threshold=0.5, min_size=5, max_adc_ratio=0.0))
+    assert gate_removals(off, probability, kept, 0.008) == ({"gate_removed_lesions": 0, "gate_removed_ml": 0.0}, None)
+
+
 def test_segmenter_gate_drops_lesions_with_normal_adc(inf_checkpoints, tmp_path, ckpt_random) -> None:
     images = brain((32, 32, 8))
     blob = (images["adc"] > 0) & (images["adc"] < 600)  # the restricted lesion of brain()
@@ -375,6 +400,11 @@ def test_segmenter_gate_drops_lesions_with_normal_adc(inf_checkpoints, tmp_path,
     expected = keep_restricted_lesions(loose.mask_canonical, images["adc"], 0.8)
     np.testing.assert_array_equal(gated.mask_canonical, expected)
     assert gated.mask_canonical[blob].all() and not gated.mask_canonical[lookalike].any()
+    voxel_ml = float(np.prod(np.linalg.norm(affine[:3, :3], axis=0))) / 1000
+    assert (loose.report.gate_removed_lesions, loose.report.gate_removed_ml) == (0, 0.0)
+    assert gated.report.gate_removed_lesions == 1
+    assert gated.report.gate_removed_ml == pytest.approx(lookalike.sum() * voxel_ml)
+    assert CaseReport.from_dict(gated.report.to_dict()).gate_removed_ml == gated.report.gate_removed_ml
     ctp = ckpt_random(tmp_path / "ctp.pt", kind="ctp")
     with pytest.raises(InputError, match="needs a model with an adc input"):
         Segmenter.from_checkpoint(ctp, max_adc_ratio=0.8)

@@ -121,6 +121,20 @@ def test_relative_normalisation_puts_tissue_at_0_and_the_outside_at_minus_1(phan
     assert abs(np.median(restore(z[:, 0], geom)[geom.head])) < 1e-5
 
 
+def test_noise_around_zero_keeps_a_ratio_scale() -> None:
+    from mdanet_sdk.data.normalize import not_a_ratio_scale
+
+    rng = np.random.default_rng(0)
+    tissue = rng.normal(40.0, 4.0, 9000)
+    for share, sigma, expected in ((0.2, 2.0, False), (0.2, 8.0, False), (0.2, 25.0, True), (0.04, 60.0, False)):
+        n = int(share * tissue.size / (1 - share))
+        noise = rng.normal(0.0, sigma, n)  # CSF and air of a map not clipped at 0: about half negative
+        assert not_a_ratio_scale(np.concatenate([tissue, noise])) is expected, (share, sigma)
+    assert not_a_ratio_scale(rng.normal(0.0, 1.0, 9000))  # a z-scored map
+    assert not_a_ratio_scale(np.concatenate([tissue, np.full(3000, -1024.0)]))  # air in HU
+    assert not_a_ratio_scale(np.zeros(100)) and not not_a_ratio_scale(tissue)
+
+
 def test_robust_z_score_inside_the_head(phantom) -> None:
     cfg = PreprocessConfig(normalization="zscore")
     slices, geom = preprocess_images(phantom.images, MRI, cfg)

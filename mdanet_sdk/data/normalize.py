@@ -58,7 +58,10 @@ __all__ = [
 NORMALIZATIONS = ("relative", "zscore")
 #: Largest relative value kept above tissue (×11 of the median: a Tmax of 11 s over 1 s of tissue).
 RELATIVE_MAX = intensity.RELATIVE_MAX
-NOT_A_RATIO_SCALE = "A modality has negative values: it is normalised by z-scores instead of by its median."
+NOT_A_RATIO_SCALE = (
+    "A modality has many negative values beyond noise: it is normalised by z-scores instead of by its median, which "
+    "the model was not trained on, so the mask is less reliable; give the map in physical units, 0 and up."
+)
 NOT_SKULL_STRIPPED = (
     "The input has a noisy, non-zero background: it does not look skull-stripped; pass a brain mask for reliable "
     "results (--brain-mask FILE, or brain_mask= in Python)."
@@ -117,7 +120,8 @@ def head_mask(volumes: Sequence[np.ndarray], modalities: Sequence[str] = ()) -> 
 
 
 def not_a_ratio_scale(inside: np.ndarray) -> bool:
-    """Whether values are not a non-negative physical quantity (over 5 % negative) or have no positive one."""
+    """Whether values are not a non-negative physical quantity (:func:`mdanet_sdk.pipeline.intensity.not_a_ratio_scale`:
+    none positive, or over 5 % negative values beyond noise around 0)."""
     return intensity.not_a_ratio_scale(_tensor(inside))
 
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from mdanet_sdk.data.nifti import save_like, to_original
 from mdanet_sdk.data.targets import check_output_file
 from mdanet_sdk.data.preprocess import NOT_SKULL_STRIPPED, SliceGeometry
 from mdanet_sdk.errors import InputError, MDANetError
+from mdanet_sdk.inference.postprocess import remove_small_lesions
 from mdanet_sdk.report import OVERLAY_MODALITIES, CaseReport, lesion_stats, save_overlay
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ __all__ = [
     "FailedCase",
     "finish_case",
     "volume_warnings",
+    "gate_removals",
+    "GATE_WARNING_ML",
     "IMPLAUSIBLE_LESION_SHARE",
     "LARGEST_BRAIN_ML",
 ]
@@ -159,6 +162,8 @@ class FailedCase:
 IMPLAUSIBLE_LESION_SHARE = 1.0 / 3.0
 #: Adult brains (CSF included) hold 1.0-1.7 L; a larger head mask holds a skull and scalp.
 LARGEST_BRAIN_ML = 2200.0
+#: The restricted-diffusion gate's removals are told in a warning from this volume on (when they outweigh the mask).
+GATE_WARNING_ML = 1.0
 
 
 def volume_warnings(mask: np.ndarray, geometry: SliceGeometry, voxel_ml: float) -> list[str]:
@@ -180,6 +185,29 @@ def volume_warnings(mask: np.ndarray, geometry: SliceGeometry, voxel_ml: float) 
     return warnings
 
 
+def gate_removals(
+    segmenter: Segmenter, probability: np.ndarray, mask: np.ndarray, voxel_ml: float
+) -> tuple[dict[str, Any], str | None]:
+    """What the restricted-diffusion gate removed from ``mask``: ``{"gate_removed_lesions", "gate_removed_ml"}`` (the
+    lesions above the threshold and minimum size that are not in ``mask``), and a warning (or None) when it removed
+    at least :data:`GATE_WARNING_ML` and more than it kept: a lesion whose ADC has pseudo-normalised, or look-alikes
+    that the user should see, since the mask alone then says "no lesion"."""
+    settings = segmenter.settings
+    if settings.max_adc_ratio <= 0:
+        return {"gate_removed_lesions": 0, "gate_removed_ml": 0.0}, None
+    ungated = remove_small_lesions(probability > settings.threshold, settings.min_size)
+    removed = lesion_stats((ungated != 0) & (mask == 0), voxel_ml)
+    ml, kept = removed["lesion_volume_ml"], float(np.count_nonzero(mask)) * voxel_ml
+    warning = None
+    if ml >= GATE_WARNING_ML and ml > kept:
+        warning = (
+            f"The restricted-diffusion gate removed {removed['n_lesions']} lesion(s) of {ml:.1f} mL in all, more "
+            f"than it kept ({kept:.1f} mL): their median ADC is above {settings.max_adc_ratio:g}x tissue "
+            "(pseudo-normalised lesions or DWI-bright look-alikes); look at them with --max-adc-ratio 0."
+        )
+    return {"gate_removed_lesions": removed["n_lesions"], "gate_removed_ml": ml}, warning
+
+
 def finish_case(segmenter: Segmenter, loaded: Loaded, mask: np.ndarray, probability: np.ndarray) -> SegmentationResult:
     """The result of a case whose mask is made: its :class:`~mdanet_sdk.report.CaseReport` says what was found
     (volumes, counts, the warnings of its input, geometry and volume) and what produced it (``segmenter``'s
@@ -193,7 +221,9 @@ def finish_case(segmenter: Segmenter, loaded: Loaded, mask: np.ndarray, probabil
     """
     case, geometry = loaded.case, loaded.geometry
     ref = case.reference
+    gate, gate_warning = gate_removals(segmenter, probability, mask, ref.voxel_volume_ml)
     warnings = [*case.warnings, *geometry.warnings, *volume_warnings(mask, geometry, ref.voxel_volume_ml)]
+    warnings += [gate_warning] if gate_warning else []
     report = CaseReport(
         case_id=case.case_id,
         **lesion_stats(mask, ref.voxel_volume_ml),
@@ -206,6 +236,7 @@ def finish_case(segmenter: Segmenter, loaded: Loaded, mask: np.ndarray, probabil
         model_version=segmenter.model_version,
         modalities=segmenter.modalities,
         **segmenter.settings.to_dict(),
+        **gate,
         tta_screen=segmenter.tta_screen and segmenter.tta,
         warnings=warnings,
         weights_sha256=list(segmenter.weights_sha256),

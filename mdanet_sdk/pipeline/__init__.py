@@ -15,10 +15,12 @@ case, for export).
 __all__ = ["PIPELINE_REVISION"]
 
 #: Raised whenever a change here changes what mask a case gets; exported artefacts record it (``meta.json``
-#: ``pipeline_revision``), since they carry the pipeline of their export. 5: the ADC gate takes its tissue ADC in
-#: revision 4's parenchyma too (2026-12-06); 4: a textured slice border that what stands out lies below is tissue, and
-#: the head fills the field; a head under 70 % parenchyma in DWI is normalised by the parenchyma's medians (2026-12-05);
-#: 3: a noisy background whose spread reaches tissue level is still told from tissue on the border (2026-12-05); 2:
-#: perfusion maps' head mask hysteresis and transit times set to 0 where no blood flows (2026-12-05); 1: everything
-#: before (artefacts without the field).
-PIPELINE_REVISION = 5
+#: ``pipeline_revision``), since they carry the pipeline of their export. 6: perfusion maps whose left or right half
+#: of the head has a median transit time 1.5x the other's are normalised by the other half's medians, and noise
+#: around 0 (maps not clipped at 0) keeps the relative normalisation instead of z-scores (2026-12-06);
+#: 5: the ADC gate takes its tissue ADC in revision 4's parenchyma too (2026-12-06); 4: a textured slice border that
+#: what stands out lies below is tissue, and the head fills the field; a head under 70 % parenchyma in DWI is
+#: normalised by the parenchyma's medians (2026-12-05); 3: a noisy background whose spread reaches tissue level is
+#: still told from tissue on the border (2026-12-05); 2: perfusion maps' head mask hysteresis and transit times set to
+#: 0 where no blood flows (2026-12-05); 1: everything before (artefacts without the field).
+PIPELINE_REVISION = 6

@@ -20,6 +20,8 @@ __all__ = [
     "RELATIVE_MAX",
     "NO_BLOOD",
     "BRAIN_SHARE",
+    "HYPOPERFUSED_HALF",
+    "NEGATIVE_NOISE",
     "support",
     "clean_head",
     "stored_field",
@@ -30,6 +32,7 @@ __all__ = [
     "normalize_relative",
     "undefined_transit_times",
     "reference_region",
+    "perfused_half",
     "normalize_volumes",
 ]
 
@@ -46,6 +49,12 @@ NO_BLOOD = 0.1
 BRAIN_SHARE = 0.7
 # Parenchyma is brighter in DWI than this share of its median; CSF, bone, scalp, muscle and air are darker.
 _DARK_IN_DWI = 0.5
+#: Negative values whose median magnitude stays under this share of the positive values' median are noise around 0
+#: (CSF and air of a map not clipped at 0), not a scale centred on 0.
+NEGATIVE_NOISE = 0.25
+#: When one half of the head (left or right of its centre) has a median Tmax (else MTT) this many times the other
+#: half's, a hypoperfused territory covers much of it: the perfusion maps' tissue values are taken in the other half.
+HYPOPERFUSED_HALF = 1.5
 # A border noise sigma above this share of the head's range makes a background "noisy" (not skull-stripped).
 _NOISY_BACKGROUND = 0.001
 # Noise sigmas that make a voxel head by itself, and those that make it head when connected to such a voxel.
@@ -323,10 +332,17 @@ def _head_in_field(
     return mask, noisy
 
 
-def not_a_ratio_scale(inside: Tensor) -> bool:
-    """Whether values are not a non-negative physical quantity (over 5 % negative) or have no positive one."""
-    negative = float((inside < 0).to(torch.float32).mean().item())
-    return negative > 0.05 or not bool((inside > 0).any().item())
+def not_a_ratio_scale(inside: Tensor, noise: float = NEGATIVE_NOISE) -> bool:
+    """Whether values are not a non-negative physical quantity: none positive, or over 5 % negative where the
+    negative values' median magnitude exceeds ``noise`` x the positive values' median (a z-scored or offset map).
+    Noise around 0 in CSF or air, which maps not clipped at 0 carry, keeps a ratio scale: it is clipped to 0."""
+    positive = inside[inside > 0]
+    if positive.numel() == 0:
+        return True
+    negative = inside[inside < 0]
+    if negative.numel() <= 0.05 * inside.numel():
+        return False
+    return median(-negative) > noise * median(positive)
 
 
 def normalize_zscore(volume: Tensor, mask: Tensor, clip_low: float = 0.5, clip_high: float = 99.5) -> Tensor:
@@ -432,14 +448,15 @@ def reference_region(
     own phantoms it holds 82-100 % of the head's positive DWI (CSF is the rest), so their references are the
     head's medians, as in training; where skull, scalp and neck make up half the head, the head's median DWI falls
     to ~0.35x the parenchyma's and its ADC rises (scalp and muscle ~1.5x), so tissue looked like a lesion and
-    lesions like tissue. Without a ``"dwi"`` among ``modalities`` (perfusion maps) it is None too. The switch is a
+    lesions like tissue. Without a ``"dwi"`` among ``modalities`` (perfusion maps) it is :func:`perfused_half`. The
+    switch is a
     step: a skull-stripped brain with over 30 % CSF (atrophy) takes the parenchyma's medians too (its white matter
     moves by ~0.08), and in a head with skull and scalp a lesion filling half the brain can be the reference, as it
     is the median of a skull-stripped brain from 55 % on.
     """
     names = [m.lower() for m in modalities]
     if "dwi" not in names:
-        return None
+        return perfused_half(volumes, names, mask)
     dwi = volumes[names.index("dwi")]
     head = mask & (dwi > 0)
     total = int(head.sum().item())
@@ -456,6 +473,42 @@ def reference_region(
     if int(region.sum().item()) >= share * total:
         return None
     return region
+
+
+def perfused_half(
+    volumes: List[Tensor], names: List[str], mask: Tensor, ratio: float = HYPOPERFUSED_HALF
+) -> Optional[Tensor]:
+    """The half of the head whose perfusion is normal, where a hypoperfused territory fills much of the other half;
+    None (the whole head) otherwise, or without a ``"tmax"`` or ``"mtt"`` map.
+
+    The relative normalisation divides each map by its median in the head: healthy tissue becomes ~0 as long as
+    lesions fill under half the head. A large vessel occlusion can delay a whole hemisphere (Tmax > 6 s) around a
+    small core, and the head's median Tmax is then the delayed tissue's, so that the core's Tmax no longer stands
+    out. The head is split at its centre along left-right (axis 0 of RAS+ volumes); where the delayed half's median
+    transit time (Tmax, else MTT; positive voxels) is ``ratio`` times the other's, the other half is the reference,
+    whose medians equal the whole head's wherever lesions fill under half of it (as in training).
+    """
+    name = "tmax" if "tmax" in names else "mtt"
+    if name not in names:
+        return None
+    time = volumes[names.index(name)]
+    head = mask & (time > 0)
+    columns = head.sum(dim=[1, 2]).to(torch.float64)
+    total = float(columns.sum().item())
+    if total == 0.0:
+        return None
+    x = torch.arange(columns.shape[0], dtype=torch.float64, device=columns.device)
+    centre = float((columns * x).sum().item()) / total
+    left = (x < centre).view(-1, 1, 1)
+    halves = [head & left, head & ~left]
+    if int(halves[0].sum().item()) == 0 or int(halves[1].sum().item()) == 0:
+        return None
+    medians = [median(time[h]) for h in halves]
+    if medians[1] >= ratio * medians[0]:
+        return mask & left
+    if medians[0] >= ratio * medians[1]:
+        return mask & ~left
+    return None
 
 
 def normalize_volumes(
