@@ -135,6 +135,25 @@ def test_noise_around_zero_keeps_a_ratio_scale() -> None:
     assert not_a_ratio_scale(np.zeros(100)) and not not_a_ratio_scale(tissue)
 
 
+def test_perfusion_tissue_values_come_from_the_half_that_is_not_delayed() -> None:
+    import torch
+
+    from mdanet_sdk.pipeline.intensity import perfused_half
+
+    x = np.arange(40)[:, None, None] * np.ones((40, 30, 4))
+    head = torch.ones((40, 30, 4), dtype=torch.bool)
+    # 90 % delayed: no healthy half; 70 and 60 %: the left half; 35 and 0 %: the head's median is healthy already
+    for delayed_from, expected in ((4, None), (12, "left"), (16, "left"), (26, None), (40, None)):
+        tmax = torch.from_numpy(np.where(x >= delayed_from, 7.5, 1.0).astype(np.float32))
+        maps = [torch.full_like(tmax, 50.0), torch.full_like(tmax, 4.0), tmax * 2, tmax]
+        region = perfused_half(maps, ["cbf", "cbv", "mtt", "tmax"], head)
+        if expected is None:
+            assert region is None, delayed_from
+        else:
+            assert region is not None and region[:20].all() and not region[20:].any(), delayed_from
+    assert perfused_half(maps[:3], ["cbf", "cbv", "cbv2"], head) is None  # no transit time: the whole head
+
+
 def test_robust_z_score_inside_the_head(phantom) -> None:
     cfg = PreprocessConfig(normalization="zscore")
     slices, geom = preprocess_images(phantom.images, MRI, cfg)

@@ -15,8 +15,8 @@ case, for export).
 __all__ = ["PIPELINE_REVISION"]
 
 #: Raised whenever a change here changes what mask a case gets; exported artefacts record it (``meta.json``
-#: ``pipeline_revision``), since they carry the pipeline of their export. 6: perfusion maps whose left or right half
-#: of the head has a median transit time 1.5x the other's are normalised by the other half's medians, and noise
+#: ``pipeline_revision``), since they carry the pipeline of their export. 6: perfusion maps whose median transit time is
+#: 2.5x that of the head's left or right half are normalised by that half's medians, and noise
 #: around 0 (maps not clipped at 0) keeps the relative normalisation instead of z-scores (2026-12-06);
 #: 5: the ADC gate takes its tissue ADC in revision 4's parenchyma too (2026-12-06); 4: a textured slice border that
 #: what stands out lies below is tissue, and the head fills the field; a head under 70 % parenchyma in DWI is
