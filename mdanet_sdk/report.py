@@ -69,7 +69,7 @@ class CaseReport:
         max_adc_ratio: lesions with a median ADC above this multiple of the parenchymal ADC were removed
             (0: no such gate).
         gate_removed_lesions, gate_removed_ml: the lesions (count and mL) that the network marked and that gate
-            removed (0 without a gate).
+            removed (0 without a gate; None in a case read from a report of schema 3 or older, which did not say).
         tta: whether flip test-time augmentation was used.
         tta_screen: whether the flips ran only on the slices with a lesion candidate (the others' probability is
             their un-flipped pass).
@@ -98,8 +98,8 @@ class CaseReport:
     min_size: int
     tta: bool
     max_adc_ratio: float = 0.0
-    gate_removed_lesions: int = 0
-    gate_removed_ml: float = 0.0
+    gate_removed_lesions: int | None = None
+    gate_removed_ml: float | None = None
     tta_screen: bool = False
     warnings: list[str] = field(default_factory=list)
     weights_sha256: list[str | None] = field(default_factory=list)
@@ -144,8 +144,8 @@ class CaseReport:
         also grouped under ``"postprocess"`` (the flat keys stay for readers of schema 1)."""
         d = asdict(self)
         d["postprocess"] = self.postprocess
-        for key in ("lesion_volume_ml", "largest_lesion_ml"):
-            d[key] = round(d[key], 3)
+        for key in ("lesion_volume_ml", "largest_lesion_ml", "gate_removed_ml"):
+            d[key] = None if d[key] is None else round(d[key], 3)
         d["runtime_s"] = round(d["runtime_s"], 3)
         d["shape"], d["voxel_size_mm"], d["modalities"] = (
             list(self.shape),
@@ -163,8 +163,8 @@ def _of_type(annotation: str, value: Any) -> bool:
         if not isinstance(value, list) or (fixed and len(value) != len(inner)):
             return False
         return all(_of_type(inner[0], item) for item in value)
-    if annotation == "str | None":
-        return value is None or isinstance(value, str)
+    if annotation.endswith(" | None"):
+        return value is None or _of_type(annotation[: -len(" | None")], value)
     if annotation in ("int", "bool"):
         return type(value).__name__ == annotation
     if annotation == "float":
@@ -218,8 +218,9 @@ def format_slices(slices: Sequence[int]) -> str:
 
 #: Version of the JSON report's layout: 2 added ``schema_version``, ``notices`` and, per case,
 #: ``weights_sha256``, ``package_version``, ``postprocess`` and ``notice`` (schema 1 keys are all kept); 3 added,
-#: per case, ``tta_screen`` (TTA flipped only the slices with a lesion candidate).
-REPORT_SCHEMA_VERSION = 3
+#: per case, ``tta_screen`` (TTA flipped only the slices with a lesion candidate); 4 added, per case,
+#: ``gate_removed_lesions`` and ``gate_removed_ml`` (what the ADC gate removed).
+REPORT_SCHEMA_VERSION = 4
 _DOCUMENT_KEYS = ("schema_version", "mdanet_sdk_version", "notices", "cases", "failed")
 
 

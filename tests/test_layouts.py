@@ -307,6 +307,13 @@ def test_sub_folders_without_derivatives_take_the_label_beside_their_images(tmp_
     np.testing.assert_array_equal(sources[1].load().label, _label(2))
     _write(root / "derivatives/sub-01/sub-01_msk.nii.gz", _label(5))  # a BIDS label wins over one beside
     assert find_cases(root / "sub-01")[0].label_path == root / "derivatives/sub-01/sub-01_msk.nii.gz"
+    for i, m in enumerate(MRI):  # a subject whose one session is ses-02 never takes ses-01's label
+        _write(root / "sub-05/ses-02" / f"sub-05_ses-02_{m}.nii.gz", _image(60 + i))
+    _write(root / "sub-05" / "sub-05_ses-01_msk.nii.gz", _label(5))
+    (other,) = find_cases(root / "sub-05")
+    assert other.label_path is None and other.paths.keys() == set(MRI)
+    _write(root / "sub-05/ses-02" / "sub-05_ses-02_msk.nii.gz", _label(6))
+    assert find_cases(root / "sub-05")[0].label_path == root / "sub-05/ses-02/sub-05_ses-02_msk.nii.gz"
 
 
 def test_a_single_session_subject_takes_its_own_session_label_only(tmp_path) -> None:

@@ -146,7 +146,7 @@ def test_the_notice_and_digest_reach_the_json_and_the_table(folds, tmp_path, ckp
     user = Segmenter.from_checkpoint(folds[0], device="cpu").predict_arrays(brain((32, 32, 6)), AFFINE, case_id="u")
 
     doc = json.loads(write_json_report([synthetic.report], tmp_path / "s.json").read_text())
-    assert doc["schema_version"] == REPORT_SCHEMA_VERSION == 3
+    assert doc["schema_version"] == REPORT_SCHEMA_VERSION == 4
     assert doc["mdanet_sdk_version"] == mdanet_sdk.__version__
     assert doc["notices"] == [SYNTHETIC_NOTICE]
     assert doc["cases"][0]["notice"] == "trained on synthetic phantoms, not for clinical use"

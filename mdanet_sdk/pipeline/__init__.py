@@ -15,7 +15,7 @@ case, for export).
 __all__ = ["PIPELINE_REVISION"]
 
 #: Raised whenever a change here changes what mask a case gets; exported artefacts record it (``meta.json``
-#: ``pipeline_revision``), since they carry the pipeline of their export. 6: perfusion maps whose median transit time is
+#: ``pipeline_revision``), since they carry the pipeline of their export. 6: perfusion maps whose median Tmax is
 #: 2.5x that of the head's left or right half are normalised by that half's medians, and noise
 #: around 0 (maps not clipped at 0) keeps the relative normalisation instead of z-scores (2026-12-06);
 #: 5: the ADC gate takes its tissue ADC in revision 4's parenchyma too (2026-12-06); 4: a textured slice border that

@@ -52,7 +52,7 @@ _DARK_IN_DWI = 0.5
 #: Negative values whose median magnitude stays under this share of the positive values' median are noise around 0
 #: (CSF and air of a map not clipped at 0), not a scale centred on 0.
 NEGATIVE_NOISE = 0.25
-#: When the head's median Tmax (else MTT) is this many times that of its left or right half, a hypoperfused territory
+#: When the head's median Tmax is this many times that of its left or right half, a hypoperfused territory
 #: covers much of the other half: the perfusion maps' tissue values are taken in the lower half. Held-out own CTP
 #: phantoms reach 1.12-1.68 (lesions raise the head's median a little), half-delayed heads 5.9-8.1.
 HYPOPERFUSED_HALF = 2.5
@@ -480,19 +480,19 @@ def perfused_half(
     volumes: List[Tensor], names: List[str], mask: Tensor, ratio: float = HYPOPERFUSED_HALF
 ) -> Optional[Tensor]:
     """The half of the head whose perfusion is normal, where a hypoperfused territory has made the head's median
-    transit time its own; None (the whole head) otherwise, or without a ``"tmax"`` or ``"mtt"`` map.
+    Tmax its own; None (the whole head) otherwise, or without a ``"tmax"`` map.
 
     The relative normalisation divides each map by its median in the head: healthy tissue becomes ~0 as long as
     lesions fill well under half the head. A large vessel occlusion can delay a whole hemisphere (Tmax > 6 s) around
     a small core, and the head's median Tmax is then the delayed tissue's, so that the core's Tmax no longer stands
-    out. The head is split at its centre along left-right (axis 0 of RAS+ volumes); where the head's median transit
-    time (Tmax, else MTT; positive voxels) is ``ratio`` times the lower half's, that half is the reference. Below
-    that the head's medians stay the reference, as in training, where large lesions raise them a little too.
+    out. The head is split at its centre along left-right (axis 0 of RAS+ volumes); where the head's median Tmax
+    (positive voxels) is ``ratio`` times the lower half's, that half is the reference. Below that the head's medians
+    stay the reference, as in training, where large lesions raise them a little too. MTT, which such a territory
+    raises by only ~1.3x, does not tell it.
     """
-    name = "tmax" if "tmax" in names else "mtt"
-    if name not in names:
+    if "tmax" not in names:
         return None
-    time = volumes[names.index(name)]
+    time = volumes[names.index("tmax")]
     head = mask & (time > 0)
     columns = head.sum(dim=[1, 2]).to(torch.float64)
     total = float(columns.sum().item())

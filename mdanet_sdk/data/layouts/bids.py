@@ -9,7 +9,7 @@ one of its ``ses-*`` folders; the label is looked for in ``derivatives/<subject>
 one level up, and a subject with one session never takes another session's label (under another ``ses-*``
 folder or named with another ``ses`` entity). A subject without a label there (``sub-*`` case folders that are
 not a BIDS dataset) takes one stored with its images: ``*_msk`` or a lesion label name of the generic layout
-(``label``, ``lesion``, ``*_lesion_mask``...). Linked folders (a session stored elsewhere) are followed.
+(``label``, ``lesion``, ``*_lesion_mask``...), never another session's. Linked folders (a session stored elsewhere) are followed.
 
 Case ids: a subject with one session (or none) is one case, ``sub-X``; a subject with several ``ses-*``
 folders gives one case per session, ``sub-X_ses-Y``, its label from ``derivatives/sub-X/ses-Y``.
@@ -125,7 +125,8 @@ def _found(case_id: str, folder: Path, subject: Path, where: tuple[str, ...], la
         key = BRAIN_MASK_KEY if meaning is not None and meaning[0] == BRAIN_MASK_KEY else _suffix(path)
         found.setdefault(key, []).append(path)
     if labels:  # ISLES'22 keeps labels in derivatives/; a subject folder without them may hold its own
-        found[_LABEL] = _labels(subject, where) or beside
+        session, only = (where[1] if len(where) > 1 else None), len(_sessions(subject)) <= 1
+        found[_LABEL] = _labels(subject, where) or [p for p in beside if _of_session(p, subject, session, only)]
     return drop_outputs(found, {case_id, subject.name, folder.name})
 
 
