@@ -9,7 +9,8 @@ one of its ``ses-*`` folders; the label is looked for in ``derivatives/<subject>
 one level up, and a subject with one session never takes another session's label (under another ``ses-*``
 folder or named with another ``ses`` entity). A subject without a label there (``sub-*`` case folders that are
 not a BIDS dataset) takes one stored with its images: ``*_msk`` or a lesion label name of the generic layout
-(``label``, ``lesion``, ``*_lesion_mask``...), never another session's. Linked folders (a session stored elsewhere) are followed.
+(``label``, ``lesion``, ``*_lesion_mask``...), never another session's. Linked folders (a session stored
+elsewhere) are followed.
 
 Case ids: a subject with one session (or none) is one case, ``sub-X``; a subject with several ``ses-*``
 folders gives one case per session, ``sub-X_ses-Y``, its label from ``derivatives/sub-X/ses-Y``.
